@@ -1,0 +1,507 @@
+//! The one error type of the crate, with predicates to branch on.
+
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A `Result` whose error is [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong in a call to another process.
+///
+/// The kind is opaque; branch on it with the predicates ([`is_panic`](Error::is_panic),
+/// [`is_died`](Error::is_died), [`is_timeout`](Error::is_timeout), ...). `Display` says what
+/// happened and, where there is something to do, what to do.
+///
+/// # Examples
+///
+/// ```
+/// use mp_runtime::{process_fn, spawn};
+///
+/// #[process_fn]
+/// fn fail() {
+///     panic!("boom");
+/// }
+///
+/// let err = spawn!(fail).unwrap().join().unwrap_err();
+/// assert!(err.is_panic());
+/// assert_eq!(err.panic_message(), Some("boom"));
+/// ```
+#[derive(Clone)]
+pub struct Error {
+    kind: Kind,
+}
+
+/// The cases, kept private so new ones can be added.
+#[derive(Debug, Clone)]
+pub(crate) enum Kind {
+    /// The function panicked in the child.
+    Panic {
+        function: String,
+        message: String,
+        location: String,
+    },
+    /// The process ended before it sent a result.
+    Died { function: String, exit: ExitReason },
+    /// A wait ran out of time.
+    Timeout(Duration),
+    /// The function was passed without `#[process_fn]`.
+    NotRegistered { name: String },
+    /// The child does not know the id the parent asked for.
+    UnknownId {
+        id: String,
+        binary: String,
+        known: Vec<String>,
+    },
+    /// Two functions share one id.
+    DuplicateId {
+        id: String,
+        first: String,
+        second: String,
+    },
+    /// Arguments or a result could not be encoded or decoded.
+    Codec(String),
+    /// The peer sent something that is not our protocol.
+    Protocol(String),
+    /// The pool was closed or terminated.
+    Closed,
+    /// The task was cancelled before it produced a result.
+    Cancelled,
+    /// The result was already taken out of a handle.
+    ResultTaken,
+    /// The API was used in a way it cannot work; the message says how to use it.
+    Usage(String),
+    /// An operating-system call failed.
+    /// Shared, so that one failure can be reported for every call it ended.
+    Io {
+        context: String,
+        source: Arc<io::Error>,
+    },
+}
+
+/// How a process ended, as far as the parent could tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ExitReason {
+    /// It called `exit` with this code.
+    Code(i32),
+    /// A signal ended it.
+    Signal(i32),
+    /// Its status could not be read (it was reaped elsewhere).
+    Unknown,
+}
+
+impl ExitReason {
+    pub(crate) fn from_status(status: std::process::ExitStatus) -> Self {
+        use std::os::unix::process::ExitStatusExt;
+        match (status.code(), status.signal()) {
+            (Some(code), _) => ExitReason::Code(code),
+            (None, Some(signal)) => ExitReason::Signal(signal),
+            (None, None) => ExitReason::Unknown,
+        }
+    }
+}
+
+impl fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            ExitReason::Code(code) => write!(f, "exited with code {code}"),
+            ExitReason::Signal(signal) => write!(f, "was killed by signal {signal} ({})", signal_name(signal)),
+            ExitReason::Unknown => f.write_str("ended with an unknown status"),
+        }
+    }
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        libc::SIGABRT => "SIGABRT: abort() or a failed assertion in C code",
+        libc::SIGKILL => "SIGKILL: killed, often by the out-of-memory killer",
+        libc::SIGSEGV => "SIGSEGV: invalid memory access",
+        libc::SIGBUS => "SIGBUS: bad memory access",
+        libc::SIGTERM => "SIGTERM: asked to terminate",
+        libc::SIGINT => "SIGINT: interrupted",
+        libc::SIGFPE => "SIGFPE: arithmetic fault",
+        libc::SIGILL => "SIGILL: illegal instruction",
+        libc::SIGPIPE => "SIGPIPE: wrote to a closed pipe",
+        _ => "see `man 7 signal`",
+    }
+}
+
+impl Error {
+    pub(crate) fn new(kind: Kind) -> Self {
+        Error { kind }
+    }
+
+    pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
+        Error::new(Kind::Io {
+            context: context.into(),
+            source: Arc::new(source),
+        })
+    }
+
+    pub(crate) fn codec(message: impl Into<String>) -> Self {
+        Error::new(Kind::Codec(message.into()))
+    }
+
+    pub(crate) fn protocol(message: impl Into<String>) -> Self {
+        Error::new(Kind::Protocol(message.into()))
+    }
+
+    pub(crate) fn kind(&self) -> &Kind {
+        &self.kind
+    }
+
+    /// True when the function panicked in the child; [`panic_message`](Error::panic_message)
+    /// and [`panic_location`](Error::panic_location) tell more.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, spawn};
+    ///
+    /// #[process_fn]
+    /// fn divide(a: i32, b: i32) -> i32 {
+    ///     a / b
+    /// }
+    ///
+    /// let err = spawn!(divide, 1, 0).unwrap().join().unwrap_err();
+    /// assert!(err.is_panic());
+    /// assert!(err.to_string().contains("divide by zero"));
+    /// ```
+    pub fn is_panic(&self) -> bool {
+        matches!(self.kind, Kind::Panic { .. })
+    }
+
+    /// The panic's message, when [`is_panic`](Error::is_panic).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, spawn};
+    ///
+    /// #[process_fn]
+    /// fn fail(code: u8) {
+    ///     panic!("failed with {code}");
+    /// }
+    ///
+    /// let err = spawn!(fail, 7).unwrap().join().unwrap_err();
+    /// assert_eq!(err.panic_message(), Some("failed with 7"));
+    /// ```
+    pub fn panic_message(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::Panic { message, .. } => Some(message),
+            _ => None,
+        }
+    }
+
+    /// Where the panic happened (`file:line:column`), when [`is_panic`](Error::is_panic).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, spawn};
+    ///
+    /// #[process_fn]
+    /// fn fail() {
+    ///     panic!("boom");
+    /// }
+    ///
+    /// let err = spawn!(fail).unwrap().join().unwrap_err();
+    /// assert!(err.panic_location().unwrap().contains(".rs:"));
+    /// ```
+    pub fn panic_location(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::Panic { location, .. } => Some(location),
+            _ => None,
+        }
+    }
+
+    /// True when the process ended (crashed, exited, was killed) before it sent a result.
+    /// [`exit_code`](Error::exit_code) and [`signal`](Error::signal) tell how.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, spawn};
+    ///
+    /// #[process_fn]
+    /// fn quit() {
+    ///     std::process::exit(3);
+    /// }
+    ///
+    /// let err = spawn!(quit).unwrap().join().unwrap_err();
+    /// assert!(err.is_died());
+    /// assert_eq!(err.exit_code(), Some(3));
+    /// ```
+    pub fn is_died(&self) -> bool {
+        matches!(self.kind, Kind::Died { .. })
+    }
+
+    /// The exit code of a process that [died](Error::is_died) by calling `exit`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, spawn};
+    ///
+    /// #[process_fn]
+    /// fn quit() {
+    ///     std::process::exit(4);
+    /// }
+    ///
+    /// assert_eq!(spawn!(quit).unwrap().join().unwrap_err().exit_code(), Some(4));
+    /// ```
+    pub fn exit_code(&self) -> Option<i32> {
+        match self.kind {
+            Kind::Died {
+                exit: ExitReason::Code(code),
+                ..
+            } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// The signal that ended a process that [died](Error::is_died) of one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, spawn};
+    ///
+    /// #[process_fn]
+    /// fn crash() {
+    ///     std::process::abort();
+    /// }
+    ///
+    /// let err = spawn!(crash).unwrap().join().unwrap_err();
+    /// assert_eq!(err.signal(), Some(6)); // SIGABRT
+    /// ```
+    pub fn signal(&self) -> Option<i32> {
+        match self.kind {
+            Kind::Died {
+                exit: ExitReason::Signal(signal),
+                ..
+            } => Some(signal),
+            _ => None,
+        }
+    }
+
+    /// True when a wait ran out of time; the work goes on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mp_runtime::{process_fn, spawn};
+    ///
+    /// #[process_fn]
+    /// fn nap() {
+    ///     std::thread::sleep(Duration::from_secs(5));
+    /// }
+    ///
+    /// let mut p = spawn!(nap).unwrap();
+    /// assert!(p.join_timeout(Duration::from_millis(10)).unwrap_err().is_timeout());
+    /// p.kill().unwrap();
+    /// ```
+    pub fn is_timeout(&self) -> bool {
+        matches!(self.kind, Kind::Timeout(_))
+    }
+
+    /// True when a function was passed to [`spawn!`](crate::spawn) or a [`Pool`](crate::Pool)
+    /// without `#[process_fn]`, or the child process does not know it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// fn plain(x: u32) -> u32 {
+    ///     x
+    /// }
+    ///
+    /// let err = mp_runtime::spawn!(plain, 1).unwrap_err();
+    /// assert!(err.is_not_registered());
+    /// assert!(err.to_string().contains("#[process_fn]"));
+    /// ```
+    pub fn is_not_registered(&self) -> bool {
+        matches!(
+            self.kind,
+            Kind::NotRegistered { .. } | Kind::UnknownId { .. } | Kind::DuplicateId { .. }
+        )
+    }
+
+    /// True when arguments or a result could not be encoded or decoded.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, spawn};
+    /// use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    ///
+    /// /// A value that refuses to leave its process.
+    /// struct Secret;
+    ///
+    /// impl Serialize for Secret {
+    ///     fn serialize<S: Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+    ///         Err(serde::ser::Error::custom("a secret stays where it is"))
+    ///     }
+    /// }
+    ///
+    /// impl<'de> Deserialize<'de> for Secret {
+    ///     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+    ///         <()>::deserialize(d).map(|()| Secret)
+    ///     }
+    /// }
+    ///
+    /// #[process_fn]
+    /// fn keep(_secret: Secret) {}
+    ///
+    /// let err = spawn!(keep, Secret).unwrap_err();
+    /// assert!(err.is_codec());
+    /// assert!(err.to_string().contains("a secret stays where it is"));
+    /// ```
+    pub fn is_codec(&self) -> bool {
+        matches!(self.kind, Kind::Codec(_))
+    }
+
+    /// True when a task was cancelled before it produced a result.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, Pool};
+    ///
+    /// #[process_fn]
+    /// fn slow(x: u32) -> u32 {
+    ///     std::thread::sleep(std::time::Duration::from_millis(200));
+    ///     x
+    /// }
+    ///
+    /// let pool = Pool::new(1).unwrap();
+    /// let first = pool.apply_async(slow, (1,));
+    /// let second = pool.apply_async(slow, (2,));
+    /// second.cancel();
+    /// assert!(second.get().unwrap_err().is_cancelled());
+    /// assert_eq!(first.get().unwrap(), 1);
+    /// ```
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self.kind, Kind::Cancelled)
+    }
+
+    /// True when the pool was closed or terminated before the work was submitted.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, Pool};
+    ///
+    /// #[process_fn]
+    /// fn double(x: u32) -> u32 {
+    ///     x * 2
+    /// }
+    ///
+    /// let pool = Pool::new(1).unwrap();
+    /// pool.close();
+    /// assert!(pool.map(double, vec![1]).unwrap_err().is_closed());
+    /// ```
+    pub fn is_closed(&self) -> bool {
+        matches!(self.kind, Kind::Closed)
+    }
+
+    /// True when the API was used in a way that cannot work (a pool of no processes, `join`
+    /// before `close`, a result taken twice); the message says what to do instead.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let err = mp_runtime::Pool::new(0).unwrap_err();
+    /// assert!(err.is_usage());
+    /// ```
+    pub fn is_usage(&self) -> bool {
+        matches!(self.kind, Kind::Usage(_) | Kind::ResultTaken)
+    }
+
+    /// True when an operating-system call failed (starting a process, a socket, a signal).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, spawn};
+    ///
+    /// #[process_fn]
+    /// fn one() -> u8 {
+    ///     1
+    /// }
+    ///
+    /// // A successful call has no error at all; an I/O error would say which call failed.
+    /// assert_eq!(spawn!(one).unwrap().join().unwrap(), 1);
+    /// ```
+    pub fn is_io(&self) -> bool {
+        matches!(self.kind, Kind::Io { .. })
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            Kind::Panic {
+                function,
+                message,
+                location,
+            } => write!(f, "`{function}` panicked in the child process at {location}: {message}"),
+            Kind::Died { function, exit } => write!(
+                f,
+                "the process running `{function}` {exit} before it sent a result"
+            ),
+            Kind::Timeout(after) => write!(
+                f,
+                "timed out after {after:?}; the work goes on: wait again, or terminate it"
+            ),
+            Kind::NotRegistered { name } => write!(
+                f,
+                "`{name}` cannot run in another process: it is not registered; add `#[process_fn]` \
+                 to the function (closures and methods cannot be sent, wrap them in one)"
+            ),
+            Kind::UnknownId { id, binary, known } => write!(
+                f,
+                "the child process ({binary}) has no function registered as `{id}`; parent and child \
+                 must be the same build of the same binary (registered: {})",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ),
+            Kind::DuplicateId { id, first, second } => write!(
+                f,
+                "two functions are registered as `{id}`: `{first}` and `{second}`; give one of them \
+                 another id with `#[process_fn(name = \"...\")]`"
+            ),
+            Kind::Codec(message) => write!(
+                f,
+                "could not encode or decode a value: {message}; arguments and results must \
+                 implement serde's Serialize and Deserialize"
+            ),
+            Kind::Protocol(message) => write!(f, "protocol error between parent and child: {message}"),
+            Kind::Closed => f.write_str("the pool is closed or terminated; build a new pool to run more work"),
+            Kind::Cancelled => f.write_str("the task was cancelled before it produced a result"),
+            Kind::ResultTaken => f.write_str("the result was already taken from this handle"),
+            Kind::Usage(message) => f.write_str(message),
+            Kind::Io { context, source } => write!(f, "{context}: {source}"),
+        }
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Debug is what `unwrap` and `main -> Result` print: make it the readable sentence.
+        write!(f, "Error({self})")
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.kind {
+            Kind::Io { source, .. } => Some(&**source),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Python's `multiprocessing` for Rust: run ordinary functions in other processes, or over a
+//! pool of worker processes, in one line.
+//!
+//! ```
+//! use mp_runtime::{pool_map, process_fn, spawn, Pool};
+//!
+//! #[process_fn]
+//! fn cubes(n: u64) -> u64 {
+//!     n * n * n
+//! }
+//!
+//! #[process_fn]
+//! fn add(a: i32, b: i32) -> i32 {
+//!     a + b
+//! }
+//!
+//! fn main() -> mp_runtime::Result<()> {
+//!     let p = spawn!(add, 2, 3)?; // a child process starts now
+//!     assert_eq!(p.join()?, 5);
+//!     assert_eq!(pool_map!(cubes, vec![3, 4, 5])?, vec![27, 64, 125]);
+//!     let pool = Pool::new(2)?;
+//!     assert_eq!(pool.map(cubes, vec![3, 4, 5])?, vec![27, 64, 125]);
+//!     assert_eq!(cubes(2), 8); // still an ordinary function
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # Processes
+//!
+//! [`spawn!`] starts a child [`Process`] that runs one call and sends its result back;
+//! [`Process::join`] returns it, typed. The child is this same program: it is started again
+//! and becomes a worker before `main` runs, so nothing needs to be set up in `main`, in tests,
+//! doctests, examples or benches.
+//!
+//! # Pools
+//!
+//! [`Pool`] keeps worker processes alive and hands them work: [`Pool::map`], [`Pool::imap`],
+//! [`Pool::imap_unordered`], [`Pool::starmap`], [`Pool::apply`], [`Pool::apply_async`],
+//! [`Pool::map_async`], with [`AsyncResult`] to wait on (or `.await`). [`pool_map!`] maps on a
+//! pool shared by the whole program.
+//!
+//! # Panics and crashes
+//!
+//! A panic in a child comes back as an [`Error`] whose [`is_panic`](Error::is_panic) is true,
+//! with the panic's message and `file:line:column`. A child that crashes, exits or is killed
+//! before it answers gives [`is_died`](Error::is_died), with its exit code or signal. In a pool,
+//! either fails only the call concerned: a dead worker is replaced and the pool goes on. With
+//! `panic = "abort"` a panic is a crash (SIGABRT).
+//!
+//! # Serialization
+//!
+//! Arguments and results cross the process boundary encoded with bincode through serde: any
+//! type that implements `Serialize` and `Deserialize` (derive them), of any size. References
+//! cannot cross; `#[process_fn]` says so at compile time.
+//!
+//! # What the child inherits
+//!
+//! The environment, the working directory, standard output and standard error (what a child
+//! prints appears, and is flushed before its result is sent). Standard input is `/dev/null`.
+//! The parent's channel is a private socket pair; no network socket is opened.
+//!
+//! # Platform support
+//!
+//! Linux. The child is started from `/proc/self/exe` and becomes a worker from an
+//! `.init_array` constructor; macOS would use `_NSGetExecutablePath` and `__mod_init_func`.
+
+mod bootstrap;
+mod channel;
+mod codec;
+mod context;
+mod error;
+mod macros;
+mod pool;
+mod process;
+mod registry;
+mod worker;
+
+pub use context::cpu_count;
+pub use error::{Error, Result};
+pub use pool::{AsyncResult, IMap, Pool, PoolBuilder, StartMethod};
+pub use process::Process;
+pub use registry::ProcessFn;
+
+/// Registers a function so that it can run in another process.
+///
+/// The function stays as it is and can still be called directly. Its arguments and result
+/// must be serde types (`Serialize + Deserialize`, owned, `'static`); it may take from 0 to 12
+/// arguments, with any patterns.
+///
+/// Its id (what parent and child agree on) is `module_path::name`; give another with
+/// `#[process_fn(name = "my_id")]`, which two functions of the same path in one binary need.
+/// A crate that re-exports mp may say where: `#[process_fn(crate = my_crate::mp)]`.
+///
+/// `async fn`, generic functions, methods, `impl Trait` or reference arguments, `unsafe fn`
+/// and variadics cannot cross a process boundary: each gives a compile error that says what
+/// to write instead.
+///
+/// # Examples
+///
+/// ```
+/// use mp_runtime::{process_fn, spawn};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize, Debug, PartialEq)]
+/// struct Point {
+///     x: i64,
+///     y: i64,
+/// }
+///
+/// #[process_fn(name = "geometry::mirror")]
+/// fn mirror(Point { x, y }: Point) -> Point {
+///     Point { x: y, y: x }
+/// }
+///
+/// let p = spawn!(mirror, Point { x: 1, y: 2 }).unwrap();
+/// assert_eq!(p.join().unwrap(), Point { x: 2, y: 1 });
+/// ```
+pub use mp_macros::process_fn;
+
+/// What the macros expand to. Not a public API: it may change in any release.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::macros::pool_map;
+    pub use crate::registry::Entry;
+    pub use inventory;
+
+    use crate::codec;
+    use crate::error::Result;
+    use serde::Serialize;
+    use serde::de::DeserializeOwned;
+    use std::any::TypeId;
+
+    /// The `TypeId` of a value's type: for a fn item, the function's identity.
+    pub fn type_id_of<T: 'static>(_: &T) -> TypeId {
+        TypeId::of::<T>()
+    }
+
+    /// Decodes a function's argument tuple.
+    pub fn decode_args<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+        codec::decode(bytes)
+    }
+
+    /// Encodes a function's result.
+    pub fn encode_result<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+        codec::encode(value)
+    }
+
+    /// Fails to compile, on the type, when it cannot cross a process boundary.
+    pub fn assert_transferable<T: Serialize + DeserializeOwned + 'static>() {}
+}

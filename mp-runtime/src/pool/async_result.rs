@@ -1,0 +1,386 @@
+//! [`AsyncResult`]: the handle to work submitted with `apply_async` or `map_async`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Condvar, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use super::scheduler::{Control, Raw, Sink, lock};
+use crate::error::{Error, Kind, Result};
+use crate::worker::Outcome;
+
+/// Where the one result of a submission lands; the first completion wins.
+#[derive(Default)]
+pub(crate) struct Slot {
+    state: Mutex<SlotState>,
+    done: Condvar,
+}
+
+#[derive(Default)]
+struct SlotState {
+    result: Option<Raw>,
+    taken: bool,
+    waker: Option<Waker>,
+}
+
+impl Slot {
+    /// Stores the result unless one is there already; wakes every waiter.
+    pub(crate) fn complete(&self, result: Raw) -> bool {
+        let mut state = lock(&self.state);
+        if state.result.is_some() || state.taken {
+            return false;
+        }
+        state.result = Some(result);
+        let waker = state.waker.take();
+        drop(state);
+        self.done.notify_all();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        true
+    }
+
+    fn is_complete(&self) -> bool {
+        let state = lock(&self.state);
+        state.result.is_some() || state.taken
+    }
+
+    fn succeeded(&self) -> bool {
+        matches!(&lock(&self.state).result, Some(Ok(outcomes))
+            if outcomes.iter().all(|o| matches!(o, Outcome::Value(_))))
+    }
+
+    /// Waits until complete or `deadline`; true if complete.
+    fn wait_until(&self, deadline: Option<Instant>) -> bool {
+        let mut state = lock(&self.state);
+        while state.result.is_none() && !state.taken {
+            match deadline {
+                None => state = self.done.wait(state).unwrap_or_else(|e| e.into_inner()),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return false;
+                    }
+                    state = self
+                        .done
+                        .wait_timeout(state, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+            }
+        }
+        true
+    }
+
+    fn take(&self) -> Raw {
+        let mut state = lock(&self.state);
+        match state.result.take() {
+            Some(result) => {
+                state.taken = true;
+                result
+            }
+            None => Err(Error::new(Kind::ResultTaken)),
+        }
+    }
+}
+
+/// A sink that collects the chunks of one submission, in order, into its slot; the first
+/// failure completes the slot and cancels the other chunks.
+pub(crate) struct Gather {
+    parts: Mutex<GatherState>,
+    slot: Arc<Slot>,
+    control: Arc<Control>,
+}
+
+struct GatherState {
+    chunks: Vec<Option<Vec<Outcome>>>,
+    missing: usize,
+}
+
+impl Gather {
+    pub(crate) fn new(chunks: usize, slot: Arc<Slot>, control: Arc<Control>) -> Self {
+        let gather = Gather {
+            parts: Mutex::new(GatherState {
+                chunks: (0..chunks).map(|_| None).collect(),
+                missing: chunks,
+            }),
+            slot,
+            control,
+        };
+        if chunks == 0 {
+            gather.slot.complete(Ok(Vec::new()));
+        }
+        gather
+    }
+}
+
+impl Sink for Gather {
+    fn deliver(&self, index: usize, result: Raw) {
+        let failed = match &result {
+            Err(_) => true,
+            Ok(outcomes) => outcomes.iter().any(|o| !matches!(o, Outcome::Value(_))),
+        };
+        if failed {
+            // Report the failure at once and stop the rest of this submission.
+            self.control.cancel();
+            self.slot.complete(result);
+            return;
+        }
+        let mut parts = lock(&self.parts);
+        if parts.chunks[index].is_none() {
+            parts.chunks[index] = result.ok();
+            parts.missing -= 1;
+        }
+        if parts.missing == 0 {
+            let all = parts.chunks.iter_mut().flat_map(|c| c.take().unwrap_or_default());
+            let all: Vec<Outcome> = all.collect();
+            drop(parts);
+            self.slot.complete(Ok(all));
+        }
+    }
+}
+
+/// The result of work submitted with [`Pool::apply_async`](crate::Pool::apply_async),
+/// [`Pool::map_async`](crate::Pool::map_async) or
+/// [`Pool::starmap_async`](crate::Pool::starmap_async).
+///
+/// Wait for it with [`get`](AsyncResult::get) or [`get_timeout`](AsyncResult::get_timeout),
+/// poll it with [`ready`](AsyncResult::ready), stop it with [`cancel`](AsyncResult::cancel), or
+/// `.await` it: it is a [`Future`] that any executor can drive (a worker thread wakes it).
+/// Dropping it does not cancel the work.
+///
+/// # Examples
+///
+/// ```
+/// use mp_runtime::{process_fn, Pool};
+///
+/// #[process_fn]
+/// fn add(a: i32, b: i32) -> i32 {
+///     a + b
+/// }
+///
+/// let pool = Pool::new(2).unwrap();
+/// let pending: Vec<_> = (0..4).map(|i| pool.apply_async(add, (i, i))).collect();
+/// let sums: Vec<i32> = pending.into_iter().map(|r| r.get().unwrap()).collect();
+/// assert_eq!(sums, [0, 2, 4, 6]);
+/// ```
+pub struct AsyncResult<T> {
+    slot: Arc<Slot>,
+    control: Arc<Control>,
+    function: &'static str,
+    decode: fn(Vec<Outcome>, &str) -> Result<T>,
+}
+
+impl<T> AsyncResult<T> {
+    pub(crate) fn new(
+        slot: Arc<Slot>,
+        control: Arc<Control>,
+        function: &'static str,
+        decode: fn(Vec<Outcome>, &str) -> Result<T>,
+    ) -> Self {
+        AsyncResult {
+            slot,
+            control,
+            function,
+            decode,
+        }
+    }
+
+    fn take(&self) -> Result<T> {
+        (self.decode)(self.slot.take()?, self.function)
+    }
+
+    /// Waits for the result and returns it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, Pool};
+    ///
+    /// #[process_fn]
+    /// fn double(x: u32) -> u32 {
+    ///     x * 2
+    /// }
+    ///
+    /// let pool = Pool::new(1).unwrap();
+    /// assert_eq!(pool.map_async(double, vec![1, 2]).get().unwrap(), vec![2, 4]);
+    /// ```
+    pub fn get(self) -> Result<T> {
+        self.slot.wait_until(None);
+        self.take()
+    }
+
+    /// Waits at most `timeout`. On timeout the error's [`is_timeout`](Error::is_timeout) is
+    /// true and the work goes on (as in Python): call again later. Once the result has been
+    /// returned, later calls say it was taken.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mp_runtime::{process_fn, Pool};
+    ///
+    /// #[process_fn]
+    /// fn slow(x: u32) -> u32 {
+    ///     std::thread::sleep(Duration::from_millis(300));
+    ///     x
+    /// }
+    ///
+    /// let pool = Pool::new(1).unwrap();
+    /// let result = pool.apply_async(slow, (5,));
+    /// assert!(result.get_timeout(Duration::from_millis(1)).unwrap_err().is_timeout());
+    /// assert_eq!(result.get_timeout(Duration::from_secs(30)).unwrap(), 5);
+    /// ```
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
+        if !self.slot.wait_until(Some(Instant::now() + timeout)) {
+            return Err(Error::new(Kind::Timeout(timeout)));
+        }
+        self.take()
+    }
+
+    /// Waits until the result is there, without taking it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, Pool};
+    ///
+    /// #[process_fn]
+    /// fn one() -> u8 {
+    ///     1
+    /// }
+    ///
+    /// let pool = Pool::new(1).unwrap();
+    /// let result = pool.apply_async(one, ());
+    /// result.wait();
+    /// assert!(result.ready());
+    /// ```
+    pub fn wait(&self) {
+        self.slot.wait_until(None);
+    }
+
+    /// Waits at most `timeout` until the result is there; true if it is.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mp_runtime::{process_fn, Pool};
+    ///
+    /// #[process_fn]
+    /// fn one() -> u8 {
+    ///     1
+    /// }
+    ///
+    /// let pool = Pool::new(1).unwrap();
+    /// let result = pool.apply_async(one, ());
+    /// assert!(result.wait_timeout(Duration::from_secs(30)));
+    /// ```
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        self.slot.wait_until(Some(Instant::now() + timeout))
+    }
+
+    /// Whether the work has finished (successfully or not, or was cancelled).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mp_runtime::{process_fn, Pool};
+    ///
+    /// #[process_fn]
+    /// fn slow() {
+    ///     std::thread::sleep(Duration::from_millis(300));
+    /// }
+    ///
+    /// let pool = Pool::new(1).unwrap();
+    /// let result = pool.apply_async(slow, ());
+    /// assert!(!result.ready());
+    /// result.wait();
+    /// assert!(result.ready());
+    /// ```
+    pub fn ready(&self) -> bool {
+        self.slot.is_complete()
+    }
+
+    /// Whether the work has finished and every call in it returned a value. False while it
+    /// runs (Python raises there instead).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, Pool};
+    ///
+    /// #[process_fn]
+    /// fn check(x: i32) -> i32 {
+    ///     assert!(x >= 0, "negative");
+    ///     x
+    /// }
+    ///
+    /// let pool = Pool::new(1).unwrap();
+    /// let good = pool.apply_async(check, (1,));
+    /// let bad = pool.apply_async(check, (-1,));
+    /// good.wait();
+    /// bad.wait();
+    /// assert!(good.successful());
+    /// assert!(!bad.successful());
+    /// ```
+    pub fn successful(&self) -> bool {
+        self.slot.succeeded()
+    }
+
+    /// Cancels the work: calls still queued never run, and a worker running one is killed and
+    /// replaced. [`get`](AsyncResult::get) then reports [`is_cancelled`](Error::is_cancelled).
+    /// Returns false if the work had already finished.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mp_runtime::{process_fn, Pool};
+    ///
+    /// #[process_fn]
+    /// fn forever() {
+    ///     loop {
+    ///         std::thread::sleep(Duration::from_secs(1));
+    ///     }
+    /// }
+    ///
+    /// let pool = Pool::new(1).unwrap();
+    /// let stuck = pool.apply_async(forever, ());
+    /// assert!(stuck.cancel());
+    /// assert!(stuck.get().unwrap_err().is_cancelled());
+    /// ```
+    pub fn cancel(&self) -> bool {
+        let cancelled = self.slot.complete(Err(Error::new(Kind::Cancelled)));
+        if cancelled {
+            self.control.cancel();
+        }
+        cancelled
+    }
+}
+
+impl<T> Future for AsyncResult<T> {
+    type Output = Result<T>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
+        {
+            let mut state = lock(&self.slot.state);
+            if state.result.is_none() && !state.taken {
+                state.waker = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+        }
+        Poll::Ready(self.take())
+    }
+}
+
+impl<T> std::fmt::Debug for AsyncResult<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncResult")
+            .field("function", &self.function)
+            .field("ready", &self.ready())
+            .finish()
+    }
+}

@@ -1,0 +1,232 @@
+//! [`IMap`]: lazy, streaming maps over a pool.
+
+use std::collections::{HashMap, VecDeque};
+use std::marker::PhantomData;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_bytes::ByteBuf;
+
+use super::Pool;
+use super::scheduler::{Control, Raw, Sink, Task};
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::registry::Entry;
+
+/// Hands each finished chunk to the iterator's thread.
+struct Stream(Mutex<Sender<(usize, Raw)>>);
+
+impl Sink for Stream {
+    fn deliver(&self, index: usize, result: Raw) {
+        // The iterator may be gone; then the result has no one to go to.
+        let _ = super::scheduler::lock(&self.0).send((index, result));
+    }
+}
+
+/// An iterator over the results of [`Pool::imap`] (input order) or
+/// [`Pool::imap_unordered`] (completion order), one `Result` per input.
+///
+/// It reads its input lazily: at most a few chunks per worker are queued or running at a time,
+/// so an endless input works, and the first results arrive while later ones compute. Dropping
+/// it cancels what it had queued.
+///
+/// # Examples
+///
+/// ```
+/// use mp_runtime::{process_fn, Pool};
+///
+/// #[process_fn]
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+///
+/// let pool = Pool::new(2).unwrap();
+/// let first: Vec<u64> = pool.imap(square, 1..).take(4).map(|r| r.unwrap()).collect();
+/// assert_eq!(first, [1, 4, 9, 16]);
+/// ```
+pub struct IMap<'pool, I, R> {
+    pool: &'pool Pool,
+    /// The function, or `None` when it could not be looked up (the error is then in `ready`).
+    function: Option<&'static Entry>,
+    inputs: I,
+    inputs_done: bool,
+    chunksize: usize,
+    ordered: bool,
+    max_in_flight: usize,
+    /// Chunks submitted so far; the next one gets this index.
+    submitted: usize,
+    received: usize,
+    /// The index of the chunk to yield next, when ordered.
+    next_chunk: usize,
+    /// How many inputs each chunk in flight holds.
+    sizes: HashMap<usize, usize>,
+    /// Finished chunks waiting for their turn, when ordered.
+    waiting: HashMap<usize, Vec<Result<R>>>,
+    ready: VecDeque<Result<R>>,
+    results: Receiver<(usize, Raw)>,
+    sink: Arc<Stream>,
+    control: Arc<Control>,
+    output: PhantomData<fn() -> R>,
+}
+
+impl<'pool, I, A, R> IMap<'pool, I, R>
+where
+    I: Iterator<Item = A>,
+    A: Serialize,
+    R: DeserializeOwned,
+{
+    pub(crate) fn new(
+        pool: &'pool Pool,
+        function: Result<&'static Entry>,
+        inputs: I,
+        chunksize: usize,
+        ordered: bool,
+    ) -> Self {
+        let (sender, results) = mpsc::channel();
+        let (function, ready) = match function {
+            Ok(entry) => (Some(entry), VecDeque::new()),
+            Err(error) => (None, VecDeque::from([Err(error)])),
+        };
+        IMap {
+            pool,
+            inputs_done: function.is_none(),
+            function,
+            inputs,
+            chunksize: chunksize.max(1),
+            ordered,
+            // Two chunks per worker keep every worker busy while results are read.
+            max_in_flight: 2 * pool.processes(),
+            submitted: 0,
+            received: 0,
+            next_chunk: 0,
+            sizes: HashMap::new(),
+            waiting: HashMap::new(),
+            ready,
+            results,
+            sink: Arc::new(Stream(Mutex::new(sender))),
+            control: Arc::default(),
+            output: PhantomData,
+        }
+    }
+
+    /// Submits chunks until enough are in flight or the input ends.
+    fn top_up(&mut self) {
+        let Some(function) = self.function else {
+            return;
+        };
+        while !self.inputs_done && self.submitted - self.received < self.max_in_flight {
+            let mut items = Vec::with_capacity(self.chunksize);
+            let mut failure = None;
+            let mut taken = 0;
+            for input in self.inputs.by_ref().take(self.chunksize) {
+                taken += 1;
+                match codec::encode(&(&input,)) {
+                    Ok(bytes) => items.push(ByteBuf::from(bytes)),
+                    Err(error) => failure = Some(error),
+                }
+            }
+            if taken < self.chunksize {
+                self.inputs_done = true;
+            }
+            if taken == 0 {
+                return;
+            }
+            let index = self.submitted;
+            self.submitted += 1;
+            self.sizes.insert(index, taken);
+            if let Some(error) = failure {
+                // Report an input that cannot be encoded in its place, without running it.
+                self.sink.deliver(index, Err(error));
+                continue;
+            }
+            let task = Task {
+                function,
+                items,
+                index,
+                sink: self.sink.clone(),
+                control: self.control.clone(),
+            };
+            if let Err(error) = self.pool.shared.submit([task]) {
+                self.sink.deliver(index, Err(error));
+                self.inputs_done = true;
+            }
+        }
+    }
+
+    fn accept(&mut self, index: usize, raw: Raw) {
+        let items = self.sizes.remove(&index).unwrap_or(1);
+        let function = self.function.map_or("", |entry| entry.path);
+        let results = decode_chunk::<R>(raw, function, items);
+        if self.ordered {
+            self.waiting.insert(index, results);
+            while let Some(results) = self.waiting.remove(&self.next_chunk) {
+                self.ready.extend(results);
+                self.next_chunk += 1;
+            }
+        } else {
+            self.ready.extend(results);
+        }
+    }
+}
+
+/// One result per item of a finished chunk; a chunk that failed as a whole (its worker died)
+/// gives its error for each item.
+pub(crate) fn decode_chunk<R: DeserializeOwned>(raw: Raw, function: &str, items: usize) -> Vec<Result<R>> {
+    match raw {
+        Ok(outcomes) => outcomes
+            .into_iter()
+            .map(|outcome| outcome.into_bytes(function).and_then(|bytes| codec::decode(&bytes)))
+            .collect(),
+        Err(error) => {
+            let mut errors: Vec<Result<R>> = (1..items.max(1)).map(|_| Err(error.clone())).collect();
+            errors.insert(0, Err(error));
+            errors
+        }
+    }
+}
+
+impl<I, A, R> Iterator for IMap<'_, I, R>
+where
+    I: Iterator<Item = A>,
+    A: Serialize,
+    R: DeserializeOwned,
+{
+    type Item = Result<R>;
+
+    fn next(&mut self) -> Option<Result<R>> {
+        loop {
+            if let Some(result) = self.ready.pop_front() {
+                return Some(result);
+            }
+            self.top_up();
+            if self.received == self.submitted {
+                return None;
+            }
+            // Every submitted chunk is delivered exactly once, so this cannot wait forever.
+            let (index, raw) = self
+                .results
+                .recv()
+                .unwrap_or_else(|_| (self.received, Err(Error::protocol("the pool went away"))));
+            self.received += 1;
+            self.accept(index, raw);
+        }
+    }
+}
+
+impl<I, R> Drop for IMap<'_, I, R> {
+    fn drop(&mut self) {
+        self.control.cancel();
+    }
+}
+
+impl<I, R> std::fmt::Debug for IMap<'_, I, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IMap")
+            .field("function", &self.function.map(|entry| entry.path))
+            .field("ordered", &self.ordered)
+            .field("chunksize", &self.chunksize)
+            .finish()
+    }
+}

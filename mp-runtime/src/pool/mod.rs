@@ -1,0 +1,783 @@
+//! [`Pool`]: a set of worker processes that run `#[process_fn]` calls, with Python's pool API.
+
+mod async_result;
+mod imap;
+mod scheduler;
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_bytes::ByteBuf;
+
+pub use async_result::AsyncResult;
+pub use imap::IMap;
+
+use async_result::{Gather, Slot};
+use scheduler::{Control, Shared, Task, WorkerConfig, lock};
+
+use crate::codec;
+use crate::error::{Error, Kind, Result};
+use crate::registry::{self, Entry, ProcessFn};
+use crate::worker::Outcome;
+
+/// How a pool starts its worker processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum StartMethod {
+    /// Re-execute this binary for each worker: always safe, whatever threads the parent runs.
+    #[default]
+    Spawn,
+}
+
+/// A pool of worker processes.
+///
+/// Workers are started when the pool is built and live until it is closed, terminated or
+/// dropped. Work is handed to them in chunks; each chunk's result comes back to the caller.
+/// A worker that dies (a crash, a signal, `exit`) fails only the call it was running, with an
+/// error that says how it died, and is replaced: the pool goes on.
+///
+/// `Pool` is `Send + Sync`: share it between threads (behind `&` or an `Arc`), and maps from
+/// several threads run side by side. Dropping it kills its workers and reaps them, as
+/// Python's `with Pool() as pool:` does; call [`close`](Pool::close) and [`join`](Pool::join)
+/// first to let queued work finish.
+///
+/// # Examples
+///
+/// ```
+/// use mp_runtime::{process_fn, Pool};
+///
+/// #[process_fn]
+/// fn cubes(n: u64) -> u64 {
+///     n * n * n
+/// }
+///
+/// let pool = Pool::new(2).unwrap();
+/// assert_eq!(pool.map(cubes, vec![3, 4, 5]).unwrap(), vec![27, 64, 125]);
+/// ```
+pub struct Pool {
+    shared: Arc<Shared>,
+    drivers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Settings for a [`Pool`], from [`Pool::builder`].
+///
+/// # Examples
+///
+/// ```
+/// use mp_runtime::{process_fn, Pool};
+///
+/// #[process_fn]
+/// fn pid() -> u32 {
+///     std::process::id()
+/// }
+///
+/// let pool = Pool::builder().processes(1).max_tasks_per_child(1).build().unwrap();
+/// let first = pool.apply(pid, ()).unwrap();
+/// let second = pool.apply(pid, ()).unwrap();
+/// assert_ne!(first, second); // each task got a fresh worker
+/// ```
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct PoolBuilder {
+    processes: Option<usize>,
+    max_tasks_per_child: Option<usize>,
+    initializer: Option<Result<(&'static Entry, ByteBuf)>>,
+    start_method: StartMethod,
+}
+
+impl PoolBuilder {
+    /// How many worker processes; by default one per CPU this process may run on (see
+    /// [`cpu_count`](crate::cpu_count)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = mp_runtime::Pool::builder().processes(3).build().unwrap();
+    /// assert_eq!(pool.processes(), 3);
+    /// ```
+    pub fn processes(mut self, processes: usize) -> Self {
+        self.processes = Some(processes);
+        self
+    }
+
+    /// Replaces each worker with a fresh process after it has run `tasks` tasks (a chunk of a
+    /// map counts as one task, as in Python). Useful when tasks leak memory.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, Pool};
+    ///
+    /// #[process_fn]
+    /// fn pid(_: u32) -> u32 {
+    ///     std::process::id()
+    /// }
+    ///
+    /// let pool = Pool::builder().processes(1).max_tasks_per_child(2).build().unwrap();
+    /// let pids = pool.map_chunked(pid, 0..4, 1).unwrap();
+    /// assert_eq!(pids[0], pids[1]);
+    /// assert_ne!(pids[1], pids[2]);
+    /// ```
+    pub fn max_tasks_per_child(mut self, tasks: usize) -> Self {
+        self.max_tasks_per_child = Some(tasks);
+        self
+    }
+
+    /// Runs `f(args..)` once in each worker before its first task, to set up state that tasks
+    /// then share (a connection, a cache in a `static`). If it panics or fails, [`build`]
+    /// returns that error; if it fails in a replacement worker later, the task that was to run
+    /// there gets the error.
+    ///
+    /// [`build`]: PoolBuilder::build
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::OnceLock;
+    /// use mp_runtime::{process_fn, Pool};
+    ///
+    /// static GREETING: OnceLock<String> = OnceLock::new();
+    ///
+    /// #[process_fn]
+    /// fn set_greeting(greeting: String) {
+    ///     GREETING.set(greeting).unwrap();
+    /// }
+    ///
+    /// #[process_fn]
+    /// fn greet(name: String) -> String {
+    ///     format!("{} {name}", GREETING.get().unwrap())
+    /// }
+    ///
+    /// let pool = Pool::builder()
+    ///     .processes(1)
+    ///     .initializer(set_greeting, ("hello".to_string(),))
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(pool.apply(greet, ("ann".to_string(),)).unwrap(), "hello ann");
+    /// ```
+    pub fn initializer<F, Args>(mut self, f: F, args: Args) -> Self
+    where
+        F: ProcessFn<Args>,
+        Args: Serialize,
+    {
+        let initializer = registry::lookup(&f)
+            .and_then(|entry| Ok((entry, ByteBuf::from(codec::encode(&args)?))));
+        self.initializer = Some(initializer);
+        self
+    }
+
+    /// How workers are started; [`StartMethod::Spawn`] is the default.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{Pool, StartMethod};
+    ///
+    /// let pool = Pool::builder().start_method(StartMethod::Spawn).processes(1).build().unwrap();
+    /// assert_eq!(pool.processes(), 1);
+    /// ```
+    pub fn start_method(mut self, method: StartMethod) -> Self {
+        self.start_method = method;
+        self
+    }
+
+    /// Starts the workers (and runs the initializer in each); fails if any cannot start.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let err = mp_runtime::Pool::builder().processes(0).build().unwrap_err();
+    /// assert!(err.to_string().contains("at least one"));
+    /// ```
+    pub fn build(self) -> Result<Pool> {
+        let processes = self.processes.unwrap_or_else(crate::cpu_count);
+        if processes == 0 {
+            return Err(Error::new(Kind::Usage(
+                "a pool needs at least one process; pass 1 or more to `processes`".into(),
+            )));
+        }
+        if self.max_tasks_per_child == Some(0) {
+            return Err(Error::new(Kind::Usage(
+                "`max_tasks_per_child` must be at least 1".into(),
+            )));
+        }
+        let initializer = self.initializer.transpose()?;
+        let StartMethod::Spawn = self.start_method;
+        let shared = Arc::new(Shared::new(
+            processes,
+            WorkerConfig {
+                max_tasks_per_child: self.max_tasks_per_child,
+                initializer,
+            },
+        ));
+        let (ready, started) = mpsc::channel();
+        let mut drivers = Vec::with_capacity(processes);
+        let mut failure = None;
+        for slot in 0..processes {
+            let (shared, ready) = (shared.clone(), ready.clone());
+            match std::thread::Builder::new()
+                .name(format!("mp-pool-worker-{slot}"))
+                .spawn(move || scheduler::drive(shared, slot, ready))
+            {
+                Ok(driver) => drivers.push(driver),
+                Err(e) => {
+                    failure = Some(Error::io("cannot start a pool thread", e));
+                    break;
+                }
+            }
+        }
+        drop(ready);
+        for _ in 0..drivers.len() {
+            match started.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    failure.get_or_insert(error);
+                }
+                Err(_) => {
+                    failure.get_or_insert(Error::protocol("a pool thread ended while starting"));
+                }
+            }
+        }
+        let pool = Pool {
+            shared,
+            drivers: Mutex::new(drivers),
+        };
+        match failure {
+            // Dropping the pool terminates and reaps the workers that did start.
+            Some(error) => Err(error),
+            None => Ok(pool),
+        }
+    }
+}
+
+/// Python's default chunk size: about four chunks per worker.
+fn auto_chunksize(items: usize, processes: usize) -> usize {
+    items.div_ceil(processes * 4).max(1)
+}
+
+fn decode_one<R: DeserializeOwned>(outcomes: Vec<Outcome>, function: &str) -> Result<R> {
+    let outcome = outcomes
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::protocol("a worker answered a call with no outcome"))?;
+    codec::decode(&outcome.into_bytes(function)?)
+}
+
+fn decode_all<R: DeserializeOwned>(outcomes: Vec<Outcome>, function: &str) -> Result<Vec<R>> {
+    outcomes
+        .into_iter()
+        .map(|outcome| codec::decode(&outcome.into_bytes(function)?))
+        .collect()
+}
+
+impl Pool {
+    /// A pool of `processes` workers: `Pool::builder().processes(processes).build()`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = mp_runtime::Pool::new(2).unwrap();
+    /// assert_eq!(pool.processes(), 2);
+    /// ```
+    pub fn new(processes: usize) -> Result<Pool> {
+        Pool::builder().processes(processes).build()
+    }
+
+    /// Settings beyond the number of processes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = mp_runtime::Pool::builder().processes(1).build().unwrap();
+    /// assert_eq!(pool.processes(), 1);
+    /// ```
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder {
+            processes: None,
+            max_tasks_per_child: None,
+            initializer: None,
+            start_method: StartMethod::default(),
+        }
+    }
+
+    /// How many worker processes the pool keeps.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(mp_runtime::Pool::new(3).unwrap().processes(), 3);
+    /// ```
+    pub fn processes(&self) -> usize {
+        self.shared.slots.len()
+    }
+
+    /// Submits the argument tuples as chunks of `chunksize`; the result gathers them in order.
+    fn submit<F, Args>(
+        &self,
+        f: F,
+        inputs: impl IntoIterator<Item = Args>,
+        chunksize: Option<usize>,
+    ) -> AsyncResult<Vec<F::Output>>
+    where
+        F: ProcessFn<Args>,
+        Args: Serialize,
+    {
+        self.submit_with(f, inputs, chunksize, decode_all::<F::Output>)
+    }
+
+    fn submit_with<F, Args, T>(
+        &self,
+        f: F,
+        inputs: impl IntoIterator<Item = Args>,
+        chunksize: Option<usize>,
+        decode: fn(Vec<Outcome>, &str) -> Result<T>,
+    ) -> AsyncResult<T>
+    where
+        F: ProcessFn<Args>,
+        Args: Serialize,
+    {
+        let slot = Arc::new(Slot::default());
+        let control = Arc::new(Control::default());
+        let (function, failure) = match registry::lookup(&f) {
+            Ok(entry) => (entry.path, self.enqueue(entry, inputs, chunksize, &slot, &control).err()),
+            Err(error) => (std::any::type_name::<F>(), Some(error)),
+        };
+        if let Some(error) = failure {
+            slot.complete(Err(error));
+        }
+        AsyncResult::new(slot, control, function, decode)
+    }
+
+    fn enqueue<Args: Serialize>(
+        &self,
+        entry: &'static Entry,
+        inputs: impl IntoIterator<Item = Args>,
+        chunksize: Option<usize>,
+        slot: &Arc<Slot>,
+        control: &Arc<Control>,
+    ) -> Result<()> {
+        let items = inputs
+            .into_iter()
+            .map(|args| codec::encode(&args).map(ByteBuf::from))
+            .collect::<Result<Vec<_>>>()?;
+        let chunksize = chunksize
+            .unwrap_or_else(|| auto_chunksize(items.len(), self.processes()))
+            .max(1);
+        let chunks = items.len().div_ceil(chunksize);
+        let sink = Arc::new(Gather::new(chunks, slot.clone(), control.clone()));
+        let mut items = items.into_iter();
+        let tasks = (0..chunks).map(|index| Task {
+            function: entry,
+            items: items.by_ref().take(chunksize).collect(),
+            index,
+            sink: sink.clone(),
+            control: control.clone(),
+        });
+        self.shared.submit(tasks.collect::<Vec<_>>())
+    }
+
+    /// Calls `f(x)` for each input `x` and returns the results in input order, like Python's
+    /// `Pool.map`. Inputs go to the workers in chunks of about `len / (4 * processes)`.
+    ///
+    /// If a call panics or its worker dies, `map` returns that error as soon as it is known and
+    /// the rest of this map's queued chunks do not run; the pool stays usable.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, Pool};
+    ///
+    /// #[process_fn]
+    /// fn check(x: i32) -> i32 {
+    ///     assert!(x != 3, "three is not allowed");
+    ///     x
+    /// }
+    ///
+    /// let pool = Pool::new(2).unwrap();
+    /// assert_eq!(pool.map(check, 0..3).unwrap(), vec![0, 1, 2]);
+    /// let err = pool.map(check, 0..5).unwrap_err();
+    /// assert_eq!(err.panic_message(), Some("three is not allowed"));
+    /// assert_eq!(pool.map(check, vec![7]).unwrap(), vec![7]); // still usable
+    /// ```
+    pub fn map<F, A, I>(&self, f: F, inputs: I) -> Result<Vec<F::Output>>
+    where
+        F: ProcessFn<(A,)>,
+        I: IntoIterator<Item = A>,
+        A: Serialize,
+    {
+        self.map_async(f, inputs).get()
+    }
+
+    /// [`map`](Pool::map) with chunks of `chunksize` inputs.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, Pool};
+    ///
+    /// #[process_fn]
+    /// fn inc(x: u8) -> u8 {
+    ///     x + 1
+    /// }
+    ///
+    /// let pool = Pool::new(2).unwrap();
+    /// assert_eq!(pool.map_chunked(inc, vec![1, 2, 3], 2).unwrap(), vec![2, 3, 4]);
+    /// ```
+    pub fn map_chunked<F, A, I>(&self, f: F, inputs: I, chunksize: usize) -> Result<Vec<F::Output>>
+    where
+        F: ProcessFn<(A,)>,
+        I: IntoIterator<Item = A>,
+        A: Serialize,
+    {
+        self.map_async_chunked(f, inputs, chunksize).get()
+    }
+
+    /// [`map`](Pool::map) without waiting: returns an [`AsyncResult`] for the whole list.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, Pool};
+    ///
+    /// #[process_fn]
+    /// fn inc(x: u8) -> u8 {
+    ///     x + 1
+    /// }
+    ///
+    /// let pool = Pool::new(2).unwrap();
+    /// let pending = pool.map_async(inc, vec![1, 2, 3]);
+    /// assert_eq!(pending.get().unwrap(), vec![2, 3, 4]);
+    /// ```
+    pub fn map_async<F, A, I>(&self, f: F, inputs: I) -> AsyncResult<Vec<F::Output>>
+    where
+        F: ProcessFn<(A,)>,
+        I: IntoIterator<Item = A>,
+        A: Serialize,
+    {
+        self.submit(f, inputs.into_iter().map(|x| (x,)), None)
+    }
+
+    /// [`map_async`](Pool::map_async) with chunks of `chunksize` inputs.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, Pool};
+    ///
+    /// #[process_fn]
+    /// fn inc(x: u8) -> u8 {
+    ///     x + 1
+    /// }
+    ///
+    /// let pool = Pool::new(2).unwrap();
+    /// assert_eq!(pool.map_async_chunked(inc, vec![1, 2], 1).get().unwrap(), vec![2, 3]);
+    /// ```
+    pub fn map_async_chunked<F, A, I>(&self, f: F, inputs: I, chunksize: usize) -> AsyncResult<Vec<F::Output>>
+    where
+        F: ProcessFn<(A,)>,
+        I: IntoIterator<Item = A>,
+        A: Serialize,
+    {
+        self.submit(f, inputs.into_iter().map(|x| (x,)), Some(chunksize))
+    }
+
+    /// Calls `f(a, b, ..)` for each tuple of arguments, results in input order, like Python's
+    /// `Pool.starmap`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, Pool};
+    ///
+    /// #[process_fn]
+    /// fn add(a: i32, b: i32) -> i32 {
+    ///     a + b
+    /// }
+    ///
+    /// let pool = Pool::new(2).unwrap();
+    /// assert_eq!(pool.starmap(add, vec![(1, 2), (3, 4)]).unwrap(), vec![3, 7]);
+    /// ```
+    pub fn starmap<F, Args, I>(&self, f: F, inputs: I) -> Result<Vec<F::Output>>
+    where
+        F: ProcessFn<Args>,
+        I: IntoIterator<Item = Args>,
+        Args: Serialize,
+    {
+        self.starmap_async(f, inputs).get()
+    }
+
+    /// [`starmap`](Pool::starmap) without waiting.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, Pool};
+    ///
+    /// #[process_fn]
+    /// fn add(a: i32, b: i32) -> i32 {
+    ///     a + b
+    /// }
+    ///
+    /// let pool = Pool::new(2).unwrap();
+    /// assert_eq!(pool.starmap_async(add, vec![(1, 1)]).get().unwrap(), vec![2]);
+    /// ```
+    pub fn starmap_async<F, Args, I>(&self, f: F, inputs: I) -> AsyncResult<Vec<F::Output>>
+    where
+        F: ProcessFn<Args>,
+        I: IntoIterator<Item = Args>,
+        Args: Serialize,
+    {
+        self.submit(f, inputs, None)
+    }
+
+    /// Calls `f(args..)` once in a worker and waits for the result, like Python's
+    /// `Pool.apply`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, Pool};
+    ///
+    /// #[process_fn]
+    /// fn add(a: i32, b: i32) -> i32 {
+    ///     a + b
+    /// }
+    ///
+    /// let pool = Pool::new(1).unwrap();
+    /// assert_eq!(pool.apply(add, (1, 2)).unwrap(), 3);
+    /// ```
+    pub fn apply<F, Args>(&self, f: F, args: Args) -> Result<F::Output>
+    where
+        F: ProcessFn<Args>,
+        Args: Serialize,
+    {
+        self.apply_async(f, args).get()
+    }
+
+    /// Calls `f(args..)` once in a worker without waiting: returns an [`AsyncResult`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, Pool};
+    ///
+    /// #[process_fn]
+    /// fn add(a: i32, b: i32) -> i32 {
+    ///     a + b
+    /// }
+    ///
+    /// let pool = Pool::new(1).unwrap();
+    /// let pending = pool.apply_async(add, (1, 2));
+    /// assert_eq!(pending.get().unwrap(), 3);
+    /// ```
+    pub fn apply_async<F, Args>(&self, f: F, args: Args) -> AsyncResult<F::Output>
+    where
+        F: ProcessFn<Args>,
+        Args: Serialize,
+    {
+        self.submit_with(f, [args], Some(1), decode_one::<F::Output>)
+    }
+
+    /// A lazy iterator of `f(x)` for each input, in input order, like Python's `Pool.imap`:
+    /// results arrive while later ones compute, and the input is read only as workers need
+    /// it, so it may be endless. Chunks of one input, as in Python.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, Pool};
+    ///
+    /// #[process_fn]
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    ///
+    /// let pool = Pool::new(2).unwrap();
+    /// let squares: Vec<u64> = pool.imap(square, 0..5).collect::<Result<_, _>>().unwrap();
+    /// assert_eq!(squares, [0, 1, 4, 9, 16]);
+    /// ```
+    pub fn imap<F, A, I>(&self, f: F, inputs: I) -> IMap<'_, I::IntoIter, F::Output>
+    where
+        F: ProcessFn<(A,)>,
+        I: IntoIterator<Item = A>,
+        A: Serialize,
+    {
+        self.imap_chunked(f, inputs, 1)
+    }
+
+    /// [`imap`](Pool::imap) with chunks of `chunksize` inputs: fewer round trips for small tasks.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, Pool};
+    ///
+    /// #[process_fn]
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    ///
+    /// let pool = Pool::new(2).unwrap();
+    /// let total: u64 = pool.imap_chunked(square, 0..1000, 100).map(|r| r.unwrap()).sum();
+    /// assert_eq!(total, 332_833_500);
+    /// ```
+    pub fn imap_chunked<F, A, I>(&self, f: F, inputs: I, chunksize: usize) -> IMap<'_, I::IntoIter, F::Output>
+    where
+        F: ProcessFn<(A,)>,
+        I: IntoIterator<Item = A>,
+        A: Serialize,
+    {
+        IMap::new(self, registry::lookup(&f), inputs.into_iter(), chunksize, true)
+    }
+
+    /// Like [`imap`](Pool::imap), but results come in the order they finish, like Python's
+    /// `Pool.imap_unordered`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, Pool};
+    ///
+    /// #[process_fn]
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    ///
+    /// let pool = Pool::new(2).unwrap();
+    /// let mut squares: Vec<u64> = pool.imap_unordered(square, 0..5).map(|r| r.unwrap()).collect();
+    /// squares.sort();
+    /// assert_eq!(squares, [0, 1, 4, 9, 16]);
+    /// ```
+    pub fn imap_unordered<F, A, I>(&self, f: F, inputs: I) -> IMap<'_, I::IntoIter, F::Output>
+    where
+        F: ProcessFn<(A,)>,
+        I: IntoIterator<Item = A>,
+        A: Serialize,
+    {
+        self.imap_unordered_chunked(f, inputs, 1)
+    }
+
+    /// [`imap_unordered`](Pool::imap_unordered) with chunks of `chunksize` inputs.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, Pool};
+    ///
+    /// #[process_fn]
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    ///
+    /// let pool = Pool::new(2).unwrap();
+    /// let count = pool.imap_unordered_chunked(square, 0..100, 10).count();
+    /// assert_eq!(count, 100);
+    /// ```
+    pub fn imap_unordered_chunked<F, A, I>(
+        &self,
+        f: F,
+        inputs: I,
+        chunksize: usize,
+    ) -> IMap<'_, I::IntoIter, F::Output>
+    where
+        F: ProcessFn<(A,)>,
+        I: IntoIterator<Item = A>,
+        A: Serialize,
+    {
+        IMap::new(self, registry::lookup(&f), inputs.into_iter(), chunksize, false)
+    }
+
+    /// Takes no more work; the workers exit once the work already queued is done. Submitting
+    /// afterwards fails with [`is_closed`](Error::is_closed).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, Pool};
+    ///
+    /// #[process_fn]
+    /// fn one() -> u8 {
+    ///     1
+    /// }
+    ///
+    /// let pool = Pool::new(1).unwrap();
+    /// let pending = pool.apply_async(one, ());
+    /// pool.close();
+    /// pool.join().unwrap();
+    /// assert_eq!(pending.get().unwrap(), 1); // queued work finished
+    /// ```
+    pub fn close(&self) {
+        self.shared.close();
+    }
+
+    /// Stops at once: queued work fails with [`is_closed`](Error::is_closed), running work is
+    /// killed with its workers.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mp_runtime::{process_fn, Pool};
+    ///
+    /// #[process_fn]
+    /// fn forever() {
+    ///     loop {
+    ///         std::thread::sleep(Duration::from_secs(1));
+    ///     }
+    /// }
+    ///
+    /// let pool = Pool::new(1).unwrap();
+    /// let stuck = pool.apply_async(forever, ());
+    /// pool.terminate();
+    /// pool.join().unwrap();
+    /// assert!(stuck.get().unwrap_err().is_closed());
+    /// ```
+    pub fn terminate(&self) {
+        self.shared.terminate();
+    }
+
+    /// Waits until every worker has exited and been reaped. Call [`close`](Pool::close) or
+    /// [`terminate`](Pool::terminate) first; otherwise this returns an error at once rather
+    /// than wait forever.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = mp_runtime::Pool::new(1).unwrap();
+    /// assert!(pool.join().is_err()); // still open
+    /// pool.close();
+    /// pool.join().unwrap();
+    /// ```
+    pub fn join(&self) -> Result<()> {
+        if !self.shared.is_closed() {
+            return Err(Error::new(Kind::Usage(
+                "join waits for the workers to exit: call close() or terminate() first".into(),
+            )));
+        }
+        let drivers = std::mem::take(&mut *lock(&self.drivers));
+        for driver in drivers {
+            if driver.join().is_err() {
+                return Err(Error::protocol("a pool thread panicked"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.terminate();
+        let _ = self.join();
+    }
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("processes", &self.processes())
+            .field("closed", &self.shared.is_closed())
+            .finish()
+    }
+}

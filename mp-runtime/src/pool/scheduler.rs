@@ -1,0 +1,440 @@
+//! The pool's engine: a queue of tasks and one driver thread per worker process.
+//!
+//! A task is a chunk of encoded argument tuples for one function. Each driver owns one worker
+//! process: it starts it (and runs the initializer), sends it up to [`IN_FLIGHT`] tasks at a
+//! time, hands each reply to the task's [`Sink`], and replaces the worker when it dies or has
+//! done its `max_tasks_per_child`. A worker that dies fails the one task it was running; the
+//! tasks queued behind it go back to the front of the queue, so every task runs once.
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::process::Child;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+
+use serde_bytes::ByteBuf;
+
+use crate::bootstrap;
+use crate::channel::Channel;
+use crate::codec;
+use crate::error::{Error, ExitReason, Kind, Result};
+use crate::registry::Entry;
+use crate::worker::{Outcome, Reply, Request};
+
+/// Tasks sent to one worker before its first reply: enough to hide the round trip, few enough
+/// that a worker's death sends little back to the queue.
+const IN_FLIGHT: usize = 2;
+
+/// What a task produced: one outcome per item, or why there are none.
+pub(crate) type Raw = Result<Vec<Outcome>>;
+
+/// Where the result of a task goes.
+pub(crate) trait Sink: Send + Sync {
+    /// Called once per task with its index in the submission.
+    fn deliver(&self, index: usize, result: Raw);
+}
+
+/// A chunk of calls of one function.
+pub(crate) struct Task {
+    pub function: &'static Entry,
+    pub items: Vec<ByteBuf>,
+    pub index: usize,
+    pub sink: Arc<dyn Sink>,
+    pub control: Arc<Control>,
+}
+
+impl Task {
+    fn finish(self, result: Raw) {
+        self.sink.deliver(self.index, result);
+    }
+}
+
+/// Lets the owner of a submission cancel its tasks: queued ones never run, running ones have
+/// their worker killed (and replaced).
+#[derive(Default)]
+pub(crate) struct Control {
+    state: Mutex<ControlState>,
+}
+
+#[derive(Default)]
+struct ControlState {
+    cancelled: bool,
+    /// The workers running tasks of this submission now.
+    running: Vec<Arc<Slot>>,
+}
+
+impl Control {
+    pub(crate) fn cancel(&self) {
+        let mut state = lock(&self.state);
+        state.cancelled = true;
+        for slot in state.running.drain(..) {
+            slot.kill_for_cancel();
+        }
+    }
+
+    /// Records that `slot` runs a task of this submission; false if it was cancelled.
+    fn start(&self, slot: &Arc<Slot>) -> bool {
+        let mut state = lock(&self.state);
+        if !state.cancelled {
+            state.running.push(slot.clone());
+        }
+        !state.cancelled
+    }
+
+    /// Records that the task on `slot` is over; false if it was cancelled meanwhile.
+    fn stop(&self, slot: &Arc<Slot>) -> bool {
+        let mut state = lock(&self.state);
+        if let Some(at) = state.running.iter().position(|s| Arc::ptr_eq(s, slot)) {
+            state.running.swap_remove(at);
+        }
+        !state.cancelled
+    }
+}
+
+/// What other threads may know of one driver's worker.
+#[derive(Default)]
+pub(crate) struct Slot {
+    /// The worker's pid while it is alive and not yet reaped.
+    pid: Mutex<Option<u32>>,
+    /// Set when the worker was killed to cancel a task, so its death fails no one else.
+    killed_for_cancel: AtomicBool,
+}
+
+impl Slot {
+    fn kill_for_cancel(&self) {
+        let pid = lock(&self.pid);
+        if let Some(pid) = *pid {
+            self.killed_for_cancel.store(true, Ordering::SeqCst);
+            kill(pid);
+        }
+    }
+}
+
+/// Sends SIGKILL to a worker.
+fn kill(pid: u32) {
+    // SAFETY: plain system call. Callers hold the slot's pid lock, and the driver clears the
+    // pid under that lock before it reaps the process, so the pid still names our child.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+}
+
+/// How workers are made.
+pub(crate) struct WorkerConfig {
+    pub max_tasks_per_child: Option<usize>,
+    pub initializer: Option<(&'static Entry, ByteBuf)>,
+}
+
+/// The state every driver and the pool share.
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    /// Signalled when a task is queued or the pool closes.
+    work: Condvar,
+    pub(crate) slots: Vec<Arc<Slot>>,
+    config: WorkerConfig,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Task>,
+    closed: bool,
+    terminated: bool,
+}
+
+/// What a driver should do next.
+enum Next {
+    Task(Task),
+    /// Nothing queued now (only when not waiting).
+    Idle,
+    /// The pool is closed and drained, or terminated.
+    Exit,
+}
+
+impl Shared {
+    pub(crate) fn new(processes: usize, config: WorkerConfig) -> Self {
+        Shared {
+            state: Mutex::new(State::default()),
+            work: Condvar::new(),
+            slots: (0..processes).map(|_| Arc::default()).collect(),
+            config,
+        }
+    }
+
+    /// Queues tasks; fails if the pool no longer takes work.
+    pub(crate) fn submit(&self, tasks: impl IntoIterator<Item = Task>) -> Result<()> {
+        let mut state = lock(&self.state);
+        if state.closed || state.terminated {
+            return Err(Error::new(Kind::Closed));
+        }
+        state.queue.extend(tasks);
+        drop(state);
+        self.work.notify_all();
+        Ok(())
+    }
+
+    /// No more submissions; workers exit once the queue is done.
+    pub(crate) fn close(&self) {
+        lock(&self.state).closed = true;
+        self.work.notify_all();
+    }
+
+    /// Stops everything now: queued tasks fail as closed, workers are killed.
+    pub(crate) fn terminate(&self) {
+        let queued = {
+            let mut state = lock(&self.state);
+            state.closed = true;
+            state.terminated = true;
+            std::mem::take(&mut state.queue)
+        };
+        self.work.notify_all();
+        for task in queued {
+            task.finish(Err(Error::new(Kind::Closed)));
+        }
+        for slot in &self.slots {
+            if let Some(pid) = *lock(&slot.pid) {
+                kill(pid);
+            }
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        lock(&self.state).closed
+    }
+
+    fn is_terminated(&self) -> bool {
+        lock(&self.state).terminated
+    }
+
+    fn next(&self, wait: bool) -> Next {
+        let mut state = lock(&self.state);
+        loop {
+            if state.terminated {
+                return Next::Exit;
+            }
+            if let Some(task) = state.queue.pop_front() {
+                return Next::Task(task);
+            }
+            if state.closed {
+                return Next::Exit;
+            }
+            if !wait {
+                return Next::Idle;
+            }
+            state = self.work.wait(state).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Puts tasks back at the front of the queue, keeping their order.
+    fn requeue(&self, tasks: impl DoubleEndedIterator<Item = Task>) {
+        let mut state = lock(&self.state);
+        if state.terminated {
+            drop(state);
+            for task in tasks {
+                task.finish(Err(Error::new(Kind::Closed)));
+            }
+            return;
+        }
+        for task in tasks.rev() {
+            state.queue.push_front(task);
+        }
+        drop(state);
+        self.work.notify_all();
+    }
+}
+
+/// A live worker process, from its driver's side.
+struct Worker {
+    child: Child,
+    channel: Channel,
+    /// Tasks sent to it so far, for `max_tasks_per_child`.
+    sent: usize,
+}
+
+impl Worker {
+    fn start(shared: &Shared, slot: &Slot) -> Result<Worker> {
+        let started = bootstrap::start_worker()?;
+        *lock(&slot.pid) = Some(started.child.id());
+        slot.killed_for_cancel.store(false, Ordering::SeqCst);
+        let mut worker = Worker {
+            child: started.child,
+            channel: Channel::new(started.stream),
+            sent: 0,
+        };
+        if let Some((entry, args)) = &shared.config.initializer {
+            if let Err(error) = worker.initialize(entry, args) {
+                worker.kill(slot);
+                return Err(error);
+            }
+        }
+        Ok(worker)
+    }
+
+    fn initialize(&mut self, entry: &'static Entry, args: &ByteBuf) -> Result<()> {
+        self.send_call(entry, std::slice::from_ref(args))?;
+        let failed = |why: String| {
+            Error::protocol(format!(
+                "the pool's initializer `{}` failed, so no worker can start: {why}",
+                entry.path
+            ))
+        };
+        let frame = match self.channel.recv() {
+            Ok(Some(frame)) => frame,
+            _ => {
+                let status = self.child.wait().map_err(|e| Error::io("cannot wait for a worker", e))?;
+                return Err(failed(format!("its process {}", ExitReason::from_status(status))));
+            }
+        };
+        let reply: Reply = codec::decode(&frame)?;
+        for outcome in reply.outcomes {
+            outcome.into_bytes(entry.path).map_err(|e| failed(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    fn send_call(&mut self, entry: &'static Entry, items: &[ByteBuf]) -> Result<()> {
+        let bytes = codec::encode(&Request::Call {
+            function: Cow::Borrowed(entry.id),
+            items: Cow::Borrowed(items),
+        })?;
+        self.channel
+            .send(&bytes)
+            .map_err(|e| Error::io("cannot send a task to a worker", e))
+    }
+
+    /// Asks the worker to exit after its last reply and reaps it.
+    fn retire(mut self, slot: &Slot) {
+        if let Ok(exit) = codec::encode(&Request::Exit) {
+            let _ = self.channel.send(&exit);
+        }
+        let _ = self.child.wait();
+        *lock(&slot.pid) = None;
+    }
+
+    fn kill(mut self, slot: &Slot) {
+        let _ = self.child.kill();
+        self.reap(slot);
+    }
+
+    /// Waits for the process to end; clears the pid first, so nobody signals a reaped pid.
+    fn reap(mut self, slot: &Slot) -> ExitReason {
+        *lock(&slot.pid) = None;
+        match self.child.wait() {
+            Ok(status) => ExitReason::from_status(status),
+            Err(_) => ExitReason::Unknown,
+        }
+    }
+}
+
+/// Runs one driver: serves tasks with one worker process (replacing it as needed) until the
+/// pool closes. `ready` hears how the first worker started.
+pub(crate) fn drive(shared: Arc<Shared>, slot_index: usize, ready: std::sync::mpsc::Sender<Result<()>>) {
+    let slot = shared.slots[slot_index].clone();
+    let mut ready = Some(ready);
+    let mut worker: Option<Worker> = None;
+    let mut in_flight: VecDeque<Task> = VecDeque::new();
+    let max_tasks = shared.config.max_tasks_per_child.unwrap_or(usize::MAX);
+
+    loop {
+        let mut current = match worker.take() {
+            Some(current) => current,
+            None => match Worker::start(&shared, &slot) {
+                Ok(started) => {
+                    if let Some(ready) = ready.take() {
+                        let _ = ready.send(Ok(()));
+                    }
+                    started
+                }
+                Err(error) => {
+                    if let Some(ready) = ready.take() {
+                        let _ = ready.send(Err(error));
+                        return;
+                    }
+                    // A replacement failed to start (its initializer failed, say): fail the next
+                    // task with why, so the cause is seen and no loop respawns forever.
+                    match shared.next(true) {
+                        Next::Task(task) => task.finish(Err(error)),
+                        Next::Idle | Next::Exit => return,
+                    }
+                    continue;
+                }
+            },
+        };
+
+        // Fill the pipeline: wait for work only when nothing is in flight.
+        let mut exit = false;
+        while in_flight.len() < IN_FLIGHT && current.sent < max_tasks {
+            match shared.next(in_flight.is_empty()) {
+                Next::Task(task) => {
+                    if !task.control.start(&slot) {
+                        task.finish(Err(Error::new(Kind::Cancelled)));
+                        continue;
+                    }
+                    let sent = current.send_call(task.function, &task.items);
+                    current.sent += 1;
+                    in_flight.push_back(task);
+                    if sent.is_err() {
+                        // The worker is gone; reading its end below tells how.
+                        break;
+                    }
+                }
+                Next::Idle => break,
+                Next::Exit => {
+                    exit = true;
+                    break;
+                }
+            }
+        }
+        if exit && in_flight.is_empty() {
+            current.retire(&slot);
+            return;
+        }
+
+        match current.channel.recv() {
+            Ok(Some(frame)) => {
+                let task = in_flight.pop_front().expect("a reply answers a task in flight");
+                let reply = codec::decode::<Reply>(&frame).and_then(|reply| {
+                    if reply.outcomes.len() == task.items.len() {
+                        Ok(reply.outcomes)
+                    } else {
+                        Err(Error::protocol("a worker answered with the wrong number of outcomes"))
+                    }
+                });
+                if task.control.stop(&slot) {
+                    task.finish(reply);
+                } else {
+                    task.finish(Err(Error::new(Kind::Cancelled)));
+                }
+                let done = current.sent >= max_tasks && in_flight.is_empty();
+                if done {
+                    current.retire(&slot);
+                } else {
+                    worker = Some(current);
+                }
+            }
+            Ok(None) | Err(_) => {
+                let exit = current.reap(&slot);
+                let for_cancel = slot.killed_for_cancel.swap(false, Ordering::SeqCst);
+                let mut again = Vec::new();
+                for (position, task) in in_flight.drain(..).enumerate() {
+                    let live = task.control.stop(&slot);
+                    if position > 0 || (live && for_cancel) {
+                        // Not started, or killed to cancel another submission's task: run again.
+                        again.push(task);
+                    } else if shared.is_terminated() {
+                        task.finish(Err(Error::new(Kind::Closed)));
+                    } else if !live {
+                        task.finish(Err(Error::new(Kind::Cancelled)));
+                    } else {
+                        let function = task.function.path.to_string();
+                        task.finish(Err(Error::new(Kind::Died { function, exit })));
+                    }
+                }
+                shared.requeue(again.into_iter());
+            }
+        }
+    }
+}
+
+/// Locks a mutex, going on if a panicking thread poisoned it: the data it guards stays valid
+/// between statements.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}

@@ -1,0 +1,384 @@
+//! One function call in one child process: [`Process`].
+
+use std::borrow::Cow;
+use std::marker::PhantomData;
+use std::process::{Child, ExitStatus};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_bytes::ByteBuf;
+
+use crate::bootstrap;
+use crate::channel::Channel;
+use crate::codec;
+use crate::error::{Error, ExitReason, Kind, Result};
+use crate::registry::{self, ProcessFn};
+use crate::worker::{Reply, Request};
+
+/// A child process running one call of a `#[process_fn]` function, whose result is an `R`.
+///
+/// Made by [`spawn!`](crate::spawn) or [`Process::start`]. The call starts at once; [`join`]
+/// waits for its result.
+///
+/// Dropping a `Process` without joining it lets the child run to its end; its result is thrown
+/// away and the child is reaped in the background, so no zombie is left.
+///
+/// [`join`]: Process::join
+///
+/// # Examples
+///
+/// ```
+/// use mp_runtime::{process_fn, spawn};
+///
+/// #[process_fn]
+/// fn greet(name: String) -> String {
+///     format!("hello, {name}")
+/// }
+///
+/// let p = spawn!(greet, "world".to_string()).unwrap();
+/// assert!(p.pid() > 0);
+/// assert_eq!(p.join().unwrap(), "hello, world");
+/// ```
+pub struct Process<R> {
+    name: String,
+    function: &'static str,
+    child: Child,
+    /// The channel, until the result has been read from it.
+    channel: Option<Channel>,
+    status: Option<ExitStatus>,
+    result: PhantomData<fn() -> R>,
+}
+
+impl<R: serde::de::DeserializeOwned> Process<R> {
+    /// Starts `f(args..)` in a new child process; `args` is the tuple of arguments.
+    ///
+    /// [`spawn!`](crate::spawn) is the short form: `spawn!(f, a, b)` is
+    /// `Process::start(f, (a, b))`. The function must carry `#[process_fn]`; otherwise this
+    /// fails before any process starts.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, Process};
+    ///
+    /// #[process_fn]
+    /// fn add(a: i32, b: i32) -> i32 {
+    ///     a + b
+    /// }
+    ///
+    /// let p = Process::start(add, (2, 3)).unwrap();
+    /// assert_eq!(p.join().unwrap(), 5);
+    /// ```
+    pub fn start<F, Args>(f: F, args: Args) -> Result<Process<R>>
+    where
+        F: ProcessFn<Args, Output = R>,
+        Args: Serialize,
+    {
+        let entry = registry::lookup(&f)?;
+        let request = codec::encode(&Request::Call {
+            function: Cow::Borrowed(entry.id),
+            items: Cow::Owned(vec![ByteBuf::from(codec::encode(&args)?)]),
+        })?;
+        let exit = codec::encode(&Request::Exit)?;
+        let started = bootstrap::start_worker()?;
+        let mut process = Process {
+            name: next_name(),
+            function: entry.path,
+            child: started.child,
+            channel: Some(Channel::new(started.stream)),
+            status: None,
+            result: PhantomData,
+        };
+        let channel = process.channel.as_mut().expect("just set");
+        // A child that dies at once closes the socket: that is reported by `join`, with its
+        // exit status, rather than as a failed send here.
+        let _ = channel.send(&request).and_then(|()| channel.send(&exit));
+        Ok(process)
+    }
+
+    /// Waits for the result.
+    ///
+    /// Errors tell a panic in the child ([`Error::is_panic`], with its message and location), a
+    /// child that ended without a result ([`Error::is_died`], with its exit code or signal), or
+    /// a result that could not be decoded.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, spawn};
+    ///
+    /// #[process_fn]
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    ///
+    /// assert_eq!(spawn!(square, 12).unwrap().join().unwrap(), 144);
+    /// ```
+    pub fn join(mut self) -> Result<R> {
+        self.wait_result(None)
+    }
+
+    /// Waits at most `timeout` for the result. On timeout the error's
+    /// [`is_timeout`](Error::is_timeout) is true and the child goes on: call this again, or
+    /// [`join`](Process::join), or end the child.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mp_runtime::{process_fn, spawn};
+    ///
+    /// #[process_fn]
+    /// fn slow() -> u8 {
+    ///     std::thread::sleep(Duration::from_millis(300));
+    ///     7
+    /// }
+    ///
+    /// let mut p = spawn!(slow).unwrap();
+    /// assert!(p.join_timeout(Duration::from_millis(1)).unwrap_err().is_timeout());
+    /// assert_eq!(p.join_timeout(Duration::from_secs(30)).unwrap(), 7);
+    /// ```
+    pub fn join_timeout(&mut self, timeout: Duration) -> Result<R> {
+        self.wait_result(Some(Instant::now() + timeout))
+    }
+
+    fn wait_result(&mut self, deadline: Option<Instant>) -> Result<R> {
+        let channel = self
+            .channel
+            .as_mut()
+            .ok_or_else(|| Error::new(Kind::ResultTaken))?;
+        let frame = match channel.recv_until(deadline) {
+            Ok(frame) => frame,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                let waited = deadline.map_or(Duration::ZERO, |d| {
+                    d.saturating_duration_since(Instant::now())
+                });
+                return Err(Error::new(Kind::Timeout(waited)));
+            }
+            // A torn frame or a reset also means the child is gone: report how it ended.
+            Err(_) => None,
+        };
+        self.channel = None;
+        let Some(frame) = frame else {
+            let status = self.wait_status()?;
+            return Err(Error::new(Kind::Died {
+                function: self.function.to_string(),
+                exit: ExitReason::from_status(status),
+            }));
+        };
+        let mut reply: Reply = codec::decode(&frame)?;
+        // The child exits right after replying; reap it now so the exit code is known.
+        self.wait_status()?;
+        let outcome = reply
+            .outcomes
+            .pop()
+            .ok_or_else(|| Error::protocol("the child answered a call with no outcome"))?;
+        let bytes = outcome.into_bytes(self.function)?;
+        codec::decode(&bytes)
+    }
+}
+
+impl<R> Process<R> {
+    /// The child's process id.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, spawn};
+    ///
+    /// #[process_fn]
+    /// fn own_pid() -> u32 {
+    ///     std::process::id()
+    /// }
+    ///
+    /// let p = spawn!(own_pid).unwrap();
+    /// let pid = p.pid();
+    /// assert_eq!(p.join().unwrap(), pid);
+    /// ```
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The process's name, `Process-N` as in Python, N counting from 1 in this parent.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, spawn};
+    ///
+    /// #[process_fn]
+    /// fn nothing() {}
+    ///
+    /// let p = spawn!(nothing).unwrap();
+    /// assert!(p.name().starts_with("Process-"));
+    /// p.join().unwrap();
+    /// ```
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the child is still running.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mp_runtime::{process_fn, spawn};
+    ///
+    /// #[process_fn]
+    /// fn nap() {
+    ///     std::thread::sleep(Duration::from_secs(10));
+    /// }
+    ///
+    /// let mut p = spawn!(nap).unwrap();
+    /// assert!(p.is_alive());
+    /// p.kill().unwrap();
+    /// assert!(!p.is_alive());
+    /// ```
+    pub fn is_alive(&mut self) -> bool {
+        self.try_status().is_none()
+    }
+
+    /// The exit code once the child has ended, as Python gives it: the code it exited with,
+    /// or minus the number of the signal that ended it; `None` while it runs.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, spawn};
+    ///
+    /// #[process_fn]
+    /// fn quit() {
+    ///     std::process::exit(3);
+    /// }
+    ///
+    /// let mut p = spawn!(quit).unwrap();
+    /// assert!(p.join_timeout(std::time::Duration::from_secs(30)).unwrap_err().is_died());
+    /// assert_eq!(p.exit_code(), Some(3));
+    /// ```
+    pub fn exit_code(&mut self) -> Option<i32> {
+        use std::os::unix::process::ExitStatusExt;
+        let status = self.try_status()?;
+        status.code().or_else(|| status.signal().map(|s| -s))
+    }
+
+    /// Asks the child to end with SIGTERM; it may clean up first. Does nothing if it has
+    /// already ended. [`join`](Process::join) then reports how it ended.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mp_runtime::{process_fn, spawn};
+    ///
+    /// #[process_fn]
+    /// fn nap() {
+    ///     std::thread::sleep(Duration::from_secs(10));
+    /// }
+    ///
+    /// let mut p = spawn!(nap).unwrap();
+    /// p.terminate().unwrap();
+    /// assert_eq!(p.join().unwrap_err().signal(), Some(15));
+    /// ```
+    pub fn terminate(&mut self) -> Result<()> {
+        if self.try_status().is_some() {
+            return Ok(());
+        }
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: plain system call; the child is not reaped yet (checked above, and only this
+        // handle reaps it), so the pid still names our child and cannot have been reused.
+        if unsafe { libc::kill(pid, libc::SIGTERM) } == -1 {
+            return Err(Error::io(
+                format!("cannot send SIGTERM to process {pid}"),
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Ends the child at once with SIGKILL and waits until it is gone. Does nothing if it has
+    /// already ended.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mp_runtime::{process_fn, spawn};
+    ///
+    /// #[process_fn]
+    /// fn nap() {
+    ///     std::thread::sleep(Duration::from_secs(10));
+    /// }
+    ///
+    /// let mut p = spawn!(nap).unwrap();
+    /// p.kill().unwrap();
+    /// assert_eq!(p.exit_code(), Some(-9));
+    /// ```
+    pub fn kill(&mut self) -> Result<()> {
+        if self.try_status().is_some() {
+            return Ok(());
+        }
+        self.child
+            .kill()
+            .map_err(|e| Error::io(format!("cannot kill process {}", self.child.id()), e))?;
+        self.wait_status().map(drop)
+    }
+
+    fn try_status(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().ok().flatten();
+        }
+        self.status
+    }
+
+    fn wait_status(&mut self) -> Result<ExitStatus> {
+        if let Some(status) = self.status {
+            return Ok(status);
+        }
+        let status = self
+            .child
+            .wait()
+            .map_err(|e| Error::io(format!("cannot wait for process {}", self.child.id()), e))?;
+        self.status = Some(status);
+        Ok(status)
+    }
+}
+
+impl<R> Drop for Process<R> {
+    fn drop(&mut self) {
+        if self.try_status().is_some() {
+            return;
+        }
+        // Close our end first: a child still waiting for its call sees end-of-file and exits.
+        self.channel = None;
+        let pid = self.child.id() as libc::pid_t;
+        let reaper = std::thread::Builder::new().name(format!("mp-reap-{pid}"));
+        let reaping = reaper.spawn(move || {
+            let mut status = 0;
+            // SAFETY: plain system call with a valid out-pointer; the `Child` this pid came
+            // from is being dropped and never waits, so nothing else reaps it.
+            while unsafe { libc::waitpid(pid, &mut status, 0) } == -1
+                && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+            {}
+        });
+        if let Err(e) = reaping {
+            eprintln!("mp: cannot start a thread to reap process {pid}: {e}");
+        }
+    }
+}
+
+fn next_name() -> String {
+    static COUNT: AtomicUsize = AtomicUsize::new(1);
+    format!("Process-{}", COUNT.fetch_add(1, Ordering::Relaxed))
+}
+
+impl<R> std::fmt::Debug for Process<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Process")
+            .field("name", &self.name)
+            .field("pid", &self.child.id())
+            .field("function", &self.function)
+            .finish()
+    }
+}

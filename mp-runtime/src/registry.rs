@@ -1,0 +1,201 @@
+//! The table of functions that can run in another process, and how a fn value finds its entry.
+//!
+//! `#[process_fn]` submits one [`Entry`] per function with `inventory`. The table is built into
+//! maps on first use. A function is found from a value by the `TypeId` of its fn item, never by
+//! its address: the compiler may merge identical functions into one address.
+
+use std::any::TypeId;
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Kind, Result};
+
+/// One registered function, as `#[process_fn]` writes it.
+#[doc(hidden)]
+pub struct Entry {
+    /// The id parent and child agree on: `module_path::name`, or the one given with `name = ".."`.
+    pub id: &'static str,
+    /// The function's Rust path, for messages.
+    pub path: &'static str,
+    /// The `TypeId` of the function's fn item.
+    pub type_id: fn() -> TypeId,
+    /// Decodes the arguments, calls the function, encodes its result.
+    pub invoke: fn(&[u8]) -> Result<Vec<u8>>,
+}
+
+inventory::collect!(Entry);
+
+/// The entries, indexed both ways.
+struct Registry {
+    by_id: HashMap<&'static str, &'static Entry>,
+    by_type: HashMap<TypeId, &'static Entry>,
+    /// The first clash of two ids, reported on every use so it cannot be missed.
+    duplicate: Option<(&'static str, &'static str, &'static str)>,
+}
+
+fn registry() -> &'static Registry {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    REGISTRY.get_or_init(|| {
+        let mut registry = Registry {
+            by_id: HashMap::new(),
+            by_type: HashMap::new(),
+            duplicate: None,
+        };
+        for entry in inventory::iter::<Entry> {
+            if let Some(earlier) = registry.by_id.insert(entry.id, entry) {
+                registry.duplicate.get_or_insert((entry.id, earlier.path, entry.path));
+            }
+            registry.by_type.insert((entry.type_id)(), entry);
+        }
+        registry
+    })
+}
+
+fn check_duplicates(registry: &Registry) -> Result<()> {
+    match registry.duplicate {
+        Some((id, first, second)) => Err(Error::new(Kind::DuplicateId {
+            id: id.to_string(),
+            first: first.to_string(),
+            second: second.to_string(),
+        })),
+        None => Ok(()),
+    }
+}
+
+/// The entry of the function `f` (a fn item), or an error naming it.
+pub(crate) fn lookup<F: 'static>(_f: &F) -> Result<&'static Entry> {
+    let registry = registry();
+    check_duplicates(registry)?;
+    registry
+        .by_type
+        .get(&TypeId::of::<F>())
+        .copied()
+        .ok_or_else(|| {
+            Error::new(Kind::NotRegistered {
+                name: std::any::type_name::<F>().to_string(),
+            })
+        })
+}
+
+/// The entry registered under `id`, in this process (the child).
+pub(crate) fn lookup_id(id: &str) -> Result<&'static Entry> {
+    let registry = registry();
+    check_duplicates(registry)?;
+    registry.by_id.get(id).copied().ok_or_else(|| {
+        let mut known: Vec<String> = registry.by_id.keys().map(|id| id.to_string()).collect();
+        known.sort();
+        Error::new(Kind::UnknownId {
+            id: id.to_string(),
+            binary: crate::bootstrap::current_binary(),
+            known,
+        })
+    })
+}
+
+/// A function that can be called in another process with arguments `Args` (a tuple).
+///
+/// Implemented for every function of up to 12 arguments whose arguments and result can be
+/// encoded; whether the function is registered with `#[process_fn]` is checked when it is used,
+/// before any process starts. Users name this trait only in bounds of their own generic helpers.
+///
+/// # Examples
+///
+/// ```
+/// use mp_runtime::{process_fn, spawn, ProcessFn, Result};
+///
+/// #[process_fn]
+/// fn add(a: i32, b: i32) -> i32 {
+///     a + b
+/// }
+///
+/// /// Runs any two-argument function in a child process.
+/// fn remote<F: ProcessFn<(i32, i32)>>(f: F, a: i32, b: i32) -> Result<F::Output> {
+///     mp_runtime::Process::start(f, (a, b))?.join()
+/// }
+///
+/// assert_eq!(remote(add, 2, 3).unwrap(), 5);
+/// ```
+pub trait ProcessFn<Args>: Copy + Send + Sync + 'static {
+    /// What the function returns.
+    type Output: Serialize + DeserializeOwned + 'static;
+}
+
+macro_rules! impl_process_fn {
+    ($($arg:ident),*) => {
+        impl<Func, Ret, $($arg),*> ProcessFn<($($arg,)*)> for Func
+        where
+            Func: Fn($($arg),*) -> Ret + Copy + Send + Sync + 'static,
+            Ret: Serialize + DeserializeOwned + 'static,
+            $($arg: Serialize + DeserializeOwned + 'static,)*
+        {
+            type Output = Ret;
+        }
+    };
+}
+
+impl_process_fn!();
+impl_process_fn!(A1);
+impl_process_fn!(A1, A2);
+impl_process_fn!(A1, A2, A3);
+impl_process_fn!(A1, A2, A3, A4);
+impl_process_fn!(A1, A2, A3, A4, A5);
+impl_process_fn!(A1, A2, A3, A4, A5, A6);
+impl_process_fn!(A1, A2, A3, A4, A5, A6, A7);
+impl_process_fn!(A1, A2, A3, A4, A5, A6, A7, A8);
+impl_process_fn!(A1, A2, A3, A4, A5, A6, A7, A8, A9);
+impl_process_fn!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10);
+impl_process_fn!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11);
+impl_process_fn!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11, A12);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[crate::process_fn(crate = crate)]
+    fn one() -> u32 {
+        1
+    }
+
+    /// The same body as `one`: the compiler may give both one address, but never one type.
+    #[crate::process_fn(crate = crate)]
+    fn also_one() -> u32 {
+        1
+    }
+
+    fn unregistered() -> u32 {
+        2
+    }
+
+    #[test]
+    fn identical_functions_keep_their_own_entries() {
+        assert_eq!(lookup(&one).unwrap().id, "mp_runtime::registry::tests::one");
+        assert_eq!(lookup(&also_one).unwrap().id, "mp_runtime::registry::tests::also_one");
+    }
+
+    #[test]
+    fn an_unregistered_function_is_named_in_the_error() {
+        let err = lookup(&unregistered).unwrap_err();
+        assert!(err.is_not_registered());
+        let text = err.to_string();
+        assert!(text.contains("registry::tests::unregistered"), "{text}");
+        assert!(text.contains("#[process_fn]"), "{text}");
+    }
+
+    #[test]
+    fn an_unknown_id_lists_what_is_registered() {
+        let text = lookup_id("no::such::fn").unwrap_err().to_string();
+        assert!(text.contains("no::such::fn"), "{text}");
+        assert!(text.contains("mp_runtime::registry::tests::one"), "{text}");
+        assert!(text.contains("same build"), "{text}");
+    }
+
+    #[test]
+    fn entries_invoke_with_encoded_arguments() {
+        let entry = lookup_id("mp_runtime::registry::tests::one").unwrap();
+        let out = (entry.invoke)(&crate::codec::encode(&()).unwrap()).unwrap();
+        assert_eq!(crate::codec::decode::<u32>(&out).unwrap(), 1);
+    }
+}
