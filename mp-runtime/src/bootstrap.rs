@@ -106,8 +106,8 @@ pub(crate) struct Started {
 
 /// Starts this binary again as a worker.
 pub(crate) fn start_worker() -> Result<Started> {
-    let (parent_end, child_end) =
-        UnixStream::pair().map_err(|e| Error::io("cannot create the socket pair for a child", e))?;
+    let (parent_end, child_end) = UnixStream::pair()
+        .map_err(|e| Error::io("cannot create the socket pair for a child", e))?;
     let mut command = Command::new(SELF_EXE);
     command
         .arg0(argv0())
@@ -128,7 +128,11 @@ pub(crate) fn start_worker() -> Result<Started> {
 /// The name this process was started under, reused for its children (so `ps` shows them).
 fn argv0() -> &'static OsString {
     static ARGV0: OnceLock<OsString> = OnceLock::new();
-    ARGV0.get_or_init(|| std::env::args_os().next().unwrap_or_else(|| SELF_EXE.into()))
+    ARGV0.get_or_init(|| {
+        std::env::args_os()
+            .next()
+            .unwrap_or_else(|| SELF_EXE.into())
+    })
 }
 
 /// This binary's path, for messages.

@@ -240,7 +240,7 @@ mod tests {
 
     #[test]
     fn clean_close_is_none_and_torn_frame_is_an_error() {
-        let (mut a, mut b) = pair();
+        let (a, mut b) = pair();
         drop(a.stream.shutdown(std::net::Shutdown::Write));
         assert!(b.recv().unwrap().is_none());
 
@@ -266,7 +266,10 @@ mod tests {
         a.stream.write_all(&5u64.to_le_bytes()).unwrap();
         a.stream.write_all(b"he").unwrap();
         let soon = Instant::now() + Duration::from_millis(20);
-        assert_eq!(b.recv_until(Some(soon)).err().unwrap().kind(), io::ErrorKind::TimedOut);
+        assert_eq!(
+            b.recv_until(Some(soon)).err().unwrap().kind(),
+            io::ErrorKind::TimedOut
+        );
         a.stream.write_all(b"llo").unwrap();
         let later = Instant::now() + Duration::from_secs(10);
         assert_eq!(&*b.recv_until(Some(later)).unwrap().unwrap(), b"hello");

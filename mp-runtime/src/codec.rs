@@ -51,7 +51,10 @@ mod tests {
     fn round_trips_nested_values() {
         let value = (7u64, "seven".to_string(), vec![Some(1.5f64), None]);
         let bytes = encode(&value).unwrap();
-        assert_eq!(decode::<(u64, String, Vec<Option<f64>>)>(&bytes).unwrap(), value);
+        assert_eq!(
+            decode::<(u64, String, Vec<Option<f64>>)>(&bytes).unwrap(),
+            value
+        );
     }
 
     #[test]

@@ -106,7 +106,9 @@ impl fmt::Display for ExitReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             ExitReason::Code(code) => write!(f, "exited with code {code}"),
-            ExitReason::Signal(signal) => write!(f, "was killed by signal {signal} ({})", signal_name(signal)),
+            ExitReason::Signal(signal) => {
+                write!(f, "was killed by signal {signal} ({})", signal_name(signal))
+            }
             ExitReason::Unknown => f.write_str("ended with an unknown status"),
         }
     }
@@ -446,7 +448,10 @@ impl fmt::Display for Error {
                 function,
                 message,
                 location,
-            } => write!(f, "`{function}` panicked in the child process at {location}: {message}"),
+            } => write!(
+                f,
+                "`{function}` panicked in the child process at {location}: {message}"
+            ),
             Kind::Died { function, exit } => write!(
                 f,
                 "the process running `{function}` {exit} before it sent a result"
@@ -480,8 +485,12 @@ impl fmt::Display for Error {
                 "could not encode or decode a value: {message}; arguments and results must \
                  implement serde's Serialize and Deserialize"
             ),
-            Kind::Protocol(message) => write!(f, "protocol error between parent and child: {message}"),
-            Kind::Closed => f.write_str("the pool is closed or terminated; build a new pool to run more work"),
+            Kind::Protocol(message) => {
+                write!(f, "protocol error between parent and child: {message}")
+            }
+            Kind::Closed => {
+                f.write_str("the pool is closed or terminated; build a new pool to run more work")
+            }
             Kind::Cancelled => f.write_str("the task was cancelled before it produced a result"),
             Kind::ResultTaken => f.write_str("the result was already taken from this handle"),
             Kind::Usage(message) => f.write_str(message),

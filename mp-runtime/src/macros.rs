@@ -72,11 +72,7 @@ macro_rules! pool_map {
         $crate::__private::pool_map($function, $inputs, ::core::option::Option::None)
     };
     ($function:expr, $inputs:expr, processes = $processes:expr $(,)?) => {
-        $crate::__private::pool_map(
-            $function,
-            $inputs,
-            ::core::option::Option::Some($processes),
-        )
+        $crate::__private::pool_map($function, $inputs, ::core::option::Option::Some($processes))
     };
 }
 

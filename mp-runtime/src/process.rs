@@ -360,7 +360,8 @@ impl<R> Drop for Process<R> {
             // from is being dropped and never waits, so nothing else reaps it.
             while unsafe { libc::waitpid(pid, &mut status, 0) } == -1
                 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
-            {}
+            {
+            }
         });
         if let Err(e) = reaping {
             eprintln!("mp: cannot start a thread to reap process {pid}: {e}");

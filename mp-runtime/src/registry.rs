@@ -15,6 +15,7 @@ use crate::error::{Error, Kind, Result};
 
 /// One registered function, as `#[process_fn]` writes it.
 #[doc(hidden)]
+#[derive(Debug)]
 pub struct Entry {
     /// The id parent and child agree on: `module_path::name`, or the one given with `name = ".."`.
     pub id: &'static str,
@@ -46,7 +47,9 @@ fn registry() -> &'static Registry {
         };
         for entry in inventory::iter::<Entry> {
             if let Some(earlier) = registry.by_id.insert(entry.id, entry) {
-                registry.duplicate.get_or_insert((entry.id, earlier.path, entry.path));
+                registry
+                    .duplicate
+                    .get_or_insert((entry.id, earlier.path, entry.path));
             }
             registry.by_type.insert((entry.type_id)(), entry);
         }
@@ -172,7 +175,10 @@ mod tests {
     #[test]
     fn identical_functions_keep_their_own_entries() {
         assert_eq!(lookup(&one).unwrap().id, "mp_runtime::registry::tests::one");
-        assert_eq!(lookup(&also_one).unwrap().id, "mp_runtime::registry::tests::also_one");
+        assert_eq!(
+            lookup(&also_one).unwrap().id,
+            "mp_runtime::registry::tests::also_one"
+        );
     }
 
     #[test]

@@ -133,7 +133,10 @@ impl Sink for Gather {
             parts.missing -= 1;
         }
         if parts.missing == 0 {
-            let all = parts.chunks.iter_mut().flat_map(|c| c.take().unwrap_or_default());
+            let all = parts
+                .chunks
+                .iter_mut()
+                .flat_map(|c| c.take().unwrap_or_default());
             let all: Vec<Outcome> = all.collect();
             drop(parts);
             self.slot.complete(Ok(all));

@@ -173,14 +173,23 @@ where
 
 /// One result per item of a finished chunk; a chunk that failed as a whole (its worker died)
 /// gives its error for each item.
-pub(crate) fn decode_chunk<R: DeserializeOwned>(raw: Raw, function: &str, items: usize) -> Vec<Result<R>> {
+pub(crate) fn decode_chunk<R: DeserializeOwned>(
+    raw: Raw,
+    function: &str,
+    items: usize,
+) -> Vec<Result<R>> {
     match raw {
         Ok(outcomes) => outcomes
             .into_iter()
-            .map(|outcome| outcome.into_bytes(function).and_then(|bytes| codec::decode(&bytes)))
+            .map(|outcome| {
+                outcome
+                    .into_bytes(function)
+                    .and_then(|bytes| codec::decode(&bytes))
+            })
             .collect(),
         Err(error) => {
-            let mut errors: Vec<Result<R>> = (1..items.max(1)).map(|_| Err(error.clone())).collect();
+            let mut errors: Vec<Result<R>> =
+                (1..items.max(1)).map(|_| Err(error.clone())).collect();
             errors.insert(0, Err(error));
             errors
         }

@@ -341,7 +341,11 @@ impl Pool {
         let slot = Arc::new(Slot::default());
         let control = Arc::new(Control::default());
         let (function, failure) = match registry::lookup(&f) {
-            Ok(entry) => (entry.path, self.enqueue(entry, inputs, chunksize, &slot, &control).err()),
+            Ok(entry) => (
+                entry.path,
+                self.enqueue(entry, inputs, chunksize, &slot, &control)
+                    .err(),
+            ),
             Err(error) => (std::any::type_name::<F>(), Some(error)),
         };
         if let Some(error) = failure {
@@ -474,7 +478,12 @@ impl Pool {
     /// let pool = Pool::new(2).unwrap();
     /// assert_eq!(pool.map_async_chunked(inc, vec![1, 2], 1).get().unwrap(), vec![2, 3]);
     /// ```
-    pub fn map_async_chunked<F, A, I>(&self, f: F, inputs: I, chunksize: usize) -> AsyncResult<Vec<F::Output>>
+    pub fn map_async_chunked<F, A, I>(
+        &self,
+        f: F,
+        inputs: I,
+        chunksize: usize,
+    ) -> AsyncResult<Vec<F::Output>>
     where
         F: ProcessFn<(A,)>,
         I: IntoIterator<Item = A>,
@@ -623,13 +632,24 @@ impl Pool {
     /// let total: u64 = pool.imap_chunked(square, 0..1000, 100).map(|r| r.unwrap()).sum();
     /// assert_eq!(total, 332_833_500);
     /// ```
-    pub fn imap_chunked<F, A, I>(&self, f: F, inputs: I, chunksize: usize) -> IMap<'_, I::IntoIter, F::Output>
+    pub fn imap_chunked<F, A, I>(
+        &self,
+        f: F,
+        inputs: I,
+        chunksize: usize,
+    ) -> IMap<'_, I::IntoIter, F::Output>
     where
         F: ProcessFn<(A,)>,
         I: IntoIterator<Item = A>,
         A: Serialize,
     {
-        IMap::new(self, registry::lookup(&f), inputs.into_iter(), chunksize, true)
+        IMap::new(
+            self,
+            registry::lookup(&f),
+            inputs.into_iter(),
+            chunksize,
+            true,
+        )
     }
 
     /// Like [`imap`](Pool::imap), but results come in the order they finish, like Python's
@@ -686,7 +706,13 @@ impl Pool {
         I: IntoIterator<Item = A>,
         A: Serialize,
     {
-        IMap::new(self, registry::lookup(&f), inputs.into_iter(), chunksize, false)
+        IMap::new(
+            self,
+            registry::lookup(&f),
+            inputs.into_iter(),
+            chunksize,
+            false,
+        )
     }
 
     /// Takes no more work; the workers exit once the work already queued is done. Submitting

@@ -218,7 +218,10 @@ impl Shared {
             if !wait {
                 return Next::Idle;
             }
-            state = self.work.wait(state).unwrap_or_else(PoisonError::into_inner);
+            state = self
+                .work
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
         }
     }
 
@@ -278,13 +281,21 @@ impl Worker {
         let frame = match self.channel.recv() {
             Ok(Some(frame)) => frame,
             _ => {
-                let status = self.child.wait().map_err(|e| Error::io("cannot wait for a worker", e))?;
-                return Err(failed(format!("its process {}", ExitReason::from_status(status))));
+                let status = self
+                    .child
+                    .wait()
+                    .map_err(|e| Error::io("cannot wait for a worker", e))?;
+                return Err(failed(format!(
+                    "its process {}",
+                    ExitReason::from_status(status)
+                )));
             }
         };
         let reply: Reply = codec::decode(&frame)?;
         for outcome in reply.outcomes {
-            outcome.into_bytes(entry.path).map_err(|e| failed(e.to_string()))?;
+            outcome
+                .into_bytes(entry.path)
+                .map_err(|e| failed(e.to_string()))?;
         }
         Ok(())
     }
@@ -325,7 +336,11 @@ impl Worker {
 
 /// Runs one driver: serves tasks with one worker process (replacing it as needed) until the
 /// pool closes. `ready` hears how the first worker started.
-pub(crate) fn drive(shared: Arc<Shared>, slot_index: usize, ready: std::sync::mpsc::Sender<Result<()>>) {
+pub(crate) fn drive(
+    shared: Arc<Shared>,
+    slot_index: usize,
+    ready: std::sync::mpsc::Sender<Result<()>>,
+) {
     let slot = shared.slots[slot_index].clone();
     let mut ready = Some(ready);
     let mut worker: Option<Worker> = None;
@@ -389,12 +404,16 @@ pub(crate) fn drive(shared: Arc<Shared>, slot_index: usize, ready: std::sync::mp
 
         match current.channel.recv() {
             Ok(Some(frame)) => {
-                let task = in_flight.pop_front().expect("a reply answers a task in flight");
+                let task = in_flight
+                    .pop_front()
+                    .expect("a reply answers a task in flight");
                 let reply = codec::decode::<Reply>(&frame).and_then(|reply| {
                     if reply.outcomes.len() == task.items.len() {
                         Ok(reply.outcomes)
                     } else {
-                        Err(Error::protocol("a worker answered with the wrong number of outcomes"))
+                        Err(Error::protocol(
+                            "a worker answered with the wrong number of outcomes",
+                        ))
                     }
                 });
                 if task.control.stop(&slot) {

@@ -1,0 +1,538 @@
+//! The pool: Python's API, and what happens when tasks panic or workers die.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use mp_runtime::{Pool, pool_map, process_fn};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+const LONG: Duration = Duration::from_secs(60);
+
+#[process_fn]
+fn cube(n: u64) -> u64 {
+    n * n * n
+}
+
+#[process_fn]
+fn add(a: i64, b: i64) -> i64 {
+    a + b
+}
+
+#[process_fn]
+fn sleep_then(ms: u64, value: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    value
+}
+
+#[process_fn]
+fn sleep_for(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+#[process_fn]
+fn pid_of(_: u64) -> u32 {
+    std::process::id()
+}
+
+#[process_fn]
+fn panic_on(bad: u64, x: u64) -> u64 {
+    assert_ne!(x, bad, "input {x} is bad");
+    x
+}
+
+fn cubes(range: std::ops::Range<u64>) -> Vec<u64> {
+    range.map(|n| n * n * n).collect()
+}
+
+#[test]
+fn map_keeps_input_order_for_every_chunk_size() {
+    let pool = Pool::new(2).unwrap();
+    assert_eq!(pool.map(cube, 0..50).unwrap(), cubes(0..50));
+    for chunksize in [1, 3, 50, 1000] {
+        assert_eq!(
+            pool.map_chunked(cube, 0..50, chunksize).unwrap(),
+            cubes(0..50)
+        );
+    }
+    assert_eq!(
+        pool.map(cube, Vec::<u64>::new()).unwrap(),
+        Vec::<u64>::new()
+    );
+    assert_eq!(pool.map_async(cube, 0..10).get().unwrap(), cubes(0..10));
+    assert_eq!(
+        pool.map_async_chunked(cube, 0..10, 4).get().unwrap(),
+        cubes(0..10)
+    );
+}
+
+#[test]
+fn a_million_tiny_tasks() {
+    let pool = Pool::new(2).unwrap();
+    let out = pool.map(cube, 0..1_000_000).unwrap();
+    assert_eq!(out.len(), 1_000_000);
+    assert_eq!(out[999_999], 999_999 * 999_999 * 999_999);
+    assert_eq!(
+        out.iter().take(1000).copied().collect::<Vec<_>>(),
+        cubes(0..1000)
+    );
+}
+
+#[test]
+fn starmap_and_apply() {
+    let pool = Pool::new(2).unwrap();
+    assert_eq!(
+        pool.starmap(add, vec![(1, 2), (3, 4), (-5, 5)]).unwrap(),
+        vec![3, 7, 0]
+    );
+    assert_eq!(
+        pool.starmap_async(add, vec![(1, 1)]).get().unwrap(),
+        vec![2]
+    );
+    assert_eq!(
+        pool.starmap(add, Vec::<(i64, i64)>::new()).unwrap(),
+        Vec::<i64>::new()
+    );
+    assert_eq!(pool.apply(add, (20, 22)).unwrap(), 42);
+    let pending: Vec<_> = (0..10).map(|i| pool.apply_async(add, (i, i))).collect();
+    let sums: Vec<i64> = pending.into_iter().map(|r| r.get().unwrap()).collect();
+    assert_eq!(sums, (0..10).map(|i| 2 * i).collect::<Vec<_>>());
+}
+
+#[test]
+fn imap_is_ordered_and_imap_unordered_is_complete() {
+    let pool = Pool::new(2).unwrap();
+    let ordered: Vec<u64> = pool.imap(cube, 0..100).map(Result::unwrap).collect();
+    assert_eq!(ordered, cubes(0..100));
+    let chunked: Vec<u64> = pool
+        .imap_chunked(cube, 0..100, 7)
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(chunked, cubes(0..100));
+    let mut unordered: Vec<u64> = pool
+        .imap_unordered(cube, 0..100)
+        .map(Result::unwrap)
+        .collect();
+    unordered.sort();
+    assert_eq!(unordered, cubes(0..100));
+    let mut unordered: Vec<u64> = pool
+        .imap_unordered_chunked(cube, 0..100, 1000)
+        .map(Result::unwrap)
+        .collect();
+    unordered.sort();
+    assert_eq!(unordered, cubes(0..100));
+    assert_eq!(pool.imap(cube, 0..0).count(), 0);
+}
+
+#[test]
+fn imap_unordered_yields_in_completion_order() {
+    let pool = Pool::new(2).unwrap();
+    // The first input is slow, the second fast: the fast one must come first.
+    let inputs = vec![(400, 1), (0, 2)];
+    let order: Vec<u64> = pool
+        .imap_unordered(identity_after, inputs)
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(order, vec![2, 1]);
+}
+
+#[process_fn]
+fn identity_after(input: (u64, u64)) -> u64 {
+    std::thread::sleep(Duration::from_millis(input.0));
+    input.1
+}
+
+#[test]
+fn imap_reads_an_endless_input_lazily() {
+    let pool = Pool::new(2).unwrap();
+    let mut results = pool.imap(cube, 0..);
+    for batch in 0..3u64 {
+        let got: Vec<u64> = results.by_ref().take(100).map(Result::unwrap).collect();
+        assert_eq!(got, cubes(batch * 100..(batch + 1) * 100));
+    }
+}
+
+#[test]
+fn imap_streams_results_before_the_input_is_done() {
+    let pool = Pool::new(2).unwrap();
+    let started = Instant::now();
+    let mut results = pool.imap(sleep_then_value, 0..20);
+    // The first result needs one task, not twenty.
+    assert_eq!(results.next().unwrap().unwrap(), 0);
+    let first = started.elapsed();
+    assert_eq!(results.map(Result::unwrap).count(), 19);
+    assert!(
+        first < started.elapsed(),
+        "the first result came with the last"
+    );
+}
+
+#[process_fn]
+fn sleep_then_value(x: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(50));
+    x
+}
+
+static STATE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+#[process_fn]
+fn set_state(value: String) {
+    STATE.set(value).unwrap();
+}
+
+#[process_fn]
+fn read_state(_: u64) -> String {
+    STATE.get().cloned().unwrap_or_default()
+}
+
+#[process_fn]
+fn failing_initializer() {
+    panic!("no database");
+}
+
+#[test]
+fn the_initializer_runs_in_each_worker_before_tasks() {
+    let pool = Pool::builder()
+        .processes(2)
+        .initializer(set_state, ("ready".to_string(),))
+        .build()
+        .unwrap();
+    let states = pool.map_chunked(read_state, 0..8, 1).unwrap();
+    assert!(states.iter().all(|s| s == "ready"), "{states:?}");
+}
+
+#[test]
+fn a_failing_initializer_fails_the_build_without_looping() {
+    let err = Pool::builder()
+        .processes(2)
+        .initializer(failing_initializer, ())
+        .build()
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("initializer") && text.contains("no database"),
+        "{text}"
+    );
+}
+
+#[test]
+fn max_tasks_per_child_rotates_workers() {
+    let pool = Pool::builder()
+        .processes(1)
+        .max_tasks_per_child(2)
+        .build()
+        .unwrap();
+    let pids = pool.map_chunked(pid_of, 0..6, 1).unwrap();
+    assert_eq!(pids[0], pids[1]);
+    assert_eq!(pids[2], pids[3]);
+    assert_eq!(pids[4], pids[5]);
+    let distinct: HashSet<u32> = pids.iter().copied().collect();
+    assert_eq!(distinct.len(), 3, "{pids:?}");
+}
+
+#[test]
+fn a_panicking_task_fails_its_map_and_the_pool_goes_on() {
+    let pool = Pool::new(2).unwrap();
+    let err = pool.starmap(panic_on, (0..20).map(|x| (7, x))).unwrap_err();
+    assert!(err.is_panic(), "{err}");
+    assert_eq!(
+        err.panic_message(),
+        Some("assertion `left != right` failed: input 7 is bad\n  left: 7\n right: 7")
+    );
+    assert_eq!(pool.map(cube, 0..10).unwrap(), cubes(0..10));
+    // In imap, only the failing item is an error.
+    let results: Vec<_> = pool.imap(panic_on_five, 0..8).collect();
+    assert!(results[5].as_ref().unwrap_err().is_panic());
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 7);
+}
+
+#[process_fn]
+fn panic_on_five(x: u64) -> u64 {
+    if x == 5 {
+        panic!("five");
+    }
+    x
+}
+
+#[process_fn]
+fn die(how: String) -> u64 {
+    match how.as_str() {
+        "abort" => std::process::abort(),
+        "exit" => std::process::exit(9),
+        // SAFETY: deliberately crash with a signal, as a buggy native library would.
+        "segv" => unsafe {
+            libc::raise(libc::SIGSEGV);
+            unreachable!()
+        },
+        // SAFETY: plain system call: the worker kills itself.
+        "kill" => unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+            unreachable!()
+        },
+        _ => 1,
+    }
+}
+
+#[test]
+fn a_dying_worker_fails_only_its_task() {
+    let pool = Pool::new(2).unwrap();
+    for (how, check) in [
+        ("abort", "signal 6"),
+        ("exit", "exited with code 9"),
+        ("segv", "signal 11"),
+        ("kill", "signal 9"),
+    ] {
+        let pending: Vec<_> = (0..6)
+            .map(|i| pool.apply_async(die, (if i == 2 { how } else { "live" }.to_string(),)))
+            .collect();
+        let results: Vec<_> = pending.into_iter().map(|r| r.get()).collect();
+        for (i, result) in results.iter().enumerate() {
+            if i == 2 {
+                let err = result.as_ref().unwrap_err();
+                assert!(err.is_died(), "{how}: {err}");
+                assert!(err.to_string().contains(check), "{how}: {err}");
+            } else {
+                assert_eq!(result.as_ref().unwrap(), &1, "{how}: task {i}");
+            }
+        }
+    }
+    assert_eq!(pool.map(cube, 0..10).unwrap(), cubes(0..10));
+}
+
+#[test]
+fn a_worker_killed_from_outside_mid_map_fails_the_map_and_the_pool_recovers() {
+    let pool = Pool::new(1).unwrap();
+    let victim = pool.apply(pid_of, (0,)).unwrap();
+    let pending = pool.map_async_chunked(sleep_for, (0..8).map(|_| 300), 1);
+    std::thread::sleep(Duration::from_millis(100));
+    // Kill the busy worker from outside, as the OOM killer would.
+    // SAFETY: plain system call on a child of this process.
+    unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+    let started = Instant::now();
+    let err = pending.get().unwrap_err();
+    assert!(err.is_died(), "{err}");
+    assert_eq!(err.signal(), Some(libc::SIGKILL));
+    assert!(started.elapsed() < LONG);
+    assert_eq!(pool.map(cube, 0..10).unwrap(), cubes(0..10));
+}
+
+#[test]
+fn every_task_runs_once_when_workers_die() {
+    let pool = Pool::new(2).unwrap();
+    // Every third task kills its worker; the others must each run exactly once.
+    let results: Vec<_> = pool.imap(die_every_third, 0..30).collect::<Vec<_>>();
+    for (i, result) in results.iter().enumerate() {
+        if i % 3 == 0 {
+            assert!(result.as_ref().unwrap_err().is_died(), "task {i}");
+        } else {
+            assert_eq!(*result.as_ref().unwrap(), i as u64, "task {i}");
+        }
+    }
+}
+
+#[process_fn]
+fn die_every_third(x: u64) -> u64 {
+    if x % 3 == 0 {
+        std::process::abort();
+    }
+    x
+}
+
+#[test]
+fn cancel_a_queued_and_a_running_task() {
+    let pool = Pool::new(1).unwrap();
+    let running = pool.apply_async(sleep_then, (60_000, 1));
+    let queued = pool.apply_async(sleep_then, (0, 2));
+    let after = pool.apply_async(sleep_then, (0, 3));
+    assert!(queued.cancel());
+    // Wait until the long task is surely running, then cancel it: its worker is killed.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(running.cancel());
+    assert!(running.get().unwrap_err().is_cancelled());
+    assert!(queued.get().unwrap_err().is_cancelled());
+    // A fresh worker takes over; the task behind runs once.
+    assert_eq!(after.get_timeout(LONG).unwrap(), 3);
+    assert!(!after.cancel(), "a finished task cannot be cancelled");
+}
+
+#[test]
+fn get_timeout_leaves_the_task_running() {
+    let pool = Pool::new(1).unwrap();
+    let result = pool.apply_async(sleep_then, (300, 5));
+    let err = result.get_timeout(Duration::from_millis(10)).unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert!(!result.ready());
+    assert!(result.wait_timeout(LONG));
+    assert!(result.ready() && result.successful());
+    assert_eq!(result.get_timeout(LONG).unwrap(), 5);
+}
+
+/// The smallest executor: polls on the current thread, parks until woken.
+fn block_on<F: Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut context = Context::from_waker(&waker);
+    let mut future = pin!(future);
+    loop {
+        match future.as_mut().poll(&mut context) {
+            Poll::Ready(output) => return output,
+            Poll::Pending => std::thread::park_timeout(Duration::from_secs(1)),
+        }
+    }
+}
+
+#[test]
+fn async_results_can_be_awaited() {
+    let pool = Pool::new(2).unwrap();
+    let sum = block_on(async {
+        let a = pool.apply_async(sleep_then, (100, 20)).await.unwrap();
+        let b = pool.map_async(cube, vec![2]).await.unwrap();
+        a + b[0]
+    });
+    assert_eq!(sum, 28);
+}
+
+#[test]
+fn eight_threads_share_one_pool() {
+    let pool = Pool::new(2).unwrap();
+    std::thread::scope(|scope| {
+        for t in 0..8u64 {
+            let pool = &pool;
+            scope.spawn(move || {
+                for round in 0..5 {
+                    let start = t * 1000 + round * 10;
+                    assert_eq!(
+                        pool.map(cube, start..start + 10).unwrap(),
+                        cubes(start..start + 10)
+                    );
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn a_closed_or_terminated_pool_says_so() {
+    let pool = Pool::new(1).unwrap();
+    let pending = pool.apply_async(sleep_then, (100, 1));
+    pool.close();
+    assert!(pool.map(cube, 0..3).unwrap_err().is_closed());
+    assert!(pool.apply_async(cube, (1,)).get().unwrap_err().is_closed());
+    pool.join().unwrap();
+    assert_eq!(pending.get().unwrap(), 1);
+
+    let pool = Pool::new(1).unwrap();
+    let stuck = pool.apply_async(sleep_then, (60_000, 1));
+    let queued = pool.apply_async(sleep_then, (0, 2));
+    std::thread::sleep(Duration::from_millis(100));
+    pool.terminate();
+    pool.join().unwrap();
+    assert!(stuck.get().unwrap_err().is_closed());
+    assert!(queued.get().unwrap_err().is_closed());
+    assert!(
+        pool.imap(cube, 0..3)
+            .next()
+            .unwrap()
+            .unwrap_err()
+            .is_closed()
+    );
+}
+
+#[test]
+fn dropping_a_pool_reaps_its_workers() {
+    let pool = Pool::new(2).unwrap();
+    let pids: HashSet<u32> = pool
+        .map_chunked(pid_of, 0..20, 1)
+        .unwrap()
+        .into_iter()
+        .collect();
+    drop(pool);
+    for pid in pids {
+        assert!(
+            !mp_support::is_running(pid),
+            "worker {pid} outlived its pool"
+        );
+        assert!(!mp_support::zombie_children().contains(&pid));
+    }
+}
+
+/// Encodes only values below 100: stands for a result that cannot be sent back.
+#[derive(Debug)]
+struct Picky(u64);
+
+impl Serialize for Picky {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.0 >= 100 {
+            return Err(serde::ser::Error::custom("too big to send"));
+        }
+        self.0.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Picky {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        u64::deserialize(deserializer).map(Picky)
+    }
+}
+
+#[process_fn]
+fn picky(x: u64) -> Picky {
+    Picky(x)
+}
+
+#[test]
+fn a_result_that_cannot_be_encoded_fails_only_its_task() {
+    let pool = Pool::new(1).unwrap();
+    let results: Vec<_> = pool.imap(picky, [1, 500, 2]).collect();
+    assert_eq!(results[0].as_ref().unwrap().0, 1);
+    let err = results[1].as_ref().unwrap_err();
+    assert!(
+        err.is_codec() && err.to_string().contains("too big to send"),
+        "{err}"
+    );
+    assert_eq!(results[2].as_ref().unwrap().0, 2);
+}
+
+fn plain(x: u64) -> u64 {
+    x
+}
+
+#[test]
+fn an_unregistered_function_is_an_error_not_a_hang() {
+    let pool = Pool::new(1).unwrap();
+    assert!(pool.map(plain, 0..3).unwrap_err().is_not_registered());
+    assert!(
+        pool.imap(plain, 0..3)
+            .next()
+            .unwrap()
+            .unwrap_err()
+            .is_not_registered()
+    );
+    assert!(pool.apply(plain, (1,)).unwrap_err().is_not_registered());
+}
+
+#[test]
+fn pool_map_inside_a_test_reuses_its_pool() {
+    assert_eq!(pool_map!(cube, vec![3, 4, 5]).unwrap(), vec![27, 64, 125]);
+    let first: HashSet<u32> = pool_map!(pid_of, 0..40, processes = 2)
+        .unwrap()
+        .into_iter()
+        .collect();
+    let second: HashSet<u32> = pool_map!(pid_of, 0..40, processes = 2)
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert!(
+        second.is_subset(&first) || first.is_subset(&second),
+        "{first:?} vs {second:?}"
+    );
+}

@@ -1,0 +1,269 @@
+//! One call in one child process: `spawn!` and `Process`.
+
+use std::time::{Duration, Instant};
+
+use mp_runtime::{Process, process_fn, spawn};
+use mp_support::{is_running, wait_for, zombie_children};
+use serde::{Deserialize, Serialize};
+
+const LONG: Duration = Duration::from_secs(30);
+
+#[process_fn]
+fn answer() -> u32 {
+    42
+}
+
+#[process_fn]
+fn negate(x: i64) -> i64 {
+    -x
+}
+
+#[process_fn]
+fn describe(name: String, age: u8, tags: Vec<String>) -> String {
+    format!("{name} ({age}): {}", tags.join(","))
+}
+
+#[test]
+fn spawns_with_zero_one_and_three_arguments() {
+    assert_eq!(spawn!(answer).unwrap().join().unwrap(), 42);
+    assert_eq!(spawn!(negate, 5).unwrap().join().unwrap(), -5);
+    let tags = vec!["a".to_string(), "b".to_string()];
+    let p = spawn!(describe, "ann".to_string(), 30, tags).unwrap();
+    assert_eq!(p.join().unwrap(), "ann (30): a,b");
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq, Clone)]
+struct Order {
+    id: u64,
+    lines: Vec<(String, u32)>,
+    note: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+struct Total {
+    id: u64,
+    items: u32,
+}
+
+#[process_fn]
+fn total(order: Order) -> Total {
+    Total {
+        id: order.id,
+        items: order.lines.iter().map(|(_, n)| n).sum(),
+    }
+}
+
+#[test]
+fn structs_cross_both_ways() {
+    let order = Order {
+        id: 9,
+        lines: vec![("pen".into(), 2), ("ink".into(), 3)],
+        note: None,
+    };
+    assert_eq!(
+        spawn!(total, order).unwrap().join().unwrap(),
+        Total { id: 9, items: 5 }
+    );
+}
+
+#[process_fn]
+fn fail_with(message: String) -> u8 {
+    panic!("{message}");
+}
+
+#[test]
+fn a_panic_comes_back_with_message_and_location() {
+    let err = spawn!(fail_with, "bad input 7".to_string())
+        .unwrap()
+        .join()
+        .unwrap_err();
+    assert!(err.is_panic(), "{err}");
+    assert_eq!(err.panic_message(), Some("bad input 7"));
+    assert!(
+        err.panic_location()
+            .unwrap()
+            .starts_with("tests/process.rs:"),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("fail_with") && text.contains("bad input 7"),
+        "{text}"
+    );
+}
+
+#[process_fn]
+fn abort() {
+    std::process::abort();
+}
+
+#[process_fn]
+fn exit_with(code: i32) {
+    std::process::exit(code);
+}
+
+#[process_fn]
+fn sleep_ms(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+#[test]
+fn a_child_that_dies_reports_how() {
+    let err = spawn!(abort).unwrap().join().unwrap_err();
+    assert!(err.is_died(), "{err}");
+    assert_eq!(err.signal(), Some(libc::SIGABRT));
+    assert!(err.to_string().contains("SIGABRT"), "{err}");
+
+    let mut p = spawn!(exit_with, 3).unwrap();
+    let err = p.join_timeout(LONG).unwrap_err();
+    assert!(err.is_died(), "{err}");
+    assert_eq!(err.exit_code(), Some(3));
+    assert_eq!(p.exit_code(), Some(3));
+    assert!(err.to_string().contains("exited with code 3"), "{err}");
+
+    let mut p = spawn!(sleep_ms, 60_000).unwrap();
+    // SAFETY: plain system call on our own child, which is not reaped yet.
+    assert_eq!(unsafe { libc::kill(p.pid() as i32, libc::SIGKILL) }, 0);
+    let err = p.join_timeout(LONG).unwrap_err();
+    assert_eq!(err.signal(), Some(libc::SIGKILL), "{err}");
+    assert_eq!(p.exit_code(), Some(-libc::SIGKILL));
+
+    // The parent is unharmed.
+    assert_eq!(spawn!(answer).unwrap().join().unwrap(), 42);
+}
+
+#[test]
+fn join_timeout_can_be_called_again_then_join() {
+    let mut p = spawn!(sleep_ms, 300).unwrap();
+    assert!(
+        p.join_timeout(Duration::from_millis(10))
+            .unwrap_err()
+            .is_timeout()
+    );
+    assert!(
+        p.join_timeout(Duration::from_millis(10))
+            .unwrap_err()
+            .is_timeout()
+    );
+    assert!(p.is_alive());
+    assert_eq!(p.join().unwrap(), 300);
+}
+
+#[test]
+fn the_result_is_taken_once() {
+    let mut p = spawn!(answer).unwrap();
+    assert_eq!(p.join_timeout(LONG).unwrap(), 42);
+    let again = p.join_timeout(LONG).unwrap_err();
+    assert!(again.is_usage(), "{again}");
+}
+
+#[test]
+fn kill_and_terminate_return_promptly() {
+    let mut p = spawn!(sleep_ms, 60_000).unwrap();
+    let started = Instant::now();
+    p.kill().unwrap();
+    assert!(!p.is_alive());
+    assert_eq!(p.exit_code(), Some(-libc::SIGKILL));
+    assert!(started.elapsed() < LONG);
+    assert_eq!(p.join().unwrap_err().signal(), Some(libc::SIGKILL));
+
+    let mut p = spawn!(sleep_ms, 60_000).unwrap();
+    p.terminate().unwrap();
+    assert_eq!(p.join().unwrap_err().signal(), Some(libc::SIGTERM));
+}
+
+#[test]
+fn large_arguments_and_results_cross_whole() {
+    #[process_fn]
+    fn reverse(mut data: Vec<u8>) -> Vec<u8> {
+        data.reverse();
+        data
+    }
+    let data: Vec<u8> = (0..64 * 1024 * 1024)
+        .map(|i: u32| (i % 251) as u8)
+        .collect();
+    let mut expected = data.clone();
+    expected.reverse();
+    let out = spawn!(reverse, data).unwrap().join().unwrap();
+    assert_eq!(out.len(), expected.len());
+    assert!(out == expected);
+}
+
+#[process_fn]
+fn child_spawns_grandchild(x: i64) -> (u32, i64) {
+    let grandchild = spawn!(negate, x).unwrap();
+    (std::process::id(), grandchild.join().unwrap())
+}
+
+#[test]
+fn a_child_can_spawn_its_own_child() {
+    let p = spawn!(child_spawns_grandchild, 8).unwrap();
+    let pid = p.pid();
+    assert_eq!(p.join().unwrap(), (pid, -8));
+}
+
+#[test]
+fn a_hundred_spawns_leave_no_zombie() {
+    let mut pids = Vec::new();
+    for i in 0..100 {
+        let p = spawn!(negate, i).unwrap();
+        pids.push(p.pid());
+        if i % 2 == 0 {
+            assert_eq!(p.join().unwrap(), -i);
+        }
+        // Odd ones are dropped unjoined: reaped in the background.
+    }
+    let gone = wait_for(LONG, || {
+        let zombies = zombie_children();
+        pids.iter()
+            .all(|pid| !zombies.contains(pid) && !is_running(*pid))
+    });
+    assert!(gone, "left behind: {:?}", zombie_children());
+}
+
+fn not_registered(x: u8) -> u8 {
+    x
+}
+
+#[test]
+fn an_unregistered_function_fails_before_starting_a_process() {
+    let err = spawn!(not_registered, 1).unwrap_err();
+    assert!(err.is_not_registered(), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("not_registered") && text.contains("#[process_fn]"),
+        "{text}"
+    );
+
+    let closure = |x: u8| x + 1;
+    let err = Process::start(closure, (1,)).unwrap_err();
+    assert!(err.to_string().contains("closure"), "{err}");
+}
+
+#[process_fn]
+fn print_then_return(line: String) -> usize {
+    print!("{line}");
+    line.len()
+}
+
+#[test]
+fn output_is_flushed_before_the_result() {
+    // Without a newline the line sits in the child's buffer unless it is flushed on return.
+    let p = spawn!(
+        print_then_return,
+        "child output without newline\n".to_string()
+    )
+    .unwrap();
+    assert_eq!(p.join().unwrap(), 29);
+}
+
+#[test]
+fn names_count_up() {
+    let a = spawn!(answer).unwrap();
+    let b = spawn!(answer).unwrap();
+    let number = |p: &Process<u32>| p.name()["Process-".len()..].parse::<u32>().unwrap();
+    assert!(number(&b) > number(&a));
+    a.join().unwrap();
+    b.join().unwrap();
+}
