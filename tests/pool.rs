@@ -536,3 +536,32 @@ fn pool_map_inside_a_test_reuses_its_pool() {
         "{first:?} vs {second:?}"
     );
 }
+
+/// Decodes only values below 1000: stands for arguments the child cannot read.
+#[derive(Debug, Serialize)]
+struct Strict(u64);
+
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = u64::deserialize(deserializer)?;
+        if value >= 1000 {
+            return Err(serde::de::Error::custom("value out of range"));
+        }
+        Ok(Strict(value))
+    }
+}
+
+#[process_fn]
+fn strict(x: Strict) -> u64 {
+    x.0
+}
+
+#[test]
+fn arguments_that_cannot_be_decoded_fail_only_their_task() {
+    let pool = Pool::new(1).unwrap();
+    let results: Vec<_> = pool.imap(strict, [Strict(1), Strict(5000), Strict(2)]).collect();
+    assert_eq!(*results[0].as_ref().unwrap(), 1);
+    let err = results[1].as_ref().unwrap_err();
+    assert!(err.is_codec() && err.to_string().contains("value out of range"), "{err}");
+    assert_eq!(*results[2].as_ref().unwrap(), 2);
+}

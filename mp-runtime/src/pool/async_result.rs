@@ -122,8 +122,8 @@ impl Sink for Gather {
             Ok(outcomes) => outcomes.iter().any(|o| !matches!(o, Outcome::Value(_))),
         };
         if failed {
-            // Report the failure at once and stop the rest of this submission.
-            self.control.cancel();
+            // Report the failure at once; the rest of this submission need not run.
+            self.control.skip_queued();
             self.slot.complete(result);
             return;
         }

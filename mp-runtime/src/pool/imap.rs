@@ -30,7 +30,7 @@ impl Sink for Stream {
 ///
 /// It reads its input lazily: at most a few chunks per worker are queued or running at a time,
 /// so an endless input works, and the first results arrive while later ones compute. Dropping
-/// it cancels what it had queued.
+/// it drops what it had queued.
 ///
 /// # Examples
 ///
@@ -226,7 +226,7 @@ where
 
 impl<I, R> Drop for IMap<'_, I, R> {
     fn drop(&mut self) {
-        self.control.cancel();
+        self.control.skip_queued();
     }
 }
 

@@ -64,6 +64,14 @@ struct ControlState {
 }
 
 impl Control {
+    /// Queued tasks of this submission will not run; running ones finish, their results
+    /// unused. For a failed map, whose other results no one will read.
+    pub(crate) fn skip_queued(&self) {
+        lock(&self.state).cancelled = true;
+    }
+
+    /// Like [`skip_queued`](Control::skip_queued), and the workers running tasks of this
+    /// submission are killed (and replaced). For an explicit cancel.
     pub(crate) fn cancel(&self) {
         let mut state = lock(&self.state);
         state.cancelled = true;
