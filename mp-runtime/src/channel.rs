@@ -1,12 +1,15 @@
 //! Length-prefixed frames over a private Unix stream socket: one channel per child process.
 //!
-//! A frame is an 8-byte little-endian length and that many bytes. Reads are buffered, so a run of
-//! small frames costs one system call, and may wait with a deadline: a partly read frame is kept
-//! and finished by the next call.
+//! A frame is an 8-byte little-endian header and as many bytes as it says: the low 48 bits
+//! are the length, the high 16 the number of file descriptors that travel with the frame
+//! (SCM_RIGHTS, attached to its first bytes, so they always arrive no later than the frame).
+//! Reads are buffered, so a run of small frames costs one system call, and may wait with a
+//! deadline: a partly read frame is kept and finished by the next call.
 
-use std::io::{self, IoSlice, Read, Write};
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
 use std::ops::Deref;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::Instant;
 
@@ -15,6 +18,10 @@ use std::time::Instant;
 pub(crate) const DEFAULT_MAX_FRAME: u64 = 1 << 36;
 
 const HEADER: usize = 8;
+/// Where the descriptor count starts in the header.
+const FDS_SHIFT: u32 = 48;
+/// The most descriptors one `sendmsg` may carry (the kernel's SCM_MAX_FD).
+const FDS_PER_MESSAGE: usize = 253;
 /// How much to ask the kernel for at once when no large frame is pending.
 const READ_CHUNK: usize = 64 * 1024;
 /// Growth step for a large frame, so a corrupt length never allocates ahead of the data.
@@ -24,6 +31,8 @@ const GROW_CHUNK: usize = 16 * 1024 * 1024;
 pub(crate) struct Frame {
     buf: Vec<u8>,
     start: usize,
+    /// The descriptors that came with it, in the order they were sent.
+    pub(crate) fds: Vec<OwnedFd>,
 }
 
 impl Deref for Frame {
@@ -42,6 +51,8 @@ pub(crate) struct Channel {
     pos: usize,
     end: usize,
     max_frame: u64,
+    /// Descriptors received and not yet handed out with their frames.
+    fds: VecDeque<OwnedFd>,
 }
 
 impl Channel {
@@ -52,18 +63,76 @@ impl Channel {
             pos: 0,
             end: 0,
             max_frame: DEFAULT_MAX_FRAME,
+            fds: VecDeque::new(),
+        }
+    }
+
+    /// The socket, to wait on or shut down.
+    pub(crate) fn stream(&self) -> &UnixStream {
+        &self.stream
+    }
+
+    /// Whether nothing received is waiting in the buffer (bytes or descriptors).
+    pub(crate) fn is_drained(&self) -> bool {
+        self.pos == self.end && self.fds.is_empty()
+    }
+
+    /// Whether a whole frame is already buffered, so `recv` would not block.
+    pub(crate) fn has_frame(&self) -> bool {
+        match self.pending_len() {
+            Ok(Some(len)) => self.end - self.pos >= HEADER + len,
+            Ok(None) => false,
+            // `recv` returns the error at once.
+            Err(_) => true,
         }
     }
 
     /// Sends one frame, without copying `payload`.
     pub(crate) fn send(&mut self, payload: &[u8]) -> io::Result<()> {
-        let header = (payload.len() as u64).to_le_bytes();
+        self.send_with_fds(payload, &[])
+    }
+
+    /// Sends one frame with file descriptors beside it (the receiver gets its own duplicates).
+    /// A peer that is gone gives `BrokenPipe`, never SIGPIPE.
+    pub(crate) fn send_with_fds(
+        &mut self,
+        payload: &[u8],
+        fds: &[BorrowedFd<'_>],
+    ) -> io::Result<()> {
+        if fds.len() > usize::from(u16::MAX)
+            || fds.len() > FDS_PER_MESSAGE * (HEADER + payload.len())
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} handles in one message is too many; send them in several",
+                    fds.len()
+                ),
+            ));
+        }
+        let header = (payload.len() as u64 | (fds.len() as u64) << FDS_SHIFT).to_le_bytes();
         let mut slices = [IoSlice::new(&header), IoSlice::new(payload)];
         let mut slices: &mut [IoSlice<'_>] = &mut slices;
+        let mut fds = fds;
         while !slices.is_empty() {
-            match self.stream.write_vectored(slices) {
+            let batch = &fds[..fds.len().min(FDS_PER_MESSAGE)];
+            let sent = if batch.len() < fds.len() {
+                // More batches follow: this one gets a byte of its own, so that every batch
+                // rides on bytes of this frame.
+                let first = slices
+                    .iter()
+                    .find(|s| !s.is_empty())
+                    .expect("bytes are left");
+                sendmsg(&self.stream, &[IoSlice::new(&first[..1])], batch)
+            } else {
+                sendmsg(&self.stream, slices, batch)
+            };
+            match sent {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => IoSlice::advance_slices(&mut slices, n),
+                Ok(n) => {
+                    fds = &fds[batch.len()..];
+                    IoSlice::advance_slices(&mut slices, n);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
@@ -105,8 +174,7 @@ impl Channel {
         if self.end - self.pos < HEADER {
             return Ok(None);
         }
-        let header = &self.buf[self.pos..self.pos + HEADER];
-        let len = u64::from_le_bytes(header.try_into().expect("8 bytes"));
+        let len = self.header() & ((1 << FDS_SHIFT) - 1);
         if len > self.max_frame {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -120,6 +188,12 @@ impl Channel {
         Ok(Some(len as usize))
     }
 
+    /// The next frame's header; there must be one.
+    fn header(&self) -> u64 {
+        let header = &self.buf[self.pos..self.pos + HEADER];
+        u64::from_le_bytes(header.try_into().expect("8 bytes"))
+    }
+
     fn take_frame(&mut self) -> io::Result<Option<Frame>> {
         let Some(len) = self.pending_len()? else {
             return Ok(None);
@@ -128,6 +202,14 @@ impl Channel {
         if self.end < frame_end {
             return Ok(None);
         }
+        let count = (self.header() >> FDS_SHIFT) as usize;
+        if self.fds.len() < count {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a frame arrived without the descriptors it announced",
+            ));
+        }
+        let fds: Vec<OwnedFd> = self.fds.drain(..count).collect();
         let frame = if self.pos == 0 && frame_end == self.end && len > READ_CHUNK {
             // The buffer holds exactly this one large frame: hand it over instead of copying.
             self.buf.truncate(frame_end);
@@ -135,11 +217,13 @@ impl Channel {
             Frame {
                 buf: std::mem::take(&mut self.buf),
                 start: HEADER,
+                fds,
             }
         } else {
             let frame = Frame {
                 buf: self.buf[self.pos + HEADER..frame_end].to_vec(),
                 start: 0,
+                fds,
             };
             self.pos = frame_end;
             frame
@@ -166,7 +250,7 @@ impl Channel {
             self.buf.resize(self.end + room, 0);
         }
         loop {
-            match self.stream.read(&mut self.buf[self.end..]) {
+            match recvmsg(&self.stream, &mut self.buf[self.end..], &mut self.fds) {
                 Ok(n) => {
                     self.end += n;
                     return Ok(n);
@@ -178,8 +262,97 @@ impl Channel {
     }
 }
 
+/// One `sendmsg` of `slices` with `fds` as SCM_RIGHTS; returns the bytes sent.
+fn sendmsg(
+    stream: &UnixStream,
+    slices: &[IoSlice<'_>],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<usize> {
+    // Room for the most descriptors one message carries, aligned for `cmsghdr`.
+    let mut control = [0u64; 160];
+    // SAFETY: an all-zero msghdr is a valid empty message.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    // IoSlice is guaranteed ABI-compatible with iovec; sendmsg only reads through it.
+    msg.msg_iov = slices.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = slices.len() as _;
+    if !fds.is_empty() {
+        let data_len = (fds.len() * size_of::<libc::c_int>()) as libc::c_uint;
+        // SAFETY: CMSG_SPACE only computes a size.
+        let space = unsafe { libc::CMSG_SPACE(data_len) } as usize;
+        assert!(
+            space <= size_of_val(&control),
+            "at most {FDS_PER_MESSAGE} descriptors"
+        );
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        // SAFETY: `msg` points at `control`, which has room for one header with `fds.len()`
+        // descriptors (checked above); CMSG_FIRSTHDR and CMSG_DATA stay inside it.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(data_len) as _;
+            let data = libc::CMSG_DATA(cmsg).cast::<libc::c_int>();
+            for (i, fd) in fds.iter().enumerate() {
+                data.add(i).write_unaligned(fd.as_raw_fd());
+            }
+        }
+    }
+    // SAFETY: `msg` and everything it points to (slices, control) live across the call; the
+    // descriptors are borrowed, so open.
+    let sent = unsafe { libc::sendmsg(stream.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(sent as usize)
+}
+
+/// One `recvmsg` into `buf`; descriptors that came along are appended to `fds` (close-on-exec).
+fn recvmsg(stream: &UnixStream, buf: &mut [u8], fds: &mut VecDeque<OwnedFd>) -> io::Result<usize> {
+    let mut control = [0u64; 160];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: an all-zero msghdr is a valid empty message.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = size_of_val(&control) as _;
+    // SAFETY: `msg` points at `buf` and `control`, both writable for the lengths given.
+    let received = unsafe { libc::recvmsg(stream.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    if received < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel filled `control` with well-formed headers up to `msg_controllen`;
+    // the CMSG macros walk them without leaving it, and each SCM_RIGHTS descriptor is a new
+    // one that this process now owns.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(cmsg).cast::<libc::c_int>();
+                let bytes = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                for i in 0..bytes / size_of::<libc::c_int>() {
+                    fds.push_back(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "descriptors sent with a message were lost: this process reached its limit of open \
+             files (raise it with `ulimit -n`)",
+        ));
+    }
+    Ok(received as usize)
+}
+
 /// Blocks until `stream` has data or end-of-file, or `deadline` passes.
-fn wait_readable(stream: &UnixStream, deadline: Instant) -> io::Result<()> {
+pub(crate) fn wait_readable(stream: &UnixStream, deadline: Instant) -> io::Result<()> {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -210,11 +383,41 @@ fn wait_readable(stream: &UnixStream, deadline: Instant) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
     use std::time::Duration;
 
     fn pair() -> (Channel, Channel) {
         let (a, b) = UnixStream::pair().unwrap();
         (Channel::new(a), Channel::new(b))
+    }
+
+    #[test]
+    fn descriptors_arrive_with_their_frame() {
+        let (mut a, mut b) = pair();
+        let file = std::fs::File::open("/dev/null").unwrap();
+        use std::os::fd::AsFd;
+        a.send(b"before").unwrap();
+        a.send_with_fds(b"with", &[file.as_fd(), file.as_fd()])
+            .unwrap();
+        a.send(b"after").unwrap();
+        let first = b.recv().unwrap().unwrap();
+        assert!(first.fds.is_empty());
+        let second = b.recv().unwrap().unwrap();
+        assert_eq!((&*second, second.fds.len()), (&b"with"[..], 2));
+        assert!(b.recv().unwrap().unwrap().fds.is_empty());
+    }
+
+    #[test]
+    fn many_descriptors_cross_in_batches() {
+        use std::os::fd::AsFd;
+        let (mut a, mut b) = pair();
+        let file = std::fs::File::open("/dev/null").unwrap();
+        for _ in 0..3 {
+            let fds = vec![file.as_fd(); 600];
+            a.send_with_fds(&[7u8; 600], &fds).unwrap();
+            let frame = b.recv().unwrap().unwrap();
+            assert_eq!(frame.fds.len(), 600);
+        }
     }
 
     #[test]
@@ -254,7 +457,7 @@ mod tests {
     #[test]
     fn a_huge_length_is_refused_without_allocating() {
         let (mut a, mut b) = pair();
-        a.stream.write_all(&(1u64 << 60).to_le_bytes()).unwrap();
+        a.stream.write_all(&(1u64 << 40).to_le_bytes()).unwrap();
         let err = b.recv().err().unwrap();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         assert!(err.to_string().contains("limit"), "{err}");

@@ -2,9 +2,18 @@
 //!
 //! Everything that crosses a process boundary (arguments, results, the messages of the worker
 //! protocol) goes through [`encode`] and [`decode`], so the wire format can change in one place.
+//!
+//! Handles (pipes, queues, locks, shared memory) cross as file descriptors beside the bytes:
+//! while [`encode_with_fds`] runs, a handle's `Serialize` gives a duplicate of its descriptor to
+//! [`serialize_fd`], which writes its index; while [`decode_with_fds`] runs, `Deserialize` takes
+//! the received descriptor of that index back with [`deserialize_fd`]. Outside those two, a
+//! handle refuses to encode, so a descriptor can never be silently dropped from a message.
 
-use serde::Serialize;
+use std::cell::RefCell;
+use std::os::fd::{BorrowedFd, OwnedFd};
+
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
 
@@ -43,6 +52,97 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     Ok(value)
 }
 
+thread_local! {
+    /// The descriptors of the value being encoded on this thread, in index order.
+    static OUTGOING: RefCell<Option<Vec<OwnedFd>>> = const { RefCell::new(None) };
+    /// The descriptors received with the value being decoded on this thread; taken ones are `None`.
+    static INCOMING: RefCell<Option<Vec<Option<OwnedFd>>>> = const { RefCell::new(None) };
+}
+
+/// Puts back what a scope replaced, also when the code inside it panics.
+struct Restore {
+    outgoing: Option<Option<Vec<OwnedFd>>>,
+    incoming: Option<Option<Vec<Option<OwnedFd>>>>,
+}
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        if let Some(saved) = self.outgoing.take() {
+            OUTGOING.set(saved);
+        }
+        if let Some(saved) = self.incoming.take() {
+            INCOMING.set(saved);
+        }
+    }
+}
+
+/// Runs `f` with `incoming` as the descriptors a decode may take, and collects the descriptors
+/// that encodes inside it give; what `f` leaves of `incoming` is closed.
+pub(crate) fn with_fds<R>(incoming: Vec<OwnedFd>, f: impl FnOnce() -> R) -> (R, Vec<OwnedFd>) {
+    let restore = Restore {
+        outgoing: Some(OUTGOING.replace(Some(Vec::new()))),
+        incoming: Some(INCOMING.replace(Some(incoming.into_iter().map(Some).collect()))),
+    };
+    let result = f();
+    let outgoing = OUTGOING.take().unwrap_or_default();
+    // Puts the outer lists back; the descriptors `f` did not take are closed here.
+    drop(restore);
+    (result, outgoing)
+}
+
+/// Encodes `value` and returns the descriptors of the handles inside it with the bytes.
+pub(crate) fn encode_with_fds<T: Serialize + ?Sized>(value: &T) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
+    let (bytes, fds) = with_fds(Vec::new(), || encode(value));
+    Ok((bytes?, fds))
+}
+
+/// Decodes a value whose handles' descriptors are `fds`; descriptors it does not take are closed.
+pub(crate) fn decode_with_fds<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<T> {
+    with_fds(fds, || decode(bytes)).0
+}
+
+/// Serializes a handle's descriptor: a duplicate goes beside the message, its index into it.
+pub(crate) fn serialize_fd<S: Serializer>(
+    fd: BorrowedFd<'_>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::Error as _;
+    let index = OUTGOING.with_borrow_mut(|outgoing| {
+        let Some(outgoing) = outgoing else {
+            return Err(S::Error::custom(
+                "a handle (pipe, queue, lock, shared memory) can go to another process only as an \
+                 argument or result of a #[process_fn] call or through a pipe",
+            ));
+        };
+        let dup = fd.try_clone_to_owned().map_err(|e| {
+            S::Error::custom(format!("cannot duplicate a handle's descriptor: {e}"))
+        })?;
+        outgoing.push(dup);
+        u32::try_from(outgoing.len() - 1).map_err(S::Error::custom)
+    })?;
+    serializer.serialize_u32(index)
+}
+
+/// Deserializes a handle's descriptor: takes the received descriptor its index names.
+pub(crate) fn deserialize_fd<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<OwnedFd, D::Error> {
+    use serde::de::Error as _;
+    let index = u32::deserialize(deserializer)? as usize;
+    INCOMING.with_borrow_mut(|incoming| {
+        incoming
+            .as_mut()
+            .and_then(|fds| fds.get_mut(index))
+            .and_then(Option::take)
+            .ok_or_else(|| {
+                D::Error::custom(format!(
+                    "the descriptor of a handle (index {index}) did not come with the message; \
+                     handles can be decoded only from an mp call, result or pipe"
+                ))
+            })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,5 +176,46 @@ mod tests {
     fn truncated_input_is_an_error() {
         let bytes = encode(&"a string of some length".to_string()).unwrap();
         assert!(decode::<String>(&bytes[..5]).unwrap_err().is_codec());
+    }
+
+    /// A value that carries one descriptor, as handles do.
+    #[derive(Debug)]
+    struct Carrier(OwnedFd);
+
+    impl Serialize for Carrier {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use std::os::fd::AsFd;
+            serialize_fd(self.0.as_fd(), s)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Carrier {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            deserialize_fd(d).map(Carrier)
+        }
+    }
+
+    #[test]
+    fn descriptors_travel_beside_the_bytes() {
+        let file = std::fs::File::open("/dev/null").unwrap();
+        let (bytes, fds) = encode_with_fds(&(1u8, Carrier(file.into()), 2u8)).unwrap();
+        assert_eq!(fds.len(), 1);
+        let (a, _carrier, b) = decode_with_fds::<(u8, Carrier, u8)>(&bytes, fds).unwrap();
+        assert_eq!((a, b), (1, 2));
+    }
+
+    #[test]
+    fn a_handle_outside_a_call_is_refused_with_a_reason() {
+        let file = std::fs::File::open("/dev/null").unwrap();
+        let err = encode(&Carrier(file.into())).unwrap_err();
+        assert!(err.to_string().contains("#[process_fn]"), "{err}");
+        let (bytes, _fds) =
+            encode_with_fds(&Carrier(std::fs::File::open("/dev/null").unwrap().into())).unwrap();
+        assert!(
+            decode::<Carrier>(&bytes)
+                .unwrap_err()
+                .to_string()
+                .contains("did not come")
+        );
     }
 }

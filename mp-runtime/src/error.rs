@@ -72,6 +72,18 @@ pub(crate) enum Kind {
     ResultTaken,
     /// The API was used in a way it cannot work; the message says how to use it.
     Usage(String),
+    /// A wait on a pipe, queue, lock or other handle ran out of time.
+    WaitTimedOut { what: String, after: Duration },
+    /// The other end of a pipe is gone, or a queue was closed.
+    Disconnected(String),
+    /// A process died holding a lock; the lock was taken over and released.
+    OwnerDied(String),
+    /// A barrier was broken: a party died, timed out or aborted.
+    BrokenBarrier(String),
+    /// `try_get` on an empty queue.
+    Empty,
+    /// `try_put` on a full queue (or `try_acquire` on a taken lock).
+    Full(String),
     /// An operating-system call failed.
     /// Shared, so that one failure can be reported for every call it ended.
     Io {
@@ -306,7 +318,85 @@ impl Error {
     /// p.kill().unwrap();
     /// ```
     pub fn is_timeout(&self) -> bool {
-        matches!(self.kind, Kind::Timeout(_))
+        matches!(self.kind, Kind::Timeout(_) | Kind::WaitTimedOut { .. })
+    }
+
+    /// True when the other end of a [`Connection`](crate::Connection) is gone (closed, or its
+    /// process ended), or a [`Queue`](crate::Queue) was closed and is empty.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (a, b) = mp_runtime::pipe::<u32>().unwrap();
+    /// drop(b);
+    /// assert!(a.recv().unwrap_err().is_disconnected());
+    /// ```
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self.kind, Kind::Disconnected(_))
+    }
+
+    /// True when a process died holding a [`Lock`](crate::Lock) (or the lock of a
+    /// [`Value`](crate::Value), [`Array`](crate::Array), [`Condition`](crate::Condition)):
+    /// what it guarded may be half-changed. The lock was released; acquiring it again works.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, spawn, Lock};
+    ///
+    /// #[process_fn]
+    /// fn die_holding(lock: Lock) {
+    ///     std::mem::forget(lock.acquire().unwrap());
+    ///     std::process::exit(1);
+    /// }
+    ///
+    /// let lock = Lock::new().unwrap();
+    /// let _ = spawn!(die_holding, lock.clone()).unwrap().join();
+    /// assert!(lock.acquire().unwrap_err().is_owner_died());
+    /// assert!(lock.acquire().is_ok());
+    /// ```
+    pub fn is_owner_died(&self) -> bool {
+        matches!(self.kind, Kind::OwnerDied(_))
+    }
+
+    /// True when a [`Barrier`](crate::Barrier) is broken: a party died before it arrived,
+    /// a wait timed out, or it was aborted.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let barrier = mp_runtime::Barrier::new(2).unwrap();
+    /// barrier.abort();
+    /// assert!(barrier.wait().unwrap_err().is_broken_barrier());
+    /// ```
+    pub fn is_broken_barrier(&self) -> bool {
+        matches!(self.kind, Kind::BrokenBarrier(_))
+    }
+
+    /// True when [`Queue::try_get`](crate::Queue::try_get) found the queue empty.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let queue = mp_runtime::Queue::<u8>::new().unwrap();
+    /// assert!(queue.try_get().unwrap_err().is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        matches!(self.kind, Kind::Empty)
+    }
+
+    /// True when [`Queue::try_put`](crate::Queue::try_put) found the queue full, or a `try_`
+    /// acquire found a lock or semaphore taken.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let queue = mp_runtime::Queue::bounded(1).unwrap();
+    /// queue.put(&1).unwrap();
+    /// assert!(queue.try_put(&2).unwrap_err().is_full());
+    /// ```
+    pub fn is_full(&self) -> bool {
+        matches!(self.kind, Kind::Full(_))
     }
 
     /// True when a function was passed to [`spawn!`](crate::spawn) or a [`Pool`](crate::Pool)
@@ -494,6 +584,18 @@ impl fmt::Display for Error {
             Kind::Cancelled => f.write_str("the task was cancelled before it produced a result"),
             Kind::ResultTaken => f.write_str("the result was already taken from this handle"),
             Kind::Usage(message) => f.write_str(message),
+            Kind::WaitTimedOut { what, after } => {
+                write!(f, "timed out after {after:?} waiting for {what}")
+            }
+            Kind::Disconnected(what) => f.write_str(what),
+            Kind::OwnerDied(what) => write!(
+                f,
+                "a process died holding {what}; what it guards may be half-changed (the lock \
+                 was released: check the data, then acquire again)"
+            ),
+            Kind::BrokenBarrier(why) => write!(f, "the barrier is broken: {why}"),
+            Kind::Empty => f.write_str("the queue is empty"),
+            Kind::Full(what) => f.write_str(what),
             Kind::Io { context, source } => write!(f, "{context}: {source}"),
         }
     }

@@ -70,15 +70,20 @@ mod codec;
 mod context;
 mod error;
 mod macros;
+mod pipe;
 mod pool;
 mod process;
+mod queue;
 mod registry;
+mod shm;
 mod worker;
 
 pub use context::cpu_count;
 pub use error::{Error, Result};
+pub use pipe::{Connection, pipe, pipe_oneway};
 pub use pool::{AsyncResult, IMap, Pool, PoolBuilder, StartMethod};
 pub use process::Process;
+pub use queue::{JoinableQueue, Queue};
 pub use registry::ProcessFn;
 
 /// Registers a function so that it can run in another process.

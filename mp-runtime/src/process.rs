@@ -14,7 +14,7 @@ use crate::channel::Channel;
 use crate::codec;
 use crate::error::{Error, ExitReason, Kind, Result};
 use crate::registry::{self, ProcessFn};
-use crate::worker::{Reply, Request};
+use crate::worker::{self, Reply, Request};
 
 /// A child process running one call of a `#[process_fn]` function, whose result is an `R`.
 ///
@@ -76,9 +76,13 @@ impl<R: serde::de::DeserializeOwned> Process<R> {
         Args: Serialize,
     {
         let entry = registry::lookup(&f)?;
+        let (args, fds) = codec::encode_with_fds(&args)?;
+        let fds = vec![fds];
+        let (counts, fds) = worker::flatten_fds(&fds);
         let request = codec::encode(&Request::Call {
             function: Cow::Borrowed(entry.id),
-            items: Cow::Owned(vec![ByteBuf::from(codec::encode(&args)?)]),
+            items: Cow::Owned(vec![ByteBuf::from(args)]),
+            fds: Cow::Owned(counts),
         })?;
         let exit = codec::encode(&Request::Exit)?;
         let started = bootstrap::start_worker()?;
@@ -93,7 +97,9 @@ impl<R: serde::de::DeserializeOwned> Process<R> {
         let channel = process.channel.as_mut().expect("just set");
         // A child that dies at once closes the socket: that is reported by `join`, with its
         // exit status, rather than as a failed send here.
-        let _ = channel.send(&request).and_then(|()| channel.send(&exit));
+        let _ = channel
+            .send_with_fds(&request, &fds)
+            .and_then(|()| channel.send(&exit));
         Ok(process)
     }
 
@@ -167,15 +173,13 @@ impl<R: serde::de::DeserializeOwned> Process<R> {
                 exit: ExitReason::from_status(status),
             }));
         };
-        let mut reply: Reply = codec::decode(&frame)?;
+        let mut outcomes = Reply::decode(frame)?;
         // The child exits right after replying; reap it now so the exit code is known.
         self.wait_status()?;
-        let outcome = reply
-            .outcomes
+        let outcome = outcomes
             .pop()
             .ok_or_else(|| Error::protocol("the child answered a call with no outcome"))?;
-        let bytes = outcome.into_bytes(self.function)?;
-        codec::decode(&bytes)
+        outcome.decode(self.function)
     }
 }
 

@@ -48,7 +48,7 @@ impl Slot {
 
     fn succeeded(&self) -> bool {
         matches!(&lock(&self.state).result, Some(Ok(outcomes))
-            if outcomes.iter().all(|o| matches!(o, Outcome::Value(_))))
+            if outcomes.iter().all(|o| matches!(o, Outcome::Value(..))))
     }
 
     /// Waits until complete or `deadline`; true if complete.
@@ -119,7 +119,7 @@ impl Sink for Gather {
     fn deliver(&self, index: usize, result: Raw) {
         let failed = match &result {
             Err(_) => true,
-            Ok(outcomes) => outcomes.iter().any(|o| !matches!(o, Outcome::Value(_))),
+            Ok(outcomes) => outcomes.iter().any(|o| !matches!(o, Outcome::Value(..))),
         };
         if failed {
             // Report the failure at once; the rest of this submission need not run.

@@ -118,12 +118,16 @@ where
         };
         while !self.inputs_done && self.submitted - self.received < self.max_in_flight {
             let mut items = Vec::with_capacity(self.chunksize);
+            let mut fds = Vec::with_capacity(self.chunksize);
             let mut failure = None;
             let mut taken = 0;
             for input in self.inputs.by_ref().take(self.chunksize) {
                 taken += 1;
-                match codec::encode(&(&input,)) {
-                    Ok(bytes) => items.push(ByteBuf::from(bytes)),
+                match codec::encode_with_fds(&(&input,)) {
+                    Ok((bytes, handles)) => {
+                        items.push(ByteBuf::from(bytes));
+                        fds.push(handles);
+                    }
                     Err(error) => failure = Some(error),
                 }
             }
@@ -144,6 +148,7 @@ where
             let task = Task {
                 function,
                 items,
+                fds,
                 index,
                 sink: self.sink.clone(),
                 control: self.control.clone(),
@@ -181,11 +186,7 @@ pub(crate) fn decode_chunk<R: DeserializeOwned>(
     match raw {
         Ok(outcomes) => outcomes
             .into_iter()
-            .map(|outcome| {
-                outcome
-                    .into_bytes(function)
-                    .and_then(|bytes| codec::decode(&bytes))
-            })
+            .map(|outcome| outcome.decode(function))
             .collect(),
         Err(error) => {
             let mut errors: Vec<Result<R>> =

@@ -4,6 +4,7 @@ mod async_result;
 mod imap;
 mod scheduler;
 
+use std::os::fd::OwnedFd;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -83,7 +84,7 @@ pub struct Pool {
 pub struct PoolBuilder {
     processes: Option<usize>,
     max_tasks_per_child: Option<usize>,
-    initializer: Option<Result<(&'static Entry, ByteBuf)>>,
+    initializer: Option<Result<(&'static Entry, ByteBuf, Vec<OwnedFd>)>>,
     start_method: StartMethod,
 }
 
@@ -162,8 +163,10 @@ impl PoolBuilder {
         F: ProcessFn<Args>,
         Args: Serialize,
     {
-        let initializer = registry::lookup(&f)
-            .and_then(|entry| Ok((entry, ByteBuf::from(codec::encode(&args)?))));
+        let initializer = registry::lookup(&f).and_then(|entry| {
+            let (bytes, fds) = codec::encode_with_fds(&args)?;
+            Ok((entry, ByteBuf::from(bytes), fds))
+        });
         self.initializer = Some(initializer);
         self
     }
@@ -262,13 +265,13 @@ fn decode_one<R: DeserializeOwned>(outcomes: Vec<Outcome>, function: &str) -> Re
         .into_iter()
         .next()
         .ok_or_else(|| Error::protocol("a worker answered a call with no outcome"))?;
-    codec::decode(&outcome.into_bytes(function)?)
+    outcome.decode(function)
 }
 
 fn decode_all<R: DeserializeOwned>(outcomes: Vec<Outcome>, function: &str) -> Result<Vec<R>> {
     outcomes
         .into_iter()
-        .map(|outcome| codec::decode(&outcome.into_bytes(function)?))
+        .map(|outcome| outcome.decode(function))
         .collect()
 }
 
@@ -362,19 +365,28 @@ impl Pool {
         slot: &Arc<Slot>,
         control: &Arc<Control>,
     ) -> Result<()> {
-        let items = inputs
+        let (items, mut fds): (Vec<ByteBuf>, Vec<Vec<OwnedFd>>) = inputs
             .into_iter()
-            .map(|args| codec::encode(&args).map(ByteBuf::from))
-            .collect::<Result<Vec<_>>>()?;
+            .map(|args| codec::encode_with_fds(&args).map(|(b, fds)| (ByteBuf::from(b), fds)))
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .unzip();
         let chunksize = chunksize
             .unwrap_or_else(|| auto_chunksize(items.len(), self.processes()))
             .max(1);
         let chunks = items.len().div_ceil(chunksize);
         let sink = Arc::new(Gather::new(chunks, slot.clone(), control.clone()));
         let mut items = items.into_iter();
+        let any_fds = fds.iter().any(|f| !f.is_empty());
+        let mut fds = fds.drain(..);
         let tasks = (0..chunks).map(|index| Task {
             function: entry,
             items: items.by_ref().take(chunksize).collect(),
+            fds: if any_fds {
+                fds.by_ref().take(chunksize).collect()
+            } else {
+                Vec::new()
+            },
             index,
             sink: sink.clone(),
             control: control.clone(),

@@ -8,6 +8,7 @@
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
 use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -19,7 +20,7 @@ use crate::channel::Channel;
 use crate::codec;
 use crate::error::{Error, ExitReason, Kind, Result};
 use crate::registry::Entry;
-use crate::worker::{Outcome, Reply, Request};
+use crate::worker::{self, Outcome, Reply, Request};
 
 /// Tasks sent to one worker before its first reply: enough to hide the round trip, few enough
 /// that a worker's death sends little back to the queue.
@@ -38,6 +39,9 @@ pub(crate) trait Sink: Send + Sync {
 pub(crate) struct Task {
     pub function: &'static Entry,
     pub items: Vec<ByteBuf>,
+    /// The descriptors of each item's handles, kept (like the bytes) until the task is done,
+    /// so that a task can be sent again after its worker died.
+    pub fds: Vec<Vec<OwnedFd>>,
     pub index: usize,
     pub sink: Arc<dyn Sink>,
     pub control: Arc<Control>,
@@ -128,7 +132,7 @@ fn kill(pid: u32) {
 /// How workers are made.
 pub(crate) struct WorkerConfig {
     pub max_tasks_per_child: Option<usize>,
-    pub initializer: Option<(&'static Entry, ByteBuf)>,
+    pub initializer: Option<(&'static Entry, ByteBuf, Vec<OwnedFd>)>,
 }
 
 /// The state every driver and the pool share.
@@ -269,8 +273,8 @@ impl Worker {
             channel: Channel::new(started.stream),
             sent: 0,
         };
-        if let Some((entry, args)) = &shared.config.initializer {
-            if let Err(error) = worker.initialize(entry, args) {
+        if let Some((entry, args, fds)) = &shared.config.initializer {
+            if let Err(error) = worker.initialize(entry, args, fds) {
                 worker.kill(slot);
                 return Err(error);
             }
@@ -278,8 +282,13 @@ impl Worker {
         Ok(worker)
     }
 
-    fn initialize(&mut self, entry: &'static Entry, args: &ByteBuf) -> Result<()> {
-        self.send_call(entry, std::slice::from_ref(args))?;
+    fn initialize(&mut self, entry: &'static Entry, args: &ByteBuf, fds: &[OwnedFd]) -> Result<()> {
+        let fds: Vec<OwnedFd> = fds
+            .iter()
+            .map(OwnedFd::try_clone)
+            .collect::<std::io::Result<_>>()
+            .map_err(|e| Error::io("cannot duplicate the initializer's handles", e))?;
+        self.send_call(entry, std::slice::from_ref(args), &[fds])?;
         let failed = |why: String| {
             Error::protocol(format!(
                 "the pool's initializer `{}` failed, so no worker can start: {why}",
@@ -299,8 +308,7 @@ impl Worker {
                 )));
             }
         };
-        let reply: Reply = codec::decode(&frame)?;
-        for outcome in reply.outcomes {
+        for outcome in Reply::decode(frame)? {
             outcome
                 .into_bytes(entry.path)
                 .map_err(|e| failed(e.to_string()))?;
@@ -308,13 +316,20 @@ impl Worker {
         Ok(())
     }
 
-    fn send_call(&mut self, entry: &'static Entry, items: &[ByteBuf]) -> Result<()> {
+    fn send_call(
+        &mut self,
+        entry: &'static Entry,
+        items: &[ByteBuf],
+        fds: &[Vec<OwnedFd>],
+    ) -> Result<()> {
+        let (counts, fds) = worker::flatten_fds(fds);
         let bytes = codec::encode(&Request::Call {
             function: Cow::Borrowed(entry.id),
             items: Cow::Borrowed(items),
+            fds: Cow::Owned(counts),
         })?;
         self.channel
-            .send(&bytes)
+            .send_with_fds(&bytes, &fds)
             .map_err(|e| Error::io("cannot send a task to a worker", e))
     }
 
@@ -390,7 +405,7 @@ pub(crate) fn drive(
                         task.finish(Err(Error::new(Kind::Cancelled)));
                         continue;
                     }
-                    let sent = current.send_call(task.function, &task.items);
+                    let sent = current.send_call(task.function, &task.items, &task.fds);
                     current.sent += 1;
                     in_flight.push_back(task);
                     if sent.is_err() {
@@ -415,9 +430,9 @@ pub(crate) fn drive(
                 let task = in_flight
                     .pop_front()
                     .expect("a reply answers a task in flight");
-                let reply = codec::decode::<Reply>(&frame).and_then(|reply| {
-                    if reply.outcomes.len() == task.items.len() {
-                        Ok(reply.outcomes)
+                let reply = Reply::decode(frame).and_then(|outcomes| {
+                    if outcomes.len() == task.items.len() {
+                        Ok(outcomes)
                     } else {
                         Err(Error::protocol(
                             "a worker answered with the wrong number of outcomes",
