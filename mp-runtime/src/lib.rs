@@ -75,7 +75,9 @@ mod pool;
 mod process;
 mod queue;
 mod registry;
+mod shared;
 mod shm;
+mod sync;
 mod worker;
 
 pub use context::cpu_count;
@@ -85,6 +87,11 @@ pub use pool::{AsyncResult, IMap, Pool, PoolBuilder, StartMethod};
 pub use process::Process;
 pub use queue::{JoinableQueue, Queue};
 pub use registry::ProcessFn;
+pub use shared::{Array, ArrayGuard, Pod, SharedMemory, Value, ValueGuard};
+pub use sync::{
+    Barrier, BoundedSemaphore, Condition, ConditionGuard, Event, Lock, LockGuard, RLock, Semaphore,
+    SemaphoreGuard,
+};
 
 /// Registers a function so that it can run in another process.
 ///

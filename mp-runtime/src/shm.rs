@@ -425,3 +425,95 @@ pub(crate) fn futex_wake(word: &AtomicU32, n: i32) {
 pub(crate) fn deadline(timeout: Duration) -> Option<Instant> {
     Instant::now().checked_add(timeout)
 }
+
+/// State guarded by a mutex, with a signal to wait on: the shape of every synchronization
+/// handle. The runtime's own fields are consistent after every change, so a dead owner of
+/// the mutex is no reason to fail here.
+#[repr(C)]
+pub(crate) struct Monitor<F> {
+    mutex: RawMutex,
+    signal: Signal,
+    fields: UnsafeCell<F>,
+}
+
+impl<F> Monitor<F> {
+    pub(crate) fn init(&self) -> io::Result<()> {
+        self.mutex.init(false)
+    }
+
+    /// Locks the fields, waiting until `deadline`.
+    pub(crate) fn lock(
+        &self,
+        deadline: Option<Instant>,
+    ) -> std::result::Result<MonitorGuard<'_, F>, LockFailure> {
+        self.mutex.lock_state(deadline)?;
+        Ok(MonitorGuard { monitor: self })
+    }
+
+    /// Wakes up to `n` waiters.
+    pub(crate) fn notify(&self, n: u32) {
+        self.signal.notify(n);
+    }
+}
+
+/// The fields of a [`Monitor`], while its mutex is held.
+pub(crate) struct MonitorGuard<'a, F> {
+    monitor: &'a Monitor<F>,
+}
+
+impl<F> MonitorGuard<'_, F> {
+    pub(crate) fn fields(&mut self) -> &mut F {
+        // SAFETY: the mutex is held for as long as `self`, so nothing else touches the fields.
+        unsafe { &mut *self.monitor.fields.get() }
+    }
+
+    /// Releases the mutex, sleeps until notified or `deadline`, and locks again; false if
+    /// the deadline passed.
+    pub(crate) fn wait(
+        &mut self,
+        deadline: Option<Instant>,
+    ) -> std::result::Result<bool, LockFailure> {
+        match self.monitor.signal.wait(&self.monitor.mutex, deadline) {
+            Err(LockFailure::OwnerDied) => Ok(true),
+            other => other,
+        }
+    }
+}
+
+impl<F> Drop for MonitorGuard<'_, F> {
+    fn drop(&mut self) {
+        self.monitor.mutex.unlock();
+    }
+}
+
+/// The error for a lock that could not be taken: `what` names it in messages.
+pub(crate) fn lock_error(failure: LockFailure, what: &str, timeout: Option<Duration>) -> Error {
+    use crate::error::Kind;
+    match failure {
+        LockFailure::OwnerDied => Error::new(Kind::OwnerDied(what.to_string())),
+        LockFailure::TimedOut => Error::new(Kind::WaitTimedOut {
+            what: what.to_string(),
+            after: timeout.unwrap_or_default(),
+        }),
+        LockFailure::Os(e) if e.raw_os_error() == Some(libc::EDEADLK) => {
+            Error::new(Kind::Usage(format!(
+                "this thread already holds {what}; use an RLock to take a lock again on one thread"
+            )))
+        }
+        LockFailure::Os(e) => Error::io(format!("cannot lock {what}"), e),
+    }
+}
+
+/// When the process `pid` started (in clock ticks since boot), or `None` if it is gone or a
+/// zombie: with the pid, this names a process even after its pid is reused.
+pub(crate) fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may contain anything: parse after the last ')'.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    let state = fields.next()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    // Field 22 of the line is the start time; `fields` began at field 3.
+    fields.nth(18)?.parse().ok()
+}

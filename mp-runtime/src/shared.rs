@@ -1,0 +1,905 @@
+//! Shared state: [`Value`], [`Array`] and [`SharedMemory`].
+//!
+//! `Value` and `Array` hold plain-old-data ([`Pod`]) in anonymous shared memory with a robust
+//! lock beside it; every process that holds the handle maps the same memory, so nothing is
+//! copied when they are passed. `SharedMemory` is a byte region, anonymous by default or named
+//! (in `/dev/shm`, owner-only) so that unrelated programs can open it.
+
+use std::cell::UnsafeCell;
+use std::ffi::CString;
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::codec;
+use crate::error::{Error, Kind, Result};
+use crate::shm::{RawMutex, SharedState, Shm, file_len, map_fd, memfd, set_len};
+use crate::sync::{acquire_mutex, try_acquire_mutex};
+
+/// Plain old data: types that can live in shared memory and be read by another process.
+///
+/// # Safety
+///
+/// Every pattern of `size_of::<Self>()` bytes must be a valid `Self` (so no `bool`, `char`,
+/// enums or references), and `Self` must hold no pointers or handles, which mean nothing in
+/// another process. Integers, floats and arrays of them qualify; so does a `#[repr(C)]` struct
+/// of them.
+pub unsafe trait Pod: Copy + Send + Sync + 'static {}
+
+macro_rules! pod {
+    ($($t:ty),*) => { $(
+        // SAFETY: every bit pattern is a valid number; no pointers.
+        unsafe impl Pod for $t {}
+    )* };
+}
+
+pod!(
+    u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize, f32, f64
+);
+
+// SAFETY: an array of Pod is Pod: its bytes are its elements' bytes.
+unsafe impl<T: Pod, const N: usize> Pod for [T; N] {}
+
+#[repr(C)]
+struct ValueState<T> {
+    mutex: RawMutex,
+    value: UnsafeCell<T>,
+}
+
+// SAFETY: all-zero bytes are a valid `T` (Pod) and an unused mutex until `init`; the value is
+// used only under the mutex.
+unsafe impl<T: Pod> SharedState for ValueState<T> {
+    const KIND: u64 = 0x6d70_5661_0000_0000 | size_of::<T>() as u64;
+
+    fn init(&self) -> io::Result<()> {
+        self.mutex.init(false)
+    }
+}
+
+/// One `T` in shared memory with a lock, Python's `multiprocessing.Value`.
+///
+/// [`get`](Value::get) and [`set`](Value::set) take the lock for one access;
+/// [`lock`](Value::lock) holds it across several (a read-modify-write). Robust like
+/// [`Lock`](crate::Lock): if a process dies holding it, the next `lock` says so.
+///
+/// # Examples
+///
+/// ```
+/// use mp_runtime::{process_fn, spawn, Value};
+///
+/// #[process_fn]
+/// fn add_ten(counter: Value<u64>) {
+///     for _ in 0..10 {
+///         *counter.lock().unwrap() += 1;
+///     }
+/// }
+///
+/// let counter = Value::new(0u64).unwrap();
+/// let a = spawn!(add_ten, counter.clone()).unwrap();
+/// let b = spawn!(add_ten, counter.clone()).unwrap();
+/// a.join().unwrap();
+/// b.join().unwrap();
+/// assert_eq!(counter.get().unwrap(), 20);
+/// ```
+pub struct Value<T: Pod> {
+    shm: Arc<Shm<ValueState<T>>>,
+}
+
+/// Holds a [`Value`]'s lock; derefs to the value.
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct ValueGuard<'a, T: Pod> {
+    state: &'a ValueState<T>,
+    thread_bound: PhantomData<*const ()>,
+}
+
+impl<T: Pod> Deref for ValueGuard<'_, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        // SAFETY: the lock is held for as long as the guard.
+        unsafe { &*self.state.value.get() }
+    }
+}
+
+impl<T: Pod> DerefMut for ValueGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: the lock is held for as long as the guard, which is borrowed mutably.
+        unsafe { &mut *self.state.value.get() }
+    }
+}
+
+impl<T: Pod> Drop for ValueGuard<'_, T> {
+    fn drop(&mut self) {
+        self.state.mutex.unlock();
+    }
+}
+
+impl<T: Pod + fmt::Debug> fmt::Debug for ValueGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ValueGuard").field(&**self).finish()
+    }
+}
+
+impl<T: Pod> Value<T> {
+    /// A shared value, starting as `value`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(mp_runtime::Value::new(1.5f64).unwrap().get().unwrap(), 1.5);
+    /// ```
+    pub fn new(value: T) -> Result<Self> {
+        let shared = Value {
+            shm: Arc::new(Shm::create(c"mp-value", 0)?),
+        };
+        *shared.lock()? = value;
+        Ok(shared)
+    }
+
+    fn guard(&self) -> ValueGuard<'_, T> {
+        ValueGuard {
+            state: self.shm.state(),
+            thread_bound: PhantomData,
+        }
+    }
+
+    /// Takes the lock, waiting for it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let v = mp_runtime::Value::new(1u32).unwrap();
+    /// *v.lock().unwrap() *= 5;
+    /// assert_eq!(v.get().unwrap(), 5);
+    /// ```
+    pub fn lock(&self) -> Result<ValueGuard<'_, T>> {
+        acquire_mutex(&self.shm.state().mutex, None, "a value's lock").map(|()| self.guard())
+    }
+
+    /// Takes the lock, waiting at most `timeout`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let v = mp_runtime::Value::new(1u8).unwrap();
+    /// assert_eq!(*v.lock_timeout(Duration::from_secs(1)).unwrap(), 1);
+    /// ```
+    pub fn lock_timeout(&self, timeout: Duration) -> Result<ValueGuard<'_, T>> {
+        acquire_mutex(&self.shm.state().mutex, Some(timeout), "a value's lock")
+            .map(|()| self.guard())
+    }
+
+    /// Takes the lock if it is free now.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let v = mp_runtime::Value::new(1u8).unwrap();
+    /// assert!(v.try_lock().unwrap().is_some());
+    /// ```
+    pub fn try_lock(&self) -> Result<Option<ValueGuard<'_, T>>> {
+        Ok(try_acquire_mutex(&self.shm.state().mutex, "a value's lock")?.then(|| self.guard()))
+    }
+
+    /// Reads the value under the lock.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(mp_runtime::Value::new(3i64).unwrap().get().unwrap(), 3);
+    /// ```
+    pub fn get(&self) -> Result<T> {
+        Ok(*self.lock()?)
+    }
+
+    /// Writes the value under the lock.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let v = mp_runtime::Value::new(0u16).unwrap();
+    /// v.set(9).unwrap();
+    /// assert_eq!(v.get().unwrap(), 9);
+    /// ```
+    pub fn set(&self, value: T) -> Result<()> {
+        *self.lock()? = value;
+        Ok(())
+    }
+}
+
+impl<T: Pod> Clone for Value<T> {
+    fn clone(&self) -> Self {
+        Value {
+            shm: self.shm.clone(),
+        }
+    }
+}
+
+impl<T: Pod> Serialize for Value<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.shm.serialize(serializer)
+    }
+}
+
+impl<'de, T: Pod> Deserialize<'de> for Value<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(Value {
+            shm: Arc::new(Shm::deserialize(deserializer)?),
+        })
+    }
+}
+
+impl<T: Pod> fmt::Debug for Value<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Value").finish_non_exhaustive()
+    }
+}
+
+#[repr(C)]
+struct ArrayState<T> {
+    mutex: RawMutex,
+    len: UnsafeCell<u64>,
+    element: PhantomData<T>,
+}
+
+// SAFETY: zeroed until `init`; `len` is written once by the creator before the handle is
+// shared and only read after; the elements are used only under the mutex.
+unsafe impl<T: Pod> SharedState for ArrayState<T> {
+    const KIND: u64 = 0x6d70_4172_0000_0000 | size_of::<T>() as u64;
+
+    fn init(&self) -> io::Result<()> {
+        self.mutex.init(false)
+    }
+}
+
+/// A fixed-length array of `T` in shared memory with a lock, Python's
+/// `multiprocessing.Array`.
+///
+/// Every process that holds it maps the same memory: passing it to a pool task copies a file
+/// descriptor, not the elements. [`lock`](Array::lock) gives the elements as a slice.
+/// Robust like [`Lock`](crate::Lock).
+///
+/// # Examples
+///
+/// ```
+/// use mp_runtime::{process_fn, Array, Pool};
+///
+/// #[process_fn]
+/// fn sum_part(array: Array<f64>, start: usize, end: usize) -> f64 {
+///     array.lock().unwrap()[start..end].iter().sum()
+/// }
+///
+/// let array = Array::from_slice(&[1.0, 2.0, 3.0, 4.0]).unwrap();
+/// let pool = Pool::new(2).unwrap();
+/// let parts = pool.starmap(sum_part, vec![(array.clone(), 0, 2), (array.clone(), 2, 4)]).unwrap();
+/// assert_eq!(parts, [3.0, 7.0]);
+/// ```
+pub struct Array<T: Pod> {
+    shm: Arc<Shm<ArrayState<T>>>,
+}
+
+/// Holds an [`Array`]'s lock; derefs to its elements.
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct ArrayGuard<'a, T: Pod> {
+    array: &'a Array<T>,
+    thread_bound: PhantomData<*const ()>,
+}
+
+impl<T: Pod> Deref for ArrayGuard<'_, T> {
+    type Target = [T];
+
+    fn deref(&self) -> &[T] {
+        let (ptr, len) = self.array.elements();
+        // SAFETY: the lock is held for as long as the guard; the elements are mapped, aligned
+        // (the data starts on a 64-byte boundary) and valid (Pod).
+        unsafe { std::slice::from_raw_parts(ptr, len) }
+    }
+}
+
+impl<T: Pod> DerefMut for ArrayGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        let (ptr, len) = self.array.elements();
+        // SAFETY: as in `deref`, and the guard is borrowed mutably.
+        unsafe { std::slice::from_raw_parts_mut(ptr, len) }
+    }
+}
+
+impl<T: Pod> Drop for ArrayGuard<'_, T> {
+    fn drop(&mut self) {
+        self.array.shm.state().mutex.unlock();
+    }
+}
+
+impl<T: Pod> fmt::Debug for ArrayGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ArrayGuard")
+            .field("len", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Pod> Array<T> {
+    /// An array of `len` elements, all zero bits (0 for numbers).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let array = mp_runtime::Array::<u32>::new(3).unwrap();
+    /// assert_eq!(array.to_vec().unwrap(), [0, 0, 0]);
+    /// ```
+    pub fn new(len: usize) -> Result<Self> {
+        let bytes = len.checked_mul(size_of::<T>()).ok_or_else(|| {
+            Error::new(Kind::Usage(format!(
+                "an array of {len} elements is too large"
+            )))
+        })?;
+        let shm = Shm::<ArrayState<T>>::create(c"mp-array", bytes)?;
+        // SAFETY: nobody else has the memory yet.
+        unsafe { *shm.state().len.get() = len as u64 };
+        Ok(Array { shm: Arc::new(shm) })
+    }
+
+    /// An array holding a copy of `values`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let array = mp_runtime::Array::from_slice(&[1u8, 2, 3]).unwrap();
+    /// assert_eq!(array.len(), 3);
+    /// ```
+    pub fn from_slice(values: &[T]) -> Result<Self> {
+        let array = Array::new(values.len())?;
+        array.lock()?.copy_from_slice(values);
+        Ok(array)
+    }
+
+    fn elements(&self) -> (*mut T, usize) {
+        (self.shm.data().0.cast(), self.len())
+    }
+
+    fn guard(&self) -> ArrayGuard<'_, T> {
+        ArrayGuard {
+            array: self,
+            thread_bound: PhantomData,
+        }
+    }
+
+    /// The number of elements.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(mp_runtime::Array::<f32>::new(10).unwrap().len(), 10);
+    /// ```
+    pub fn len(&self) -> usize {
+        // SAFETY: written once before the array was shared, read-only after.
+        unsafe { *self.shm.state().len.get() as usize }
+    }
+
+    /// Whether the array has no elements.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(mp_runtime::Array::<u8>::new(0).unwrap().is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Takes the lock, waiting for it; the guard derefs to the elements.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let array = mp_runtime::Array::<u64>::new(4).unwrap();
+    /// array.lock().unwrap().fill(7);
+    /// assert_eq!(array.to_vec().unwrap(), [7, 7, 7, 7]);
+    /// ```
+    pub fn lock(&self) -> Result<ArrayGuard<'_, T>> {
+        acquire_mutex(&self.shm.state().mutex, None, "an array's lock").map(|()| self.guard())
+    }
+
+    /// Takes the lock, waiting at most `timeout`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let array = mp_runtime::Array::<u8>::new(2).unwrap();
+    /// assert_eq!(array.lock_timeout(Duration::from_secs(1)).unwrap().len(), 2);
+    /// ```
+    pub fn lock_timeout(&self, timeout: Duration) -> Result<ArrayGuard<'_, T>> {
+        acquire_mutex(&self.shm.state().mutex, Some(timeout), "an array's lock")
+            .map(|()| self.guard())
+    }
+
+    /// Takes the lock if it is free now.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let array = mp_runtime::Array::<u8>::new(2).unwrap();
+    /// assert!(array.try_lock().unwrap().is_some());
+    /// ```
+    pub fn try_lock(&self) -> Result<Option<ArrayGuard<'_, T>>> {
+        Ok(try_acquire_mutex(&self.shm.state().mutex, "an array's lock")?.then(|| self.guard()))
+    }
+
+    /// Reads element `index` under the lock; `None` past the end.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let array = mp_runtime::Array::from_slice(&[5i32, 6]).unwrap();
+    /// assert_eq!(array.get(1).unwrap(), Some(6));
+    /// assert_eq!(array.get(2).unwrap(), None);
+    /// ```
+    pub fn get(&self, index: usize) -> Result<Option<T>> {
+        Ok(self.lock()?.get(index).copied())
+    }
+
+    /// Writes element `index` under the lock; an index past the end is an error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let array = mp_runtime::Array::<u8>::new(2).unwrap();
+    /// array.set(1, 9).unwrap();
+    /// assert_eq!(array.to_vec().unwrap(), [0, 9]);
+    /// assert!(array.set(2, 1).unwrap_err().is_usage());
+    /// ```
+    pub fn set(&self, index: usize, value: T) -> Result<()> {
+        let mut elements = self.lock()?;
+        let len = elements.len();
+        let slot = elements.get_mut(index).ok_or_else(|| {
+            Error::new(Kind::Usage(format!(
+                "index {index} is out of bounds for an array of {len} elements"
+            )))
+        })?;
+        *slot = value;
+        Ok(())
+    }
+
+    /// A copy of the elements, taken under the lock.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let array = mp_runtime::Array::from_slice(&[1u8, 2]).unwrap();
+    /// assert_eq!(array.to_vec().unwrap(), [1, 2]);
+    /// ```
+    pub fn to_vec(&self) -> Result<Vec<T>> {
+        Ok(self.lock()?.to_vec())
+    }
+}
+
+impl<T: Pod> Clone for Array<T> {
+    fn clone(&self) -> Self {
+        Array {
+            shm: self.shm.clone(),
+        }
+    }
+}
+
+impl<T: Pod> Serialize for Array<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.shm.serialize(serializer)
+    }
+}
+
+impl<'de, T: Pod> Deserialize<'de> for Array<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let array = Array {
+            shm: Arc::new(Shm::deserialize(deserializer)?),
+        };
+        if array.shm.data().1 / size_of::<T>().max(1) < array.len() {
+            return Err(D::Error::custom(
+                "an array's shared memory is shorter than its length",
+            ));
+        }
+        Ok(array)
+    }
+}
+
+impl<T: Pod> fmt::Debug for Array<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Array").field("len", &self.len()).finish()
+    }
+}
+
+/// A region of bytes shared by processes, Python's `multiprocessing.shared_memory`.
+///
+/// [`SharedMemory::new`] makes an anonymous region (a memfd): it exists while some process
+/// holds it, and never appears in `/dev/shm`, so nothing is left behind however the
+/// processes end. [`SharedMemory::create`] makes a named one, in `/dev/shm` with owner-only
+/// permissions, which other programs can [`open`](SharedMemory::open); the handle that
+/// created it removes the name when dropped (or call [`unlink`](SharedMemory::unlink)).
+/// Either kind can be passed to other processes like any handle.
+///
+/// There is no lock: coordinate writers with a [`Lock`](crate::Lock), or give each process
+/// its own part.
+///
+/// # Examples
+///
+/// ```
+/// use mp_runtime::{process_fn, spawn, SharedMemory};
+///
+/// #[process_fn]
+/// fn write_hello(mut shm: SharedMemory) {
+///     shm.write_at(0, b"hello");
+/// }
+///
+/// let shm = SharedMemory::new(16).unwrap();
+/// spawn!(write_hello, shm.clone().unwrap()).unwrap().join().unwrap();
+/// let mut buf = [0u8; 5];
+/// shm.read_at(0, &mut buf);
+/// assert_eq!(&buf, b"hello");
+/// ```
+pub struct SharedMemory {
+    fd: OwnedFd,
+    ptr: NonNull<u8>,
+    len: usize,
+    name: Option<String>,
+    /// Whether dropping this handle removes the name.
+    owner: bool,
+}
+
+// SAFETY: the mapping is plain bytes; access to it is through `&self` copies (documented as
+// racy with other processes' writes) or unsafe slices whose contract covers concurrency.
+unsafe impl Send for SharedMemory {}
+// SAFETY: as for Send.
+unsafe impl Sync for SharedMemory {}
+
+fn shm_name(name: &str) -> Result<CString> {
+    let name = name.trim_start_matches('/');
+    if name.is_empty() || name.contains('/') {
+        return Err(Error::new(Kind::Usage(format!(
+            "`{name}` is not a shared memory name: use one word without `/`"
+        ))));
+    }
+    CString::new(format!("/{name}")).map_err(|_| {
+        Error::new(Kind::Usage(
+            "a shared memory name cannot contain NUL".into(),
+        ))
+    })
+}
+
+impl SharedMemory {
+    /// An anonymous region of `len` zero bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let shm = mp_runtime::SharedMemory::new(4096).unwrap();
+    /// assert_eq!(shm.len(), 4096);
+    /// assert_eq!(shm.name(), None);
+    /// ```
+    pub fn new(len: usize) -> Result<Self> {
+        let fd = memfd(c"mp-shared-memory", len)?;
+        Self::map(fd, len, None, false)
+    }
+
+    /// A named region of `len` zero bytes, in `/dev/shm/NAME` with owner-only permissions;
+    /// fails if the name exists. Dropping this handle removes the name.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::SharedMemory;
+    ///
+    /// let name = format!("mp-doc-{}", std::process::id());
+    /// let created = SharedMemory::create(&name, 64).unwrap();
+    /// let opened = SharedMemory::open(&name).unwrap();
+    /// assert_eq!(opened.len(), 64);
+    /// drop(created);
+    /// assert!(SharedMemory::open(&name).is_err()); // the name is gone
+    /// ```
+    pub fn create(name: &str, len: usize) -> Result<Self> {
+        let c_name = shm_name(name)?;
+        // SAFETY: `c_name` is a valid C string; the descriptor returned is new and ours.
+        let raw = unsafe {
+            libc::shm_open(
+                c_name.as_ptr(),
+                libc::O_CREAT | libc::O_EXCL | libc::O_RDWR | libc::O_CLOEXEC,
+                0o600,
+            )
+        };
+        if raw < 0 {
+            return Err(Error::io(
+                format!("cannot create shared memory `{name}`"),
+                io::Error::last_os_error(),
+            ));
+        }
+        // SAFETY: `raw` was just opened and is owned by nothing else.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let made =
+            set_len(fd.as_fd(), len).and_then(|()| Self::map(fd, len, Some(name.into()), true));
+        if made.is_err() {
+            // SAFETY: plain system call on a valid C string.
+            unsafe { libc::shm_unlink(c_name.as_ptr()) };
+        }
+        made
+    }
+
+    /// Opens a named region made by [`create`](SharedMemory::create) (here or in another
+    /// program, Python's included).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(mp_runtime::SharedMemory::open("mp-no-such-region").is_err());
+    /// ```
+    pub fn open(name: &str) -> Result<Self> {
+        let c_name = shm_name(name)?;
+        // SAFETY: `c_name` is a valid C string; the descriptor returned is new and ours.
+        let raw = unsafe { libc::shm_open(c_name.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC, 0) };
+        if raw < 0 {
+            return Err(Error::io(
+                format!("cannot open shared memory `{name}`"),
+                io::Error::last_os_error(),
+            ));
+        }
+        // SAFETY: `raw` was just opened and is owned by nothing else.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let len = file_len(fd.as_fd())?;
+        Self::map(fd, len, Some(name.into()), false)
+    }
+
+    fn map(fd: OwnedFd, len: usize, name: Option<String>, owner: bool) -> Result<Self> {
+        let ptr = map_fd(fd.as_fd(), len)?;
+        Ok(SharedMemory {
+            fd,
+            ptr,
+            len,
+            name,
+            owner,
+        })
+    }
+
+    /// Another handle to the same region in this process (not the owner of the name).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let a = mp_runtime::SharedMemory::new(8).unwrap();
+    /// let mut b = a.clone().unwrap();
+    /// b.write_at(0, &[1]);
+    /// let mut byte = [0];
+    /// a.read_at(0, &mut byte);
+    /// assert_eq!(byte, [1]);
+    /// ```
+    #[allow(
+        clippy::should_implement_trait,
+        reason = "mapping again can fail, Clone cannot"
+    )]
+    pub fn clone(&self) -> Result<Self> {
+        let fd = self
+            .fd
+            .try_clone()
+            .map_err(|e| Error::io("cannot duplicate a shared memory handle", e))?;
+        Self::map(fd, self.len, self.name.clone(), false)
+    }
+
+    /// The size in bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(mp_runtime::SharedMemory::new(10).unwrap().len(), 10);
+    /// ```
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the region has no bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(mp_runtime::SharedMemory::new(0).unwrap().is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The name, for a named region.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(mp_runtime::SharedMemory::new(1).unwrap().name(), None);
+    /// ```
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// The bytes, as a slice.
+    ///
+    /// # Safety
+    ///
+    /// No process may write to the region while the slice lives.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let shm = mp_runtime::SharedMemory::new(3).unwrap();
+    /// // SAFETY: no other process has this region.
+    /// assert_eq!(unsafe { shm.as_slice() }, [0, 0, 0]);
+    /// ```
+    pub unsafe fn as_slice(&self) -> &[u8] {
+        // SAFETY: `len` bytes are mapped for as long as `self`; the caller rules out writers.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// The bytes, as a mutable slice.
+    ///
+    /// # Safety
+    ///
+    /// No other process may read or write the region while the slice lives.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut shm = mp_runtime::SharedMemory::new(3).unwrap();
+    /// // SAFETY: no other process has this region.
+    /// unsafe { shm.as_mut_slice() }.copy_from_slice(b"abc");
+    /// ```
+    pub unsafe fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: `len` bytes are mapped for as long as `self`, borrowed mutably here; the
+        // caller rules out other processes.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// Copies bytes out, starting at `offset`. Bytes another process writes at the same time
+    /// may be seen half-written. Panics if the range is outside the region.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let shm = mp_runtime::SharedMemory::new(4).unwrap();
+    /// let mut buf = [9u8; 2];
+    /// shm.read_at(2, &mut buf);
+    /// assert_eq!(buf, [0, 0]);
+    /// ```
+    pub fn read_at(&self, offset: usize, buf: &mut [u8]) {
+        assert!(
+            offset
+                .checked_add(buf.len())
+                .is_some_and(|end| end <= self.len),
+            "read past the end of shared memory"
+        );
+        // SAFETY: the range is inside the mapping (checked above) and `buf` is a distinct
+        // local buffer.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.ptr.as_ptr().add(offset),
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
+        };
+    }
+
+    /// Copies bytes in, starting at `offset`. Panics if the range is outside the region.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut shm = mp_runtime::SharedMemory::new(4).unwrap();
+    /// shm.write_at(1, &[5, 6]);
+    /// let mut buf = [0u8; 4];
+    /// shm.read_at(0, &mut buf);
+    /// assert_eq!(buf, [0, 5, 6, 0]);
+    /// ```
+    pub fn write_at(&mut self, offset: usize, bytes: &[u8]) {
+        assert!(
+            offset
+                .checked_add(bytes.len())
+                .is_some_and(|end| end <= self.len),
+            "write past the end of shared memory"
+        );
+        // SAFETY: the range is inside the mapping (checked above); `bytes` is not in it or,
+        // if it is, `self` is borrowed mutably so it cannot be.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.ptr.as_ptr().add(offset),
+                bytes.len(),
+            )
+        };
+    }
+
+    /// Removes the name now (the memory stays while handles to it exist). Does nothing for
+    /// an anonymous region.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::SharedMemory;
+    ///
+    /// let name = format!("mp-doc-unlink-{}", std::process::id());
+    /// let shm = SharedMemory::create(&name, 8).unwrap();
+    /// shm.unlink().unwrap();
+    /// assert!(SharedMemory::open(&name).is_err());
+    /// assert_eq!(shm.len(), 8); // still usable
+    /// ```
+    pub fn unlink(&self) -> Result<()> {
+        let Some(name) = &self.name else {
+            return Ok(());
+        };
+        let c_name = shm_name(name)?;
+        // SAFETY: plain system call on a valid C string.
+        if unsafe { libc::shm_unlink(c_name.as_ptr()) } == -1 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::NotFound {
+                return Err(Error::io(
+                    format!("cannot remove shared memory `{name}`"),
+                    e,
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for SharedMemory {
+    fn drop(&mut self) {
+        if self.owner {
+            let _ = self.unlink();
+        }
+        // SAFETY: unmaps exactly the mapping made in `map`; slices borrowed from it cannot
+        // outlive `self`.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len.max(1)) };
+    }
+}
+
+impl Serialize for SharedMemory {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        struct Fd<'a>(&'a OwnedFd);
+        impl Serialize for Fd<'_> {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                codec::serialize_fd(self.0.as_fd(), serializer)
+            }
+        }
+        let mut tuple = serializer.serialize_tuple(2)?;
+        tuple.serialize_element(&self.name)?;
+        tuple.serialize_element(&Fd(&self.fd))?;
+        tuple.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for SharedMemory {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        struct Fd(OwnedFd);
+        impl<'de> Deserialize<'de> for Fd {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                codec::deserialize_fd(deserializer).map(Fd)
+            }
+        }
+        let (name, Fd(fd)) = <(Option<String>, Fd)>::deserialize(deserializer)?;
+        let len = file_len(fd.as_fd()).map_err(D::Error::custom)?;
+        SharedMemory::map(fd, len, name, false).map_err(D::Error::custom)
+    }
+}
+
+impl fmt::Debug for SharedMemory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedMemory")
+            .field("name", &self.name)
+            .field("len", &self.len)
+            .finish()
+    }
+}
