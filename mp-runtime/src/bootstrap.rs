@@ -26,6 +26,10 @@ use crate::worker;
 /// The environment variable that tells a child it is a worker, and of which parent.
 pub(crate) const ROLE_VAR: &str = "MP_RUNTIME_ROLE";
 
+/// The child's name, then a newline and its parent's name: for `current_process` and
+/// `parent_process`.
+const NAMES_VAR: &str = "MP_RUNTIME_NAMES";
+
 /// The path that always names this process's own executable file.
 const SELF_EXE: &str = "/proc/self/exe";
 
@@ -39,9 +43,15 @@ extern "C" fn worker_entry() {
     let Some(role) = std::env::var_os(ROLE_VAR) else {
         return;
     };
+    let names = std::env::var(NAMES_VAR).unwrap_or_default();
     // SAFETY: constructors run on the main thread before `main`, when no other thread of ours
     // exists to read the environment concurrently.
-    unsafe { std::env::remove_var(ROLE_VAR) };
+    unsafe {
+        std::env::remove_var(ROLE_VAR);
+        std::env::remove_var(NAMES_VAR);
+    }
+    let (name, parent_name) = names.split_once('\n').unwrap_or(("Process", "MainProcess"));
+    crate::context::set_identity(name, parent_name, std::os::unix::process::parent_id());
     let code = match take_channel(&role) {
         Ok(stream) => {
             // A bug in the serve loop must end this process with a code, not unwind into C.
@@ -104,14 +114,18 @@ pub(crate) struct Started {
     pub stream: UnixStream,
 }
 
-/// Starts this binary again as a worker.
-pub(crate) fn start_worker() -> Result<Started> {
+/// Starts this binary again as a worker called `name`.
+pub(crate) fn start_worker(name: &str) -> Result<Started> {
     let (parent_end, child_end) = UnixStream::pair()
         .map_err(|e| Error::io("cannot create the socket pair for a child", e))?;
     let mut command = Command::new(SELF_EXE);
     command
         .arg0(argv0())
         .env(ROLE_VAR, format!("worker:{}", std::process::id()))
+        .env(
+            NAMES_VAR,
+            format!("{name}\n{}", crate::context::current_process().name()),
+        )
         .stdin(Stdio::from(OwnedFd::from(child_end)));
     let child = command
         .spawn()
@@ -119,6 +133,7 @@ pub(crate) fn start_worker() -> Result<Started> {
     // Dropping the command closes our copy of the child's end: from now on, end-of-file on
     // `parent_end` means the child is gone.
     drop(command);
+    crate::context::child_started(child.id(), name);
     Ok(Started {
         child,
         stream: parent_end,

@@ -1,5 +1,8 @@
 //! Facts about this process and machine.
 
+use std::collections::BTreeMap;
+use std::sync::{Mutex, OnceLock, PoisonError};
+
 /// The number of CPUs this process may run on: its CPU affinity and its cgroup's CPU quota
 /// are respected (Python's `os.cpu_count()` counts every CPU of the machine instead). At
 /// least 1.
@@ -11,4 +14,150 @@
 /// ```
 pub fn cpu_count() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// A process as [`current_process`], [`parent_process`] and [`active_children`] describe it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessInfo {
+    name: String,
+    pid: u32,
+}
+
+impl ProcessInfo {
+    /// Its name: `MainProcess` for the program's first process, `Process-N` for one started
+    /// with [`spawn!`](crate::spawn), `SpawnPoolWorker-N` for a pool's worker, as in Python.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(mp_runtime::current_process().name(), "MainProcess");
+    /// ```
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its process id.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(mp_runtime::current_process().pid(), std::process::id());
+    /// ```
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+}
+
+/// This process's name and its parent's, set once in a worker before `main` would run.
+static IDENTITY: OnceLock<(String, Option<ProcessInfo>)> = OnceLock::new();
+
+/// The names of the children this process started, by pid.
+static CHILDREN: Mutex<BTreeMap<u32, String>> = Mutex::new(BTreeMap::new());
+
+pub(crate) fn set_identity(name: &str, parent_name: &str, parent_pid: u32) {
+    let parent = ProcessInfo {
+        name: parent_name.to_string(),
+        pid: parent_pid,
+    };
+    let _ = IDENTITY.set((name.to_string(), Some(parent)));
+}
+
+pub(crate) fn child_started(pid: u32, name: &str) {
+    CHILDREN
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(pid, name.to_string());
+}
+
+/// This process, Python's `multiprocessing.current_process()`.
+///
+/// # Examples
+///
+/// ```
+/// use mp_runtime::{current_process, process_fn, spawn};
+///
+/// #[process_fn]
+/// fn whoami() -> (String, u32) {
+///     let me = current_process();
+///     (me.name().to_string(), me.pid())
+/// }
+///
+/// let p = spawn!(whoami).unwrap();
+/// let (name, pid) = (p.name().to_string(), p.pid());
+/// assert_eq!(p.join().unwrap(), (name, pid));
+/// ```
+pub fn current_process() -> ProcessInfo {
+    let name = IDENTITY
+        .get()
+        .map_or("MainProcess", |(name, _)| name.as_str());
+    ProcessInfo {
+        name: name.to_string(),
+        pid: std::process::id(),
+    }
+}
+
+/// The process that started this one, when it is an mp child; `None` in the main process,
+/// Python's `multiprocessing.parent_process()`.
+///
+/// # Examples
+///
+/// ```
+/// use mp_runtime::{parent_process, process_fn, spawn};
+///
+/// #[process_fn]
+/// fn parent_pid() -> Option<u32> {
+///     parent_process().map(|p| p.pid())
+/// }
+///
+/// assert!(parent_process().is_none());
+/// assert_eq!(spawn!(parent_pid).unwrap().join().unwrap(), Some(std::process::id()));
+/// ```
+pub fn parent_process() -> Option<ProcessInfo> {
+    IDENTITY.get().and_then(|(_, parent)| parent.clone())
+}
+
+/// The children this process started ([`spawn!`](crate::spawn) processes and pool workers)
+/// that are still running, Python's `multiprocessing.active_children()`.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use mp_runtime::{active_children, process_fn, spawn};
+///
+/// #[process_fn]
+/// fn nap() {
+///     std::thread::sleep(Duration::from_secs(30));
+/// }
+///
+/// let mut p = spawn!(nap).unwrap();
+/// assert!(active_children().iter().any(|c| c.pid() == p.pid()));
+/// p.kill().unwrap();
+/// assert!(!active_children().iter().any(|c| c.pid() == p.pid()));
+/// ```
+pub fn active_children() -> Vec<ProcessInfo> {
+    let me = std::process::id();
+    let mut children = CHILDREN.lock().unwrap_or_else(PoisonError::into_inner);
+    children.retain(|&pid, _| is_running_child(pid, me));
+    children
+        .iter()
+        .map(|(&pid, name)| ProcessInfo {
+            name: name.clone(),
+            pid,
+        })
+        .collect()
+}
+
+/// Whether `pid` is a running (not zombie) child of `parent`.
+fn is_running_child(pid: u32, parent: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let mut fields = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace();
+    let state = fields.next();
+    let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
+    !matches!(state, Some("Z" | "X") | None) && ppid == Some(parent)
 }

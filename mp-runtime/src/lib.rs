@@ -80,7 +80,7 @@ mod shm;
 mod sync;
 mod worker;
 
-pub use context::cpu_count;
+pub use context::{ProcessInfo, active_children, cpu_count, current_process, parent_process};
 pub use error::{Error, Result};
 pub use pipe::{Connection, pipe, pipe_oneway};
 pub use pool::{AsyncResult, IMap, Pool, PoolBuilder, StartMethod};

@@ -85,9 +85,10 @@ impl<R: serde::de::DeserializeOwned> Process<R> {
             fds: Cow::Owned(counts),
         })?;
         let exit = codec::encode(&Request::Exit)?;
-        let started = bootstrap::start_worker()?;
+        let name = next_name();
+        let started = bootstrap::start_worker(&name)?;
         let mut process = Process {
-            name: next_name(),
+            name,
             function: entry.path,
             child: started.child,
             channel: Some(Channel::new(started.stream)),

@@ -265,7 +265,9 @@ struct Worker {
 
 impl Worker {
     fn start(shared: &Shared, slot: &Slot) -> Result<Worker> {
-        let started = bootstrap::start_worker()?;
+        static WORKERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+        let number = WORKERS.fetch_add(1, Ordering::Relaxed);
+        let started = bootstrap::start_worker(&format!("SpawnPoolWorker-{number}"))?;
         *lock(&slot.pid) = Some(started.child.id());
         slot.killed_for_cancel.store(false, Ordering::SeqCst);
         let mut worker = Worker {
