@@ -82,7 +82,7 @@ pub(crate) enum Kind {
     BrokenBarrier(String),
     /// `try_get` on an empty queue.
     Empty,
-    /// `try_put` on a full queue (or `try_acquire` on a taken lock).
+    /// `try_put` on a full queue.
     Full(String),
     /// An operating-system call failed.
     /// Shared, so that one failure can be reported for every call it ended.
@@ -385,8 +385,7 @@ impl Error {
         matches!(self.kind, Kind::Empty)
     }
 
-    /// True when [`Queue::try_put`](crate::Queue::try_put) found the queue full, or a `try_`
-    /// acquire found a lock or semaphore taken.
+    /// True when [`Queue::try_put`](crate::Queue::try_put) found the queue full.
     ///
     /// # Examples
     ///

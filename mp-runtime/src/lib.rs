@@ -39,6 +39,32 @@
 //! [`Pool::map_async`], with [`AsyncResult`] to wait on (or `.await`). [`pool_map!`] maps on a
 //! pool shared by the whole program.
 //!
+//! # Communication
+//!
+//! [`pipe`] ([`Connection`]), [`Queue`], [`JoinableQueue`], [`Lock`], [`RLock`],
+//! [`Semaphore`], [`BoundedSemaphore`], [`Event`], [`Condition`], [`Barrier`], [`Value`],
+//! [`Array`] and [`SharedMemory`] are handles: pass them to [`spawn!`] and to pool tasks,
+//! return them, send them through pipes. They cross as file descriptors beside the message
+//! (SCM_RIGHTS), so nothing is copied and nothing leaks. Locks are robust: a process that dies
+//! holding one makes the next `acquire` fail with [`Error::is_owner_died`] instead of hanging.
+//! [`current_process`], [`parent_process`] and [`active_children`] say who is who.
+//!
+//! ```
+//! use mp_runtime::{process_fn, Pool, Queue};
+//!
+//! #[process_fn]
+//! fn square_into(out: Queue<u64>, x: u64) {
+//!     out.put(&(x * x)).unwrap();
+//! }
+//!
+//! let out = Queue::new().unwrap();
+//! let pool = Pool::new(2).unwrap();
+//! pool.starmap(square_into, (1..=3).map(|x| (out.clone(), x))).unwrap();
+//! let mut got: Vec<u64> = (0..3).map(|_| out.get().unwrap()).collect();
+//! got.sort();
+//! assert_eq!(got, [1, 4, 9]);
+//! ```
+//!
 //! # Panics and crashes
 //!
 //! A panic in a child comes back as an [`Error`] whose [`is_panic`](Error::is_panic) is true,
@@ -63,6 +89,9 @@
 //!
 //! Linux. The child is started from `/proc/self/exe` and becomes a worker from an
 //! `.init_array` constructor; macOS would use `_NSGetExecutablePath` and `__mod_init_func`.
+//! Communication uses memfd, robust pthread mutexes and futexes; on macOS it would use
+//! `shm_open` regions unlinked at once, and pid-owned lock words waited on with
+//! `os_sync_wait_on_address` (see the README).
 
 mod bootstrap;
 mod channel;
