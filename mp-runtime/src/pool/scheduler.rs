@@ -48,7 +48,9 @@ pub(crate) struct Task {
 }
 
 impl Task {
-    fn finish(self, result: Raw) {
+    fn finish(mut self, result: Raw) {
+        // The handles' descriptors are closed before anyone hears that the task is done.
+        drop(std::mem::take(&mut self.fds));
         self.sink.deliver(self.index, result);
     }
 }
