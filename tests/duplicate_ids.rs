@@ -23,11 +23,17 @@ fn unrelated() -> u8 {
 
 #[test]
 fn a_clash_of_ids_names_both_functions() {
-    for err in [spawn!(first::one).unwrap_err(), spawn!(unrelated).unwrap_err()] {
+    for err in [
+        spawn!(first::one).unwrap_err(),
+        spawn!(unrelated).unwrap_err(),
+    ] {
         assert!(err.is_not_registered(), "{err}");
         let text = err.to_string();
         assert!(text.contains("`shared::id`"), "{text}");
-        assert!(text.contains("first::one") && text.contains("second::two"), "{text}");
+        assert!(
+            text.contains("first::one") && text.contains("second::two"),
+            "{text}"
+        );
         assert!(text.contains("name = "), "{text}");
     }
     assert_eq!(second::two(), 2);

@@ -559,9 +559,14 @@ fn strict(x: Strict) -> u64 {
 #[test]
 fn arguments_that_cannot_be_decoded_fail_only_their_task() {
     let pool = Pool::new(1).unwrap();
-    let results: Vec<_> = pool.imap(strict, [Strict(1), Strict(5000), Strict(2)]).collect();
+    let results: Vec<_> = pool
+        .imap(strict, [Strict(1), Strict(5000), Strict(2)])
+        .collect();
     assert_eq!(*results[0].as_ref().unwrap(), 1);
     let err = results[1].as_ref().unwrap_err();
-    assert!(err.is_codec() && err.to_string().contains("value out of range"), "{err}");
+    assert!(
+        err.is_codec() && err.to_string().contains("value out of range"),
+        "{err}"
+    );
     assert_eq!(*results[2].as_ref().unwrap(), 2);
 }

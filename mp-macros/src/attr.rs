@@ -1,6 +1,7 @@
 //! The arguments of `#[process_fn(...)]`, parsed into a config.
 
 use proc_macro2::TokenStream;
+use quote::ToTokens;
 use syn::meta::ParseNestedMeta;
 use syn::parse::Parser;
 use syn::{LitStr, Path};
@@ -19,24 +20,30 @@ pub(crate) fn parse(args: TokenStream) -> syn::Result<Config> {
     let parser = syn::meta::parser(|meta: ParseNestedMeta| {
         if meta.path.is_ident("name") {
             if name.is_some() {
-                return Err(meta.error("`name` is given twice; keep one"));
+                return Err(meta.error("`name` is given twice: keep one"));
             }
             let value: LitStr = meta.value()?.parse()?;
             if value.value().is_empty() {
-                return Err(syn::Error::new_spanned(&value, "the name must not be empty"));
+                return Err(syn::Error::new_spanned(
+                    &value,
+                    "the name is empty: give an id such as `name = \"my_crate::square\"`, or \
+                     remove `name` to use the function's path",
+                ));
             }
             name = Some(value);
             Ok(())
         } else if meta.path.is_ident("crate") {
             if krate.is_some() {
-                return Err(meta.error("`crate` is given twice; keep one"));
+                return Err(meta.error("`crate` is given twice: keep one"));
             }
             krate = Some(meta.value()?.parse()?);
             Ok(())
         } else {
-            Err(meta.error(
-                "unknown argument; expected one of: `name = \"id\"`, `crate = path::to::mp_runtime`",
-            ))
+            let unknown = meta.path.to_token_stream().to_string().replace(' ', "");
+            Err(meta.error(format!(
+                "unknown argument `{unknown}`: expected `name = \"id\"` or \
+                 `crate = path::to::mp_runtime`"
+            )))
         }
     });
     parser.parse2(args)?;

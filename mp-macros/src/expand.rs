@@ -2,8 +2,8 @@
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
-use syn::spanned::Spanned;
 use syn::ItemFn;
+use syn::spanned::Spanned;
 
 use crate::attr::{self, Config};
 use crate::function::{self, ProcessFunction};
@@ -14,24 +14,19 @@ pub(crate) fn process_fn(args: TokenStream, item: TokenStream) -> TokenStream {
         Err(error) => {
             let error = syn::Error::new(
                 error.span(),
-                "#[process_fn] goes on a free function: `fn name(args) -> Result { .. }`",
+                "`#[process_fn]` goes on a function with a body: \
+                 `fn name(arg: Type, ..) -> Output { .. }`",
             );
             return with_error(item, error);
         }
     };
-    let config = attr::parse(args);
-    let function = function::check(item);
-    match (config, function) {
+    match (attr::parse(args), function::check(&item)) {
         (Ok(config), Ok(function)) => expand(&config, &function),
-        (Err(mut error), Err((item, more))) => {
+        (Err(mut error), Err(more)) => {
             error.combine(more);
             with_error(quote!(#item), error)
         }
-        (Err(error), Ok(function)) => {
-            let item = &function.item;
-            with_error(quote!(#item), error)
-        }
-        (Ok(_), Err((item, error))) => with_error(quote!(#item), error),
+        (Err(error), Ok(_)) | (Ok(_), Err(error)) => with_error(quote!(#item), error),
     }
 }
 
@@ -55,27 +50,47 @@ fn expand(config: &Config, function: &ProcessFunction) -> TokenStream {
         .map(|i| format_ident!("__mp_arg{}", i, span = Span::mixed_site()))
         .collect();
     // One assertion per type, spanned on it, so a missing serde impl points at the type.
-    let assertions = arg_types.iter().map(|ty| {
-        quote_spanned!(ty.span()=> #krate::__private::assert_transferable::<#ty>();)
-    });
-    let output_assertion = match &item.sig.output {
-        syn::ReturnType::Type(_, ty) => {
-            quote_spanned!(ty.span()=> #krate::__private::assert_transferable::<#ty>();)
-        }
-        syn::ReturnType::Default => quote!(),
+    let assertions = arg_types
+        .iter()
+        .map(|ty| quote_spanned!(ty.span()=> #krate::__private::assert_transferable::<#ty>();));
+    let (output_assertion, output_span) = match &item.sig.output {
+        syn::ReturnType::Type(_, ty) => (
+            quote_spanned!(ty.span()=> #krate::__private::assert_transferable::<#ty>();),
+            ty.span(),
+        ),
+        syn::ReturnType::Default => (quote!(), Span::call_site()),
     };
+    // Decoding and encoding need the traits the assertions ask for. Spanned on the same type,
+    // rustc reports a missing impl once, instead of again on the attribute. With several
+    // arguments the decode is of their tuple: its error points at the parameter list. Only
+    // tokens of our own are respanned (the aliases, `&`, the parentheses): a user's path or a
+    // local variable moved to another span could stop resolving.
+    let decode_span = match arg_types.as_slice() {
+        [ty] => ty.span(),
+        _ => item.sig.paren_token.span.join(),
+    };
+    let input = quote!(input);
+    let decode = quote_spanned!(decode_span=> __mp_decode_args(#input));
+    // The encode error points at the argument its type is inferred from.
+    let result = format_ident!("__mp_result", span = output_span);
+    let encode = quote_spanned!(output_span=> __mp_encode_result(&#result));
 
     quote! {
         #item
 
         const _: () = {
+            use #krate::__private::{
+                decode_args as __mp_decode_args, encode_result as __mp_encode_result,
+            };
+
             fn __mp_invoke(
                 input: &[u8],
             ) -> ::core::result::Result<::std::vec::Vec<u8>, #krate::Error> {
                 #(#assertions)*
                 #output_assertion
-                let (#(#arg_names,)*): (#(#arg_types,)*) = #krate::__private::decode_args(input)?;
-                #krate::__private::encode_result(&#name(#(#arg_names),*))
+                let (#(#arg_names,)*): (#(#arg_types,)*) = #decode?;
+                let #result = #name(#(#arg_names),*);
+                #encode
             }
 
             fn __mp_type_id() -> ::core::any::TypeId {

@@ -212,7 +212,13 @@ fn install_panic_hook() {
             // A thread the task started: print as usual.
             return default(info);
         }
-        let message = info.payload_as_str().unwrap_or("Box<dyn Any>").to_string();
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("Box<dyn Any>")
+            .to_string();
         let location = info
             .location()
             .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))

@@ -2,8 +2,9 @@
 //!
 //! A task is a chunk of encoded argument tuples for one function. Each driver owns one worker
 //! process: it starts it (and runs the initializer), sends it up to [`IN_FLIGHT`] tasks at a
-//! time, hands each reply to the task's [`Sink`], and replaces the worker when it dies or has
-//! done its `max_tasks_per_child`. A worker that dies fails the one task it was running; the
+//! time (more than one only while its tasks are short and no other worker is idle), hands each
+//! reply to the task's [`Sink`], and replaces the worker when it dies or has done its
+//! `max_tasks_per_child`. A worker that dies fails the one task it was running; the
 //! tasks queued behind it go back to the front of the queue, so every task runs once.
 
 use std::borrow::Cow;
@@ -12,6 +13,7 @@ use std::os::fd::OwnedFd;
 use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use serde_bytes::ByteBuf;
 
@@ -25,6 +27,10 @@ use crate::worker::{self, Outcome, Reply, Request};
 /// Tasks sent to one worker before its first reply: enough to hide the round trip, few enough
 /// that a worker's death sends little back to the queue.
 const IN_FLIGHT: usize = 2;
+
+/// A worker is sent a second task before the first is done only when its tasks take less than
+/// this: then the saved round trip matters, and a task stuck behind another waits little.
+const PREFETCH_BELOW: Duration = Duration::from_millis(1);
 
 /// What a task produced: one outcome per item, or why there are none.
 pub(crate) type Raw = Result<Vec<Outcome>>;
@@ -151,6 +157,9 @@ struct State {
     queue: VecDeque<Task>,
     closed: bool,
     terminated: bool,
+    /// Drivers whose workers have nothing to do: queued work goes to them before any busy
+    /// worker is sent a second task.
+    waiting: usize,
 }
 
 /// What a driver should do next.
@@ -223,6 +232,9 @@ impl Shared {
             if state.terminated {
                 return Next::Exit;
             }
+            if !wait && state.waiting > 0 {
+                return Next::Idle;
+            }
             if let Some(task) = state.queue.pop_front() {
                 return Next::Task(task);
             }
@@ -232,10 +244,12 @@ impl Shared {
             if !wait {
                 return Next::Idle;
             }
+            state.waiting += 1;
             state = self
                 .work
                 .wait(state)
                 .unwrap_or_else(PoisonError::into_inner);
+            state.waiting -= 1;
         }
     }
 
@@ -373,6 +387,9 @@ pub(crate) fn drive(
     let mut worker: Option<Worker> = None;
     let mut in_flight: VecDeque<Task> = VecDeque::new();
     let max_tasks = shared.config.max_tasks_per_child.unwrap_or(usize::MAX);
+    // How long the worker's last task took, and since when it has been busy with the current.
+    let mut service = Duration::MAX;
+    let mut busy_since = Instant::now();
 
     loop {
         let mut current = match worker.take() {
@@ -400,9 +417,18 @@ pub(crate) fn drive(
             },
         };
 
-        // Fill the pipeline: wait for work only when nothing is in flight.
+        // Fill the pipeline: wait for work only when nothing is in flight, and send more only
+        // to a worker whose tasks are short.
         let mut exit = false;
-        while in_flight.len() < IN_FLIGHT && current.sent < max_tasks {
+        let depth = if service < PREFETCH_BELOW {
+            IN_FLIGHT
+        } else {
+            1
+        };
+        while in_flight.len() < depth && current.sent < max_tasks {
+            if in_flight.is_empty() {
+                busy_since = Instant::now();
+            }
             match shared.next(in_flight.is_empty()) {
                 Next::Task(task) => {
                     if !task.control.start(&slot) {
@@ -431,6 +457,9 @@ pub(crate) fn drive(
 
         match current.channel.recv() {
             Ok(Some(frame)) => {
+                let now = Instant::now();
+                service = now - busy_since;
+                busy_since = now;
                 let task = in_flight
                     .pop_front()
                     .expect("a reply answers a task in flight");

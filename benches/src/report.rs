@@ -1,0 +1,318 @@
+//! The table on the terminal, and BENCHMARKS.md with its plots.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use plotters::prelude::*;
+
+use crate::measure::{Figure, Row, duration_text};
+use crate::python;
+use crate::workloads::{self, Speedup, Throughput};
+
+fn table(rows: &[Row]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| workload | system | median | min | max | per op (median) |"
+    );
+    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|");
+    for row in rows {
+        let (median, min, max) = if row.figure == Figure::Kib {
+            let kib = |v: f64| format!("{v:.0} KiB");
+            (kib(row.median()), kib(row.min()), kib(row.max()))
+        } else {
+            (
+                duration_text(row.median()),
+                duration_text(row.min()),
+                duration_text(row.max()),
+            )
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {median} | {min} | {max} | {} |",
+            row.workload,
+            row.system,
+            row.figure_text()
+        );
+    }
+    out
+}
+
+pub fn print_table(rows: &[Row]) {
+    println!("{}", table(rows));
+}
+
+pub fn print_speedup(speedup: &Speedup) {
+    println!(
+        "64 CPU-bound tasks of {:.1} ms each: speedup over serial",
+        speedup.task_ms
+    );
+    for (i, workers) in speedup.workers.iter().enumerate() {
+        println!(
+            "  {workers} workers: mp {:.2}x, rayon {:.2}x",
+            speedup.mp[i], speedup.rayon[i]
+        );
+    }
+}
+
+fn find<'a>(rows: &'a [Row], workload: &str, system: &str) -> Option<&'a Row> {
+    rows.iter()
+        .find(|row| row.workload == workload && row.system.starts_with(system))
+}
+
+/// `ours / theirs` of the headline figures, when both were measured.
+fn ratio(rows: &[Row], workload: &str, ours: &str, theirs: &str) -> Option<f64> {
+    Some(find(rows, workload, ours)?.figure_value() / find(rows, workload, theirs)?.figure_value())
+}
+
+/// One line per goal of the benchmark issue: the goal, what was measured, met or not.
+fn goals(rows: &[Row], speedup: &Speedup) -> String {
+    use workloads::*;
+    let mut out = String::from("| goal | measured | met |\n|---|---|---|\n");
+    let mut line = |goal: &str,
+                    measured: Option<f64>,
+                    text: &dyn Fn(f64) -> String,
+                    met: &dyn Fn(f64) -> bool| {
+        let (measured, met) = match measured {
+            Some(value) => (text(value), if met(value) { "yes" } else { "no" }),
+            None => ("not measured".to_string(), "—"),
+        };
+        let _ = writeln!(out, "| {goal} | {measured} | {met} |");
+    };
+    let times = |v: f64| format!("{v:.2}x");
+    line(
+        "start + join ≤ 1.3x a bare re-exec",
+        ratio(rows, START_JOIN, "mp spawn", "raw: bare re-exec"),
+        &times,
+        &|v| v <= 1.3,
+    );
+    line(
+        "start + join faster than Python fork",
+        ratio(rows, START_JOIN, "mp spawn", "Python fork"),
+        &times,
+        &|v| v < 1.0,
+    );
+    line(
+        "map 10k tiny tasks ≥ 10x Python Pool.map",
+        ratio(rows, MAP_10K, "mp", "Python fork"),
+        &times,
+        &|v| v >= 10.0,
+    );
+    line(
+        "map 1M tiny tasks ≥ 10x Python Pool.map",
+        ratio(rows, MAP_1M, "mp", "Python fork"),
+        &times,
+        &|v| v >= 10.0,
+    );
+    line(
+        "one task at a time ≥ 10x Python imap",
+        ratio(rows, ONE_AT_A_TIME, "mp", "Python fork"),
+        &times,
+        &|v| v >= 10.0,
+    );
+    line(
+        "apply round trip ≤ 1/3 of Python's",
+        ratio(rows, APPLY, "mp", "Python fork"),
+        &times,
+        &|v| v <= 1.0 / 3.0,
+    );
+    line(
+        "64 MiB by value ≥ 5x Python",
+        ratio(rows, BYTES, "mp", "Python fork"),
+        &times,
+        &|v| v >= 5.0,
+    );
+    let two = speedup.workers.iter().position(|&w| w == 2);
+    line(
+        "CPU-bound speedup ≥ 1.8x on 2 cores",
+        two.map(|i| speedup.mp[i]),
+        &times,
+        &|v| v >= 1.8,
+    );
+    line(
+        "idle worker RSS ≤ 1/5 of a Python worker",
+        ratio(rows, RSS, "mp worker", "Python fork"),
+        &times,
+        &|v| v <= 0.2,
+    );
+    out
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!(
+        "{cpu}, {} CPUs usable, Linux {}, {}",
+        mp_runtime::cpu_count(),
+        kernel.trim(),
+        python::version()
+    )
+}
+
+fn plot_speedup(path: &Path, speedup: &Speedup) -> Result<(), Box<dyn std::error::Error>> {
+    let root = SVGBackend::new(path, (640, 400)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let max_workers = *speedup.workers.last().unwrap_or(&1) as f64;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "speedup over serial, 64 CPU-bound tasks",
+            ("sans-serif", 18),
+        )
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(44)
+        .build_cartesian_2d(0.5..max_workers + 0.5, 0.0..max_workers + 0.5)?;
+    chart
+        .configure_mesh()
+        .x_desc("workers")
+        .y_desc("speedup")
+        .draw()?;
+    let series = |values: &[f64]| -> Vec<(f64, f64)> {
+        speedup
+            .workers
+            .iter()
+            .zip(values)
+            .map(|(&w, &s)| (w as f64, s))
+            .collect()
+    };
+    chart
+        .draw_series(LineSeries::new(series(&speedup.mp), BLUE.stroke_width(2)))?
+        .label("mp (processes)")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLUE));
+    chart
+        .draw_series(LineSeries::new(series(&speedup.rayon), RED.stroke_width(2)))?
+        .label("rayon (threads)")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED));
+    let ideal: Vec<(f64, f64)> = speedup
+        .workers
+        .iter()
+        .map(|&w| (w as f64, w as f64))
+        .collect();
+    chart
+        .draw_series(LineSeries::new(ideal, BLACK.mix(0.3)))?
+        .label("ideal")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLACK.mix(0.3)));
+    chart
+        .configure_series_labels()
+        .background_style(WHITE)
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+fn plot_throughput(path: &Path, throughput: &Throughput) -> Result<(), Box<dyn std::error::Error>> {
+    let root = SVGBackend::new(path, (640, 400)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let top = throughput
+        .mp
+        .iter()
+        .chain(&throughput.rayon)
+        .chain(&throughput.serial)
+        .copied()
+        .fold(1.0, f64::max);
+    let mut chart = ChartBuilder::on(&root)
+        .caption("tasks per second against task size", ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(60)
+        .build_cartesian_2d(
+            (0.5f64..200_000.0).log_scale(),
+            (100.0f64..top * 2.0).log_scale(),
+        )?;
+    chart
+        .configure_mesh()
+        .x_desc("steps per task")
+        .y_desc("tasks / s")
+        .draw()?;
+    for (values, color, label) in [
+        (&throughput.mp, BLUE, "mp map (processes)"),
+        (&throughput.rayon, RED, "rayon (threads)"),
+        (&throughput.serial, BLACK, "serial loop"),
+    ] {
+        let points: Vec<(f64, f64)> = throughput
+            .steps
+            .iter()
+            .zip(values)
+            .map(|(&s, &v)| (s as f64, v))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE)
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+/// Writes BENCHMARKS.md and the plots under `out`; returns the report's path.
+pub fn write(
+    out: &Path,
+    command: &str,
+    rows: &[Row],
+    speedup: &Speedup,
+    throughput: &Throughput,
+) -> Result<PathBuf, Box<dyn std::error::Error>> {
+    plot_speedup(&out.join("benches/plots/speedup.svg"), speedup)?;
+    plot_throughput(&out.join("benches/plots/throughput.svg"), throughput)?;
+    let mut md = String::new();
+    let _ = writeln!(md, "# Benchmarks\n");
+    let _ = writeln!(
+        md,
+        "Made by `{command}` (a release build; it writes this file). Machine: {}.\n",
+        machine()
+    );
+    let _ = writeln!(
+        md,
+        "Each row is repeated; median, min and max are wall times of one repeat, and the last \
+         column is the median per operation (time per op, ops per second, or bandwidth). Ratios \
+         below are taken within this one run, since the machine is shared and noisy. Python \
+         rows run `benches/src/python_bench.py`; its Pools have 2 workers, like mp's.\n"
+    );
+    let _ = writeln!(md, "## Goals\n\n{}", goals(rows, speedup));
+    let _ = writeln!(md, "## All figures\n\n{}", table(rows));
+    let _ = writeln!(md, "## CPU-bound speedup\n");
+    let _ = writeln!(
+        md,
+        "64 tasks of {:.1} ms each (serial), mapped with chunk size 1.\n",
+        speedup.task_ms
+    );
+    let _ = writeln!(md, "| workers | mp | rayon |\n|---:|---:|---:|");
+    for (i, workers) in speedup.workers.iter().enumerate() {
+        let _ = writeln!(
+            md,
+            "| {workers} | {:.2}x | {:.2}x |",
+            speedup.mp[i], speedup.rayon[i]
+        );
+    }
+    let _ = writeln!(md, "\n![speedup](benches/plots/speedup.svg)\n");
+    let _ = writeln!(md, "## Throughput against task size\n");
+    let _ = writeln!(
+        md,
+        "| steps per task | mp tasks/s | rayon tasks/s | serial tasks/s |\n|---:|---:|---:|---:|"
+    );
+    for (i, steps) in throughput.steps.iter().enumerate() {
+        let _ = writeln!(
+            md,
+            "| {steps} | {:.0} | {:.0} | {:.0} |",
+            throughput.mp[i], throughput.rayon[i], throughput.serial[i]
+        );
+    }
+    let _ = writeln!(md, "\n![throughput](benches/plots/throughput.svg)");
+    let path = out.join("BENCHMARKS.md");
+    std::fs::write(&path, md)?;
+    Ok(path)
+}

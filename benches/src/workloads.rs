@@ -1,0 +1,508 @@
+//! The workloads, each on every system that can run it.
+
+use std::hint::black_box;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::process::Command;
+use std::time::Instant;
+
+use mp_runtime::{Pool, process_fn, spawn};
+use rayon::prelude::*;
+use serde_bytes::ByteBuf;
+
+use crate::measure::{Figure, Row, median, time};
+use crate::python;
+use crate::{BARE_EXIT_VAR, Scale};
+
+#[process_fn]
+fn small() -> u64 {
+    42
+}
+
+#[process_fn]
+fn cube(x: u64) -> u64 {
+    x * x * x
+}
+
+#[process_fn]
+fn identity(data: ByteBuf) -> ByteBuf {
+    data
+}
+
+#[process_fn]
+fn pid(_: u64) -> u32 {
+    std::process::id()
+}
+
+/// A CPU-bound task of `n` steps that the optimizer cannot skip.
+#[process_fn]
+fn spin(n: u64) -> u64 {
+    let mut x = n;
+    for i in 0..n {
+        x = black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(i));
+    }
+    x
+}
+
+/// Adds the Python rows of one workload, one per start method.
+fn python_rows(
+    rows: &mut Vec<Row>,
+    workload: &'static str,
+    methods: &[&str],
+    repeats: usize,
+    arg: u64,
+    ops: f64,
+    figure: Figure,
+) {
+    for method in methods {
+        if let Some(sample) = python::run(method, python_name(workload), repeats, arg) {
+            rows.push(Row::new(
+                workload,
+                format!("Python {method}"),
+                sample.seconds,
+                ops,
+                figure,
+            ));
+        }
+    }
+}
+
+/// The Python script's name for each workload.
+fn python_name(workload: &str) -> &'static str {
+    match workload {
+        START_JOIN => "start_join",
+        MAP_10K | MAP_1M => "map",
+        ONE_AT_A_TIME => "imap1",
+        APPLY => "apply",
+        BYTES => "bytes",
+        QUEUE => "queue",
+        PIPE => "pipe",
+        _ => "rss",
+    }
+}
+
+pub const START_JOIN: &str = "start + join a process";
+pub const MAP_10K: &str = "map 10,000 tiny tasks";
+pub const MAP_1M: &str = "map 1,000,000 tiny tasks";
+pub const ONE_AT_A_TIME: &str = "imap, chunk size 1, 10,000 tasks";
+pub const APPLY: &str = "apply round trip";
+pub const BYTES: &str = "64 MiB there and back";
+pub const QUEUE: &str = "queue, 100,000 small items";
+pub const PIPE: &str = "pipe round trip";
+pub const RSS: &str = "idle worker memory (RSS)";
+
+pub fn start_join(scale: Scale, rows: &mut Vec<Row>) {
+    let repeats = scale.repeats(200, 10);
+    // Warm the page cache and the registry.
+    spawn!(small).unwrap().join().unwrap();
+    rows.push(Row::new(
+        START_JOIN,
+        "mp spawn",
+        time(repeats, || {
+            assert_eq!(spawn!(small).unwrap().join().unwrap(), 42)
+        }),
+        1.0,
+        Figure::Time,
+    ));
+    rows.push(Row::new(
+        START_JOIN,
+        "raw: bare re-exec",
+        time(repeats, || {
+            let status = Command::new("/proc/self/exe")
+                .env(BARE_EXIT_VAR, "1")
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }),
+        1.0,
+        Figure::Time,
+    ));
+    rows.push(Row::new(
+        START_JOIN,
+        "raw: fork + exit + wait",
+        time(repeats, fork_exit_wait),
+        1.0,
+        Figure::Time,
+    ));
+    rows.push(Row::new(
+        START_JOIN,
+        "procspawn",
+        time(repeats, || {
+            let handle = procspawn::spawn((), |()| 42u64);
+            assert_eq!(handle.join().unwrap(), 42);
+        }),
+        1.0,
+        Figure::Time,
+    ));
+    python_rows(
+        rows,
+        START_JOIN,
+        &python::METHODS,
+        scale.repeats(50, 5),
+        0,
+        1.0,
+        Figure::Time,
+    );
+}
+
+fn fork_exit_wait() {
+    // SAFETY: the child only calls `_exit`, which is async-signal-safe, so forking a process
+    // with other threads is sound here.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        // SAFETY: ends the forked child at once, without running any of the parent's handlers.
+        unsafe { libc::_exit(0) };
+    }
+    assert!(child > 0, "fork failed");
+    let mut status = 0;
+    // SAFETY: waits for the child just forked, with a valid out-pointer.
+    unsafe { libc::waitpid(child, &mut status, 0) };
+}
+
+pub fn map_tiny(scale: Scale, rows: &mut Vec<Row>) {
+    let pool = Pool::new(2).unwrap();
+    pool.map(cube, 0..1000).unwrap();
+    for (workload, n, repeats) in [
+        (MAP_10K, 10_000u64, scale.repeats(20, 3)),
+        (MAP_1M, 1_000_000, scale.repeats(5, 1)),
+    ] {
+        let n = if scale.quick && n > 10_000 {
+            100_000
+        } else {
+            n
+        };
+        rows.push(Row::new(
+            workload,
+            "mp Pool(2).map",
+            time(repeats, || {
+                assert_eq!(pool.map(cube, 0..n).unwrap().len(), n as usize)
+            }),
+            n as f64,
+            Figure::Rate,
+        ));
+        rows.push(Row::new(
+            workload,
+            "rayon (threads)",
+            time(repeats, || {
+                let out: Vec<u64> = (0..n)
+                    .into_par_iter()
+                    .map(|x| black_box(x * x * x))
+                    .collect();
+                assert_eq!(out.len(), n as usize);
+            }),
+            n as f64,
+            Figure::Rate,
+        ));
+        if n == 10_000 {
+            let procspawn_pool = procspawn::Pool::new(2).unwrap();
+            rows.push(Row::new(
+                workload,
+                "procspawn Pool(2)",
+                time(repeats.min(3), || {
+                    // Each pending procspawn task holds descriptors: keep a bounded batch.
+                    for batch in (0..n).collect::<Vec<_>>().chunks(256) {
+                        let handles: Vec<_> = batch
+                            .iter()
+                            .map(|&x| procspawn_pool.spawn(x, |x| x * x * x))
+                            .collect();
+                        for handle in handles {
+                            black_box(handle.join().unwrap());
+                        }
+                    }
+                }),
+                n as f64,
+                Figure::Rate,
+            ));
+        }
+        python_rows(
+            rows,
+            workload,
+            &python::METHODS,
+            repeats.min(5),
+            n,
+            n as f64,
+            Figure::Rate,
+        );
+    }
+}
+
+pub fn one_at_a_time(scale: Scale, rows: &mut Vec<Row>) {
+    let n = 10_000u64;
+    let repeats = scale.repeats(10, 2);
+    let pool = Pool::new(2).unwrap();
+    pool.map(cube, 0..1000).unwrap();
+    rows.push(Row::new(
+        ONE_AT_A_TIME,
+        "mp Pool(2).imap",
+        time(repeats, || {
+            let total: u64 = pool
+                .imap(cube, 0..n)
+                .map(Result::unwrap)
+                .fold(0, u64::wrapping_add);
+            black_box(total);
+        }),
+        n as f64,
+        Figure::Rate,
+    ));
+    python_rows(
+        rows,
+        ONE_AT_A_TIME,
+        &python::METHODS,
+        repeats.min(5),
+        n,
+        n as f64,
+        Figure::Rate,
+    );
+}
+
+pub fn apply_round_trip(scale: Scale, rows: &mut Vec<Row>) {
+    let n = 1000u64;
+    let repeats = scale.repeats(10, 2);
+    let pool = Pool::new(2).unwrap();
+    pool.map(cube, 0..100).unwrap();
+    rows.push(Row::new(
+        APPLY,
+        "mp Pool(2).apply",
+        time(repeats, || {
+            for i in 0..n {
+                black_box(pool.apply(cube, (i,)).unwrap());
+            }
+        }),
+        n as f64,
+        Figure::Time,
+    ));
+    let procspawn_pool = procspawn::Pool::new(2).unwrap();
+    rows.push(Row::new(
+        APPLY,
+        "procspawn Pool(2)",
+        time(repeats.min(3), || {
+            for i in 0..n {
+                black_box(procspawn_pool.spawn(i, |x| x * x * x).join().unwrap());
+            }
+        }),
+        n as f64,
+        Figure::Time,
+    ));
+    python_rows(
+        rows,
+        APPLY,
+        &["fork"],
+        repeats.min(5),
+        n,
+        n as f64,
+        Figure::Time,
+    );
+}
+
+pub fn large_values(scale: Scale, rows: &mut Vec<Row>) {
+    let size = 64usize << 20;
+    let repeats = scale.repeats(10, 2);
+    let data = ByteBuf::from(vec![7u8; size]);
+    let pool = Pool::new(1).unwrap();
+    rows.push(Row::new(
+        BYTES,
+        "mp Pool.apply (serde_bytes)",
+        time(repeats, || {
+            let back = pool.apply(identity, (data.clone(),)).unwrap();
+            assert_eq!(back.len(), size);
+        }),
+        (2 * size) as f64,
+        Figure::Bandwidth,
+    ));
+    rows.push(Row::new(
+        BYTES,
+        "raw: memcpy there and back",
+        time(repeats, || {
+            let there = black_box(data.to_vec());
+            let back = black_box(there.clone());
+            assert_eq!(back.len(), size);
+        }),
+        (2 * size) as f64,
+        Figure::Bandwidth,
+    ));
+    python_rows(
+        rows,
+        BYTES,
+        &["fork"],
+        repeats.min(5),
+        size as u64,
+        (2 * size) as f64,
+        Figure::Bandwidth,
+    );
+}
+
+pub fn channels(scale: Scale, rows: &mut Vec<Row>) {
+    let round_trips = scale.repeats(10_000, 1000);
+    let repeats = scale.repeats(5, 1);
+    rows.push(Row::new(
+        PIPE,
+        "raw: socketpair, two processes",
+        (0..repeats)
+            .map(|_| socketpair_round_trips(round_trips))
+            .collect(),
+        round_trips as f64,
+        Figure::Time,
+    ));
+    python_rows(
+        rows,
+        PIPE,
+        &["fork"],
+        repeats,
+        round_trips as u64,
+        round_trips as f64,
+        Figure::Time,
+    );
+    let items = scale.repeats(100_000, 10_000);
+    python_rows(
+        rows,
+        QUEUE,
+        &["fork"],
+        repeats.min(3),
+        items as u64,
+        items as f64,
+        Figure::Rate,
+    );
+}
+
+/// Round trips of one byte between this process and a forked echo; returns the seconds.
+fn socketpair_round_trips(count: usize) -> f64 {
+    let (mut here, mut there) = UnixStream::pair().unwrap();
+    // SAFETY: the child only reads, writes and exits through raw system calls.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        drop(here);
+        let mut byte = [0u8; 1];
+        while there.read_exact(&mut byte).is_ok() && there.write_all(&byte).is_ok() {}
+        // SAFETY: ends the forked child without running the parent's handlers.
+        unsafe { libc::_exit(0) };
+    }
+    drop(there);
+    let mut byte = [1u8; 1];
+    let start = Instant::now();
+    for _ in 0..count {
+        here.write_all(&byte).unwrap();
+        here.read_exact(&mut byte).unwrap();
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    drop(here);
+    let mut status = 0;
+    // SAFETY: waits for the child just forked, with a valid out-pointer.
+    unsafe { libc::waitpid(child, &mut status, 0) };
+    elapsed
+}
+
+pub fn idle_memory(_scale: Scale, rows: &mut Vec<Row>) {
+    let pool = Pool::new(2).unwrap();
+    let pids: std::collections::BTreeSet<u32> = pool
+        .map_chunked(pid, 0..50, 1)
+        .unwrap()
+        .into_iter()
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let rss: Vec<f64> = pids.iter().map(|pid| rss_kib(*pid)).collect();
+    rows.push(Row::new(RSS, "mp worker", rss, 1.0, Figure::Kib));
+    for method in ["fork", "spawn"] {
+        if let Some(sample) = python::run(method, "rss", 1, 0) {
+            let rss: Vec<f64> = sample.extra["rss_kib"]
+                .as_array()
+                .map(|values| values.iter().filter_map(|v| v.as_f64()).collect())
+                .unwrap_or_default();
+            rows.push(Row::new(
+                RSS,
+                format!("Python {method} worker"),
+                rss,
+                1.0,
+                Figure::Kib,
+            ));
+        }
+    }
+}
+
+fn rss_kib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// Speedup over serial of 64 CPU-bound tasks, by worker count.
+pub struct Speedup {
+    pub workers: Vec<usize>,
+    pub mp: Vec<f64>,
+    pub rayon: Vec<f64>,
+    pub task_ms: f64,
+}
+
+pub fn cpu_speedup(scale: Scale) -> Speedup {
+    let steps = if scale.quick { 200_000 } else { 4_000_000 };
+    let tasks = vec![steps; 64];
+    let repeats = scale.repeats(3, 1);
+    let serial = median(&time(repeats, || {
+        for &n in &tasks {
+            black_box(spin(n));
+        }
+    }));
+    let cores = mp_runtime::cpu_count();
+    let mut speedup = Speedup {
+        workers: (1..=cores).collect(),
+        mp: Vec::new(),
+        rayon: Vec::new(),
+        task_ms: serial / 64.0 * 1e3,
+    };
+    for &workers in &speedup.workers {
+        let pool = Pool::new(workers).unwrap();
+        pool.map(cube, 0..100).unwrap();
+        let mp = median(&time(repeats, || {
+            black_box(pool.map_chunked(spin, tasks.clone(), 1).unwrap());
+        }));
+        speedup.mp.push(serial / mp);
+        let threads = rayon::ThreadPoolBuilder::new()
+            .num_threads(workers)
+            .build()
+            .unwrap();
+        let rayon = median(&time(repeats, || {
+            threads.install(|| black_box(tasks.par_iter().map(|&n| spin(n)).collect::<Vec<_>>()));
+        }));
+        speedup.rayon.push(serial / rayon);
+    }
+    speedup
+}
+
+/// Tasks per second against the size of each task (steps of `spin`).
+pub struct Throughput {
+    pub steps: Vec<u64>,
+    pub mp: Vec<f64>,
+    pub rayon: Vec<f64>,
+    pub serial: Vec<f64>,
+}
+
+pub fn throughput_by_task_size(scale: Scale) -> Throughput {
+    let steps: Vec<u64> = vec![1, 10, 100, 1_000, 10_000, 100_000];
+    let budget = if scale.quick { 2_000_000 } else { 50_000_000 };
+    let pool = Pool::new(mp_runtime::cpu_count()).unwrap();
+    pool.map(cube, 0..100).unwrap();
+    let mut out = Throughput {
+        steps: steps.clone(),
+        mp: Vec::new(),
+        rayon: Vec::new(),
+        serial: Vec::new(),
+    };
+    for &n in &steps {
+        let count = (budget / n).clamp(1_000, 200_000);
+        let inputs = vec![n; count as usize];
+        let rate = |seconds: f64| count as f64 / seconds;
+        out.mp.push(rate(median(&time(3, || {
+            black_box(pool.map(spin, inputs.clone()).unwrap());
+        }))));
+        out.rayon.push(rate(median(&time(3, || {
+            black_box(inputs.par_iter().map(|&n| spin(n)).collect::<Vec<_>>());
+        }))));
+        out.serial.push(rate(median(&time(3, || {
+            black_box(inputs.iter().map(|&n| spin(n)).collect::<Vec<_>>());
+        }))));
+    }
+    out
+}

@@ -1,0 +1,8 @@
+use mp_runtime::process_fn;
+
+#[process_fn(name = "")]
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn main() {}
