@@ -6,7 +6,7 @@ use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::time::Instant;
 
-use mp_runtime::{Pool, process_fn, spawn};
+use mp_runtime::{Pool, StartMethod, process_fn, set_start_method, spawn};
 use rayon::prelude::*;
 use serde_bytes::ByteBuf;
 
@@ -104,6 +104,19 @@ pub fn start_join(scale: Scale, rows: &mut Vec<Row>) {
         1.0,
         Figure::Time,
     ));
+    set_start_method(StartMethod::ForkServer);
+    // The first start also starts the zygote.
+    spawn!(small).unwrap().join().unwrap();
+    rows.push(Row::new(
+        START_JOIN,
+        "mp forkserver",
+        time(repeats, || {
+            assert_eq!(spawn!(small).unwrap().join().unwrap(), 42)
+        }),
+        1.0,
+        Figure::Time,
+    ));
+    set_start_method(StartMethod::Spawn);
     rows.push(Row::new(
         START_JOIN,
         "raw: bare re-exec",
@@ -180,6 +193,24 @@ pub fn map_tiny(scale: Scale, rows: &mut Vec<Row>) {
             n as f64,
             Figure::Rate,
         ));
+        if n == 10_000 {
+            // Workers are started before the clock runs: the start method changes little here.
+            let forked = Pool::builder()
+                .processes(2)
+                .start_method(StartMethod::ForkServer)
+                .build()
+                .unwrap();
+            forked.map(cube, 0..1000).unwrap();
+            rows.push(Row::new(
+                workload,
+                "mp forkserver Pool(2).map",
+                time(repeats, || {
+                    assert_eq!(forked.map(cube, 0..n).unwrap().len(), n as usize)
+                }),
+                n as f64,
+                Figure::Rate,
+            ));
+        }
         rows.push(Row::new(
             workload,
             "rayon (threads)",
@@ -392,15 +423,24 @@ fn socketpair_round_trips(count: usize) -> f64 {
 }
 
 pub fn idle_memory(_scale: Scale, rows: &mut Vec<Row>) {
-    let pool = Pool::new(2).unwrap();
-    let pids: std::collections::BTreeSet<u32> = pool
-        .map_chunked(pid, 0..50, 1)
-        .unwrap()
-        .into_iter()
-        .collect();
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    let rss: Vec<f64> = pids.iter().map(|pid| rss_kib(*pid)).collect();
-    rows.push(Row::new(RSS, "mp worker", rss, 1.0, Figure::Kib));
+    for (method, system) in [
+        (StartMethod::Spawn, "mp worker"),
+        (StartMethod::ForkServer, "mp forkserver worker"),
+    ] {
+        let pool = Pool::builder()
+            .processes(2)
+            .start_method(method)
+            .build()
+            .unwrap();
+        let pids: std::collections::BTreeSet<u32> = pool
+            .map_chunked(pid, 0..50, 1)
+            .unwrap()
+            .into_iter()
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let rss: Vec<f64> = pids.iter().map(|pid| rss_kib(*pid)).collect();
+        rows.push(Row::new(RSS, system, rss, 1.0, Figure::Kib));
+    }
     for method in ["fork", "spawn"] {
         if let Some(sample) = python::run(method, "rss", 1, 0) {
             let rss: Vec<f64> = sample.extra["rss_kib"]

@@ -73,7 +73,8 @@ fn expand(config: &Config, function: &ProcessFunction) -> TokenStream {
     let decode = quote_spanned!(decode_span=> __mp_decode_args(#input));
     // The encode error points at the argument its type is inferred from.
     let result = format_ident!("__mp_result", span = output_span);
-    let encode = quote_spanned!(output_span=> __mp_encode_result(&#result));
+    let output = quote!(output);
+    let encode = quote_spanned!(output_span=> __mp_encode_result(&#result, #output));
 
     quote! {
         #item
@@ -85,7 +86,8 @@ fn expand(config: &Config, function: &ProcessFunction) -> TokenStream {
 
             fn __mp_invoke(
                 input: &[u8],
-            ) -> ::core::result::Result<::std::vec::Vec<u8>, #krate::Error> {
+                output: &mut ::std::vec::Vec<u8>,
+            ) -> ::core::result::Result<(), #krate::Error> {
                 #(#assertions)*
                 #output_assertion
                 let (#(#arg_names,)*): (#(#arg_types,)*) = #decode?;

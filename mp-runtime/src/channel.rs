@@ -99,9 +99,14 @@ impl Channel {
         payload: &[u8],
         fds: &[BorrowedFd<'_>],
     ) -> io::Result<()> {
-        if fds.len() > usize::from(u16::MAX)
-            || fds.len() > FDS_PER_MESSAGE * (HEADER + payload.len())
-        {
+        self.send_parts(&[payload], fds)
+    }
+
+    /// Sends one frame made of `parts` one after another, without joining them first, with
+    /// `fds` beside it.
+    pub(crate) fn send_parts(&mut self, parts: &[&[u8]], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+        let len: usize = parts.iter().map(|part| part.len()).sum();
+        if fds.len() > usize::from(u16::MAX) || fds.len() > FDS_PER_MESSAGE * (HEADER + len) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(
@@ -110,8 +115,15 @@ impl Channel {
                 ),
             ));
         }
-        let header = (payload.len() as u64 | (fds.len() as u64) << FDS_SHIFT).to_le_bytes();
-        let mut slices = [IoSlice::new(&header), IoSlice::new(payload)];
+        let header = (len as u64 | (fds.len() as u64) << FDS_SHIFT).to_le_bytes();
+        let mut slices: Vec<IoSlice<'_>> = std::iter::once(IoSlice::new(&header))
+            .chain(
+                parts
+                    .iter()
+                    .filter(|part| !part.is_empty())
+                    .map(|part| IoSlice::new(part)),
+            )
+            .collect();
         let mut slices: &mut [IoSlice<'_>] = &mut slices;
         let mut fds = fds;
         while !slices.is_empty() {

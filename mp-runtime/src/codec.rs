@@ -27,14 +27,73 @@ pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Appends to a `Vec` without the `std::io::Write` detour.
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl bincode::enc::write::Writer for Append<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::result::Result<(), bincode::error::EncodeError> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+}
+
 /// Appends the encoding of `value` to `out`; on error `out` keeps what it had before.
 pub(crate) fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<()> {
     let start = out.len();
-    bincode::serde::encode_into_std_write(value, out, CONFIG).map_err(|e| {
+    bincode::serde::encode_into_writer(value, Append(out), CONFIG).map_err(|e| {
         out.truncate(start);
         Error::codec(e.to_string())
+    })
+}
+
+/// Decodes a value from the front of `bytes`; returns it and how many bytes it took.
+pub(crate) fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize)> {
+    bincode::serde::decode_from_slice(bytes, CONFIG)
+        .map_err(|e| Error::codec(format!("{e} (decoding {})", std::any::type_name::<T>())))
+}
+
+/// Starts a record in `out`: a 4-byte length to be filled in by [`end_record`]. Records let
+/// many values travel in one buffer and be found again without decoding them.
+pub(crate) fn begin_record(out: &mut Vec<u8>) -> usize {
+    let at = out.len();
+    out.extend_from_slice(&[0; RECORD_HEADER]);
+    at
+}
+
+/// Ends the record begun at `at`: writes its length.
+pub(crate) fn end_record(out: &mut [u8], at: usize) -> Result<()> {
+    let len = out.len() - at - RECORD_HEADER;
+    let len = u32::try_from(len).map_err(|_| {
+        Error::codec(format!(
+            "one value of {len} bytes is over the 4 GiB a call can carry: split it, or put it \
+             in a SharedMemory"
+        ))
     })?;
+    out[at..at + RECORD_HEADER].copy_from_slice(&len.to_le_bytes());
     Ok(())
+}
+
+const RECORD_HEADER: usize = 4;
+
+/// The records of a buffer written with [`begin_record`] and [`end_record`], in order.
+pub(crate) fn records(mut bytes: &[u8]) -> impl Iterator<Item = Result<&[u8]>> {
+    std::iter::from_fn(move || {
+        if bytes.is_empty() {
+            return None;
+        }
+        let Some((header, rest)) = bytes.split_first_chunk::<RECORD_HEADER>() else {
+            bytes = &[];
+            return Some(Err(Error::protocol("a record's length is cut off")));
+        };
+        let len = u32::from_le_bytes(*header) as usize;
+        if rest.len() < len {
+            bytes = &[];
+            return Some(Err(Error::protocol("a record is cut off")));
+        }
+        let (record, rest) = rest.split_at(len);
+        bytes = rest;
+        Some(Ok(record))
+    })
 }
 
 /// Decodes a whole buffer; bytes left over are an error, since they mean the two sides disagree

@@ -51,8 +51,9 @@ impl ProcessInfo {
 /// This process's name and its parent's, set once in a worker before `main` would run.
 static IDENTITY: OnceLock<(String, Option<ProcessInfo>)> = OnceLock::new();
 
-/// The names of the children this process started, by pid.
-static CHILDREN: Mutex<BTreeMap<u32, String>> = Mutex::new(BTreeMap::new());
+/// The children this process started, by pid: name, and the pid of their parent (this process,
+/// or its fork server).
+static CHILDREN: Mutex<BTreeMap<u32, (String, u32)>> = Mutex::new(BTreeMap::new());
 
 pub(crate) fn set_identity(name: &str, parent_name: &str, parent_pid: u32) {
     let parent = ProcessInfo {
@@ -62,11 +63,11 @@ pub(crate) fn set_identity(name: &str, parent_name: &str, parent_pid: u32) {
     let _ = IDENTITY.set((name.to_string(), Some(parent)));
 }
 
-pub(crate) fn child_started(pid: u32, name: &str) {
+pub(crate) fn child_started(pid: u32, name: &str, parent: u32) {
     CHILDREN
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .insert(pid, name.to_string());
+        .insert(pid, (name.to_string(), parent));
 }
 
 /// This process, Python's `multiprocessing.current_process()`.
@@ -136,12 +137,11 @@ pub fn parent_process() -> Option<ProcessInfo> {
 /// assert!(!active_children().iter().any(|c| c.pid() == p.pid()));
 /// ```
 pub fn active_children() -> Vec<ProcessInfo> {
-    let me = std::process::id();
     let mut children = CHILDREN.lock().unwrap_or_else(PoisonError::into_inner);
-    children.retain(|&pid, _| is_running_child(pid, me));
+    children.retain(|&pid, (_, parent)| is_running_child(pid, *parent));
     children
         .iter()
-        .map(|(&pid, name)| ProcessInfo {
+        .map(|(&pid, (name, _))| ProcessInfo {
             name: name.clone(),
             pid,
         })

@@ -98,6 +98,7 @@ mod channel;
 mod codec;
 mod context;
 mod error;
+mod forkserver;
 mod macros;
 mod pipe;
 mod pool;
@@ -109,10 +110,11 @@ mod shm;
 mod sync;
 mod worker;
 
+pub use bootstrap::{StartMethod, get_start_method, set_start_method};
 pub use context::{ProcessInfo, active_children, cpu_count, current_process, parent_process};
 pub use error::{Error, Result};
 pub use pipe::{Connection, pipe, pipe_oneway};
-pub use pool::{AsyncResult, IMap, Pool, PoolBuilder, StartMethod};
+pub use pool::{AsyncResult, IMap, Pool, PoolBuilder};
 pub use process::Process;
 pub use queue::{JoinableQueue, Queue};
 pub use registry::ProcessFn;
@@ -181,9 +183,9 @@ pub mod __private {
         codec::decode(bytes)
     }
 
-    /// Encodes a function's result.
-    pub fn encode_result<T: Serialize>(value: &T) -> Result<Vec<u8>> {
-        codec::encode(value)
+    /// Appends a function's encoded result to `out`.
+    pub fn encode_result<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<()> {
+        codec::encode_into(value, out)
     }
 
     /// Fails to compile, on the type, when it cannot cross a process boundary.

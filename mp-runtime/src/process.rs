@@ -1,20 +1,18 @@
 //! One function call in one child process: [`Process`].
 
-use std::borrow::Cow;
 use std::marker::PhantomData;
-use std::process::{Child, ExitStatus};
+use std::process::ExitStatus;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use serde_bytes::ByteBuf;
 
-use crate::bootstrap;
+use crate::bootstrap::{self, ChildProcess};
 use crate::channel::Channel;
 use crate::codec;
 use crate::error::{Error, ExitReason, Kind, Result};
 use crate::registry::{self, ProcessFn};
-use crate::worker::{self, Reply, Request};
+use crate::worker::{self, Outcomes, Request};
 
 /// A child process running one call of a `#[process_fn]` function, whose result is an `R`.
 ///
@@ -43,7 +41,7 @@ use crate::worker::{self, Reply, Request};
 pub struct Process<R> {
     name: String,
     function: &'static str,
-    child: Child,
+    child: ChildProcess,
     /// The channel, until the result has been read from it.
     channel: Option<Channel>,
     status: Option<ExitStatus>,
@@ -76,17 +74,10 @@ impl<R: serde::de::DeserializeOwned> Process<R> {
         Args: Serialize,
     {
         let entry = registry::lookup(&f)?;
-        let (args, fds) = codec::encode_with_fds(&args)?;
-        let fds = vec![fds];
-        let (counts, fds) = worker::flatten_fds(&fds);
-        let request = codec::encode(&Request::Call {
-            function: Cow::Borrowed(entry.id),
-            items: Cow::Owned(vec![ByteBuf::from(args)]),
-            fds: Cow::Owned(counts),
-        })?;
+        let args = worker::Args::encode([args])?;
         let exit = codec::encode(&Request::Exit)?;
         let name = next_name();
-        let started = bootstrap::start_worker(&name)?;
+        let started = bootstrap::start_worker(crate::get_start_method(), &name)?;
         let mut process = Process {
             name,
             function: entry.path,
@@ -98,9 +89,9 @@ impl<R: serde::de::DeserializeOwned> Process<R> {
         let channel = process.channel.as_mut().expect("just set");
         // A child that dies at once closes the socket: that is reported by `join`, with its
         // exit status, rather than as a failed send here.
-        let _ = channel
-            .send_with_fds(&request, &fds)
-            .and_then(|()| channel.send(&exit));
+        let _ = args
+            .send(channel, entry.id)
+            .and_then(|()| channel.send(&exit).map_err(|e| Error::io("cannot send", e)));
         Ok(process)
     }
 
@@ -174,13 +165,14 @@ impl<R: serde::de::DeserializeOwned> Process<R> {
                 exit: ExitReason::from_status(status),
             }));
         };
-        let mut outcomes = Reply::decode(frame)?;
+        let outcomes = Outcomes::parse(frame, 1)?;
         // The child exits right after replying; reap it now so the exit code is known.
         self.wait_status()?;
-        let outcome = outcomes
+        let mut values = Vec::with_capacity(1);
+        outcomes.decode_all(self.function, &mut values)?;
+        values
             .pop()
-            .ok_or_else(|| Error::protocol("the child answered a call with no outcome"))?;
-        outcome.decode(self.function)
+            .ok_or_else(|| Error::protocol("the child answered a call with no outcome"))
     }
 }
 
@@ -202,7 +194,7 @@ impl<R> Process<R> {
     /// assert_eq!(p.join().unwrap(), pid);
     /// ```
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.pid()
     }
 
     /// The process's name, `Process-N` as in Python, N counting from 1 in this parent.
@@ -290,16 +282,12 @@ impl<R> Process<R> {
         if self.try_status().is_some() {
             return Ok(());
         }
-        let pid = self.child.id() as libc::pid_t;
-        // SAFETY: plain system call; the child is not reaped yet (checked above, and only this
-        // handle reaps it), so the pid still names our child and cannot have been reused.
-        if unsafe { libc::kill(pid, libc::SIGTERM) } == -1 {
-            return Err(Error::io(
-                format!("cannot send SIGTERM to process {pid}"),
-                std::io::Error::last_os_error(),
-            ));
-        }
-        Ok(())
+        self.child.signal(libc::SIGTERM).map_err(|e| {
+            Error::io(
+                format!("cannot send SIGTERM to process {}", self.child.pid()),
+                e,
+            )
+        })
     }
 
     /// Ends the child at once with SIGKILL and waits until it is gone. Does nothing if it has
@@ -326,7 +314,7 @@ impl<R> Process<R> {
         }
         self.child
             .kill()
-            .map_err(|e| Error::io(format!("cannot kill process {}", self.child.id()), e))?;
+            .map_err(|e| Error::io(format!("cannot kill process {}", self.child.pid()), e))?;
         self.wait_status().map(drop)
     }
 
@@ -344,7 +332,7 @@ impl<R> Process<R> {
         let status = self
             .child
             .wait()
-            .map_err(|e| Error::io(format!("cannot wait for process {}", self.child.id()), e))?;
+            .map_err(|e| Error::io(format!("cannot wait for process {}", self.child.pid()), e))?;
         self.status = Some(status);
         Ok(status)
     }
@@ -357,20 +345,7 @@ impl<R> Drop for Process<R> {
         }
         // Close our end first: a child still waiting for its call sees end-of-file and exits.
         self.channel = None;
-        let pid = self.child.id() as libc::pid_t;
-        let reaper = std::thread::Builder::new().name(format!("mp-reap-{pid}"));
-        let reaping = reaper.spawn(move || {
-            let mut status = 0;
-            // SAFETY: plain system call with a valid out-pointer; the `Child` this pid came
-            // from is being dropped and never waits, so nothing else reaps it.
-            while unsafe { libc::waitpid(pid, &mut status, 0) } == -1
-                && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
-            {
-            }
-        });
-        if let Err(e) = reaping {
-            eprintln!("mp: cannot start a thread to reap process {pid}: {e}");
-        }
+        self.child.reap_in_background();
     }
 }
 
@@ -383,7 +358,7 @@ impl<R> std::fmt::Debug for Process<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Process")
             .field("name", &self.name)
-            .field("pid", &self.child.id())
+            .field("pid", &self.child.pid())
             .field("function", &self.function)
             .finish()
     }

@@ -23,8 +23,8 @@ pub struct Entry {
     pub path: &'static str,
     /// The `TypeId` of the function's fn item.
     pub type_id: fn() -> TypeId,
-    /// Decodes the arguments, calls the function, encodes its result.
-    pub invoke: fn(&[u8]) -> Result<Vec<u8>>,
+    /// Decodes the arguments, calls the function, appends its encoded result to the buffer.
+    pub invoke: fn(&[u8], &mut Vec<u8>) -> Result<()>,
 }
 
 inventory::collect!(Entry);
@@ -201,7 +201,8 @@ mod tests {
     #[test]
     fn entries_invoke_with_encoded_arguments() {
         let entry = lookup_id("mp_runtime::registry::tests::one").unwrap();
-        let out = (entry.invoke)(&crate::codec::encode(&()).unwrap()).unwrap();
+        let mut out = Vec::new();
+        (entry.invoke)(&crate::codec::encode(&()).unwrap(), &mut out).unwrap();
         assert_eq!(crate::codec::decode::<u32>(&out).unwrap(), 1);
     }
 }

@@ -1,7 +1,7 @@
 //! The child's side: the protocol between parent and worker, and the loop that serves calls.
 //!
-//! A worker reads [`Request`]s, runs each call under `catch_unwind`, and answers each with one
-//! [`Reply`] in order. A reader thread drains the socket while calls run, so a parent that sends
+//! A worker reads [`Request`]s, runs each call under `catch_unwind`, and answers each request
+//! with one frame of [`Outcomes`], in order. A reader thread drains the socket while calls run, so a parent that sends
 //! the next call while this one is replying can never deadlock with it.
 
 use std::borrow::Cow;
@@ -12,119 +12,173 @@ use std::os::unix::net::UnixStream;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::mpsc;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_bytes::ByteBuf;
 
-use crate::channel::Channel;
+use crate::channel::{Channel, Frame};
 use crate::codec;
 use crate::error::{Error, Kind, Result};
 use crate::registry;
 
-/// From parent to worker. It borrows when sent, so a pool can keep a task's arguments in case
-/// the task must be sent again.
+/// From parent to worker. In a frame, a `Call` is followed by its arguments: one record
+/// (see [`codec::begin_record`]) per call, so a chunk of a map crosses as one buffer; the
+/// descriptors of the handles among all of them go beside the frame.
 #[derive(Serialize, Deserialize)]
 pub(crate) enum Request<'a> {
-    /// Call `function` once for each item of encoded arguments; answered by one `Reply`.
-    Call {
-        function: Cow<'a, str>,
-        items: Cow<'a, [ByteBuf]>,
-        /// How many of the frame's descriptors belong to each item, in order; empty when none.
-        fds: Cow<'a, [u32]>,
-    },
+    /// Call `function` once per argument record that follows; answered by one reply frame.
+    Call { function: Cow<'a, str>, count: u32 },
     /// Exit once the calls before this one have been answered.
     Exit,
 }
 
-/// From worker to parent: the outcomes of one `Request::Call`, one per item.
-#[derive(Serialize, Deserialize)]
-pub(crate) struct Reply {
-    pub outcomes: Vec<Outcome>,
-    /// How many of the frame's descriptors belong to each outcome; empty when none.
-    fds: Vec<u32>,
-}
-
-impl Reply {
-    /// Encodes a reply; the descriptors of the values' handles go beside it.
-    pub(crate) fn encode(outcomes: Vec<Outcome>) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
-        let mut counts = Vec::new();
-        let mut fds = Vec::new();
-        let mut outcomes = outcomes;
-        if outcomes
-            .iter()
-            .any(|o| matches!(o, Outcome::Value(_, fds) if !fds.is_empty()))
-        {
-            for outcome in &mut outcomes {
-                let taken = match outcome {
-                    Outcome::Value(_, fds) => std::mem::take(fds),
-                    _ => Vec::new(),
-                };
-                counts.push(taken.len() as u32);
-                fds.extend(taken);
-            }
-        }
-        let bytes = codec::encode(&Reply {
-            outcomes,
-            fds: counts,
-        })?;
-        Ok((bytes, fds))
-    }
-
-    /// Decodes a received reply and gives each value its descriptors.
-    pub(crate) fn decode(frame: crate::channel::Frame) -> Result<Vec<Outcome>> {
-        let reply: Reply = codec::decode(&frame)?;
-        let mut outcomes = reply.outcomes;
-        let split = split_fds(frame.fds, &reply.fds, outcomes.len())?;
-        for (outcome, fds) in outcomes.iter_mut().zip(split) {
-            if let Outcome::Value(_, own) = outcome {
-                *own = fds;
-            }
-        }
-        Ok(outcomes)
-    }
-}
-
-/// Splits the descriptors that came with a frame into one list per item, `counts[i]` each.
-pub(crate) fn split_fds(
+/// Encoded argument tuples, one record each, and the descriptors of the handles among them.
+/// A pool keeps it until the task is done, so it can be sent again to a new worker.
+#[derive(Default)]
+pub(crate) struct Args {
+    bytes: Vec<u8>,
+    count: u32,
     fds: Vec<OwnedFd>,
-    counts: &[u32],
-    items: usize,
-) -> Result<Vec<Vec<OwnedFd>>> {
-    if counts.is_empty() && fds.is_empty() {
-        return Ok((0..items).map(|_| Vec::new()).collect());
-    }
-    let total: usize = counts.iter().map(|&n| n as usize).sum();
-    if counts.len() != items || total != fds.len() {
-        return Err(Error::protocol(
-            "a message's descriptors do not match what it announced",
-        ));
-    }
-    let mut fds = fds.into_iter();
-    Ok(counts
-        .iter()
-        .map(|&n| fds.by_ref().take(n as usize).collect())
-        .collect())
 }
 
-/// The per-item descriptor counts and the flat list of borrowed descriptors to send with a
-/// call of `items`; both empty when no item has any.
-pub(crate) fn flatten_fds(per_item: &[Vec<OwnedFd>]) -> (Vec<u32>, Vec<BorrowedFd<'_>>) {
-    if per_item.iter().all(Vec::is_empty) {
-        return (Vec::new(), Vec::new());
+impl Args {
+    /// Encodes each tuple of `inputs` as a record.
+    pub(crate) fn encode<T: Serialize>(inputs: impl IntoIterator<Item = T>) -> Result<Args> {
+        let mut args = Args::default();
+        let (result, fds) = codec::with_fds(Vec::new(), || {
+            for input in inputs {
+                let at = codec::begin_record(&mut args.bytes);
+                codec::encode_into(&input, &mut args.bytes)?;
+                codec::end_record(&mut args.bytes, at)?;
+                args.count += 1;
+            }
+            Ok::<(), Error>(())
+        });
+        result?;
+        args.fds = fds;
+        Ok(args)
     }
-    let counts = per_item.iter().map(|fds| fds.len() as u32).collect();
-    let fds = per_item.iter().flatten().map(AsFd::as_fd).collect();
-    (counts, fds)
+
+    /// How many calls these are the arguments of.
+    pub(crate) fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    /// Sends `function` called on these arguments, keeping them.
+    pub(crate) fn send(&self, channel: &mut Channel, function: &str) -> Result<()> {
+        let header = codec::encode(&Request::Call {
+            function: Cow::Borrowed(function),
+            count: self.count,
+        })?;
+        let fds: Vec<BorrowedFd<'_>> = self.fds.iter().map(AsFd::as_fd).collect();
+        channel
+            .send_parts(&[&header, &self.bytes], &fds)
+            .map_err(|e| Error::io("cannot send a call to a worker", e))
+    }
+
+    /// Closes the descriptors now, rather than when the arguments are dropped.
+    pub(crate) fn close_fds(&mut self) {
+        self.fds.clear();
+    }
 }
 
-/// What one call gave.
-#[derive(Serialize, Deserialize, Debug)]
-pub(crate) enum Outcome {
-    /// The encoded return value, and the descriptors of the handles in it (beside the frame).
-    Value(ByteBuf, #[serde(skip)] Vec<OwnedFd>),
-    /// The function panicked.
-    Panic { message: String, location: String },
-    /// The call could not be made or its result not sent.
-    Failed(Failure),
+/// The first byte of each outcome record.
+const VALUE: u8 = 0;
+const PANIC: u8 = 1;
+const FAILED: u8 = 2;
+
+/// The answer to one `Call`, as received: one outcome record per call (a tag byte, then the
+/// encoded value, the panic's message and location, or the [`Failure`]), and the descriptors
+/// of the handles in the values.
+pub(crate) struct Outcomes {
+    frame: Frame,
+    count: usize,
+    fds: Vec<OwnedFd>,
+}
+
+impl Outcomes {
+    /// Checks that a received frame holds `count` well-formed outcome records.
+    pub(crate) fn parse(mut frame: Frame, count: usize) -> Result<Outcomes> {
+        let fds = std::mem::take(&mut frame.fds);
+        let mut seen = 0;
+        for record in codec::records(&frame) {
+            if !matches!(record?.first(), Some(&(VALUE | PANIC | FAILED))) {
+                return Err(Error::protocol("a worker sent an outcome of unknown kind"));
+            }
+            seen += 1;
+        }
+        if seen != count {
+            return Err(Error::protocol(format!(
+                "a worker answered {count} calls with {seen} outcomes"
+            )));
+        }
+        Ok(Outcomes { frame, count, fds })
+    }
+
+    /// How many calls this answers.
+    pub(crate) fn len(&self) -> usize {
+        self.count
+    }
+
+    /// The error of the first call that did not return a value, if any.
+    pub(crate) fn first_error(&self, function: &str) -> Option<Error> {
+        codec::records(&self.frame)
+            .filter_map(|record| error_of(record.ok()?, function))
+            .next()
+    }
+
+    /// Decodes every outcome: a value, or the error it stands for.
+    pub(crate) fn decode_each<R: DeserializeOwned>(self, function: &str) -> Vec<Result<R>> {
+        codec::with_fds(self.fds, || {
+            codec::records(&self.frame)
+                .map(|record| decode_outcome(record?, function))
+                .collect()
+        })
+        .0
+    }
+
+    /// Decodes every value into `out`; stops at the first error.
+    pub(crate) fn decode_all<R: DeserializeOwned>(
+        self,
+        function: &str,
+        out: &mut Vec<R>,
+    ) -> Result<()> {
+        codec::with_fds(self.fds, || {
+            for record in codec::records(&self.frame) {
+                out.push(decode_outcome(record?, function)?);
+            }
+            Ok(())
+        })
+        .0
+    }
+}
+
+fn decode_outcome<R: DeserializeOwned>(record: &[u8], function: &str) -> Result<R> {
+    match record.split_first() {
+        Some((&VALUE, value)) => codec::decode(value),
+        _ => Err(error_of(record, function)
+            .unwrap_or_else(|| Error::protocol("a worker sent an empty outcome"))),
+    }
+}
+
+/// The error an outcome record stands for; `None` for a value.
+fn error_of(record: &[u8], function: &str) -> Option<Error> {
+    let (&tag, payload) = record.split_first()?;
+    let error = match tag {
+        VALUE => return None,
+        PANIC => match codec::decode::<(String, String)>(payload) {
+            Ok((message, location)) => Error::new(Kind::Panic {
+                function: function.to_string(),
+                message,
+                location,
+            }),
+            Err(error) => error,
+        },
+        _ => match codec::decode::<Failure>(payload) {
+            Ok(failure) => failure.into_error(),
+            Err(error) => error,
+        },
+    };
+    Some(error)
 }
 
 /// An error raised in the worker, in a form that crosses the wire.
@@ -163,37 +217,17 @@ impl From<Error> for Failure {
     }
 }
 
-impl Outcome {
-    /// The value's bytes, or the error this outcome stands for; `function` names the callee
-    /// in messages.
-    pub(crate) fn into_bytes(self, function: &str) -> Result<ByteBuf> {
-        self.into_parts(function).map(|(bytes, _)| bytes)
-    }
-
-    /// Decodes the value, with its handles, or gives the error this outcome stands for.
-    pub(crate) fn decode<R: serde::de::DeserializeOwned>(self, function: &str) -> Result<R> {
-        let (bytes, fds) = self.into_parts(function)?;
-        codec::decode_with_fds(&bytes, fds)
-    }
-
-    fn into_parts(self, function: &str) -> Result<(ByteBuf, Vec<OwnedFd>)> {
+impl Failure {
+    fn into_error(self) -> Error {
         match self {
-            Outcome::Value(bytes, fds) => Ok((bytes, fds)),
-            Outcome::Panic { message, location } => Err(Error::new(Kind::Panic {
-                function: function.to_string(),
-                message,
-                location,
-            })),
-            Outcome::Failed(failure) => Err(match failure {
-                Failure::UnknownId { id, binary, known } => {
-                    Error::new(Kind::UnknownId { id, binary, known })
-                }
-                Failure::DuplicateId { id, first, second } => {
-                    Error::new(Kind::DuplicateId { id, first, second })
-                }
-                Failure::Codec(message) => Error::codec(message),
-                Failure::Other(message) => Error::protocol(message),
-            }),
+            Failure::UnknownId { id, binary, known } => {
+                Error::new(Kind::UnknownId { id, binary, known })
+            }
+            Failure::DuplicateId { id, first, second } => {
+                Error::new(Kind::DuplicateId { id, first, second })
+            }
+            Failure::Codec(message) => Error::codec(message),
+            Failure::Other(message) => Error::protocol(message),
         }
     }
 }
@@ -227,28 +261,68 @@ fn install_panic_hook() {
     }));
 }
 
-/// Runs one call: decode, call, encode, with panics caught. `fds` are the descriptors of the
-/// handles among the arguments; those of the result's handles come back in the outcome.
-fn call(entry: &registry::Entry, args: &[u8], fds: Vec<OwnedFd>) -> Outcome {
-    let (result, out_fds) = codec::with_fds(fds, || {
-        panic::catch_unwind(AssertUnwindSafe(|| (entry.invoke)(args)))
-    });
-    match result {
-        Ok(Ok(bytes)) => Outcome::Value(ByteBuf::from(bytes), out_fds),
-        Ok(Err(error)) => Outcome::Failed(error.into()),
+/// Runs one call into `out` as an outcome record: decode, call, encode, with panics caught.
+fn call(entry: &registry::Entry, args: &[u8], out: &mut Vec<u8>) -> Result<bool> {
+    let at = codec::begin_record(out);
+    out.push(VALUE);
+    let body = out.len();
+    let result = panic::catch_unwind(AssertUnwindSafe(|| (entry.invoke)(args, out)));
+    let panicked = result.is_err();
+    let failure = match result {
+        Ok(Ok(())) => None,
+        Ok(Err(error)) => Some((FAILED, codec::encode(&Failure::from(error)))),
         Err(_) => {
             let (message, location) = LAST_PANIC
                 .take()
                 .unwrap_or_else(|| ("a panic".to_string(), "an unknown location".to_string()));
-            Outcome::Panic { message, location }
+            Some((PANIC, codec::encode(&(message, location))))
         }
+    };
+    if let Some((tag, payload)) = failure {
+        out.truncate(body);
+        out[body - 1] = tag;
+        out.extend_from_slice(&payload?);
     }
+    codec::end_record(out, at)?;
+    Ok(panicked)
+}
+
+/// Runs the calls of one request; returns the reply frame, its descriptors, and whether a
+/// call panicked.
+fn run_calls(
+    function: &str,
+    args: &[u8],
+    fds: Vec<OwnedFd>,
+) -> Result<(Vec<u8>, Vec<OwnedFd>, bool)> {
+    let mut out = Vec::new();
+    let mut panicked = false;
+    let entry = registry::lookup_id(function);
+    let (result, out_fds) = codec::with_fds(fds, || {
+        for record in codec::records(args) {
+            let error = match (&entry, record) {
+                (Ok(entry), Ok(args)) => {
+                    panicked |= call(entry, args, &mut out)?;
+                    continue;
+                }
+                (Err(error), _) => error.clone(),
+                (_, Err(error)) => error,
+            };
+            let at = codec::begin_record(&mut out);
+            out.push(FAILED);
+            codec::encode_into(&Failure::from(error), &mut out)?;
+            codec::end_record(&mut out, at)?;
+        }
+        Ok::<(), Error>(())
+    });
+    result?;
+    Ok((out, out_fds, panicked))
 }
 
 /// What the reader thread hands the serving thread.
 enum Incoming {
-    /// A request, and the descriptors of each item's handles.
-    Request(Request<'static>, Vec<Vec<OwnedFd>>),
+    /// A call: the function's id, the argument records, and their handles' descriptors.
+    Call(String, Frame, usize, Vec<OwnedFd>),
+    Exit,
     /// The parent closed the channel, or sent something unreadable.
     End(Option<String>),
 }
@@ -277,34 +351,23 @@ pub(crate) fn serve(stream: UnixStream) -> i32 {
     let mut panicked = false;
     for incoming in requests {
         match incoming {
-            Incoming::Request(
-                Request::Call {
-                    function, items, ..
-                },
-                fds,
-            ) => {
-                let outcomes: Vec<Outcome> = match registry::lookup_id(&function) {
-                    Ok(entry) => items
-                        .iter()
-                        .zip(fds)
-                        .map(|(args, fds)| call(entry, args, fds))
-                        .collect(),
+            Incoming::Call(function, frame, start, fds) => {
+                let (reply, fds, any_panic) = match run_calls(&function, &frame[start..], fds) {
+                    Ok(done) => done,
                     Err(error) => {
-                        let failure = Failure::from(error);
-                        items
-                            .iter()
-                            .map(|_| Outcome::Failed(failure.clone()))
-                            .collect()
+                        eprintln!("mp worker: cannot answer a call of `{function}`: {error}");
+                        return 1;
                     }
                 };
-                panicked |= outcomes.iter().any(|o| matches!(o, Outcome::Panic { .. }));
+                panicked |= any_panic;
                 // What the function printed reaches the terminal before the parent hears back.
                 let _ = std::io::stdout().flush();
-                if !send_reply(&mut replies, outcomes) {
+                let fds: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
+                if replies.send_with_fds(&reply, &fds).is_err() {
                     return 1;
                 }
             }
-            Incoming::Request(Request::Exit, _) => return if panicked { 101 } else { 0 },
+            Incoming::Exit => return if panicked { 101 } else { 0 },
             Incoming::End(None) => return 0,
             Incoming::End(Some(problem)) => {
                 eprintln!("mp worker: {problem}");
@@ -315,24 +378,15 @@ pub(crate) fn serve(stream: UnixStream) -> i32 {
     0
 }
 
-fn send_reply(channel: &mut Channel, outcomes: Vec<Outcome>) -> bool {
-    // Outcomes are bytes and strings, which always encode.
-    let (bytes, fds) = Reply::encode(outcomes).expect("a reply encodes");
-    let fds: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
-    channel.send_with_fds(&bytes, &fds).is_ok()
-}
-
 fn read_requests(mut channel: Channel, incoming: mpsc::Sender<Incoming>) {
     loop {
         let message = match channel.recv() {
-            Ok(Some(frame)) => match codec::decode::<Request<'static>>(&frame).and_then(|request| {
-                let fds = match &request {
-                    Request::Call { items, fds, .. } => split_fds(frame.fds, fds, items.len())?,
-                    Request::Exit => Vec::new(),
-                };
-                Ok((request, fds))
-            }) {
-                Ok((request, fds)) => Incoming::Request(request, fds),
+            Ok(Some(mut frame)) => match codec::decode_prefix::<Request<'static>>(&frame) {
+                Ok((Request::Call { function, .. }, used)) => {
+                    let fds = std::mem::take(&mut frame.fds);
+                    Incoming::Call(function.into_owned(), frame, used, fds)
+                }
+                Ok((Request::Exit, _)) => Incoming::Exit,
                 Err(error) => Incoming::End(Some(format!(
                     "the parent sent a message this worker cannot read ({error}); parent and \
                      worker must be the same build"

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::scheduler::{Control, Raw, Sink, lock};
 use crate::error::{Error, Kind, Result};
-use crate::worker::Outcome;
+use crate::worker::Outcomes;
 
 /// Where the one result of a submission lands; the first completion wins.
 #[derive(Default)]
@@ -19,14 +19,14 @@ pub(crate) struct Slot {
 
 #[derive(Default)]
 struct SlotState {
-    result: Option<Raw>,
+    result: Option<Result<Vec<Outcomes>>>,
     taken: bool,
     waker: Option<Waker>,
 }
 
 impl Slot {
     /// Stores the result unless one is there already; wakes every waiter.
-    pub(crate) fn complete(&self, result: Raw) -> bool {
+    pub(crate) fn complete(&self, result: Result<Vec<Outcomes>>) -> bool {
         let mut state = lock(&self.state);
         if state.result.is_some() || state.taken {
             return false;
@@ -47,8 +47,7 @@ impl Slot {
     }
 
     fn succeeded(&self) -> bool {
-        matches!(&lock(&self.state).result, Some(Ok(outcomes))
-            if outcomes.iter().all(|o| matches!(o, Outcome::Value(..))))
+        matches!(&lock(&self.state).result, Some(Ok(_)))
     }
 
     /// Waits until complete or `deadline`; true if complete.
@@ -73,7 +72,7 @@ impl Slot {
         true
     }
 
-    fn take(&self) -> Raw {
+    fn take(&self) -> Result<Vec<Outcomes>> {
         let mut state = lock(&self.state);
         match state.result.take() {
             Some(result) => {
@@ -91,15 +90,22 @@ pub(crate) struct Gather {
     parts: Mutex<GatherState>,
     slot: Arc<Slot>,
     control: Arc<Control>,
+    function: &'static str,
 }
 
 struct GatherState {
-    chunks: Vec<Option<Vec<Outcome>>>,
+    chunks: Vec<Option<Outcomes>>,
     missing: usize,
 }
 
 impl Gather {
-    pub(crate) fn new(chunks: usize, slot: Arc<Slot>, control: Arc<Control>) -> Self {
+    /// Gathers `chunks` chunks of calls of `function` (named in errors).
+    pub(crate) fn new(
+        chunks: usize,
+        slot: Arc<Slot>,
+        control: Arc<Control>,
+        function: &'static str,
+    ) -> Self {
         let gather = Gather {
             parts: Mutex::new(GatherState {
                 chunks: (0..chunks).map(|_| None).collect(),
@@ -107,6 +113,7 @@ impl Gather {
             }),
             slot,
             control,
+            function,
         };
         if chunks == 0 {
             gather.slot.complete(Ok(Vec::new()));
@@ -117,27 +124,25 @@ impl Gather {
 
 impl Sink for Gather {
     fn deliver(&self, index: usize, result: Raw) {
-        let failed = match &result {
-            Err(_) => true,
-            Ok(outcomes) => outcomes.iter().any(|o| !matches!(o, Outcome::Value(..))),
+        let outcomes = match result.and_then(|outcomes| match outcomes.first_error(self.function) {
+            Some(error) => Err(error),
+            None => Ok(outcomes),
+        }) {
+            Ok(outcomes) => outcomes,
+            Err(error) => {
+                // Report the failure at once; the rest of this submission need not run.
+                self.control.skip_queued();
+                self.slot.complete(Err(error));
+                return;
+            }
         };
-        if failed {
-            // Report the failure at once; the rest of this submission need not run.
-            self.control.skip_queued();
-            self.slot.complete(result);
-            return;
-        }
         let mut parts = lock(&self.parts);
         if parts.chunks[index].is_none() {
-            parts.chunks[index] = result.ok();
+            parts.chunks[index] = Some(outcomes);
             parts.missing -= 1;
         }
         if parts.missing == 0 {
-            let all = parts
-                .chunks
-                .iter_mut()
-                .flat_map(|c| c.take().unwrap_or_default());
-            let all: Vec<Outcome> = all.collect();
+            let all: Vec<Outcomes> = parts.chunks.iter_mut().filter_map(Option::take).collect();
             drop(parts);
             self.slot.complete(Ok(all));
         }
@@ -172,7 +177,7 @@ pub struct AsyncResult<T> {
     slot: Arc<Slot>,
     control: Arc<Control>,
     function: &'static str,
-    decode: fn(Vec<Outcome>, &str) -> Result<T>,
+    decode: fn(Vec<Outcomes>, &str) -> Result<T>,
 }
 
 impl<T> AsyncResult<T> {
@@ -180,7 +185,7 @@ impl<T> AsyncResult<T> {
         slot: Arc<Slot>,
         control: Arc<Control>,
         function: &'static str,
-        decode: fn(Vec<Outcome>, &str) -> Result<T>,
+        decode: fn(Vec<Outcomes>, &str) -> Result<T>,
     ) -> Self {
         AsyncResult {
             slot,

@@ -7,13 +7,12 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_bytes::ByteBuf;
 
 use super::Pool;
 use super::scheduler::{Control, Raw, Sink, Task};
-use crate::codec;
 use crate::error::{Error, Result};
 use crate::registry::Entry;
+use crate::worker::Args;
 
 /// Hands each finished chunk to the iterator's thread.
 struct Stream(Mutex<Sender<(usize, Raw)>>);
@@ -117,20 +116,8 @@ where
             return;
         };
         while !self.inputs_done && self.submitted - self.received < self.max_in_flight {
-            let mut items = Vec::with_capacity(self.chunksize);
-            let mut fds = Vec::with_capacity(self.chunksize);
-            let mut failure = None;
-            let mut taken = 0;
-            for input in self.inputs.by_ref().take(self.chunksize) {
-                taken += 1;
-                match codec::encode_with_fds(&(&input,)) {
-                    Ok((bytes, handles)) => {
-                        items.push(ByteBuf::from(bytes));
-                        fds.push(handles);
-                    }
-                    Err(error) => failure = Some(error),
-                }
-            }
+            let chunk: Vec<A> = self.inputs.by_ref().take(self.chunksize).collect();
+            let taken = chunk.len();
             if taken < self.chunksize {
                 self.inputs_done = true;
             }
@@ -140,15 +127,17 @@ where
             let index = self.submitted;
             self.submitted += 1;
             self.sizes.insert(index, taken);
-            if let Some(error) = failure {
-                // Report an input that cannot be encoded in its place, without running it.
-                self.sink.deliver(index, Err(error));
-                continue;
-            }
+            let args = match Args::encode(chunk.iter().map(|input| (input,))) {
+                Ok(args) => args,
+                Err(error) => {
+                    // Report inputs that cannot be encoded in their place, without running them.
+                    self.sink.deliver(index, Err(error));
+                    continue;
+                }
+            };
             let task = Task {
                 function,
-                items,
-                fds,
+                args,
                 index,
                 sink: self.sink.clone(),
                 control: self.control.clone(),
@@ -184,10 +173,7 @@ pub(crate) fn decode_chunk<R: DeserializeOwned>(
     items: usize,
 ) -> Vec<Result<R>> {
     match raw {
-        Ok(outcomes) => outcomes
-            .into_iter()
-            .map(|outcome| outcome.decode(function))
-            .collect(),
+        Ok(outcomes) => outcomes.decode_each(function),
         Err(error) => {
             let mut errors: Vec<Result<R>> =
                 (1..items.max(1)).map(|_| Err(error.clone())).collect();

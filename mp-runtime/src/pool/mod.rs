@@ -4,14 +4,12 @@ mod async_result;
 mod imap;
 mod scheduler;
 
-use std::os::fd::OwnedFd;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_bytes::ByteBuf;
 
 pub use async_result::AsyncResult;
 pub use imap::IMap;
@@ -19,19 +17,11 @@ pub use imap::IMap;
 use async_result::{Gather, Slot};
 use scheduler::{Control, Shared, Task, WorkerConfig, lock};
 
-use crate::codec;
 use crate::error::{Error, Kind, Result};
 use crate::registry::{self, Entry, ProcessFn};
-use crate::worker::Outcome;
+use crate::worker::{self, Outcomes};
 
-/// How a pool starts its worker processes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum StartMethod {
-    /// Re-execute this binary for each worker: always safe, whatever threads the parent runs.
-    #[default]
-    Spawn,
-}
+use crate::bootstrap::StartMethod;
 
 /// A pool of worker processes.
 ///
@@ -84,8 +74,8 @@ pub struct Pool {
 pub struct PoolBuilder {
     processes: Option<usize>,
     max_tasks_per_child: Option<usize>,
-    initializer: Option<Result<(&'static Entry, ByteBuf, Vec<OwnedFd>)>>,
-    start_method: StartMethod,
+    initializer: Option<Result<(&'static Entry, worker::Args)>>,
+    start_method: Option<StartMethod>,
 }
 
 impl PoolBuilder {
@@ -163,26 +153,25 @@ impl PoolBuilder {
         F: ProcessFn<Args>,
         Args: Serialize,
     {
-        let initializer = registry::lookup(&f).and_then(|entry| {
-            let (bytes, fds) = codec::encode_with_fds(&args)?;
-            Ok((entry, ByteBuf::from(bytes), fds))
-        });
+        let initializer =
+            registry::lookup(&f).and_then(|entry| Ok((entry, worker::Args::encode([args])?)));
         self.initializer = Some(initializer);
         self
     }
 
-    /// How workers are started; [`StartMethod::Spawn`] is the default.
+    /// How workers are started; by default, as [`get_start_method`](crate::get_start_method)
+    /// says when the pool is built ([`StartMethod::Spawn`] unless set otherwise).
     ///
     /// # Examples
     ///
     /// ```
     /// use mp_runtime::{Pool, StartMethod};
     ///
-    /// let pool = Pool::builder().start_method(StartMethod::Spawn).processes(1).build().unwrap();
+    /// let pool = Pool::builder().start_method(StartMethod::ForkServer).processes(1).build().unwrap();
     /// assert_eq!(pool.processes(), 1);
     /// ```
     pub fn start_method(mut self, method: StartMethod) -> Self {
-        self.start_method = method;
+        self.start_method = Some(method);
         self
     }
 
@@ -207,12 +196,12 @@ impl PoolBuilder {
             )));
         }
         let initializer = self.initializer.transpose()?;
-        let StartMethod::Spawn = self.start_method;
         let shared = Arc::new(Shared::new(
             processes,
             WorkerConfig {
                 max_tasks_per_child: self.max_tasks_per_child,
                 initializer,
+                start_method: self.start_method.unwrap_or_else(crate::get_start_method),
             },
         ));
         let (ready, started) = mpsc::channel();
@@ -260,19 +249,18 @@ fn auto_chunksize(items: usize, processes: usize) -> usize {
     items.div_ceil(processes * 4).max(1)
 }
 
-fn decode_one<R: DeserializeOwned>(outcomes: Vec<Outcome>, function: &str) -> Result<R> {
-    let outcome = outcomes
-        .into_iter()
-        .next()
-        .ok_or_else(|| Error::protocol("a worker answered a call with no outcome"))?;
-    outcome.decode(function)
+fn decode_one<R: DeserializeOwned>(chunks: Vec<Outcomes>, function: &str) -> Result<R> {
+    decode_all(chunks, function)?
+        .pop()
+        .ok_or_else(|| Error::protocol("a worker answered a call with no outcome"))
 }
 
-fn decode_all<R: DeserializeOwned>(outcomes: Vec<Outcome>, function: &str) -> Result<Vec<R>> {
-    outcomes
-        .into_iter()
-        .map(|outcome| outcome.decode(function))
-        .collect()
+fn decode_all<R: DeserializeOwned>(chunks: Vec<Outcomes>, function: &str) -> Result<Vec<R>> {
+    let mut values = Vec::with_capacity(chunks.iter().map(Outcomes::len).sum());
+    for chunk in chunks {
+        chunk.decode_all(function, &mut values)?;
+    }
+    Ok(values)
 }
 
 impl Pool {
@@ -301,7 +289,7 @@ impl Pool {
             processes: None,
             max_tasks_per_child: None,
             initializer: None,
-            start_method: StartMethod::default(),
+            start_method: None,
         }
     }
 
@@ -335,7 +323,7 @@ impl Pool {
         f: F,
         inputs: impl IntoIterator<Item = Args>,
         chunksize: Option<usize>,
-        decode: fn(Vec<Outcome>, &str) -> Result<T>,
+        decode: fn(Vec<Outcomes>, &str) -> Result<T>,
     ) -> AsyncResult<T>
     where
         F: ProcessFn<Args>,
@@ -365,33 +353,31 @@ impl Pool {
         slot: &Arc<Slot>,
         control: &Arc<Control>,
     ) -> Result<()> {
-        let (items, mut fds): (Vec<ByteBuf>, Vec<Vec<OwnedFd>>) = inputs
-            .into_iter()
-            .map(|args| codec::encode_with_fds(&args).map(|(b, fds)| (ByteBuf::from(b), fds)))
-            .collect::<Result<Vec<_>>>()?
-            .into_iter()
-            .unzip();
+        let inputs: Vec<Args> = inputs.into_iter().collect();
         let chunksize = chunksize
-            .unwrap_or_else(|| auto_chunksize(items.len(), self.processes()))
+            .unwrap_or_else(|| auto_chunksize(inputs.len(), self.processes()))
             .max(1);
-        let chunks = items.len().div_ceil(chunksize);
-        let sink = Arc::new(Gather::new(chunks, slot.clone(), control.clone()));
-        let mut items = items.into_iter();
-        let any_fds = fds.iter().any(|f| !f.is_empty());
-        let mut fds = fds.drain(..);
-        let tasks = (0..chunks).map(|index| Task {
-            function: entry,
-            items: items.by_ref().take(chunksize).collect(),
-            fds: if any_fds {
-                fds.by_ref().take(chunksize).collect()
-            } else {
-                Vec::new()
-            },
-            index,
-            sink: sink.clone(),
-            control: control.clone(),
-        });
-        self.shared.submit(tasks.collect::<Vec<_>>())
+        let chunks = inputs.len().div_ceil(chunksize);
+        let sink = Arc::new(Gather::new(
+            chunks,
+            slot.clone(),
+            control.clone(),
+            entry.path,
+        ));
+        let tasks = inputs
+            .chunks(chunksize)
+            .enumerate()
+            .map(|(index, chunk)| {
+                Ok(Task {
+                    function: entry,
+                    args: worker::Args::encode(chunk)?,
+                    index,
+                    sink: sink.clone(),
+                    control: control.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.shared.submit(tasks)
     }
 
     /// Calls `f(x)` for each input `x` and returns the results in input order, like Python's

@@ -7,22 +7,17 @@
 //! `max_tasks_per_child`. A worker that dies fails the one task it was running; the
 //! tasks queued behind it go back to the front of the queue, so every task runs once.
 
-use std::borrow::Cow;
 use std::collections::VecDeque;
-use std::os::fd::OwnedFd;
-use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use serde_bytes::ByteBuf;
-
-use crate::bootstrap;
+use crate::bootstrap::{self, ChildProcess, StartMethod};
 use crate::channel::Channel;
 use crate::codec;
 use crate::error::{Error, ExitReason, Kind, Result};
 use crate::registry::Entry;
-use crate::worker::{self, Outcome, Reply, Request};
+use crate::worker::{Args, Outcomes, Request};
 
 /// Tasks sent to one worker before its first reply: enough to hide the round trip, few enough
 /// that a worker's death sends little back to the queue.
@@ -33,7 +28,7 @@ const IN_FLIGHT: usize = 2;
 const PREFETCH_BELOW: Duration = Duration::from_millis(1);
 
 /// What a task produced: one outcome per item, or why there are none.
-pub(crate) type Raw = Result<Vec<Outcome>>;
+pub(crate) type Raw = Result<Outcomes>;
 
 /// Where the result of a task goes.
 pub(crate) trait Sink: Send + Sync {
@@ -44,10 +39,8 @@ pub(crate) trait Sink: Send + Sync {
 /// A chunk of calls of one function.
 pub(crate) struct Task {
     pub function: &'static Entry,
-    pub items: Vec<ByteBuf>,
-    /// The descriptors of each item's handles, kept (like the bytes) until the task is done,
-    /// so that a task can be sent again after its worker died.
-    pub fds: Vec<Vec<OwnedFd>>,
+    /// Kept until the task is done, so that it can be sent again after its worker died.
+    pub args: Args,
     pub index: usize,
     pub sink: Arc<dyn Sink>,
     pub control: Arc<Control>,
@@ -56,7 +49,7 @@ pub(crate) struct Task {
 impl Task {
     fn finish(mut self, result: Raw) {
         // The handles' descriptors are closed before anyone hears that the task is done.
-        drop(std::mem::take(&mut self.fds));
+        self.args.close_fds();
         self.sink.deliver(self.index, result);
     }
 }
@@ -133,14 +126,16 @@ impl Slot {
 /// Sends SIGKILL to a worker.
 fn kill(pid: u32) {
     // SAFETY: plain system call. Callers hold the slot's pid lock, and the driver clears the
-    // pid under that lock before it reaps the process, so the pid still names our child.
+    // pid under that lock before it reaps the process, so the pid still names our child (a
+    // fork-server child is reaped by the zygote; see `ChildProcess::signal`).
     unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
 }
 
 /// How workers are made.
 pub(crate) struct WorkerConfig {
     pub max_tasks_per_child: Option<usize>,
-    pub initializer: Option<(&'static Entry, ByteBuf, Vec<OwnedFd>)>,
+    pub initializer: Option<(&'static Entry, Args)>,
+    pub start_method: StartMethod,
 }
 
 /// The state every driver and the pool share.
@@ -273,7 +268,7 @@ impl Shared {
 
 /// A live worker process, from its driver's side.
 struct Worker {
-    child: Child,
+    child: ChildProcess,
     channel: Channel,
     /// Tasks sent to it so far, for `max_tasks_per_child`.
     sent: usize,
@@ -283,16 +278,21 @@ impl Worker {
     fn start(shared: &Shared, slot: &Slot) -> Result<Worker> {
         static WORKERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
         let number = WORKERS.fetch_add(1, Ordering::Relaxed);
-        let started = bootstrap::start_worker(&format!("SpawnPoolWorker-{number}"))?;
-        *lock(&slot.pid) = Some(started.child.id());
+        let method = shared.config.start_method;
+        let kind = match method {
+            StartMethod::ForkServer => "ForkServer",
+            _ => "Spawn",
+        };
+        let started = bootstrap::start_worker(method, &format!("{kind}PoolWorker-{number}"))?;
+        *lock(&slot.pid) = Some(started.child.pid());
         slot.killed_for_cancel.store(false, Ordering::SeqCst);
         let mut worker = Worker {
             child: started.child,
             channel: Channel::new(started.stream),
             sent: 0,
         };
-        if let Some((entry, args, fds)) = &shared.config.initializer {
-            if let Err(error) = worker.initialize(entry, args, fds) {
+        if let Some((entry, args)) = &shared.config.initializer {
+            if let Err(error) = worker.initialize(entry, args) {
                 worker.kill(slot);
                 return Err(error);
             }
@@ -300,13 +300,8 @@ impl Worker {
         Ok(worker)
     }
 
-    fn initialize(&mut self, entry: &'static Entry, args: &ByteBuf, fds: &[OwnedFd]) -> Result<()> {
-        let fds: Vec<OwnedFd> = fds
-            .iter()
-            .map(OwnedFd::try_clone)
-            .collect::<std::io::Result<_>>()
-            .map_err(|e| Error::io("cannot duplicate the initializer's handles", e))?;
-        self.send_call(entry, std::slice::from_ref(args), &[fds])?;
+    fn initialize(&mut self, entry: &'static Entry, args: &Args) -> Result<()> {
+        args.send(&mut self.channel, entry.id)?;
         let failed = |why: String| {
             Error::protocol(format!(
                 "the pool's initializer `{}` failed, so no worker can start: {why}",
@@ -326,29 +321,10 @@ impl Worker {
                 )));
             }
         };
-        for outcome in Reply::decode(frame)? {
-            outcome
-                .into_bytes(entry.path)
-                .map_err(|e| failed(e.to_string()))?;
+        match Outcomes::parse(frame, args.len())?.first_error(entry.path) {
+            Some(error) => Err(failed(error.to_string())),
+            None => Ok(()),
         }
-        Ok(())
-    }
-
-    fn send_call(
-        &mut self,
-        entry: &'static Entry,
-        items: &[ByteBuf],
-        fds: &[Vec<OwnedFd>],
-    ) -> Result<()> {
-        let (counts, fds) = worker::flatten_fds(fds);
-        let bytes = codec::encode(&Request::Call {
-            function: Cow::Borrowed(entry.id),
-            items: Cow::Borrowed(items),
-            fds: Cow::Owned(counts),
-        })?;
-        self.channel
-            .send_with_fds(&bytes, &fds)
-            .map_err(|e| Error::io("cannot send a task to a worker", e))
     }
 
     /// Asks the worker to exit after its last reply and reaps it.
@@ -435,7 +411,7 @@ pub(crate) fn drive(
                         task.finish(Err(Error::new(Kind::Cancelled)));
                         continue;
                     }
-                    let sent = current.send_call(task.function, &task.items, &task.fds);
+                    let sent = task.args.send(&mut current.channel, task.function.id);
                     current.sent += 1;
                     in_flight.push_back(task);
                     if sent.is_err() {
@@ -463,15 +439,7 @@ pub(crate) fn drive(
                 let task = in_flight
                     .pop_front()
                     .expect("a reply answers a task in flight");
-                let reply = Reply::decode(frame).and_then(|outcomes| {
-                    if outcomes.len() == task.items.len() {
-                        Ok(outcomes)
-                    } else {
-                        Err(Error::protocol(
-                            "a worker answered with the wrong number of outcomes",
-                        ))
-                    }
-                });
+                let reply = Outcomes::parse(frame, task.args.len());
                 if task.control.stop(&slot) {
                     task.finish(reply);
                 } else {

@@ -1,0 +1,419 @@
+//! The fork server: one re-executed, single-threaded zygote per parent that forks children on
+//! request. A child then starts in the time of a `fork` of a small process (no exec, no dynamic
+//! loading, no constructors), and still inherits none of the parent's threads, locks or
+//! descriptors: the zygote has none of them.
+//!
+//! The parent starts the zygote lazily, on the first [`start_child`], like any worker (same
+//! early entry, role `forkserver:<pid>`). For each child it makes a socket pair and sends the
+//! child's end, with the child's name, over a control socket (SCM_RIGHTS); the zygote forks and
+//! answers with the pid; the child closes the zygote's descriptors and serves calls on its
+//! socket as any worker does. The child is the zygote's, not the parent's, so the parent cannot
+//! `waitpid` it: the zygote reaps its children and reports each `(pid, wait status)`, a thread
+//! of the parent reads the reports, and [`ForkedChild`] waits on them.
+//!
+//! If the zygote dies, every wait on one of its children that has not been answered fails (its
+//! children are killed by their parent-death signal), and the next start makes a new zygote.
+//!
+//! Messages, zygote to parent, little-endian: `F` pid (forked), `E` errno (fork failed), `X` pid
+//! status (a child ended). Parent to zygote: the child's name, with its socket beside.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, ExitStatus};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+
+use crate::bootstrap::{self, Role};
+use crate::channel::Channel;
+use crate::error::{Error, Result};
+
+/// The zygote this process uses now, if one was started.
+static SERVER: Mutex<Option<Arc<Server>>> = Mutex::new(None);
+
+/// The parent's side of one zygote.
+struct Server {
+    pid: u32,
+    /// The sending half of the control socket. Held while a fork request waits for its answer,
+    /// so requests take turns and each answer is its request's.
+    requests: Mutex<Channel>,
+    state: Mutex<State>,
+    /// Signalled when `state` changes.
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    /// The answer to the fork request in flight: the pid and its serial, or an errno.
+    answers: VecDeque<std::result::Result<(u32, u64), i32>>,
+    /// Children forked whose end is not reported yet: pid to serial. Serials, not pids, key the
+    /// handles, so a pid reused after a reap can never be mistaken for an earlier child.
+    running: HashMap<u32, u64>,
+    /// Per child whose handle exists: its raw wait status, once reported.
+    handles: HashMap<u64, Option<i32>>,
+    next_serial: u64,
+    /// Why the zygote is gone, once it is: no answer or report will come any more.
+    dead: Option<String>,
+}
+
+/// A child forked by the zygote, from the parent's side.
+pub(crate) struct ForkedChild {
+    server: Arc<Server>,
+    pid: u32,
+    serial: u64,
+}
+
+/// Forks a worker called `name` from this process's zygote (starting it if there is none, or
+/// the last one died); returns the child and the parent's end of its channel.
+pub(crate) fn start_child(name: &str) -> Result<(ForkedChild, UnixStream)> {
+    let mut last = None;
+    // A zygote found dead only when asked is replaced once; a fresh one that fails is an error.
+    for _ in 0..2 {
+        let (parent_end, child_end) = UnixStream::pair()
+            .map_err(|e| Error::io("cannot create the socket pair for a child", e))?;
+        let server = server()?;
+        match server.fork(name, child_end) {
+            Ok(child) => return Ok((child, parent_end)),
+            Err(error) => last = Some(error),
+        }
+    }
+    Err(last.expect("tried at least once"))
+}
+
+/// The live zygote, started now if needed.
+fn server() -> Result<Arc<Server>> {
+    let mut current = lock(&SERVER);
+    if let Some(server) = current.as_ref() {
+        if lock(&server.state).dead.is_none() {
+            return Ok(server.clone());
+        }
+    }
+    let server = Server::start()?;
+    *current = Some(server.clone());
+    Ok(server)
+}
+
+impl Server {
+    fn start() -> Result<Arc<Server>> {
+        let (ours, theirs) = UnixStream::pair()
+            .map_err(|e| Error::io("cannot create the fork server's control socket", e))?;
+        let zygote = bootstrap::spawn_self(Role::ForkServer, "ForkServer", theirs.into())?;
+        let reader = ours
+            .try_clone()
+            .map_err(|e| Error::io("cannot clone the fork server's control socket", e))?;
+        let server = Arc::new(Server {
+            pid: zygote.id(),
+            requests: Mutex::new(Channel::new(ours)),
+            state: Mutex::default(),
+            changed: Condvar::new(),
+        });
+        let reporting = server.clone();
+        std::thread::Builder::new()
+            .name("mp-forkserver".into())
+            .spawn(move || reporting.read_reports(Channel::new(reader), zygote))
+            .map_err(|e| Error::io("cannot start the thread that hears the fork server", e))?;
+        Ok(server)
+    }
+
+    fn fork(self: &Arc<Self>, name: &str, socket: UnixStream) -> Result<ForkedChild> {
+        let mut requests = lock(&self.requests);
+        if let Err(e) = requests.send_with_fds(name.as_bytes(), &[socket.as_fd()]) {
+            self.die(format!("its control socket failed ({e})"));
+        }
+        // The zygote has its own copy now (or never will): ours must not keep the child's
+        // channel open, or the parent would not see the child's end.
+        drop(socket);
+        let mut state = lock(&self.state);
+        let answer = loop {
+            if let Some(answer) = state.answers.pop_front() {
+                break answer;
+            }
+            if let Some(why) = &state.dead {
+                return Err(Error::io(
+                    format!("the fork server (process {}) {why}", self.pid),
+                    io::Error::from(io::ErrorKind::BrokenPipe),
+                ));
+            }
+            state = self
+                .changed
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        };
+        match answer {
+            Ok((pid, serial)) => Ok(ForkedChild {
+                server: self.clone(),
+                pid,
+                serial,
+            }),
+            Err(errno) => Err(Error::io(
+                format!("the fork server (process {}) cannot fork", self.pid),
+                io::Error::from_raw_os_error(errno),
+            )),
+        }
+    }
+
+    /// Reads the zygote's answers and reports until it is gone, then reaps it.
+    fn read_reports(&self, mut channel: Channel, mut zygote: Child) {
+        let why = loop {
+            match channel.recv() {
+                Ok(Some(frame)) => {
+                    if let Err(why) = self.report(&frame) {
+                        break why;
+                    }
+                }
+                Ok(None) => break "ended".to_string(),
+                Err(e) => break format!("sent something unreadable ({e})"),
+            }
+        };
+        // One that is still there is not ours any more: end it, so the wait below returns.
+        let _ = zygote.kill();
+        let why = match zygote.wait() {
+            Ok(status) => format!(
+                "{why}: it {}",
+                crate::error::ExitReason::from_status(status)
+            ),
+            Err(_) => why,
+        };
+        self.die(why);
+    }
+
+    fn report(&self, message: &[u8]) -> std::result::Result<(), String> {
+        let word = |at: usize| -> std::result::Result<i32, String> {
+            message
+                .get(at..at + 4)
+                .map(|bytes| i32::from_le_bytes(bytes.try_into().expect("4 bytes")))
+                .ok_or_else(|| "sent a truncated report".to_string())
+        };
+        let mut state = lock(&self.state);
+        match message.first() {
+            Some(b'F') => {
+                let pid = word(1)? as u32;
+                let serial = state.next_serial;
+                state.next_serial += 1;
+                state.running.insert(pid, serial);
+                state.handles.insert(serial, None);
+                state.answers.push_back(Ok((pid, serial)));
+            }
+            Some(b'E') => {
+                let errno = word(1)?;
+                state.answers.push_back(Err(errno));
+            }
+            Some(b'X') => {
+                let (pid, status) = (word(1)? as u32, word(5)?);
+                if let Some(serial) = state.running.remove(&pid) {
+                    if let Some(slot) = state.handles.get_mut(&serial) {
+                        *slot = Some(status);
+                    }
+                }
+            }
+            _ => return Err("sent an unknown report".to_string()),
+        }
+        drop(state);
+        self.changed.notify_all();
+        Ok(())
+    }
+
+    /// Records that the zygote is gone, and wakes everyone waiting on it.
+    fn die(&self, why: String) {
+        lock(&self.state).dead.get_or_insert(why);
+        self.changed.notify_all();
+    }
+}
+
+impl ForkedChild {
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The zygote's pid: this child's parent.
+    pub(crate) fn parent(&self) -> u32 {
+        self.server.pid
+    }
+
+    /// How the child ended, if the zygote has said so.
+    pub(crate) fn try_wait(&self) -> io::Result<Option<ExitStatus>> {
+        let state = lock(&self.server.state);
+        self.status_in(&state)
+    }
+
+    /// Waits until the zygote reports the child's end.
+    pub(crate) fn wait(&self) -> io::Result<ExitStatus> {
+        let mut state = lock(&self.server.state);
+        loop {
+            if let Some(status) = self.status_in(&state)? {
+                return Ok(status);
+            }
+            state = self
+                .server
+                .changed
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    fn status_in(&self, state: &State) -> io::Result<Option<ExitStatus>> {
+        match (state.handles.get(&self.serial), &state.dead) {
+            (Some(Some(status)), _) => Ok(Some(ExitStatus::from_raw(*status))),
+            (_, Some(why)) => Err(io::Error::other(format!(
+                "the fork server (process {}) that started process {} {why}, so how the \
+                 process ended is unknown; the next start uses a new fork server",
+                self.server.pid, self.pid
+            ))),
+            _ => Ok(None),
+        }
+    }
+}
+
+impl Drop for ForkedChild {
+    fn drop(&mut self) {
+        // The zygote reaps the child anyway; its report is then dropped on arrival.
+        lock(&self.server.state).handles.remove(&self.serial);
+    }
+}
+
+/// Runs the zygote on its control socket; returns this process's exit code, the zygote's, or,
+/// in a forked child, the child's once it has served.
+pub(crate) fn serve(control: UnixStream, parent_pid: u32, parent_name: &str) -> i32 {
+    // SIGCHLD is blocked and read from a signalfd, so one poll waits for both a request and a
+    // child's end, with no signal handler.
+    // SAFETY: sigset_t is plain data that sigemptyset initializes; the calls get valid pointers.
+    let (blocked, previous) = unsafe {
+        let mut blocked: libc::sigset_t = std::mem::zeroed();
+        let mut previous: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut blocked);
+        libc::sigaddset(&mut blocked, libc::SIGCHLD);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &blocked, &mut previous);
+        (blocked, previous)
+    };
+    // SAFETY: `blocked` is an initialized set; -1 asks for a new descriptor.
+    let fd = unsafe { libc::signalfd(-1, &blocked, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) };
+    if fd == -1 {
+        eprintln!(
+            "mp fork server: cannot open a signalfd: {}",
+            io::Error::last_os_error()
+        );
+        return 1;
+    }
+    // SAFETY: signalfd returned a new descriptor that nothing else owns.
+    let signals = unsafe { OwnedFd::from_raw_fd(fd) };
+    let me = std::process::id();
+    let mut channel = Channel::new(control);
+    loop {
+        let mut requested = channel.has_frame();
+        if !requested {
+            let mut fds = [
+                libc::pollfd {
+                    fd: channel.stream().as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: signals.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            // SAFETY: `fds` is an array of two valid pollfds that lives across the call.
+            if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } == -1 {
+                let error = io::Error::last_os_error();
+                if error.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                eprintln!("mp fork server: poll failed: {error}");
+                return 1;
+            }
+            requested = fds[0].revents != 0;
+            if fds[1].revents != 0 {
+                drain(&signals);
+            }
+        }
+        // Reap on every turn: cheap, and no end can be missed between two SIGCHLDs.
+        if !reap(&mut channel) {
+            return 0;
+        }
+        if !requested {
+            continue;
+        }
+        let frame = match channel.recv() {
+            Ok(Some(frame)) => frame,
+            // The parent is gone; so is this zygote, and its children by their death signal.
+            Ok(None) => return 0,
+            Err(e) => {
+                eprintln!("mp fork server: reading a request failed: {e}");
+                return 1;
+            }
+        };
+        let name = String::from_utf8_lossy(&frame).into_owned();
+        let Some(socket) = frame.fds.into_iter().next() else {
+            eprintln!("mp fork server: a request came without its socket");
+            return 1;
+        };
+        // SAFETY: this process has one thread (it is a fresh exec that started none), so the
+        // child may run anything; it owns copies of our descriptors, closed below.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // The child keeps only its own socket: not the control socket, not the signalfd,
+            // and not the blocked SIGCHLD.
+            drop(channel);
+            drop(signals);
+            // SAFETY: restores the mask saved above, a valid set.
+            unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut()) };
+            return serve_child(socket, &name, me, parent_pid, parent_name);
+        }
+        drop(socket);
+        let answer = if pid == -1 {
+            let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
+            [&[b'E'][..], &errno.to_le_bytes()].concat()
+        } else {
+            [&[b'F'][..], &pid.to_le_bytes()].concat()
+        };
+        if channel.send(&answer).is_err() {
+            return 0;
+        }
+    }
+}
+
+/// The forked child: arms its death signal, takes its identity, and serves calls.
+fn serve_child(
+    socket: OwnedFd,
+    name: &str,
+    zygote: u32,
+    parent_pid: u32,
+    parent_name: &str,
+) -> i32 {
+    if !bootstrap::die_with_parent(zygote) {
+        // The zygote died before the signal was armed: nobody waits for this child.
+        return 1;
+    }
+    // The parent the user sees is the process that asked for this child, not the zygote.
+    crate::context::set_identity(name, parent_name, parent_pid);
+    crate::worker::serve(UnixStream::from(socket))
+}
+
+/// Empties the signalfd (its SIGCHLDs are only a wake-up).
+fn drain(signals: &OwnedFd) {
+    let mut info = [0u8; size_of::<libc::signalfd_siginfo>() * 8];
+    // SAFETY: reads into a buffer of the size given; the descriptor is non-blocking.
+    while unsafe { libc::read(signals.as_raw_fd(), info.as_mut_ptr().cast(), info.len()) } > 0 {}
+}
+
+/// Reaps every child that has ended and reports it; false if the parent is gone.
+fn reap(channel: &mut Channel) -> bool {
+    loop {
+        let mut status = 0;
+        // SAFETY: plain system call with a valid out-pointer; only this loop reaps.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid <= 0 {
+            return true;
+        }
+        let report = [&[b'X'][..], &pid.to_le_bytes(), &status.to_le_bytes()].concat();
+        if channel.send(&report).is_err() {
+            return false;
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}

@@ -1,0 +1,234 @@
+//! The fork-server start method: the same behaviour as `Spawn`, exit codes and signals
+//! included. Every test here sets the process-wide start method, so this binary runs only
+//! fork-server children.
+
+use std::time::Duration;
+
+use mp_runtime::{
+    Pool, Process, StartMethod, active_children, parent_process, process_fn, set_start_method,
+    spawn,
+};
+use mp_support::{is_running, wait_for, zombie_children};
+
+const LONG: Duration = Duration::from_secs(30);
+
+fn fork_server() {
+    set_start_method(StartMethod::ForkServer);
+}
+
+#[process_fn]
+fn negate(x: i64) -> i64 {
+    -x
+}
+
+#[process_fn]
+fn fail_with(message: String) -> u8 {
+    panic!("{message}");
+}
+
+#[process_fn]
+fn abort() {
+    std::process::abort();
+}
+
+#[process_fn]
+fn exit_with(code: i32) {
+    std::process::exit(code);
+}
+
+#[process_fn]
+fn sleep_ms(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+#[process_fn]
+fn parent_pid() -> Option<u32> {
+    parent_process().map(|p| p.pid())
+}
+
+/// The parent pid the kernel gives `pid`.
+fn ppid_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn spawn_and_join() {
+    fork_server();
+    assert_eq!(spawn!(negate, 5).unwrap().join().unwrap(), -5);
+    let p = spawn!(parent_pid).unwrap();
+    // The child is the zygote's, but it reports the process that asked for it as its parent.
+    assert_ne!(ppid_of(p.pid()), Some(std::process::id()));
+    assert_eq!(p.join().unwrap(), Some(std::process::id()));
+}
+
+#[test]
+fn a_panic_comes_back_with_message_and_location() {
+    fork_server();
+    let err = spawn!(fail_with, "bad input 7".to_string())
+        .unwrap()
+        .join()
+        .unwrap_err();
+    assert!(err.is_panic(), "{err}");
+    assert_eq!(err.panic_message(), Some("bad input 7"));
+    assert!(
+        err.panic_location()
+            .unwrap()
+            .starts_with("tests/fork_server.rs:")
+    );
+}
+
+#[test]
+fn a_child_that_dies_reports_how() {
+    fork_server();
+    let err = spawn!(abort).unwrap().join().unwrap_err();
+    assert!(err.is_died(), "{err}");
+    assert_eq!(err.signal(), Some(libc::SIGABRT));
+
+    let mut p = spawn!(exit_with, 3).unwrap();
+    let err = p.join_timeout(LONG).unwrap_err();
+    assert_eq!(err.exit_code(), Some(3), "{err}");
+    assert_eq!(p.exit_code(), Some(3));
+
+    let mut p = spawn!(sleep_ms, 60_000).unwrap();
+    // SAFETY: plain system call on a child that is not reaped yet (we have not joined it).
+    assert_eq!(unsafe { libc::kill(p.pid() as i32, libc::SIGKILL) }, 0);
+    let err = p.join_timeout(LONG).unwrap_err();
+    assert_eq!(err.signal(), Some(libc::SIGKILL), "{err}");
+    assert_eq!(p.exit_code(), Some(-libc::SIGKILL));
+}
+
+#[test]
+fn kill_terminate_and_join_timeout() {
+    fork_server();
+    let mut p = spawn!(sleep_ms, 60_000).unwrap();
+    assert!(p.is_alive());
+    assert!(active_children().iter().any(|c| c.pid() == p.pid()));
+    p.kill().unwrap();
+    assert!(!p.is_alive());
+    assert_eq!(p.exit_code(), Some(-libc::SIGKILL));
+    assert!(!active_children().iter().any(|c| c.pid() == p.pid()));
+    assert_eq!(p.join().unwrap_err().signal(), Some(libc::SIGKILL));
+
+    let mut p = spawn!(sleep_ms, 60_000).unwrap();
+    p.terminate().unwrap();
+    assert_eq!(p.join().unwrap_err().signal(), Some(libc::SIGTERM));
+
+    let mut p = spawn!(sleep_ms, 300).unwrap();
+    let err = p.join_timeout(Duration::from_millis(10)).unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert_eq!(p.join_timeout(LONG).unwrap(), 300);
+    assert_eq!(p.exit_code(), Some(0));
+}
+
+#[process_fn]
+fn die_on(bad: u64, x: u64) -> u64 {
+    if x == bad {
+        std::process::abort();
+    }
+    x * x * x
+}
+
+#[test]
+fn a_pool_survives_a_worker_crash() {
+    let pool = Pool::builder()
+        .start_method(StartMethod::ForkServer)
+        .processes(2)
+        .build()
+        .unwrap();
+    let err = pool.starmap(die_on, (0..20).map(|x| (7, x))).unwrap_err();
+    assert_eq!(err.signal(), Some(libc::SIGABRT), "{err}");
+    let out = pool.starmap(die_on, (0..20).map(|x| (99, x))).unwrap();
+    assert_eq!(out, (0..20).map(|x| x * x * x).collect::<Vec<_>>());
+    let names: Vec<String> = active_children()
+        .into_iter()
+        .map(|c| c.name().to_string())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.starts_with("ForkServerPoolWorker-")),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn max_tasks_per_child_forks_fresh_workers() {
+    #[process_fn]
+    fn pid(_: u32) -> u32 {
+        std::process::id()
+    }
+    let pool = Pool::builder()
+        .start_method(StartMethod::ForkServer)
+        .processes(1)
+        .max_tasks_per_child(1)
+        .build()
+        .unwrap();
+    let pids = pool.map_chunked(pid, 0..4, 1).unwrap();
+    assert_eq!(
+        pids.iter().collect::<std::collections::HashSet<_>>().len(),
+        4
+    );
+}
+
+#[process_fn]
+fn child_spawns_grandchild(x: i64) -> (u32, i64) {
+    // A forked child starts its own zygote for its own children.
+    set_start_method(StartMethod::ForkServer);
+    let grandchild = spawn!(negate, x).unwrap();
+    (std::process::id(), grandchild.join().unwrap())
+}
+
+#[test]
+fn a_forked_child_can_start_its_own_children() {
+    fork_server();
+    let p = spawn!(child_spawns_grandchild, 8).unwrap();
+    let pid = p.pid();
+    assert_eq!(p.join().unwrap(), (pid, -8));
+}
+
+#[test]
+fn a_hundred_spawns_leave_no_zombie() {
+    fork_server();
+    let mut pids = Vec::new();
+    for i in 0..100 {
+        let p = spawn!(negate, i).unwrap();
+        pids.push(p.pid());
+        if i % 2 == 0 {
+            assert_eq!(p.join().unwrap(), -i);
+        }
+        // Odd ones are dropped unjoined: the zygote reaps them.
+    }
+    let gone = wait_for(LONG, || pids.iter().all(|pid| !is_running(*pid)));
+    assert!(gone, "still running");
+    assert!(zombie_children().is_empty(), "{:?}", zombie_children());
+}
+
+/// Runs in a child of its own, so that killing its zygote cannot touch the other tests'.
+#[process_fn]
+fn kill_the_zygote_mid_wait() {
+    fork_server();
+    let mut p: Process<u64> = spawn!(sleep_ms, 60_000).unwrap();
+    let zygote = ppid_of(p.pid()).unwrap();
+    assert_ne!(zygote, std::process::id());
+    // SAFETY: plain system call on the zygote, a process of ours.
+    assert_eq!(unsafe { libc::kill(zygote as i32, libc::SIGKILL) }, 0);
+    // Its child dies with it, and the wait ends with an error, not a hang.
+    let err = p.join_timeout(LONG).unwrap_err();
+    assert!(err.to_string().contains("fork server"), "{err}");
+    assert!(wait_for(LONG, || !is_running(p.pid())));
+    // The next start brings a new zygote.
+    let q = spawn!(negate, 1).unwrap();
+    assert_ne!(ppid_of(q.pid()), Some(zygote));
+    assert_eq!(q.join().unwrap(), -1);
+}
+
+#[test]
+fn a_dead_zygote_fails_pending_waits_and_is_replaced() {
+    fork_server();
+    spawn!(kill_the_zygote_mid_wait).unwrap().join().unwrap();
+}
