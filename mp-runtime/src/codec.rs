@@ -31,6 +31,7 @@ pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
 struct Append<'a>(&'a mut Vec<u8>);
 
 impl bincode::enc::write::Writer for Append<'_> {
+    #[inline]
     fn write(&mut self, bytes: &[u8]) -> std::result::Result<(), bincode::error::EncodeError> {
         self.0.extend_from_slice(bytes);
         Ok(())
@@ -54,6 +55,7 @@ pub(crate) fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usi
 
 /// Starts a record in `out`: a 4-byte length to be filled in by [`end_record`]. Records let
 /// many values travel in one buffer and be found again without decoding them.
+#[inline]
 pub(crate) fn begin_record(out: &mut Vec<u8>) -> usize {
     let at = out.len();
     out.extend_from_slice(&[0; RECORD_HEADER]);
@@ -61,6 +63,7 @@ pub(crate) fn begin_record(out: &mut Vec<u8>) -> usize {
 }
 
 /// Ends the record begun at `at`: writes its length.
+#[inline]
 pub(crate) fn end_record(out: &mut [u8], at: usize) -> Result<()> {
     let len = out.len() - at - RECORD_HEADER;
     let len = u32::try_from(len).map_err(|_| {

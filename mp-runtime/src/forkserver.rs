@@ -299,7 +299,40 @@ pub(crate) fn serve(control: UnixStream, parent_pid: u32, parent_name: &str) -> 
     let signals = unsafe { OwnedFd::from_raw_fd(fd) };
     let me = std::process::id();
     let mut channel = Channel::new(control);
+    // The next child, forked ahead of time: a request then costs a handoff, not a fork, and
+    // the fork of the one after happens while the parent is busy with this one.
+    let mut spare: Option<Spare> = None;
     loop {
+        if spare.is_none() {
+            if let Ok((ours, theirs)) = UnixStream::pair() {
+                // SAFETY: this process has one thread (a fresh exec that started none), so
+                // the child may run anything; it closes our descriptors at once.
+                match unsafe { libc::fork() } {
+                    0 => {
+                        // The child keeps only its own socket: not the control socket, not
+                        // the signalfd, and not the blocked SIGCHLD.
+                        drop((channel, signals, ours));
+                        // SAFETY: restores the mask saved above, a valid set.
+                        unsafe {
+                            libc::pthread_sigmask(
+                                libc::SIG_SETMASK,
+                                &previous,
+                                std::ptr::null_mut(),
+                            )
+                        };
+                        return serve_spare(theirs, me, parent_pid, parent_name);
+                    }
+                    // Out of processes or memory for now: try again on the next turn.
+                    -1 => {}
+                    pid => {
+                        spare = Some(Spare {
+                            pid: pid as u32,
+                            handoff: Channel::new(ours),
+                        })
+                    }
+                }
+            }
+        }
         let mut requested = channel.has_frame();
         if !requested {
             let mut fds = [
@@ -329,13 +362,13 @@ pub(crate) fn serve(control: UnixStream, parent_pid: u32, parent_name: &str) -> 
             }
         }
         // Reap on every turn: cheap, and no end can be missed between two SIGCHLDs.
-        if !reap(&mut channel) {
+        if !reap(&mut channel, &mut spare) {
             return 0;
         }
         if !requested {
             continue;
         }
-        let frame = match channel.recv() {
+        let mut frame = match channel.recv() {
             Ok(Some(frame)) => frame,
             // The parent is gone; so is this zygote, and its children by their death signal.
             Ok(None) => return 0,
@@ -344,50 +377,50 @@ pub(crate) fn serve(control: UnixStream, parent_pid: u32, parent_name: &str) -> 
                 return 1;
             }
         };
-        let name = String::from_utf8_lossy(&frame).into_owned();
-        let Some(socket) = frame.fds.into_iter().next() else {
+        let Some(socket) = frame.fds.pop() else {
             eprintln!("mp fork server: a request came without its socket");
             return 1;
         };
-        // SAFETY: this process has one thread (it is a fresh exec that started none), so the
-        // child may run anything; it owns copies of our descriptors, closed below.
-        let pid = unsafe { libc::fork() };
-        if pid == 0 {
-            // The child keeps only its own socket: not the control socket, not the signalfd,
-            // and not the blocked SIGCHLD.
-            drop(channel);
-            drop(signals);
-            // SAFETY: restores the mask saved above, a valid set.
-            unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut()) };
-            return serve_child(socket, &name, me, parent_pid, parent_name);
-        }
-        drop(socket);
-        let answer = if pid == -1 {
-            let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
-            [&[b'E'][..], &errno.to_le_bytes()].concat()
-        } else {
-            [&[b'F'][..], &pid.to_le_bytes()].concat()
+        // A spare that died (its end not reaped yet) refuses the handoff: then no child was
+        // made, and the next turn forks another spare.
+        let answer = match spare.take() {
+            Some(mut child) => match child.handoff.send_with_fds(&frame, &[socket.as_fd()]) {
+                Ok(()) => [&[b'F'][..], &child.pid.to_le_bytes()].concat(),
+                Err(e) => [&[b'E'][..], &e.raw_os_error().unwrap_or(0).to_le_bytes()].concat(),
+            },
+            None => [&[b'E'][..], &libc::EAGAIN.to_le_bytes()].concat(),
         };
+        drop(socket);
         if channel.send(&answer).is_err() {
             return 0;
         }
     }
 }
 
-/// The forked child: arms its death signal, takes its identity, and serves calls.
-fn serve_child(
-    socket: OwnedFd,
-    name: &str,
-    zygote: u32,
-    parent_pid: u32,
-    parent_name: &str,
-) -> i32 {
+/// A child forked ahead of time, waiting on `handoff` for its name and channel.
+struct Spare {
+    pid: u32,
+    handoff: Channel,
+}
+
+/// The spare child: arms its death signal, waits for its name and channel, takes its
+/// identity, and serves calls.
+fn serve_spare(handoff: UnixStream, zygote: u32, parent_pid: u32, parent_name: &str) -> i32 {
     if !bootstrap::die_with_parent(zygote) {
-        // The zygote died before the signal was armed: nobody waits for this child.
+        // The zygote died before the signal was armed: nobody will ever use this child.
         return 1;
     }
+    let mut handoff = Channel::new(handoff);
+    let Ok(Some(mut frame)) = handoff.recv() else {
+        // The zygote is gone without handing this child any work.
+        return 0;
+    };
+    drop(handoff);
+    let Some(socket) = frame.fds.pop() else {
+        return 1;
+    };
     // The parent the user sees is the process that asked for this child, not the zygote.
-    crate::context::set_identity(name, parent_name, parent_pid);
+    crate::context::set_identity(&String::from_utf8_lossy(&frame), parent_name, parent_pid);
     crate::worker::serve(UnixStream::from(socket))
 }
 
@@ -399,13 +432,18 @@ fn drain(signals: &OwnedFd) {
 }
 
 /// Reaps every child that has ended and reports it; false if the parent is gone.
-fn reap(channel: &mut Channel) -> bool {
+fn reap(channel: &mut Channel, spare: &mut Option<Spare>) -> bool {
     loop {
         let mut status = 0;
         // SAFETY: plain system call with a valid out-pointer; only this loop reaps.
         let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
         if pid <= 0 {
             return true;
+        }
+        if spare.as_ref().is_some_and(|spare| spare.pid == pid as u32) {
+            // Killed before it was used: the parent never heard of it.
+            *spare = None;
+            continue;
         }
         let report = [&[b'X'][..], &pid.to_le_bytes(), &status.to_le_bytes()].concat();
         if channel.send(&report).is_err() {

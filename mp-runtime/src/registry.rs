@@ -123,7 +123,8 @@ pub(crate) fn lookup_id(id: &str) -> Result<&'static Entry> {
 /// ```
 pub trait ProcessFn<Args>: Copy + Send + Sync + 'static {
     /// What the function returns.
-    type Output: Serialize + DeserializeOwned + 'static;
+    /// `Send`, since a pool decodes results on its own threads.
+    type Output: Serialize + DeserializeOwned + Send + 'static;
 }
 
 macro_rules! impl_process_fn {
@@ -131,7 +132,7 @@ macro_rules! impl_process_fn {
         impl<Func, Ret, $($arg),*> ProcessFn<($($arg,)*)> for Func
         where
             Func: Fn($($arg),*) -> Ret + Copy + Send + Sync + 'static,
-            Ret: Serialize + DeserializeOwned + 'static,
+            Ret: Serialize + DeserializeOwned + Send + 'static,
             $($arg: Serialize + DeserializeOwned + 'static,)*
         {
             type Output = Ret;

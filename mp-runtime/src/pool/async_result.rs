@@ -6,27 +6,39 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use serde::de::DeserializeOwned;
+
 use super::scheduler::{Control, Raw, Sink, lock};
 use crate::error::{Error, Kind, Result};
-use crate::worker::Outcomes;
 
 /// Where the one result of a submission lands; the first completion wins.
-#[derive(Default)]
-pub(crate) struct Slot {
-    state: Mutex<SlotState>,
+pub(crate) struct Slot<T> {
+    state: Mutex<SlotState<T>>,
     done: Condvar,
 }
 
-#[derive(Default)]
-struct SlotState {
-    result: Option<Result<Vec<Outcomes>>>,
+struct SlotState<T> {
+    result: Option<Result<T>>,
     taken: bool,
     waker: Option<Waker>,
 }
 
-impl Slot {
+impl<T> Default for Slot<T> {
+    fn default() -> Self {
+        Slot {
+            state: Mutex::new(SlotState {
+                result: None,
+                taken: false,
+                waker: None,
+            }),
+            done: Condvar::new(),
+        }
+    }
+}
+
+impl<T> Slot<T> {
     /// Stores the result unless one is there already; wakes every waiter.
-    pub(crate) fn complete(&self, result: Result<Vec<Outcomes>>) -> bool {
+    pub(crate) fn complete(&self, result: Result<T>) -> bool {
         let mut state = lock(&self.state);
         if state.result.is_some() || state.taken {
             return false;
@@ -72,7 +84,7 @@ impl Slot {
         true
     }
 
-    fn take(&self) -> Result<Vec<Outcomes>> {
+    fn take(&self) -> Result<T> {
         let mut state = lock(&self.state);
         match state.result.take() {
             Some(result) => {
@@ -84,27 +96,31 @@ impl Slot {
     }
 }
 
-/// A sink that collects the chunks of one submission, in order, into its slot; the first
-/// failure completes the slot and cancels the other chunks.
-pub(crate) struct Gather {
-    parts: Mutex<GatherState>,
-    slot: Arc<Slot>,
+/// A sink that decodes the chunks of one submission as they arrive (on the pool's threads,
+/// while later chunks still run) and completes the slot with all values in order; the first
+/// failure completes it at once and the rest of the submission is skipped.
+pub(crate) struct Gather<R, T> {
+    parts: Mutex<GatherState<R>>,
+    slot: Arc<Slot<T>>,
     control: Arc<Control>,
     function: &'static str,
+    /// Turns the values, in input order, into what the slot holds.
+    finish: fn(Vec<R>) -> Result<T>,
 }
 
-struct GatherState {
-    chunks: Vec<Option<Outcomes>>,
+struct GatherState<R> {
+    chunks: Vec<Option<Vec<R>>>,
     missing: usize,
 }
 
-impl Gather {
+impl<R: DeserializeOwned, T> Gather<R, T> {
     /// Gathers `chunks` chunks of calls of `function` (named in errors).
     pub(crate) fn new(
         chunks: usize,
-        slot: Arc<Slot>,
+        slot: Arc<Slot<T>>,
         control: Arc<Control>,
         function: &'static str,
+        finish: fn(Vec<R>) -> Result<T>,
     ) -> Self {
         let gather = Gather {
             parts: Mutex::new(GatherState {
@@ -114,21 +130,24 @@ impl Gather {
             slot,
             control,
             function,
+            finish,
         };
         if chunks == 0 {
-            gather.slot.complete(Ok(Vec::new()));
+            gather.slot.complete((gather.finish)(Vec::new()));
         }
         gather
     }
 }
 
-impl Sink for Gather {
+impl<R: DeserializeOwned + Send, T: Send> Sink for Gather<R, T> {
     fn deliver(&self, index: usize, result: Raw) {
-        let outcomes = match result.and_then(|outcomes| match outcomes.first_error(self.function) {
-            Some(error) => Err(error),
-            None => Ok(outcomes),
-        }) {
-            Ok(outcomes) => outcomes,
+        let values = result.and_then(|outcomes| {
+            let mut values = Vec::with_capacity(outcomes.len());
+            outcomes.decode_all(self.function, &mut values)?;
+            Ok(values)
+        });
+        let values = match values {
+            Ok(values) => values,
             Err(error) => {
                 // Report the failure at once; the rest of this submission need not run.
                 self.control.skip_queued();
@@ -138,13 +157,17 @@ impl Sink for Gather {
         };
         let mut parts = lock(&self.parts);
         if parts.chunks[index].is_none() {
-            parts.chunks[index] = Some(outcomes);
+            parts.chunks[index] = Some(values);
             parts.missing -= 1;
         }
         if parts.missing == 0 {
-            let all: Vec<Outcomes> = parts.chunks.iter_mut().filter_map(Option::take).collect();
+            let chunks = std::mem::take(&mut parts.chunks);
             drop(parts);
-            self.slot.complete(Ok(all));
+            let mut all = Vec::with_capacity(chunks.iter().flatten().map(Vec::len).sum());
+            for chunk in chunks.into_iter().flatten() {
+                all.extend(chunk);
+            }
+            self.slot.complete((self.finish)(all));
         }
     }
 }
@@ -174,29 +197,22 @@ impl Sink for Gather {
 /// assert_eq!(sums, [0, 2, 4, 6]);
 /// ```
 pub struct AsyncResult<T> {
-    slot: Arc<Slot>,
+    slot: Arc<Slot<T>>,
     control: Arc<Control>,
     function: &'static str,
-    decode: fn(Vec<Outcomes>, &str) -> Result<T>,
 }
 
 impl<T> AsyncResult<T> {
-    pub(crate) fn new(
-        slot: Arc<Slot>,
-        control: Arc<Control>,
-        function: &'static str,
-        decode: fn(Vec<Outcomes>, &str) -> Result<T>,
-    ) -> Self {
+    pub(crate) fn new(slot: Arc<Slot<T>>, control: Arc<Control>, function: &'static str) -> Self {
         AsyncResult {
             slot,
             control,
             function,
-            decode,
         }
     }
 
     fn take(&self) -> Result<T> {
-        (self.decode)(self.slot.take()?, self.function)
+        self.slot.take()
     }
 
     /// Waits for the result and returns it.

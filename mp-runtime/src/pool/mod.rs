@@ -19,7 +19,7 @@ use scheduler::{Control, Shared, Task, WorkerConfig, lock};
 
 use crate::error::{Error, Kind, Result};
 use crate::registry::{self, Entry, ProcessFn};
-use crate::worker::{self, Outcomes};
+use crate::worker;
 
 use crate::bootstrap::StartMethod;
 
@@ -249,18 +249,16 @@ fn auto_chunksize(items: usize, processes: usize) -> usize {
     items.div_ceil(processes * 4).max(1)
 }
 
-fn decode_one<R: DeserializeOwned>(chunks: Vec<Outcomes>, function: &str) -> Result<R> {
-    decode_all(chunks, function)?
-        .pop()
-        .ok_or_else(|| Error::protocol("a worker answered a call with no outcome"))
+/// The result of a map: every value, in input order.
+fn all<R>(values: Vec<R>) -> Result<Vec<R>> {
+    Ok(values)
 }
 
-fn decode_all<R: DeserializeOwned>(chunks: Vec<Outcomes>, function: &str) -> Result<Vec<R>> {
-    let mut values = Vec::with_capacity(chunks.iter().map(Outcomes::len).sum());
-    for chunk in chunks {
-        chunk.decode_all(function, &mut values)?;
-    }
-    Ok(values)
+/// The result of an apply: its one value.
+fn only<R>(mut values: Vec<R>) -> Result<R> {
+    values
+        .pop()
+        .ok_or_else(|| Error::protocol("a worker answered a call with no outcome"))
 }
 
 impl Pool {
@@ -315,7 +313,7 @@ impl Pool {
         F: ProcessFn<Args>,
         Args: Serialize,
     {
-        self.submit_with(f, inputs, chunksize, decode_all::<F::Output>)
+        self.submit_with(f, inputs, chunksize, all::<F::Output>)
     }
 
     fn submit_with<F, Args, T>(
@@ -323,18 +321,19 @@ impl Pool {
         f: F,
         inputs: impl IntoIterator<Item = Args>,
         chunksize: Option<usize>,
-        decode: fn(Vec<Outcomes>, &str) -> Result<T>,
+        finish: fn(Vec<F::Output>) -> Result<T>,
     ) -> AsyncResult<T>
     where
         F: ProcessFn<Args>,
         Args: Serialize,
+        T: Send + 'static,
     {
         let slot = Arc::new(Slot::default());
         let control = Arc::new(Control::default());
         let (function, failure) = match registry::lookup(&f) {
             Ok(entry) => (
                 entry.path,
-                self.enqueue(entry, inputs, chunksize, &slot, &control)
+                self.enqueue(entry, inputs, chunksize, &slot, &control, finish)
                     .err(),
             ),
             Err(error) => (std::any::type_name::<F>(), Some(error)),
@@ -342,16 +341,19 @@ impl Pool {
         if let Some(error) = failure {
             slot.complete(Err(error));
         }
-        AsyncResult::new(slot, control, function, decode)
+        AsyncResult::new(slot, control, function)
     }
 
-    fn enqueue<Args: Serialize>(
+    /// Encodes the inputs chunk by chunk, each queued as soon as it is encoded so workers start
+    /// while the rest are encoded.
+    fn enqueue<Args: Serialize, R: DeserializeOwned + Send + 'static, T: Send + 'static>(
         &self,
         entry: &'static Entry,
         inputs: impl IntoIterator<Item = Args>,
         chunksize: Option<usize>,
-        slot: &Arc<Slot>,
+        slot: &Arc<Slot<T>>,
         control: &Arc<Control>,
+        finish: fn(Vec<R>) -> Result<T>,
     ) -> Result<()> {
         let inputs: Vec<Args> = inputs.into_iter().collect();
         let chunksize = chunksize
@@ -363,21 +365,19 @@ impl Pool {
             slot.clone(),
             control.clone(),
             entry.path,
+            finish,
         ));
-        let tasks = inputs
-            .chunks(chunksize)
-            .enumerate()
-            .map(|(index, chunk)| {
-                Ok(Task {
-                    function: entry,
-                    args: worker::Args::encode(chunk)?,
-                    index,
-                    sink: sink.clone(),
-                    control: control.clone(),
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        self.shared.submit(tasks)
+        for (index, chunk) in inputs.chunks(chunksize).enumerate() {
+            let task = Task {
+                function: entry,
+                args: worker::Args::encode(chunk)?,
+                index,
+                sink: sink.clone(),
+                control: control.clone(),
+            };
+            self.shared.submit([task])?;
+        }
+        Ok(())
     }
 
     /// Calls `f(x)` for each input `x` and returns the results in input order, like Python's
@@ -584,7 +584,7 @@ impl Pool {
         F: ProcessFn<Args>,
         Args: Serialize,
     {
-        self.submit_with(f, [args], Some(1), decode_one::<F::Output>)
+        self.submit_with(f, [args], Some(1), only::<F::Output>)
     }
 
     /// A lazy iterator of `f(x)` for each input, in input order, like Python's `Pool.imap`:

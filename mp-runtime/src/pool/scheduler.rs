@@ -21,7 +21,7 @@ use crate::worker::{Args, Outcomes, Request};
 
 /// Tasks sent to one worker before its first reply: enough to hide the round trip, few enough
 /// that a worker's death sends little back to the queue.
-const IN_FLIGHT: usize = 2;
+const IN_FLIGHT: usize = 8;
 
 /// A worker is sent a second task before the first is done only when its tasks take less than
 /// this: then the saved round trip matters, and a task stuck behind another waits little.
