@@ -5,9 +5,10 @@
 //!
 //! The parent starts the zygote lazily, on the first [`start_child`], like any worker (same
 //! early entry, role `forkserver:<pid>`). For each child it makes a socket pair and sends the
-//! child's end, with the child's name, over a control socket (SCM_RIGHTS); the zygote forks and
-//! answers with the pid; the child closes the zygote's descriptors and serves calls on its
-//! socket as any worker does. The child is the zygote's, not the parent's, so the parent cannot
+//! child's end, with the child's name, over a control socket (SCM_RIGHTS); the zygote hands
+//! them to a child it forked ahead of time (which has closed the zygote's descriptors), answers
+//! with its pid, and forks the next spare while the parent goes on; the child serves calls on
+//! its socket as any worker does. So a start costs two socket messages, not a fork. The child is the zygote's, not the parent's, so the parent cannot
 //! `waitpid` it: the zygote reaps its children and reports each `(pid, wait status)`, a thread
 //! of the parent reads the reports, and [`ForkedChild`] waits on them.
 //!
@@ -68,7 +69,8 @@ pub(crate) struct ForkedChild {
 /// the last one died); returns the child and the parent's end of its channel.
 pub(crate) fn start_child(name: &str) -> Result<(ForkedChild, UnixStream)> {
     let mut last = None;
-    // A zygote found dead only when asked is replaced once; a fresh one that fails is an error.
+    // One more try after a failure: a zygote found dead only when asked is replaced, and a
+    // spare child that died before its handoff is forked again.
     for _ in 0..2 {
         let (parent_end, child_end) = UnixStream::pair()
             .map_err(|e| Error::io("cannot create the socket pair for a child", e))?;
