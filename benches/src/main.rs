@@ -2,7 +2,9 @@
 //! machine's raw limits, in one run; prints a table and writes `BENCHMARKS.md` and SVG plots.
 //!
 //! `cargo run --release -p mp-bench` for the full run, `-- --quick` for a short one (fewer
-//! repeats, smaller inputs: a check that everything runs, not figures to quote).
+//! repeats, smaller inputs: a check that everything runs, not figures to quote). `--only
+//! GROUP` (start, map, imap, apply, values, channels, memory) runs one group and prints its
+//! rows, without writing the report.
 
 mod measure;
 mod python;
@@ -13,6 +15,9 @@ use std::path::PathBuf;
 
 /// Set in a child started only to measure a bare re-exec: it exits before doing anything.
 const BARE_EXIT_VAR: &str = "MP_BENCH_BARE_EXIT";
+
+/// One group of workloads: adds its rows.
+type Workloads = fn(Scale, &mut Vec<measure::Row>);
 
 /// How hard to push: the full run, or a quick check.
 #[derive(Clone, Copy)]
@@ -44,14 +49,34 @@ fn main() {
     };
     std::fs::create_dir_all(out.join("benches/plots")).expect("create the output folder");
 
+    // `--only NAME` runs one group of workloads and prints its rows, to iterate on it.
+    let only = std::env::args().skip_while(|arg| arg != "--only").nth(1);
+    let groups: [(&str, Workloads); 7] = [
+        ("start", workloads::start_join),
+        ("map", workloads::map_tiny),
+        ("imap", workloads::one_at_a_time),
+        ("apply", workloads::apply_round_trip),
+        ("values", workloads::large_values),
+        ("channels", workloads::channels),
+        ("memory", workloads::idle_memory),
+    ];
     let mut rows = Vec::new();
-    workloads::start_join(scale, &mut rows);
-    workloads::map_tiny(scale, &mut rows);
-    workloads::one_at_a_time(scale, &mut rows);
-    workloads::apply_round_trip(scale, &mut rows);
-    workloads::large_values(scale, &mut rows);
-    workloads::channels(scale, &mut rows);
-    workloads::idle_memory(scale, &mut rows);
+    if let Some(only) = only {
+        let Some((_, run)) = groups.iter().find(|(name, _)| *name == only) else {
+            let names: Vec<&str> = groups.iter().map(|(name, _)| *name).collect();
+            eprintln!(
+                "unknown group {only}; expected one of: {}",
+                names.join(", ")
+            );
+            std::process::exit(2);
+        };
+        run(scale, &mut rows);
+        report::print_table(&rows);
+        return;
+    }
+    for (_, run) in groups {
+        run(scale, &mut rows);
+    }
     let speedup = workloads::cpu_speedup(scale);
     let throughput = workloads::throughput_by_task_size(scale);
 

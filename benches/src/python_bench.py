@@ -29,6 +29,16 @@ def rss_kib(pid):
     return 0
 
 
+def uss_kib(pid):
+    """Private_Clean + Private_Dirty: the memory only this process holds."""
+    total = 0
+    with open(f"/proc/{pid}/smaps_rollup") as rollup:
+        for line in rollup:
+            if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                total += int(line.split()[1])
+    return total
+
+
 def producer(queue, count):
     for i in range(count):
         queue.put(i)
@@ -106,6 +116,7 @@ def main():
             pids = [worker.pid for worker in pool._pool]
             time.sleep(0.2)
             extra["rss_kib"] = [rss_kib(pid) for pid in pids]
+            extra["uss_kib"] = [uss_kib(pid) for pid in pids]
         seconds = [0.0]
     else:
         raise SystemExit(f"unknown workload {workload}")

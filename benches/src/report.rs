@@ -128,6 +128,24 @@ fn goals(rows: &[Row], speedup: &Speedup) -> String {
         &times,
         &|v| v >= 5.0,
     );
+    line(
+        "64 MiB through shared memory ≥ 3 GiB/s",
+        find(rows, SHARED, "mp").map(|row| row.figure_value() / f64::from(1u32 << 30)),
+        &|v| format!("{v:.2} GiB/s"),
+        &|v| v >= 3.0,
+    );
+    line(
+        "Queue throughput ≥ 10x Python",
+        ratio(rows, QUEUE, "mp", "Python fork"),
+        &times,
+        &|v| v >= 10.0,
+    );
+    line(
+        "Pipe round trip ≤ 1.2x a raw socketpair",
+        ratio(rows, PIPE, "mp", "raw: socketpair"),
+        &times,
+        &|v| v <= 1.2,
+    );
     let two = speedup.workers.iter().position(|&w| w == 2);
     line(
         "CPU-bound speedup ≥ 1.8x on 2 cores",
@@ -138,6 +156,12 @@ fn goals(rows: &[Row], speedup: &Speedup) -> String {
     line(
         "idle worker RSS ≤ 1/5 of a Python worker",
         ratio(rows, RSS, "mp worker", "Python fork"),
+        &times,
+        &|v| v <= 0.2,
+    );
+    line(
+        "idle worker USS ≤ 1/5 of a Python worker",
+        ratio(rows, USS, "mp worker", "Python fork"),
         &times,
         &|v| v <= 0.2,
     );

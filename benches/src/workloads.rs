@@ -6,7 +6,9 @@ use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::time::Instant;
 
-use mp_runtime::{Pool, StartMethod, process_fn, set_start_method, spawn};
+use mp_runtime::{
+    Array, Connection, Pool, Queue, StartMethod, pipe, process_fn, set_start_method, spawn,
+};
 use rayon::prelude::*;
 use serde_bytes::ByteBuf;
 
@@ -32,6 +34,37 @@ fn identity(data: ByteBuf) -> ByteBuf {
 #[process_fn]
 fn pid(_: u64) -> u32 {
     std::process::id()
+}
+
+/// Sums the shared array and writes each element back plus one: reads and writes it all.
+#[process_fn]
+fn sum_and_bump(array: Array<u64>) -> u64 {
+    let mut elements = array.lock().unwrap();
+    let mut sum = 0u64;
+    for x in elements.iter_mut() {
+        sum = sum.wrapping_add(*x);
+        *x = x.wrapping_add(1);
+    }
+    sum
+}
+
+/// Sends back every message until the other end closes.
+#[process_fn]
+fn echo(conn: Connection<u64>) {
+    while let Ok(message) = conn.recv() {
+        if conn.send(&message).is_err() {
+            return;
+        }
+    }
+}
+
+/// Puts `0..count`, then `None` to say it is done (python_bench.py's `producer`).
+#[process_fn]
+fn produce(queue: Queue<Option<u64>>, count: u64) {
+    for i in 0..count {
+        queue.put(&Some(i)).unwrap();
+    }
+    queue.put(&None).unwrap();
 }
 
 /// A CPU-bound task of `n` steps that the optimizer cannot skip.
@@ -87,9 +120,11 @@ pub const MAP_1M: &str = "map 1,000,000 tiny tasks";
 pub const ONE_AT_A_TIME: &str = "imap, chunk size 1, 10,000 tasks";
 pub const APPLY: &str = "apply round trip";
 pub const BYTES: &str = "64 MiB there and back";
+pub const SHARED: &str = "64 MiB through SharedMemory";
 pub const QUEUE: &str = "queue, 100,000 small items";
 pub const PIPE: &str = "pipe round trip";
 pub const RSS: &str = "idle worker memory (RSS)";
+pub const USS: &str = "idle worker memory (USS: private pages)";
 
 pub fn start_join(scale: Scale, rows: &mut Vec<Row>) {
     let repeats = scale.repeats(200, 10);
@@ -360,6 +395,20 @@ pub fn large_values(scale: Scale, rows: &mut Vec<Row>) {
         (2 * size) as f64,
         Figure::Bandwidth,
     );
+    // The same bytes written into shared memory here, read and written back by a pool task.
+    let values = vec![7u64; size / 8];
+    let array = Array::<u64>::new(values.len()).unwrap();
+    rows.push(Row::new(
+        SHARED,
+        "mp Array + Pool.apply",
+        time(repeats, || {
+            array.lock().unwrap().copy_from_slice(&values);
+            let sum = pool.apply(sum_and_bump, (array.clone(),)).unwrap();
+            assert_eq!(sum, 7 * values.len() as u64);
+        }),
+        (2 * size) as f64,
+        Figure::Bandwidth,
+    ));
 }
 
 pub fn channels(scale: Scale, rows: &mut Vec<Row>) {
@@ -374,6 +423,24 @@ pub fn channels(scale: Scale, rows: &mut Vec<Row>) {
         round_trips as f64,
         Figure::Time,
     ));
+    let (here, there) = pipe::<u64>().unwrap();
+    let child = spawn!(echo, there).unwrap();
+    here.send(&0).unwrap();
+    here.recv().unwrap(); // the child is up
+    rows.push(Row::new(
+        PIPE,
+        "mp Connection, spawned echo",
+        time(repeats, || {
+            for i in 0..round_trips as u64 {
+                here.send(&i).unwrap();
+                assert_eq!(here.recv().unwrap(), i);
+            }
+        }),
+        round_trips as f64,
+        Figure::Time,
+    ));
+    drop(here);
+    child.join().unwrap();
     python_rows(
         rows,
         PIPE,
@@ -384,6 +451,20 @@ pub fn channels(scale: Scale, rows: &mut Vec<Row>) {
         Figure::Time,
     );
     let items = scale.repeats(100_000, 10_000);
+    // As python_bench.py's "queue": a new queue and a started producer per repeat, the parent
+    // consuming until the producer's `None`.
+    rows.push(Row::new(
+        QUEUE,
+        "mp Queue, spawned producer",
+        time(repeats.min(3), || {
+            let queue = Queue::new().unwrap();
+            let producer = spawn!(produce, queue.clone(), items as u64).unwrap();
+            while queue.get().unwrap().is_some() {}
+            producer.join().unwrap();
+        }),
+        items as f64,
+        Figure::Rate,
+    ));
     python_rows(
         rows,
         QUEUE,
@@ -439,23 +520,35 @@ pub fn idle_memory(_scale: Scale, rows: &mut Vec<Row>) {
             .collect();
         std::thread::sleep(std::time::Duration::from_millis(200));
         let rss: Vec<f64> = pids.iter().map(|pid| rss_kib(*pid)).collect();
+        let uss: Vec<f64> = pids.iter().map(|pid| uss_kib(*pid)).collect();
         rows.push(Row::new(RSS, system, rss, 1.0, Figure::Kib));
+        rows.push(Row::new(USS, system, uss, 1.0, Figure::Kib));
     }
     for method in ["fork", "spawn"] {
         if let Some(sample) = python::run(method, "rss", 1, 0) {
-            let rss: Vec<f64> = sample.extra["rss_kib"]
-                .as_array()
-                .map(|values| values.iter().filter_map(|v| v.as_f64()).collect())
-                .unwrap_or_default();
-            rows.push(Row::new(
-                RSS,
-                format!("Python {method} worker"),
-                rss,
-                1.0,
-                Figure::Kib,
-            ));
+            let kib = |key: &str| -> Vec<f64> {
+                sample.extra[key]
+                    .as_array()
+                    .map(|values| values.iter().filter_map(|v| v.as_f64()).collect())
+                    .unwrap_or_default()
+            };
+            let system = format!("Python {method} worker");
+            rows.push(Row::new(RSS, &system, kib("rss_kib"), 1.0, Figure::Kib));
+            rows.push(Row::new(USS, system, kib("uss_kib"), 1.0, Figure::Kib));
         }
     }
+}
+
+/// Memory only this process holds (`Private_Clean` + `Private_Dirty`): unlike RSS, it leaves
+/// out the shared libraries' pages that every process maps.
+fn uss_kib(pid: u32) -> f64 {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let private: Option<f64> = rollup
+        .lines()
+        .filter(|line| line.starts_with("Private_Clean:") || line.starts_with("Private_Dirty:"))
+        .map(|line| line.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .sum();
+    private.unwrap_or(f64::NAN)
 }
 
 fn rss_kib(pid: u32) -> f64 {
