@@ -30,7 +30,10 @@
 //! [`spawn!`] starts a child [`Process`] that runs one call and sends its result back;
 //! [`Process::join`] returns it, typed. The child is this same program: it is started again
 //! and becomes a worker before `main` runs, so nothing needs to be set up in `main`, in tests,
-//! doctests, examples or benches.
+//! doctests, examples or benches. With [`StartMethod::ForkServer`] (per pool, or for the whole
+//! process with [`set_start_method`]) children are instead forked by a single-threaded helper
+//! process, which is faster to start. A child never outlives its parent: when the parent
+//! dies, however it dies, its children are killed with it.
 //!
 //! # Pools
 //!

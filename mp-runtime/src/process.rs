@@ -22,6 +22,9 @@ use crate::worker::{self, Outcomes, Request};
 /// Dropping a `Process` without joining it lets the child run to its end; its result is thrown
 /// away and the child is reaped in the background, so no zombie is left.
 ///
+/// A child never outlives its parent: when the parent process ends, however it ends, its
+/// children are killed (SIGKILL), and theirs in turn.
+///
 /// [`join`]: Process::join
 ///
 /// # Examples
