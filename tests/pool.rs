@@ -570,3 +570,26 @@ fn arguments_that_cannot_be_decoded_fail_only_their_task() {
     );
     assert_eq!(*results[2].as_ref().unwrap(), 2);
 }
+
+#[process_fn]
+fn count_runs(marker_dir: std::path::PathBuf) -> u64 {
+    // Each run leaves a file; every run dies, so the count is the number of attempts.
+    let runs = std::fs::read_dir(&marker_dir).unwrap().count();
+    std::fs::write(marker_dir.join(format!("run-{runs}")), b"").unwrap();
+    std::process::abort();
+}
+
+#[test]
+fn retries_run_a_task_again_when_its_worker_dies() {
+    let dir = std::env::temp_dir().join(format!("mp-retries-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pool = Pool::builder().processes(1).retries(2).build().unwrap();
+    let err = pool.apply(count_runs, (dir.clone(),)).unwrap_err();
+    assert!(err.is_died(), "{err}");
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        3,
+        "one run and two retries"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -77,6 +77,22 @@ impl Channel {
         self.pos == self.end && self.fds.is_empty()
     }
 
+    /// Whether reading would not block now: bytes, end-of-file or an error are waiting. From a
+    /// peer that owes us nothing, such as an idle worker, that means it is gone.
+    pub(crate) fn readable_now(&self) -> bool {
+        if !self.is_drained() {
+            return true;
+        }
+        let mut fds = libc::pollfd {
+            fd: self.stream.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: `fds` is one valid pollfd that lives across the call; a zero timeout only
+        // looks.
+        unsafe { libc::poll(&mut fds, 1, 0) > 0 }
+    }
+
     /// Whether a whole frame is already buffered, so `recv` would not block.
     pub(crate) fn has_frame(&self) -> bool {
         match self.pending_len() {

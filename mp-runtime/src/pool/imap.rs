@@ -139,6 +139,7 @@ where
             let task = Task {
                 function,
                 args,
+                deaths: 0,
                 index,
                 sink: self.sink.clone(),
                 control: self.control.clone(),

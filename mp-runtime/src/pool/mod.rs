@@ -74,6 +74,7 @@ pub struct Pool {
 pub struct PoolBuilder {
     processes: Option<usize>,
     max_tasks_per_child: Option<usize>,
+    retries: u32,
     initializer: Option<Result<(&'static Entry, worker::Args)>>,
     start_method: Option<StartMethod>,
 }
@@ -90,6 +91,36 @@ impl PoolBuilder {
     /// ```
     pub fn processes(mut self, processes: usize) -> Self {
         self.processes = Some(processes);
+        self
+    }
+
+    /// Runs a task again, up to `retries` more times, when the worker running it dies (a
+    /// crash, a signal, the out-of-memory killer), before its error is reported — Dask's
+    /// "allowed failures". A task that panics is not retried: a panic is an answer. Off (0) by
+    /// default, as in Python, since a task that kills its worker every time then costs
+    /// `retries + 1` worker restarts.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, Pool};
+    ///
+    /// /// Crashes its worker the first time it runs in this pool (a marker file remembers).
+    /// #[process_fn]
+    /// fn flaky(marker: std::path::PathBuf) -> String {
+    ///     if std::fs::File::create_new(&marker).is_ok() {
+    ///         std::process::abort();
+    ///     }
+    ///     "second time lucky".to_string()
+    /// }
+    ///
+    /// let marker = std::env::temp_dir().join(format!("mp-retry-doc-{}", std::process::id()));
+    /// let pool = Pool::builder().processes(1).retries(1).build().unwrap();
+    /// assert_eq!(pool.apply(flaky, (marker.clone(),)).unwrap(), "second time lucky");
+    /// std::fs::remove_file(marker).unwrap();
+    /// ```
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
         self
     }
 
@@ -200,6 +231,7 @@ impl PoolBuilder {
             processes,
             WorkerConfig {
                 max_tasks_per_child: self.max_tasks_per_child,
+                retries: self.retries,
                 initializer,
                 start_method: self.start_method.unwrap_or_else(crate::get_start_method),
             },
@@ -286,6 +318,7 @@ impl Pool {
         PoolBuilder {
             processes: None,
             max_tasks_per_child: None,
+            retries: 0,
             initializer: None,
             start_method: None,
         }
@@ -371,6 +404,7 @@ impl Pool {
             let task = Task {
                 function: entry,
                 args: worker::Args::encode(chunk)?,
+                deaths: 0,
                 index,
                 sink: sink.clone(),
                 control: control.clone(),

@@ -41,6 +41,8 @@ pub(crate) struct Task {
     pub function: &'static Entry,
     /// Kept until the task is done, so that it can be sent again after its worker died.
     pub args: Args,
+    /// How many workers died running this task so far.
+    pub deaths: u32,
     pub index: usize,
     pub sink: Arc<dyn Sink>,
     pub control: Arc<Control>,
@@ -134,6 +136,8 @@ fn kill(pid: u32) {
 /// How workers are made.
 pub(crate) struct WorkerConfig {
     pub max_tasks_per_child: Option<usize>,
+    /// How many times a task whose worker died is run again before its error is reported.
+    pub retries: u32,
     pub initializer: Option<(&'static Entry, Args)>,
     pub start_method: StartMethod,
 }
@@ -396,6 +400,7 @@ pub(crate) fn drive(
         // Fill the pipeline: wait for work only when nothing is in flight, and send more only
         // to a worker whose tasks are short.
         let mut exit = false;
+        let mut idle_death = false;
         let depth = if service < PREFETCH_BELOW {
             IN_FLIGHT
         } else {
@@ -406,6 +411,13 @@ pub(crate) fn drive(
                 busy_since = Instant::now();
             }
             match shared.next(in_flight.is_empty()) {
+                Next::Task(task) if in_flight.is_empty() && current.channel.readable_now() => {
+                    // The worker died while idle (killed from outside): the task never reached
+                    // it. Put the task back and start a fresh worker rather than fail the task.
+                    shared.requeue(std::iter::once(task));
+                    idle_death = true;
+                    break;
+                }
                 Next::Task(task) => {
                     if !task.control.start(&slot) {
                         task.finish(Err(Error::new(Kind::Cancelled)));
@@ -429,6 +441,10 @@ pub(crate) fn drive(
         if exit && in_flight.is_empty() {
             current.retire(&slot);
             return;
+        }
+        if idle_death {
+            current.reap(&slot);
+            continue;
         }
 
         match current.channel.recv() {
@@ -465,6 +481,12 @@ pub(crate) fn drive(
                         task.finish(Err(Error::new(Kind::Closed)));
                     } else if !live {
                         task.finish(Err(Error::new(Kind::Cancelled)));
+                    } else if task.deaths < shared.config.retries {
+                        // Allowed to fail again: a fresh worker runs it (a panic is never
+                        // retried; only a death lands here).
+                        let mut task = task;
+                        task.deaths += 1;
+                        again.push(task);
                     } else {
                         let function = task.function.path.to_string();
                         task.finish(Err(Error::new(Kind::Died { function, exit })));

@@ -1,0 +1,95 @@
+//! Workers killed at random while a long map runs: every task still ends exactly once, with its
+//! result or an error, and the pool is healthy after. Alone in its binary, so that every child
+//! of this process is a worker of the pool under test.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use mp_runtime::{Pool, process_fn};
+
+#[process_fn]
+fn double_or_die(x: u64) -> u64 {
+    match x % 10_007 {
+        // Some tasks end their own worker on purpose.
+        1 => std::process::exit(7),
+        2 => std::process::abort(),
+        _ => x * 2,
+    }
+}
+
+/// The pids of this process's children.
+fn children() -> Vec<i32> {
+    let me = std::process::id();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{me}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|text| {
+            text.split_whitespace()
+                .filter_map(|pid| pid.parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .collect()
+}
+
+#[test]
+fn a_map_under_chaos_ends_every_task_exactly_once() {
+    const TASKS: u64 = 100_000;
+    let pool = Pool::new(2).unwrap();
+    let done = AtomicBool::new(false);
+    let (results, kills) = std::thread::scope(|scope| {
+        let chaos = scope.spawn(|| {
+            let signals = [libc::SIGKILL, libc::SIGSEGV, libc::SIGABRT];
+            let mut kills = 0usize;
+            let mut seed = 0x2545_f491_4f6c_dd1du64;
+            loop {
+                std::thread::sleep(Duration::from_millis(15));
+                if done.load(Ordering::SeqCst) {
+                    break;
+                }
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let victims = children();
+                if let Some(&pid) = victims.get(seed as usize % victims.len().max(1)) {
+                    // SAFETY: plain system call on a child of this process, a pool worker.
+                    unsafe { libc::kill(pid, signals[(seed >> 32) as usize % signals.len()]) };
+                    kills += 1;
+                }
+            }
+            kills
+        });
+        let results: Vec<_> = pool.imap_chunked(double_or_die, 0..TASKS, 50).collect();
+        done.store(true, Ordering::SeqCst);
+        (results, chaos.join().unwrap())
+    });
+
+    assert_eq!(results.len() as u64, TASKS, "a task was lost or duplicated");
+    let mut failed = 0;
+    for (x, result) in results.iter().enumerate() {
+        match result {
+            Ok(value) => assert_eq!(*value, 2 * x as u64, "task {x}"),
+            Err(error) => {
+                assert!(error.is_died(), "task {x}: {error}");
+                failed += 1;
+            }
+        }
+    }
+    // The tasks that end their worker on purpose always fail.
+    assert!(failed >= 2 * (TASKS / 10_007) as usize, "{failed} failed");
+    assert!(kills > 0, "the chaos thread never found a worker");
+    eprintln!("{TASKS} tasks, {kills} workers killed from outside, {failed} tasks failed");
+    // Healthy after: every worker answers.
+    assert_eq!(
+        pool.map(double_or_die, 3..8).unwrap(),
+        vec![6, 8, 10, 12, 14]
+    );
+    drop(pool);
+    assert!(
+        children().is_empty(),
+        "workers left behind: {:?}",
+        children()
+    );
+}
