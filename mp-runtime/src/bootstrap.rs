@@ -27,7 +27,7 @@
 use std::ffi::OsString;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
@@ -250,7 +250,39 @@ fn take_channel(role: &OsString) -> std::result::Result<(Role, UnixStream), Stri
             std::io::Error::last_os_error()
         ));
     }
+    drop(null);
+    close_other_descriptors(socket.as_raw_fd());
     Ok((kind, UnixStream::from(OwnedFd::from(socket))))
+}
+
+/// Closes every descriptor above standard error but `keep`, so a child holds only what mp
+/// gives it, not what its parent happened to leave inheritable (a build tool's jobserver pipe,
+/// a file opened without close-on-exec).
+fn close_other_descriptors(keep: RawFd) {
+    let close_range = |first: RawFd, last: RawFd| {
+        if first > last {
+            return true;
+        }
+        // SAFETY: runs before `main`, when no object of this process owns a descriptor in the
+        // range: the only one we hold, `keep`, is outside it.
+        unsafe { libc::syscall(libc::SYS_close_range, first as u32, last as u32, 0) == 0 }
+    };
+    if close_range(3, keep - 1) && close_range(keep + 1, RawFd::MAX) {
+        return;
+    }
+    // Kernels before 5.9 have no close_range: close what /proc lists instead.
+    let open: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    for fd in open.into_iter().filter(|&fd| fd > 2 && fd != keep) {
+        // SAFETY: as above; the directory's own descriptor is closed already, so this may
+        // fail with EBADF, which is harmless.
+        unsafe { libc::close(fd) };
+    }
 }
 
 /// A started worker process and the parent's end of its channel.
