@@ -1,21 +1,23 @@
 //! [`Queue`] and [`JoinableQueue`]: many producers, many consumers, in any processes.
 //!
 //! The queue is one anonymous memory file. Its first page holds the state (a robust mutex, the
-//! read and write offsets, counts, and futex signals); the items follow as length-prefixed
-//! records, appended with `pwrite` and read with `pread` under the mutex. `put` returns once
-//! the item is in the shared file, so an item is never lost when its producer exits right
-//! after (Python's feeder thread loses or deadlocks there), and the offsets move only after a
-//! whole record is written or read, so a process that dies in the middle leaves the queue
-//! consistent: the next locker takes the mutex over and goes on. The file grows as needed
-//! (unbounded) and its consumed part is given back to the system as the queue drains.
+//! read and write offsets, counts, and futex signals); the rest is a ring buffer of
+//! length-prefixed records, mapped in every process that uses the queue and written and read
+//! with plain memory copies under the mutex, so a `put` or `get` makes no system call unless
+//! someone is waiting (a futex wake) or the ring must grow. `put` returns once the item is in
+//! the shared memory, so an item is never lost when its producer exits right after (Python's
+//! feeder thread loses or deadlocks there), and the offsets move only after a whole record is
+//! written or read, so a process that dies in the middle leaves the queue consistent: the next
+//! locker takes the mutex over and goes on. A full ring doubles (the file grows and each
+//! process remaps it when it next holds the mutex), and an emptied large ring is cut back.
 
 use std::cell::UnsafeCell;
 use std::fmt;
 use std::io;
 use std::marker::PhantomData;
 use std::ops::Deref;
-use std::os::fd::AsRawFd;
-use std::sync::Arc;
+use std::ptr::NonNull;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
@@ -23,13 +25,16 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::codec;
 use crate::error::{Error, Kind, Result};
-use crate::shm::{LockFailure, RawMutex, SharedState, Shm, Signal, deadline, set_len};
+use crate::shm::{LockFailure, RawMutex, SharedState, Shm, Signal, deadline, map_fd, set_len};
 
-/// Where the records start in the file: past the mapped state, page aligned.
+/// Where the ring starts in the file: past the state, page aligned.
 const RECORDS: u64 = 4096;
-/// Bytes of the consumed part worth giving back to the system at once.
-const RELEASE_STEP: u64 = 4 << 20;
-/// Record header: the length of the item's bytes.
+/// The ring's first size, and the size it is cut back to when it empties.
+const FIRST_CAPACITY: u64 = 64 << 10;
+/// An empty ring larger than this is given back to the system.
+const SHRINK_ABOVE: u64 = 4 << 20;
+/// Record header: the length of the item's bytes. Records start 8-byte aligned, so a header
+/// never wraps around the end of the ring.
 const RECORD_HEADER: u64 = 8;
 
 #[repr(C)]
@@ -45,13 +50,14 @@ struct QueueState {
 #[repr(C)]
 #[derive(Default)]
 struct Fields {
-    /// Offsets past `RECORDS` of the next record to read and of the end of the last one.
+    /// Offsets of the next record to read and of the end of the last one, counted from the
+    /// start of the ring without wrapping: a record is at `offset % capacity`.
     head: u64,
     tail: u64,
     /// Records between them.
     len: u64,
-    /// Up to where the consumed records were given back.
-    released: u64,
+    /// Bytes in the ring; the file is at least `RECORDS + capacity` long.
+    capacity: u64,
     /// 0 for unbounded.
     maxsize: u64,
     /// Items put and not yet marked done (JoinableQueue).
@@ -62,7 +68,7 @@ struct Fields {
 // SAFETY: all-zero bytes are a valid (unbounded, empty, open) state until `init` runs; the
 // fields are used only under `mutex`, the signals are atomics.
 unsafe impl SharedState for QueueState {
-    const KIND: u64 = 0x6d70_5175_6575_6501;
+    const KIND: u64 = 0x6d70_5175_6575_6502;
     const MAP_DATA: bool = false;
 
     fn init(&self) -> io::Result<()> {
@@ -154,16 +160,86 @@ impl Wait {
 /// assert_eq!([queue.get().unwrap(), queue.get().unwrap(), queue.get().unwrap()], [0, 1, 2]);
 /// ```
 pub struct Queue<T> {
-    shm: Arc<Shm<QueueState>>,
+    shared: Arc<Shared>,
     item: PhantomData<fn(T) -> T>,
+}
+
+/// One process's view of a queue: the state, and its own mapping of the ring.
+struct Shared {
+    shm: Shm<QueueState>,
+    ring: Mutex<Ring>,
+}
+
+impl Shared {
+    fn new(shm: Shm<QueueState>) -> Self {
+        Shared {
+            shm,
+            ring: Mutex::new(Ring { map: None, len: 0 }),
+        }
+    }
+}
+
+/// This process's mapping of the file from its start: the ring is `RECORDS` in. It may be
+/// larger than the ring is now (after a shrink), never smaller when used.
+struct Ring {
+    map: Option<NonNull<u8>>,
+    len: u64,
+}
+
+// SAFETY: the mapping is shared memory, touched only under the queue's mutex.
+unsafe impl Send for Ring {}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        if let Some(map) = self.map {
+            // SAFETY: unmaps exactly the mapping made in `ring`; no borrow of it outlives the
+            // queue's mutex, let alone `self`.
+            unsafe { libc::munmap(map.as_ptr().cast(), (RECORDS + self.len) as usize) };
+        }
+    }
 }
 
 impl<T> Clone for Queue<T> {
     fn clone(&self) -> Self {
         Queue {
-            shm: self.shm.clone(),
+            shared: self.shared.clone(),
             item: PhantomData,
         }
+    }
+}
+
+/// Bytes a record of `len` item bytes takes in the ring.
+fn record_size(len: u64) -> u64 {
+    (RECORD_HEADER + len).next_multiple_of(8)
+}
+
+/// Copies `bytes` into the ring of `capacity` bytes at `data`, from `offset` on, wrapping.
+///
+/// # Safety
+///
+/// `data` must be valid for `capacity` bytes, and `bytes.len() <= capacity`.
+unsafe fn copy_in(data: *mut u8, capacity: u64, offset: u64, bytes: &[u8]) {
+    let at = (offset % capacity) as usize;
+    let first = bytes.len().min(capacity as usize - at);
+    // SAFETY: both ranges lie inside the ring (caller), and `bytes` is not in it.
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), data.add(at), first);
+        std::ptr::copy_nonoverlapping(bytes.as_ptr().add(first), data, bytes.len() - first);
+    }
+}
+
+/// Copies `out.len()` bytes out of the ring, from `offset` on, wrapping.
+///
+/// # Safety
+///
+/// As for [`copy_in`].
+unsafe fn copy_out(data: *const u8, capacity: u64, offset: u64, out: &mut [u8]) {
+    let at = (offset % capacity) as usize;
+    let first = out.len().min(capacity as usize - at);
+    // SAFETY: both ranges lie inside the ring (caller), and `out` is not in it.
+    unsafe {
+        std::ptr::copy_nonoverlapping(data.add(at), out.as_mut_ptr(), first);
+        std::ptr::copy_nonoverlapping(data, out.as_mut_ptr().add(first), out.len() - first);
     }
 }
 
@@ -199,17 +275,70 @@ impl<T> Queue<T> {
 
     fn with_maxsize(maxsize: u64) -> Result<Self> {
         let shm = Shm::<QueueState>::create(c"mp-queue", 0)?;
-        set_len(shm.fd(), RECORDS as usize)?;
+        set_len(shm.fd(), (RECORDS + FIRST_CAPACITY) as usize)?;
         let queue = Queue {
-            shm: Arc::new(shm),
+            shared: Arc::new(Shared::new(shm)),
             item: PhantomData,
         };
-        queue.lock(Wait::Forever)?.fields().maxsize = maxsize;
+        let mut locked = queue.lock(Wait::Forever)?;
+        let fields = locked.fields();
+        fields.maxsize = maxsize;
+        fields.capacity = FIRST_CAPACITY;
+        drop(locked);
         Ok(queue)
     }
 
     fn state(&self) -> &QueueState {
-        self.shm.state()
+        self.shared.shm.state()
+    }
+
+    /// The ring's memory in this process, mapped (again) if it grew since this process last
+    /// looked. Call with the queue's mutex held, and use the pointer only while it is.
+    fn ring(&self, fields: &Fields) -> Result<*mut u8> {
+        let mut ring = self
+            .shared
+            .ring
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match ring.map {
+            Some(_) if ring.len >= fields.capacity => {}
+            old => {
+                let len = (RECORDS + fields.capacity) as usize;
+                let map = map_fd(self.shared.shm.fd(), len)?;
+                if let Some(old) = old {
+                    // SAFETY: the old mapping is unused: every use is under the queue's mutex,
+                    // which this thread holds.
+                    unsafe { libc::munmap(old.as_ptr().cast(), (RECORDS + ring.len) as usize) };
+                }
+                ring.map = Some(map);
+                ring.len = fields.capacity;
+            }
+        }
+        let map = ring.map.expect("mapped above");
+        // SAFETY: the mapping is `RECORDS + len` bytes long.
+        Ok(unsafe { map.as_ptr().add(RECORDS as usize) })
+    }
+
+    /// Doubles the ring (at least) until `need` more bytes fit, keeping its records in order.
+    fn grow(&self, fields: &mut Fields, need: u64) -> Result<()> {
+        let used = fields.tail - fields.head;
+        let old = fields.capacity;
+        let capacity = (used + need).next_power_of_two().max(2 * old);
+        set_len(self.shared.shm.fd(), (RECORDS + capacity) as usize)?;
+        let data = self.ring(&Fields {
+            capacity,
+            ..*fields
+        })?;
+        // Lay the records out without a wrap in the larger ring: the part that wrapped to the
+        // start moves to just past the old end. A death here changes nothing yet.
+        let head = fields.head % old;
+        let wrapped = (head + used).saturating_sub(old);
+        // SAFETY: `wrapped < old`, so both ranges lie inside the new ring and do not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(data, data.add(old as usize), wrapped as usize) };
+        fields.head = head;
+        fields.tail = head + used;
+        fields.capacity = capacity;
+        Ok(())
     }
 
     fn lock(&self, wait: Wait) -> Result<Locked<'_>> {
@@ -288,11 +417,24 @@ impl<T> Queue<T> {
             }
         }
         let fields = locked.fields();
-        let at = RECORDS + fields.tail;
-        write_all_at(&self.shm, &(bytes.len() as u64).to_le_bytes(), at)?;
-        write_all_at(&self.shm, bytes, at + RECORD_HEADER)?;
+        let size = record_size(bytes.len() as u64);
+        if fields.capacity - (fields.tail - fields.head) < size {
+            self.grow(fields, size)?;
+        }
+        let data = self.ring(fields)?;
+        // SAFETY: the mutex is held and the ring has room for the record at `tail` (checked
+        // above): header and bytes land in free space that nobody reads.
+        unsafe {
+            copy_in(
+                data,
+                fields.capacity,
+                fields.tail,
+                &(bytes.len() as u64).to_le_bytes(),
+            );
+            copy_in(data, fields.capacity, fields.tail + RECORD_HEADER, bytes);
+        }
         // Only now is the record visible: a death above leaves the queue as it was.
-        fields.tail += RECORD_HEADER + bytes.len() as u64;
+        fields.tail += size;
         fields.len += 1;
         fields.unfinished += 1;
         drop(locked);
@@ -322,13 +464,25 @@ impl<T> Queue<T> {
             }
         }
         let fields = locked.fields();
-        let at = RECORDS + fields.head;
+        let data = self.ring(fields)?;
         let mut header = [0u8; RECORD_HEADER as usize];
-        read_exact_at(&self.shm, &mut header, at)?;
+        // SAFETY: the mutex is held and a whole record is at `head`.
+        unsafe { copy_out(data, fields.capacity, fields.head, &mut header) };
         let len = u64::from_le_bytes(header);
+        if record_size(len) > fields.tail - fields.head {
+            return Err(Error::protocol("a queue's record is cut short"));
+        }
         let mut bytes = vec![0u8; len as usize];
-        read_exact_at(&self.shm, &mut bytes, at + RECORD_HEADER)?;
-        fields.head += RECORD_HEADER + len;
+        // SAFETY: as above; the record's bytes follow its header.
+        unsafe {
+            copy_out(
+                data,
+                fields.capacity,
+                fields.head + RECORD_HEADER,
+                &mut bytes,
+            )
+        };
+        fields.head += record_size(len);
         fields.len -= 1;
         self.release(fields)?;
         drop(locked);
@@ -336,83 +490,22 @@ impl<T> Queue<T> {
         Ok(bytes)
     }
 
-    /// Gives the consumed part of the file back to the system.
+    /// When the ring is empty: starts over at its beginning, and gives a large ring back to
+    /// the system.
     fn release(&self, fields: &mut Fields) -> Result<()> {
-        if fields.len == 0 && fields.tail >= RELEASE_STEP {
-            // Empty: start over at the beginning of a file cut back to the state.
-            fields.head = 0;
-            fields.tail = 0;
-            fields.released = 0;
-            set_len(self.shm.fd(), RECORDS as usize)?;
-        } else if fields.head - fields.released >= RELEASE_STEP {
-            let upto = fields.head / 4096 * 4096;
-            // SAFETY: plain system call; the range holds only records already read.
-            let punched = unsafe {
-                libc::fallocate(
-                    self.shm.fd().as_raw_fd(),
-                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                    (RECORDS + fields.released) as libc::off_t,
-                    (upto - fields.released) as libc::off_t,
-                )
-            };
-            if punched == 0 {
-                fields.released = upto;
-            }
+        if fields.len > 0 {
+            return Ok(());
+        }
+        fields.head = 0;
+        fields.tail = 0;
+        if fields.capacity > SHRINK_ABOVE {
+            // Every process touches only `capacity` bytes of its mapping, so a mapping larger
+            // than the file is harmless.
+            fields.capacity = FIRST_CAPACITY;
+            set_len(self.shared.shm.fd(), (RECORDS + FIRST_CAPACITY) as usize)?;
         }
         Ok(())
     }
-}
-
-fn write_all_at(shm: &Shm<QueueState>, mut bytes: &[u8], mut at: u64) -> Result<()> {
-    while !bytes.is_empty() {
-        // SAFETY: plain system call reading `bytes`, which lives across it.
-        let n = unsafe {
-            libc::pwrite(
-                shm.fd().as_raw_fd(),
-                bytes.as_ptr().cast(),
-                bytes.len(),
-                at as libc::off_t,
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(Error::io("cannot store an item in the queue", e));
-        }
-        bytes = &bytes[n as usize..];
-        at += n as u64;
-    }
-    Ok(())
-}
-
-fn read_exact_at(shm: &Shm<QueueState>, mut buf: &mut [u8], mut at: u64) -> Result<()> {
-    while !buf.is_empty() {
-        // SAFETY: plain system call writing into `buf`, which lives across it.
-        let n = unsafe {
-            libc::pread(
-                shm.fd().as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                at as libc::off_t,
-            )
-        };
-        match n {
-            0 => return Err(Error::protocol("a queue's record is cut short")),
-            n if n < 0 => {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(Error::io("cannot read an item from the queue", e));
-                }
-            }
-            n => {
-                buf = &mut buf[n as usize..];
-                at += n as u64;
-            }
-        }
-    }
-    Ok(())
 }
 
 fn closed() -> Error {
@@ -522,14 +615,14 @@ impl<T: DeserializeOwned> Queue<T> {
 
 impl<T> Serialize for Queue<T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.shm.serialize(serializer)
+        self.shared.shm.serialize(serializer)
     }
 }
 
 impl<'de, T> Deserialize<'de> for Queue<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         Ok(Queue {
-            shm: Arc::new(Shm::deserialize(deserializer)?),
+            shared: Arc::new(Shared::new(Shm::deserialize(deserializer)?)),
             item: PhantomData,
         })
     }
@@ -706,5 +799,34 @@ impl<'de, T> Deserialize<'de> for JoinableQueue<T> {
 impl<T> fmt::Debug for JoinableQueue<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JoinableQueue").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_keep_their_order_across_wraps_and_growth() {
+        let queue = Queue::<Vec<u8>>::new().unwrap();
+        let item = |i: u32| vec![i as u8; 1000 + (i as usize * 7) % 3000];
+        let (mut put, mut got) = (0u32, 0u32);
+        // Keep about 40 KiB in a 64 KiB ring, so records wrap around its end many times.
+        for _ in 0..200 {
+            while put - got < 20 {
+                queue.put(&item(put)).unwrap();
+                put += 1;
+            }
+            assert_eq!(queue.get().unwrap(), item(got));
+            got += 1;
+        }
+        // Grow while the records wrap: the wrapped part must follow the rest.
+        queue.put(&vec![9; 200_000]).unwrap();
+        while got < put {
+            assert_eq!(queue.get().unwrap(), item(got));
+            got += 1;
+        }
+        assert_eq!(queue.get().unwrap(), vec![9; 200_000]);
+        assert!(queue.is_empty().unwrap());
     }
 }
