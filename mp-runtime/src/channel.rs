@@ -506,3 +506,128 @@ mod tests {
         assert_eq!(&*b.recv_until(Some(later)).unwrap().unwrap(), b"hello");
     }
 }
+
+/// Whatever bytes a peer sends, the decoder answers with frames, an end or an error: it never
+/// panics and never allocates ahead of the data.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::io::Write;
+
+    /// The frames a channel makes of `bytes` written by a peer in `chunks`, and how it ended.
+    fn decode(bytes: &[u8], chunks: &[usize]) -> (Vec<Vec<u8>>, io::Result<()>) {
+        let (mut peer, ours) = UnixStream::pair().unwrap();
+        let input = bytes.to_vec();
+        let chunks = chunks.to_vec();
+        let writer = std::thread::spawn(move || {
+            let mut rest = &input[..];
+            for &size in chunks.iter().cycle() {
+                if rest.is_empty() {
+                    break;
+                }
+                let (now, later) = rest.split_at(size.clamp(1, rest.len()));
+                if peer.write_all(now).is_err() {
+                    break;
+                }
+                rest = later;
+            }
+        });
+        let mut channel = Channel::new(ours);
+        let mut frames = Vec::new();
+        let end = loop {
+            match channel.recv() {
+                Ok(Some(frame)) => frames.push(frame.to_vec()),
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        drop(channel);
+        writer.join().unwrap();
+        (frames, end)
+    }
+
+    fn encode(frames: &[Vec<u8>]) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for frame in frames {
+            bytes.extend_from_slice(&(frame.len() as u64).to_le_bytes());
+            bytes.extend_from_slice(frame);
+        }
+        bytes
+    }
+
+    fn chunks() -> impl Strategy<Value = Vec<usize>> {
+        proptest::collection::vec(1usize..300, 1..8)
+    }
+
+    proptest! {
+        #[test]
+        fn frames_survive_any_split(
+            frames in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..600), 0..8),
+            chunks in chunks(),
+        ) {
+            let (got, end) = decode(&encode(&frames), &chunks);
+            prop_assert!(end.is_ok());
+            prop_assert_eq!(got, frames);
+        }
+
+        #[test]
+        fn a_cut_inside_a_frame_is_unexpected_eof(
+            frames in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 1..6),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let bytes = encode(&frames);
+            let cut = cut.index(bytes.len());
+            let boundaries: Vec<usize> = frames
+                .iter()
+                .scan(0, |at, frame| { *at += HEADER + frame.len(); Some(*at) })
+                .collect();
+            let (got, end) = decode(&bytes[..cut], &[4096]);
+            if cut == 0 || boundaries.contains(&cut) {
+                prop_assert!(end.is_ok());
+            } else {
+                prop_assert_eq!(end.unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+            }
+            prop_assert_eq!(&got[..], &frames[..got.len()]);
+        }
+
+        #[test]
+        fn a_length_over_the_limit_is_an_error_not_an_allocation(
+            len in (DEFAULT_MAX_FRAME + 1)..(1u64 << FDS_SHIFT),
+            fds in any::<u16>(),
+            tail in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let mut bytes = (len | u64::from(fds) << FDS_SHIFT).to_le_bytes().to_vec();
+            bytes.extend_from_slice(&tail);
+            let (got, end) = decode(&bytes, &[4096]);
+            prop_assert!(got.is_empty());
+            let err = end.unwrap_err();
+            prop_assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+            prop_assert!(err.to_string().contains("limit"), "{}", err);
+        }
+
+        #[test]
+        fn descriptors_announced_but_missing_are_an_error(
+            fds in 1u16..,
+            payload in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let mut bytes = (payload.len() as u64 | u64::from(fds) << FDS_SHIFT).to_le_bytes().to_vec();
+            bytes.extend_from_slice(&payload);
+            let (got, end) = decode(&bytes, &[4096]);
+            prop_assert!(got.is_empty());
+            let err = end.unwrap_err();
+            prop_assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+            prop_assert!(err.to_string().contains("descriptors"), "{}", err);
+        }
+
+        #[test]
+        fn any_bytes_end_in_frames_an_end_or_an_error(
+            bytes in proptest::collection::vec(any::<u8>(), 0..2048),
+            chunks in chunks(),
+        ) {
+            let (got, _end) = decode(&bytes, &chunks);
+            let total: usize = got.iter().map(|frame| HEADER + frame.len()).sum();
+            prop_assert!(total <= bytes.len());
+        }
+    }
+}

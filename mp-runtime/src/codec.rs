@@ -49,8 +49,58 @@ pub(crate) fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -
 
 /// Decodes a value from the front of `bytes`; returns it and how many bytes it took.
 pub(crate) fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize)> {
-    bincode::serde::decode_from_slice(bytes, CONFIG)
+    decode_bounded(bytes)
         .map_err(|e| Error::codec(format!("{e} (decoding {})", std::any::type_name::<T>())))
+}
+
+/// Decodes from the front of `bytes` without ever allocating more than `bytes` could fill.
+///
+/// bincode allocates a string or byte buffer at the length its prefix announces before reading
+/// it, so a corrupt prefix of 2^60 would abort the process. Its limit counts what a decode
+/// claims: a string its length, an integer its size in memory (at most 16 bytes, from at least
+/// one byte on the wire). So an honest message claims at most 16 times its own length, and we
+/// claim all the rest of the limit up front: a prefix longer than that is a `LimitExceeded`
+/// error, not an allocation.
+fn decode_bounded<T: DeserializeOwned>(
+    bytes: &[u8],
+) -> std::result::Result<(T, usize), bincode::error::DecodeError> {
+    use bincode::de::{Decode, Decoder, DecoderImpl};
+    let budget = bytes.len().saturating_mul(MAX_CLAIM_PER_BYTE);
+    let mut rest = Rest(bytes);
+    let mut decoder = DecoderImpl::new(&mut rest, CONFIG.with_limit::<{ usize::MAX }>(), ());
+    decoder.claim_bytes_read(usize::MAX - budget)?;
+    let bincode::serde::Compat(value) = Decode::decode(&mut decoder)?;
+    Ok((value, bytes.len() - rest.0.len()))
+}
+
+/// The most a decode claims for one byte of input: a `u128` or `i128` in one varint byte.
+const MAX_CLAIM_PER_BYTE: usize = 16;
+
+/// A bincode reader over a slice that tells how much is left.
+struct Rest<'a>(&'a [u8]);
+
+impl bincode::de::read::Reader for Rest<'_> {
+    #[inline]
+    fn read(&mut self, out: &mut [u8]) -> std::result::Result<(), bincode::error::DecodeError> {
+        let Some((head, tail)) = self.0.split_at_checked(out.len()) else {
+            return Err(bincode::error::DecodeError::UnexpectedEnd {
+                additional: out.len() - self.0.len(),
+            });
+        };
+        out.copy_from_slice(head);
+        self.0 = tail;
+        Ok(())
+    }
+
+    #[inline]
+    fn peek_read(&mut self, n: usize) -> Option<&[u8]> {
+        self.0.get(..n)
+    }
+
+    #[inline]
+    fn consume(&mut self, n: usize) {
+        self.0 = self.0.get(n..).unwrap_or_default();
+    }
 }
 
 /// Starts a record in `out`: a 4-byte length to be filled in by [`end_record`]. Records let
@@ -102,8 +152,7 @@ pub(crate) fn records(mut bytes: &[u8]) -> impl Iterator<Item = Result<&[u8]>> {
 /// Decodes a whole buffer; bytes left over are an error, since they mean the two sides disagree
 /// on the type.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    let (value, used) = bincode::serde::decode_from_slice(bytes, CONFIG)
-        .map_err(|e| Error::codec(format!("{e} (decoding {})", std::any::type_name::<T>())))?;
+    let (value, used) = decode_prefix::<T>(bytes)?;
     if used != bytes.len() {
         return Err(Error::codec(format!(
             "{} bytes left over after decoding {}: parent and child disagree on the type",
@@ -235,6 +284,17 @@ mod tests {
     }
 
     #[test]
+    fn a_huge_length_prefix_is_an_error_not_an_allocation() {
+        // A string of 2^60 bytes announced by a 9-byte input (varint: 0xFD, then a u64).
+        let mut bytes = vec![0xFD];
+        bytes.extend_from_slice(&(1u64 << 60).to_le_bytes());
+        let err = decode::<String>(&bytes).unwrap_err();
+        assert!(err.is_codec(), "{err}");
+        let err = decode_prefix::<(u8, Vec<u8>)>(&[&[7][..], &bytes].concat()).unwrap_err();
+        assert!(err.is_codec(), "{err}");
+    }
+
+    #[test]
     fn truncated_input_is_an_error() {
         let bytes = encode(&"a string of some length".to_string()).unwrap();
         assert!(decode::<String>(&bytes[..5]).unwrap_err().is_codec());
@@ -279,5 +339,85 @@ mod tests {
                 .to_string()
                 .contains("did not come")
         );
+    }
+}
+
+/// Corrupt or truncated bytes decode to an error: never a panic, never an allocation larger
+/// than the input can justify.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    type Sample = (u64, String, Vec<u8>, Option<i128>, Vec<String>);
+
+    fn sample() -> impl Strategy<Value = Sample> {
+        (
+            any::<u64>(),
+            ".{0,40}",
+            proptest::collection::vec(any::<u8>(), 0..100),
+            any::<Option<i128>>(),
+            proptest::collection::vec(".{0,10}", 0..5),
+        )
+    }
+
+    fn in_records(values: &[Sample]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for value in values {
+            let at = begin_record(&mut out);
+            encode_into(value, &mut out).unwrap();
+            end_record(&mut out, at).unwrap();
+        }
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_decode_to_a_value_or_an_error(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode::<Sample>(&bytes);
+            let _ = decode::<String>(&bytes);
+            let _ = decode_prefix::<Vec<Vec<u8>>>(&bytes);
+            for record in records(&bytes) {
+                match record {
+                    Ok(record) => prop_assert!(record.len() <= bytes.len()),
+                    Err(error) => prop_assert!(error.to_string().contains("cut off")),
+                }
+            }
+        }
+
+        #[test]
+        fn values_round_trip_through_records(values in proptest::collection::vec(sample(), 0..6)) {
+            let bytes = in_records(&values);
+            let decoded: Vec<Sample> = records(&bytes).map(|r| decode(r.unwrap()).unwrap()).collect();
+            prop_assert_eq!(decoded, values);
+        }
+
+        #[test]
+        fn a_truncated_value_is_an_error(value in sample(), cut in any::<prop::sample::Index>()) {
+            let bytes = encode(&value).unwrap();
+            let cut = cut.index(bytes.len());
+            prop_assert!(decode::<Sample>(&bytes[..cut]).unwrap_err().is_codec());
+        }
+
+        #[test]
+        fn truncated_records_end_with_an_error(values in proptest::collection::vec(sample(), 1..4), cut in any::<prop::sample::Index>()) {
+            let bytes = in_records(&values);
+            let cut = cut.index(bytes.len());
+            let parsed: Vec<Result<&[u8]>> = records(&bytes[..cut]).collect();
+            let whole = parsed.iter().take_while(|r| r.is_ok()).count();
+            // Every record but the last one read is whole; a cut inside a record is an error.
+            prop_assert!(parsed.len() - whole <= 1);
+            prop_assert!(whole < values.len());
+        }
+
+        #[test]
+        fn a_huge_length_anywhere_is_an_error(value in sample(), at in any::<prop::sample::Index>(), len in (1u64 << 32)..) {
+            let mut bytes = encode(&value).unwrap();
+            let at = at.index(bytes.len());
+            bytes.truncate(at);
+            bytes.push(0xFD);
+            bytes.extend_from_slice(&len.to_le_bytes());
+            let _ = decode::<Sample>(&bytes);
+        }
     }
 }

@@ -163,6 +163,11 @@ pub use sync::{
 /// ```
 pub use mp_macros::process_fn;
 
+/// Entry points for the fuzz targets. Not a public API: it may change in any release.
+#[doc(hidden)]
+#[path = "fuzz.rs"]
+pub mod __fuzz;
+
 /// What the macros expand to. Not a public API: it may change in any release.
 #[doc(hidden)]
 pub mod __private {

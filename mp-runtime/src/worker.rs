@@ -289,7 +289,7 @@ fn call(entry: &registry::Entry, args: &[u8], out: &mut Vec<u8>) -> Result<bool>
 
 /// Runs the calls of one request; returns the reply frame, its descriptors, and whether a
 /// call panicked.
-fn run_calls(
+pub(crate) fn run_calls(
     function: &str,
     args: &[u8],
     fds: Vec<OwnedFd>,
@@ -398,6 +398,101 @@ fn read_requests(mut channel: Channel, incoming: mpsc::Sender<Incoming>) {
         let end = matches!(message, Incoming::End(_));
         if incoming.send(message).is_err() || end {
             return;
+        }
+    }
+}
+
+/// The parsers of both sides of the protocol answer corrupt input with an error, never a
+/// panic or a wrong count.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// `bytes` as a received frame.
+    fn frame(bytes: &[u8]) -> Frame {
+        let (a, b) = UnixStream::pair().unwrap();
+        let (mut a, mut b) = (Channel::new(a), Channel::new(b));
+        a.send(bytes).unwrap();
+        b.recv().unwrap().unwrap()
+    }
+
+    /// A reply of `values`, as a worker writes it.
+    fn reply(values: &[std::result::Result<String, String>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for value in values {
+            let at = codec::begin_record(&mut out);
+            match value {
+                Ok(value) => {
+                    out.push(VALUE);
+                    codec::encode_into(value, &mut out).unwrap();
+                }
+                Err(message) => {
+                    out.push(FAILED);
+                    codec::encode_into(&Failure::Other(message.clone()), &mut out).unwrap();
+                }
+            }
+            codec::end_record(&mut out, at).unwrap();
+        }
+        out
+    }
+
+    fn values() -> impl Strategy<Value = Vec<std::result::Result<String, String>>> {
+        proptest::collection::vec(
+            prop_oneof![".{0,20}".prop_map(Ok), ".{0,20}".prop_map(Err)],
+            0..6,
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn any_reply_parses_or_is_an_error(bytes in proptest::collection::vec(any::<u8>(), 0..512), count in 0usize..8) {
+            if let Ok(outcomes) = Outcomes::parse(frame(&bytes), count) {
+                prop_assert_eq!(outcomes.len(), count);
+                let _ = outcomes.first_error("f");
+                prop_assert_eq!(outcomes.decode_each::<(String, u64)>("f").len(), count);
+            }
+        }
+
+        #[test]
+        fn a_reply_round_trips(values in values()) {
+            let outcomes = Outcomes::parse(frame(&reply(&values)), values.len()).unwrap();
+            let decoded: Vec<std::result::Result<String, String>> = outcomes
+                .decode_each::<String>("f")
+                .into_iter()
+                .map(|r| r.map_err(|e| e.to_string()))
+                .collect();
+            prop_assert_eq!(decoded.len(), values.len());
+            for (got, sent) in decoded.iter().zip(&values) {
+                match (got, sent) {
+                    (Ok(got), Ok(sent)) => prop_assert_eq!(got, sent),
+                    (Err(got), Err(sent)) => prop_assert!(got.contains(sent.as_str())),
+                    _ => prop_assert!(false, "{:?} decoded as {:?}", sent, got),
+                }
+            }
+        }
+
+        #[test]
+        fn a_truncated_or_miscounted_reply_is_an_error(values in values(), cut in any::<prop::sample::Index>(), extra in 1usize..3) {
+            let bytes = reply(&values);
+            prop_assert!(Outcomes::parse(frame(&bytes), values.len() + extra).is_err());
+            if !bytes.is_empty() {
+                let cut = cut.index(bytes.len());
+                let error = Outcomes::parse(frame(&bytes[..cut]), values.len()).err();
+                prop_assert!(error.is_some(), "a reply cut at {} of {} parsed", cut, bytes.len());
+            }
+        }
+
+        #[test]
+        fn any_request_is_decoded_or_refused(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            if let Ok((Request::Call { function, .. }, used)) = codec::decode_prefix::<Request<'static>>(&bytes) {
+                prop_assert!(used <= bytes.len());
+                // No function has this id here: each argument record is answered with an error.
+                let (reply, fds, panicked) = run_calls(&function, &bytes[used..], Vec::new()).unwrap();
+                prop_assert!(fds.is_empty() && !panicked);
+                let count = codec::records(&reply).count();
+                prop_assert!(Outcomes::parse(frame(&reply), count).unwrap().first_error("f").is_some() || count == 0);
+            }
         }
     }
 }
