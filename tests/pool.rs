@@ -593,3 +593,29 @@ fn retries_run_a_task_again_when_its_worker_dies() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[process_fn]
+fn allocate_mib(mib: usize) -> usize {
+    let block = vec![1u8; mib << 20];
+    block.iter().map(|&b| b as usize).sum::<usize>() >> 20
+}
+
+#[test]
+fn a_task_over_the_memory_limit_fails_alone() {
+    for method in [
+        mp_runtime::StartMethod::Spawn,
+        mp_runtime::StartMethod::ForkServer,
+    ] {
+        let pool = Pool::builder()
+            .processes(1)
+            .memory_limit(200 << 20)
+            .start_method(method)
+            .build()
+            .unwrap();
+        assert_eq!(pool.apply(allocate_mib, (32,)).unwrap(), 32);
+        let err = pool.apply(allocate_mib, (4096,)).unwrap_err();
+        assert!(err.is_out_of_memory() && err.is_died(), "{method:?}: {err}");
+        assert!(err.to_string().contains("memory limit of 200 MiB"), "{err}");
+        assert_eq!(pool.apply(allocate_mib, (32,)).unwrap(), 32, "{method:?}");
+    }
+}

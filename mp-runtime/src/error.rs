@@ -44,6 +44,12 @@ pub(crate) enum Kind {
     },
     /// The process ended before it sent a result.
     Died { function: String, exit: ExitReason },
+    /// A worker with a memory limit ended the way an allocation past the limit ends it.
+    OutOfMemory {
+        function: String,
+        exit: ExitReason,
+        limit: u64,
+    },
     /// A wait ran out of time.
     Timeout(Duration),
     /// The function was passed without `#[process_fn]`.
@@ -248,7 +254,43 @@ impl Error {
     /// assert_eq!(err.exit_code(), Some(3));
     /// ```
     pub fn is_died(&self) -> bool {
-        matches!(self.kind, Kind::Died { .. })
+        matches!(self.kind, Kind::Died { .. } | Kind::OutOfMemory { .. })
+    }
+
+    /// True when a worker of a pool with a
+    /// [`memory_limit`](crate::PoolBuilder::memory_limit) died the way a task that allocates
+    /// past the limit dies (also [`is_died`](Error::is_died)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, Pool, StartMethod};
+    ///
+    /// #[process_fn]
+    /// fn hog() -> usize {
+    ///     vec![0u8; 1 << 30].iter().filter(|&&b| b == 0).count()
+    /// }
+    ///
+    /// let pool = Pool::builder()
+    ///     .processes(1)
+    ///     .start_method(StartMethod::Spawn)
+    ///     .memory_limit(128 << 20)
+    ///     .build()
+    ///     .unwrap();
+    /// let err = pool.apply(hog, ()).unwrap_err();
+    /// assert!(err.is_out_of_memory() && err.is_died());
+    /// assert!(err.to_string().contains("memory limit"), "{err}");
+    /// ```
+    pub fn is_out_of_memory(&self) -> bool {
+        matches!(self.kind, Kind::OutOfMemory { .. })
+    }
+
+    /// How the process ended, for either kind of death.
+    fn exit_reason(&self) -> Option<ExitReason> {
+        match self.kind {
+            Kind::Died { exit, .. } | Kind::OutOfMemory { exit, .. } => Some(exit),
+            _ => None,
+        }
     }
 
     /// The exit code of a process that [died](Error::is_died) by calling `exit`.
@@ -266,11 +308,8 @@ impl Error {
     /// assert_eq!(spawn!(quit).unwrap().join().unwrap_err().exit_code(), Some(4));
     /// ```
     pub fn exit_code(&self) -> Option<i32> {
-        match self.kind {
-            Kind::Died {
-                exit: ExitReason::Code(code),
-                ..
-            } => Some(code),
+        match self.exit_reason()? {
+            ExitReason::Code(code) => Some(code),
             _ => None,
         }
     }
@@ -291,11 +330,8 @@ impl Error {
     /// assert_eq!(err.signal(), Some(6)); // SIGABRT
     /// ```
     pub fn signal(&self) -> Option<i32> {
-        match self.kind {
-            Kind::Died {
-                exit: ExitReason::Signal(signal),
-                ..
-            } => Some(signal),
+        match self.exit_reason()? {
+            ExitReason::Signal(signal) => Some(signal),
             _ => None,
         }
     }
@@ -544,6 +580,17 @@ impl fmt::Display for Error {
             Kind::Died { function, exit } => write!(
                 f,
                 "the process running `{function}` {exit} before it sent a result"
+            ),
+            Kind::OutOfMemory {
+                function,
+                exit,
+                limit,
+            } => write!(
+                f,
+                "the process running `{function}` {exit} before it sent a result: it most \
+                 likely went over the pool's memory limit of {} MiB; raise `memory_limit` or \
+                 make the task use less",
+                limit >> 20
             ),
             Kind::Timeout(after) => write!(
                 f,

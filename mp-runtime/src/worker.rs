@@ -29,6 +29,9 @@ pub(crate) enum Request<'a> {
     Call { function: Cow<'a, str>, count: u32 },
     /// Exit once the calls before this one have been answered.
     Exit,
+    /// Keep this process's private memory (heap and anonymous maps) under `bytes`: an
+    /// allocation past it fails, which ends the process (Rust aborts on allocation failure).
+    LimitMemory { bytes: u64 },
 }
 
 /// Encoded argument tuples, one record each, and the descriptors of the handles among them.
@@ -387,6 +390,13 @@ fn read_requests(mut channel: Channel, incoming: mpsc::Sender<Incoming>) {
                     Incoming::Call(function.into_owned(), frame, used, fds)
                 }
                 Ok((Request::Exit, _)) => Incoming::Exit,
+                Ok((Request::LimitMemory { bytes }, _)) => match limit_memory(bytes) {
+                    // Set here, for the whole process, before the calls that follow are read.
+                    Ok(()) => continue,
+                    Err(error) => Incoming::End(Some(format!(
+                        "cannot limit memory to {bytes} bytes: {error}"
+                    ))),
+                },
                 Err(error) => Incoming::End(Some(format!(
                     "the parent sent a message this worker cannot read ({error}); parent and \
                      worker must be the same build"
@@ -399,6 +409,22 @@ fn read_requests(mut channel: Channel, incoming: mpsc::Sender<Incoming>) {
         if incoming.send(message).is_err() || end {
             return;
         }
+    }
+}
+
+/// Caps the process's data segment (RLIMIT_DATA: heap and private anonymous maps, what
+/// allocations use). Unlike RLIMIT_AS it does not count reserved address space, such as thread
+/// stacks and malloc's arena reservations, so a small limit still lets a worker run.
+fn limit_memory(bytes: u64) -> std::io::Result<()> {
+    let limit = libc::rlimit {
+        rlim_cur: bytes,
+        rlim_max: bytes,
+    };
+    // SAFETY: plain system call with a valid pointer to a filled-in rlimit.
+    if unsafe { libc::setrlimit(libc::RLIMIT_DATA, &limit) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 

@@ -75,6 +75,7 @@ pub struct PoolBuilder {
     processes: Option<usize>,
     max_tasks_per_child: Option<usize>,
     retries: u32,
+    memory_limit: Option<u64>,
     initializer: Option<Result<(&'static Entry, worker::Args)>>,
     start_method: Option<StartMethod>,
 }
@@ -121,6 +122,40 @@ impl PoolBuilder {
     /// ```
     pub fn retries(mut self, retries: u32) -> Self {
         self.retries = retries;
+        self
+    }
+
+    /// Caps each worker's private memory (heap and anonymous maps) at `bytes`, so a task that
+    /// asks for too much fails alone instead of pushing the machine into swap or waking the
+    /// out-of-memory killer. An allocation past the cap ends the worker (Rust aborts when an
+    /// allocation fails); the task's error then says
+    /// [`is_out_of_memory`](Error::is_out_of_memory), and a fresh worker takes over. Linux's
+    /// RLIMIT_DATA; shared memory (`SharedMemory`, `Array`) is not counted.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, Pool};
+    ///
+    /// #[process_fn]
+    /// fn allocate(mib: usize) -> usize {
+    ///     let block = vec![1u8; mib << 20];
+    ///     block.iter().map(|&b| b as usize).sum::<usize>() >> 20
+    /// }
+    ///
+    /// let pool = Pool::builder()
+    ///     .processes(1)
+    ///     .start_method(mp_runtime::StartMethod::Spawn)
+    ///     .memory_limit(256 << 20)
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(pool.apply(allocate, (16,)).unwrap(), 16);
+    /// let err = pool.apply(allocate, (1024,)).unwrap_err();
+    /// assert!(err.is_out_of_memory(), "{err}");
+    /// assert_eq!(pool.apply(allocate, (16,)).unwrap(), 16); // a fresh worker
+    /// ```
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.memory_limit = Some(bytes);
         self
     }
 
@@ -232,6 +267,7 @@ impl PoolBuilder {
             WorkerConfig {
                 max_tasks_per_child: self.max_tasks_per_child,
                 retries: self.retries,
+                memory_limit: self.memory_limit,
                 initializer,
                 start_method: self.start_method.unwrap_or_else(crate::get_start_method),
             },
@@ -319,6 +355,7 @@ impl Pool {
             processes: None,
             max_tasks_per_child: None,
             retries: 0,
+            memory_limit: None,
             initializer: None,
             start_method: None,
         }

@@ -138,6 +138,8 @@ pub(crate) struct WorkerConfig {
     pub max_tasks_per_child: Option<usize>,
     /// How many times a task whose worker died is run again before its error is reported.
     pub retries: u32,
+    /// The cap on each worker's private memory, in bytes.
+    pub memory_limit: Option<u64>,
     pub initializer: Option<(&'static Entry, Args)>,
     pub start_method: StartMethod,
 }
@@ -295,6 +297,11 @@ impl Worker {
             channel: Channel::new(started.stream),
             sent: 0,
         };
+        if let Some(bytes) = shared.config.memory_limit {
+            let request = codec::encode(&Request::LimitMemory { bytes })?;
+            // A worker that cannot take the limit exits; the call below then reports it.
+            let _ = worker.channel.send(&request);
+        }
         if let Some((entry, args)) = &shared.config.initializer {
             if let Err(error) = worker.initialize(entry, args) {
                 worker.kill(slot);
@@ -489,7 +496,23 @@ pub(crate) fn drive(
                         again.push(task);
                     } else {
                         let function = task.function.path.to_string();
-                        task.finish(Err(Error::new(Kind::Died { function, exit })));
+                        task.finish(Err(match shared.config.memory_limit {
+                            // Rust aborts when an allocation fails; the kernel's OOM killer
+                            // sends SIGKILL.
+                            Some(limit)
+                                if matches!(
+                                    exit,
+                                    ExitReason::Signal(libc::SIGABRT | libc::SIGKILL)
+                                ) =>
+                            {
+                                Error::new(Kind::OutOfMemory {
+                                    function,
+                                    exit,
+                                    limit,
+                                })
+                            }
+                            _ => Error::new(Kind::Died { function, exit }),
+                        }));
                     }
                 }
                 shared.requeue(again.into_iter());
