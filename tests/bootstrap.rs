@@ -36,6 +36,14 @@ fn a_forged_marker_is_a_clear_error_and_a_non_zero_exit() {
 }
 
 #[test]
+fn a_child_of_another_build_says_so() {
+    let me = std::process::id();
+    let (code, stderr) = run_with_role(&format!("worker:{me}:0123456789abcdef"));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("same build"), "{stderr}");
+}
+
+#[test]
 fn a_real_child_does_not_pass_the_marker_on() {
     #[process_fn]
     fn marker() -> Option<String> {

@@ -37,6 +37,7 @@ use std::sync::{OnceLock, mpsc};
 
 use crate::error::{Error, Result};
 use crate::forkserver::{self, ForkedChild};
+use crate::registry;
 use crate::worker;
 
 /// The environment variable that tells a child it is a worker, and of which parent.
@@ -208,11 +209,11 @@ fn take_channel(role: &OsString) -> std::result::Result<(Role, UnixStream), Stri
         )
     };
     let role = role.to_str().ok_or_else(forged)?;
-    let (kind, parent) = [Role::Worker, Role::ForkServer]
+    let (kind, parent, build) = [Role::Worker, Role::ForkServer]
         .into_iter()
         .find_map(|kind| {
-            let pid = role.strip_prefix(kind.prefix())?.parse::<u32>().ok()?;
-            Some((kind, pid))
+            let (pid, build) = role.strip_prefix(kind.prefix())?.split_once(':')?;
+            Some((kind, pid.parse::<u32>().ok()?, build))
         })
         .ok_or_else(forged)?;
     if !die_with_parent(parent) {
@@ -226,6 +227,13 @@ fn take_channel(role: &OsString) -> std::result::Result<(Role, UnixStream), Stri
         }
         // Started by hand with a copied variable.
         return Err(forged());
+    }
+    if build != registry::build_id() {
+        return Err(format!(
+            "this binary (build {}) is not the build of the process that started it (build \
+             {build}): parent and worker must be the same build of the same program",
+            registry::build_id()
+        ));
     }
     // The dup is close-on-exec, so the socket does not leak into processes the task starts.
     let socket = File::from(
@@ -319,7 +327,15 @@ pub(crate) fn spawn_self(role: Role, name: &str, socket: OwnedFd) -> Result<Chil
     let mut command = Command::new(SELF_EXE);
     command
         .arg0(argv0())
-        .env(ROLE_VAR, format!("{}{}", role.prefix(), std::process::id()))
+        .env(
+            ROLE_VAR,
+            format!(
+                "{}{}:{}",
+                role.prefix(),
+                std::process::id(),
+                registry::build_id()
+            ),
+        )
         .env(
             NAMES_VAR,
             format!("{name}\n{}", crate::context::current_process().name()),

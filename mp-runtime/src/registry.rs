@@ -68,6 +68,30 @@ fn check_duplicates(registry: &Registry) -> Result<()> {
     }
 }
 
+/// The identity of this build, as parent and child compare it: a hash of mp's version and of
+/// every registered function's id and Rust path. A child that is not the same program (a
+/// different binary on another machine, or one rebuilt with other functions) differs.
+pub(crate) fn build_id() -> &'static str {
+    static BUILD: OnceLock<String> = OnceLock::new();
+    BUILD.get_or_init(|| {
+        let mut names: Vec<(&str, &str)> = inventory::iter::<Entry>
+            .into_iter()
+            .map(|entry| (entry.id, entry.path))
+            .collect();
+        names.sort_unstable();
+        // FNV-1a: small, and stable across Rust versions (unlike `DefaultHasher`).
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        let version = env!("CARGO_PKG_VERSION");
+        for part in std::iter::once(version).chain(names.iter().flat_map(|(id, path)| [*id, *path]))
+        {
+            for byte in part.bytes().chain([0]) {
+                hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        format!("{hash:016x}")
+    })
+}
+
 /// The entry of the function `f` (a fn item), or an error naming it.
 pub(crate) fn lookup<F: 'static>(_f: &F) -> Result<&'static Entry> {
     let registry = registry();
