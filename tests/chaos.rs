@@ -93,3 +93,78 @@ fn a_map_under_chaos_ends_every_task_exactly_once() {
         children()
     );
 }
+
+/// The chaos map, again and again for `MP_SOAK_SECONDS` (default 600):
+/// `cargo test --release --test chaos -- --ignored --nocapture`. Prints what it did.
+#[test]
+#[ignore = "a soak of ten minutes; run it by name"]
+fn soak() {
+    let seconds: u64 = std::env::var("MP_SOAK_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(600);
+    let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
+    let pool = Pool::builder().processes(2).retries(1).build().unwrap();
+    let (mut tasks, mut failed, mut kills, mut rounds) = (0u64, 0u64, 0usize, 0u64);
+    while std::time::Instant::now() < deadline {
+        let done = AtomicBool::new(false);
+        let start = rounds * 100_000;
+        let (results, killed) = std::thread::scope(|scope| {
+            let chaos = scope.spawn(|| {
+                let signals = [libc::SIGKILL, libc::SIGSEGV, libc::SIGABRT];
+                let mut kills = 0usize;
+                let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ rounds;
+                loop {
+                    std::thread::sleep(Duration::from_millis(15));
+                    if done.load(Ordering::SeqCst) {
+                        break kills;
+                    }
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    let victims = children();
+                    if let Some(&pid) = victims.get(seed as usize % victims.len().max(1)) {
+                        // SAFETY: plain system call on a child of this process, a pool worker.
+                        unsafe { libc::kill(pid, signals[(seed >> 32) as usize % signals.len()]) };
+                        kills += 1;
+                    }
+                }
+            });
+            let results: Vec<_> = pool
+                .imap_chunked(double_or_die, start..start + 100_000, 50)
+                .collect();
+            done.store(true, Ordering::SeqCst);
+            (results, chaos.join().unwrap())
+        });
+        assert_eq!(
+            results.len(),
+            100_000,
+            "round {rounds}: a task was lost or duplicated"
+        );
+        for (i, result) in results.iter().enumerate() {
+            let x = start + i as u64;
+            match result {
+                Ok(value) => assert_eq!(*value, 2 * x),
+                Err(error) => {
+                    assert!(error.is_died(), "task {x}: {error}");
+                    failed += 1;
+                }
+            }
+        }
+        tasks += 100_000;
+        kills += killed;
+        rounds += 1;
+    }
+    assert_eq!(
+        pool.map(double_or_die, 3..8).unwrap(),
+        vec![6, 8, 10, 12, 14]
+    );
+    drop(pool);
+    let left = children();
+    eprintln!(
+        "soak: {seconds} s, {rounds} rounds, {tasks} tasks, {kills} workers killed from outside, \
+         {failed} tasks failed (each with its error), 0 lost, {} children left",
+        left.len()
+    );
+    assert!(left.is_empty(), "workers left behind: {left:?}");
+}
