@@ -373,6 +373,62 @@ impl<T: Pod> Array<T> {
         }
     }
 
+    /// The elements, without taking the lock: Python's `RawArray` (or `Array(lock=False)`),
+    /// for data that processes only read, or write in parts they have agreed on another way.
+    /// Readers in several processes then run side by side.
+    ///
+    /// # Safety
+    ///
+    /// While the slice lives, no process may write these elements (through
+    /// [`lock`](Array::lock), [`set`](Array::set) or [`unlocked_mut`](Array::unlocked_mut) of any
+    /// handle to this array), since that would be a data race.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, Array, Pool};
+    ///
+    /// #[process_fn]
+    /// fn sum_part(array: Array<u64>, start: usize, end: usize) -> u64 {
+    ///     // SAFETY: the parent filled the array before the map and writes no more.
+    ///     let values = unsafe { array.unlocked() };
+    ///     values[start..end].iter().sum()
+    /// }
+    ///
+    /// let array = Array::from_slice(&[1, 2, 3, 4]).unwrap();
+    /// let pool = Pool::new(2).unwrap();
+    /// let parts = pool.starmap(sum_part, vec![(array.clone(), 0, 2), (array.clone(), 2, 4)]);
+    /// assert_eq!(parts.unwrap(), [3, 7]);
+    /// ```
+    pub unsafe fn unlocked(&self) -> &[T] {
+        let (ptr, len) = self.elements();
+        // SAFETY: mapped, aligned and valid (Pod) as in `ArrayGuard::deref`; the caller
+        // promises that nobody writes while the slice lives.
+        unsafe { std::slice::from_raw_parts(ptr, len) }
+    }
+
+    /// The elements for writing, without taking the lock: Python's `RawArray`.
+    ///
+    /// # Safety
+    ///
+    /// While the slice lives, no other process or handle may read or write the elements this
+    /// code writes (processes may fill disjoint parts side by side).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut array = mp_runtime::Array::<u8>::new(3).unwrap();
+    /// // SAFETY: no other handle to the array exists yet.
+    /// unsafe { array.unlocked_mut() }.copy_from_slice(&[7, 8, 9]);
+    /// assert_eq!(array.to_vec().unwrap(), [7, 8, 9]);
+    /// ```
+    pub unsafe fn unlocked_mut(&mut self) -> &mut [T] {
+        let (ptr, len) = self.elements();
+        // SAFETY: as in `unlocked`, with the caller's promise that nothing else touches what
+        // is written.
+        unsafe { std::slice::from_raw_parts_mut(ptr, len) }
+    }
+
     /// The number of elements.
     ///
     /// # Examples
