@@ -341,14 +341,24 @@ pub(crate) fn serve(stream: UnixStream) -> i32 {
             return 1;
         }
     };
+    let mut reader = Channel::new(reader);
     let (incoming, requests) = mpsc::channel();
-    let reading = std::thread::Builder::new()
-        .name("mp-worker-reader".into())
-        .spawn(move || read_requests(Channel::new(reader), incoming));
-    if let Err(e) = reading {
-        eprintln!("mp worker: cannot start the reader thread: {e}");
-        return 1;
+    // A lone process is sent its call and its exit at once: when both are here, serve them
+    // without a reader thread (which only a pool's pipelined calls need), saving its start.
+    let first = next_incoming(&mut reader);
+    let one_shot = matches!(first, Incoming::Call(..)) && reader.has_frame();
+    let _ = incoming.send(first);
+    if one_shot {
+        let second = next_incoming(&mut reader);
+        let exits = matches!(second, Incoming::Exit);
+        let _ = incoming.send(second);
+        if !exits {
+            start_reader(reader, incoming.clone());
+        }
+    } else {
+        start_reader(reader, incoming.clone());
     }
+    drop(incoming);
 
     let mut replies = Channel::new(stream);
     let mut panicked = false;
@@ -381,9 +391,23 @@ pub(crate) fn serve(stream: UnixStream) -> i32 {
     0
 }
 
-fn read_requests(mut channel: Channel, incoming: mpsc::Sender<Incoming>) {
+/// Starts the thread that drains the channel while calls run, so a parent that sends the next
+/// call while this one replies can never deadlock with it. A worker that cannot start it ends.
+fn start_reader(reader: Channel, incoming: mpsc::Sender<Incoming>) {
+    let reading = std::thread::Builder::new()
+        .name("mp-worker-reader".into())
+        .spawn(move || read_requests(reader, incoming));
+    if let Err(e) = reading {
+        eprintln!("mp worker: cannot start the reader thread: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// Reads the next message for the serving thread (settings such as a memory limit are applied
+/// here, in order with the calls).
+fn next_incoming(channel: &mut Channel) -> Incoming {
     loop {
-        let message = match channel.recv() {
+        return match channel.recv() {
             Ok(Some(mut frame)) => match codec::decode_prefix::<Request<'static>>(&frame) {
                 Ok((Request::Call { function, .. }, used)) => {
                     let fds = std::mem::take(&mut frame.fds);
@@ -405,6 +429,12 @@ fn read_requests(mut channel: Channel, incoming: mpsc::Sender<Incoming>) {
             Ok(None) => Incoming::End(None),
             Err(error) => Incoming::End(Some(format!("reading from the parent failed: {error}"))),
         };
+    }
+}
+
+fn read_requests(mut channel: Channel, incoming: mpsc::Sender<Incoming>) {
+    loop {
+        let message = next_incoming(&mut channel);
         let end = matches!(message, Incoming::End(_));
         if incoming.send(message).is_err() || end {
             return;
