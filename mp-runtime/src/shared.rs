@@ -214,6 +214,46 @@ impl<T: Pod> Value<T> {
         *self.lock()? = value;
         Ok(())
     }
+
+    /// The value, without taking the lock: Python's `RawValue` (or `Value(lock=False)`), for a
+    /// value that processes only read while this reference lives.
+    ///
+    /// # Safety
+    ///
+    /// While the reference lives, no process may write the value (through any handle), since
+    /// that would be a data race.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let v = mp_runtime::Value::new(3u64).unwrap();
+    /// // SAFETY: no other handle to the value exists.
+    /// assert_eq!(unsafe { *v.unlocked() }, 3);
+    /// ```
+    pub unsafe fn unlocked(&self) -> &T {
+        // SAFETY: the value is mapped, aligned and valid (Pod); the caller promises that
+        // nobody writes while the reference lives.
+        unsafe { &*self.shm.state().value.get() }
+    }
+
+    /// The value for writing, without taking the lock: Python's `RawValue`.
+    ///
+    /// # Safety
+    ///
+    /// While the reference lives, no other process or handle may read or write the value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut v = mp_runtime::Value::new(3u64).unwrap();
+    /// // SAFETY: no other handle to the value exists.
+    /// unsafe { *v.unlocked_mut() = 4 };
+    /// assert_eq!(v.get().unwrap(), 4);
+    /// ```
+    pub unsafe fn unlocked_mut(&mut self) -> &mut T {
+        // SAFETY: as in `unlocked`, with the caller's promise that nothing else touches it.
+        unsafe { &mut *self.shm.state().value.get() }
+    }
 }
 
 impl<T: Pod> Clone for Value<T> {
