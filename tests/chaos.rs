@@ -34,33 +34,35 @@ fn children() -> Vec<i32> {
         .collect()
 }
 
+/// Every 15 ms until `done`, sends SIGKILL, SIGSEGV or SIGABRT to a random child (a worker);
+/// returns how many it sent. `seed` picks the victims and signals.
+fn chaos(done: &AtomicBool, mut seed: u64) -> usize {
+    let signals = [libc::SIGKILL, libc::SIGSEGV, libc::SIGABRT];
+    let mut kills = 0;
+    loop {
+        std::thread::sleep(Duration::from_millis(15));
+        if done.load(Ordering::SeqCst) {
+            return kills;
+        }
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let victims = children();
+        if let Some(&pid) = victims.get(seed as usize % victims.len().max(1)) {
+            // SAFETY: plain system call on a child of this process, a pool worker.
+            unsafe { libc::kill(pid, signals[(seed >> 32) as usize % signals.len()]) };
+            kills += 1;
+        }
+    }
+}
+
 #[test]
 fn a_map_under_chaos_ends_every_task_exactly_once() {
     const TASKS: u64 = 100_000;
     let pool = Pool::new(2).unwrap();
     let done = AtomicBool::new(false);
     let (results, kills) = std::thread::scope(|scope| {
-        let chaos = scope.spawn(|| {
-            let signals = [libc::SIGKILL, libc::SIGSEGV, libc::SIGABRT];
-            let mut kills = 0usize;
-            let mut seed = 0x2545_f491_4f6c_dd1du64;
-            loop {
-                std::thread::sleep(Duration::from_millis(15));
-                if done.load(Ordering::SeqCst) {
-                    break;
-                }
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                let victims = children();
-                if let Some(&pid) = victims.get(seed as usize % victims.len().max(1)) {
-                    // SAFETY: plain system call on a child of this process, a pool worker.
-                    unsafe { libc::kill(pid, signals[(seed >> 32) as usize % signals.len()]) };
-                    kills += 1;
-                }
-            }
-            kills
-        });
+        let chaos = scope.spawn(|| chaos(&done, 0x2545_f491_4f6c_dd1d));
         let results: Vec<_> = pool.imap_chunked(double_or_die, 0..TASKS, 50).collect();
         done.store(true, Ordering::SeqCst);
         (results, chaos.join().unwrap())
@@ -110,26 +112,7 @@ fn soak() {
         let done = AtomicBool::new(false);
         let start = rounds * 100_000;
         let (results, killed) = std::thread::scope(|scope| {
-            let chaos = scope.spawn(|| {
-                let signals = [libc::SIGKILL, libc::SIGSEGV, libc::SIGABRT];
-                let mut kills = 0usize;
-                let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ rounds;
-                loop {
-                    std::thread::sleep(Duration::from_millis(15));
-                    if done.load(Ordering::SeqCst) {
-                        break kills;
-                    }
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    let victims = children();
-                    if let Some(&pid) = victims.get(seed as usize % victims.len().max(1)) {
-                        // SAFETY: plain system call on a child of this process, a pool worker.
-                        unsafe { libc::kill(pid, signals[(seed >> 32) as usize % signals.len()]) };
-                        kills += 1;
-                    }
-                }
-            });
+            let chaos = scope.spawn(|| chaos(&done, 0x9e37_79b9_7f4a_7c15 ^ rounds));
             let results: Vec<_> = pool
                 .imap_chunked(double_or_die, start..start + 100_000, 50)
                 .collect();
