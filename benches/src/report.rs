@@ -65,106 +65,128 @@ fn ratio(rows: &[Row], workload: &str, ours: &str, theirs: &str) -> Option<f64> 
     Some(find(rows, workload, ours)?.figure_value() / find(rows, workload, theirs)?.figure_value())
 }
 
+/// What a goal asks of its figure.
+#[derive(Clone, Copy)]
+enum Bound {
+    AtMost(f64),
+    AtLeast(f64),
+    Below(f64),
+}
+
+impl Bound {
+    fn met(self, value: f64) -> bool {
+        match self {
+            Bound::AtMost(limit) => value <= limit,
+            Bound::AtLeast(limit) => value >= limit,
+            Bound::Below(limit) => value < limit,
+        }
+    }
+}
+
 /// One line per goal of the benchmark issue: the goal, what was measured, met or not.
 fn goals(rows: &[Row], speedup: &Speedup) -> String {
+    use Bound::*;
     use workloads::*;
+    let two_workers = speedup.workers.iter().position(|&w| w == 2);
+    // (goal, figure, its unit, what the goal asks of it)
+    let goals = [
+        (
+            "start + join ≤ 1.3x a bare re-exec",
+            ratio(rows, START_JOIN, "mp spawn", "raw: bare re-exec"),
+            "x",
+            AtMost(1.3),
+        ),
+        (
+            "start + join faster than Python fork",
+            ratio(rows, START_JOIN, "mp spawn", "Python fork"),
+            "x",
+            Below(1.0),
+        ),
+        (
+            "start + join, fork server ≤ 0.3 ms",
+            find(rows, START_JOIN, "mp forkserver").map(|row| row.figure_value() * 1e3),
+            " ms",
+            AtMost(0.3),
+        ),
+        (
+            "map 10k tiny tasks ≥ 10x Python Pool.map",
+            ratio(rows, MAP_10K, "mp", "Python fork"),
+            "x",
+            AtLeast(10.0),
+        ),
+        (
+            "map 1M tiny tasks ≥ 10x Python Pool.map",
+            ratio(rows, MAP_1M, "mp", "Python fork"),
+            "x",
+            AtLeast(10.0),
+        ),
+        (
+            "one task at a time ≥ 10x Python imap",
+            ratio(rows, ONE_AT_A_TIME, "mp", "Python fork"),
+            "x",
+            AtLeast(10.0),
+        ),
+        (
+            "apply round trip ≤ 1/3 of Python's",
+            ratio(rows, APPLY, "mp", "Python fork"),
+            "x",
+            AtMost(1.0 / 3.0),
+        ),
+        (
+            "64 MiB by value ≥ 5x Python",
+            ratio(rows, BYTES, "mp", "Python fork"),
+            "x",
+            AtLeast(5.0),
+        ),
+        (
+            "64 MiB through shared memory ≥ 3 GiB/s",
+            find(rows, SHARED, "mp").map(|row| row.figure_value() / f64::from(1u32 << 30)),
+            " GiB/s",
+            AtLeast(3.0),
+        ),
+        (
+            "Queue throughput ≥ 10x Python",
+            ratio(rows, QUEUE, "mp", "Python fork"),
+            "x",
+            AtLeast(10.0),
+        ),
+        (
+            "Pipe round trip ≤ 1.2x a raw socketpair",
+            ratio(rows, PIPE, "mp", "raw: socketpair"),
+            "x",
+            AtMost(1.2),
+        ),
+        (
+            "CPU-bound speedup ≥ 1.8x on 2 cores",
+            two_workers.map(|i| speedup.mp[i]),
+            "x",
+            AtLeast(1.8),
+        ),
+        (
+            "idle worker RSS ≤ 1/5 of a Python worker",
+            ratio(rows, RSS, "mp worker", "Python fork"),
+            "x",
+            AtMost(0.2),
+        ),
+        (
+            "idle worker USS ≤ 1/5 of a Python worker",
+            ratio(rows, USS, "mp worker", "Python fork"),
+            "x",
+            AtMost(0.2),
+        ),
+    ];
     let mut out = String::from("| goal | measured | met |\n|---|---|---|\n");
-    let mut line = |goal: &str,
-                    measured: Option<f64>,
-                    text: &dyn Fn(f64) -> String,
-                    met: &dyn Fn(f64) -> bool| {
-        let (measured, met) = match measured {
-            Some(value) => (text(value), if met(value) { "yes" } else { "no" }),
+    for (goal, figure, unit, bound) in goals {
+        let (measured, met) = match figure {
+            Some(value) => {
+                let digits = if unit == " ms" { 3 } else { 2 };
+                let met = if bound.met(value) { "yes" } else { "no" };
+                (format!("{value:.digits$}{unit}"), met)
+            }
             None => ("not measured".to_string(), "—"),
         };
         let _ = writeln!(out, "| {goal} | {measured} | {met} |");
-    };
-    let times = |v: f64| format!("{v:.2}x");
-    line(
-        "start + join ≤ 1.3x a bare re-exec",
-        ratio(rows, START_JOIN, "mp spawn", "raw: bare re-exec"),
-        &times,
-        &|v| v <= 1.3,
-    );
-    line(
-        "start + join faster than Python fork",
-        ratio(rows, START_JOIN, "mp spawn", "Python fork"),
-        &times,
-        &|v| v < 1.0,
-    );
-    line(
-        "start + join, fork server ≤ 0.3 ms",
-        find(rows, START_JOIN, "mp forkserver").map(|row| row.figure_value() * 1e3),
-        &|v| format!("{v:.3} ms"),
-        &|v| v <= 0.3,
-    );
-    line(
-        "map 10k tiny tasks ≥ 10x Python Pool.map",
-        ratio(rows, MAP_10K, "mp", "Python fork"),
-        &times,
-        &|v| v >= 10.0,
-    );
-    line(
-        "map 1M tiny tasks ≥ 10x Python Pool.map",
-        ratio(rows, MAP_1M, "mp", "Python fork"),
-        &times,
-        &|v| v >= 10.0,
-    );
-    line(
-        "one task at a time ≥ 10x Python imap",
-        ratio(rows, ONE_AT_A_TIME, "mp", "Python fork"),
-        &times,
-        &|v| v >= 10.0,
-    );
-    line(
-        "apply round trip ≤ 1/3 of Python's",
-        ratio(rows, APPLY, "mp", "Python fork"),
-        &times,
-        &|v| v <= 1.0 / 3.0,
-    );
-    line(
-        "64 MiB by value ≥ 5x Python",
-        ratio(rows, BYTES, "mp", "Python fork"),
-        &times,
-        &|v| v >= 5.0,
-    );
-    line(
-        "64 MiB through shared memory ≥ 3 GiB/s",
-        find(rows, SHARED, "mp").map(|row| row.figure_value() / f64::from(1u32 << 30)),
-        &|v| format!("{v:.2} GiB/s"),
-        &|v| v >= 3.0,
-    );
-    line(
-        "Queue throughput ≥ 10x Python",
-        ratio(rows, QUEUE, "mp", "Python fork"),
-        &times,
-        &|v| v >= 10.0,
-    );
-    line(
-        "Pipe round trip ≤ 1.2x a raw socketpair",
-        ratio(rows, PIPE, "mp", "raw: socketpair"),
-        &times,
-        &|v| v <= 1.2,
-    );
-    let two = speedup.workers.iter().position(|&w| w == 2);
-    line(
-        "CPU-bound speedup ≥ 1.8x on 2 cores",
-        two.map(|i| speedup.mp[i]),
-        &times,
-        &|v| v >= 1.8,
-    );
-    line(
-        "idle worker RSS ≤ 1/5 of a Python worker",
-        ratio(rows, RSS, "mp worker", "Python fork"),
-        &times,
-        &|v| v <= 0.2,
-    );
-    line(
-        "idle worker USS ≤ 1/5 of a Python worker",
-        ratio(rows, USS, "mp worker", "Python fork"),
-        &times,
-        &|v| v <= 0.2,
-    );
+    }
     out
 }
 
