@@ -285,16 +285,19 @@ impl Channel {
             self.end -= self.pos;
             self.pos = 0;
         }
+        self.buf.truncate(self.end);
         let room = match self.pending_len()? {
             Some(len) => (HEADER + len - self.end).clamp(READ_CHUNK, GROW_CHUNK),
             None => READ_CHUNK,
         };
-        if self.buf.len() < self.end + room {
-            self.buf.resize(self.end + room, 0);
-        }
+        // The kernel writes straight into the spare capacity: no zeroing of room it overwrites.
+        self.buf.reserve(room);
         loop {
-            match recvmsg(&self.stream, &mut self.buf[self.end..], &mut self.fds) {
+            match recvmsg(&self.stream, self.buf.spare_capacity_mut(), &mut self.fds) {
                 Ok(n) => {
+                    // SAFETY: `recvmsg` wrote the first `n` bytes of the spare capacity, so
+                    // they are initialized.
+                    unsafe { self.buf.set_len(self.end + n) };
                     self.end += n;
                     return Ok(n);
                 }
@@ -377,7 +380,11 @@ fn sendmsg(
 }
 
 /// One `recvmsg` into `buf`; descriptors that came along are appended to `fds` (close-on-exec).
-fn recvmsg(stream: &UnixStream, buf: &mut [u8], fds: &mut VecDeque<OwnedFd>) -> io::Result<usize> {
+fn recvmsg(
+    stream: &UnixStream,
+    buf: &mut [std::mem::MaybeUninit<u8>],
+    fds: &mut VecDeque<OwnedFd>,
+) -> io::Result<usize> {
     // Left uninitialized: the kernel writes it, and only what it wrote is read.
     let mut control = std::mem::MaybeUninit::<[u64; 160]>::uninit();
     let mut iov = libc::iovec {
