@@ -7,7 +7,7 @@ use std::os::unix::net::UnixStream;
 use crate::channel::{Channel, Frame};
 use crate::{codec, worker};
 
-/// Feeds `bytes` to a [`Channel`] as a peer would send them, and every frame it yields to the
+/// Feeds `bytes` to a channel as a peer would send them, and every frame it yields to the
 /// parsers on both sides: the worker's request decoding and the parent's outcome parsing.
 /// Errors are expected; a panic, an abort or an allocation past the frame limit is a bug.
 pub fn wire(bytes: &[u8]) {
