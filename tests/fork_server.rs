@@ -47,24 +47,13 @@ fn parent_pid() -> Option<u32> {
     parent_process().map(|p| p.pid())
 }
 
-/// The parent pid the kernel gives `pid`.
-fn ppid_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
 #[test]
 fn spawn_and_join() {
     fork_server();
     assert_eq!(spawn!(negate, 5).unwrap().join().unwrap(), -5);
     let p = spawn!(parent_pid).unwrap();
     // The child is the zygote's, but it reports the process that asked for it as its parent.
-    assert_ne!(ppid_of(p.pid()), Some(std::process::id()));
+    assert_ne!(mp_support::parent_of(p.pid()), Some(std::process::id()));
     assert_eq!(p.join().unwrap(), Some(std::process::id()));
 }
 
@@ -213,7 +202,7 @@ fn a_hundred_spawns_leave_no_zombie() {
 fn kill_the_zygote_mid_wait() {
     fork_server();
     let mut p: Process<u64> = spawn!(sleep_ms, 60_000).unwrap();
-    let zygote = ppid_of(p.pid()).unwrap();
+    let zygote = mp_support::parent_of(p.pid()).unwrap();
     assert_ne!(zygote, std::process::id());
     // SAFETY: plain system call on the zygote, a process of ours.
     assert_eq!(unsafe { libc::kill(zygote as i32, libc::SIGKILL) }, 0);
@@ -223,7 +212,7 @@ fn kill_the_zygote_mid_wait() {
     assert!(wait_for(LONG, || !is_running(p.pid())));
     // The next start brings a new zygote.
     let q = spawn!(negate, 1).unwrap();
-    assert_ne!(ppid_of(q.pid()), Some(zygote));
+    assert_ne!(mp_support::parent_of(q.pid()), Some(zygote));
     assert_eq!(q.join().unwrap(), -1);
 }
 

@@ -16,17 +16,6 @@ fn sleep_ms(ms: u64) -> u64 {
     ms
 }
 
-/// The parent pid the kernel gives `pid`.
-fn ppid_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
 /// Starts a child of its own and reports that grandchild's pid.
 #[process_fn]
 fn with_grandchild(pids: Queue<u32>) {
@@ -51,7 +40,7 @@ fn family(pids: Queue<u32>) {
     let _forked_busy = forked_pool.apply_async(sleep_ms, (120_000,));
     set_start_method(StartMethod::ForkServer);
     let forked = spawn!(sleep_ms, 120_000).unwrap();
-    let zygote = ppid_of(forked.pid()).unwrap();
+    let zygote = mp_support::parent_of(forked.pid()).unwrap();
 
     for child in active_children() {
         pids.put(&child.pid()).unwrap();
