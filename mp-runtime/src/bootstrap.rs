@@ -154,6 +154,9 @@ static WORKER_ENTRY: extern "C" fn() = worker_entry;
 
 extern "C" fn worker_entry() {
     let Some(role) = std::env::var_os(ROLE_VAR) else {
+        // Not a child of ours: maybe a rank of an MPI job, which rank 0 leaves to run `main`.
+        #[cfg(feature = "mpi")]
+        crate::cluster::early_entry();
         return;
     };
     let names = std::env::var(NAMES_VAR).unwrap_or_default();

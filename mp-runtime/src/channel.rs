@@ -38,6 +38,18 @@ pub(crate) struct Frame {
     pub(crate) fds: Vec<OwnedFd>,
 }
 
+impl Frame {
+    /// A frame that arrived another way (from an MPI rank), without descriptors.
+    #[cfg(feature = "mpi")]
+    pub(crate) fn from_bytes(buf: Vec<u8>) -> Frame {
+        Frame {
+            buf,
+            start: 0,
+            fds: Vec::new(),
+        }
+    }
+}
+
 impl Deref for Frame {
     type Target = [u8];
 

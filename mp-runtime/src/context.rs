@@ -16,6 +16,23 @@ pub fn cpu_count() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// Set in each rank of an MPI job, and so inherited by the workers each rank starts.
+pub(crate) const RANK_VAR: &str = "MP_RUNTIME_RANK";
+
+/// The rank of the MPI job that this process belongs to: in a program started by `mpirun`
+/// (with the `mpi` feature), the rank itself and every worker process it starts know it, so a
+/// task can tell where it ran. `None` outside an MPI job.
+///
+/// # Examples
+///
+/// ```
+/// // This example was not started by an MPI launcher.
+/// assert_eq!(mp_runtime::mpi_rank(), None);
+/// ```
+pub fn mpi_rank() -> Option<u32> {
+    std::env::var(RANK_VAR).ok()?.parse().ok()
+}
+
 /// A process as [`current_process`], [`parent_process`] and [`active_children`] describe it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessInfo {

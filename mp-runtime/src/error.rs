@@ -50,6 +50,16 @@ pub(crate) enum Kind {
         exit: ExitReason,
         limit: u64,
     },
+    /// An MPI rank that was running the task was lost: it died, or MPI lost contact with it.
+    #[cfg(feature = "mpi")]
+    RankLost {
+        function: String,
+        rank: i32,
+        why: String,
+    },
+    /// An MPI call failed.
+    #[cfg(feature = "mpi")]
+    Mpi(String),
     /// A wait ran out of time.
     Timeout(Duration),
     /// The function was passed without `#[process_fn]`.
@@ -99,7 +109,7 @@ pub(crate) enum Kind {
 }
 
 /// How a process ended, as far as the parent could tell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) enum ExitReason {
     /// It called `exit` with this code.
     Code(i32),
@@ -237,7 +247,8 @@ impl Error {
     }
 
     /// True when the process ended (crashed, exited, was killed) before it sent a result.
-    /// [`exit_code`](Error::exit_code) and [`signal`](Error::signal) tell how.
+    /// [`exit_code`](Error::exit_code) and [`signal`](Error::signal) tell how. Also true when
+    /// the MPI rank running the task was lost (see the `mpi` feature).
     ///
     /// # Examples
     ///
@@ -254,7 +265,12 @@ impl Error {
     /// assert_eq!(err.exit_code(), Some(3));
     /// ```
     pub fn is_died(&self) -> bool {
-        matches!(self.kind, Kind::Died { .. } | Kind::OutOfMemory { .. })
+        match self.kind {
+            Kind::Died { .. } | Kind::OutOfMemory { .. } => true,
+            #[cfg(feature = "mpi")]
+            Kind::RankLost { .. } => true,
+            _ => false,
+        }
     }
 
     /// True when a worker of a pool with a
@@ -592,6 +608,18 @@ impl fmt::Display for Error {
                  make the task use less",
                 limit >> 20
             ),
+            #[cfg(feature = "mpi")]
+            Kind::RankLost {
+                function,
+                rank,
+                why,
+            } => write!(
+                f,
+                "MPI rank {rank}, which was running `{function}`, was lost before it sent a \
+                 result: {why}"
+            ),
+            #[cfg(feature = "mpi")]
+            Kind::Mpi(message) => write!(f, "MPI: {message}"),
             Kind::Timeout(after) => write!(
                 f,
                 "timed out after {after:?}; the work goes on: wait again, or terminate it"

@@ -98,6 +98,8 @@
 
 mod bootstrap;
 mod channel;
+#[cfg(feature = "mpi")]
+mod cluster;
 mod codec;
 mod context;
 mod error;
@@ -114,7 +116,9 @@ mod sync;
 mod worker;
 
 pub use bootstrap::{StartMethod, get_start_method, set_start_method};
-pub use context::{ProcessInfo, active_children, cpu_count, current_process, parent_process};
+pub use context::{
+    ProcessInfo, active_children, cpu_count, current_process, mpi_rank, parent_process,
+};
 pub use error::{Error, Result};
 pub use pipe::{Connection, pipe, pipe_oneway};
 pub use pool::{AsyncResult, IMap, Pool, PoolBuilder};

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::channel::{Channel, Frame};
 use crate::codec;
-use crate::error::{Error, Kind, Result};
+use crate::error::{Error, ExitReason, Kind, Result};
 use crate::registry;
 
 /// From parent to worker. In a frame, a `Call` is followed by its arguments: one record
@@ -59,6 +59,28 @@ impl Args {
         result?;
         args.fds = fds;
         Ok(args)
+    }
+
+    /// Arguments that arrived already encoded (from rank 0 of an MPI job): `count` records.
+    #[cfg(feature = "mpi")]
+    pub(crate) fn from_bytes(bytes: Vec<u8>, count: u32) -> Args {
+        Args {
+            bytes,
+            count,
+            fds: Vec::new(),
+        }
+    }
+
+    /// The argument records, encoded.
+    #[cfg(feature = "mpi")]
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Whether handles are among the arguments (their descriptors cannot leave this machine).
+    #[cfg(feature = "mpi")]
+    pub(crate) fn has_fds(&self) -> bool {
+        !self.fds.is_empty()
     }
 
     /// How many calls these are the arguments of.
@@ -120,6 +142,18 @@ impl Outcomes {
     /// How many calls this answers.
     pub(crate) fn len(&self) -> usize {
         self.count
+    }
+
+    /// The outcome records, encoded.
+    #[cfg(feature = "mpi")]
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.frame
+    }
+
+    /// Whether handles are among the values (their descriptors cannot leave this machine).
+    #[cfg(feature = "mpi")]
+    pub(crate) fn has_fds(&self) -> bool {
+        !self.fds.is_empty()
     }
 
     /// The error of the first call that did not return a value, if any.
@@ -198,6 +232,19 @@ pub(crate) enum Failure {
         second: String,
     },
     Codec(String),
+    /// A pool worker died running the call (a pool on another MPI rank reports it this way).
+    Died {
+        function: String,
+        exit: ExitReason,
+    },
+    OutOfMemory {
+        function: String,
+        exit: ExitReason,
+        limit: u64,
+    },
+    Closed,
+    Cancelled,
+    Usage(String),
     Other(String),
 }
 
@@ -215,13 +262,29 @@ impl From<Error> for Failure {
                 second: second.clone(),
             },
             Kind::Codec(message) => Failure::Codec(message.clone()),
+            Kind::Died { function, exit } => Failure::Died {
+                function: function.clone(),
+                exit: *exit,
+            },
+            Kind::OutOfMemory {
+                function,
+                exit,
+                limit,
+            } => Failure::OutOfMemory {
+                function: function.clone(),
+                exit: *exit,
+                limit: *limit,
+            },
+            Kind::Closed => Failure::Closed,
+            Kind::Cancelled => Failure::Cancelled,
+            Kind::Usage(message) => Failure::Usage(message.clone()),
             _ => Failure::Other(error.to_string()),
         }
     }
 }
 
 impl Failure {
-    fn into_error(self) -> Error {
+    pub(crate) fn into_error(self) -> Error {
         match self {
             Failure::UnknownId { id, binary, known } => {
                 Error::new(Kind::UnknownId { id, binary, known })
@@ -230,6 +293,19 @@ impl Failure {
                 Error::new(Kind::DuplicateId { id, first, second })
             }
             Failure::Codec(message) => Error::codec(message),
+            Failure::Died { function, exit } => Error::new(Kind::Died { function, exit }),
+            Failure::OutOfMemory {
+                function,
+                exit,
+                limit,
+            } => Error::new(Kind::OutOfMemory {
+                function,
+                exit,
+                limit,
+            }),
+            Failure::Closed => Error::new(Kind::Closed),
+            Failure::Cancelled => Error::new(Kind::Cancelled),
+            Failure::Usage(message) => Error::new(Kind::Usage(message)),
             Failure::Other(message) => Error::protocol(message),
         }
     }

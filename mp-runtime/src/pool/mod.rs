@@ -2,6 +2,8 @@
 
 mod async_result;
 mod imap;
+#[cfg(feature = "mpi")]
+pub(crate) mod remote;
 mod scheduler;
 
 use std::sync::mpsc;
@@ -51,6 +53,8 @@ use crate::bootstrap::StartMethod;
 pub struct Pool {
     shared: Arc<Shared>,
     drivers: Mutex<Vec<JoinHandle<()>>>,
+    /// Worker processes in all (on every rank, for a pool over MPI ranks).
+    processes: usize,
 }
 
 /// Settings for a [`Pool`], from [`Pool::builder`].
@@ -78,6 +82,16 @@ pub struct PoolBuilder {
     memory_limit: Option<u64>,
     initializer: Option<Result<(&'static Entry, worker::Args)>>,
     start_method: Option<StartMethod>,
+    placement: Placement,
+}
+
+/// Where a pool's workers run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    /// On the other ranks when this is rank 0 of an MPI job of two or more, else here.
+    Auto,
+    Local,
+    Mpi,
 }
 
 impl PoolBuilder {
@@ -241,6 +255,45 @@ impl PoolBuilder {
         self
     }
 
+    /// Runs the workers on the other ranks of the MPI job this program was started in (`mpirun
+    /// -n N ./app`, `srun`), like mpi4py's `MPIPoolExecutor`: rank 0 runs `main` and this pool;
+    /// every other rank runs the tasks it is sent in a local pool of its own, of
+    /// [`processes`](PoolBuilder::processes) workers (by default, one per core the rank may
+    /// run on). Without this call a pool built on rank 0 of such a job uses the other ranks
+    /// anyway; call [`local`](PoolBuilder::local) to keep it on this machine.
+    ///
+    /// Needs the `mpi` feature; [`build`](PoolBuilder::build) fails with a message that says
+    /// what to do when the feature is off, no launcher started the program, or the job has no
+    /// rank but 0. Arguments and results cross as bytes: handles (pipes, queues, locks, shared
+    /// memory) cannot go to another machine and fail their task with a clear error. See the
+    /// README's "Beyond one machine".
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// // Started without `mpirun`, so there are no other ranks to use:
+    /// let err = mp_runtime::Pool::builder().mpi().build().unwrap_err();
+    /// assert!(err.is_usage(), "{err}");
+    /// ```
+    pub fn mpi(mut self) -> Self {
+        self.placement = Placement::Mpi;
+        self
+    }
+
+    /// Runs the workers as processes on this machine, even on rank 0 of an MPI job (where a
+    /// pool uses the other ranks by default; see [`mpi`](PoolBuilder::mpi)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let pool = mp_runtime::Pool::builder().local().processes(2).build().unwrap();
+    /// assert_eq!(pool.processes(), 2);
+    /// ```
+    pub fn local(mut self) -> Self {
+        self.placement = Placement::Local;
+        self
+    }
+
     /// Starts the workers (and runs the initializer in each); fails if any cannot start.
     ///
     /// # Examples
@@ -249,7 +302,7 @@ impl PoolBuilder {
     /// let err = mp_runtime::Pool::builder().processes(0).build().unwrap_err();
     /// assert!(err.to_string().contains("at least one"));
     /// ```
-    pub fn build(self) -> Result<Pool> {
+    pub fn build(mut self) -> Result<Pool> {
         let processes = self.processes.unwrap_or_else(crate::cpu_count);
         if processes == 0 {
             return Err(Error::new(Kind::Usage(
@@ -261,9 +314,10 @@ impl PoolBuilder {
                 "`max_tasks_per_child` must be at least 1".into(),
             )));
         }
-        let initializer = self.initializer.transpose()?;
+        let initializer = self.initializer.take().transpose()?;
+        let remote = on_other_ranks(self.placement)?;
         let shared = Arc::new(Shared::new(
-            processes,
+            if remote { mpi_ranks() - 1 } else { processes },
             WorkerConfig {
                 max_tasks_per_child: self.max_tasks_per_child,
                 retries: self.retries,
@@ -272,6 +326,10 @@ impl PoolBuilder {
                 start_method: self.start_method.unwrap_or_else(crate::get_start_method),
             },
         ));
+        #[cfg(feature = "mpi")]
+        if remote {
+            return remote::build(self, shared);
+        }
         let (ready, started) = mpsc::channel();
         let mut drivers = Vec::with_capacity(processes);
         let mut failure = None;
@@ -289,20 +347,11 @@ impl PoolBuilder {
             }
         }
         drop(ready);
-        for _ in 0..drivers.len() {
-            match started.recv() {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => {
-                    failure.get_or_insert(error);
-                }
-                Err(_) => {
-                    failure.get_or_insert(Error::protocol("a pool thread ended while starting"));
-                }
-            }
-        }
+        wait_started(&started, drivers.len(), &mut failure);
         let pool = Pool {
             shared,
             drivers: Mutex::new(drivers),
+            processes,
         };
         match failure {
             // Dropping the pool terminates and reaps the workers that did start.
@@ -310,6 +359,48 @@ impl PoolBuilder {
             None => Ok(pool),
         }
     }
+}
+
+/// Hears from `drivers` driver threads how their first worker started; keeps the first error.
+fn wait_started(started: &mpsc::Receiver<Result<()>>, drivers: usize, failure: &mut Option<Error>) {
+    for _ in 0..drivers {
+        match started.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                failure.get_or_insert(error);
+            }
+            Err(_) => {
+                failure.get_or_insert(Error::protocol("a pool thread ended while starting"));
+            }
+        }
+    }
+}
+
+/// Whether a pool built with `placement` runs on the other ranks of an MPI job.
+#[cfg(feature = "mpi")]
+fn on_other_ranks(placement: Placement) -> Result<bool> {
+    remote::wanted(placement)
+}
+
+#[cfg(not(feature = "mpi"))]
+fn on_other_ranks(placement: Placement) -> Result<bool> {
+    match placement {
+        Placement::Mpi => Err(Error::new(Kind::Usage(
+            "MPI pools need mp-runtime's `mpi` feature: build with `--features mpi` (and an MPI \
+             library installed), or use a local pool"
+                .into(),
+        ))),
+        Placement::Auto | Placement::Local => Ok(false),
+    }
+}
+
+/// The number of ranks in the MPI job, with rank 0.
+fn mpi_ranks() -> usize {
+    #[cfg(feature = "mpi")]
+    if let Some(world) = crate::cluster::world() {
+        return world.size as usize;
+    }
+    1
 }
 
 /// Python's default chunk size: about four chunks per worker.
@@ -358,10 +449,12 @@ impl Pool {
             memory_limit: None,
             initializer: None,
             start_method: None,
+            placement: Placement::Auto,
         }
     }
 
-    /// How many worker processes the pool keeps.
+    /// How many worker processes the pool keeps (on all ranks together, for a pool over MPI
+    /// ranks).
     ///
     /// # Examples
     ///
@@ -369,7 +462,7 @@ impl Pool {
     /// assert_eq!(mp_runtime::Pool::new(3).unwrap().processes(), 3);
     /// ```
     pub fn processes(&self) -> usize {
-        self.shared.slots.len()
+        self.processes
     }
 
     /// Submits the argument tuples as chunks of `chunksize`; the result gathers them in order.

@@ -49,7 +49,7 @@ pub(crate) struct Task {
 }
 
 impl Task {
-    fn finish(mut self, result: Raw) {
+    pub(super) fn finish(mut self, result: Raw) {
         // The handles' descriptors are closed before anyone hears that the task is done.
         self.args.close_fds();
         self.sink.deliver(self.index, result);
@@ -88,7 +88,7 @@ impl Control {
     }
 
     /// Records that `slot` runs a task of this submission; false if it was cancelled.
-    fn start(&self, slot: &Arc<Slot>) -> bool {
+    pub(super) fn start(&self, slot: &Arc<Slot>) -> bool {
         let mut state = lock(&self.state);
         if !state.cancelled {
             state.running.push(slot.clone());
@@ -97,7 +97,7 @@ impl Control {
     }
 
     /// Records that the task on `slot` is over; false if it was cancelled meanwhile.
-    fn stop(&self, slot: &Arc<Slot>) -> bool {
+    pub(super) fn stop(&self, slot: &Arc<Slot>) -> bool {
         let mut state = lock(&self.state);
         if let Some(at) = state.running.iter().position(|s| Arc::ptr_eq(s, slot)) {
             state.running.swap_remove(at);
@@ -150,7 +150,11 @@ pub(crate) struct Shared {
     /// Signalled when a task is queued or the pool closes.
     work: Condvar,
     pub(crate) slots: Vec<Arc<Slot>>,
-    config: WorkerConfig,
+    pub(super) config: WorkerConfig,
+    /// Drivers still serving; a driver whose worker cannot be replaced (a lost MPI rank)
+    /// leaves.
+    #[cfg(feature = "mpi")]
+    live: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Default)]
@@ -164,7 +168,7 @@ struct State {
 }
 
 /// What a driver should do next.
-enum Next {
+pub(super) enum Next {
     Task(Task),
     /// Nothing queued now (only when not waiting).
     Idle,
@@ -179,6 +183,8 @@ impl Shared {
             work: Condvar::new(),
             slots: (0..processes).map(|_| Arc::default()).collect(),
             config,
+            #[cfg(feature = "mpi")]
+            live: std::sync::atomic::AtomicUsize::new(processes),
         }
     }
 
@@ -223,11 +229,18 @@ impl Shared {
         lock(&self.state).closed
     }
 
-    fn is_terminated(&self) -> bool {
+    /// A driver leaves for good; true if it was the last, so that no one would run the
+    /// queue.
+    #[cfg(feature = "mpi")]
+    pub(super) fn lose_driver(&self) -> bool {
+        self.live.fetch_sub(1, Ordering::SeqCst) == 1
+    }
+
+    pub(super) fn is_terminated(&self) -> bool {
         lock(&self.state).terminated
     }
 
-    fn next(&self, wait: bool) -> Next {
+    pub(super) fn next(&self, wait: bool) -> Next {
         let mut state = lock(&self.state);
         loop {
             if state.terminated {

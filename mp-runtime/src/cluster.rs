@@ -1,0 +1,573 @@
+//! The MPI job this process belongs to (feature `mpi`): joining it before `main` when a launcher
+//! (`mpirun`, `mpiexec`, `srun`) started this process, the identity check between ranks, and the
+//! one transport that pools use across ranks: byte messages, split into pieces that MPI's `int`
+//! counts can carry.
+//!
+//! Every rank joins in the early entry (see [`crate::bootstrap`]). Rank 0 goes on to run `main`;
+//! every other rank serves pools (see [`crate::pool::remote`]) and exits when rank 0 does. Rank 0
+//! ends the job from an `atexit` handler, so it ends however `main` returns: it tells each rank to
+//! stop, drains what they still send until each says goodbye, and finalizes MPI.
+//!
+//! MPI is joined with `MPI_THREAD_MULTIPLE`: each pool thread talks to its own rank. Receives
+//! poll (`MPI_Improbe`) rather than block, so that a thread waiting for a long task neither
+//! burns a core nor holds MPI when the job ends; see [`Backoff`].
+
+use std::ffi::{CStr, c_int};
+use std::sync::{Mutex, OnceLock, PoisonError, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
+
+use mpi::ffi;
+use serde::{Deserialize, Serialize};
+
+use crate::codec;
+use crate::error::{Error, Kind, Result};
+
+/// Variables that launchers set in each process they start: MPICH's hydra and Slurm's PMI-2
+/// (`PMI_RANK`), Open MPI (`OMPI_COMM_WORLD_RANK`), PMIx (`PMIX_RANK`) and Slurm's `srun`.
+/// Without one of them this process was started by hand and joins no job.
+const LAUNCHER_VARS: [&str; 4] = [
+    "PMI_RANK",
+    "OMPI_COMM_WORLD_RANK",
+    "PMIX_RANK",
+    "SLURM_PROCID",
+];
+
+/// The largest single MPI message, in bytes; a larger payload crosses in pieces. MPI counts are
+/// C `int`s, so a message stops short of 2 GiB.
+const PIECE_VAR: &str = "MP_MPI_PIECE_BYTES";
+const DEFAULT_PIECE: usize = 1 << 30;
+
+/// Payloads up to this size travel in one message with their header (one copy of at most this
+/// much); larger ones are sent from and received into place, in pieces.
+const INLINE_MAX: usize = 1 << 20;
+
+/// Tags, so that each receiver takes only its own messages: rank 0 to a worker rank (every
+/// pool's requests, and the order to stop); a worker rank's greeting and goodbye; and from
+/// [`FIRST_POOL_TAG`] on, one tag per pool for replies.
+pub(crate) const TAG_TO_RANK: i32 = 1;
+const TAG_HELLO: i32 = 2;
+const TAG_BYE: i32 = 3;
+pub(crate) const FIRST_POOL_TAG: i32 = 16;
+/// Tags every MPI library must support: pool tags wrap below this.
+pub(crate) const TAG_LIMIT: i32 = 32767;
+
+/// Polls spin (yielding the core) this long after the last message, then sleep: a busy pool
+/// keeps round trips short, an idle one costs almost nothing.
+const SPIN_FOR: Duration = Duration::from_millis(2);
+const FIRST_SLEEP: Duration = Duration::from_micros(50);
+const LONGEST_SLEEP: Duration = Duration::from_millis(1);
+
+/// The job, as this process joined it.
+pub(crate) struct World {
+    pub(crate) rank: i32,
+    pub(crate) size: i32,
+    /// Each rank's host and cores, by rank, on rank 0; other ranks know only their own.
+    pub(crate) members: Vec<Member>,
+    /// One sender at a time per destination, so that the pieces of two messages to the same
+    /// rank never interleave.
+    sending: Vec<Mutex<()>>,
+    piece: usize,
+}
+
+/// What a rank tells rank 0 when it joins.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub(crate) struct Member {
+    /// The build identity of its binary; see [`crate::registry::build_id`].
+    build: String,
+    pub(crate) host: String,
+    /// The cores it may run on: the size of its local pools by default.
+    pub(crate) cpus: u32,
+}
+
+static WORLD: OnceLock<World> = OnceLock::new();
+
+/// True while MPI may be called. Held for reading around every call, and taken for writing
+/// once, to finalize: after that no thread calls MPI again.
+static OPEN: RwLock<bool> = RwLock::new(false);
+
+/// The job, if this process joined one.
+pub(crate) fn world() -> Option<&'static World> {
+    WORLD.get()
+}
+
+/// Joins the job when a launcher started this process; serves as a worker rank (never
+/// returning) on ranks other than 0. Called from the early entry, on the main thread, before
+/// `main`.
+pub(crate) fn early_entry() {
+    if !LAUNCHER_VARS
+        .iter()
+        .any(|var| std::env::var_os(var).is_some())
+    {
+        return;
+    }
+    let world = match join() {
+        Ok(world) => world,
+        Err(error) => {
+            eprintln!("mp: cannot join the MPI job: {error}");
+            abort(2);
+        }
+    };
+    // SAFETY: constructors run on the main thread before `main`; MPI starts no thread of its
+    // own that reads the environment, and none of ours exists yet.
+    unsafe { std::env::set_var(crate::context::RANK_VAR, world.rank.to_string()) };
+    let mut world = world;
+    if world.rank == 0 {
+        match greet_all(&world) {
+            Ok(members) => world.members = members,
+            Err(error) => {
+                eprintln!("mp: {error}");
+                abort(2);
+            }
+        }
+        WORLD.get_or_init(|| world);
+        // SAFETY: registers a plain `extern "C" fn()` with the C runtime; it runs once, at exit.
+        unsafe { libc::atexit(end_job) };
+        return;
+    }
+    let world = WORLD.get_or_init(|| world);
+    let code = match greet_rank_zero(world) {
+        Ok(()) => std::panic::catch_unwind(crate::pool::remote::serve_rank).unwrap_or(70),
+        Err(error) => {
+            eprintln!("mp: rank {}: {error}", world.rank);
+            70
+        }
+    };
+    finalize();
+    std::process::exit(code);
+}
+
+/// `MPI_Init_thread`, and what the job looks like from here.
+fn join() -> Result<World> {
+    let mut provided: c_int = 0;
+    // SAFETY: MPI may read argc/argv; null pointers are allowed for both. `provided` is a valid
+    // place for the result.
+    let code = unsafe {
+        ffi::MPI_Init_thread(
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            ffi::RSMPI_THREAD_MULTIPLE,
+            &mut provided,
+        )
+    };
+    check(code, "MPI_Init_thread")?;
+    *OPEN.write().unwrap_or_else(PoisonError::into_inner) = true;
+    // SAFETY: reading constants that the MPI library defines.
+    let multiple = unsafe { ffi::RSMPI_THREAD_MULTIPLE };
+    if provided < multiple {
+        return Err(Error::new(Kind::Usage(
+            "this MPI library does not support MPI_THREAD_MULTIPLE, which mp needs (one pool \
+             thread talks to each rank); build or load an MPI with thread support (MPICH and \
+             Open MPI have it)"
+                .into(),
+        )));
+    }
+    let (mut rank, mut size): (c_int, c_int) = (0, 0);
+    // SAFETY: MPI is initialized; the out-pointers are valid. ERRORS_RETURN makes failures
+    // return codes (which we turn into errors) instead of ending the job.
+    unsafe {
+        check(
+            ffi::MPI_Comm_set_errhandler(ffi::RSMPI_COMM_WORLD, ffi::RSMPI_ERRORS_RETURN),
+            "MPI_Comm_set_errhandler",
+        )?;
+        check(
+            ffi::MPI_Comm_rank(ffi::RSMPI_COMM_WORLD, &mut rank),
+            "MPI_Comm_rank",
+        )?;
+        check(
+            ffi::MPI_Comm_size(ffi::RSMPI_COMM_WORLD, &mut size),
+            "MPI_Comm_size",
+        )?;
+    }
+    let piece = std::env::var(PIECE_VAR)
+        .ok()
+        .and_then(|bytes| bytes.parse::<usize>().ok())
+        .unwrap_or(DEFAULT_PIECE)
+        .clamp(64, i32::MAX as usize);
+    Ok(World {
+        rank,
+        size,
+        members: vec![me()],
+        sending: (0..size).map(|_| Mutex::new(())).collect(),
+        piece,
+    })
+}
+
+/// This rank's identity.
+fn me() -> Member {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .unwrap_or_else(|_| "unknown".to_string());
+    Member {
+        build: crate::registry::build_id().to_string(),
+        host,
+        cpus: crate::cpu_count() as u32,
+    }
+}
+
+fn greet_rank_zero(world: &World) -> Result<()> {
+    send(0, TAG_HELLO, &codec::encode(&world.members[0])?, &[])
+}
+
+/// Hears from every rank and checks that each runs this very build; returns every rank's
+/// identity, by rank.
+fn greet_all(world: &World) -> Result<Vec<Member>> {
+    let mut members: Vec<Option<Member>> = vec![None; world.size as usize];
+    members[0] = Some(world.members[0].clone());
+    for _ in 1..world.size {
+        let (source, message) = recv_any(TAG_HELLO)?;
+        let member: Member = codec::decode(&message.header)?;
+        if member.build != world.members[0].build {
+            return Err(Error::new(Kind::Usage(format!(
+                "MPI rank {source} (on {}) runs a different build of this program than rank 0 \
+                 (build {} against {}): every rank must run the same binary; copy it to every \
+                 node, or build it on a shared filesystem",
+                member.host, member.build, world.members[0].build
+            ))));
+        }
+        members[source as usize] = Some(member);
+    }
+    Ok(members.into_iter().flatten().collect())
+}
+
+/// A received message: a short header, and a payload of any size.
+pub(crate) struct Message {
+    pub(crate) header: Vec<u8>,
+    pub(crate) payload: Vec<u8>,
+}
+
+/// The trailer of every first message: the header's and the payload's lengths.
+const TRAILER: usize = 4 + 8;
+
+/// Sends `header` and `payload` to `dest` with `tag`. A payload up to [`INLINE_MAX`] goes in
+/// the same message; a larger one follows in pieces of at most the piece size, sent in place.
+pub(crate) fn send(dest: i32, tag: i32, header: &[u8], payload: &[u8]) -> Result<()> {
+    let open = open()?;
+    let result = send_open(dest, tag, header, payload);
+    drop(open);
+    result
+}
+
+fn send_open(dest: i32, tag: i32, header: &[u8], payload: &[u8]) -> Result<()> {
+    let world = WORLD
+        .get()
+        .ok_or_else(|| Error::protocol("MPI send before the job was joined"))?;
+    let _one_at_a_time = world.sending[dest as usize]
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let inline =
+        payload.len() <= INLINE_MAX && payload.len() + header.len() + TRAILER <= world.piece;
+    let mut first =
+        Vec::with_capacity(header.len() + TRAILER + if inline { payload.len() } else { 0 });
+    // The payload first, so that the receiver keeps it where it landed and copies out only
+    // the header.
+    if inline {
+        first.extend_from_slice(payload);
+    }
+    first.extend_from_slice(header);
+    first.extend_from_slice(&(header.len() as u32).to_le_bytes());
+    first.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    raw_send(dest, tag, &first)?;
+    if !inline {
+        for piece in payload.chunks(world.piece) {
+            raw_send(dest, tag, piece)?;
+        }
+    }
+    Ok(())
+}
+
+fn raw_send(dest: i32, tag: i32, bytes: &[u8]) -> Result<()> {
+    let count = c_int::try_from(bytes.len())
+        .map_err(|_| Error::protocol("an MPI message over 2 GiB (a bug: pieces are smaller)"))?;
+    // SAFETY: `bytes` is valid for `count` bytes during the call; MPI_Send returns once the
+    // buffer may be reused.
+    let code = unsafe {
+        ffi::MPI_Send(
+            bytes.as_ptr().cast(),
+            count,
+            ffi::RSMPI_UINT8_T,
+            dest,
+            tag,
+            ffi::RSMPI_COMM_WORLD,
+        )
+    };
+    check(code, "MPI_Send")
+}
+
+/// Waits for the next message from `source` with `tag`. Only one thread receives on each
+/// source and tag, so pieces follow their first message.
+pub(crate) fn recv(source: i32, tag: i32) -> Result<Message> {
+    let mut backoff = Backoff::new();
+    loop {
+        if let Some(message) = try_recv(source, tag)? {
+            return Ok(message);
+        }
+        backoff.wait();
+    }
+}
+
+/// The next message from `source` with `tag` if one has arrived.
+pub(crate) fn try_recv(source: i32, tag: i32) -> Result<Option<Message>> {
+    let open = open()?;
+    let Some((first, _)) = probe_recv(source, tag)? else {
+        return Ok(None);
+    };
+    let message = finish_recv(first, source, tag);
+    drop(open);
+    message.map(Some)
+}
+
+/// Waits for a message with `tag` from any rank; returns its sender too.
+fn recv_any(tag: i32) -> Result<(i32, Message)> {
+    // SAFETY: reading a constant that the MPI library defines.
+    let any = unsafe { ffi::RSMPI_ANY_SOURCE };
+    let mut backoff = Backoff::new();
+    loop {
+        let open = open()?;
+        if let Some((first, source)) = probe_recv(any, tag)? {
+            let message = finish_recv(first, source, tag)?;
+            drop(open);
+            return Ok((source, message));
+        }
+        drop(open);
+        backoff.wait();
+    }
+}
+
+/// Splits a first message into header and payload, receiving the payload's pieces if it did
+/// not come inline.
+fn finish_recv(mut first: Vec<u8>, source: i32, tag: i32) -> Result<Message> {
+    let malformed = || Error::protocol(format!("a malformed MPI message from rank {source}"));
+    let trailer_at = first.len().checked_sub(TRAILER).ok_or_else(malformed)?;
+    let header_len = u32::from_le_bytes(
+        first[trailer_at..trailer_at + 4]
+            .try_into()
+            .unwrap_or_default(),
+    ) as usize;
+    let payload_len = u64::from_le_bytes(first[trailer_at + 4..].try_into().unwrap_or_default());
+    let payload_len = usize::try_from(payload_len).map_err(|_| malformed())?;
+    let header_at = trailer_at.checked_sub(header_len).ok_or_else(malformed)?;
+    let header = first[header_at..trailer_at].to_vec();
+    if header_at == payload_len {
+        first.truncate(payload_len);
+        return Ok(Message {
+            header,
+            payload: first,
+        });
+    }
+    if header_at != 0 {
+        return Err(malformed());
+    }
+    let mut payload = Vec::new();
+    payload.try_reserve_exact(payload_len).map_err(|_| {
+        Error::protocol(format!(
+            "cannot allocate {payload_len} bytes for a message from rank {source}"
+        ))
+    })?;
+    let mut backoff = Backoff::new();
+    while payload.len() < payload_len {
+        match probe_into(source, tag, &mut payload, payload_len)? {
+            true => backoff = Backoff::new(),
+            false => backoff.wait(),
+        }
+    }
+    Ok(Message { header, payload })
+}
+
+/// Receives the next message from `source` with `tag` into a new buffer, if one has arrived;
+/// returns it and its sender.
+fn probe_recv(source: i32, tag: i32) -> Result<Option<(Vec<u8>, i32)>> {
+    let Some((mut message, status)) = improbe(source, tag)? else {
+        return Ok(None);
+    };
+    let count = count_of(&status)?;
+    let mut buf = Vec::with_capacity(count);
+    mrecv(
+        &mut message,
+        buf.spare_capacity_mut().as_mut_ptr().cast(),
+        count,
+    )?;
+    // SAFETY: MPI_Mrecv wrote exactly `count` bytes (the matched message's size) into the
+    // spare capacity, which holds `count` bytes.
+    unsafe { buf.set_len(count) };
+    Ok(Some((buf, status.MPI_SOURCE)))
+}
+
+/// Receives the next piece from `source` with `tag` onto the end of `payload`, if one has
+/// arrived; false if none has yet.
+fn probe_into(source: i32, tag: i32, payload: &mut Vec<u8>, total: usize) -> Result<bool> {
+    let Some((mut message, status)) = improbe(source, tag)? else {
+        return Ok(false);
+    };
+    let count = count_of(&status)?;
+    if count > total - payload.len() {
+        return Err(Error::protocol(format!(
+            "rank {source} sent more pieces than its message announced"
+        )));
+    }
+    mrecv(
+        &mut message,
+        payload.spare_capacity_mut().as_mut_ptr().cast(),
+        count,
+    )?;
+    // SAFETY: MPI_Mrecv wrote `count` bytes into the spare capacity, which is at least
+    // `total - len >= count` bytes long (reserved before the first piece).
+    unsafe { payload.set_len(payload.len() + count) };
+    Ok(true)
+}
+
+fn improbe(source: i32, tag: i32) -> Result<Option<(ffi::MPI_Message, ffi::MPI_Status)>> {
+    let mut flag: c_int = 0;
+    // SAFETY: an all-zero MPI_Message and MPI_Status are plain integers or handles that
+    // MPI_Improbe overwrites before we read them (only when it sets `flag`).
+    let mut message: ffi::MPI_Message = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; MPI_Status is a plain C struct of ints.
+    let mut status: ffi::MPI_Status = unsafe { std::mem::zeroed() };
+    // SAFETY: the out-pointers are valid for the call.
+    let code = unsafe {
+        ffi::MPI_Improbe(
+            source,
+            tag,
+            ffi::RSMPI_COMM_WORLD,
+            &mut flag,
+            &mut message,
+            &mut status,
+        )
+    };
+    check(code, "MPI_Improbe")?;
+    Ok((flag != 0).then_some((message, status)))
+}
+
+fn count_of(status: &ffi::MPI_Status) -> Result<usize> {
+    let mut count: c_int = 0;
+    // SAFETY: `status` came from MPI_Improbe; `count` is a valid out-pointer.
+    let code = unsafe { ffi::MPI_Get_count(status, ffi::RSMPI_UINT8_T, &mut count) };
+    check(code, "MPI_Get_count")?;
+    usize::try_from(count).map_err(|_| Error::protocol("an MPI message of unknown size"))
+}
+
+fn mrecv(message: &mut ffi::MPI_Message, into: *mut std::ffi::c_void, count: usize) -> Result<()> {
+    // SAFETY: reading a constant that the MPI library defines.
+    let ignore = unsafe { ffi::RSMPI_STATUS_IGNORE };
+    // SAFETY: `into` points to at least `count` writable bytes (the callers reserve them), and
+    // `message` is a matched message of exactly `count` bytes, received once.
+    let code = unsafe { ffi::MPI_Mrecv(into, count as c_int, ffi::RSMPI_UINT8_T, message, ignore) };
+    check(code, "MPI_Mrecv")
+}
+
+/// A read hold on MPI: it stays initialized until the hold is dropped.
+fn open() -> Result<RwLockReadGuard<'static, bool>> {
+    let open = OPEN.read().unwrap_or_else(PoisonError::into_inner);
+    if *open {
+        Ok(open)
+    } else {
+        Err(Error::new(Kind::Closed))
+    }
+}
+
+/// Turns an MPI return code into an error that names the call.
+fn check(code: c_int, call: &str) -> Result<()> {
+    if code == ffi::MPI_SUCCESS as c_int {
+        return Ok(());
+    }
+    let mut text = [0 as std::ffi::c_char; 1024];
+    let mut len: c_int = 0;
+    // SAFETY: `text` holds MPI_MAX_ERROR_STRING (at most 1024 in MPICH and Open MPI) chars;
+    // MPI writes a NUL-terminated string into it.
+    let described = unsafe { ffi::MPI_Error_string(code, text.as_mut_ptr(), &mut len) };
+    let why = if described == ffi::MPI_SUCCESS as c_int {
+        // SAFETY: MPI_Error_string wrote a NUL-terminated string into `text`.
+        unsafe { CStr::from_ptr(text.as_ptr()) }
+            .to_string_lossy()
+            .into_owned()
+    } else {
+        format!("error code {code}")
+    };
+    Err(Error::new(Kind::Mpi(format!("{call} failed: {why}"))))
+}
+
+/// Ends the whole job with `code` (MPI_Abort): for errors that make the job meaningless, such
+/// as ranks that run different builds.
+fn abort(code: c_int) -> ! {
+    // SAFETY: plain MPI call; it does not return when MPI is initialized. If it does (MPI not
+    // initialized), the process exits below.
+    unsafe { ffi::MPI_Abort(ffi::RSMPI_COMM_WORLD, code) };
+    std::process::exit(code)
+}
+
+/// Rank 0's `atexit` handler: every other rank stops, and the job ends cleanly.
+extern "C" fn end_job() {
+    let Some(world) = WORLD.get() else { return };
+    // Waits until no pool thread is inside MPI; after this none enters it again.
+    let mut open = OPEN.write().unwrap_or_else(PoisonError::into_inner);
+    if !*open {
+        return;
+    }
+    for rank in 1..world.size {
+        if let Ok(stop) = codec::encode(&crate::pool::remote::ToRank::Shutdown) {
+            let _ = send_open(rank, TAG_TO_RANK, &stop, &[]);
+        }
+    }
+    // SAFETY: reading a constant that the MPI library defines.
+    let any_tag = unsafe { ffi::RSMPI_ANY_TAG };
+    for rank in 1..world.size {
+        // Replies still on their way are dropped: no one waits for them any more.
+        let mut backoff = Backoff::new();
+        loop {
+            match improbe(rank, any_tag) {
+                Ok(Some((mut message, status))) => {
+                    let count = count_of(&status).unwrap_or(0);
+                    let mut sink = vec![0u8; count];
+                    let _ = mrecv(&mut message, sink.as_mut_ptr().cast(), count);
+                    if status.MPI_TAG == TAG_BYE {
+                        break;
+                    }
+                    backoff = Backoff::new();
+                }
+                Ok(None) => backoff.wait(),
+                Err(_) => break,
+            }
+        }
+    }
+    *open = false;
+    // SAFETY: no thread is inside MPI (we hold the write lock) and none will call it again.
+    unsafe { ffi::MPI_Finalize() };
+}
+
+/// A worker rank's goodbye: rank 0 stops draining it after this.
+pub(crate) fn say_goodbye() -> Result<()> {
+    send(0, TAG_BYE, &[], &[])
+}
+
+/// Ends MPI in a worker rank, once its pools are gone.
+fn finalize() {
+    let mut open = OPEN.write().unwrap_or_else(PoisonError::into_inner);
+    if *open {
+        *open = false;
+        // SAFETY: no thread is inside MPI (we hold the write lock) and none will call it again.
+        unsafe { ffi::MPI_Finalize() };
+    }
+}
+
+/// How a poll waits between tries: spinning at first, then sleeping longer each time.
+pub(crate) struct Backoff {
+    since: Instant,
+    sleep: Duration,
+}
+
+impl Backoff {
+    pub(crate) fn new() -> Self {
+        Backoff {
+            since: Instant::now(),
+            sleep: FIRST_SLEEP,
+        }
+    }
+
+    pub(crate) fn wait(&mut self) {
+        if self.since.elapsed() < SPIN_FOR {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(self.sleep);
+            self.sleep = (self.sleep * 2).min(LONGEST_SLEEP);
+        }
+    }
+}
