@@ -1,0 +1,338 @@
+//! Pools over the ranks of an MPI job (feature `mpi`): `cargo test --features mpi --test mpi`.
+//!
+//! Started by `cargo test` (no launcher), this binary runs itself again under `mpirun -n 3`
+//! and passes if that run does. Under the launcher, rank 0 runs every case below in `main`;
+//! ranks 1 and 2 became pool workers before `main` and serve until rank 0 exits. The pieces
+//! that large messages are split into are made small (64 KiB), so a few MiB cross in many.
+
+use std::collections::BTreeSet;
+use std::panic::{self, AssertUnwindSafe};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use mp_runtime::{Pool, mpi_rank, process_fn};
+
+/// How long the whole run under `mpirun` may take before it is killed.
+const RUN_LIMIT: Duration = Duration::from_secs(180);
+/// How long one result may take.
+const WAIT: Duration = Duration::from_secs(60);
+/// The largest MPI message in this run, so that every large payload crosses in pieces.
+const PIECE_BYTES: usize = 64 << 10;
+
+#[process_fn]
+fn cube(x: u64) -> u64 {
+    x * x * x
+}
+
+#[process_fn]
+fn add(a: i64, b: i64) -> i64 {
+    a + b
+}
+
+/// The rank this task ran on.
+#[process_fn]
+fn where_am_i(_: u32) -> Option<u32> {
+    mpi_rank()
+}
+
+#[process_fn]
+fn refuse_seven(x: u32) -> u32 {
+    assert!(x != 7, "seven is refused");
+    x
+}
+
+#[process_fn]
+fn abort_on_three(x: u32) -> u32 {
+    if x == 3 {
+        std::process::abort();
+    }
+    x
+}
+
+/// Reverses a large buffer: it crosses both ways.
+#[process_fn]
+fn reverse(mut bytes: Vec<u8>) -> Vec<u8> {
+    bytes.reverse();
+    bytes
+}
+
+#[process_fn]
+fn sleep_ms(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+#[process_fn]
+fn set_prefix(prefix: String) {
+    PREFIX.set(prefix).unwrap();
+}
+
+#[process_fn]
+fn prefixed(name: String) -> String {
+    format!("{}{name}", PREFIX.get().map_or("unset ", String::as_str))
+}
+
+#[process_fn]
+fn take_pipe(_end: mp_runtime::Connection<u32>) -> u32 {
+    1
+}
+
+fn pool() -> Pool {
+    Pool::builder().mpi().processes(2).build().unwrap()
+}
+
+fn results_in_order() {
+    let pool = pool();
+    let inputs: Vec<u64> = (0..2000).collect();
+    let expected: Vec<u64> = inputs.iter().map(|x| x * x * x).collect();
+    assert_eq!(pool.map(cube, inputs.clone()).unwrap(), expected);
+    for chunksize in [1, 7, 5000] {
+        assert_eq!(
+            pool.map_chunked(cube, inputs.clone(), chunksize).unwrap(),
+            expected
+        );
+    }
+    assert_eq!(
+        pool.starmap(add, vec![(1, 2), (-5, 5), (40, 2)]).unwrap(),
+        vec![3, 0, 42]
+    );
+    assert_eq!(pool.apply(add, (20, 22)).unwrap(), 42);
+    let pending: Vec<_> = (0..20).map(|x| pool.apply_async(cube, (x,))).collect();
+    for (x, result) in pending.into_iter().enumerate() {
+        assert_eq!(result.get_timeout(WAIT).unwrap(), (x as u64).pow(3));
+    }
+    assert_eq!(pool.processes(), 4, "two ranks of two workers");
+}
+
+fn tasks_run_on_other_ranks() {
+    let pool = pool();
+    let ranks: BTreeSet<Option<u32>> = pool
+        .map_chunked(where_am_i, 0..200, 1)
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(ranks, BTreeSet::from([Some(1), Some(2)]));
+    // A local pool on rank 0 stays here.
+    let local = Pool::builder().local().processes(1).build().unwrap();
+    assert_eq!(local.apply(where_am_i, (0,)).unwrap(), Some(0));
+}
+
+fn panics_are_errors() {
+    let pool = pool();
+    let err = pool.map(refuse_seven, 0..20).unwrap_err();
+    assert!(err.is_panic(), "{err}");
+    assert_eq!(err.panic_message(), Some("seven is refused"));
+    assert!(err.panic_location().unwrap().contains("mpi.rs"), "{err}");
+    assert_eq!(
+        pool.map(refuse_seven, 0..7).unwrap(),
+        (0..7).collect::<Vec<_>>()
+    );
+}
+
+fn a_crash_fails_only_its_task() {
+    let pool = pool();
+    let pending: Vec<_> = (0..8)
+        .map(|x| pool.apply_async(abort_on_three, (x,)))
+        .collect();
+    for (x, result) in pending.into_iter().enumerate() {
+        match result.get_timeout(WAIT) {
+            Ok(value) => assert_eq!(value as usize, x),
+            Err(err) => {
+                assert_eq!(x, 3, "only the task that aborts fails: {err}");
+                assert!(err.is_died(), "{err}");
+                assert_eq!(err.signal(), Some(libc::SIGABRT), "{err}");
+            }
+        }
+    }
+    let err = pool.map(abort_on_three, 0..6).unwrap_err();
+    assert!(err.is_died(), "{err}");
+    // The ranks live on, with fresh workers.
+    assert_eq!(pool.map(cube, 0..4).unwrap(), vec![0, 1, 8, 27]);
+}
+
+fn imap_and_imap_unordered() {
+    let pool = pool();
+    let ordered: Vec<u64> = pool.imap(cube, 0..500).map(Result::unwrap).collect();
+    assert_eq!(ordered, (0..500).map(|x| x * x * x).collect::<Vec<_>>());
+    let mut unordered: Vec<u64> = pool
+        .imap_unordered(cube, 0..500)
+        .map(Result::unwrap)
+        .collect();
+    unordered.sort_unstable();
+    assert_eq!(unordered, ordered);
+}
+
+fn large_payloads_cross_in_pieces() {
+    let pool = pool();
+    // Several pieces each way, with a last piece that is not full.
+    let bytes: Vec<u8> = (0..(5 * 1024 * 1024 + 3))
+        .map(|i| (i % 251) as u8)
+        .collect();
+    let mut expected = bytes.clone();
+    expected.reverse();
+    assert!(bytes.len() > 10 * PIECE_BYTES);
+    assert_eq!(pool.apply(reverse, (bytes.clone(),)).unwrap(), expected);
+    // Small and large together, in one map.
+    let inputs = vec![vec![1, 2, 3], bytes, Vec::new()];
+    let reversed = pool.map(reverse, inputs).unwrap();
+    assert_eq!(reversed[0], vec![3, 2, 1]);
+    assert_eq!(reversed[1], expected);
+    assert!(reversed[2].is_empty());
+}
+
+fn initializer_runs_on_every_rank() {
+    let pool = Pool::builder()
+        .mpi()
+        .processes(1)
+        .initializer(set_prefix, ("hello ".to_string(),))
+        .build()
+        .unwrap();
+    let names: Vec<String> = (0..40).map(|i| format!("n{i}")).collect();
+    let greeted = pool.map_chunked(prefixed, names.clone(), 1).unwrap();
+    assert_eq!(
+        greeted,
+        names
+            .iter()
+            .map(|n| format!("hello {n}"))
+            .collect::<Vec<_>>()
+    );
+}
+
+fn handles_are_refused_clearly() {
+    let pool = pool();
+    let (end, _other) = mp_runtime::pipe().unwrap();
+    let err = pool.apply(take_pipe, (end,)).unwrap_err();
+    assert!(err.is_usage(), "{err}");
+    assert!(err.to_string().contains("cannot cross"), "{err}");
+    assert_eq!(pool.apply(cube, (2,)).unwrap(), 8);
+}
+
+fn pools_side_by_side_and_in_turn() {
+    let first = pool();
+    let second = pool();
+    let a = first.map_async(cube, 0..300);
+    let b = second.map_async(cube, 300..600);
+    assert_eq!(a.get_timeout(WAIT).unwrap()[299], 299u64.pow(3));
+    assert_eq!(b.get_timeout(WAIT).unwrap()[0], 300u64.pow(3));
+    drop(first);
+    drop(second);
+    for round in 0..5u64 {
+        assert_eq!(pool().apply(cube, (round,)).unwrap(), round.pow(3));
+    }
+    // pool_map! uses the other ranks too.
+    assert_eq!(mp_runtime::pool_map!(cube, vec![1, 2]).unwrap(), vec![1, 8]);
+}
+
+fn close_join_and_terminate() {
+    let pool = self::pool();
+    let pending = pool.apply_async(sleep_ms, (50,));
+    pool.close();
+    pool.join().unwrap();
+    assert_eq!(pending.get_timeout(WAIT).unwrap(), 50);
+    assert!(pool.apply(cube, (1,)).unwrap_err().is_closed());
+
+    let pool = self::pool();
+    let stuck = pool.apply_async(sleep_ms, (600_000,));
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    pool.terminate();
+    pool.join().unwrap();
+    assert!(stuck.get_timeout(WAIT).unwrap_err().is_closed());
+    assert!(started.elapsed() < WAIT, "terminate stops a running task");
+}
+
+fn cases() -> Vec<(&'static str, fn())> {
+    vec![
+        ("results_in_order", results_in_order),
+        ("tasks_run_on_other_ranks", tasks_run_on_other_ranks),
+        ("panics_are_errors", panics_are_errors),
+        ("a_crash_fails_only_its_task", a_crash_fails_only_its_task),
+        ("imap_and_imap_unordered", imap_and_imap_unordered),
+        (
+            "large_payloads_cross_in_pieces",
+            large_payloads_cross_in_pieces,
+        ),
+        (
+            "initializer_runs_on_every_rank",
+            initializer_runs_on_every_rank,
+        ),
+        ("handles_are_refused_clearly", handles_are_refused_clearly),
+        (
+            "pools_side_by_side_and_in_turn",
+            pools_side_by_side_and_in_turn,
+        ),
+        ("close_join_and_terminate", close_join_and_terminate),
+    ]
+}
+
+fn main() -> ExitCode {
+    if mpi_rank().is_none() {
+        return launch();
+    }
+    let filter = std::env::args().nth(1).filter(|arg| !arg.starts_with('-'));
+    let mut failed = 0;
+    for (name, case) in cases() {
+        if filter.as_ref().is_some_and(|f| !name.contains(f.as_str())) {
+            continue;
+        }
+        match panic::catch_unwind(AssertUnwindSafe(case)) {
+            Ok(()) => println!("test {name} ... ok"),
+            Err(_) => {
+                println!("test {name} ... FAILED");
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        println!("{failed} failed");
+        ExitCode::FAILURE
+    } else {
+        println!("all passed under mpirun");
+        ExitCode::SUCCESS
+    }
+}
+
+/// Runs this binary under `mpirun -n 3`, killing it if it runs past [`RUN_LIMIT`].
+fn launch() -> ExitCode {
+    let exe = std::env::current_exe().unwrap();
+    let mut command = Command::new("mpirun");
+    command
+        .args(["-n", "3"])
+        .arg(exe)
+        .args(std::env::args().skip(1).filter(|arg| !arg.starts_with('-')))
+        .env("MP_MPI_PIECE_BYTES", PIECE_BYTES.to_string());
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(error) => {
+            eprintln!(
+                "cannot run mpirun ({error}): these tests need an MPI launcher; install MPICH \
+                 (apt-get install mpich libmpich-dev)"
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let deadline = Instant::now() + RUN_LIMIT;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return if status.success() {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("the run under mpirun failed: {status}");
+                ExitCode::FAILURE
+            };
+        }
+        if Instant::now() > deadline {
+            // SIGTERM first: mpirun then ends the ranks on its way out.
+            // SAFETY: plain system call on our own, not yet reaped, child.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+            std::thread::sleep(Duration::from_secs(2));
+            let _ = child.kill();
+            let _ = child.wait();
+            eprintln!("the run under mpirun took over {RUN_LIMIT:?}; killed");
+            return ExitCode::FAILURE;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
