@@ -267,11 +267,22 @@ fn cases() -> Vec<(&'static str, fn())> {
     ]
 }
 
+/// Rank 0 panics while every rank has tasks running: the whole job must end, promptly.
+fn panic_with_work_running() {
+    let pool = Pool::builder().mpi().processes(1).build().unwrap();
+    let _running = pool.map_async(sleep_ms, vec![300; 40]);
+    std::thread::sleep(Duration::from_millis(300));
+    panic!("rank 0 gives up");
+}
+
 fn main() -> ExitCode {
     if mpi_rank().is_none() {
         return launch();
     }
     let filter = std::env::args().nth(1).filter(|arg| !arg.starts_with('-'));
+    if filter.as_deref() == Some(PANIC_CASE) {
+        panic_with_work_running();
+    }
     let mut failed = 0;
     for (name, case) in cases() {
         if filter.as_ref().is_some_and(|f| !name.contains(f.as_str())) {
@@ -294,15 +305,60 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs this binary under `mpirun -n 3`, killing it if it runs past [`RUN_LIMIT`].
+/// The argument that makes rank 0 run [`panic_with_work_running`] alone.
+const PANIC_CASE: &str = "rank_zero_panics";
+
+/// Runs the cases under `mpirun -n 3`, then checks that a panic on rank 0 ends every rank.
 fn launch() -> ExitCode {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|arg| !arg.starts_with('-'))
+        .collect();
+    let Some(status) = run_under_mpirun(&filters) else {
+        return ExitCode::FAILURE;
+    };
+    if !status.success() {
+        eprintln!("the run under mpirun failed: {status}");
+        return ExitCode::FAILURE;
+    }
+    let Some(status) = run_under_mpirun(&[PANIC_CASE.to_string()]) else {
+        return ExitCode::FAILURE;
+    };
+    // mpirun passes on rank 0's exit code: 101, Rust's for a panic.
+    if status.code() != Some(101) {
+        eprintln!("a panic on rank 0 should end the job with code 101; got {status}");
+        return ExitCode::FAILURE;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let me = std::process::id();
+    let leftovers = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|&pid| pid != me && mp_support::is_running(pid))
+            .filter(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e == exe))
+            .collect::<Vec<u32>>()
+    };
+    if !mp_support::wait_for(Duration::from_secs(10), || leftovers().is_empty()) {
+        eprintln!("processes left after rank 0 panicked: {:?}", leftovers());
+        return ExitCode::FAILURE;
+    }
+    println!("test rank_zero_panics_ends_every_rank ... ok");
+    ExitCode::SUCCESS
+}
+
+/// Runs this binary under `mpirun -n 3` with `args`, killing it if it runs past
+/// [`RUN_LIMIT`]; `None` if it could not run or was killed.
+fn run_under_mpirun(args: &[String]) -> Option<std::process::ExitStatus> {
     let exe = std::env::current_exe().unwrap();
     let mut command = Command::new("mpirun");
     command
         .args(["-n", "3"])
         .arg(exe)
-        .args(std::env::args().skip(1).filter(|arg| !arg.starts_with('-')))
-        .env("MP_MPI_PIECE_BYTES", PIECE_BYTES.to_string());
+        .args(args)
+        .env("MP_MPI_PIECE_BYTES", PIECE_BYTES.to_string())
+        .env("RUST_BACKTRACE", "0");
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(error) => {
@@ -310,18 +366,13 @@ fn launch() -> ExitCode {
                 "cannot run mpirun ({error}): these tests need an MPI launcher; install MPICH \
                  (apt-get install mpich libmpich-dev)"
             );
-            return ExitCode::FAILURE;
+            return None;
         }
     };
     let deadline = Instant::now() + RUN_LIMIT;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
-            return if status.success() {
-                ExitCode::SUCCESS
-            } else {
-                eprintln!("the run under mpirun failed: {status}");
-                ExitCode::FAILURE
-            };
+            return Some(status);
         }
         if Instant::now() > deadline {
             // SIGTERM first: mpirun then ends the ranks on its way out.
@@ -331,7 +382,7 @@ fn launch() -> ExitCode {
             let _ = child.kill();
             let _ = child.wait();
             eprintln!("the run under mpirun took over {RUN_LIMIT:?}; killed");
-            return ExitCode::FAILURE;
+            return None;
         }
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -32,6 +32,10 @@ const LAUNCHER_VARS: [&str; 4] = [
     "SLURM_PROCID",
 ];
 
+/// `off` (or `0`) keeps mp out of the job: a program that uses MPI itself, and mp only for
+/// local pools, sets it; then every rank runs `main`.
+const OPT_OUT_VAR: &str = "MP_RUNTIME_MPI";
+
 /// The largest single MPI message, in bytes; a larger payload crosses in pieces. MPI counts are
 /// C `int`s, so a message stops short of 2 GiB.
 const PIECE_VAR: &str = "MP_MPI_PIECE_BYTES";
@@ -94,10 +98,11 @@ pub(crate) fn world() -> Option<&'static World> {
 /// returning) on ranks other than 0. Called from the early entry, on the main thread, before
 /// `main`.
 pub(crate) fn early_entry() {
-    if !LAUNCHER_VARS
+    let launched = LAUNCHER_VARS
         .iter()
-        .any(|var| std::env::var_os(var).is_some())
-    {
+        .any(|var| std::env::var_os(var).is_some());
+    let opted_out = matches!(std::env::var(OPT_OUT_VAR).as_deref(), Ok("off" | "0"));
+    if !launched || opted_out {
         return;
     }
     let world = match join() {

@@ -261,7 +261,8 @@ impl Driver {
                     }
                 }
             }
-            if closing == Some(false) && self.shared.is_terminated() {
+            if closing != Some(true) && self.shared.is_terminated() {
+                // Terminated with tasks in flight: the rank stops them now.
                 closing = Some(true);
                 self.close(true)?;
             }
