@@ -5,7 +5,7 @@
 //!
 //! Every rank joins in the early entry (see [`crate::bootstrap`]). Rank 0 goes on to run `main`;
 //! every other rank serves pools (see [`crate::pool::remote`]) and exits when rank 0 does. Rank 0
-//! ends the job from an `atexit` handler, so it ends however `main` returns: it tells each rank to
+//! ends the job from an exit handler, so it ends however `main` returns: it tells each rank to
 //! stop, drains what they still send until each says goodbye, and finalizes MPI.
 //!
 //! MPI is joined with `MPI_THREAD_MULTIPLE`: each pool thread talks to its own rank. Receives
@@ -125,8 +125,7 @@ pub(crate) fn early_entry() {
             }
         }
         WORLD.get_or_init(|| world);
-        // SAFETY: registers a plain `extern "C" fn()` with the C runtime; it runs once, at exit.
-        unsafe { libc::atexit(end_job) };
+        call_at_exit();
         return;
     }
     let world = WORLD.get_or_init(|| world);
@@ -137,7 +136,7 @@ pub(crate) fn early_entry() {
             70
         }
     };
-    finalize();
+    finalize(code);
     std::process::exit(code);
 }
 
@@ -499,8 +498,36 @@ fn abort(code: c_int) -> ! {
     std::process::exit(code)
 }
 
-/// Rank 0's `atexit` handler: every other rank stops, and the job ends cleanly.
-extern "C" fn end_job() {
+/// Has [`end_job`] run when this process exits, with the exit status (glibc's `on_exit`).
+#[cfg(target_env = "gnu")]
+fn call_at_exit() {
+    unsafe extern "C" {
+        fn on_exit(
+            function: extern "C" fn(c_int, *mut std::ffi::c_void),
+            argument: *mut std::ffi::c_void,
+        ) -> c_int;
+    }
+    extern "C" fn handler(status: c_int, _: *mut std::ffi::c_void) {
+        end_job(status);
+    }
+    // SAFETY: registers a plain C function with the C runtime; it runs once, at exit, with the
+    // status `exit` was given; the argument is unused.
+    unsafe { on_exit(handler, std::ptr::null_mut()) };
+}
+
+/// Has [`end_job`] run when this process exits (the status is not known: taken as success).
+#[cfg(not(target_env = "gnu"))]
+fn call_at_exit() {
+    extern "C" fn handler() {
+        end_job(0);
+    }
+    // SAFETY: registers a plain `extern "C" fn()` with the C runtime; it runs once, at exit.
+    unsafe { libc::atexit(handler) };
+}
+
+/// Rank 0's exit handler: every other rank stops, and the job ends cleanly. `status` is the
+/// process's exit status.
+fn end_job(status: c_int) {
     let Some(world) = WORLD.get() else { return };
     // Waits until no pool thread is inside MPI; after this none enters it again.
     let mut open = OPEN.write().unwrap_or_else(PoisonError::into_inner);
@@ -534,24 +561,68 @@ extern "C" fn end_job() {
         }
     }
     *open = false;
-    // SAFETY: no thread is inside MPI (we hold the write lock) and none will call it again.
-    unsafe { ffi::MPI_Finalize() };
+    end_mpi(status);
 }
 
-/// A worker rank's goodbye: rank 0 stops draining it after this.
+/// A worker rank's goodbye: rank 0 stops draining it after this. A synchronous send, which
+/// returns only once rank 0 has it: a buffered one may still be waiting in this rank's
+/// transport (UCX over TCP) when `MPI_Finalize` blocks for rank 0, which would then never get
+/// it.
 pub(crate) fn say_goodbye() -> Result<()> {
-    send(0, TAG_BYE, &[], &[])
+    let _open = open()?;
+    let nothing = [0u8; 0];
+    // SAFETY: a zero-byte message from a valid (empty) buffer; returns once matched.
+    let code = unsafe {
+        ffi::MPI_Ssend(
+            nothing.as_ptr().cast(),
+            0,
+            ffi::RSMPI_UINT8_T,
+            0,
+            TAG_BYE,
+            ffi::RSMPI_COMM_WORLD,
+        )
+    };
+    check(code, "MPI_Ssend")
 }
 
-/// Ends MPI in a worker rank, once its pools are gone.
-fn finalize() {
+/// Ends MPI in a worker rank, once its pools are gone; `code` is the rank's exit code.
+fn finalize(code: c_int) {
     let mut open = OPEN.write().unwrap_or_else(PoisonError::into_inner);
     if *open {
         *open = false;
-        // SAFETY: no thread is inside MPI (we hold the write lock) and none will call it again.
-        unsafe { ffi::MPI_Finalize() };
+        end_mpi(code);
     }
 }
+
+/// Every rank meets the others, then finalizes. Called with MPI closed to every other thread.
+///
+/// The barrier keeps each rank's transport progressing until all have arrived. Even so, UCX's
+/// TCP transport (UCX 1.13, as in Debian 12's MPICH) now and then never finishes closing its
+/// connections in `MPI_Finalize` (openucx/ucx#8738): one rank spins there while the others
+/// wait for it in the launcher. By then every task is done and every rank has said goodbye,
+/// so past [`FINALIZE_GRACE`] the process leaves without MPI, with its own exit status,
+/// rather than hold the job forever.
+fn end_mpi(status: c_int) {
+    std::thread::spawn(move || {
+        std::thread::sleep(FINALIZE_GRACE);
+        eprintln!(
+            "mp: MPI_Finalize did not return within {FINALIZE_GRACE:?} (a known hang of UCX's \
+             TCP transport); exiting without it, with status {status}"
+        );
+        // SAFETY: ends the process at once, without running exit handlers again: the work
+        // is done and MPI is stuck.
+        unsafe { libc::_exit(status) };
+    });
+    // SAFETY: no other thread of this process is inside MPI or will call it again (the caller
+    // closed OPEN), and every rank calls these two in this order.
+    unsafe {
+        ffi::MPI_Barrier(ffi::RSMPI_COMM_WORLD);
+        ffi::MPI_Finalize();
+    }
+}
+
+/// How long `MPI_Finalize` may take before a rank leaves without it; see [`end_mpi`].
+const FINALIZE_GRACE: Duration = Duration::from_secs(5);
 
 /// How a poll waits between tries: spinning at first, then sleeping longer each time.
 pub(crate) struct Backoff {
