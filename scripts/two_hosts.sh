@@ -5,7 +5,7 @@
 #
 #   sudo scripts/two_hosts.sh [path/to/cluster_map]
 #
-# Needs root, iproute2, util-linux (unshare) and MPICH's mpiexec (hydra). Rank 0 and rank 1
+# Exit status 77: this machine does not allow network namespaces. Needs root, iproute2, util-linux (unshare) and MPICH's mpiexec (hydra). Rank 0 and rank 1
 # run on host-a, rank 2 on host-b. The script fails unless both hosts ran tasks and the bytes
 # between them crossed the veth link (TCP). Everything it creates is removed on exit.
 set -euo pipefail
@@ -32,7 +32,10 @@ cleanup() {
 trap cleanup EXIT
 cleanup
 
-ip netns add "$a"
+if ! ip netns add "$a"; then
+    echo "cannot create a network namespace here (a container without CAP_SYS_ADMIN?)" >&2
+    exit 77
+fi
 ip netns add "$b"
 ip link add mp-veth-a type veth peer name mp-veth-b
 ip link set mp-veth-a netns "$a"

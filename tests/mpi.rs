@@ -200,6 +200,26 @@ fn initializer_runs_on_every_rank() {
     );
 }
 
+#[process_fn]
+fn my_pid(_: u32) -> u32 {
+    std::process::id()
+}
+
+fn settings_reach_every_rank() {
+    let pool = Pool::builder()
+        .mpi()
+        .processes(1)
+        .max_tasks_per_child(1)
+        .build()
+        .unwrap();
+    let pids: BTreeSet<u32> = pool
+        .map_chunked(my_pid, 0..12, 1)
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(pids.len(), 12, "each task had a fresh worker");
+}
+
 fn handles_are_refused_clearly() {
     let pool = pool();
     let (end, _other) = mp_runtime::pipe().unwrap();
@@ -258,6 +278,7 @@ fn cases() -> Vec<(&'static str, fn())> {
             "initializer_runs_on_every_rank",
             initializer_runs_on_every_rank,
         ),
+        ("settings_reach_every_rank", settings_reach_every_rank),
         ("handles_are_refused_clearly", handles_are_refused_clearly),
         (
             "pools_side_by_side_and_in_turn",
