@@ -3,9 +3,12 @@
 //!
 //! `cargo run --release -p mp-bench` for the full run, `-- --quick` for a short one (fewer
 //! repeats, smaller inputs: a check that everything runs, not figures to quote). `--only
-//! GROUP` (start, map, imap, apply, values, channels, memory) runs one group and prints its
-//! rows, without writing the report.
+//! GROUP` (start, map, imap, apply, values, channels, memory, and mpi) runs one group and prints
+//! its rows, without writing the report. With `--features mpi` (and MPICH's `mpirun` on the
+//! path), the MPI rows run too.
 
+#[cfg(feature = "mpi")]
+mod cluster;
 mod measure;
 mod python;
 mod report;
@@ -41,6 +44,10 @@ fn main() {
 
     let quick = std::env::args().any(|arg| arg == "--quick");
     let scale = Scale { quick };
+    #[cfg(feature = "mpi")]
+    if cluster::under_mpirun(scale) {
+        return;
+    }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let out = if quick {
         std::env::temp_dir().join("mp-bench-quick")
@@ -51,7 +58,7 @@ fn main() {
 
     // `--only NAME` runs one group of workloads and prints its rows, to iterate on it.
     let only = std::env::args().skip_while(|arg| arg != "--only").nth(1);
-    let groups: [(&str, Workloads); 7] = [
+    let groups: &[(&str, Workloads)] = &[
         ("start", workloads::start_join),
         ("map", workloads::map_tiny),
         ("imap", workloads::one_at_a_time),
@@ -59,6 +66,8 @@ fn main() {
         ("values", workloads::large_values),
         ("channels", workloads::channels),
         ("memory", workloads::idle_memory),
+        #[cfg(feature = "mpi")]
+        ("mpi", cluster::rows),
     ];
     let mut rows = Vec::new();
     if let Some(only) = only {

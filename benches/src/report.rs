@@ -65,6 +65,15 @@ fn ratio(rows: &[Row], workload: &str, ours: &str, theirs: &str) -> Option<f64> 
     Some(find(rows, workload, ours)?.figure_value() / find(rows, workload, theirs)?.figure_value())
 }
 
+/// mp's round trip over MPI ranks against twice a raw rsmpi round trip plus a local pool's.
+fn mpi_round_trip(rows: &[Row]) -> Option<f64> {
+    use workloads::{MPI_APPLY, MPI_LOCAL, MPI_OVER_RANKS, MPI_RAW};
+    let ours = find(rows, MPI_APPLY, MPI_OVER_RANKS)?.figure_value();
+    let raw = find(rows, MPI_APPLY, MPI_RAW)?.figure_value();
+    let local = find(rows, MPI_APPLY, MPI_LOCAL)?.figure_value();
+    Some(ours / (2.0 * raw + local))
+}
+
 /// What a goal asks of its figure.
 #[derive(Clone, Copy)]
 enum Bound {
@@ -173,6 +182,12 @@ fn goals(rows: &[Row], speedup: &Speedup) -> String {
             ratio(rows, USS, "mp worker", "Python fork"),
             "x",
             AtMost(0.2),
+        ),
+        (
+            "MPI apply round trip ≤ 2x a raw rsmpi round trip + the local pool's (as a fraction)",
+            mpi_round_trip(rows),
+            "x",
+            AtMost(1.0),
         ),
     ];
     let mut out = String::from("| goal | measured | met |\n|---|---|---|\n");
