@@ -619,3 +619,27 @@ fn a_task_over_the_memory_limit_fails_alone() {
         assert_eq!(pool.apply(allocate_mib, (32,)).unwrap(), 32, "{method:?}");
     }
 }
+
+#[process_fn]
+fn slow_pid(_: u32) -> u32 {
+    std::thread::sleep(Duration::from_millis(150));
+    std::process::id()
+}
+
+#[test]
+fn slow_tasks_after_quick_ones_spread_over_every_worker() {
+    let pool = Pool::new(4).unwrap();
+    // Quick tasks teach the workers to take several at a time...
+    for _ in 0..3 {
+        pool.map(cube, 0..2000).unwrap();
+    }
+    // ...which slow tasks of another function must not inherit: each of the four idle workers
+    // takes one of them, then one more when it is done (two each). A worker that took several
+    // at once would run four or more while others idle.
+    let mut per_worker = std::collections::HashMap::<u32, usize>::new();
+    for pid in pool.map_chunked(slow_pid, 0..8, 1).unwrap() {
+        *per_worker.entry(pid).or_default() += 1;
+    }
+    assert_eq!(per_worker.len(), 4, "{per_worker:?}");
+    assert!(per_worker.values().all(|&n| n <= 3), "{per_worker:?}");
+}

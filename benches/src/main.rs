@@ -3,8 +3,8 @@
 //!
 //! `cargo run --release -p mp-bench` for the full run, `-- --quick` for a short one (fewer
 //! repeats, smaller inputs: a check that everything runs, not figures to quote). `--only
-//! GROUP` (start, map, imap, apply, values, channels, memory, and mpi) runs one group and prints
-//! its rows, without writing the report. With `--features mpi` (and MPICH's `mpirun` on the
+//! GROUP` (start, map, imap, apply, values, channels, memory, speedup, and mpi) runs one group
+//! and prints its rows, without writing the report. With `--features mpi` (and MPICH's `mpirun` on the
 //! path), the MPI rows run too.
 
 #[cfg(feature = "mpi")]
@@ -70,9 +70,14 @@ fn main() {
         ("mpi", cluster::rows),
     ];
     let mut rows = Vec::new();
+    if only.as_deref() == Some("speedup") {
+        report::print_speedup(&workloads::cpu_speedup(scale));
+        return;
+    }
     if let Some(only) = only {
         let Some((_, run)) = groups.iter().find(|(name, _)| *name == only) else {
-            let names: Vec<&str> = groups.iter().map(|(name, _)| *name).collect();
+            let mut names: Vec<&str> = groups.iter().map(|(name, _)| *name).collect();
+            names.push("speedup");
             eprintln!(
                 "unknown group {only}; expected one of: {}",
                 names.join(", ")

@@ -387,8 +387,10 @@ pub(crate) fn drive(
     let mut worker: Option<Worker> = None;
     let mut in_flight: VecDeque<Task> = VecDeque::new();
     let max_tasks = shared.config.max_tasks_per_child.unwrap_or(usize::MAX);
-    // How long the worker's last task took, and since when it has been busy with the current.
+    // How long the worker's last task took, of which function, and since when it has been busy
+    // with the current.
     let mut service = Duration::MAX;
+    let mut timed: Option<&'static Entry> = None;
     let mut busy_since = Instant::now();
 
     loop {
@@ -421,7 +423,7 @@ pub(crate) fn drive(
         // to a worker whose tasks are short.
         let mut exit = false;
         let mut idle_death = false;
-        let depth = if service < PREFETCH_BELOW {
+        let mut depth = if service < PREFETCH_BELOW {
             IN_FLIGHT
         } else {
             1
@@ -442,6 +444,12 @@ pub(crate) fn drive(
                     if !task.control.start(&slot) {
                         task.finish(Err(Error::new(Kind::Cancelled)));
                         continue;
+                    }
+                    if !timed.is_some_and(|f| std::ptr::eq(f, task.function)) {
+                        // Another function's tasks may be long: this one goes alone until a
+                        // reply times it, or a worker would queue long tasks that idle workers
+                        // could run (a map of slow tasks right after one of quick tasks).
+                        depth = 1;
                     }
                     let sent = task.args.send(&mut current.channel, task.function.id);
                     current.sent += 1;
@@ -475,6 +483,7 @@ pub(crate) fn drive(
                 let task = in_flight
                     .pop_front()
                     .expect("a reply answers a task in flight");
+                timed = Some(task.function);
                 let reply = Outcomes::parse(frame, task.args.len());
                 if task.control.stop(&slot) {
                     task.finish(reply);
