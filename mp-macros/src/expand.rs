@@ -81,18 +81,21 @@ fn expand(config: &Config, function: &ProcessFunction) -> TokenStream {
 
         const _: () = {
             use #krate::__private::{
-                decode_args as __mp_decode_args, encode_result as __mp_encode_result,
+                call_each as __mp_call_each, decode_args as __mp_decode_args,
+                encode_result as __mp_encode_result,
             };
 
             fn __mp_invoke(
                 input: &[u8],
                 output: &mut ::std::vec::Vec<u8>,
-            ) -> ::core::result::Result<(), #krate::Error> {
+            ) -> ::core::result::Result<bool, #krate::Error> {
                 #(#assertions)*
                 #output_assertion
-                let (#(#arg_names,)*): (#(#arg_types,)*) = #decode?;
-                let #result = #name(#(#arg_names),*);
-                #encode
+                __mp_call_each(input, output, |input, output| {
+                    let (#(#arg_names,)*): (#(#arg_types,)*) = #decode?;
+                    let #result = #name(#(#arg_names),*);
+                    #encode
+                })
             }
 
             fn __mp_type_id() -> ::core::any::TypeId {

@@ -298,14 +298,18 @@ impl Channel {
             self.pos = 0;
         }
         self.buf.truncate(self.end);
-        let room = match self.pending_len()? {
-            Some(len) => (HEADER + len - self.end).clamp(READ_CHUNK, GROW_CHUNK),
-            None => READ_CHUNK,
+        // A large frame is read up to its end and no further, so that it fills the buffer
+        // alone and is handed over whole, not copied out (see `take_frame`).
+        let (room, exact) = match self.pending_len()? {
+            Some(len) if len > READ_CHUNK => ((HEADER + len - self.end).min(GROW_CHUNK), true),
+            _ => (READ_CHUNK, false),
         };
         // The kernel writes straight into the spare capacity: no zeroing of room it overwrites.
         self.buf.reserve(room);
         loop {
-            match recvmsg(&self.stream, self.buf.spare_capacity_mut(), &mut self.fds) {
+            let spare = self.buf.spare_capacity_mut();
+            let spare = if exact { &mut spare[..room] } else { spare };
+            match recvmsg(&self.stream, spare, &mut self.fds) {
                 Ok(n) => {
                     // SAFETY: `recvmsg` wrote the first `n` bytes of the spare capacity, so
                     // they are initialized.

@@ -42,6 +42,7 @@ impl bincode::enc::write::Writer for Append<'_> {
 }
 
 /// Appends the encoding of `value` to `out`; on error `out` keeps what it had before.
+#[inline]
 pub(crate) fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<()> {
     let start = out.len();
     bincode::serde::encode_into_writer(value, Append(out), CONFIG).map_err(|e| {
@@ -51,6 +52,7 @@ pub(crate) fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -
 }
 
 /// Decodes a value from the front of `bytes`; returns it and how many bytes it took.
+#[inline]
 pub(crate) fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize)> {
     decode_bounded(bytes)
         .map_err(|e| Error::codec(format!("{e} (decoding {})", std::any::type_name::<T>())))
@@ -64,6 +66,7 @@ pub(crate) fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usi
 /// one byte on the wire). So an honest message claims at most 16 times its own length, and we
 /// claim all the rest of the limit up front: a prefix longer than that is a `LimitExceeded`
 /// error, not an allocation.
+#[inline]
 fn decode_bounded<T: DeserializeOwned>(
     bytes: &[u8],
 ) -> std::result::Result<(T, usize), bincode::error::DecodeError> {
@@ -154,6 +157,7 @@ pub(crate) fn records(mut bytes: &[u8]) -> impl Iterator<Item = Result<&[u8]>> {
 
 /// Decodes a whole buffer; bytes left over are an error, since they mean the two sides disagree
 /// on the type.
+#[inline]
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     let (value, used) = decode_prefix::<T>(bytes)?;
     if used != bytes.len() {

@@ -177,6 +177,7 @@ pub mod __fuzz;
 pub mod __private {
     pub use crate::macros::pool_map;
     pub use crate::registry::Entry;
+    pub use crate::worker::call_each;
     pub use inventory;
 
     use crate::codec;
@@ -191,11 +192,13 @@ pub mod __private {
     }
 
     /// Decodes a function's argument tuple.
+    #[inline]
     pub fn decode_args<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
         codec::decode(bytes)
     }
 
     /// Appends a function's encoded result to `out`.
+    #[inline]
     pub fn encode_result<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<()> {
         codec::encode_into(value, out)
     }

@@ -23,8 +23,9 @@ pub struct Entry {
     pub path: &'static str,
     /// The `TypeId` of the function's fn item.
     pub type_id: fn() -> TypeId,
-    /// Decodes the arguments, calls the function, appends its encoded result to the buffer.
-    pub invoke: fn(&[u8], &mut Vec<u8>) -> Result<()>,
+    /// Calls the function once per argument record in the first buffer, appending one outcome
+    /// record per call to the second (see `worker::call_each`); true if a call panicked.
+    pub invoke: fn(&[u8], &mut Vec<u8>) -> Result<bool>,
 }
 
 inventory::collect!(Entry);
@@ -226,8 +227,14 @@ mod tests {
     #[test]
     fn entries_invoke_with_encoded_arguments() {
         let entry = lookup_id("mp_runtime::registry::tests::one").unwrap();
+        let mut args = Vec::new();
+        let at = crate::codec::begin_record(&mut args);
+        crate::codec::encode_into(&(), &mut args).unwrap();
+        crate::codec::end_record(&mut args, at).unwrap();
         let mut out = Vec::new();
-        (entry.invoke)(&crate::codec::encode(&()).unwrap(), &mut out).unwrap();
-        assert_eq!(crate::codec::decode::<u32>(&out).unwrap(), 1);
+        assert!(!(entry.invoke)(&args, &mut out).unwrap());
+        let outcome = crate::codec::records(&out).next().unwrap().unwrap();
+        // A value's outcome: its tag byte, then the value.
+        assert_eq!(crate::codec::decode::<u32>(&outcome[1..]).unwrap(), 1);
     }
 }
