@@ -68,6 +68,10 @@ pub(crate) struct Channel {
     max_frame: u64,
     /// Descriptors received and not yet handed out with their frames.
     fds: VecDeque<OwnedFd>,
+    /// Whether a send that finds the socket full reads what the peer sends meanwhile.
+    read_while_sending: bool,
+    /// Whether the peer has closed its end (seen while reading during a send).
+    peer_closed: bool,
 }
 
 impl Channel {
@@ -79,7 +83,17 @@ impl Channel {
             end: 0,
             max_frame: DEFAULT_MAX_FRAME,
             fds: VecDeque::new(),
+            read_while_sending: false,
+            peer_closed: false,
         }
+    }
+
+    /// Makes a send that finds the socket full read what the peer sends meanwhile into the
+    /// receive buffer, so that one thread can both serve requests and answer them: a peer that
+    /// sends while this side sends can never deadlock with it.
+    pub(crate) fn reading_while_sending(mut self) -> Self {
+        self.read_while_sending = true;
+        self
     }
 
     /// The socket, to wait on or shut down.
@@ -157,7 +171,12 @@ impl Channel {
                 frame[at..at + part.len()].copy_from_slice(part);
                 at += part.len();
             }
-            return send_all(&self.stream, &frame[..at]);
+            let mut bytes = &frame[..at];
+            while !bytes.is_empty() {
+                let sent = self.send_once(|stream, flags| send(stream, bytes, flags))?;
+                bytes = &bytes[sent..];
+            }
+            return Ok(());
         }
         let mut slices: Vec<IoSlice<'_>> = std::iter::once(IoSlice::new(&header))
             .chain(
@@ -178,21 +197,71 @@ impl Channel {
                     .iter()
                     .find(|s| !s.is_empty())
                     .expect("bytes are left");
-                sendmsg(&self.stream, &[IoSlice::new(&first[..1])], batch)
+                let first = [IoSlice::new(&first[..1])];
+                self.send_once(|stream, flags| sendmsg(stream, &first, batch, flags))?
             } else {
-                sendmsg(&self.stream, slices, batch)
+                self.send_once(|stream, flags| sendmsg(stream, slices, batch, flags))?
             };
-            match sent {
+            fds = &fds[batch.len()..];
+            IoSlice::advance_slices(&mut slices, sent);
+        }
+        Ok(())
+    }
+
+    /// Runs one send call until it takes some bytes; returns how many. It is retried when
+    /// interrupted and, on a channel that reads while sending, when the socket is full.
+    fn send_once(
+        &mut self,
+        mut send: impl FnMut(&UnixStream, libc::c_int) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        let flags = if self.read_while_sending {
+            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT
+        } else {
+            libc::MSG_NOSIGNAL
+        };
+        loop {
+            match send(&self.stream, flags) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    fds = &fds[batch.len()..];
-                    IoSlice::advance_slices(&mut slices, n);
-                }
+                Ok(sent) => return Ok(sent),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && self.read_while_sending => {
+                    self.read_until_writable()?;
+                }
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
+    }
+
+    /// Waits until the socket takes bytes again, reading what the peer sends meanwhile into
+    /// the receive buffer (where `recv` finds it later).
+    fn read_until_writable(&mut self) -> io::Result<()> {
+        loop {
+            let events = if self.peer_closed {
+                libc::POLLOUT
+            } else {
+                libc::POLLOUT | libc::POLLIN
+            };
+            let mut fds = libc::pollfd {
+                fd: self.stream.as_raw_fd(),
+                events,
+                revents: 0,
+            };
+            // SAFETY: `fds` is one valid pollfd that lives across the call.
+            if unsafe { libc::poll(&mut fds, 1, -1) } < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if fds.revents & (libc::POLLOUT | libc::POLLERR | libc::POLLHUP) != 0 {
+                // Writable, or broken: the next send says which.
+                return Ok(());
+            }
+            if self.fill()? == 0 {
+                self.peer_closed = true;
+            }
+        }
     }
 
     /// Waits for the next frame. `Ok(None)` means the peer closed the channel between frames;
@@ -324,37 +393,29 @@ impl Channel {
     }
 }
 
-/// Writes all of `bytes` with `send`; a peer that is gone gives `BrokenPipe`, never SIGPIPE.
-fn send_all(stream: &UnixStream, mut bytes: &[u8]) -> io::Result<()> {
-    while !bytes.is_empty() {
-        // SAFETY: plain system call reading `bytes`, which lives across it.
-        let sent = unsafe {
-            libc::send(
-                stream.as_raw_fd(),
-                bytes.as_ptr().cast(),
-                bytes.len(),
-                libc::MSG_NOSIGNAL,
-            )
-        };
-        match sent {
-            0 => return Err(io::ErrorKind::WriteZero.into()),
-            n if n < 0 => {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
-            n => bytes = &bytes[n as usize..],
-        }
+/// One `send` of `bytes` with `flags`; returns the bytes sent.
+fn send(stream: &UnixStream, bytes: &[u8], flags: libc::c_int) -> io::Result<usize> {
+    // SAFETY: plain system call reading `bytes`, which lives across it.
+    let sent = unsafe {
+        libc::send(
+            stream.as_raw_fd(),
+            bytes.as_ptr().cast(),
+            bytes.len(),
+            flags,
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
     }
-    Ok(())
+    Ok(sent as usize)
 }
 
-/// One `sendmsg` of `slices` with `fds` as SCM_RIGHTS; returns the bytes sent.
+/// One `sendmsg` of `slices` with `fds` as SCM_RIGHTS and `flags`; returns the bytes sent.
 fn sendmsg(
     stream: &UnixStream,
     slices: &[IoSlice<'_>],
     fds: &[BorrowedFd<'_>],
+    flags: libc::c_int,
 ) -> io::Result<usize> {
     // Room for the most descriptors one message carries, aligned for `cmsghdr`.
     let mut control = [0u64; 160];
@@ -388,7 +449,7 @@ fn sendmsg(
     }
     // SAFETY: `msg` and everything it points to (slices, control) live across the call; the
     // descriptors are borrowed, so open.
-    let sent = unsafe { libc::sendmsg(stream.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+    let sent = unsafe { libc::sendmsg(stream.as_raw_fd(), &msg, flags) };
     if sent < 0 {
         return Err(io::Error::last_os_error());
     }

@@ -1,8 +1,9 @@
 //! The child's side: the protocol between parent and worker, and the loop that serves calls.
 //!
 //! A worker reads [`Request`]s, runs each call under `catch_unwind`, and answers each request
-//! with one frame of [`Outcomes`], in order. A reader thread drains the socket while calls run, so a parent that sends
-//! the next call while this one is replying can never deadlock with it.
+//! with one frame of [`Outcomes`], in order, all on one thread: while a reply waits for room in
+//! the socket, the parent's next requests are read into memory, so the two sides can never
+//! deadlock.
 
 use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
@@ -10,7 +11,6 @@ use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::mpsc;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -452,7 +452,7 @@ pub(crate) fn run_calls(
     Ok((out, out_fds, result?))
 }
 
-/// What the reader thread hands the serving thread.
+/// What the parent asks of the worker next.
 enum Incoming {
     /// A call: the function's id, the argument records, and their handles' descriptors.
     Call(String, Frame, usize, Vec<OwnedFd>),
@@ -462,39 +462,17 @@ enum Incoming {
 }
 
 /// Serves calls on `stream` until told to exit or the parent goes away; returns the exit code.
+///
+/// One thread reads the requests and runs them: while a reply does not fit in the socket, the
+/// channel reads the parent's next requests into its buffer, so a parent that sends while this
+/// worker replies can never deadlock with it.
 pub(crate) fn serve(stream: UnixStream) -> i32 {
     install_panic_hook();
     CAPTURING.set(true);
-    let reader = match stream.try_clone() {
-        Ok(reader) => reader,
-        Err(e) => {
-            eprintln!("mp worker: cannot clone the channel to the parent: {e}");
-            return 1;
-        }
-    };
-    let mut reader = Channel::new(reader);
-    let (incoming, requests) = mpsc::channel();
-    // A lone process is sent its call and its exit at once: when both are here, serve them
-    // without a reader thread (which only a pool's pipelined calls need), saving its start.
-    let first = next_incoming(&mut reader);
-    let one_shot = matches!(first, Incoming::Call(..)) && reader.has_frame();
-    let _ = incoming.send(first);
-    if one_shot {
-        let second = next_incoming(&mut reader);
-        let exits = matches!(second, Incoming::Exit);
-        let _ = incoming.send(second);
-        if !exits {
-            start_reader(reader, incoming.clone());
-        }
-    } else {
-        start_reader(reader, incoming.clone());
-    }
-    drop(incoming);
-
-    let mut replies = Channel::new(stream);
+    let mut channel = Channel::new(stream).reading_while_sending();
     let mut panicked = false;
-    for incoming in requests {
-        match incoming {
+    loop {
+        match next_incoming(&mut channel) {
             Incoming::Call(function, frame, start, fds) => {
                 let (reply, fds, any_panic) = match run_calls(&function, &frame[start..], fds) {
                     Ok(done) => done,
@@ -503,11 +481,13 @@ pub(crate) fn serve(stream: UnixStream) -> i32 {
                         return 1;
                     }
                 };
+                // The arguments go before the reply is sent, not while the next call runs.
+                drop(frame);
                 panicked |= any_panic;
                 // What the function printed reaches the terminal before the parent hears back.
                 let _ = std::io::stdout().flush();
                 let fds: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
-                if replies.send_with_fds(&reply, &fds).is_err() {
+                if channel.send_with_fds(&reply, &fds).is_err() {
                     return 1;
                 }
             }
@@ -519,23 +499,10 @@ pub(crate) fn serve(stream: UnixStream) -> i32 {
             }
         }
     }
-    0
 }
 
-/// Starts the thread that drains the channel while calls run, so a parent that sends the next
-/// call while this one replies can never deadlock with it. A worker that cannot start it ends.
-fn start_reader(reader: Channel, incoming: mpsc::Sender<Incoming>) {
-    let reading = std::thread::Builder::new()
-        .name("mp-worker-reader".into())
-        .spawn(move || read_requests(reader, incoming));
-    if let Err(e) = reading {
-        eprintln!("mp worker: cannot start the reader thread: {e}");
-        std::process::exit(1);
-    }
-}
-
-/// Reads the next message for the serving thread (settings such as a memory limit are applied
-/// here, in order with the calls).
+/// Reads the next message (settings such as a memory limit are applied here, in order with
+/// the calls).
 fn next_incoming(channel: &mut Channel) -> Incoming {
     loop {
         return match channel.recv() {
@@ -560,16 +527,6 @@ fn next_incoming(channel: &mut Channel) -> Incoming {
             Ok(None) => Incoming::End(None),
             Err(error) => Incoming::End(Some(format!("reading from the parent failed: {error}"))),
         };
-    }
-}
-
-fn read_requests(mut channel: Channel, incoming: mpsc::Sender<Incoming>) {
-    loop {
-        let message = next_incoming(&mut channel);
-        let end = matches!(message, Incoming::End(_));
-        if incoming.send(message).is_err() || end {
-            return;
-        }
     }
 }
 

@@ -194,9 +194,17 @@ impl Shared {
         if state.closed || state.terminated {
             return Err(Error::new(Kind::Closed));
         }
+        let before = state.queue.len();
         state.queue.extend(tasks);
+        let added = state.queue.len() - before;
         drop(state);
-        self.work.notify_all();
+        // One task needs one driver: waking every idle one would only put the rest back to
+        // sleep, a context switch each, which a stream of one-task submissions pays per task.
+        if added == 1 {
+            self.work.notify_one();
+        } else {
+            self.work.notify_all();
+        }
         Ok(())
     }
 
