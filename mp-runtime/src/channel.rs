@@ -5,11 +5,16 @@
 //! (SCM_RIGHTS, attached to its first bytes, so they always arrive no later than the frame).
 //! Reads are buffered, so a run of small frames costs one system call, and may wait with a
 //! deadline: a partly read frame is kept and finished by the next call.
+//!
+//! A frame of [`FILE_FRAME`] bytes or more does not go through the socket: its bytes are written
+//! to a sealed memfd, which travels as the frame's last descriptor beside an empty frame whose
+//! header says so, and the receiver maps the file. That is one copy instead of two, and no
+//! fresh receive buffer to fault in.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::ops::Deref;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::Instant;
 
@@ -20,6 +25,17 @@ pub(crate) const DEFAULT_MAX_FRAME: u64 = 1 << 36;
 const HEADER: usize = 8;
 /// Where the descriptor count starts in the header.
 const FDS_SHIFT: u32 = 48;
+/// Header bit: the frame's bytes are in its last descriptor, a sealed memfd, not in the stream.
+const IN_FILE: u64 = 1 << 47;
+/// The header bits that hold the frame's length.
+const LEN_MASK: u64 = IN_FILE - 1;
+/// Frames from this size on travel in a memfd: below it, the socket's two copies cost less
+/// than creating, writing, mapping and unmapping a file.
+pub(crate) const FILE_FRAME: usize = 1 << 20;
+/// The seals a frame's memfd carries, so that the sender can no longer change or shrink it
+/// under the receiver's mapping.
+const FRAME_SEALS: libc::c_int =
+    libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
 /// The most descriptors one `sendmsg` may carry (the kernel's SCM_MAX_FD).
 const FDS_PER_MESSAGE: usize = 253;
 /// How much to ask the kernel for at once when no large frame is pending.
@@ -32,8 +48,7 @@ const GROW_CHUNK: usize = 16 * 1024 * 1024;
 
 /// One received frame; derefs to its bytes.
 pub(crate) struct Frame {
-    buf: Vec<u8>,
-    start: usize,
+    bytes: Bytes,
     /// The descriptors that came with it, in the order they were sent.
     pub(crate) fds: Vec<OwnedFd>,
 }
@@ -43,19 +58,118 @@ impl Frame {
     #[cfg(feature = "mpi")]
     pub(crate) fn from_bytes(buf: Vec<u8>) -> Frame {
         Frame {
-            buf,
-            start: 0,
+            bytes: Bytes::Read { buf, start: 0 },
             fds: Vec::new(),
         }
     }
+}
+
+/// Where a frame's bytes are.
+enum Bytes {
+    /// Read from the stream: `buf[start..]`.
+    Read { buf: Vec<u8>, start: usize },
+    /// Sent in a memfd.
+    Mapped(Mapping),
 }
 
 impl Deref for Frame {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
-        &self.buf[self.start..]
+        match &self.bytes {
+            Bytes::Read { buf, start } => &buf[*start..],
+            Bytes::Mapped(mapping) => mapping,
+        }
     }
+}
+
+/// A read-only map of a frame's sealed memfd; unmapped when dropped.
+struct Mapping {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only and this value is its only owner, so it may move to another
+// thread; the bytes it points to never change (the file is sealed against writes).
+unsafe impl Send for Mapping {}
+
+impl Mapping {
+    /// Maps the first `len` bytes of `file`, a memfd its sender sealed.
+    fn of_file(file: OwnedFd, len: usize) -> io::Result<Mapping> {
+        let invalid = |why: &str| io::Error::new(io::ErrorKind::InvalidData, why.to_string());
+        // SAFETY: plain system call on an open descriptor.
+        let seals = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GET_SEALS) };
+        // Unsealed, the sender could shrink the file under the map, and reading it would crash.
+        if seals < 0 || seals & FRAME_SEALS != FRAME_SEALS {
+            return Err(invalid("a frame came in a file that is not sealed"));
+        }
+        let size = std::fs::File::from(file.try_clone()?).metadata()?.len();
+        if len == 0 || size < len as u64 {
+            return Err(invalid("a frame came in a file shorter than it announced"));
+        }
+        // SAFETY: maps `len` bytes of an open file that holds at least that many, read-only,
+        // at an address the kernel picks; MAP_POPULATE faults them in at once, in one call.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        // The map keeps the file's pages; the descriptor closes here.
+        let ptr = std::ptr::NonNull::new(ptr.cast()).expect("mmap never returns null on success");
+        Ok(Mapping { ptr, len })
+    }
+}
+
+impl Deref for Mapping {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `ptr` maps `len` readable bytes until this value is dropped, and the file is
+        // sealed, so they stay there and unchanged.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the range `of_file` mapped, which no slice outlives (they
+        // borrow `self`).
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// A sealed memfd that holds `parts`, one after another.
+fn file_of(parts: &[&[u8]]) -> io::Result<OwnedFd> {
+    // SAFETY: plain system call with a valid C string.
+    let raw = unsafe {
+        libc::memfd_create(
+            c"mp-frame".as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+        )
+    };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a new descriptor that nothing else owns.
+    let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(raw) });
+    for part in parts {
+        // `write`, not a map: the kernel fills the file's pages from `part` without zeroing
+        // them first.
+        io::Write::write_all(&mut file, part)?;
+    }
+    // SAFETY: plain system call on the open descriptor.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, FRAME_SEALS) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(file.into())
 }
 
 /// A stream socket that carries frames.
@@ -151,7 +265,21 @@ impl Channel {
     /// `fds` beside it.
     pub(crate) fn send_parts(&mut self, parts: &[&[u8]], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
         let len: usize = parts.iter().map(|part| part.len()).sum();
-        if fds.len() > usize::from(u16::MAX) || fds.len() > FDS_PER_MESSAGE * (HEADER + len) {
+        if len >= FILE_FRAME {
+            let file = file_of(parts)?;
+            let mut with_file = fds.to_vec();
+            with_file.push(file.as_fd());
+            return self.send_frame(len as u64 | IN_FILE, &[], &with_file);
+        }
+        self.send_frame(len as u64, parts, fds)
+    }
+
+    /// Sends a frame whose header says `len` (with its flags) and whose stream bytes are
+    /// `parts`, with `fds` beside it.
+    fn send_frame(&mut self, len: u64, parts: &[&[u8]], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+        let stream_len: usize = parts.iter().map(|part| part.len()).sum();
+        if fds.len() > usize::from(u16::MAX) || fds.len() > FDS_PER_MESSAGE * (HEADER + stream_len)
+        {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(
@@ -160,8 +288,8 @@ impl Channel {
                 ),
             ));
         }
-        let header = (len as u64 | (fds.len() as u64) << FDS_SHIFT).to_le_bytes();
-        if fds.is_empty() && HEADER + len <= SMALL_FRAME {
+        let header = (len | (fds.len() as u64) << FDS_SHIFT).to_le_bytes();
+        if fds.is_empty() && HEADER + stream_len <= SMALL_FRAME {
             // The common small message: one contiguous `send`, which costs the kernel less
             // than a `sendmsg` of a vector (no message header to copy in, no iovec).
             let mut frame = [0u8; SMALL_FRAME];
@@ -298,7 +426,8 @@ impl Channel {
         if self.end - self.pos < HEADER {
             return Ok(None);
         }
-        let len = self.header() & ((1 << FDS_SHIFT) - 1);
+        let header = self.header();
+        let len = header & LEN_MASK;
         if len > self.max_frame {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -309,7 +438,12 @@ impl Channel {
                 ),
             ));
         }
-        Ok(Some(len as usize))
+        // A frame in a file has no bytes in the stream.
+        Ok(Some(if header & IN_FILE != 0 {
+            0
+        } else {
+            len as usize
+        }))
     }
 
     /// The next frame's header; there must be one.
@@ -333,20 +467,37 @@ impl Channel {
                 "a frame arrived without the descriptors it announced",
             ));
         }
-        let fds: Vec<OwnedFd> = self.fds.drain(..count).collect();
-        let frame = if self.pos == 0 && frame_end == self.end && len > READ_CHUNK {
+        let mut fds: Vec<OwnedFd> = self.fds.drain(..count).collect();
+        let frame = if self.header() & IN_FILE != 0 {
+            let file = fds.pop().ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "a frame sent in a file came without it",
+                )
+            })?;
+            let len = (self.header() & LEN_MASK) as usize;
+            self.pos = frame_end;
+            Frame {
+                bytes: Bytes::Mapped(Mapping::of_file(file, len)?),
+                fds,
+            }
+        } else if self.pos == 0 && frame_end == self.end && len > READ_CHUNK {
             // The buffer holds exactly this one large frame: hand it over instead of copying.
             self.buf.truncate(frame_end);
             self.end = 0;
             Frame {
-                buf: std::mem::take(&mut self.buf),
-                start: HEADER,
+                bytes: Bytes::Read {
+                    buf: std::mem::take(&mut self.buf),
+                    start: HEADER,
+                },
                 fds,
             }
         } else {
             let frame = Frame {
-                buf: self.buf[self.pos + HEADER..frame_end].to_vec(),
-                start: 0,
+                bytes: Bytes::Read {
+                    buf: self.buf[self.pos + HEADER..frame_end].to_vec(),
+                    start: 0,
+                },
                 fds,
             };
             self.pos = frame_end;
@@ -588,11 +739,62 @@ mod tests {
     #[test]
     fn a_large_frame_crosses_whole() {
         let (mut a, mut b) = pair();
-        let payload: Vec<u8> = (0..10_000_000u32).map(|i| i as u8).collect();
+        // Below the size that goes in a file: through the socket, handed over uncopied.
+        let payload: Vec<u8> = (0..FILE_FRAME as u32 - 1).map(|i| i as u8).collect();
         let sent = payload.clone();
-        let writer = std::thread::spawn(move || a.send(&sent).unwrap());
-        assert_eq!(&*b.recv().unwrap().unwrap(), &payload[..]);
+        let writer = std::thread::spawn(move || {
+            a.send(&sent).unwrap();
+            a.send(b"next").unwrap();
+        });
+        let frame = b.recv().unwrap().unwrap();
+        assert!(matches!(frame.bytes, Bytes::Read { start: HEADER, .. }));
+        assert_eq!(&*frame, &payload[..]);
+        assert_eq!(&*b.recv().unwrap().unwrap(), b"next");
         writer.join().unwrap();
+    }
+
+    #[test]
+    fn a_frame_of_a_mebibyte_or_more_crosses_in_a_file_beside_its_descriptors() {
+        use std::os::fd::AsFd;
+        let (mut a, mut b) = pair();
+        let payload: Vec<u8> = (0..10_000_000u32).map(|i| (i ^ i >> 13) as u8).collect();
+        let file = std::fs::File::open("/dev/null").unwrap();
+        a.send(b"before").unwrap();
+        a.send_parts(&[&payload[..5], &payload[5..]], &[file.as_fd()])
+            .unwrap();
+        a.send(b"after").unwrap();
+        assert_eq!(&*b.recv().unwrap().unwrap(), b"before");
+        let frame = b.recv().unwrap().unwrap();
+        assert!(matches!(frame.bytes, Bytes::Mapped(_)));
+        assert_eq!(frame.fds.len(), 1);
+        assert_eq!(&*frame, &payload[..]);
+        assert_eq!(&*b.recv().unwrap().unwrap(), b"after");
+    }
+
+    /// Sends a header that says the frame's `len` bytes are in `file`.
+    fn send_in_file(a: &mut Channel, file: std::os::fd::BorrowedFd<'_>, len: u64) {
+        let header = (len | IN_FILE | 1 << FDS_SHIFT).to_le_bytes();
+        sendmsg(&a.stream, &[IoSlice::new(&header)], &[file], 0).unwrap();
+    }
+
+    #[test]
+    fn a_frame_in_an_unsealed_or_short_file_is_refused() {
+        use std::os::fd::AsFd;
+        let (mut a, mut b) = pair();
+        // SAFETY: plain system call with a valid C string; the descriptor is owned below.
+        let unsealed = unsafe { libc::memfd_create(c"test".as_ptr(), libc::MFD_CLOEXEC) };
+        // SAFETY: a new descriptor that nothing else owns.
+        let unsealed = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(unsealed) });
+        unsealed.set_len(4096).unwrap();
+        send_in_file(&mut a, unsealed.as_fd(), 4096);
+        let err = b.recv().err().unwrap();
+        assert!(err.to_string().contains("not sealed"), "{err}");
+
+        let (mut a, mut b) = pair();
+        let short = file_of(&[&[1u8; 100]]).unwrap();
+        send_in_file(&mut a, short.as_fd(), 4096);
+        let err = b.recv().err().unwrap();
+        assert!(err.to_string().contains("shorter"), "{err}");
     }
 
     #[test]
