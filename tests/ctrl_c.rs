@@ -75,6 +75,9 @@ fn helper() {
         Ok(squares) => println!("map ended: ok, {} results", squares.len()),
         Err(error) => println!("map ended: error: {error}"),
     }
+    // The group's SIGINT reaches the workers and this process in one `kill`, but the map may
+    // hear of its dead workers before this process's handler runs: give it time to.
+    wait_for(Duration::from_secs(10), || INTERRUPTED.load(Ordering::SeqCst));
     println!("interrupted: {}", INTERRUPTED.load(Ordering::SeqCst));
 }
 
