@@ -921,11 +921,13 @@ mod proptests {
 
         #[test]
         fn a_length_over_the_limit_is_an_error_not_an_allocation(
-            len in (DEFAULT_MAX_FRAME + 1)..(1u64 << FDS_SHIFT),
+            len in (DEFAULT_MAX_FRAME + 1)..IN_FILE,
+            in_file in any::<bool>(),
             fds in any::<u16>(),
             tail in proptest::collection::vec(any::<u8>(), 0..64),
         ) {
-            let mut bytes = (len | u64::from(fds) << FDS_SHIFT).to_le_bytes().to_vec();
+            let flag = if in_file { IN_FILE } else { 0 };
+            let mut bytes = (len | flag | u64::from(fds) << FDS_SHIFT).to_le_bytes().to_vec();
             bytes.extend_from_slice(&tail);
             let (got, end) = decode(&bytes, &[4096]);
             prop_assert!(got.is_empty());
