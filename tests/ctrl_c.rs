@@ -77,7 +77,9 @@ fn helper() {
     }
     // The group's SIGINT reaches the workers and this process in one `kill`, but the map may
     // hear of its dead workers before this process's handler runs: give it time to.
-    wait_for(Duration::from_secs(10), || INTERRUPTED.load(Ordering::SeqCst));
+    wait_for(Duration::from_secs(10), || {
+        INTERRUPTED.load(Ordering::SeqCst)
+    });
     println!("interrupted: {}", INTERRUPTED.load(Ordering::SeqCst));
 }
 
