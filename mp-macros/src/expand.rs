@@ -87,7 +87,7 @@ fn expand(config: &Config, function: &ProcessFunction) -> TokenStream {
 
             fn __mp_invoke(
                 input: &[u8],
-                output: &mut ::std::vec::Vec<u8>,
+                output: &mut #krate::__private::Outgoing,
             ) -> ::core::result::Result<bool, #krate::Error> {
                 #(#assertions)*
                 #output_assertion

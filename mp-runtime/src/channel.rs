@@ -6,7 +6,7 @@
 //! Reads are buffered, so a run of small frames costs one system call, and may wait with a
 //! deadline: a partly read frame is kept and finished by the next call.
 //!
-//! A frame of [`FILE_FRAME`] bytes or more does not go through the socket: its bytes are written
+//! A frame of `FILE_FRAME` bytes or more does not go through the socket: its bytes are written
 //! to a sealed memfd, which travels as the frame's last descriptor beside an empty frame whose
 //! header says so, and the receiver maps the file. That is one copy instead of two, and no
 //! fresh receive buffer to fault in.
@@ -17,6 +17,8 @@ use std::ops::Deref;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::Instant;
+
+use crate::outgoing::{Encoded, FILE_FRAME, FRAME_SEALS};
 
 /// The largest frame a channel accepts unless told otherwise: far above any real argument, far
 /// below what would exhaust memory when a corrupt length arrives.
@@ -29,13 +31,7 @@ const FDS_SHIFT: u32 = 48;
 const IN_FILE: u64 = 1 << 47;
 /// The header bits that hold the frame's length.
 const LEN_MASK: u64 = IN_FILE - 1;
-/// Frames from this size on travel in a memfd: below it, the socket's two copies cost less
-/// than creating, writing, mapping and unmapping a file.
-pub(crate) const FILE_FRAME: usize = 1 << 20;
-/// The seals a frame's memfd carries, so that the sender can no longer change or shrink it
-/// under the receiver's mapping.
-const FRAME_SEALS: libc::c_int =
-    libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
+
 /// The most descriptors one `sendmsg` may carry (the kernel's SCM_MAX_FD).
 const FDS_PER_MESSAGE: usize = 253;
 /// How much to ask the kernel for at once when no large frame is pending.
@@ -146,32 +142,6 @@ impl Drop for Mapping {
     }
 }
 
-/// A sealed memfd that holds `parts`, one after another.
-fn file_of(parts: &[&[u8]]) -> io::Result<OwnedFd> {
-    // SAFETY: plain system call with a valid C string.
-    let raw = unsafe {
-        libc::memfd_create(
-            c"mp-frame".as_ptr(),
-            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
-        )
-    };
-    if raw < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `raw` is a new descriptor that nothing else owns.
-    let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(raw) });
-    for part in parts {
-        // `write`, not a map: the kernel fills the file's pages from `part` without zeroing
-        // them first.
-        io::Write::write_all(&mut file, part)?;
-    }
-    // SAFETY: plain system call on the open descriptor.
-    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, FRAME_SEALS) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(file.into())
-}
-
 /// A stream socket that carries frames.
 pub(crate) struct Channel {
     stream: UnixStream,
@@ -266,12 +236,25 @@ impl Channel {
     pub(crate) fn send_parts(&mut self, parts: &[&[u8]], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
         let len: usize = parts.iter().map(|part| part.len()).sum();
         if len >= FILE_FRAME {
-            let file = file_of(parts)?;
-            let mut with_file = fds.to_vec();
-            with_file.push(file.as_fd());
-            return self.send_frame(len as u64 | IN_FILE, &[], &with_file);
+            return self.send_encoded(&Encoded::of_parts(parts)?, fds);
         }
         self.send_frame(len as u64, parts, fds)
+    }
+
+    /// Sends a finished frame with `fds` beside it: a file as its last descriptor.
+    pub(crate) fn send_encoded(
+        &mut self,
+        encoded: &Encoded,
+        fds: &[BorrowedFd<'_>],
+    ) -> io::Result<()> {
+        match encoded {
+            Encoded::Bytes(bytes) => self.send_frame(bytes.len() as u64, &[bytes], fds),
+            Encoded::File(file, len) => {
+                let mut with_file = fds.to_vec();
+                with_file.push(file.as_fd());
+                self.send_frame(*len as u64 | IN_FILE, &[], &with_file)
+            }
+        }
     }
 
     /// Sends a frame whose header says `len` (with its flags) and whose stream bytes are
@@ -521,7 +504,11 @@ impl Channel {
         // A large frame is read up to its end and no further, so that it fills the buffer
         // alone and is handed over whole, not copied out (see `take_frame`).
         let (room, exact) = match self.pending_len()? {
-            Some(len) if len > READ_CHUNK => ((HEADER + len - self.end).min(GROW_CHUNK), true),
+            // Only while the frame is incomplete: once whole, a read of its rest would be
+            // empty, which looks like the end of the stream.
+            Some(len) if len > READ_CHUNK && self.end < HEADER + len => {
+                ((HEADER + len - self.end).min(GROW_CHUNK), true)
+            }
             _ => (READ_CHUNK, false),
         };
         // The kernel writes straight into the spare capacity: no zeroing of room it overwrites.
@@ -771,6 +758,31 @@ mod tests {
         assert_eq!(&*b.recv().unwrap().unwrap(), b"after");
     }
 
+    #[test]
+    fn two_sides_that_send_large_frames_at_once_do_not_deadlock() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut reading = Channel::new(a).reading_while_sending();
+        let mut plain = Channel::new(b);
+        // Larger than a read, smaller than a file frame: they fill the socket both ways.
+        let frame: Vec<u8> = (0..900_000u32).map(|i| (i >> 3) as u8).collect();
+        let sent = frame.clone();
+        let other = std::thread::spawn(move || {
+            for _ in 0..20 {
+                plain.send(&sent).unwrap();
+            }
+            for _ in 0..20 {
+                assert!(*plain.recv().unwrap().unwrap() == sent[..]);
+            }
+        });
+        for _ in 0..20 {
+            reading.send(&frame).unwrap();
+        }
+        for _ in 0..20 {
+            assert!(*reading.recv().unwrap().unwrap() == frame[..]);
+        }
+        other.join().unwrap();
+    }
+
     /// Sends a header that says the frame's `len` bytes are in `file`.
     fn send_in_file(a: &mut Channel, file: std::os::fd::BorrowedFd<'_>, len: u64) {
         let header = (len | IN_FILE | 1 << FDS_SHIFT).to_le_bytes();
@@ -791,8 +803,10 @@ mod tests {
         assert!(err.to_string().contains("not sealed"), "{err}");
 
         let (mut a, mut b) = pair();
-        let short = file_of(&[&[1u8; 100]]).unwrap();
-        send_in_file(&mut a, short.as_fd(), 4096);
+        let Encoded::File(short, _) = Encoded::of_parts(&[&vec![1u8; FILE_FRAME]]).unwrap() else {
+            panic!("a frame of FILE_FRAME bytes goes in a file");
+        };
+        send_in_file(&mut a, short.as_fd(), FILE_FRAME as u64 + 4096);
         let err = b.recv().err().unwrap();
         assert!(err.to_string().contains("shorter"), "{err}");
     }

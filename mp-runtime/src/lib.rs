@@ -105,6 +105,7 @@ mod context;
 mod error;
 mod forkserver;
 mod macros;
+mod outgoing;
 mod pipe;
 mod pool;
 mod process;
@@ -176,6 +177,7 @@ pub mod __fuzz;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::macros::pool_map;
+    pub use crate::outgoing::Outgoing;
     pub use crate::registry::Entry;
     pub use crate::worker::call_each;
     pub use inventory;
@@ -192,14 +194,14 @@ pub mod __private {
     }
 
     /// Decodes a function's argument tuple.
-    #[inline]
+    #[inline(always)]
     pub fn decode_args<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
         codec::decode(bytes)
     }
 
     /// Appends a function's encoded result to `out`.
-    #[inline]
-    pub fn encode_result<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<()> {
+    #[inline(always)]
+    pub fn encode_result<T: Serialize>(value: &T, out: &mut Outgoing) -> Result<()> {
         codec::encode_into(value, out)
     }
 

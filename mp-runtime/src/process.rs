@@ -77,7 +77,7 @@ impl<R: serde::de::DeserializeOwned> Process<R> {
         Args: Serialize,
     {
         let entry = registry::lookup(&f)?;
-        let args = worker::Args::encode([args])?;
+        let args = worker::Args::encode(entry.id, [args])?;
         let exit = codec::encode(&Request::Exit)?;
         let name = next_name();
         let started = bootstrap::start_worker(crate::get_start_method(), &name)?;
@@ -93,7 +93,7 @@ impl<R: serde::de::DeserializeOwned> Process<R> {
         // A child that dies at once closes the socket: that is reported by `join`, with its
         // exit status, rather than as a failed send here.
         let _ = args
-            .send(channel, entry.id)
+            .send(channel)
             .and_then(|()| channel.send(&exit).map_err(|e| Error::io("cannot send", e)));
         Ok(process)
     }

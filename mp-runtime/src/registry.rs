@@ -25,7 +25,7 @@ pub struct Entry {
     pub type_id: fn() -> TypeId,
     /// Calls the function once per argument record in the first buffer, appending one outcome
     /// record per call to the second (see `worker::call_each`); true if a call panicked.
-    pub invoke: fn(&[u8], &mut Vec<u8>) -> Result<bool>,
+    pub invoke: fn(&[u8], &mut crate::outgoing::Outgoing) -> Result<bool>,
 }
 
 inventory::collect!(Entry);
@@ -227,12 +227,13 @@ mod tests {
     #[test]
     fn entries_invoke_with_encoded_arguments() {
         let entry = lookup_id("mp_runtime::registry::tests::one").unwrap();
-        let mut args = Vec::new();
-        let at = crate::codec::begin_record(&mut args);
+        let mut args = crate::outgoing::Outgoing::default();
+        let at = crate::codec::begin_record(&mut args).unwrap();
         crate::codec::encode_into(&(), &mut args).unwrap();
         crate::codec::end_record(&mut args, at).unwrap();
-        let mut out = Vec::new();
-        assert!(!(entry.invoke)(&args, &mut out).unwrap());
+        let mut out = crate::outgoing::Outgoing::default();
+        assert!(!(entry.invoke)(&args.into_bytes(), &mut out).unwrap());
+        let out = out.into_bytes();
         let outcome = crate::codec::records(&out).next().unwrap().unwrap();
         // A value's outcome: its tag byte, then the value.
         assert_eq!(crate::codec::decode::<u32>(&outcome[1..]).unwrap(), 1);

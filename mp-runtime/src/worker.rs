@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::channel::{Channel, Frame};
 use crate::codec;
 use crate::error::{Error, ExitReason, Kind, Result};
+use crate::outgoing::{Encoded, Outgoing};
 use crate::registry;
 
 /// From parent to worker. In a frame, a `Call` is followed by its arguments: one record
@@ -26,7 +27,7 @@ use crate::registry;
 #[derive(Serialize, Deserialize)]
 pub(crate) enum Request<'a> {
     /// Call `function` once per argument record that follows; answered by one reply frame.
-    Call { function: Cow<'a, str>, count: u32 },
+    Call { function: Cow<'a, str> },
     /// Exit once the calls before this one have been answered.
     Exit,
     /// Keep this process's private memory (heap and anonymous maps) under `bytes`: an
@@ -34,47 +35,93 @@ pub(crate) enum Request<'a> {
     LimitMemory { bytes: u64 },
 }
 
-/// Encoded argument tuples, one record each, and the descriptors of the handles among them.
-/// A pool keeps it until the task is done, so it can be sent again to a new worker.
-#[derive(Default)]
+/// A call of one function, encoded: the request and one argument record per call, and the
+/// descriptors of the handles among the arguments. A pool keeps it until the task is done, so
+/// it can be sent again to a new worker.
 pub(crate) struct Args {
-    bytes: Vec<u8>,
+    frame: Encoded,
+    /// Where the argument records start in the frame, after the request.
+    #[cfg_attr(
+        not(feature = "mpi"),
+        allow(dead_code, reason = "read by the MPI pool only")
+    )]
+    records_at: usize,
     count: u32,
     fds: Vec<OwnedFd>,
 }
 
 impl Args {
-    /// Encodes each tuple of `inputs` as a record.
-    pub(crate) fn encode<T: Serialize>(inputs: impl IntoIterator<Item = T>) -> Result<Args> {
-        let mut args = Args::default();
+    /// Encodes a call of `function` on each tuple of `inputs`.
+    pub(crate) fn encode<T: Serialize>(
+        function: &str,
+        inputs: impl IntoIterator<Item = T>,
+    ) -> Result<Args> {
+        let mut out = Outgoing::default();
+        let mut count = 0;
+        let call = Request::Call {
+            function: Cow::Borrowed(function),
+        };
+        codec::encode_into(&call, &mut out)?;
+        let records_at = out.len();
         let (result, fds) = codec::with_fds(Vec::new(), || {
             for input in inputs {
-                let at = codec::begin_record(&mut args.bytes);
-                codec::encode_into(&input, &mut args.bytes)?;
-                codec::end_record(&mut args.bytes, at)?;
-                args.count += 1;
+                let at = codec::begin_record(&mut out)?;
+                codec::encode_into(&input, &mut out)?;
+                codec::end_record(&mut out, at)?;
+                count += 1;
             }
             Ok::<(), Error>(())
         });
         result?;
-        args.fds = fds;
-        Ok(args)
+        let frame = out
+            .finish()
+            .map_err(|e| Error::io("cannot write a call's arguments", e))?;
+        Ok(Args {
+            frame,
+            records_at,
+            count,
+            fds,
+        })
     }
 
-    /// Arguments that arrived already encoded (from rank 0 of an MPI job): `count` records.
+    /// A call of `function` on arguments that arrived already encoded (from rank 0 of an MPI
+    /// job): `count` records.
     #[cfg(feature = "mpi")]
-    pub(crate) fn from_bytes(bytes: Vec<u8>, count: u32) -> Args {
-        Args {
-            bytes,
+    pub(crate) fn from_records(function: &str, records: &[u8], count: u32) -> Result<Args> {
+        let mut out = Outgoing::default();
+        codec::encode_into(
+            &Request::Call {
+                function: Cow::Borrowed(function),
+            },
+            &mut out,
+        )?;
+        let records_at = out.len();
+        let written = out.write(records).and_then(|()| out.finish());
+        Ok(Args {
+            frame: written.map_err(|e| Error::io("cannot write a call's arguments", e))?,
+            records_at,
             count,
             fds: Vec::new(),
-        }
+        })
     }
 
-    /// The argument records, encoded.
+    /// The argument records, encoded (read back from the file a large call is in).
     #[cfg(feature = "mpi")]
-    pub(crate) fn bytes(&self) -> &[u8] {
-        &self.bytes
+    pub(crate) fn records(&self) -> Result<Cow<'_, [u8]>> {
+        match &self.frame {
+            Encoded::Bytes(bytes) => Ok(Cow::Borrowed(&bytes[self.records_at..])),
+            Encoded::File(file, len) => {
+                use std::os::unix::fs::FileExt;
+                let mut records = vec![0; len - self.records_at];
+                file.try_clone()
+                    .and_then(|file| {
+                        std::fs::File::from(file)
+                            .read_exact_at(&mut records, self.records_at as u64)
+                    })
+                    .map_err(|e| Error::io("cannot read a call's arguments back", e))?;
+                Ok(Cow::Owned(records))
+            }
+        }
     }
 
     /// Whether handles are among the arguments (their descriptors cannot leave this machine).
@@ -88,15 +135,11 @@ impl Args {
         self.count as usize
     }
 
-    /// Sends `function` called on these arguments, keeping them.
-    pub(crate) fn send(&self, channel: &mut Channel, function: &str) -> Result<()> {
-        let header = codec::encode(&Request::Call {
-            function: Cow::Borrowed(function),
-            count: self.count,
-        })?;
+    /// Sends the call, keeping it.
+    pub(crate) fn send(&self, channel: &mut Channel) -> Result<()> {
         let fds: Vec<BorrowedFd<'_>> = self.fds.iter().map(AsFd::as_fd).collect();
         channel
-            .send_parts(&[&header, &self.bytes], &fds)
+            .send_encoded(&self.frame, &fds)
             .map_err(|e| Error::io("cannot send a call to a worker", e))
     }
 
@@ -374,9 +417,9 @@ fn install_panic_hook() {
 /// compiles with decode, call and encode inlined: a tiny task costs a few instructions around
 /// the function, not an indirect call and a decoder set-up apart.
 #[doc(hidden)]
-pub fn call_each<F>(args: &[u8], out: &mut Vec<u8>, mut call: F) -> Result<bool>
+pub fn call_each<F>(args: &[u8], out: &mut Outgoing, mut call: F) -> Result<bool>
 where
-    F: FnMut(&[u8], &mut Vec<u8>) -> Result<()>,
+    F: FnMut(&[u8], &mut Outgoing) -> Result<()>,
 {
     let mut panicked = false;
     for record in codec::records(args) {
@@ -387,8 +430,8 @@ where
                 continue;
             }
         };
-        let at = codec::begin_record(out);
-        out.push(VALUE);
+        let at = codec::begin_record(out)?;
+        write(out, &[VALUE])?;
         let body = out.len();
         // Every arm takes its part of the result, so the common one drops nothing.
         match panic::catch_unwind(AssertUnwindSafe(|| call(args, out))) {
@@ -414,21 +457,29 @@ where
 fn replace_with_failure(
     tag: u8,
     payload: impl Serialize,
-    out: &mut Vec<u8>,
+    out: &mut Outgoing,
     body: usize,
 ) -> Result<()> {
-    out.truncate(body);
-    out[body - 1] = tag;
+    out.truncate(body)
+        .and_then(|()| out.patch(body - 1, &[tag]))
+        .map_err(|e| Error::io("cannot write a reply", e))?;
     codec::encode_into(&payload, out)
 }
 
 /// Appends an outcome record that says `error`.
 #[cold]
-fn write_failure(error: Error, out: &mut Vec<u8>) -> Result<()> {
-    let at = codec::begin_record(out);
-    out.push(FAILED);
+fn write_failure(error: Error, out: &mut Outgoing) -> Result<()> {
+    let at = codec::begin_record(out)?;
+    write(out, &[FAILED])?;
     codec::encode_into(&Failure::from(error), out)?;
     codec::end_record(out, at)
+}
+
+/// Appends `bytes` to a reply.
+#[inline]
+fn write(out: &mut Outgoing, bytes: &[u8]) -> Result<()> {
+    out.write(bytes)
+        .map_err(|e| Error::io("cannot write a reply", e))
 }
 
 /// Runs the calls of one request; returns the reply frame, its descriptors, and whether a
@@ -437,8 +488,8 @@ pub(crate) fn run_calls(
     function: &str,
     args: &[u8],
     fds: Vec<OwnedFd>,
-) -> Result<(Vec<u8>, Vec<OwnedFd>, bool)> {
-    let mut out = Vec::new();
+) -> Result<(Encoded, Vec<OwnedFd>, bool)> {
+    let mut out = Outgoing::default();
     let (result, out_fds) = codec::with_fds(fds, || match registry::lookup_id(function) {
         Ok(entry) => (entry.invoke)(args, &mut out),
         Err(error) => {
@@ -449,7 +500,11 @@ pub(crate) fn run_calls(
             Ok(false)
         }
     });
-    Ok((out, out_fds, result?))
+    let panicked = result?;
+    let reply = out
+        .finish()
+        .map_err(|e| Error::io("cannot write a reply", e))?;
+    Ok((reply, out_fds, panicked))
 }
 
 /// What the parent asks of the worker next.
@@ -487,7 +542,7 @@ pub(crate) fn serve(stream: UnixStream) -> i32 {
                 // What the function printed reaches the terminal before the parent hears back.
                 let _ = std::io::stdout().flush();
                 let fds: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
-                if channel.send_with_fds(&reply, &fds).is_err() {
+                if channel.send_encoded(&reply, &fds).is_err() {
                     return 1;
                 }
             }
@@ -563,22 +618,22 @@ mod proptests {
 
     /// A reply of `values`, as a worker writes it.
     fn reply(values: &[std::result::Result<String, String>]) -> Vec<u8> {
-        let mut out = Vec::new();
+        let mut out = Outgoing::default();
         for value in values {
-            let at = codec::begin_record(&mut out);
+            let at = codec::begin_record(&mut out).unwrap();
             match value {
                 Ok(value) => {
-                    out.push(VALUE);
+                    out.write(&[VALUE]).unwrap();
                     codec::encode_into(value, &mut out).unwrap();
                 }
                 Err(message) => {
-                    out.push(FAILED);
+                    out.write(&[FAILED]).unwrap();
                     codec::encode_into(&Failure::Other(message.clone()), &mut out).unwrap();
                 }
             }
             codec::end_record(&mut out, at).unwrap();
         }
-        out
+        out.into_bytes()
     }
 
     fn values() -> impl Strategy<Value = Vec<std::result::Result<String, String>>> {
@@ -640,6 +695,9 @@ mod proptests {
                 // No function has this id here: each argument record is answered with an error.
                 let (reply, fds, panicked) = run_calls(&function, &bytes[used..], Vec::new()).unwrap();
                 prop_assert!(fds.is_empty() && !panicked);
+                let Encoded::Bytes(reply) = reply else {
+                    panic!("a reply to at most 512 bytes of calls is small");
+                };
                 let count = codec::records(&reply).count();
                 prop_assert!(Outcomes::new(frame(&reply), count).first_error("f").is_some() || count == 0);
             }

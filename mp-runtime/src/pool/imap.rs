@@ -128,7 +128,7 @@ where
             let index = self.submitted;
             self.submitted += 1;
             self.sizes.insert(index, taken);
-            let args = match Args::encode(chunk.iter().map(|input| (input,))) {
+            let args = match Args::encode(function.id, chunk.iter().map(|input| (input,))) {
                 Ok(args) => args,
                 Err(error) => {
                     // Report inputs that cannot be encoded in their place, without running them.

@@ -233,8 +233,8 @@ impl PoolBuilder {
         F: ProcessFn<Args>,
         Args: Serialize,
     {
-        let initializer =
-            registry::lookup(&f).and_then(|entry| Ok((entry, worker::Args::encode([args])?)));
+        let initializer = registry::lookup(&f)
+            .and_then(|entry| Ok((entry, worker::Args::encode(entry.id, [args])?)));
         self.initializer = Some(initializer);
         self
     }
@@ -533,7 +533,7 @@ impl Pool {
         for (index, chunk) in inputs.chunks(chunksize).enumerate() {
             let task = Task {
                 function: entry,
-                args: worker::Args::encode(chunk)?,
+                args: worker::Args::encode(entry.id, chunk)?,
                 deaths: 0,
                 index,
                 sink: sink.clone(),

@@ -115,7 +115,7 @@ pub(super) fn build(builder: PoolBuilder, shared: Arc<Shared>) -> Result<Pool> {
         }
         Some((entry, args)) => (
             Some((entry.id.to_string(), args.len() as u32)),
-            args.bytes().to_vec(),
+            args.records()?.into_owned(),
         ),
         None => (None, Vec::new()),
     };
@@ -247,7 +247,8 @@ impl Driver {
                             count: task.args.len() as u32,
                         };
                         let sent = codec::encode(&request).and_then(|header| {
-                            cluster::send(self.rank, TAG_TO_RANK, &header, task.args.bytes())
+                            let records = task.args.records()?;
+                            cluster::send(self.rank, TAG_TO_RANK, &header, &records)
                         });
                         in_flight.insert(next_seq, task);
                         next_seq += 1;
@@ -293,7 +294,10 @@ impl Driver {
                         return Err(error);
                     };
                     let reply = result.and_then(|bytes| {
-                        Outcomes::parse(crate::channel::Frame::from_bytes(bytes), task.args.len())
+                        Ok(Outcomes::new(
+                            crate::channel::Frame::from_bytes(bytes),
+                            task.args.len(),
+                        ))
                     });
                     if task.control.stop(&slot) {
                         task.finish(reply);
@@ -389,14 +393,18 @@ pub(crate) fn serve_rank() -> i32 {
             } => {
                 let sink = Arc::new(Reply { tag: tag_of(pool) });
                 let submitted = match (pools.get(&pool), registry::lookup_id(&function)) {
-                    (Some(local), Ok(entry)) => local.shared.submit([Task {
-                        function: entry,
-                        args: Args::from_bytes(message.payload, count),
-                        deaths: 0,
-                        index: seq as usize,
-                        sink: sink.clone(),
-                        control: Arc::new(Control::default()),
-                    }]),
+                    (Some(local), Ok(entry)) => {
+                        Args::from_records(entry.id, &message.payload, count).and_then(|args| {
+                            local.shared.submit([Task {
+                                function: entry,
+                                args,
+                                deaths: 0,
+                                index: seq as usize,
+                                sink: sink.clone(),
+                                control: Arc::new(Control::default()),
+                            }])
+                        })
+                    }
                     (None, _) => Err(Error::protocol(format!(
                         "rank 0 sent a task for pool {pool}, which this rank does not have"
                     ))),
@@ -460,8 +468,10 @@ fn open_local(settings: &Settings, init_args: Vec<u8>) -> Result<Pool> {
         builder = builder.start_method(StartMethod::Spawn);
     }
     if let Some((id, count)) = &settings.initializer {
-        builder.initializer =
-            Some(registry::lookup_id(id).map(|entry| (entry, Args::from_bytes(init_args, *count))));
+        builder.initializer = Some(
+            registry::lookup_id(id)
+                .and_then(|entry| Ok((entry, Args::from_records(entry.id, &init_args, *count)?))),
+        );
     }
     builder.build()
 }

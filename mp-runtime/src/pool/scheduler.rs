@@ -333,7 +333,7 @@ impl Worker {
     }
 
     fn initialize(&mut self, entry: &'static Entry, args: &Args) -> Result<()> {
-        args.send(&mut self.channel, entry.id)?;
+        args.send(&mut self.channel)?;
         let failed = |why: String| {
             Error::protocol(format!(
                 "the pool's initializer `{}` failed, so no worker can start: {why}",
@@ -459,7 +459,7 @@ pub(crate) fn drive(
                         // could run (a map of slow tasks right after one of quick tasks).
                         depth = 1;
                     }
-                    let sent = task.args.send(&mut current.channel, task.function.id);
+                    let sent = task.args.send(&mut current.channel);
                     current.sent += 1;
                     in_flight.push_back(task);
                     if sent.is_err() {
