@@ -403,9 +403,14 @@ fn mpi_ranks() -> usize {
     1
 }
 
-/// Python's default chunk size: about four chunks per worker.
+/// The most inputs a chunk of the default size holds. Past it, a larger chunk only delays the
+/// workers' start (the first chunk must be encoded first) and the last results (decoded after
+/// the workers are done), and no longer fits in the CPU's cache.
+const MAX_AUTO_CHUNK: usize = 16 * 1024;
+
+/// Python's default chunk size, about four chunks per worker, but at most [`MAX_AUTO_CHUNK`].
 fn auto_chunksize(items: usize, processes: usize) -> usize {
-    items.div_ceil(processes * 4).max(1)
+    items.div_ceil(processes * 4).clamp(1, MAX_AUTO_CHUNK)
 }
 
 /// The result of a map: every value, in input order.
@@ -545,7 +550,8 @@ impl Pool {
     }
 
     /// Calls `f(x)` for each input `x` and returns the results in input order, like Python's
-    /// `Pool.map`. Inputs go to the workers in chunks of about `len / (4 * processes)`.
+    /// `Pool.map`. Inputs go to the workers in chunks of about `len / (4 * processes)`, at most
+    /// 16,384 each.
     ///
     /// If a call panics or its worker dies, `map` returns that error as soon as it is known and
     /// the rest of this map's queued chunks do not run; the pool stays usable.
