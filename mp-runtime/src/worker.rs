@@ -143,9 +143,11 @@ impl Args {
             .map_err(|e| Error::io("cannot send a call to a worker", e))
     }
 
-    /// Closes the descriptors now, rather than when the arguments are dropped.
+    /// Closes the descriptors, and the file a large call travels in, now rather than when the
+    /// arguments are dropped: whoever hears that the task is done may count descriptors.
     pub(crate) fn close_fds(&mut self) {
         self.fds.clear();
+        self.frame = Encoded::Bytes(Vec::new());
     }
 }
 
