@@ -293,11 +293,8 @@ impl Driver {
                         ));
                         return Err(error);
                     };
-                    let reply = result.and_then(|bytes| {
-                        Ok(Outcomes::new(
-                            crate::channel::Frame::from_bytes(bytes),
-                            task.args.len(),
-                        ))
+                    let reply = result.map(|bytes| {
+                        Outcomes::new(crate::channel::Frame::from_bytes(bytes), task.args.len())
                     });
                     if task.control.stop(&slot) {
                         task.finish(reply);
