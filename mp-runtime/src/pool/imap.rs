@@ -27,7 +27,7 @@ impl Sink for Stream {
 /// An iterator over the results of [`Pool::imap`] (input order) or
 /// [`Pool::imap_unordered`] (completion order), one `Result` per input.
 ///
-/// It reads its input lazily: at most eight chunks per worker are queued or running at a time,
+/// It reads its input lazily: at most 32 chunks per worker are queued or running at a time,
 /// so an endless input works, and the first results arrive while later ones compute. Dropping
 /// it drops what it had queued.
 ///
@@ -96,8 +96,10 @@ where
             chunksize: chunksize.max(1),
             ordered,
             // Enough chunks per worker to keep its pipeline full (short tasks are sent several
-            // at a time), few enough that the input is read lazily.
-            max_in_flight: 8 * pool.processes(),
+            // at a time) and more queued behind it, so that a driver refilling the pipeline finds
+            // the next task there rather than waiting to be woken for it; few enough that the
+            // input is read lazily.
+            max_in_flight: 32 * pool.processes(),
             submitted: 0,
             received: 0,
             next_chunk: 0,
