@@ -127,7 +127,6 @@ pub const RSS: &str = "idle worker memory (RSS)";
 pub const USS: &str = "idle worker memory (USS: private pages)";
 /// The MPI rows (see `cluster.rs`; measured when built with `--features mpi`).
 pub const MPI_APPLY: &str = "MPI: apply round trip, rank 0 to rank 1";
-pub const MPI_MAP: &str = "MPI: map 1,000,000 tiny tasks over 3 ranks";
 pub const MPI_RAW: &str = "raw: rsmpi send + receive";
 pub const MPI_OVER_RANKS: &str = "mp Pool over MPI ranks";
 pub const MPI_LOCAL: &str = "mp local Pool";
