@@ -4,8 +4,9 @@
 //! `cargo run --release -p mp-bench` for the full run, `-- --quick` for a short one (fewer
 //! repeats, smaller inputs: a check that everything runs, not figures to quote). `--only
 //! GROUP` (start, map, imap, apply, values, channels, memory, speedup, and mpi) runs one group
-//! and prints its rows, without writing the report. With `--features mpi` (and MPICH's `mpirun` on the
-//! path), the MPI rows run too.
+//! and prints its rows, without writing the report. With `--features mpi` (and MPICH's `mpirun`
+//! on the path), the MPI rows run too, and the report is `BENCHMARKS-mpi.md`; `--out NAME`
+//! names the report `NAME.md` (a run on another machine, say).
 
 #[cfg(feature = "mpi")]
 mod cluster;
@@ -96,12 +97,29 @@ fn main() {
 
     report::print_table(&rows);
     report::print_speedup(&speedup);
-    let command = if quick {
-        "cargo run --release -p mp-bench -- --quick"
+    let default_name = if cfg!(feature = "mpi") {
+        "BENCHMARKS-mpi"
     } else {
-        "cargo run --release -p mp-bench"
+        "BENCHMARKS"
     };
-    let path =
-        report::write(&out, command, &rows, &speedup, &throughput).expect("write the report");
+    let named = std::env::args().skip_while(|arg| arg != "--out").nth(1);
+    let name = named.clone().unwrap_or_else(|| default_name.to_string());
+    // The command that makes this report, as the report will say.
+    let mut command = String::from("cargo run --release -p mp-bench");
+    if cfg!(feature = "mpi") {
+        command.push_str(" --features mpi");
+    }
+    let mut args = Vec::new();
+    if quick {
+        args.push("--quick".to_string());
+    }
+    if let Some(named) = named {
+        args.push(format!("--out {named}"));
+    }
+    if !args.is_empty() {
+        command.push_str(&format!(" -- {}", args.join(" ")));
+    }
+    let path = report::write(&out, &name, &command, &rows, &speedup, &throughput)
+        .expect("write the report");
     println!("\nwrote {}", path.display());
 }
