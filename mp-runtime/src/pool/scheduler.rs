@@ -8,7 +8,7 @@
 //! tasks queued behind it go back to the front of the queue, so every task runs once.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,11 @@ const IN_FLIGHT: usize = 8;
 /// A worker is sent a second task before the first is done only when its tasks take less than
 /// this: then the saved round trip matters, and a task stuck behind another waits little.
 const PREFETCH_BELOW: Duration = Duration::from_millis(1);
+
+/// How long an idle driver looks for a next task before it sleeps. Tasks often come close
+/// together (an `apply` loop; an MPI rank's next task), and a thread that slept costs tens of
+/// microseconds to wake; one that looked costs this much of a core at most, once per idle spell.
+const IDLE_SPIN: Duration = Duration::from_micros(100);
 
 /// What a task produced: one outcome per item, or why there are none.
 pub(crate) type Raw = Result<Outcomes>;
@@ -151,6 +156,9 @@ pub(crate) struct Shared {
     work: Condvar,
     pub(crate) slots: Vec<Arc<Slot>>,
     pub(super) config: WorkerConfig,
+    /// Bumped (under the state's lock) whenever something a waiting driver waits for happens:
+    /// a spinning driver watches it instead of taking the lock.
+    changes: AtomicU64,
     /// Drivers still serving; a driver whose worker cannot be replaced (a lost MPI rank)
     /// leaves.
     #[cfg(feature = "mpi")]
@@ -165,6 +173,8 @@ struct State {
     /// Drivers whose workers have nothing to do: queued work goes to them before any busy
     /// worker is sent a second task.
     waiting: usize,
+    /// Of those, the ones still looking for work rather than asleep: they need no wake-up.
+    spinning: usize,
 }
 
 /// What a driver should do next.
@@ -183,6 +193,7 @@ impl Shared {
             work: Condvar::new(),
             slots: (0..processes).map(|_| Arc::default()).collect(),
             config,
+            changes: AtomicU64::new(0),
             #[cfg(feature = "mpi")]
             live: std::sync::atomic::AtomicUsize::new(processes),
         }
@@ -197,13 +208,18 @@ impl Shared {
         let before = state.queue.len();
         state.queue.extend(tasks);
         let added = state.queue.len() - before;
+        let spinning = state.spinning;
+        self.changes.fetch_add(1, Ordering::Release);
         drop(state);
-        // One task needs one driver: waking every idle one would only put the rest back to
-        // sleep, a context switch each, which a stream of one-task submissions pays per task.
-        if added == 1 {
-            self.work.notify_one();
-        } else {
-            self.work.notify_all();
+        // Spinning drivers see the change by themselves. One task needs one driver: waking
+        // every idle one would only put the rest back to sleep, a context switch each, which a
+        // stream of one-task submissions pays per task.
+        if added > spinning {
+            if added == 1 {
+                self.work.notify_one();
+            } else {
+                self.work.notify_all();
+            }
         }
         Ok(())
     }
@@ -211,6 +227,7 @@ impl Shared {
     /// No more submissions; workers exit once the queue is done.
     pub(crate) fn close(&self) {
         lock(&self.state).closed = true;
+        self.changes.fetch_add(1, Ordering::Release);
         self.work.notify_all();
     }
 
@@ -220,6 +237,7 @@ impl Shared {
             let mut state = lock(&self.state);
             state.closed = true;
             state.terminated = true;
+            self.changes.fetch_add(1, Ordering::Release);
             std::mem::take(&mut state.queue)
         };
         self.work.notify_all();
@@ -250,6 +268,7 @@ impl Shared {
 
     pub(super) fn next(&self, wait: bool) -> Next {
         let mut state = lock(&self.state);
+        let mut looked = false;
         loop {
             if state.terminated {
                 return Next::Exit;
@@ -267,10 +286,24 @@ impl Shared {
                 return Next::Idle;
             }
             state.waiting += 1;
-            state = self
-                .work
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner);
+            if !looked {
+                // Look for a while before sleeping (see IDLE_SPIN); then check again.
+                looked = true;
+                state.spinning += 1;
+                let seen = self.changes.load(Ordering::Acquire);
+                drop(state);
+                let until = Instant::now() + IDLE_SPIN;
+                while self.changes.load(Ordering::Acquire) == seen && Instant::now() < until {
+                    std::thread::yield_now();
+                }
+                state = lock(&self.state);
+                state.spinning -= 1;
+            } else {
+                state = self
+                    .work
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
             state.waiting -= 1;
         }
     }
@@ -288,6 +321,7 @@ impl Shared {
         for task in tasks.rev() {
             state.queue.push_front(task);
         }
+        self.changes.fetch_add(1, Ordering::Release);
         drop(state);
         self.work.notify_all();
     }
