@@ -208,13 +208,14 @@ impl Shared {
         let before = state.queue.len();
         state.queue.extend(tasks);
         let added = state.queue.len() - before;
-        let spinning = state.spinning;
+        // Spinning drivers see the change by themselves, but each takes one task: a sleeping
+        // driver is woken when more tasks wait than drivers spin.
+        let unserved = state.queue.len() > state.spinning;
         self.changes.fetch_add(1, Ordering::Release);
         drop(state);
-        // Spinning drivers see the change by themselves. One task needs one driver: waking
-        // every idle one would only put the rest back to sleep, a context switch each, which a
-        // stream of one-task submissions pays per task.
-        if added > spinning {
+        // One task needs one driver: waking every idle one would only put the rest back to
+        // sleep, a context switch each, which a stream of one-task submissions pays per task.
+        if unserved {
             if added == 1 {
                 self.work.notify_one();
             } else {
