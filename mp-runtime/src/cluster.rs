@@ -65,8 +65,6 @@ const LONGEST_SLEEP: Duration = Duration::from_millis(1);
 pub(crate) struct World {
     pub(crate) rank: i32,
     pub(crate) size: i32,
-    /// Each rank's host and cores, by rank, on rank 0; other ranks know only their own.
-    pub(crate) members: Vec<Member>,
     /// One sender at a time per destination, so that the pieces of two messages to the same
     /// rank never interleave.
     sending: Vec<Mutex<()>>,
@@ -74,13 +72,11 @@ pub(crate) struct World {
 }
 
 /// What a rank tells rank 0 when it joins.
-#[derive(Serialize, Deserialize, Clone, Debug)]
-pub(crate) struct Member {
+#[derive(Serialize, Deserialize)]
+struct Member {
     /// The build identity of its binary; see [`crate::registry::build_id`].
     build: String,
-    pub(crate) host: String,
-    /// The cores it may run on: the size of its local pools by default.
-    pub(crate) cpus: u32,
+    host: String,
 }
 
 static WORLD: OnceLock<World> = OnceLock::new();
@@ -115,21 +111,17 @@ pub(crate) fn early_entry() {
     // SAFETY: constructors run on the main thread before `main`; MPI starts no thread of its
     // own that reads the environment, and none of ours exists yet.
     unsafe { std::env::set_var(crate::context::RANK_VAR, world.rank.to_string()) };
-    let mut world = world;
     if world.rank == 0 {
-        match greet_all(&world) {
-            Ok(members) => world.members = members,
-            Err(error) => {
-                eprintln!("mp: {error}");
-                abort(2);
-            }
+        if let Err(error) = greet_all(&world) {
+            eprintln!("mp: {error}");
+            abort(2);
         }
         WORLD.get_or_init(|| world);
         call_at_exit();
         return;
     }
     let world = WORLD.get_or_init(|| world);
-    let code = match greet_rank_zero(world) {
+    let code = match greet_rank_zero() {
         Ok(()) => std::panic::catch_unwind(crate::pool::remote::serve_rank).unwrap_or(70),
         Err(error) => {
             eprintln!("mp: rank {}: {error}", world.rank);
@@ -190,7 +182,6 @@ fn join() -> Result<World> {
     Ok(World {
         rank,
         size,
-        members: vec![me()],
         sending: (0..size).map(|_| Mutex::new(())).collect(),
         piece,
     })
@@ -204,33 +195,29 @@ fn me() -> Member {
     Member {
         build: crate::registry::build_id().to_string(),
         host,
-        cpus: crate::cpu_count() as u32,
     }
 }
 
-fn greet_rank_zero(world: &World) -> Result<()> {
-    send(0, TAG_HELLO, &codec::encode(&world.members[0])?, &[])
+fn greet_rank_zero() -> Result<()> {
+    send(0, TAG_HELLO, &codec::encode(&me())?, &[])
 }
 
-/// Hears from every rank and checks that each runs this very build; returns every rank's
-/// identity, by rank.
-fn greet_all(world: &World) -> Result<Vec<Member>> {
-    let mut members: Vec<Option<Member>> = vec![None; world.size as usize];
-    members[0] = Some(world.members[0].clone());
+/// Hears from every rank and checks that each runs this very build.
+fn greet_all(world: &World) -> Result<()> {
+    let build = crate::registry::build_id();
     for _ in 1..world.size {
         let (source, message) = recv_any(TAG_HELLO)?;
         let member: Member = codec::decode(&message.header)?;
-        if member.build != world.members[0].build {
+        if member.build != build {
             return Err(Error::new(Kind::Usage(format!(
                 "MPI rank {source} (on {}) runs a different build of this program than rank 0 \
                  (build {} against {}): every rank must run the same binary; copy it to every \
                  node, or build it on a shared filesystem",
-                member.host, member.build, world.members[0].build
+                member.host, member.build, build
             ))));
         }
-        members[source as usize] = Some(member);
     }
-    Ok(members.into_iter().flatten().collect())
+    Ok(())
 }
 
 /// A received message: a short header, and a payload of any size.
