@@ -178,3 +178,10 @@ fn is_running_child(pid: u32, parent: u32) -> bool {
     let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
     !matches!(state, Some("Z" | "X") | None) && ppid == Some(parent)
 }
+
+/// This binary's path, for messages.
+pub(crate) fn current_binary() -> String {
+    std::env::current_exe()
+        .map(|path| path.display().to_string())
+        .unwrap_or_else(|_| "this binary".to_string())
+}

@@ -4,8 +4,10 @@
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 
-use crate::channel::{Channel, Frame};
-use crate::{codec, worker};
+use crate::wire::codec;
+use crate::wire::frame::{Channel, Frame};
+use crate::wire::protocol::{Outcomes, Request};
+use crate::worker;
 
 /// Feeds `bytes` to a channel as a peer would send them, and every frame it yields to the
 /// parsers on both sides: the worker's request decoding and the parent's outcome parsing.
@@ -48,8 +50,8 @@ fn frames(bytes: &[u8]) -> Vec<Frame> {
 /// What a worker does with a frame from its parent, up to running the calls (of no registered
 /// function: each argument record is answered with an error).
 fn requests(frame: &Frame) {
-    if let Ok((worker::Request::Call { function, .. }, used)) =
-        codec::decode_prefix::<worker::Request<'static>>(frame)
+    if let Ok((Request::Call { function, .. }, used)) =
+        codec::decode_prefix::<Request<'static>>(frame)
     {
         let _ = worker::run_calls(&function, &frame[used..], Vec::new());
     }
@@ -58,7 +60,7 @@ fn requests(frame: &Frame) {
 /// What a parent does with a frame from a worker.
 fn outcomes(frame: Frame) {
     let count = codec::records(&frame).count();
-    let outcomes = worker::Outcomes::new(frame, count);
+    let outcomes = Outcomes::new(frame, count);
     let _ = outcomes.first_error("fuzz");
     let _ = outcomes.decode_each::<(String, Vec<u8>, u64)>("fuzz");
 }

@@ -96,41 +96,37 @@
 //! `shm_open` regions unlinked at once, and pid-owned lock words waited on with
 //! `os_sync_wait_on_address` (see the README).
 
-mod bootstrap;
-mod channel;
+// The layers, from the bottom up: each uses only those above it in this list.
 #[cfg(feature = "mpi")]
 mod cluster;
-mod codec;
 mod context;
+mod entry;
 mod error;
-mod forkserver;
+mod ipc;
 mod macros;
-mod outgoing;
-mod pipe;
 mod pool;
 mod process;
-mod queue;
 mod registry;
-mod shared;
-mod shm;
-mod sync;
+mod spawn;
+mod sys;
+mod wire;
 mod worker;
 
-pub use bootstrap::{StartMethod, get_start_method, set_start_method};
 pub use context::{
     ProcessInfo, active_children, cpu_count, current_process, mpi_rank, parent_process,
 };
 pub use error::{Error, Result};
-pub use pipe::{Connection, pipe, pipe_oneway};
-pub use pool::{AsyncResult, IMap, Pool, PoolBuilder};
-pub use process::Process;
-pub use queue::{JoinableQueue, Queue};
-pub use registry::ProcessFn;
-pub use shared::{Array, ArrayGuard, Pod, SharedMemory, Value, ValueGuard};
-pub use sync::{
+pub use ipc::pipe::{Connection, pipe, pipe_oneway};
+pub use ipc::queue::{JoinableQueue, Queue};
+pub use ipc::shared::{Array, ArrayGuard, Pod, SharedMemory, Value, ValueGuard};
+pub use ipc::sync::{
     Barrier, BoundedSemaphore, Condition, ConditionGuard, Event, Lock, LockGuard, RLock, Semaphore,
     SemaphoreGuard,
 };
+pub use pool::{AsyncResult, IMap, Pool, PoolBuilder};
+pub use process::Process;
+pub use registry::ProcessFn;
+pub use spawn::{StartMethod, get_start_method, set_start_method};
 
 /// Registers a function so that it can run in another process.
 ///
@@ -177,13 +173,13 @@ pub mod __fuzz;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::macros::pool_map;
-    pub use crate::outgoing::Outgoing;
     pub use crate::registry::Entry;
+    pub use crate::wire::outgoing::Outgoing;
     pub use crate::worker::call_each;
     pub use inventory;
 
-    use crate::codec;
     use crate::error::Result;
+    use crate::wire::codec;
     use serde::Serialize;
     use serde::de::DeserializeOwned;
     use std::any::TypeId;

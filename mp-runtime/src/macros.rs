@@ -83,7 +83,7 @@ where
     I: IntoIterator<Item = A>,
     A: Serialize,
 {
-    shared_pool(processes.unwrap_or_else(crate::cpu_count))?.map(f, inputs)
+    shared_pool(processes.unwrap_or_else(crate::context::cpu_count))?.map(f, inputs)
 }
 
 /// The program-wide pool of `processes` workers, started on first use.

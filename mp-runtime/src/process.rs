@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::bootstrap::{self, ChildProcess};
-use crate::channel::Channel;
-use crate::codec;
 use crate::error::{Error, ExitReason, Kind, Result};
 use crate::registry::{self, ProcessFn};
-use crate::worker::{self, Outcomes, Request};
+use crate::spawn::{self, ChildProcess};
+use crate::wire::codec;
+use crate::wire::frame::Channel;
+use crate::wire::protocol::{self, Outcomes, Request};
 
 /// A child process running one call of a `#[process_fn]` function, whose result is an `R`.
 ///
@@ -77,10 +77,10 @@ impl<R: serde::de::DeserializeOwned> Process<R> {
         Args: Serialize,
     {
         let entry = registry::lookup(&f)?;
-        let args = worker::Args::encode(entry.id, [args])?;
+        let args = protocol::Args::encode(entry.id, [args])?;
         let exit = codec::encode(&Request::Exit)?;
         let name = next_name();
-        let started = bootstrap::start_worker(crate::get_start_method(), &name)?;
+        let started = spawn::start_worker(crate::spawn::get_start_method(), &name)?;
         let mut process = Process {
             name,
             function: entry.path,

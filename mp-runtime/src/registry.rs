@@ -25,7 +25,7 @@ pub struct Entry {
     pub type_id: fn() -> TypeId,
     /// Calls the function once per argument record in the first buffer, appending one outcome
     /// record per call to the second (see `worker::call_each`); true if a call panicked.
-    pub invoke: fn(&[u8], &mut crate::outgoing::Outgoing) -> Result<bool>,
+    pub invoke: fn(&[u8], &mut crate::wire::outgoing::Outgoing) -> Result<bool>,
 }
 
 inventory::collect!(Entry);
@@ -117,7 +117,7 @@ pub(crate) fn lookup_id(id: &str) -> Result<&'static Entry> {
         known.sort();
         Error::new(Kind::UnknownId {
             id: id.to_string(),
-            binary: crate::bootstrap::current_binary(),
+            binary: crate::context::current_binary(),
             known,
         })
     })
@@ -227,15 +227,15 @@ mod tests {
     #[test]
     fn entries_invoke_with_encoded_arguments() {
         let entry = lookup_id("mp_runtime::registry::tests::one").unwrap();
-        let mut args = crate::outgoing::Outgoing::default();
-        let at = crate::codec::begin_record(&mut args).unwrap();
-        crate::codec::encode_into(&(), &mut args).unwrap();
-        crate::codec::end_record(&mut args, at).unwrap();
-        let mut out = crate::outgoing::Outgoing::default();
+        let mut args = crate::wire::outgoing::Outgoing::default();
+        let at = crate::wire::codec::begin_record(&mut args).unwrap();
+        crate::wire::codec::encode_into(&(), &mut args).unwrap();
+        crate::wire::codec::end_record(&mut args, at).unwrap();
+        let mut out = crate::wire::outgoing::Outgoing::default();
         assert!(!(entry.invoke)(&args.into_bytes(), &mut out).unwrap());
         let out = out.into_bytes();
-        let outcome = crate::codec::records(&out).next().unwrap().unwrap();
+        let outcome = crate::wire::codec::records(&out).next().unwrap().unwrap();
         // A value's outcome: its tag byte, then the value.
-        assert_eq!(crate::codec::decode::<u32>(&outcome[1..]).unwrap(), 1);
+        assert_eq!(crate::wire::codec::decode::<u32>(&outcome[1..]).unwrap(), 1);
     }
 }

@@ -8,11 +8,10 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::Pool;
-use super::scheduler::{Control, Raw, Sink, Task};
+use super::scheduler::{Control, Raw, Shared, Sink, Task};
 use crate::error::{Error, Result};
 use crate::registry::Entry;
-use crate::worker::Args;
+use crate::wire::protocol::Args;
 
 /// Hands each finished chunk to the iterator's thread.
 struct Stream(Mutex<Sender<(usize, Raw)>>);
@@ -24,8 +23,8 @@ impl Sink for Stream {
     }
 }
 
-/// An iterator over the results of [`Pool::imap`] (input order) or
-/// [`Pool::imap_unordered`] (completion order), one `Result` per input.
+/// An iterator over the results of [`Pool::imap`](crate::Pool::imap) (input order) or
+/// [`Pool::imap_unordered`](crate::Pool::imap_unordered) (completion order), one `Result` per input.
 ///
 /// It reads its input lazily: at most 32 chunks per worker are queued or running at a time,
 /// so an endless input works, and the first results arrive while later ones compute. Dropping
@@ -46,7 +45,8 @@ impl Sink for Stream {
 /// assert_eq!(first, [1, 4, 9, 16]);
 /// ```
 pub struct IMap<'pool, I, R> {
-    pool: &'pool Pool,
+    /// The queue and workers of the pool it maps over.
+    pool: &'pool Shared,
     /// The function, or `None` when it could not be looked up (the error is then in `ready`).
     function: Option<&'static Entry>,
     inputs: I,
@@ -77,7 +77,8 @@ where
     R: DeserializeOwned,
 {
     pub(crate) fn new(
-        pool: &'pool Pool,
+        pool: &'pool Shared,
+        processes: usize,
         function: Result<&'static Entry>,
         inputs: I,
         chunksize: usize,
@@ -99,7 +100,7 @@ where
             // at a time) and more queued behind it, so that a driver refilling the pipeline finds
             // the next task there rather than waiting to be woken for it; few enough that the
             // input is read lazily.
-            max_in_flight: 32 * pool.processes(),
+            max_in_flight: 32 * processes,
             submitted: 0,
             received: 0,
             next_chunk: 0,
@@ -146,7 +147,7 @@ where
                 sink: self.sink.clone(),
                 control: self.control.clone(),
             };
-            if let Err(error) = self.pool.shared.submit([task]) {
+            if let Err(error) = self.pool.submit([task]) {
                 self.sink.deliver(index, Err(error));
                 self.inputs_done = true;
             }

@@ -3,7 +3,9 @@
 mod async_result;
 mod imap;
 #[cfg(feature = "mpi")]
-pub(crate) mod remote;
+pub(crate) mod rank;
+#[cfg(feature = "mpi")]
+mod remote;
 mod scheduler;
 
 use std::sync::mpsc;
@@ -17,13 +19,13 @@ pub use async_result::AsyncResult;
 pub use imap::IMap;
 
 use async_result::{Gather, Slot};
-use scheduler::{Control, Shared, Task, WorkerConfig, lock};
+use scheduler::{Control, Placement, Shared, Task, WorkerConfig, lock, wait_started};
 
 use crate::error::{Error, Kind, Result};
 use crate::registry::{self, Entry, ProcessFn};
-use crate::worker;
+use crate::wire::protocol;
 
-use crate::bootstrap::StartMethod;
+use crate::spawn::StartMethod;
 
 /// A pool of worker processes.
 ///
@@ -80,23 +82,14 @@ pub struct PoolBuilder {
     max_tasks_per_child: Option<usize>,
     retries: u32,
     memory_limit: Option<u64>,
-    initializer: Option<Result<(&'static Entry, worker::Args)>>,
+    initializer: Option<Result<(&'static Entry, protocol::Args)>>,
     start_method: Option<StartMethod>,
     placement: Placement,
 }
 
-/// Where a pool's workers run.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Placement {
-    /// On the other ranks when this is rank 0 of an MPI job of two or more, else here.
-    Auto,
-    Local,
-    Mpi,
-}
-
 impl PoolBuilder {
     /// How many worker processes; by default one per CPU this process may run on (see
-    /// [`cpu_count`](crate::cpu_count)).
+    /// [`cpu_count`](crate::context::cpu_count)).
     ///
     /// # Examples
     ///
@@ -234,12 +227,12 @@ impl PoolBuilder {
         Args: Serialize,
     {
         let initializer = registry::lookup(&f)
-            .and_then(|entry| Ok((entry, worker::Args::encode(entry.id, [args])?)));
+            .and_then(|entry| Ok((entry, protocol::Args::encode(entry.id, [args])?)));
         self.initializer = Some(initializer);
         self
     }
 
-    /// How workers are started; by default, as [`get_start_method`](crate::get_start_method)
+    /// How workers are started; by default, as [`get_start_method`](crate::spawn::get_start_method)
     /// says when the pool is built ([`StartMethod::Spawn`] unless set otherwise).
     ///
     /// # Examples
@@ -303,7 +296,7 @@ impl PoolBuilder {
     /// assert!(err.to_string().contains("at least one"));
     /// ```
     pub fn build(mut self) -> Result<Pool> {
-        let processes = self.processes.unwrap_or_else(crate::cpu_count);
+        let processes = self.processes.unwrap_or_else(crate::context::cpu_count);
         if processes == 0 {
             return Err(Error::new(Kind::Usage(
                 "a pool needs at least one process; pass 1 or more to `processes`".into(),
@@ -323,12 +316,24 @@ impl PoolBuilder {
                 retries: self.retries,
                 memory_limit: self.memory_limit,
                 initializer,
-                start_method: self.start_method.unwrap_or_else(crate::get_start_method),
+                start_method: self
+                    .start_method
+                    .unwrap_or_else(crate::spawn::get_start_method),
             },
         ));
         #[cfg(feature = "mpi")]
         if remote {
-            return remote::build(self, shared);
+            let (drivers, processes, failure) = remote::start(self.processes, &shared)?;
+            let pool = Pool {
+                shared,
+                drivers: Mutex::new(drivers),
+                processes,
+            };
+            return match failure {
+                // Dropping the pool stops the drivers that did start.
+                Some(error) => Err(error),
+                None => Ok(pool),
+            };
         }
         let (ready, started) = mpsc::channel();
         let mut drivers = Vec::with_capacity(processes);
@@ -357,21 +362,6 @@ impl PoolBuilder {
             // Dropping the pool terminates and reaps the workers that did start.
             Some(error) => Err(error),
             None => Ok(pool),
-        }
-    }
-}
-
-/// Hears from `drivers` driver threads how their first worker started; keeps the first error.
-fn wait_started(started: &mpsc::Receiver<Result<()>>, drivers: usize, failure: &mut Option<Error>) {
-    for _ in 0..drivers {
-        match started.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => {
-                failure.get_or_insert(error);
-            }
-            Err(_) => {
-                failure.get_or_insert(Error::protocol("a pool thread ended while starting"));
-            }
         }
     }
 }
@@ -538,7 +528,7 @@ impl Pool {
         for (index, chunk) in inputs.chunks(chunksize).enumerate() {
             let task = Task {
                 function: entry,
-                args: worker::Args::encode(entry.id, chunk)?,
+                args: protocol::Args::encode(entry.id, chunk)?,
                 deaths: 0,
                 index,
                 sink: sink.clone(),
@@ -812,7 +802,8 @@ impl Pool {
         A: Serialize,
     {
         IMap::new(
-            self,
+            &self.shared,
+            self.processes(),
             registry::lookup(&f),
             inputs.into_iter(),
             chunksize,
@@ -875,7 +866,8 @@ impl Pool {
         A: Serialize,
     {
         IMap::new(
-            self,
+            &self.shared,
+            self.processes(),
             registry::lookup(&f),
             inputs.into_iter(),
             chunksize,

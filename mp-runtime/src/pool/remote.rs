@@ -18,19 +18,17 @@ use std::thread::JoinHandle;
 
 use serde::{Deserialize, Serialize};
 
-use super::scheduler::{Control, Next, Shared, Sink, Task};
-use super::{Placement, Pool, PoolBuilder};
-use crate::bootstrap::StartMethod;
+use super::scheduler::{Next, Placement, Shared, Task, wait_started};
 use crate::cluster::{self, Backoff, FIRST_POOL_TAG, TAG_LIMIT, TAG_TO_RANK};
-use crate::codec;
 use crate::error::{Error, Kind, Result};
-use crate::registry;
-use crate::worker::{Args, Failure, Outcomes};
+use crate::spawn::StartMethod;
+use crate::wire::codec;
+use crate::wire::protocol::{Failure, Outcomes};
 
 /// From rank 0 to a worker rank. Payloads (argument records, an initializer's arguments)
 /// travel beside the encoded request.
 #[derive(Serialize, Deserialize)]
-pub(crate) enum ToRank<'a> {
+pub(super) enum ToRank<'a> {
     /// Start a local pool for pool `pool`; the payload is the initializer's arguments.
     Open { pool: u32, settings: Settings },
     /// Run `function` on each argument record in the payload; answer with `seq`.
@@ -42,13 +40,11 @@ pub(crate) enum ToRank<'a> {
     },
     /// Let the pool's work finish (or stop it now, with `terminate`), then answer `Closed`.
     Close { pool: u32, terminate: bool },
-    /// The job ends: stop every pool and say goodbye.
-    Shutdown,
 }
 
 /// From a worker rank to rank 0, on the pool's tag.
 #[derive(Serialize, Deserialize)]
-enum FromRank {
+pub(super) enum FromRank {
     /// The local pool runs, with this many processes.
     Opened { workers: u32 },
     /// The outcome records of task `seq` are the payload.
@@ -61,19 +57,19 @@ enum FromRank {
 
 /// A pool's settings, as each rank builds its local pool from them.
 #[derive(Serialize, Deserialize, Clone)]
-pub(crate) struct Settings {
+pub(super) struct Settings {
     /// Processes per rank; by default each rank's cores.
-    processes: Option<u64>,
-    max_tasks_per_child: Option<u64>,
-    retries: u32,
-    memory_limit: Option<u64>,
+    pub(super) processes: Option<u64>,
+    pub(super) max_tasks_per_child: Option<u64>,
+    pub(super) retries: u32,
+    pub(super) memory_limit: Option<u64>,
     /// The initializer's id and argument count (its arguments are the payload).
-    initializer: Option<(String, u32)>,
-    fork_server: bool,
+    pub(super) initializer: Option<(String, u32)>,
+    pub(super) fork_server: bool,
 }
 
 /// The tag of a pool's replies.
-fn tag_of(pool: u32) -> i32 {
+pub(super) fn tag_of(pool: u32) -> i32 {
     FIRST_POOL_TAG + (pool % (TAG_LIMIT - FIRST_POOL_TAG) as u32) as i32
 }
 
@@ -101,8 +97,13 @@ pub(super) fn wanted(placement: Placement) -> Result<bool> {
     }
 }
 
-/// Opens the pool on every other rank and starts one driver thread per rank.
-pub(super) fn build(builder: PoolBuilder, shared: Arc<Shared>) -> Result<Pool> {
+/// Opens the pool on every other rank, with `per_rank` processes on each (by default each
+/// rank's cores), and starts one driver thread per rank. Returns the drivers, the number of
+/// worker processes over all ranks, and the first failure to start, if any.
+pub(super) fn start(
+    per_rank: Option<usize>,
+    shared: &Arc<Shared>,
+) -> Result<(Vec<JoinHandle<()>>, usize, Option<Error>)> {
     static POOLS: AtomicU32 = AtomicU32::new(0);
     let pool = POOLS.fetch_add(1, Ordering::Relaxed);
     let (initializer, init_args) = match &shared.config.initializer {
@@ -120,10 +121,10 @@ pub(super) fn build(builder: PoolBuilder, shared: Arc<Shared>) -> Result<Pool> {
         None => (None, Vec::new()),
     };
     let settings = Settings {
-        processes: builder.processes.map(|n| n as u64),
-        max_tasks_per_child: builder.max_tasks_per_child.map(|n| n as u64),
-        retries: builder.retries,
-        memory_limit: builder.memory_limit,
+        processes: per_rank.map(|n| n as u64),
+        max_tasks_per_child: shared.config.max_tasks_per_child.map(|n| n as u64),
+        retries: shared.config.retries,
+        memory_limit: shared.config.memory_limit,
         initializer,
         fork_server: shared.config.start_method == StartMethod::ForkServer,
     };
@@ -154,16 +155,8 @@ pub(super) fn build(builder: PoolBuilder, shared: Arc<Shared>) -> Result<Pool> {
         }
     }
     drop(ready);
-    super::wait_started(&started, drivers.len(), &mut failure);
-    let pool = Pool {
-        processes: workers.load(Ordering::SeqCst),
-        shared,
-        drivers: std::sync::Mutex::new(drivers),
-    };
-    match failure {
-        Some(error) => Err(error),
-        None => Ok(pool),
-    }
+    wait_started(&started, drivers.len(), &mut failure);
+    Ok((drivers, workers.load(Ordering::SeqCst), failure))
 }
 
 /// Rank 0's side of one pool on one rank.
@@ -294,7 +287,10 @@ impl Driver {
                         return Err(error);
                     };
                     let reply = result.map(|bytes| {
-                        Outcomes::new(crate::channel::Frame::from_bytes(bytes), task.args.len())
+                        Outcomes::new(
+                            crate::wire::frame::Frame::from_bytes(bytes),
+                            task.args.len(),
+                        )
                     });
                     if task.control.stop(&slot) {
                         task.finish(reply);
@@ -347,166 +343,12 @@ impl Driver {
     }
 }
 
-/// A worker rank's life: serves pools for rank 0 until the job ends. Returns the exit code.
-pub(crate) fn serve_rank() -> i32 {
-    let mut pools: HashMap<u32, Arc<Pool>> = HashMap::new();
-    // Pools being closed, each by its own thread.
-    let mut closers: Vec<(u32, JoinHandle<()>)> = Vec::new();
-    let code = loop {
-        let message = match cluster::recv(0, TAG_TO_RANK) {
-            Ok(message) => message,
-            Err(error) => {
-                eprintln!("mp: an MPI worker rank lost rank 0: {error}");
-                break 70;
-            }
-        };
-        let request = match codec::decode::<ToRank>(&message.header) {
-            Ok(request) => request,
-            Err(error) => {
-                eprintln!("mp: an MPI worker rank got a request it cannot read: {error}");
-                break 70;
-            }
-        };
-        match request {
-            ToRank::Open { pool, settings } => {
-                let reply = match open_local(&settings, message.payload) {
-                    Ok(local) => {
-                        let workers = local.processes() as u32;
-                        pools.insert(pool, Arc::new(local));
-                        FromRank::Opened { workers }
-                    }
-                    Err(error) => FromRank::Failed {
-                        seq: 0,
-                        failure: Failure::from(error),
-                    },
-                };
-                reply_to(tag_of(pool), &reply, &[]);
-            }
-            ToRank::Task {
-                pool,
-                seq,
-                function,
-                count,
-            } => {
-                let sink = Arc::new(Reply { tag: tag_of(pool) });
-                let submitted = match (pools.get(&pool), registry::lookup_id(&function)) {
-                    (Some(local), Ok(entry)) => {
-                        Args::from_records(entry.id, &message.payload, count).and_then(|args| {
-                            local.shared.submit([Task {
-                                function: entry,
-                                args,
-                                deaths: 0,
-                                index: seq as usize,
-                                sink: sink.clone(),
-                                control: Arc::new(Control::default()),
-                            }])
-                        })
-                    }
-                    (None, _) => Err(Error::protocol(format!(
-                        "rank 0 sent a task for pool {pool}, which this rank does not have"
-                    ))),
-                    (_, Err(error)) => Err(error),
-                };
-                if let Err(error) = submitted {
-                    sink.deliver(seq as usize, Err(error));
-                }
-            }
-            ToRank::Close { pool, terminate } => {
-                // Pools whose closing finished are gone for good.
-                closers.retain(|(id, closer)| {
-                    let running = !closer.is_finished();
-                    if !running {
-                        pools.remove(id);
-                    }
-                    running
-                });
-                let Some(local) = pools.get(&pool).cloned() else {
-                    continue;
-                };
-                if terminate {
-                    local.terminate();
-                }
-                if !closers.iter().any(|(id, _)| *id == pool) {
-                    // The pool's work may take long: close it beside this loop.
-                    let closer = std::thread::spawn(move || {
-                        local.close();
-                        let _ = local.join();
-                        reply_to(tag_of(pool), &FromRank::Closed, &[]);
-                    });
-                    closers.push((pool, closer));
-                }
-            }
-            ToRank::Shutdown => break 0,
-        }
-    };
-    // The job ends: pools stop now; their tasks' failures go to rank 0, which drops them.
-    for local in pools.values() {
-        local.terminate();
-    }
-    drop(pools);
-    for (_, closer) in closers {
-        let _ = closer.join();
-    }
-    if let Err(error) = cluster::say_goodbye() {
-        eprintln!("mp: an MPI worker rank could not say goodbye to rank 0: {error}");
-    }
-    code
-}
-
-/// Builds this rank's local pool for one of rank 0's pools.
-fn open_local(settings: &Settings, init_args: Vec<u8>) -> Result<Pool> {
-    let mut builder = Pool::builder().local().retries(settings.retries);
-    builder.processes = settings.processes.map(|n| n as usize);
-    builder.max_tasks_per_child = settings.max_tasks_per_child.map(|n| n as usize);
-    builder.memory_limit = settings.memory_limit;
-    if settings.fork_server {
-        builder = builder.start_method(StartMethod::ForkServer);
-    } else {
-        builder = builder.start_method(StartMethod::Spawn);
-    }
-    if let Some((id, count)) = &settings.initializer {
-        builder.initializer = Some(
-            registry::lookup_id(id)
-                .and_then(|entry| Ok((entry, Args::from_records(entry.id, &init_args, *count)?))),
-        );
-    }
-    builder.build()
-}
-
 /// Sends one message to rank 0; a failure is printed, since the job is ending anyway.
-fn reply_to(tag: i32, reply: &FromRank, payload: &[u8]) {
+pub(super) fn reply_to(tag: i32, reply: &FromRank, payload: &[u8]) {
     let sent = codec::encode(reply).and_then(|header| cluster::send(0, tag, &header, payload));
     if let Err(error) = sent {
         if !error.is_closed() {
             eprintln!("mp: an MPI worker rank could not reply to rank 0: {error}");
-        }
-    }
-}
-
-/// Where a worker rank's task results go: back to rank 0, on the pool's tag.
-struct Reply {
-    tag: i32,
-}
-
-impl Sink for Reply {
-    fn deliver(&self, index: usize, result: Result<Outcomes>) {
-        let seq = index as u64;
-        match result {
-            Ok(outcomes) if !outcomes.has_fds() => {
-                reply_to(self.tag, &FromRank::Reply { seq }, outcomes.bytes());
-            }
-            Ok(_) => {
-                let failure = Failure::Usage(
-                    "a result holds a handle (pipe, queue, lock or shared memory), which cannot \
-                     cross to another MPI rank; return plain data from tasks of an MPI pool"
-                        .into(),
-                );
-                reply_to(self.tag, &FromRank::Failed { seq, failure }, &[]);
-            }
-            Err(error) => {
-                let failure = Failure::from(error);
-                reply_to(self.tag, &FromRank::Failed { seq, failure }, &[]);
-            }
         }
     }
 }

@@ -12,12 +12,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::bootstrap::{self, ChildProcess, StartMethod};
-use crate::channel::Channel;
-use crate::codec;
 use crate::error::{Error, ExitReason, Kind, Result};
 use crate::registry::Entry;
-use crate::worker::{Args, Outcomes, Request};
+use crate::spawn::{self, ChildProcess, StartMethod};
+use crate::wire::codec;
+use crate::wire::frame::Channel;
+use crate::wire::protocol::{Args, Outcomes, Request};
 
 /// Tasks sent to one worker before its first reply: enough to hide the round trip, few enough
 /// that a worker's death sends little back to the queue.
@@ -136,6 +136,15 @@ fn kill(pid: u32) {
     // pid under that lock before it reaps the process, so the pid still names our child (a
     // fork-server child is reaped by the zygote; see `ChildProcess::signal`).
     unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+}
+
+/// Where a pool's workers run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Placement {
+    /// On the other ranks when this is rank 0 of an MPI job of two or more, else here.
+    Auto,
+    Local,
+    Mpi,
 }
 
 /// How workers are made.
@@ -345,7 +354,7 @@ impl Worker {
             StartMethod::ForkServer => "ForkServer",
             _ => "Spawn",
         };
-        let started = bootstrap::start_worker(method, &format!("{kind}PoolWorker-{number}"))?;
+        let started = spawn::start_worker(method, &format!("{kind}PoolWorker-{number}"))?;
         *lock(&slot.pid) = Some(started.child.pid());
         slot.killed_for_cancel.store(false, Ordering::SeqCst);
         let mut worker = Worker {
@@ -590,4 +599,23 @@ pub(crate) fn drive(
 /// between statements.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Hears from `drivers` driver threads how their first worker started; keeps the first error.
+pub(crate) fn wait_started(
+    started: &std::sync::mpsc::Receiver<Result<()>>,
+    drivers: usize,
+    failure: &mut Option<Error>,
+) {
+    for _ in 0..drivers {
+        match started.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                failure.get_or_insert(error);
+            }
+            Err(_) => {
+                failure.get_or_insert(Error::protocol("a pool thread ended while starting"));
+            }
+        }
+    }
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Kind, Result};
-use crate::shm::{
+use crate::ipc::shm::{
     LockFailure, Monitor, MonitorGuard, RawMutex, SharedState, Shm, Signal, deadline, lock_error,
     process_start,
 };

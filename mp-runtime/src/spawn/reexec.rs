@@ -1,13 +1,12 @@
-//! Starting a child: re-executing this binary (or asking the fork server), the early entry that
-//! makes the child a worker before the user's `main` runs, and [`ChildProcess`], the handle to a
-//! child whichever way it started.
+//! Re-executing this binary as a child, and the child's side of it: the role marker that tells
+//! a re-executed child what it is and who started it.
 //!
 //! The parent starts `/proc/self/exe` (the very file it runs from, even if it was rebuilt on disk
 //! since) with [`ROLE_VAR`] in its environment and one end of a socket pair as its standard input.
 //! In the child, a constructor in `.init_array` sees the variable, removes it (so the worker's own
 //! children start as parents), moves the socket off standard input, serves calls, and exits: the
 //! user's `main` never runs there. With the role `forkserver:<pid>` the child becomes the fork
-//! server's zygote instead (see [`crate::forkserver`]).
+//! server's zygote instead (see [`crate::spawn::forkserver`]).
 //!
 //! # Parent death
 //!
@@ -31,14 +30,11 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::process::{Child, Command, Stdio};
 use std::sync::{OnceLock, mpsc};
 
 use crate::error::{Error, Result};
-use crate::forkserver::{self, ForkedChild};
 use crate::registry;
-use crate::worker;
 
 /// The environment variable that tells a child it is a worker, and of which parent.
 pub(crate) const ROLE_VAR: &str = "MP_RUNTIME_ROLE";
@@ -49,86 +45,6 @@ const NAMES_VAR: &str = "MP_RUNTIME_NAMES";
 
 /// The path that always names this process's own executable file.
 const SELF_EXE: &str = "/proc/self/exe";
-
-/// How child processes are started.
-///
-/// [`Spawn`](StartMethod::Spawn), the default, re-executes this binary for each child: always
-/// safe, about a millisecond or two per child. [`ForkServer`](StartMethod::ForkServer) asks one
-/// re-executed, single-threaded helper process (started on first use, one per parent) to fork
-/// each child: about ten times faster to start, and as safe, since the helper has none of the
-/// parent's threads, locks or state. Choose it when processes are started often: many short
-/// [`spawn!`](crate::spawn)s, or pools with `max_tasks_per_child`.
-///
-/// Set it per pool with [`PoolBuilder::start_method`](crate::PoolBuilder::start_method), or for
-/// the whole process with [`set_start_method`].
-///
-/// # Examples
-///
-/// ```
-/// use mp_runtime::{process_fn, Pool, StartMethod};
-///
-/// #[process_fn]
-/// fn double(x: u32) -> u32 {
-///     2 * x
-/// }
-///
-/// let pool = Pool::builder().start_method(StartMethod::ForkServer).processes(2).build().unwrap();
-/// assert_eq!(pool.map(double, 1..4).unwrap(), vec![2, 4, 6]);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum StartMethod {
-    /// Re-execute this binary for each child: always safe, whatever threads the parent runs.
-    #[default]
-    Spawn,
-    /// Fork each child from a single-threaded zygote that this process starts once, on first
-    /// use: fork-like start times with the safety of `Spawn`.
-    ForkServer,
-}
-
-/// The start method of [`spawn!`](crate::spawn), [`Process::start`](crate::Process::start) and
-/// pools built without [`PoolBuilder::start_method`](crate::PoolBuilder::start_method), like
-/// Python's `multiprocessing.set_start_method`. It applies to this process from now on (children
-/// start with the default, `Spawn`, for their own children); starts already made are not
-/// affected. Unlike Python's, it may be called more than once.
-///
-/// # Examples
-///
-/// ```
-/// use mp_runtime::{get_start_method, process_fn, set_start_method, spawn, StartMethod};
-///
-/// #[process_fn]
-/// fn answer() -> u32 {
-///     42
-/// }
-///
-/// set_start_method(StartMethod::ForkServer);
-/// assert_eq!(get_start_method(), StartMethod::ForkServer);
-/// assert_eq!(spawn!(answer).unwrap().join().unwrap(), 42);
-/// ```
-pub fn set_start_method(method: StartMethod) {
-    let code = match method {
-        StartMethod::Spawn => 0,
-        StartMethod::ForkServer => 1,
-    };
-    START_METHOD.store(code, Ordering::Relaxed);
-}
-
-/// The start method that [`set_start_method`] set; `Spawn` unless it was called.
-///
-/// # Examples
-///
-/// ```
-/// assert_eq!(mp_runtime::get_start_method(), mp_runtime::StartMethod::Spawn);
-/// ```
-pub fn get_start_method() -> StartMethod {
-    match START_METHOD.load(Ordering::Relaxed) {
-        1 => StartMethod::ForkServer,
-        _ => StartMethod::Spawn,
-    }
-}
-
-static START_METHOD: AtomicU8 = AtomicU8::new(0);
 
 /// What a re-executed child becomes.
 #[derive(Clone, Copy)]
@@ -146,46 +62,6 @@ impl Role {
     }
 }
 
-// SAFETY: `.init_array` holds pointers to functions the C runtime calls, with no arguments that
-// we read, before `main`; `worker_entry` has exactly that `extern "C" fn()` shape.
-#[used]
-#[unsafe(link_section = ".init_array")]
-static WORKER_ENTRY: extern "C" fn() = worker_entry;
-
-extern "C" fn worker_entry() {
-    let Some(role) = std::env::var_os(ROLE_VAR) else {
-        // Not a child of ours: maybe a rank of an MPI job, which rank 0 leaves to run `main`.
-        #[cfg(feature = "mpi")]
-        crate::cluster::early_entry();
-        return;
-    };
-    let names = std::env::var(NAMES_VAR).unwrap_or_default();
-    // SAFETY: constructors run on the main thread before `main`, when no other thread of ours
-    // exists to read the environment concurrently.
-    unsafe {
-        std::env::remove_var(ROLE_VAR);
-        std::env::remove_var(NAMES_VAR);
-    }
-    let (name, parent_name) = names.split_once('\n').unwrap_or(("Process", "MainProcess"));
-    let parent = std::os::unix::process::parent_id();
-    let code = match take_channel(&role) {
-        // A bug in the serve loop must end this process with a code, not unwind into C.
-        Ok((Role::Worker, stream)) => {
-            crate::context::set_identity(name, parent_name, parent);
-            std::panic::catch_unwind(|| worker::serve(stream)).unwrap_or(70)
-        }
-        Ok((Role::ForkServer, stream)) => {
-            std::panic::catch_unwind(|| forkserver::serve(stream, parent, parent_name))
-                .unwrap_or(70)
-        }
-        Err(problem) => {
-            eprintln!("mp: {problem}");
-            2
-        }
-    };
-    std::process::exit(code);
-}
-
 /// Arms SIGKILL for when this process's parent dies; false if `parent` already died (then
 /// this process has been handed to another and will never get the signal).
 pub(crate) fn die_with_parent(parent: u32) -> bool {
@@ -200,6 +76,39 @@ pub(crate) fn die_with_parent(parent: u32) -> bool {
         )
     };
     std::os::unix::process::parent_id() == parent
+}
+
+/// What this process was started as: its role, the channel to the parent that started it, and
+/// the names of both (for `current_process` and `parent_process`).
+pub(crate) struct Assignment {
+    pub role: Role,
+    pub stream: UnixStream,
+    pub name: String,
+    pub parent_name: String,
+    pub parent: u32,
+}
+
+/// Reads and removes the role marker: `None` when mp did not start this process; otherwise
+/// the assignment, or why this process cannot take it up. Runs before `main`, on the main
+/// thread.
+pub(crate) fn take_role() -> Option<std::result::Result<Assignment, String>> {
+    let role = std::env::var_os(ROLE_VAR)?;
+    let names = std::env::var(NAMES_VAR).unwrap_or_default();
+    // SAFETY: constructors run on the main thread before `main`, when no other thread of ours
+    // exists to read the environment concurrently.
+    unsafe {
+        std::env::remove_var(ROLE_VAR);
+        std::env::remove_var(NAMES_VAR);
+    }
+    let (name, parent_name) = names.split_once('\n').unwrap_or(("Process", "MainProcess"));
+    let parent = std::os::unix::process::parent_id();
+    Some(take_channel(&role).map(|(role, stream)| Assignment {
+        role,
+        stream,
+        name: name.to_string(),
+        parent_name: parent_name.to_string(),
+        parent,
+    }))
 }
 
 /// Checks the role, arms the parent-death signal, and moves the parent's socket from standard
@@ -296,35 +205,6 @@ fn close_other_descriptors(keep: RawFd) {
     }
 }
 
-/// A started worker process and the parent's end of its channel.
-pub(crate) struct Started {
-    pub child: ChildProcess,
-    pub stream: UnixStream,
-}
-
-/// Starts a worker called `name` the way `method` says.
-pub(crate) fn start_worker(method: StartMethod, name: &str) -> Result<Started> {
-    let (child, stream, parent) = match method {
-        StartMethod::Spawn => {
-            let (parent_end, child_end) = UnixStream::pair()
-                .map_err(|e| Error::io("cannot create the socket pair for a child", e))?;
-            let child = spawn_self(Role::Worker, name, child_end.into())?;
-            (Inner::Spawned(child), parent_end, std::process::id())
-        }
-        StartMethod::ForkServer => {
-            let (child, stream) = forkserver::start_child(name)?;
-            let zygote = child.parent();
-            (Inner::Forked(child), stream, zygote)
-        }
-    };
-    let child = ChildProcess {
-        inner: child,
-        status: None,
-    };
-    crate::context::child_started(child.pid(), name, parent);
-    Ok(Started { child, stream })
-}
-
 /// Starts this binary again in `role`, called `name`, with `socket` as its standard input.
 pub(crate) fn spawn_self(role: Role, name: &str, socket: OwnedFd) -> Result<Child> {
     let mut command = Command::new(SELF_EXE);
@@ -392,98 +272,6 @@ fn is_main_thread() -> bool {
     unsafe { libc::syscall(libc::SYS_gettid) == libc::getpid() as libc::c_long }
 }
 
-/// A child process, whichever way it was started: re-executed (our child, reaped by us) or
-/// forked by the fork server (its child, reaped there and reported to us).
-pub(crate) struct ChildProcess {
-    inner: Inner,
-    /// How it ended, once known.
-    status: Option<ExitStatus>,
-}
-
-enum Inner {
-    Spawned(Child),
-    Forked(ForkedChild),
-}
-
-impl ChildProcess {
-    pub(crate) fn pid(&self) -> u32 {
-        match &self.inner {
-            Inner::Spawned(child) => child.id(),
-            Inner::Forked(child) => child.pid(),
-        }
-    }
-
-    /// How the child ended, without waiting; `None` while it runs.
-    pub(crate) fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
-        if self.status.is_none() {
-            self.status = match &mut self.inner {
-                Inner::Spawned(child) => child.try_wait()?,
-                Inner::Forked(child) => child.try_wait()?,
-            };
-        }
-        Ok(self.status)
-    }
-
-    /// Waits for the child to end. For a forked child whose fork server died, an error (its
-    /// status can never be known).
-    pub(crate) fn wait(&mut self) -> io::Result<ExitStatus> {
-        if let Some(status) = self.status {
-            return Ok(status);
-        }
-        let status = match &mut self.inner {
-            Inner::Spawned(child) => child.wait()?,
-            Inner::Forked(child) => child.wait()?,
-        };
-        self.status = Some(status);
-        Ok(status)
-    }
-
-    /// Sends SIGKILL, unless the child has already been reaped; does not wait.
-    pub(crate) fn kill(&mut self) -> io::Result<()> {
-        self.signal(libc::SIGKILL)
-    }
-
-    /// Sends `signal`, unless the child has already been reaped.
-    pub(crate) fn signal(&mut self, signal: i32) -> io::Result<()> {
-        if self.try_wait()?.is_some() {
-            return Ok(());
-        }
-        // SAFETY: plain system call. A spawned child is not reaped until this handle waits, so
-        // its pid is ours. A forked child is reaped by the zygote the moment it ends; its pid
-        // could be reused only in the instant before the zygote's report arrives, after a whole
-        // cycle of the pid space.
-        if unsafe { libc::kill(self.pid() as libc::pid_t, signal) } == -1 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    /// For a handle dropped while the child runs: make sure the child is reaped when it ends.
-    pub(crate) fn reap_in_background(&mut self) {
-        let Inner::Spawned(child) = &self.inner else {
-            // The zygote reaps its children itself.
-            return;
-        };
-        if self.status.is_some() {
-            return;
-        }
-        let pid = child.id() as libc::pid_t;
-        let reaper = std::thread::Builder::new().name(format!("mp-reap-{pid}"));
-        let reaping = reaper.spawn(move || {
-            let mut status = 0;
-            // SAFETY: plain system call with a valid out-pointer; the `Child` this pid came
-            // from is being dropped and never waits, so nothing else reaps it.
-            while unsafe { libc::waitpid(pid, &mut status, 0) } == -1
-                && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
-            {
-            }
-        });
-        if let Err(e) = reaping {
-            eprintln!("mp: cannot start a thread to reap process {pid}: {e}");
-        }
-    }
-}
-
 /// The name this process was started under, reused for its children (so `ps` shows them).
 fn argv0() -> &'static OsString {
     static ARGV0: OnceLock<OsString> = OnceLock::new();
@@ -492,11 +280,4 @@ fn argv0() -> &'static OsString {
             .next()
             .unwrap_or_else(|| SELF_EXE.into())
     })
-}
-
-/// This binary's path, for messages.
-pub(crate) fn current_binary() -> String {
-    std::env::current_exe()
-        .map(|path| path.display().to_string())
-        .unwrap_or_else(|_| "this binary".to_string())
 }

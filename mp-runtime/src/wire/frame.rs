@@ -18,7 +18,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::Instant;
 
-use crate::outgoing::{Encoded, FILE_FRAME, FRAME_SEALS};
+use crate::wire::outgoing::{Encoded, FILE_FRAME, FRAME_SEALS};
 
 /// The largest frame a channel accepts unless told otherwise: far above any real argument, far
 /// below what would exhaust memory when a corrupt length arrives.
@@ -50,8 +50,9 @@ pub(crate) struct Frame {
 }
 
 impl Frame {
-    /// A frame that arrived another way (from an MPI rank), without descriptors.
-    #[cfg(feature = "mpi")]
+    /// A frame that arrived another way (from an MPI rank, or made by a test), without
+    /// descriptors.
+    #[cfg(any(feature = "mpi", test))]
     pub(crate) fn from_bytes(buf: Vec<u8>) -> Frame {
         Frame {
             bytes: Bytes::Read { buf, start: 0 },

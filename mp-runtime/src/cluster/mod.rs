@@ -3,7 +3,7 @@
 //! one transport that pools use across ranks: byte messages, split into pieces that MPI's `int`
 //! counts can carry.
 //!
-//! Every rank joins in the early entry (see [`crate::bootstrap`]). Rank 0 goes on to run `main`;
+//! Every rank joins in the early entry (see [`crate::spawn`]). Rank 0 goes on to run `main`;
 //! every other rank serves pools (see [`crate::pool::remote`]) and exits when rank 0 does. Rank 0
 //! ends the job from an exit handler, so it ends however `main` returns: it tells each rank to
 //! stop, drains what they still send until each says goodbye, and finalizes MPI.
@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use mpi::ffi;
 use serde::{Deserialize, Serialize};
 
-use crate::codec;
 use crate::error::{Error, Kind, Result};
+use crate::wire::codec;
 
 /// Variables that launchers set in each process they start: MPICH's hydra and Slurm's PMI-2
 /// (`PMI_RANK`), Open MPI (`OMPI_COMM_WORLD_RANK`), PMIx (`PMIX_RANK`) and Slurm's `srun`.
@@ -90,16 +90,25 @@ pub(crate) fn world() -> Option<&'static World> {
     WORLD.get()
 }
 
-/// Joins the job when a launcher started this process; serves as a worker rank (never
-/// returning) on ranks other than 0. Called from the early entry, on the main thread, before
-/// `main`.
-pub(crate) fn early_entry() {
+/// What [`join_job`] found.
+pub(crate) enum Joined {
+    /// No launcher started this process, or mp was told to stay out of the job.
+    NoJob,
+    /// Rank 0: it runs `main`, and ends the job when it exits.
+    RankZero,
+    /// Another rank, greeted by rank 0: it serves pools, then calls [`leave_job`].
+    WorkerRank,
+}
+
+/// Joins the job when a launcher started this process. Called from the early entry, on the
+/// main thread, before `main`. A rank that cannot join ends the process.
+pub(crate) fn join_job() -> Joined {
     let launched = LAUNCHER_VARS
         .iter()
         .any(|var| std::env::var_os(var).is_some());
     let opted_out = matches!(std::env::var(OPT_OUT_VAR).as_deref(), Ok("off" | "0"));
     if !launched || opted_out {
-        return;
+        return Joined::NoJob;
     }
     let world = match join() {
         Ok(world) => world,
@@ -118,16 +127,18 @@ pub(crate) fn early_entry() {
         }
         WORLD.get_or_init(|| world);
         call_at_exit();
-        return;
+        return Joined::RankZero;
     }
     let world = WORLD.get_or_init(|| world);
-    let code = match greet_rank_zero() {
-        Ok(()) => std::panic::catch_unwind(crate::pool::remote::serve_rank).unwrap_or(70),
-        Err(error) => {
-            eprintln!("mp: rank {}: {error}", world.rank);
-            70
-        }
-    };
+    if let Err(error) = greet_rank_zero() {
+        eprintln!("mp: rank {}: {error}", world.rank);
+        leave_job(70);
+    }
+    Joined::WorkerRank
+}
+
+/// A worker rank's end: finalizes MPI and exits with `code`.
+pub(crate) fn leave_job(code: i32) -> ! {
     finalize(code);
     std::process::exit(code);
 }
@@ -282,6 +293,16 @@ fn raw_send(dest: i32, tag: i32, bytes: &[u8]) -> Result<()> {
         )
     };
     check(code, "MPI_Send")
+}
+
+/// The order to stop, from rank 0 to every other rank when the job ends: an empty header, which
+/// no pool request is.
+const STOP: &[u8] = &[];
+
+/// On a worker rank, waits for rank 0's next request to its pools; `None` when the job ends.
+pub(crate) fn next_request() -> Result<Option<Message>> {
+    let message = recv(0, TAG_TO_RANK)?;
+    Ok((message.header.as_slice() != STOP).then_some(message))
 }
 
 /// Waits for the next message from `source` with `tag`. Only one thread receives on each
@@ -522,9 +543,7 @@ fn end_job(status: c_int) {
         return;
     }
     for rank in 1..world.size {
-        if let Ok(stop) = codec::encode(&crate::pool::remote::ToRank::Shutdown) {
-            let _ = send_open(rank, TAG_TO_RANK, &stop, &[]);
-        }
+        let _ = send_open(rank, TAG_TO_RANK, STOP, &[]);
     }
     // SAFETY: reading a constant that the MPI library defines.
     let any_tag = unsafe { ffi::RSMPI_ANY_TAG };

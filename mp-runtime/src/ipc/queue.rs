@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::codec;
 use crate::error::{Error, Kind, Result};
-use crate::shm::{LockFailure, RawMutex, SharedState, Shm, Signal, deadline, map_fd, set_len};
+use crate::ipc::shm::{LockFailure, RawMutex, SharedState, Shm, Signal, deadline, map_fd, set_len};
+use crate::wire::codec;
 
 /// Where the ring starts in the file: past the state, page aligned.
 const RECORDS: u64 = 4096;
@@ -137,7 +137,7 @@ impl Wait {
 ///
 /// Pass it to other processes as an argument to [`spawn!`](crate::spawn) or to pool tasks (a
 /// clone is cheap: it is the same queue). Items are encoded like call arguments; handles
-/// cannot be put on a queue (send them through a [`pipe`](crate::pipe)).
+/// cannot be put on a queue (send them through a [`pipe`](crate::ipc::pipe)).
 ///
 /// [`close`](Queue::close) ends the queue for every process: `put` fails, and `get` returns
 /// what is left, then fails with [`is_disconnected`](crate::Error::is_disconnected), which is

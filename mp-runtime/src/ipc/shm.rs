@@ -21,8 +21,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserializer, Serializer};
 
-use crate::codec;
 use crate::error::{Error, Result};
+use crate::wire::codec;
 
 /// Where `T` starts in the mapping: after the kind tag, on its own cache line.
 const STATE_OFFSET: usize = 64;

@@ -18,10 +18,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::codec;
 use crate::error::{Error, Kind, Result};
-use crate::shm::{RawMutex, SharedState, Shm, file_len, map_fd, memfd, set_len};
-use crate::sync::{acquire_mutex, try_acquire_mutex};
+use crate::ipc::shm::{RawMutex, SharedState, Shm, file_len, map_fd, memfd, set_len};
+use crate::ipc::sync::{acquire_mutex, try_acquire_mutex};
+use crate::wire::codec;
 
 /// Plain old data: types that can live in shared memory and be read by another process.
 ///

@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::channel::{self, Channel, Frame};
-use crate::codec;
 use crate::error::{Error, Kind, Result};
-use crate::shm::deadline;
+use crate::ipc::shm::deadline;
+use crate::wire::codec;
+use crate::wire::frame::{self as channel, Channel, Frame};
 
 /// Creates a duplex pipe: two connected ends, each of which can send and receive `T`s.
 ///

@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
-use crate::outgoing::Outgoing;
+use crate::wire::outgoing::Outgoing;
 
 /// Little endian with fixed-size integers: a third faster than bincode's default varints for
 /// maps of small values (measured with a 1M-task map), at a few bytes more on a local socket.

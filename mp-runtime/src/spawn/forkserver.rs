@@ -26,9 +26,9 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, ExitStatus};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
-use crate::bootstrap::{self, Role};
-use crate::channel::Channel;
+use super::reexec::{self, Role};
 use crate::error::{Error, Result};
+use crate::wire::frame::Channel;
 
 /// The zygote this process uses now, if one was started.
 static SERVER: Mutex<Option<Arc<Server>>> = Mutex::new(None);
@@ -100,7 +100,7 @@ impl Server {
     fn start() -> Result<Arc<Server>> {
         let (ours, theirs) = UnixStream::pair()
             .map_err(|e| Error::io("cannot create the fork server's control socket", e))?;
-        let zygote = bootstrap::spawn_self(Role::ForkServer, "ForkServer", theirs.into())?;
+        let zygote = reexec::spawn_self(Role::ForkServer, "ForkServer", theirs.into())?;
         let reader = ours
             .try_clone()
             .map_err(|e| Error::io("cannot clone the fork server's control socket", e))?;
@@ -408,7 +408,7 @@ struct Spare {
 /// The spare child: arms its death signal, waits for its name and channel, takes its
 /// identity, and serves calls.
 fn serve_spare(handoff: UnixStream, zygote: u32, parent_pid: u32, parent_name: &str) -> i32 {
-    if !bootstrap::die_with_parent(zygote) {
+    if !reexec::die_with_parent(zygote) {
         // The zygote died before the signal was armed: nobody will ever use this child.
         return 1;
     }

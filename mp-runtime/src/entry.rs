@@ -1,0 +1,63 @@
+//! The one early entry: before the user's `main` runs, a process started by mp becomes what it
+//! was started to be — a worker, the fork server's zygote, or (feature `mpi`) a worker rank of
+//! an MPI job — and never returns to `main`.
+//!
+//! Why it runs after the `#[process_fn]` registrations: constructors run in link order, and every
+//! crate that registers functions depends on this one, so the linker places it (and its
+//! registrations) before this crate.
+
+use crate::spawn::forkserver;
+use crate::spawn::reexec::{self, Role};
+use crate::worker;
+
+// SAFETY: `.init_array` holds pointers to functions the C runtime calls, with no arguments that
+// we read, before `main`; `early_entry` has exactly that `extern "C" fn()` shape.
+#[used]
+#[unsafe(link_section = ".init_array")]
+static EARLY_ENTRY: extern "C" fn() = early_entry;
+
+extern "C" fn early_entry() {
+    let Some(assignment) = reexec::take_role() else {
+        // Not a child of ours: maybe a rank of an MPI job, which rank 0 leaves to run `main`.
+        #[cfg(feature = "mpi")]
+        serve_if_worker_rank();
+        return;
+    };
+    let code = match assignment {
+        // A bug in the serve loop must end this process with a code, not unwind into C.
+        Ok(assignment) => match assignment.role {
+            Role::Worker => {
+                crate::context::set_identity(
+                    &assignment.name,
+                    &assignment.parent_name,
+                    assignment.parent,
+                );
+                std::panic::catch_unwind(|| worker::serve(assignment.stream)).unwrap_or(70)
+            }
+            Role::ForkServer => std::panic::catch_unwind(|| {
+                forkserver::serve(
+                    assignment.stream,
+                    assignment.parent,
+                    &assignment.parent_name,
+                )
+            })
+            .unwrap_or(70),
+        },
+        Err(problem) => {
+            eprintln!("mp: {problem}");
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+/// Joins the MPI job when a launcher started this process; on ranks other than 0, serves pools
+/// until the job ends and exits, never returning.
+#[cfg(feature = "mpi")]
+fn serve_if_worker_rank() {
+    use crate::cluster::{self, Joined};
+    if let Joined::WorkerRank = cluster::join_job() {
+        let code = std::panic::catch_unwind(crate::pool::rank::serve_rank).unwrap_or(70);
+        cluster::leave_job(code);
+    }
+}

@@ -1,0 +1,9 @@
+//! The handles users pass between processes: pipes ([`pipe`]), queues ([`queue`]), locks and
+//! the other synchronisation primitives ([`sync`]), shared values, arrays and named regions
+//! ([`shared`]), all built on shared memory regions ([`shm`]).
+
+pub(crate) mod pipe;
+pub(crate) mod queue;
+pub(crate) mod shared;
+pub(crate) mod shm;
+pub(crate) mod sync;

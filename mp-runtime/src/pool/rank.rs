@@ -1,0 +1,171 @@
+//! A worker rank's life (feature `mpi`): it serves rank 0's pools until the job ends. Each of
+//! rank 0's pools becomes a local pool here, whose tasks come from rank 0 over MPI and whose
+//! outcomes go back to it, still encoded; see [`super::remote`] for rank 0's side.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use super::Pool;
+use super::remote::{FromRank, Settings, ToRank, reply_to, tag_of};
+use super::scheduler::{Control, Sink, Task};
+use crate::cluster;
+use crate::error::{Error, Result};
+use crate::registry;
+use crate::spawn::StartMethod;
+use crate::wire::codec;
+use crate::wire::protocol::{Args, Failure, Outcomes};
+
+/// A worker rank's life: serves pools for rank 0 until the job ends. Returns the exit code.
+pub(crate) fn serve_rank() -> i32 {
+    let mut pools: HashMap<u32, Arc<Pool>> = HashMap::new();
+    // Pools being closed, each by its own thread.
+    let mut closers: Vec<(u32, JoinHandle<()>)> = Vec::new();
+    let code = loop {
+        let message = match cluster::next_request() {
+            Ok(Some(message)) => message,
+            Ok(None) => break 0,
+            Err(error) => {
+                eprintln!("mp: an MPI worker rank lost rank 0: {error}");
+                break 70;
+            }
+        };
+        let request = match codec::decode::<ToRank>(&message.header) {
+            Ok(request) => request,
+            Err(error) => {
+                eprintln!("mp: an MPI worker rank got a request it cannot read: {error}");
+                break 70;
+            }
+        };
+        match request {
+            ToRank::Open { pool, settings } => {
+                let reply = match open_local(&settings, message.payload) {
+                    Ok(local) => {
+                        let workers = local.processes() as u32;
+                        pools.insert(pool, Arc::new(local));
+                        FromRank::Opened { workers }
+                    }
+                    Err(error) => FromRank::Failed {
+                        seq: 0,
+                        failure: Failure::from(error),
+                    },
+                };
+                reply_to(tag_of(pool), &reply, &[]);
+            }
+            ToRank::Task {
+                pool,
+                seq,
+                function,
+                count,
+            } => {
+                let sink = Arc::new(Reply { tag: tag_of(pool) });
+                let submitted = match (pools.get(&pool), registry::lookup_id(&function)) {
+                    (Some(local), Ok(entry)) => {
+                        Args::from_records(entry.id, &message.payload, count).and_then(|args| {
+                            local.shared.submit([Task {
+                                function: entry,
+                                args,
+                                deaths: 0,
+                                index: seq as usize,
+                                sink: sink.clone(),
+                                control: Arc::new(Control::default()),
+                            }])
+                        })
+                    }
+                    (None, _) => Err(Error::protocol(format!(
+                        "rank 0 sent a task for pool {pool}, which this rank does not have"
+                    ))),
+                    (_, Err(error)) => Err(error),
+                };
+                if let Err(error) = submitted {
+                    sink.deliver(seq as usize, Err(error));
+                }
+            }
+            ToRank::Close { pool, terminate } => {
+                // Pools whose closing finished are gone for good.
+                closers.retain(|(id, closer)| {
+                    let running = !closer.is_finished();
+                    if !running {
+                        pools.remove(id);
+                    }
+                    running
+                });
+                let Some(local) = pools.get(&pool).cloned() else {
+                    continue;
+                };
+                if terminate {
+                    local.terminate();
+                }
+                if !closers.iter().any(|(id, _)| *id == pool) {
+                    // The pool's work may take long: close it beside this loop.
+                    let closer = std::thread::spawn(move || {
+                        local.close();
+                        let _ = local.join();
+                        reply_to(tag_of(pool), &FromRank::Closed, &[]);
+                    });
+                    closers.push((pool, closer));
+                }
+            }
+        }
+    };
+    // The job ends: pools stop now; their tasks' failures go to rank 0, which drops them.
+    for local in pools.values() {
+        local.terminate();
+    }
+    drop(pools);
+    for (_, closer) in closers {
+        let _ = closer.join();
+    }
+    if let Err(error) = cluster::say_goodbye() {
+        eprintln!("mp: an MPI worker rank could not say goodbye to rank 0: {error}");
+    }
+    code
+}
+
+/// Builds this rank's local pool for one of rank 0's pools.
+fn open_local(settings: &Settings, init_args: Vec<u8>) -> Result<Pool> {
+    let mut builder = Pool::builder().local().retries(settings.retries);
+    builder.processes = settings.processes.map(|n| n as usize);
+    builder.max_tasks_per_child = settings.max_tasks_per_child.map(|n| n as usize);
+    builder.memory_limit = settings.memory_limit;
+    if settings.fork_server {
+        builder = builder.start_method(StartMethod::ForkServer);
+    } else {
+        builder = builder.start_method(StartMethod::Spawn);
+    }
+    if let Some((id, count)) = &settings.initializer {
+        builder.initializer = Some(
+            registry::lookup_id(id)
+                .and_then(|entry| Ok((entry, Args::from_records(entry.id, &init_args, *count)?))),
+        );
+    }
+    builder.build()
+}
+
+/// Where a worker rank's task results go: back to rank 0, on the pool's tag.
+struct Reply {
+    tag: i32,
+}
+
+impl Sink for Reply {
+    fn deliver(&self, index: usize, result: Result<Outcomes>) {
+        let seq = index as u64;
+        match result {
+            Ok(outcomes) if !outcomes.has_fds() => {
+                reply_to(self.tag, &FromRank::Reply { seq }, outcomes.bytes());
+            }
+            Ok(_) => {
+                let failure = Failure::Usage(
+                    "a result holds a handle (pipe, queue, lock or shared memory), which cannot \
+                     cross to another MPI rank; return plain data from tasks of an MPI pool"
+                        .into(),
+                );
+                reply_to(self.tag, &FromRank::Failed { seq, failure }, &[]);
+            }
+            Err(error) => {
+                let failure = Failure::from(error);
+                reply_to(self.tag, &FromRank::Failed { seq, failure }, &[]);
+            }
+        }
+    }
+}

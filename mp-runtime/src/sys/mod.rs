@@ -1,0 +1,1 @@
+//! Every system call and OS-facing `unsafe` of the crate, behind safe functions.

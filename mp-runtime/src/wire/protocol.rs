@@ -1,0 +1,463 @@
+//! The messages between parent and worker, for both sides: a [`Request`] and its argument
+//! records ([`Args`]) from parent to worker, the reply's outcome records ([`Outcomes`]) back,
+//! and [`Failure`], an error in a form that crosses the wire.
+//!
+//! A reply holds one outcome record per call: a tag byte ([`VALUE`], [`PANIC`] or [`FAILED`])
+//! and then the encoded value, the panic's message and location, or the [`Failure`].
+
+use std::borrow::Cow;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::codec;
+use super::frame::{Channel, Frame};
+use super::outgoing::{Encoded, Outgoing};
+use crate::error::{Error, ExitReason, Kind, Result};
+
+/// From parent to worker. In a frame, a `Call` is followed by its arguments: one record
+/// (see [`codec::begin_record`]) per call, so a chunk of a map crosses as one buffer; the
+/// descriptors of the handles among all of them go beside the frame.
+#[derive(Serialize, Deserialize)]
+pub(crate) enum Request<'a> {
+    /// Call `function` once per argument record that follows; answered by one reply frame.
+    Call { function: Cow<'a, str> },
+    /// Exit once the calls before this one have been answered.
+    Exit,
+    /// Keep this process's private memory (heap and anonymous maps) under `bytes`: an
+    /// allocation past it fails, which ends the process (Rust aborts on allocation failure).
+    LimitMemory { bytes: u64 },
+}
+
+/// A call of one function, encoded: the request and one argument record per call, and the
+/// descriptors of the handles among the arguments. A pool keeps it until the task is done, so
+/// it can be sent again to a new worker.
+pub(crate) struct Args {
+    frame: Encoded,
+    /// Where the argument records start in the frame, after the request.
+    #[cfg_attr(
+        not(feature = "mpi"),
+        allow(dead_code, reason = "read by the MPI pool only")
+    )]
+    records_at: usize,
+    count: u32,
+    fds: Vec<OwnedFd>,
+}
+
+impl Args {
+    /// Encodes a call of `function` on each tuple of `inputs`.
+    pub(crate) fn encode<T: Serialize>(
+        function: &str,
+        inputs: impl IntoIterator<Item = T>,
+    ) -> Result<Args> {
+        let mut out = Outgoing::default();
+        let mut count = 0;
+        let call = Request::Call {
+            function: Cow::Borrowed(function),
+        };
+        codec::encode_into(&call, &mut out)?;
+        let records_at = out.len();
+        let (result, fds) = codec::with_fds(Vec::new(), || {
+            for input in inputs {
+                let at = codec::begin_record(&mut out)?;
+                codec::encode_into(&input, &mut out)?;
+                codec::end_record(&mut out, at)?;
+                count += 1;
+            }
+            Ok::<(), Error>(())
+        });
+        result?;
+        let frame = out
+            .finish()
+            .map_err(|e| Error::io("cannot write a call's arguments", e))?;
+        Ok(Args {
+            frame,
+            records_at,
+            count,
+            fds,
+        })
+    }
+
+    /// A call of `function` on arguments that arrived already encoded (from rank 0 of an MPI
+    /// job): `count` records.
+    #[cfg(feature = "mpi")]
+    pub(crate) fn from_records(function: &str, records: &[u8], count: u32) -> Result<Args> {
+        let mut out = Outgoing::default();
+        codec::encode_into(
+            &Request::Call {
+                function: Cow::Borrowed(function),
+            },
+            &mut out,
+        )?;
+        let records_at = out.len();
+        let written = out.write(records).and_then(|()| out.finish());
+        Ok(Args {
+            frame: written.map_err(|e| Error::io("cannot write a call's arguments", e))?,
+            records_at,
+            count,
+            fds: Vec::new(),
+        })
+    }
+
+    /// The argument records, encoded (read back from the file a large call is in).
+    #[cfg(feature = "mpi")]
+    pub(crate) fn records(&self) -> Result<Cow<'_, [u8]>> {
+        match &self.frame {
+            Encoded::Bytes(bytes) => Ok(Cow::Borrowed(&bytes[self.records_at..])),
+            Encoded::File(file, len) => {
+                use std::os::unix::fs::FileExt;
+                let mut records = vec![0; len - self.records_at];
+                file.try_clone()
+                    .and_then(|file| {
+                        std::fs::File::from(file)
+                            .read_exact_at(&mut records, self.records_at as u64)
+                    })
+                    .map_err(|e| Error::io("cannot read a call's arguments back", e))?;
+                Ok(Cow::Owned(records))
+            }
+        }
+    }
+
+    /// Whether handles are among the arguments (their descriptors cannot leave this machine).
+    #[cfg(feature = "mpi")]
+    pub(crate) fn has_fds(&self) -> bool {
+        !self.fds.is_empty()
+    }
+
+    /// How many calls these are the arguments of.
+    pub(crate) fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    /// Sends the call, keeping it.
+    pub(crate) fn send(&self, channel: &mut Channel) -> Result<()> {
+        let fds: Vec<BorrowedFd<'_>> = self.fds.iter().map(AsFd::as_fd).collect();
+        channel
+            .send_encoded(&self.frame, &fds)
+            .map_err(|e| Error::io("cannot send a call to a worker", e))
+    }
+
+    /// Closes the descriptors, and the file a large call travels in, now rather than when the
+    /// arguments are dropped: whoever hears that the task is done may count descriptors.
+    pub(crate) fn close_fds(&mut self) {
+        self.fds.clear();
+        self.frame = Encoded::Bytes(Vec::new());
+    }
+}
+
+/// The first byte of each outcome record.
+pub(crate) const VALUE: u8 = 0;
+pub(crate) const PANIC: u8 = 1;
+pub(crate) const FAILED: u8 = 2;
+
+/// The answer to one `Call`, as received: one outcome record per call (a tag byte, then the
+/// encoded value, the panic's message and location, or the [`Failure`]), and the descriptors
+/// of the handles in the values. The records are checked as they are decoded, in one pass: a
+/// reply that is not `count` well-formed outcomes is a protocol error.
+pub(crate) struct Outcomes {
+    frame: Frame,
+    count: usize,
+    fds: Vec<OwnedFd>,
+}
+
+impl Outcomes {
+    /// A received frame that answers `count` calls.
+    pub(crate) fn new(mut frame: Frame, count: usize) -> Outcomes {
+        let fds = std::mem::take(&mut frame.fds);
+        Outcomes { frame, count, fds }
+    }
+
+    /// How many calls this answers.
+    pub(crate) fn len(&self) -> usize {
+        self.count
+    }
+
+    /// The outcome records, encoded.
+    #[cfg(feature = "mpi")]
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.frame
+    }
+
+    /// Whether handles are among the values (their descriptors cannot leave this machine).
+    #[cfg(feature = "mpi")]
+    pub(crate) fn has_fds(&self) -> bool {
+        !self.fds.is_empty()
+    }
+
+    /// The error of the first call that did not return a value, if any.
+    pub(crate) fn first_error(&self, function: &str) -> Option<Error> {
+        let mut seen = 0;
+        for record in codec::records(&self.frame) {
+            let error = match record {
+                Ok(record) => error_of(record, function),
+                Err(error) => Some(error),
+            };
+            if error.is_some() {
+                return error;
+            }
+            seen += 1;
+        }
+        check_count(self.count, seen).err()
+    }
+
+    /// Decodes every outcome: a value, or the error it stands for. A malformed reply gives its
+    /// error for every call.
+    pub(crate) fn decode_each<R: DeserializeOwned>(self, function: &str) -> Vec<Result<R>> {
+        let count = self.count;
+        let (outcomes, malformed) = codec::with_fds(self.fds, || {
+            let mut outcomes = Vec::with_capacity(count);
+            for record in codec::records(&self.frame) {
+                match record {
+                    Ok(record) => outcomes.push(decode_outcome(record, function)),
+                    Err(error) => return (outcomes, Some(error)),
+                }
+            }
+            let malformed = check_count(count, outcomes.len()).err();
+            (outcomes, malformed)
+        })
+        .0;
+        match malformed {
+            Some(error) => (0..count).map(|_| Err(error.clone())).collect(),
+            None => outcomes,
+        }
+    }
+
+    /// Decodes every value into `out`; stops at the first error.
+    pub(crate) fn decode_all<R: DeserializeOwned>(
+        self,
+        function: &str,
+        out: &mut Vec<R>,
+    ) -> Result<()> {
+        let start = out.len();
+        codec::with_fds(self.fds, || {
+            for record in codec::records(&self.frame) {
+                out.push(decode_outcome(record?, function)?);
+            }
+            Ok(())
+        })
+        .0?;
+        check_count(self.count, out.len() - start)
+    }
+}
+
+/// Whether `seen` outcomes answer `count` calls.
+fn check_count(count: usize, seen: usize) -> Result<()> {
+    if seen == count {
+        return Ok(());
+    }
+    Err(Error::protocol(format!(
+        "a worker answered {count} calls with {seen} outcomes"
+    )))
+}
+
+#[inline]
+fn decode_outcome<R: DeserializeOwned>(record: &[u8], function: &str) -> Result<R> {
+    match record.split_first() {
+        Some((&VALUE, value)) => codec::decode(value),
+        _ => Err(error_of(record, function).expect("a record that is not a value is an error")),
+    }
+}
+
+/// The error an outcome record stands for; `None` for a value.
+#[cold]
+fn error_of(record: &[u8], function: &str) -> Option<Error> {
+    let Some((&tag, payload)) = record.split_first() else {
+        return Some(Error::protocol("a worker sent an empty outcome"));
+    };
+    let error = match tag {
+        VALUE => return None,
+        PANIC => match codec::decode::<(String, String)>(payload) {
+            Ok((message, location)) => Error::new(Kind::Panic {
+                function: function.to_string(),
+                message,
+                location,
+            }),
+            Err(error) => error,
+        },
+        FAILED => match codec::decode::<Failure>(payload) {
+            Ok(failure) => failure.into_error(),
+            Err(error) => error,
+        },
+        _ => Error::protocol("a worker sent an outcome of unknown kind"),
+    };
+    Some(error)
+}
+
+/// An error raised in the worker, in a form that crosses the wire.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub(crate) enum Failure {
+    UnknownId {
+        id: String,
+        binary: String,
+        known: Vec<String>,
+    },
+    DuplicateId {
+        id: String,
+        first: String,
+        second: String,
+    },
+    Codec(String),
+    /// A pool worker died running the call (a pool on another MPI rank reports it this way).
+    Died {
+        function: String,
+        exit: ExitReason,
+    },
+    OutOfMemory {
+        function: String,
+        exit: ExitReason,
+        limit: u64,
+    },
+    Closed,
+    Cancelled,
+    Usage(String),
+    Other(String),
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        match error.kind() {
+            Kind::UnknownId { id, binary, known } => Failure::UnknownId {
+                id: id.clone(),
+                binary: binary.clone(),
+                known: known.clone(),
+            },
+            Kind::DuplicateId { id, first, second } => Failure::DuplicateId {
+                id: id.clone(),
+                first: first.clone(),
+                second: second.clone(),
+            },
+            Kind::Codec(message) => Failure::Codec(message.clone()),
+            Kind::Died { function, exit } => Failure::Died {
+                function: function.clone(),
+                exit: *exit,
+            },
+            Kind::OutOfMemory {
+                function,
+                exit,
+                limit,
+            } => Failure::OutOfMemory {
+                function: function.clone(),
+                exit: *exit,
+                limit: *limit,
+            },
+            Kind::Closed => Failure::Closed,
+            Kind::Cancelled => Failure::Cancelled,
+            Kind::Usage(message) => Failure::Usage(message.clone()),
+            _ => Failure::Other(error.to_string()),
+        }
+    }
+}
+
+impl Failure {
+    pub(crate) fn into_error(self) -> Error {
+        match self {
+            Failure::UnknownId { id, binary, known } => {
+                Error::new(Kind::UnknownId { id, binary, known })
+            }
+            Failure::DuplicateId { id, first, second } => {
+                Error::new(Kind::DuplicateId { id, first, second })
+            }
+            Failure::Codec(message) => Error::codec(message),
+            Failure::Died { function, exit } => Error::new(Kind::Died { function, exit }),
+            Failure::OutOfMemory {
+                function,
+                exit,
+                limit,
+            } => Error::new(Kind::OutOfMemory {
+                function,
+                exit,
+                limit,
+            }),
+            Failure::Closed => Error::new(Kind::Closed),
+            Failure::Cancelled => Error::new(Kind::Cancelled),
+            Failure::Usage(message) => Error::new(Kind::Usage(message)),
+            Failure::Other(message) => Error::protocol(message),
+        }
+    }
+}
+
+/// The parser of replies answers corrupt input with an error, never a panic or a wrong count.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// `bytes` as a received frame.
+    fn frame(bytes: &[u8]) -> Frame {
+        Frame::from_bytes(bytes.to_vec())
+    }
+
+    /// A reply of `values`, as a worker writes it.
+    fn reply(values: &[std::result::Result<String, String>]) -> Vec<u8> {
+        let mut out = Outgoing::default();
+        for value in values {
+            let at = codec::begin_record(&mut out).unwrap();
+            match value {
+                Ok(value) => {
+                    out.write(&[VALUE]).unwrap();
+                    codec::encode_into(value, &mut out).unwrap();
+                }
+                Err(message) => {
+                    out.write(&[FAILED]).unwrap();
+                    codec::encode_into(&Failure::Other(message.clone()), &mut out).unwrap();
+                }
+            }
+            codec::end_record(&mut out, at).unwrap();
+        }
+        out.into_bytes()
+    }
+
+    fn values() -> impl Strategy<Value = Vec<std::result::Result<String, String>>> {
+        proptest::collection::vec(
+            prop_oneof![".{0,20}".prop_map(Ok), ".{0,20}".prop_map(Err)],
+            0..6,
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn any_reply_parses_or_is_an_error(bytes in proptest::collection::vec(any::<u8>(), 0..512), count in 0usize..8) {
+            let outcomes = Outcomes::new(frame(&bytes), count);
+            prop_assert_eq!(outcomes.len(), count);
+            let _ = outcomes.first_error("f");
+            prop_assert_eq!(outcomes.decode_each::<(String, u64)>("f").len(), count);
+            let mut values = Vec::new();
+            let _ = Outcomes::new(frame(&bytes), count).decode_all::<(String, u64)>("f", &mut values);
+        }
+
+        #[test]
+        fn a_reply_round_trips(values in values()) {
+            let outcomes = Outcomes::new(frame(&reply(&values)), values.len());
+            let decoded: Vec<std::result::Result<String, String>> = outcomes
+                .decode_each::<String>("f")
+                .into_iter()
+                .map(|r| r.map_err(|e| e.to_string()))
+                .collect();
+            prop_assert_eq!(decoded.len(), values.len());
+            for (got, sent) in decoded.iter().zip(&values) {
+                match (got, sent) {
+                    (Ok(got), Ok(sent)) => prop_assert_eq!(got, sent),
+                    (Err(got), Err(sent)) => prop_assert!(got.contains(sent.as_str())),
+                    _ => prop_assert!(false, "{:?} decoded as {:?}", sent, got),
+                }
+            }
+        }
+
+        #[test]
+        fn a_truncated_or_miscounted_reply_is_an_error(values in values(), cut in any::<prop::sample::Index>(), extra in 1usize..3) {
+            let bytes = reply(&values);
+            let malformed = |bytes: &[u8], count: usize| {
+                let first = Outcomes::new(frame(bytes), count).first_error("f");
+                let each = Outcomes::new(frame(bytes), count).decode_each::<String>("f");
+                let all = Outcomes::new(frame(bytes), count).decode_all::<String>("f", &mut Vec::new());
+                first.is_some() && each.len() == count && each.iter().all(Result::is_err) && all.is_err()
+            };
+            prop_assert!(malformed(&bytes, values.len() + extra));
+            if !bytes.is_empty() {
+                let cut = cut.index(bytes.len());
+                prop_assert!(malformed(&bytes[..cut], values.len()), "a reply cut at {} of {} decoded", cut, bytes.len());
+            }
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! The layering of `src/` that the README's "Layout" describes: each module uses only the
+//! layers below it, and no file imports from a file that imports back from it (directly or
+//! through others). Read from the sources, so a `use` that breaks it fails here, with the path.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// The layers, from the bottom up; a file's layer is its top-level module under `src/`.
+const LAYERS: &[&str] = &[
+    "context", "error", "sys", "wire", "registry", "worker", "spawn", "ipc", "cluster", "process",
+    "pool", "macros", "fuzz", "entry",
+];
+
+fn src() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+}
+
+/// Every `.rs` file under `dir`, relative to `src/`.
+fn files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path.strip_prefix(src()).unwrap().to_path_buf());
+        }
+    }
+}
+
+/// The module path of a file: `pool/mod.rs` is `["pool"]`, `wire/codec.rs` is
+/// `["wire", "codec"]`.
+fn module_of(file: &Path) -> Vec<String> {
+    let mut parts: Vec<String> = file
+        .with_extension("")
+        .iter()
+        .map(|part| part.to_string_lossy().into_owned())
+        .collect();
+    if parts
+        .last()
+        .is_some_and(|last| last == "mod" || last == "lib")
+    {
+        parts.pop();
+    }
+    parts
+}
+
+/// The file that defines the longest prefix of `path` that is a module.
+fn file_of(path: &[String], known: &BTreeMap<Vec<String>, PathBuf>) -> Option<PathBuf> {
+    (1..=path.len())
+        .rev()
+        .find_map(|len| known.get(&path[..len]).cloned())
+}
+
+/// The module paths a line of code names through `crate::` or `super::`, outside comments and
+/// macro-hygiene `$crate::` paths.
+fn paths_in(line: &str, module: &[String], is_mod_file: bool) -> Vec<Vec<String>> {
+    let code = line.split("//").next().unwrap_or("");
+    let mut found = Vec::new();
+    for (prefix, base) in [
+        ("crate::", Vec::new()),
+        ("super::", {
+            // `super` of `pool/imap.rs` is `pool`; of `pool/mod.rs` it is the crate root.
+            let mut parent = module.to_vec();
+            if !is_mod_file || !parent.is_empty() {
+                parent.pop();
+            }
+            parent
+        }),
+    ] {
+        let mut rest = code;
+        while let Some(at) = rest.find(prefix) {
+            let before = rest[..at].chars().next_back();
+            let after = &rest[at + prefix.len()..];
+            rest = after;
+            if before.is_some_and(|c| c == '$' || c == '_' || c.is_alphanumeric()) {
+                continue;
+            }
+            let mut path = base.clone();
+            path.extend(
+                after
+                    .split(|c: char| !(c == ':' || c == '_' || c.is_alphanumeric()))
+                    .next()
+                    .unwrap_or("")
+                    .split("::")
+                    .filter(|part| !part.is_empty())
+                    .map(str::to_string),
+            );
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// Imports between files: file → files it names.
+fn graph() -> BTreeMap<PathBuf, BTreeSet<PathBuf>> {
+    let mut all = Vec::new();
+    files(&src(), &mut all);
+    let known: BTreeMap<Vec<String>, PathBuf> = all
+        .iter()
+        .map(|file| (module_of(file), file.clone()))
+        .collect();
+    let mut edges = BTreeMap::new();
+    for file in &all {
+        let text = std::fs::read_to_string(src().join(file)).unwrap();
+        let module = module_of(file);
+        let is_mod_file = file.file_name().is_some_and(|n| n == "mod.rs");
+        // Unit tests may reach anywhere.
+        let text = text.split("#[cfg(test)]").next().unwrap_or("");
+        let mut targets = BTreeSet::new();
+        for line in text.lines() {
+            for path in paths_in(line, &module, is_mod_file) {
+                if let Some(target) = file_of(&path, &known) {
+                    if &target != file {
+                        targets.insert(target);
+                    }
+                }
+            }
+        }
+        edges.insert(file.clone(), targets);
+    }
+    edges
+}
+
+fn layer_of(file: &Path) -> usize {
+    let top = module_of(file).first().cloned().unwrap_or_default();
+    LAYERS
+        .iter()
+        .position(|layer| *layer == top)
+        .unwrap_or_else(|| panic!("{} is in no layer: add it to LAYERS", file.display()))
+}
+
+#[test]
+fn every_import_goes_down_the_layers() {
+    let mut wrong = Vec::new();
+    for (file, targets) in graph() {
+        if file == Path::new("lib.rs") {
+            // The front door re-exports from every layer.
+            continue;
+        }
+        for target in targets {
+            if target == Path::new("lib.rs") {
+                wrong.push(format!(
+                    "{} names an item through the crate root: name its module",
+                    file.display()
+                ));
+            } else if layer_of(&target) > layer_of(&file) {
+                wrong.push(format!(
+                    "{} imports {}, a layer above it",
+                    file.display(),
+                    target.display()
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn no_file_imports_from_a_file_that_imports_back() {
+    let graph = graph();
+    // Depth-first search for a cycle, reporting the first one found.
+    fn visit(
+        file: &PathBuf,
+        graph: &BTreeMap<PathBuf, BTreeSet<PathBuf>>,
+        stack: &mut Vec<PathBuf>,
+        done: &mut BTreeSet<PathBuf>,
+    ) -> Option<Vec<PathBuf>> {
+        if let Some(at) = stack.iter().position(|f| f == file) {
+            let mut cycle = stack[at..].to_vec();
+            cycle.push(file.clone());
+            return Some(cycle);
+        }
+        if !done.insert(file.clone()) {
+            return None;
+        }
+        stack.push(file.clone());
+        for next in graph.get(file).into_iter().flatten() {
+            if next != Path::new("lib.rs") {
+                if let Some(cycle) = visit(next, graph, stack, done) {
+                    return Some(cycle);
+                }
+            }
+        }
+        stack.pop();
+        None
+    }
+    let mut done = BTreeSet::new();
+    for file in graph.keys().filter(|f| *f != Path::new("lib.rs")) {
+        if let Some(cycle) = visit(file, &graph, &mut Vec::new(), &mut done) {
+            let names: Vec<String> = cycle.iter().map(|f| f.display().to_string()).collect();
+            panic!("import cycle: {}", names.join(" -> "));
+        }
+    }
+}
