@@ -1,0 +1,18 @@
+// Issue 11 item 7: a `Pod` type aligned above 64 bytes must not make a `Value` or an `Array`.
+// Its .stderr is made by whoever adds the compile error:
+// `TRYBUILD=overwrite cargo test --test adversarial_compile_fail`, then read the diff.
+
+use mp_runtime::{Array, Pod, Value};
+
+#[repr(C, align(128))]
+#[derive(Clone, Copy)]
+struct Wide([u8; 128]);
+
+// SAFETY: plain bytes, every pattern valid, no pointers.
+unsafe impl Pod for Wide {}
+
+fn main() {
+    let value = Value::new(Wide([0; 128])).unwrap();
+    let array = Array::<Wide>::new(2).unwrap();
+    drop((value, array));
+}
