@@ -1,1 +1,14 @@
-//! Every system call and OS-facing `unsafe` of the crate, behind safe functions.
+//! Every system call and OS-facing `unsafe` of the crate, behind safe functions: the layers
+//! above are safe Rust. A port to another Unix would touch this folder only.
+//!
+//! Uses `rustix` where it covers the call, `libc` for the rest (robust pthread mutexes, fork,
+//! `close_range`, `getauxval`). Uses nothing else of this crate: failures are `io::Error`s.
+
+pub(crate) mod fd;
+pub(crate) mod futex;
+pub(crate) mod memfd;
+pub(crate) mod mmap;
+pub(crate) mod mutex;
+pub(crate) mod pidfd;
+pub(crate) mod process;
+pub(crate) mod signal;

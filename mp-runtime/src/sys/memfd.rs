@@ -1,0 +1,1 @@
+//! Anonymous memory files (memfd): created, sized, and sealed so that their size is fixed.

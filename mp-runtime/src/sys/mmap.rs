@@ -1,0 +1,1 @@
+//! Shared mappings of a file, unmapped when dropped.

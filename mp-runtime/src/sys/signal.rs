@@ -1,0 +1,2 @@
+//! Signal dispositions a worker needs as `main` would have them (SIGPIPE ignored, a stack
+//! overflow reported).
