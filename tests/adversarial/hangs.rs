@@ -1,0 +1,181 @@
+//! Issue 11 items 2 and 5: a task that forks a grandchild (which holds the channel open) and
+//! then exits must fail at once, and neither the pool's drop nor `join_timeout` may wait for
+//! the grandchild; `join_timeout` must not wait past its deadline for a child that replied but
+//! does not exit.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mp_runtime::{Pool, process_fn, spawn};
+use mp_support::wait_for;
+
+use crate::bounded::{bounded, must};
+
+/// How long a grandchild lives unless the test kills it first: longer than any bound here.
+const GRANDCHILD_SECS: u32 = 40;
+
+/// Forks a grandchild that keeps every inherited descriptor (the worker's channel too) and
+/// sleeps; writes its pid to `pidfile`; then ends the worker with `exit(3)`.
+#[process_fn]
+fn fork_then_exit(pidfile: String) -> u64 {
+    // SAFETY: the child only sleeps and `_exit`s: async-signal-safe calls.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: as above.
+        unsafe {
+            libc::sleep(GRANDCHILD_SECS);
+            libc::_exit(0);
+        }
+    }
+    std::fs::write(&pidfile, pid.to_string()).unwrap();
+    std::process::exit(3);
+}
+
+/// Kills the grandchild whose pid `fork_then_exit` wrote, when the test ends however it ends.
+struct Grandchild(PathBuf);
+
+impl Grandchild {
+    fn new(name: &str) -> Grandchild {
+        let path = std::env::temp_dir().join(format!("mp-adv-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        Grandchild(path)
+    }
+
+    fn path(&self) -> String {
+        self.0.to_str().unwrap().to_string()
+    }
+
+    fn pid(&self) -> Option<i32> {
+        std::fs::read_to_string(&self.0).ok()?.trim().parse().ok()
+    }
+}
+
+impl Drop for Grandchild {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid() {
+            // SAFETY: plain system call on the grandchild this test made.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[process_fn]
+fn triple(x: u64) -> u64 {
+    3 * x
+}
+
+// Issue 11 item 2: `apply` of a task whose worker exits while a grandchild holds its channel.
+#[test]
+fn apply_fails_at_once_when_the_worker_exits_under_a_forked_grandchild() {
+    let grandchild = Grandchild::new("apply");
+    let pool = Arc::new(Pool::new(1).unwrap());
+    let p = pool.clone();
+    let path = grandchild.path();
+    let started = Instant::now();
+    let got = bounded(
+        "issue 11 item 2 (apply)",
+        Duration::from_secs(15),
+        move || p.apply(fork_then_exit, (path,)),
+    )
+    .unwrap_or_else(|why| panic!("{why}"));
+    let error = got.expect_err("the worker exited");
+    assert!(error.is_died(), "not a death: {error}");
+    assert_eq!(error.exit_code(), Some(3), "{error}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the error took {:?}",
+        started.elapsed()
+    );
+    let p = pool.clone();
+    assert_eq!(
+        must("issue 11 item 2: the pool after", move || p
+            .apply(triple, (5,)))
+        .unwrap(),
+        15
+    );
+    must("issue 11 item 2 (drop after apply)", move || drop(pool));
+    drop(grandchild);
+}
+
+// Issue 11 item 2: dropping a pool whose worker exited under a forked grandchild.
+#[test]
+fn dropping_the_pool_does_not_wait_for_a_forked_grandchild() {
+    let grandchild = Grandchild::new("drop");
+    let pool = Pool::new(1).unwrap();
+    let pending = pool.apply_async(fork_then_exit, (grandchild.path(),));
+    assert!(
+        wait_for(Duration::from_secs(15), || grandchild.pid().is_some()),
+        "the task never forked"
+    );
+    // The worker exits right after it wrote the pid.
+    std::thread::sleep(Duration::from_millis(300));
+    must("issue 11 item 2 (dropping the pool)", move || drop(pool));
+    let got = must("issue 11 item 2 (the task's result)", move || {
+        pending.get_timeout(Duration::from_secs(5))
+    });
+    let error = got.expect_err("the worker exited");
+    assert!(
+        error.is_died() || error.is_closed(),
+        "neither a death nor the pool's closing: {error}"
+    );
+    drop(grandchild);
+}
+
+// Issue 11 item 2: `spawn!(..).join_timeout(8 s)` of a child that exited under a grandchild.
+#[test]
+fn join_timeout_reports_the_exit_not_a_timeout_under_a_forked_grandchild() {
+    let grandchild = Grandchild::new("spawn");
+    let mut child = spawn!(fork_then_exit, grandchild.path()).unwrap();
+    let (got, code) = must("issue 11 item 2 (join_timeout)", move || {
+        let got = child.join_timeout(Duration::from_secs(8));
+        let code = child.exit_code();
+        (got, code)
+    });
+    let error = got.expect_err("the child exited");
+    assert!(
+        !error.is_timeout(),
+        "a timeout though the child exited with {code:?}: {error}"
+    );
+    assert!(error.is_died(), "not a death: {error}");
+    assert_eq!(error.exit_code(), Some(3), "{error}");
+    drop(grandchild);
+}
+
+extern "C" fn linger() {
+    // SAFETY: plain libc call.
+    unsafe { libc::sleep(10) };
+}
+
+/// Answers at once, then takes ten seconds to exit (an `atexit` handler sleeps).
+#[process_fn]
+fn reply_then_linger() -> u64 {
+    // SAFETY: registers a plain `extern "C"` function.
+    unsafe { libc::atexit(linger) };
+    42
+}
+
+// Issue 11 item 5: `join_timeout` must not wait past its deadline after the reply.
+#[test]
+fn join_timeout_keeps_its_deadline_after_the_reply() {
+    let mut child = spawn!(reply_then_linger).unwrap();
+    let (got, took) = must("issue 11 item 5 (join_timeout)", move || {
+        let started = Instant::now();
+        let got = child.join_timeout(Duration::from_secs(1));
+        let took = started.elapsed();
+        let _ = child.kill();
+        (got, took)
+    });
+    assert!(
+        took < Duration::from_secs(5),
+        "join_timeout(1 s) took {took:?}"
+    );
+    match got {
+        Ok(value) => assert_eq!(value, 42),
+        Err(error) => assert!(
+            error.is_timeout(),
+            "neither the result nor a timeout: {error}"
+        ),
+    }
+}

@@ -1,0 +1,60 @@
+//! Issue 11 item 17: `starmap` over 5,000 inputs that each carry a clone of one `Value` works
+//! under a descriptor limit of 1024. Alone in its binary: the limit is process-wide.
+
+#[allow(dead_code)]
+#[path = "adversarial/bounded.rs"]
+mod bounded;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mp_runtime::{Pool, Value, process_fn};
+
+#[process_fn]
+fn add_value(value: Value<u64>, x: u64) -> u64 {
+    value.get().unwrap() + x
+}
+
+/// Sets the soft `RLIMIT_NOFILE` to `soft` (at most the hard limit); returns the old limit.
+fn set_soft_limit(soft: u64) -> libc::rlimit {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain system calls with valid pointers.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut old), 0);
+        let new = libc::rlimit {
+            rlim_cur: soft.min(old.rlim_max),
+            rlim_max: old.rlim_max,
+        };
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &new), 0);
+    }
+    old
+}
+
+// Issue 11 item 17: starmap of 5,000 `Value` clones under `ulimit -n 1024`.
+#[test]
+fn starmap_of_many_value_clones_fits_in_1024_descriptors() {
+    let old = set_soft_limit(1024);
+    let value = Value::new(7u64).unwrap();
+    let pool = Arc::new(Pool::new(2).unwrap());
+    let inputs: Vec<(Value<u64>, u64)> = (0..5000).map(|x| (value.clone(), x)).collect();
+    let p = pool.clone();
+    let got = bounded::bounded(
+        "issue 11 item 17 (starmap of 5,000 Value clones)",
+        Duration::from_secs(60),
+        move || p.starmap(add_value, inputs),
+    );
+    // SAFETY: plain system call restoring the limit read above.
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &old) };
+    match got {
+        Ok(Ok(values)) => assert!(
+            values.iter().copied().eq((0..5000).map(|x| x + 7)),
+            "wrong results"
+        ),
+        Ok(Err(error)) => panic!("issue 11 item 17: {error}"),
+        Err(why) => panic!("{why}"),
+    }
+    let _ = bounded::bounded("drop the pool", bounded::HANG, move || drop(pool));
+}
