@@ -33,14 +33,15 @@ pub struct Error {
     kind: Kind,
 }
 
-/// The cases, kept private so new ones can be added.
-#[derive(Debug, Clone)]
+/// The cases, with what each knows. Private, so new ones can be added; users see
+/// [`ErrorKind`]. Serde, so that an error raised in a worker crosses to the parent whole.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Kind {
     /// The function panicked in the child.
     Panic {
         function: String,
         message: String,
-        location: String,
+        location: Option<Location>,
     },
     /// The process ended before it sent a result.
     Died { function: String, exit: ExitReason },
@@ -60,8 +61,8 @@ pub(crate) enum Kind {
     /// An MPI call failed.
     #[cfg(feature = "mpi")]
     Mpi(String),
-    /// A wait ran out of time.
-    Timeout(Duration),
+    /// A wait ran out of time; `what` says for what.
+    Timeout { what: String, after: Duration },
     /// The function was passed without `#[process_fn]`.
     NotRegistered { name: String },
     /// The child does not know the id the parent asked for.
@@ -88,8 +89,6 @@ pub(crate) enum Kind {
     ResultTaken,
     /// The API was used in a way it cannot work; the message says how to use it.
     Usage(String),
-    /// A wait on a pipe, queue, lock or other handle ran out of time.
-    WaitTimedOut { what: String, after: Duration },
     /// The other end of a pipe is gone, or a queue was closed.
     Disconnected(String),
     /// A process died holding a lock; the lock was taken over and released.
@@ -104,8 +103,188 @@ pub(crate) enum Kind {
     /// Shared, so that one failure can be reported for every call it ended.
     Io {
         context: String,
+        #[serde(with = "io_error_as_text")]
         source: Arc<io::Error>,
     },
+}
+
+/// An `io::Error` crosses between processes as its text (its kind and OS code stay behind).
+mod io_error_as_text {
+    use std::io;
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        error: &Arc<io::Error>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_str(error)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<io::Error>, D::Error> {
+        String::deserialize(d).map(|text| Arc::new(io::Error::other(text)))
+    }
+}
+
+/// What kind of error an [`Error`] is: match on it, as on [`std::io::ErrorKind`]. The
+/// predicates ([`Error::is_panic`], ...) say the same, one kind at a time.
+///
+/// # Examples
+///
+/// ```
+/// use mp_runtime::{process_fn, spawn, ErrorKind};
+///
+/// #[process_fn]
+/// fn quit() {
+///     std::process::exit(3);
+/// }
+///
+/// let err = spawn!(quit).unwrap().join().unwrap_err();
+/// match err.kind() {
+///     ErrorKind::Died => assert_eq!(err.exit_code(), Some(3)),
+///     other => panic!("unexpected {other:?}"),
+/// }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The function panicked in the child ([`Error::is_panic`]).
+    Panic,
+    /// The process ended before it sent a result ([`Error::is_died`]).
+    Died,
+    /// A worker went over its pool's memory limit ([`Error::is_out_of_memory`]).
+    OutOfMemory,
+    /// The MPI rank running the task was lost (feature `mpi`; also [`Error::is_died`]).
+    RankLost,
+    /// A wait ran out of time ([`Error::is_timeout`]).
+    Timeout,
+    /// The function is not registered with `#[process_fn]`, not known to the child, or its id
+    /// is taken twice ([`Error::is_not_registered`]).
+    NotRegistered,
+    /// A value could not be encoded or decoded ([`Error::is_codec`]).
+    Codec,
+    /// The other side sent something that is not mp's protocol.
+    Protocol,
+    /// The pool is closed or terminated ([`Error::is_closed`]).
+    Closed,
+    /// The task was cancelled ([`Error::is_cancelled`]).
+    Cancelled,
+    /// The API was used in a way that cannot work ([`Error::is_usage`]).
+    Usage,
+    /// The other end of a pipe is gone, or a queue is closed ([`Error::is_disconnected`]).
+    Disconnected,
+    /// A process died holding a lock ([`Error::is_owner_died`]).
+    OwnerDied,
+    /// A barrier is broken ([`Error::is_broken_barrier`]).
+    BrokenBarrier,
+    /// A queue is empty ([`Error::is_empty`]).
+    Empty,
+    /// A queue is full ([`Error::is_full`]).
+    Full,
+    /// An operating-system call failed ([`Error::is_io`]); `source()` is the `io::Error`.
+    Io,
+    /// An MPI call failed (feature `mpi`).
+    Mpi,
+}
+
+/// Where a panic happened: file, line and column, as `std::panic::Location` says.
+///
+/// # Examples
+///
+/// ```
+/// use mp_runtime::{process_fn, spawn};
+///
+/// #[process_fn]
+/// fn fail() {
+///     panic!("boom");
+/// }
+///
+/// let err = spawn!(fail).unwrap().join().unwrap_err();
+/// let location = err.panic_location().unwrap();
+/// assert!(location.file().ends_with(".rs") && location.line() > 0);
+/// assert_eq!(location.to_string(), format!("{}:{}:{}", location.file(), location.line(), location.column()));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Location {
+    file: String,
+    line: u32,
+    column: u32,
+}
+
+impl Location {
+    /// Reads `file:line:column`, as a panic hook formats a location (the file may itself
+    /// hold colons).
+    pub(crate) fn parse(text: &str) -> Option<Location> {
+        let mut parts = text.rsplitn(3, ':');
+        let column = parts.next()?.parse().ok()?;
+        let line = parts.next()?.parse().ok()?;
+        let file = parts.next()?.to_string();
+        Some(Location { file, line, column })
+    }
+
+    /// The source file, as the compiler named it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, spawn};
+    ///
+    /// #[process_fn]
+    /// fn fail() {
+    ///     panic!("boom");
+    /// }
+    ///
+    /// let err = spawn!(fail).unwrap().join().unwrap_err();
+    /// assert!(err.panic_location().unwrap().file().ends_with(".rs"));
+    /// ```
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
+    /// The line, from 1.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, spawn};
+    ///
+    /// #[process_fn]
+    /// fn fail() {
+    ///     panic!("boom");
+    /// }
+    ///
+    /// let err = spawn!(fail).unwrap().join().unwrap_err();
+    /// assert!(err.panic_location().unwrap().line() > 0);
+    /// ```
+    pub fn line(&self) -> u32 {
+        self.line
+    }
+
+    /// The column, from 1.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, spawn};
+    ///
+    /// #[process_fn]
+    /// fn fail() {
+    ///     panic!("boom");
+    /// }
+    ///
+    /// let err = spawn!(fail).unwrap().join().unwrap_err();
+    /// assert!(err.panic_location().unwrap().column() > 0);
+    /// ```
+    pub fn column(&self) -> u32 {
+        self.column
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
 }
 
 /// How a process ended, as far as the parent could tell.
@@ -177,8 +356,58 @@ impl Error {
         Error::new(Kind::Protocol(message.into()))
     }
 
-    pub(crate) fn kind(&self) -> &Kind {
+    /// A wait for `what` that ran out of time after `after`.
+    pub(crate) fn timeout(what: impl Into<String>, after: Duration) -> Self {
+        Error::new(Kind::Timeout {
+            what: what.into(),
+            after,
+        })
+    }
+
+    /// A use of the API that cannot work; `message` says what to do instead.
+    pub(crate) fn usage(message: impl Into<String>) -> Self {
+        Error::new(Kind::Usage(message.into()))
+    }
+
+    /// What the error knows, for the crate's own use.
+    pub(crate) fn details(&self) -> &Kind {
         &self.kind
+    }
+
+    /// What kind of error this is, to match on; see [`ErrorKind`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{ErrorKind, Pool};
+    ///
+    /// assert_eq!(Pool::new(0).unwrap_err().kind(), ErrorKind::Usage);
+    /// ```
+    pub fn kind(&self) -> ErrorKind {
+        match self.kind {
+            Kind::Panic { .. } => ErrorKind::Panic,
+            Kind::Died { .. } => ErrorKind::Died,
+            Kind::OutOfMemory { .. } => ErrorKind::OutOfMemory,
+            #[cfg(feature = "mpi")]
+            Kind::RankLost { .. } => ErrorKind::RankLost,
+            #[cfg(feature = "mpi")]
+            Kind::Mpi(_) => ErrorKind::Mpi,
+            Kind::Timeout { .. } => ErrorKind::Timeout,
+            Kind::NotRegistered { .. } | Kind::UnknownId { .. } | Kind::DuplicateId { .. } => {
+                ErrorKind::NotRegistered
+            }
+            Kind::Codec(_) => ErrorKind::Codec,
+            Kind::Protocol(_) => ErrorKind::Protocol,
+            Kind::Closed => ErrorKind::Closed,
+            Kind::Cancelled => ErrorKind::Cancelled,
+            Kind::ResultTaken | Kind::Usage(_) => ErrorKind::Usage,
+            Kind::Disconnected(_) => ErrorKind::Disconnected,
+            Kind::OwnerDied(_) => ErrorKind::OwnerDied,
+            Kind::BrokenBarrier(_) => ErrorKind::BrokenBarrier,
+            Kind::Empty => ErrorKind::Empty,
+            Kind::Full(_) => ErrorKind::Full,
+            Kind::Io { .. } => ErrorKind::Io,
+        }
     }
 
     /// True when the function panicked in the child; [`panic_message`](Error::panic_message)
@@ -224,7 +453,7 @@ impl Error {
         }
     }
 
-    /// Where the panic happened (`file:line:column`), when [`is_panic`](Error::is_panic).
+    /// Where the panic happened, when [`is_panic`](Error::is_panic) and the child knew.
     ///
     /// # Examples
     ///
@@ -237,11 +466,11 @@ impl Error {
     /// }
     ///
     /// let err = spawn!(fail).unwrap().join().unwrap_err();
-    /// assert!(err.panic_location().unwrap().contains(".rs:"));
+    /// assert!(err.panic_location().unwrap().to_string().contains(".rs:"));
     /// ```
-    pub fn panic_location(&self) -> Option<&str> {
+    pub fn panic_location(&self) -> Option<&Location> {
         match &self.kind {
-            Kind::Panic { location, .. } => Some(location),
+            Kind::Panic { location, .. } => location.as_ref(),
             _ => None,
         }
     }
@@ -370,7 +599,7 @@ impl Error {
     /// p.kill().unwrap();
     /// ```
     pub fn is_timeout(&self) -> bool {
-        matches!(self.kind, Kind::Timeout(_) | Kind::WaitTimedOut { .. })
+        matches!(self.kind, Kind::Timeout { .. })
     }
 
     /// True when the other end of a [`Connection`](crate::Connection) is gone (closed, or its
@@ -589,10 +818,13 @@ impl fmt::Display for Error {
                 function,
                 message,
                 location,
-            } => write!(
-                f,
-                "`{function}` panicked in the child process at {location}: {message}"
-            ),
+            } => match location {
+                Some(location) => write!(
+                    f,
+                    "`{function}` panicked in the child process at {location}: {message}"
+                ),
+                None => write!(f, "`{function}` panicked in the child process: {message}"),
+            },
             Kind::Died { function, exit } => write!(
                 f,
                 "the process running `{function}` {exit} before it sent a result"
@@ -620,10 +852,9 @@ impl fmt::Display for Error {
             ),
             #[cfg(feature = "mpi")]
             Kind::Mpi(message) => write!(f, "MPI: {message}"),
-            Kind::Timeout(after) => write!(
-                f,
-                "timed out after {after:?}; the work goes on: wait again, or terminate it"
-            ),
+            Kind::Timeout { what, after } => {
+                write!(f, "timed out after {after:?} waiting for {what}")
+            }
             Kind::NotRegistered { name } => write!(
                 f,
                 "`{name}` cannot run in another process: it is not registered; add `#[process_fn]` \
@@ -658,9 +889,6 @@ impl fmt::Display for Error {
             Kind::Cancelled => f.write_str("the task was cancelled before it produced a result"),
             Kind::ResultTaken => f.write_str("the result was already taken from this handle"),
             Kind::Usage(message) => f.write_str(message),
-            Kind::WaitTimedOut { what, after } => {
-                write!(f, "timed out after {after:?} waiting for {what}")
-            }
             Kind::Disconnected(what) => f.write_str(what),
             Kind::OwnerDied(what) => write!(
                 f,
@@ -670,15 +898,20 @@ impl fmt::Display for Error {
             Kind::BrokenBarrier(why) => write!(f, "the barrier is broken: {why}"),
             Kind::Empty => f.write_str("the queue is empty"),
             Kind::Full(what) => f.write_str(what),
-            Kind::Io { context, source } => write!(f, "{context}: {source}"),
+            // The cause is `source()`: printed by whoever walks the chain, not twice.
+            Kind::Io { context, .. } => f.write_str(context),
         }
     }
 }
 
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Debug is what `unwrap` and `main -> Result` print: make it the readable sentence.
-        write!(f, "Error({self})")
+        // Debug is what `unwrap` and `main -> Result` print: make it the readable sentence,
+        // with the cause that Display leaves to `source()`.
+        match &self.kind {
+            Kind::Io { source, .. } => write!(f, "Error({self}: {source})"),
+            _ => write!(f, "Error({self})"),
+        }
     }
 }
 

@@ -115,7 +115,7 @@ mod worker;
 pub use context::{
     ProcessInfo, active_children, cpu_count, current_process, mpi_rank, parent_process,
 };
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Location, Result};
 pub use ipc::pipe::{Connection, pipe, pipe_oneway};
 pub use ipc::queue::{JoinableQueue, Queue};
 pub use ipc::shared::{Array, ArrayGuard, Pod, SharedMemory, Value, ValueGuard};

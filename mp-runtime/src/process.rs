@@ -141,10 +141,12 @@ impl<R: serde::de::DeserializeOwned> Process<R> {
     /// assert_eq!(p.join_timeout(Duration::from_secs(30)).unwrap(), 7);
     /// ```
     pub fn join_timeout(&mut self, timeout: Duration) -> Result<R> {
-        self.wait_result(Some(Instant::now() + timeout))
+        self.wait_result(Some((Instant::now() + timeout, timeout)))
     }
 
-    fn wait_result(&mut self, deadline: Option<Instant>) -> Result<R> {
+    /// Waits for the result until the deadline, if any (`timeout` is what it was set from).
+    fn wait_result(&mut self, deadline: Option<(Instant, Duration)>) -> Result<R> {
+        let (deadline, timeout) = (deadline.map(|(at, _)| at), deadline.map(|(_, t)| t));
         let channel = self
             .channel
             .as_mut()
@@ -152,10 +154,13 @@ impl<R: serde::de::DeserializeOwned> Process<R> {
         let frame = match channel.recv_until(deadline) {
             Ok(frame) => frame,
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                let waited = deadline.map_or(Duration::ZERO, |d| {
-                    d.saturating_duration_since(Instant::now())
-                });
-                return Err(Error::new(Kind::Timeout(waited)));
+                return Err(Error::timeout(
+                    format!(
+                        "the result of process {} (it goes on: join again, or end it)",
+                        self.pid()
+                    ),
+                    timeout.unwrap_or_default(),
+                ));
             }
             // A torn frame or a reset also means the child is gone: report how it ended.
             Err(_) => None,

@@ -173,7 +173,7 @@ impl<T> Connection<T> {
         match lock(&self.receiver).recv_until(deadline) {
             Ok(Some(frame)) => Ok(frame),
             Ok(None) => Err(disconnected()),
-            Err(e) if e.kind() == io::ErrorKind::TimedOut => Err(Error::new(Kind::WaitTimedOut {
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => Err(Error::new(Kind::Timeout {
                 what: "a message on a pipe".into(),
                 after: Duration::ZERO,
             })),
@@ -281,7 +281,7 @@ impl<T: DeserializeOwned> Connection<T> {
     /// ```
     pub fn recv_timeout(&self, timeout: Duration) -> Result<T> {
         match self.recv_frame(deadline(timeout)) {
-            Err(e) if e.is_timeout() => Err(Error::new(Kind::WaitTimedOut {
+            Err(e) if e.is_timeout() => Err(Error::new(Kind::Timeout {
                 what: "a message on a pipe".into(),
                 after: timeout,
             })),

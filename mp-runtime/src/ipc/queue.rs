@@ -517,7 +517,7 @@ fn timed_out(wait: Wait) -> Error {
         Wait::Until(_, after) => after,
         _ => Duration::ZERO,
     };
-    Error::new(Kind::WaitTimedOut {
+    Error::new(Kind::Timeout {
         what: "the queue".into(),
         after,
     })

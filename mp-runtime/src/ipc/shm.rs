@@ -491,7 +491,7 @@ pub(crate) fn lock_error(failure: LockFailure, what: &str, timeout: Option<Durat
     use crate::error::Kind;
     match failure {
         LockFailure::OwnerDied => Error::new(Kind::OwnerDied(what.to_string())),
-        LockFailure::TimedOut => Error::new(Kind::WaitTimedOut {
+        LockFailure::TimedOut => Error::new(Kind::Timeout {
             what: what.to_string(),
             after: timeout.unwrap_or_default(),
         }),

@@ -258,7 +258,10 @@ impl<T> AsyncResult<T> {
     /// ```
     pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
         if !self.slot.wait_until(Some(Instant::now() + timeout)) {
-            return Err(Error::new(Kind::Timeout(timeout)));
+            return Err(Error::timeout(
+                "a task's result (it goes on: wait again, or cancel it)",
+                timeout,
+            ));
         }
         self.take()
     }

@@ -21,7 +21,7 @@ pub use imap::IMap;
 use async_result::{Gather, Slot};
 use scheduler::{Control, Placement, Shared, Task, WorkerConfig, lock, wait_started};
 
-use crate::error::{Error, Kind, Result};
+use crate::error::{Error, Result};
 use crate::registry::{self, Entry, ProcessFn};
 use crate::wire::protocol;
 
@@ -298,14 +298,12 @@ impl PoolBuilder {
     pub fn build(mut self) -> Result<Pool> {
         let processes = self.processes.unwrap_or_else(crate::context::cpu_count);
         if processes == 0 {
-            return Err(Error::new(Kind::Usage(
-                "a pool needs at least one process; pass 1 or more to `processes`".into(),
-            )));
+            return Err(Error::usage(
+                "a pool needs at least one process; pass 1 or more to `processes`",
+            ));
         }
         if self.max_tasks_per_child == Some(0) {
-            return Err(Error::new(Kind::Usage(
-                "`max_tasks_per_child` must be at least 1".into(),
-            )));
+            return Err(Error::usage("`max_tasks_per_child` must be at least 1"));
         }
         let initializer = self.initializer.take().transpose()?;
         let remote = on_other_ranks(self.placement)?;
@@ -375,11 +373,10 @@ fn on_other_ranks(placement: Placement) -> Result<bool> {
 #[cfg(not(feature = "mpi"))]
 fn on_other_ranks(placement: Placement) -> Result<bool> {
     match placement {
-        Placement::Mpi => Err(Error::new(Kind::Usage(
+        Placement::Mpi => Err(Error::usage(
             "MPI pools need mp-runtime's `mpi` feature: build with `--features mpi` (and an MPI \
-             library installed), or use a local pool"
-                .into(),
-        ))),
+             library installed), or use a local pool",
+        )),
         Placement::Auto | Placement::Local => Ok(false),
     }
 }
@@ -938,9 +935,9 @@ impl Pool {
     /// ```
     pub fn join(&self) -> Result<()> {
         if !self.shared.is_closed() {
-            return Err(Error::new(Kind::Usage(
-                "join waits for the workers to exit: call close() or terminate() first".into(),
-            )));
+            return Err(Error::usage(
+                "join waits for the workers to exit: call close() or terminate() first",
+            ));
         }
         let drivers = std::mem::take(&mut *lock(&self.drivers));
         for driver in drivers {

@@ -155,11 +155,10 @@ impl Sink for Reply {
                 reply_to(self.tag, &FromRank::Reply { seq }, outcomes.bytes());
             }
             Ok(_) => {
-                let failure = Failure::Usage(
+                let failure = Failure::from(Error::usage(
                     "a result holds a handle (pipe, queue, lock or shared memory), which cannot \
-                     cross to another MPI rank; return plain data from tasks of an MPI pool"
-                        .into(),
-                );
+                     cross to another MPI rank; return plain data from tasks of an MPI pool",
+                ));
                 reply_to(self.tag, &FromRank::Failed { seq, failure }, &[]);
             }
             Err(error) => {

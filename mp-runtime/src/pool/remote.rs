@@ -81,19 +81,17 @@ pub(super) fn wanted(placement: Placement) -> Result<bool> {
         (Placement::Auto, Some((0, size))) => Ok(size > 1),
         (Placement::Auto, _) => Ok(false),
         (Placement::Mpi, Some((0, size))) if size > 1 => Ok(true),
-        (Placement::Mpi, Some((0, _))) => Err(Error::new(Kind::Usage(
+        (Placement::Mpi, Some((0, _))) => Err(Error::usage(
             "an MPI pool needs worker ranks, and this job has only rank 0: start it with \
-             `mpirun -n N` and N of 2 or more"
-                .into(),
-        ))),
-        (Placement::Mpi, Some((rank, _))) => Err(Error::new(Kind::Usage(format!(
+             `mpirun -n N` and N of 2 or more",
+        )),
+        (Placement::Mpi, Some((rank, _))) => Err(Error::usage(format!(
             "an MPI pool is built on rank 0; this is rank {rank}, which serves pools"
-        )))),
-        (Placement::Mpi, None) => Err(Error::new(Kind::Usage(
-            "an MPI pool needs an MPI launcher: run the program as `mpirun -n N ./app` (or \
-             `srun`), or use `Pool::builder().local()`"
-                .into(),
         ))),
+        (Placement::Mpi, None) => Err(Error::usage(
+            "an MPI pool needs an MPI launcher: run the program as `mpirun -n N ./app` (or \
+             `srun`), or use `Pool::builder().local()`",
+        )),
     }
 }
 
@@ -108,11 +106,11 @@ pub(super) fn start(
     let pool = POOLS.fetch_add(1, Ordering::Relaxed);
     let (initializer, init_args) = match &shared.config.initializer {
         Some((entry, args)) if args.has_fds() => {
-            return Err(Error::new(Kind::Usage(format!(
+            return Err(Error::usage(format!(
                 "the initializer `{}` of an MPI pool takes a handle (pipe, queue, lock or shared \
                  memory), which cannot cross to another machine",
                 entry.path
-            ))));
+            )));
         }
         Some((entry, args)) => (
             Some((entry.id.to_string(), args.len() as u32)),
@@ -224,12 +222,12 @@ impl Driver {
                         }
                         if task.args.has_fds() {
                             task.control.stop(&slot);
-                            let error = Error::new(Kind::Usage(format!(
+                            let error = Error::usage(format!(
                                 "the arguments of `{}` hold a handle (pipe, queue, lock or \
                                  shared memory), which cannot cross to another MPI rank; use \
                                  `Pool::builder().local()` for tasks that take handles",
                                 task.function.path
-                            )));
+                            ));
                             task.finish(Err(error));
                             continue;
                         }

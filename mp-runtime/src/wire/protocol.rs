@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::codec;
 use super::frame::{Channel, Frame};
 use super::outgoing::{Encoded, Outgoing};
-use crate::error::{Error, ExitReason, Kind, Result};
+use crate::error::{Error, Kind, Location, Result};
 
 /// From parent to worker. In a frame, a `Call` is followed by its arguments: one record
 /// (see [`codec::begin_record`]) per call, so a chunk of a map crosses as one buffer; the
@@ -271,7 +271,7 @@ fn error_of(record: &[u8], function: &str) -> Option<Error> {
             Ok((message, location)) => Error::new(Kind::Panic {
                 function: function.to_string(),
                 message,
-                location,
+                location: Location::parse(&location),
             }),
             Err(error) => error,
         },
@@ -284,96 +284,19 @@ fn error_of(record: &[u8], function: &str) -> Option<Error> {
     Some(error)
 }
 
-/// An error raised in the worker, in a form that crosses the wire.
+/// An error raised in the worker, as it crosses the wire: whole, whatever its kind.
 #[derive(Serialize, Deserialize, Debug, Clone)]
-pub(crate) enum Failure {
-    UnknownId {
-        id: String,
-        binary: String,
-        known: Vec<String>,
-    },
-    DuplicateId {
-        id: String,
-        first: String,
-        second: String,
-    },
-    Codec(String),
-    /// A pool worker died running the call (a pool on another MPI rank reports it this way).
-    Died {
-        function: String,
-        exit: ExitReason,
-    },
-    OutOfMemory {
-        function: String,
-        exit: ExitReason,
-        limit: u64,
-    },
-    Closed,
-    Cancelled,
-    Usage(String),
-    Other(String),
-}
+pub(crate) struct Failure(Kind);
 
 impl From<Error> for Failure {
     fn from(error: Error) -> Self {
-        match error.kind() {
-            Kind::UnknownId { id, binary, known } => Failure::UnknownId {
-                id: id.clone(),
-                binary: binary.clone(),
-                known: known.clone(),
-            },
-            Kind::DuplicateId { id, first, second } => Failure::DuplicateId {
-                id: id.clone(),
-                first: first.clone(),
-                second: second.clone(),
-            },
-            Kind::Codec(message) => Failure::Codec(message.clone()),
-            Kind::Died { function, exit } => Failure::Died {
-                function: function.clone(),
-                exit: *exit,
-            },
-            Kind::OutOfMemory {
-                function,
-                exit,
-                limit,
-            } => Failure::OutOfMemory {
-                function: function.clone(),
-                exit: *exit,
-                limit: *limit,
-            },
-            Kind::Closed => Failure::Closed,
-            Kind::Cancelled => Failure::Cancelled,
-            Kind::Usage(message) => Failure::Usage(message.clone()),
-            _ => Failure::Other(error.to_string()),
-        }
+        Failure(error.details().clone())
     }
 }
 
 impl Failure {
     pub(crate) fn into_error(self) -> Error {
-        match self {
-            Failure::UnknownId { id, binary, known } => {
-                Error::new(Kind::UnknownId { id, binary, known })
-            }
-            Failure::DuplicateId { id, first, second } => {
-                Error::new(Kind::DuplicateId { id, first, second })
-            }
-            Failure::Codec(message) => Error::codec(message),
-            Failure::Died { function, exit } => Error::new(Kind::Died { function, exit }),
-            Failure::OutOfMemory {
-                function,
-                exit,
-                limit,
-            } => Error::new(Kind::OutOfMemory {
-                function,
-                exit,
-                limit,
-            }),
-            Failure::Closed => Error::new(Kind::Closed),
-            Failure::Cancelled => Error::new(Kind::Cancelled),
-            Failure::Usage(message) => Error::new(Kind::Usage(message)),
-            Failure::Other(message) => Error::protocol(message),
-        }
+        Error::new(self.0)
     }
 }
 
@@ -400,7 +323,8 @@ mod proptests {
                 }
                 Err(message) => {
                     out.write(&[FAILED]).unwrap();
-                    codec::encode_into(&Failure::Other(message.clone()), &mut out).unwrap();
+                    codec::encode_into(&Failure::from(Error::protocol(message.clone())), &mut out)
+                        .unwrap();
                 }
             }
             codec::end_record(&mut out, at).unwrap();
