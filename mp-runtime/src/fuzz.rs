@@ -64,3 +64,17 @@ fn outcomes(frame: Frame) {
     let _ = outcomes.first_error("fuzz");
     let _ = outcomes.decode_each::<(String, Vec<u8>, u64)>("fuzz");
 }
+
+#[cfg(test)]
+mod tests {
+    /// The fuzz targets run on a few inputs here, so a change that breaks them fails a test
+    /// and not only the next fuzzing session.
+    #[test]
+    fn the_entry_points_take_any_bytes() {
+        let inputs: [&[u8]; 4] = [b"", &[0xff; 64], &[4, 0, 0, 0, 0, 0, 0, 0], &[0; 300]];
+        for bytes in inputs {
+            super::wire(bytes);
+            super::records(bytes);
+        }
+    }
+}

@@ -164,7 +164,9 @@ pub use spawn::{StartMethod, get_start_method, set_start_method};
 /// ```
 pub use mp_macros::process_fn;
 
-/// Entry points for the fuzz targets. Not a public API: it may change in any release.
+/// Entry points for the fuzz targets, built only by `cargo fuzz` (which sets `--cfg fuzzing`)
+/// and this crate's own tests: not in users' builds.
+#[cfg(any(fuzzing, test))]
 #[doc(hidden)]
 #[path = "fuzz.rs"]
 pub mod __fuzz;
