@@ -8,6 +8,7 @@ use mp_runtime::{
     Pool, Process, StartMethod, active_children, parent_process, process_fn, set_start_method,
     spawn,
 };
+use mp_support::tasks::{abort, exit_with, sleep_ms};
 use mp_support::{is_running, wait_for, zombie_children};
 
 const LONG: Duration = Duration::from_secs(30);
@@ -24,22 +25,6 @@ fn negate(x: i64) -> i64 {
 #[process_fn]
 fn fail_with(message: String) -> u8 {
     panic!("{message}");
-}
-
-#[process_fn]
-fn abort() {
-    std::process::abort();
-}
-
-#[process_fn]
-fn exit_with(code: i32) {
-    std::process::exit(code);
-}
-
-#[process_fn]
-fn sleep_ms(ms: u64) -> u64 {
-    std::thread::sleep(Duration::from_millis(ms));
-    ms
 }
 
 #[process_fn]

@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use mp_runtime::{Process, process_fn, spawn};
+use mp_support::tasks::{abort, exit_with, sleep_ms};
 use mp_support::{is_running, wait_for, zombie_children};
 use serde::{Deserialize, Serialize};
 
@@ -88,22 +89,6 @@ fn a_panic_comes_back_with_message_and_location() {
         text.contains("fail_with") && text.contains("bad input 7"),
         "{text}"
     );
-}
-
-#[process_fn]
-fn abort() {
-    std::process::abort();
-}
-
-#[process_fn]
-fn exit_with(code: i32) {
-    std::process::exit(code);
-}
-
-#[process_fn]
-fn sleep_ms(ms: u64) -> u64 {
-    std::thread::sleep(Duration::from_millis(ms));
-    ms
 }
 
 #[test]

@@ -48,3 +48,29 @@ fn stat(pid: u32) -> Option<(char, u32)> {
     let parent = fields.next()?.parse().ok()?;
     Some((state, parent))
 }
+
+/// Tasks that several test binaries run: each ends its process or waits in its own way.
+pub mod tasks {
+    use std::time::Duration;
+
+    use mp_runtime::process_fn;
+
+    /// Aborts its process (SIGABRT).
+    #[process_fn]
+    pub fn abort() {
+        std::process::abort();
+    }
+
+    /// Exits its process with `code`.
+    #[process_fn]
+    pub fn exit_with(code: i32) {
+        std::process::exit(code);
+    }
+
+    /// Sleeps `ms` milliseconds, then returns them.
+    #[process_fn]
+    pub fn sleep_ms(ms: u64) -> u64 {
+        std::thread::sleep(Duration::from_millis(ms));
+        ms
+    }
+}
