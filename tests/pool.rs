@@ -45,6 +45,19 @@ fn panic_on(bad: u64, x: u64) -> u64 {
     x
 }
 
+/// Python raises on `chunksize=0`; mp takes it as 1 (README, "differs on purpose").
+#[test]
+fn a_chunk_size_of_zero_is_taken_as_one() {
+    let pool = Pool::new(2).unwrap();
+    let want = cubes(0..9);
+    assert_eq!(pool.map_chunked(cube, 0..9, 0).unwrap(), want);
+    let streamed: Vec<u64> = pool
+        .imap_chunked(cube, 0..9, 0)
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(streamed, want);
+}
+
 fn cubes(range: std::ops::Range<u64>) -> Vec<u64> {
     range.map(|n| n * n * n).collect()
 }
