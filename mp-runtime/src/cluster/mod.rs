@@ -12,12 +12,13 @@
 //! poll (`MPI_Improbe`) rather than block, so that a thread waiting for a long task neither
 //! burns a core nor holds MPI when the job ends; see [`Backoff`].
 
-use std::ffi::{CStr, c_int};
 use std::sync::{Mutex, OnceLock, PoisonError, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
-use mpi::ffi;
 use serde::{Deserialize, Serialize};
+
+use crate::sys::exit;
+use crate::sys::mpi::{self, Matched, MpiError};
 
 use crate::error::{Error, Kind, Result};
 use crate::wire::codec;
@@ -126,7 +127,7 @@ pub(crate) fn join_job() -> Joined {
             abort(2);
         }
         WORLD.get_or_init(|| world);
-        call_at_exit();
+        exit::at_exit(end_job);
         return Joined::RankZero;
     }
     let world = WORLD.get_or_init(|| world);
@@ -145,45 +146,14 @@ pub(crate) fn leave_job(code: i32) -> ! {
 
 /// `MPI_Init_thread`, and what the job looks like from here.
 fn join() -> Result<World> {
-    let mut provided: c_int = 0;
-    // SAFETY: MPI may read argc/argv; null pointers are allowed for both. `provided` is a valid
-    // place for the result.
-    let code = unsafe {
-        ffi::MPI_Init_thread(
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            ffi::RSMPI_THREAD_MULTIPLE,
-            &mut provided,
-        )
-    };
-    check(code, "MPI_Init_thread")?;
+    let (rank, size, multiple) = mpi::init().map_err(mpi_error)?;
     *OPEN.write().unwrap_or_else(PoisonError::into_inner) = true;
-    // SAFETY: reading constants that the MPI library defines.
-    let multiple = unsafe { ffi::RSMPI_THREAD_MULTIPLE };
-    if provided < multiple {
-        return Err(Error::new(Kind::Usage(
+    if !multiple {
+        return Err(Error::usage(
             "this MPI library does not support MPI_THREAD_MULTIPLE, which mp needs (one pool \
              thread talks to each rank); build or load an MPI with thread support (MPICH and \
-             Open MPI have it)"
-                .into(),
-        )));
-    }
-    let (mut rank, mut size): (c_int, c_int) = (0, 0);
-    // SAFETY: MPI is initialized; the out-pointers are valid. ERRORS_RETURN makes failures
-    // return codes (which we turn into errors) instead of ending the job.
-    unsafe {
-        check(
-            ffi::MPI_Comm_set_errhandler(ffi::RSMPI_COMM_WORLD, ffi::RSMPI_ERRORS_RETURN),
-            "MPI_Comm_set_errhandler",
-        )?;
-        check(
-            ffi::MPI_Comm_rank(ffi::RSMPI_COMM_WORLD, &mut rank),
-            "MPI_Comm_rank",
-        )?;
-        check(
-            ffi::MPI_Comm_size(ffi::RSMPI_COMM_WORLD, &mut size),
-            "MPI_Comm_size",
-        )?;
+             Open MPI have it)",
+        ));
     }
     let piece = std::env::var(PIECE_VAR)
         .ok()
@@ -278,21 +248,12 @@ fn send_open(dest: i32, tag: i32, header: &[u8], payload: &[u8]) -> Result<()> {
 }
 
 fn raw_send(dest: i32, tag: i32, bytes: &[u8]) -> Result<()> {
-    let count = c_int::try_from(bytes.len())
-        .map_err(|_| Error::protocol("an MPI message over 2 GiB (a bug: pieces are smaller)"))?;
-    // SAFETY: `bytes` is valid for `count` bytes during the call; MPI_Send returns once the
-    // buffer may be reused.
-    let code = unsafe {
-        ffi::MPI_Send(
-            bytes.as_ptr().cast(),
-            count,
-            ffi::RSMPI_UINT8_T,
-            dest,
-            tag,
-            ffi::RSMPI_COMM_WORLD,
-        )
-    };
-    check(code, "MPI_Send")
+    mpi::send(dest, tag, bytes, false).map_err(mpi_error)
+}
+
+/// An MPI failure as the crate's error.
+fn mpi_error(error: MpiError) -> Error {
+    Error::new(Kind::Mpi(error.to_string()))
 }
 
 /// The order to stop, from rank 0 to every other rank when the job ends: an empty header, which
@@ -320,7 +281,7 @@ pub(crate) fn recv(source: i32, tag: i32) -> Result<Message> {
 /// The next message from `source` with `tag` if one has arrived.
 pub(crate) fn try_recv(source: i32, tag: i32) -> Result<Option<Message>> {
     let open = open()?;
-    let Some((first, _)) = probe_recv(source, tag)? else {
+    let Some((first, _)) = probe_recv(Some(source), tag)? else {
         return Ok(None);
     };
     let message = finish_recv(first, source, tag);
@@ -330,12 +291,10 @@ pub(crate) fn try_recv(source: i32, tag: i32) -> Result<Option<Message>> {
 
 /// Waits for a message with `tag` from any rank; returns its sender too.
 fn recv_any(tag: i32) -> Result<(i32, Message)> {
-    // SAFETY: reading a constant that the MPI library defines.
-    let any = unsafe { ffi::RSMPI_ANY_SOURCE };
     let mut backoff = Backoff::new();
     loop {
         let open = open()?;
-        if let Some((first, source)) = probe_recv(any, tag)? {
+        if let Some((first, source)) = probe_recv(None, tag)? {
             let message = finish_recv(first, source, tag)?;
             drop(open);
             return Ok((source, message));
@@ -385,85 +344,36 @@ fn finish_recv(mut first: Vec<u8>, source: i32, tag: i32) -> Result<Message> {
     Ok(Message { header, payload })
 }
 
-/// Receives the next message from `source` with `tag` into a new buffer, if one has arrived;
-/// returns it and its sender.
-fn probe_recv(source: i32, tag: i32) -> Result<Option<(Vec<u8>, i32)>> {
-    let Some((mut message, status)) = improbe(source, tag)? else {
+/// Receives the next message from `source` (any rank if `None`) with `tag` into a new buffer,
+/// if one has arrived; returns it and its sender.
+fn probe_recv(source: Option<i32>, tag: i32) -> Result<Option<(Vec<u8>, i32)>> {
+    let Some(matched) = try_match(source, Some(tag))? else {
         return Ok(None);
     };
-    let count = count_of(&status)?;
-    let mut buf = Vec::with_capacity(count);
-    mrecv(
-        &mut message,
-        buf.spare_capacity_mut().as_mut_ptr().cast(),
-        count,
-    )?;
-    // SAFETY: MPI_Mrecv wrote exactly `count` bytes (the matched message's size) into the
-    // spare capacity, which holds `count` bytes.
-    unsafe { buf.set_len(count) };
-    Ok(Some((buf, status.MPI_SOURCE)))
+    let source = matched.source;
+    let mut buf = Vec::new();
+    matched.receive_onto(&mut buf).map_err(mpi_error)?;
+    Ok(Some((buf, source)))
 }
 
 /// Receives the next piece from `source` with `tag` onto the end of `payload`, if one has
 /// arrived; false if none has yet.
 fn probe_into(source: i32, tag: i32, payload: &mut Vec<u8>, total: usize) -> Result<bool> {
-    let Some((mut message, status)) = improbe(source, tag)? else {
+    let Some(matched) = try_match(Some(source), Some(tag))? else {
         return Ok(false);
     };
-    let count = count_of(&status)?;
-    if count > total - payload.len() {
+    if matched.len > total - payload.len() {
         return Err(Error::protocol(format!(
             "rank {source} sent more pieces than its message announced"
         )));
     }
-    mrecv(
-        &mut message,
-        payload.spare_capacity_mut().as_mut_ptr().cast(),
-        count,
-    )?;
-    // SAFETY: MPI_Mrecv wrote `count` bytes into the spare capacity, which is at least
-    // `total - len >= count` bytes long (reserved before the first piece).
-    unsafe { payload.set_len(payload.len() + count) };
+    // The payload's whole length was reserved before the first piece: no reallocation here.
+    matched.receive_onto(payload).map_err(mpi_error)?;
     Ok(true)
 }
 
-fn improbe(source: i32, tag: i32) -> Result<Option<(ffi::MPI_Message, ffi::MPI_Status)>> {
-    let mut flag: c_int = 0;
-    // SAFETY: an all-zero MPI_Message and MPI_Status are plain integers or handles that
-    // MPI_Improbe overwrites before we read them (only when it sets `flag`).
-    let mut message: ffi::MPI_Message = unsafe { std::mem::zeroed() };
-    // SAFETY: as above; MPI_Status is a plain C struct of ints.
-    let mut status: ffi::MPI_Status = unsafe { std::mem::zeroed() };
-    // SAFETY: the out-pointers are valid for the call.
-    let code = unsafe {
-        ffi::MPI_Improbe(
-            source,
-            tag,
-            ffi::RSMPI_COMM_WORLD,
-            &mut flag,
-            &mut message,
-            &mut status,
-        )
-    };
-    check(code, "MPI_Improbe")?;
-    Ok((flag != 0).then_some((message, status)))
-}
-
-fn count_of(status: &ffi::MPI_Status) -> Result<usize> {
-    let mut count: c_int = 0;
-    // SAFETY: `status` came from MPI_Improbe; `count` is a valid out-pointer.
-    let code = unsafe { ffi::MPI_Get_count(status, ffi::RSMPI_UINT8_T, &mut count) };
-    check(code, "MPI_Get_count")?;
-    usize::try_from(count).map_err(|_| Error::protocol("an MPI message of unknown size"))
-}
-
-fn mrecv(message: &mut ffi::MPI_Message, into: *mut std::ffi::c_void, count: usize) -> Result<()> {
-    // SAFETY: reading a constant that the MPI library defines.
-    let ignore = unsafe { ffi::RSMPI_STATUS_IGNORE };
-    // SAFETY: `into` points to at least `count` writable bytes (the callers reserve them), and
-    // `message` is a matched message of exactly `count` bytes, received once.
-    let code = unsafe { ffi::MPI_Mrecv(into, count as c_int, ffi::RSMPI_UINT8_T, message, ignore) };
-    check(code, "MPI_Mrecv")
+fn try_match(source: Option<i32>, tag: Option<i32>) -> Result<Option<Matched>> {
+    mpi::try_match(source, tag).map_err(mpi_error)
 }
 
 /// A read hold on MPI: it stays initialized until the hold is dropped.
@@ -476,66 +386,15 @@ fn open() -> Result<RwLockReadGuard<'static, bool>> {
     }
 }
 
-/// Turns an MPI return code into an error that names the call.
-fn check(code: c_int, call: &str) -> Result<()> {
-    if code == ffi::MPI_SUCCESS as c_int {
-        return Ok(());
-    }
-    let mut text = [0 as std::ffi::c_char; 1024];
-    let mut len: c_int = 0;
-    // SAFETY: `text` holds MPI_MAX_ERROR_STRING (at most 1024 in MPICH and Open MPI) chars;
-    // MPI writes a NUL-terminated string into it.
-    let described = unsafe { ffi::MPI_Error_string(code, text.as_mut_ptr(), &mut len) };
-    let why = if described == ffi::MPI_SUCCESS as c_int {
-        // SAFETY: MPI_Error_string wrote a NUL-terminated string into `text`.
-        unsafe { CStr::from_ptr(text.as_ptr()) }
-            .to_string_lossy()
-            .into_owned()
-    } else {
-        format!("error code {code}")
-    };
-    Err(Error::new(Kind::Mpi(format!("{call} failed: {why}"))))
-}
-
 /// Ends the whole job with `code` (MPI_Abort): for errors that make the job meaningless, such
 /// as ranks that run different builds.
-fn abort(code: c_int) -> ! {
-    // SAFETY: plain MPI call; it does not return when MPI is initialized. If it does (MPI not
-    // initialized), the process exits below.
-    unsafe { ffi::MPI_Abort(ffi::RSMPI_COMM_WORLD, code) };
-    std::process::exit(code)
-}
-
-/// Has [`end_job`] run when this process exits, with the exit status (glibc's `on_exit`).
-#[cfg(target_env = "gnu")]
-fn call_at_exit() {
-    unsafe extern "C" {
-        fn on_exit(
-            function: extern "C" fn(c_int, *mut std::ffi::c_void),
-            argument: *mut std::ffi::c_void,
-        ) -> c_int;
-    }
-    extern "C" fn handler(status: c_int, _: *mut std::ffi::c_void) {
-        end_job(status);
-    }
-    // SAFETY: registers a plain C function with the C runtime; it runs once, at exit, with the
-    // status `exit` was given; the argument is unused.
-    unsafe { on_exit(handler, std::ptr::null_mut()) };
-}
-
-/// Has [`end_job`] run when this process exits (the status is not known: taken as success).
-#[cfg(not(target_env = "gnu"))]
-fn call_at_exit() {
-    extern "C" fn handler() {
-        end_job(0);
-    }
-    // SAFETY: registers a plain `extern "C" fn()` with the C runtime; it runs once, at exit.
-    unsafe { libc::atexit(handler) };
+fn abort(code: i32) -> ! {
+    mpi::abort(code)
 }
 
 /// Rank 0's exit handler: every other rank stops, and the job ends cleanly. `status` is the
 /// process's exit status.
-fn end_job(status: c_int) {
+fn end_job(status: i32) {
     let Some(world) = WORLD.get() else { return };
     // Waits until no pool thread is inside MPI; after this none enters it again.
     let mut open = OPEN.write().unwrap_or_else(PoisonError::into_inner);
@@ -545,18 +404,15 @@ fn end_job(status: c_int) {
     for rank in 1..world.size {
         let _ = send_open(rank, TAG_TO_RANK, STOP, &[]);
     }
-    // SAFETY: reading a constant that the MPI library defines.
-    let any_tag = unsafe { ffi::RSMPI_ANY_TAG };
     for rank in 1..world.size {
         // Replies still on their way are dropped: no one waits for them any more.
         let mut backoff = Backoff::new();
         loop {
-            match improbe(rank, any_tag) {
-                Ok(Some((mut message, status))) => {
-                    let count = count_of(&status).unwrap_or(0);
-                    let mut sink = vec![0u8; count];
-                    let _ = mrecv(&mut message, sink.as_mut_ptr().cast(), count);
-                    if status.MPI_TAG == TAG_BYE {
+            match try_match(Some(rank), None) {
+                Ok(Some(matched)) => {
+                    let bye = matched.tag == TAG_BYE;
+                    let _ = matched.receive_onto(&mut Vec::new());
+                    if bye {
                         break;
                     }
                     backoff = Backoff::new();
@@ -576,23 +432,11 @@ fn end_job(status: c_int) {
 /// it.
 pub(crate) fn say_goodbye() -> Result<()> {
     let _open = open()?;
-    let nothing = [0u8; 0];
-    // SAFETY: a zero-byte message from a valid (empty) buffer; returns once matched.
-    let code = unsafe {
-        ffi::MPI_Ssend(
-            nothing.as_ptr().cast(),
-            0,
-            ffi::RSMPI_UINT8_T,
-            0,
-            TAG_BYE,
-            ffi::RSMPI_COMM_WORLD,
-        )
-    };
-    check(code, "MPI_Ssend")
+    mpi::send(0, TAG_BYE, &[], true).map_err(mpi_error)
 }
 
 /// Ends MPI in a worker rank, once its pools are gone; `code` is the rank's exit code.
-fn finalize(code: c_int) {
+fn finalize(code: i32) {
     let mut open = OPEN.write().unwrap_or_else(PoisonError::into_inner);
     if *open {
         *open = false;
@@ -608,23 +452,19 @@ fn finalize(code: c_int) {
 /// wait for it in the launcher. By then every task is done and every rank has said goodbye,
 /// so past [`FINALIZE_GRACE`] the process leaves without MPI, with its own exit status,
 /// rather than hold the job forever.
-fn end_mpi(status: c_int) {
+fn end_mpi(status: i32) {
     std::thread::spawn(move || {
         std::thread::sleep(FINALIZE_GRACE);
         eprintln!(
             "mp: MPI_Finalize did not return within {FINALIZE_GRACE:?} (a known hang of UCX's \
              TCP transport); exiting without it, with status {status}"
         );
-        // SAFETY: ends the process at once, without running exit handlers again: the work
-        // is done and MPI is stuck.
-        unsafe { libc::_exit(status) };
+        // Without running exit handlers again: the work is done and MPI is stuck.
+        exit::exit_now(status);
     });
-    // SAFETY: no other thread of this process is inside MPI or will call it again (the caller
-    // closed OPEN), and every rank calls these two in this order.
-    unsafe {
-        ffi::MPI_Barrier(ffi::RSMPI_COMM_WORLD);
-        ffi::MPI_Finalize();
-    }
+    // No other thread of this process is inside MPI or will call it again (the caller closed
+    // OPEN), and every rank comes here once.
+    mpi::barrier_and_finalize();
 }
 
 /// How long `MPI_Finalize` may take before a rank leaves without it; see [`end_mpi`].

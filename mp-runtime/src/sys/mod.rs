@@ -2,12 +2,17 @@
 //! above are safe Rust. A port to another Unix would touch this folder only.
 //!
 //! Uses `rustix` where it covers the call, `libc` for the rest (robust pthread mutexes, fork,
-//! `close_range`, `getauxval`). Uses nothing else of this crate: failures are `io::Error`s.
+//! `close_range`, `getauxval`), and the MPI library's own calls for feature `mpi` (`mpi`).
+//! Uses nothing else of this crate: failures are `io::Error`s (or `mpi::MpiError`).
 
+#[cfg(feature = "mpi")]
+pub(crate) mod exit;
 pub(crate) mod fd;
 pub(crate) mod futex;
 pub(crate) mod memfd;
 pub(crate) mod mmap;
+#[cfg(feature = "mpi")]
+pub(crate) mod mpi;
 pub(crate) mod mutex;
 pub(crate) mod pidfd;
 pub(crate) mod process;
