@@ -85,7 +85,7 @@ type Locked<'a> = MonitorGuard<'a, Fields>;
 ///
 /// Pass it to other processes as an argument to [`spawn!`](crate::spawn) or to pool tasks (a
 /// clone is cheap: it is the same queue). Items are encoded like call arguments; handles
-/// cannot be put on a queue (send them through a [`pipe`](crate::ipc::pipe)).
+/// cannot be put on a queue (send them through a [`pipe`](crate::pipe())).
 ///
 /// [`close`](Queue::close) ends the queue for every process: `put` fails, and `get` returns
 /// what is left, then fails with [`is_disconnected`](crate::Error::is_disconnected), which is
