@@ -91,7 +91,7 @@ fn use_kit(kit: Kit, n: u32) -> Kit {
     barrier.wait().unwrap();
     *value.lock().unwrap() += n;
     array.lock().unwrap()[0] += 1;
-    shm.write_at(0, &[1]);
+    shm.write_at(0, &[1]).unwrap();
     // And back again, in the result.
     (
         queue, joinable, lock, rlock, sem, event, cond, barrier, value, array, shm,
@@ -129,7 +129,7 @@ fn every_handle_goes_to_pool_tasks_and_comes_back_in_results() {
     assert_eq!(k.0.len().unwrap(), 4);
     assert!(back[3].5.is_set().unwrap());
     let mut byte = [0];
-    back[2].10.read_at(0, &mut byte);
+    back[2].10.read_at(0, &mut byte).unwrap();
     assert_eq!(byte, [1]);
     // Through a pipe as well.
     let (a, b) = pipe::<Kit>().unwrap();

@@ -93,7 +93,7 @@ fn dev_shm() -> BTreeSet<String> {
 #[process_fn]
 fn make_region_and_hang(made: Event) {
     let mut shm = SharedMemory::new(1 << 20).unwrap();
-    shm.write_at(0, b"mine");
+    shm.write_at(0, b"mine").unwrap();
     made.set().unwrap();
     std::thread::sleep(Duration::from_secs(600));
 }
@@ -115,13 +115,13 @@ fn anonymous_memory_leaves_nothing_in_dev_shm_when_its_owner_is_killed() {
 #[process_fn]
 fn write_named(name: String) {
     let mut shm = SharedMemory::open(&name).unwrap();
-    shm.write_at(0, b"from the child");
+    shm.write_at(0, b"from the child").unwrap();
 }
 
 #[process_fn]
 fn read_passed(shm: SharedMemory, len: usize) -> Vec<u8> {
     let mut buf = vec![0; len];
-    shm.read_at(0, &mut buf);
+    shm.read_at(0, &mut buf).unwrap();
     buf
 }
 

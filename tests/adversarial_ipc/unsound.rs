@@ -108,13 +108,13 @@ fn reads_and_writes_on_clones_on_two_threads_document_the_race() {
             s.spawn(move || {
                 for i in 0..2000u32 {
                     let byte = if i % 2 == 0 { 0x00 } else { 0xff };
-                    writer.write_at(0, &[byte; 4096]);
+                    writer.write_at(0, &[byte; 4096]).unwrap();
                 }
             });
             s.spawn(move || {
                 let mut buf = [0u8; 4096];
                 for _ in 0..2000 {
-                    reader.read_at(0, &mut buf);
+                    reader.read_at(0, &mut buf).unwrap();
                     assert!(buf.iter().all(|&b| b == 0x00 || b == 0xff));
                 }
             });

@@ -11,20 +11,20 @@
 //! locker takes the mutex over and goes on. A full ring doubles (the file grows and each
 //! process remaps it when it next holds the mutex), and an emptied large ring is cut back.
 
-use std::cell::UnsafeCell;
 use std::fmt;
 use std::io;
 use std::marker::PhantomData;
 use std::ops::Deref;
-use std::ptr::NonNull;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Kind, Result};
-use crate::ipc::shm::{LockFailure, RawMutex, SharedState, Shm, Signal, deadline, map_fd, set_len};
+use crate::ipc::shm::{SharedState, Shm, Wait, lock_state, map_fd, set_len, wait_state};
+use crate::sys::mmap::{InMapping, Mapping};
+use crate::sys::mutex::{Monitor, MonitorGuard, Signal};
 use crate::wire::codec;
 
 /// Where the ring starts in the file: past the state, page aligned.
@@ -39,11 +39,10 @@ const RECORD_HEADER: u64 = 8;
 
 #[repr(C)]
 struct QueueState {
-    mutex: RawMutex,
+    monitor: Monitor<Fields>,
     not_empty: Signal,
     not_full: Signal,
     all_done: Signal,
-    fields: UnsafeCell<Fields>,
 }
 
 /// What the mutex guards.
@@ -66,78 +65,27 @@ struct Fields {
 }
 
 // SAFETY: all-zero bytes are a valid (unbounded, empty, open) state until `init` runs; the
-// fields are used only under `mutex`, the signals are atomics.
-unsafe impl SharedState for QueueState {
-    const KIND: u64 = 0x6d70_5175_6575_6502;
-    const MAP_DATA: bool = false;
+// fields are used only under the monitor's mutex, the signals are atomics.
+unsafe impl InMapping for QueueState {}
+
+impl SharedState for QueueState {
+    const KIND: u64 = 0x6d70_5175_6575_6503;
+    const RESIZABLE: bool = true;
 
     fn init(&self) -> io::Result<()> {
-        self.mutex.init(false)
+        self.monitor.init(false)
     }
 }
 
 /// A held queue mutex: the fields, while it lives.
-struct Locked<'a> {
-    state: &'a QueueState,
-}
-
-impl Locked<'_> {
-    fn fields(&mut self) -> &mut Fields {
-        // SAFETY: the mutex is held for as long as `self`, so nothing else touches the fields.
-        unsafe { &mut *self.state.fields.get() }
-    }
-
-    /// Waits on `signal`; false if `deadline` passed.
-    fn wait(&mut self, signal: &Signal, deadline: Option<Instant>) -> Result<bool> {
-        match signal.wait(&self.state.mutex, deadline) {
-            Ok(woke) => Ok(woke),
-            // The state is consistent after every change: a dead owner is no reason to fail.
-            Err(LockFailure::OwnerDied) => Ok(true),
-            Err(failure) => Err(os_error(failure)),
-        }
-    }
-}
-
-impl Drop for Locked<'_> {
-    fn drop(&mut self) {
-        self.state.mutex.unlock();
-    }
-}
-
-fn os_error(failure: LockFailure) -> Error {
-    match failure {
-        LockFailure::Os(e) => Error::io("cannot lock a queue", e),
-        other => Error::protocol(format!("unexpected lock failure {other:?}")),
-    }
-}
-
-/// How long to wait: forever, not at all, or until a deadline.
-#[derive(Clone, Copy)]
-enum Wait {
-    Forever,
-    No,
-    Until(Option<Instant>, Duration),
-}
-
-impl Wait {
-    fn timeout(timeout: Duration) -> Self {
-        Wait::Until(deadline(timeout), timeout)
-    }
-
-    fn deadline(self) -> Option<Instant> {
-        match self {
-            Wait::Until(deadline, _) => deadline,
-            _ => None,
-        }
-    }
-}
+type Locked<'a> = MonitorGuard<'a, Fields>;
 
 /// A first-in first-out queue of `T`s shared by any number of processes, Python's
 /// `multiprocessing.Queue`.
 ///
 /// Pass it to other processes as an argument to [`spawn!`](crate::spawn) or to pool tasks (a
 /// clone is cheap: it is the same queue). Items are encoded like call arguments; handles
-/// cannot be put on a queue (send them through a [`pipe`](crate::ipc::pipe)).
+/// cannot be put on a queue (send them through a [`pipe`](crate::pipe())).
 ///
 /// [`close`](Queue::close) ends the queue for every process: `put` fails, and `get` returns
 /// what is left, then fails with [`is_disconnected`](crate::Error::is_disconnected), which is
@@ -174,7 +122,7 @@ impl Shared {
     fn new(shm: Shm<QueueState>) -> Self {
         Shared {
             shm,
-            ring: Mutex::new(Ring { map: None, len: 0 }),
+            ring: Mutex::new(Ring { map: None }),
         }
     }
 }
@@ -182,21 +130,7 @@ impl Shared {
 /// This process's mapping of the file from its start: the ring is `RECORDS` in. It may be
 /// larger than the ring is now (after a shrink), never smaller when used.
 struct Ring {
-    map: Option<NonNull<u8>>,
-    len: u64,
-}
-
-// SAFETY: the mapping is shared memory, touched only under the queue's mutex.
-unsafe impl Send for Ring {}
-
-impl Drop for Ring {
-    fn drop(&mut self) {
-        if let Some(map) = self.map {
-            // SAFETY: unmaps exactly the mapping made in `ring`; no borrow of it outlives the
-            // queue's mutex, let alone `self`.
-            unsafe { libc::munmap(map.as_ptr().cast(), (RECORDS + self.len) as usize) };
-        }
-    }
+    map: Option<Arc<Mapping>>,
 }
 
 impl<T> Clone for Queue<T> {
@@ -213,33 +147,30 @@ fn record_size(len: u64) -> u64 {
     (RECORD_HEADER + len).next_multiple_of(8)
 }
 
-/// Copies `bytes` into the ring of `capacity` bytes at `data`, from `offset` on, wrapping.
-///
-/// # Safety
-///
-/// `data` must be valid for `capacity` bytes, and `bytes.len() <= capacity`.
-unsafe fn copy_in(data: *mut u8, capacity: u64, offset: u64, bytes: &[u8]) {
-    let at = (offset % capacity) as usize;
-    let first = bytes.len().min(capacity as usize - at);
-    // SAFETY: both ranges lie inside the ring (caller), and `bytes` is not in it.
-    unsafe {
-        std::ptr::copy_nonoverlapping(bytes.as_ptr(), data.add(at), first);
-        std::ptr::copy_nonoverlapping(bytes.as_ptr().add(first), data, bytes.len() - first);
-    }
+/// The ring of `capacity` bytes that starts `RECORDS` into `map`.
+struct RingView<'a> {
+    map: &'a Mapping,
+    capacity: u64,
 }
 
-/// Copies `out.len()` bytes out of the ring, from `offset` on, wrapping.
-///
-/// # Safety
-///
-/// As for [`copy_in`].
-unsafe fn copy_out(data: *const u8, capacity: u64, offset: u64, out: &mut [u8]) {
-    let at = (offset % capacity) as usize;
-    let first = out.len().min(capacity as usize - at);
-    // SAFETY: both ranges lie inside the ring (caller), and `out` is not in it.
-    unsafe {
-        std::ptr::copy_nonoverlapping(data.add(at), out.as_mut_ptr(), first);
-        std::ptr::copy_nonoverlapping(data, out.as_mut_ptr().add(first), out.len() - first);
+impl RingView<'_> {
+    /// Copies `bytes` in from `offset` on, wrapping.
+    fn copy_in(&self, offset: u64, bytes: &[u8]) {
+        let at = (offset % self.capacity) as usize;
+        let first = bytes.len().min(self.capacity as usize - at);
+        let start = RECORDS as usize;
+        self.map.write(start + at, &bytes[..first]);
+        self.map.write(start, &bytes[first..]);
+    }
+
+    /// Copies `out.len()` bytes out from `offset` on, wrapping.
+    fn copy_out(&self, offset: u64, out: &mut [u8]) {
+        let at = (offset % self.capacity) as usize;
+        let first = out.len().min(self.capacity as usize - at);
+        let start = RECORDS as usize;
+        let (head, tail) = out.split_at_mut(first);
+        self.map.read(start + at, head);
+        self.map.read(start, tail);
     }
 }
 
@@ -280,7 +211,7 @@ impl<T> Queue<T> {
             shared: Arc::new(Shared::new(shm)),
             item: PhantomData,
         };
-        let mut locked = queue.lock(Wait::Forever)?;
+        let mut locked = queue.lock(Wait::Forever)?.expect("waited");
         let fields = locked.fields();
         fields.maxsize = maxsize;
         fields.capacity = FIRST_CAPACITY;
@@ -293,30 +224,20 @@ impl<T> Queue<T> {
     }
 
     /// The ring's memory in this process, mapped (again) if it grew since this process last
-    /// looked. Call with the queue's mutex held, and use the pointer only while it is.
-    fn ring(&self, fields: &Fields) -> Result<*mut u8> {
+    /// looked. Call with the queue's mutex held, and use it only while it is: the bytes are
+    /// another process's to change otherwise.
+    fn ring(&self, fields: &Fields) -> Result<Arc<Mapping>> {
         let mut ring = self
             .shared
             .ring
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        match ring.map {
-            Some(_) if ring.len >= fields.capacity => {}
-            old => {
-                let len = (RECORDS + fields.capacity) as usize;
-                let map = map_fd(self.shared.shm.fd(), len)?;
-                if let Some(old) = old {
-                    // SAFETY: the old mapping is unused: every use is under the queue's mutex,
-                    // which this thread holds.
-                    unsafe { libc::munmap(old.as_ptr().cast(), (RECORDS + ring.len) as usize) };
-                }
-                ring.map = Some(map);
-                ring.len = fields.capacity;
-            }
+        let len = (RECORDS + fields.capacity) as usize;
+        match &ring.map {
+            Some(map) if map.len() >= len => {}
+            _ => ring.map = Some(Arc::new(map_fd(self.shared.shm.fd(), len)?)),
         }
-        let map = ring.map.expect("mapped above");
-        // SAFETY: the mapping is `RECORDS + len` bytes long.
-        Ok(unsafe { map.as_ptr().add(RECORDS as usize) })
+        Ok(ring.map.clone().expect("mapped above"))
     }
 
     /// Doubles the ring (at least) until `need` more bytes fit, keeping its records in order.
@@ -325,7 +246,7 @@ impl<T> Queue<T> {
         let old = fields.capacity;
         let capacity = (used + need).next_power_of_two().max(2 * old);
         set_len(self.shared.shm.fd(), (RECORDS + capacity) as usize)?;
-        let data = self.ring(&Fields {
+        let map = self.ring(&Fields {
             capacity,
             ..*fields
         })?;
@@ -333,21 +254,18 @@ impl<T> Queue<T> {
         // start moves to just past the old end. A death here changes nothing yet.
         let head = fields.head % old;
         let wrapped = (head + used).saturating_sub(old);
-        // SAFETY: `wrapped < old`, so both ranges lie inside the new ring and do not overlap.
-        unsafe { std::ptr::copy_nonoverlapping(data, data.add(old as usize), wrapped as usize) };
+        let mut moved = vec![0; wrapped as usize];
+        map.read(RECORDS as usize, &mut moved);
+        map.write((RECORDS + old) as usize, &moved);
         fields.head = head;
         fields.tail = head + used;
         fields.capacity = capacity;
         Ok(())
     }
 
-    fn lock(&self, wait: Wait) -> Result<Locked<'_>> {
-        let state = self.state();
-        match state.mutex.lock_state(wait.deadline()) {
-            Ok(()) => Ok(Locked { state }),
-            Err(LockFailure::TimedOut) => Err(timed_out(wait)),
-            Err(failure) => Err(os_error(failure)),
-        }
+    /// Locks the queue; `Ok(None)` for `Wait::No` when another process or thread holds it.
+    fn lock(&self, wait: Wait) -> Result<Option<Locked<'_>>> {
+        lock_state(&self.state().monitor, wait, "the queue")
     }
 
     /// The number of items in the queue now (others may change it at once), Python's `qsize`.
@@ -360,7 +278,7 @@ impl<T> Queue<T> {
     /// assert_eq!(queue.len().unwrap(), 1);
     /// ```
     pub fn len(&self) -> Result<usize> {
-        Ok(self.lock(Wait::Forever)?.fields().len as usize)
+        Ok(self.lock(Wait::Forever)?.expect("waited").get().len as usize)
     }
 
     /// Whether the queue is empty now, Python's `empty()`.
@@ -388,7 +306,7 @@ impl<T> Queue<T> {
     /// assert!(queue.get().unwrap_err().is_disconnected());
     /// ```
     pub fn close(&self) -> Result<()> {
-        self.lock(Wait::Forever)?.fields().closed = true;
+        self.lock(Wait::Forever)?.expect("waited").fields().closed = true;
         let state = self.state();
         state.not_empty.notify_all();
         state.not_full.notify_all();
@@ -398,7 +316,8 @@ impl<T> Queue<T> {
     /// Appends one encoded item.
     fn put_bytes(&self, bytes: &[u8], wait: Wait) -> Result<()> {
         let state = self.state();
-        let mut locked = self.lock(wait)?;
+        // Busy counts as full for a put that must not wait, as in Python.
+        let mut locked = self.lock(wait)?.ok_or_else(full)?;
         loop {
             let fields = locked.fields();
             if fields.closed {
@@ -408,9 +327,9 @@ impl<T> Queue<T> {
                 break;
             }
             match wait {
-                Wait::No => return Err(Error::new(Kind::Full("the queue is full".into()))),
+                Wait::No => return Err(full()),
                 _ => {
-                    if !locked.wait(&state.not_full, wait.deadline())? {
+                    if !wait_state(&mut locked, &state.not_full, wait, "the queue")? {
                         return Err(timed_out(wait));
                     }
                 }
@@ -421,18 +340,15 @@ impl<T> Queue<T> {
         if fields.capacity - (fields.tail - fields.head) < size {
             self.grow(fields, size)?;
         }
-        let data = self.ring(fields)?;
-        // SAFETY: the mutex is held and the ring has room for the record at `tail` (checked
-        // above): header and bytes land in free space that nobody reads.
-        unsafe {
-            copy_in(
-                data,
-                fields.capacity,
-                fields.tail,
-                &(bytes.len() as u64).to_le_bytes(),
-            );
-            copy_in(data, fields.capacity, fields.tail + RECORD_HEADER, bytes);
-        }
+        let map = self.ring(fields)?;
+        let ring = RingView {
+            map: &map,
+            capacity: fields.capacity,
+        };
+        // The ring has room for the record at `tail` (checked above): header and bytes land
+        // in free space that nobody reads.
+        ring.copy_in(fields.tail, &(bytes.len() as u64).to_le_bytes());
+        ring.copy_in(fields.tail + RECORD_HEADER, bytes);
         // Only now is the record visible: a death above leaves the queue as it was.
         fields.tail += size;
         fields.len += 1;
@@ -445,7 +361,8 @@ impl<T> Queue<T> {
     /// Takes the first encoded item.
     fn get_bytes(&self, wait: Wait) -> Result<Vec<u8>> {
         let state = self.state();
-        let mut locked = self.lock(wait)?;
+        // Busy counts as empty for a get that must not wait, as in Python.
+        let mut locked = self.lock(wait)?.ok_or_else(|| Error::new(Kind::Empty))?;
         loop {
             let fields = locked.fields();
             if fields.len > 0 {
@@ -457,31 +374,26 @@ impl<T> Queue<T> {
             match wait {
                 Wait::No => return Err(Error::new(Kind::Empty)),
                 _ => {
-                    if !locked.wait(&state.not_empty, wait.deadline())? {
+                    if !wait_state(&mut locked, &state.not_empty, wait, "the queue")? {
                         return Err(timed_out(wait));
                     }
                 }
             }
         }
         let fields = locked.fields();
-        let data = self.ring(fields)?;
+        let map = self.ring(fields)?;
+        let ring = RingView {
+            map: &map,
+            capacity: fields.capacity,
+        };
         let mut header = [0u8; RECORD_HEADER as usize];
-        // SAFETY: the mutex is held and a whole record is at `head`.
-        unsafe { copy_out(data, fields.capacity, fields.head, &mut header) };
+        ring.copy_out(fields.head, &mut header);
         let len = u64::from_le_bytes(header);
         if record_size(len) > fields.tail - fields.head {
             return Err(Error::protocol("a queue's record is cut short"));
         }
         let mut bytes = vec![0u8; len as usize];
-        // SAFETY: as above; the record's bytes follow its header.
-        unsafe {
-            copy_out(
-                data,
-                fields.capacity,
-                fields.head + RECORD_HEADER,
-                &mut bytes,
-            )
-        };
+        ring.copy_out(fields.head + RECORD_HEADER, &mut bytes);
         fields.head += record_size(len);
         fields.len -= 1;
         self.release(fields)?;
@@ -508,18 +420,18 @@ impl<T> Queue<T> {
     }
 }
 
+fn full() -> Error {
+    Error::new(Kind::Full("the queue is full".into()))
+}
+
 fn closed() -> Error {
     Error::new(Kind::Disconnected("the queue is closed".into()))
 }
 
 fn timed_out(wait: Wait) -> Error {
-    let after = match wait {
-        Wait::Until(_, after) => after,
-        _ => Duration::ZERO,
-    };
     Error::new(Kind::Timeout {
         what: "the queue".into(),
-        after,
+        after: wait.after(),
     })
 }
 
@@ -726,7 +638,7 @@ impl<T> JoinableQueue<T> {
     /// assert!(queue.task_done().unwrap_err().is_usage());
     /// ```
     pub fn task_done(&self) -> Result<()> {
-        let mut locked = self.queue.lock(Wait::Forever)?;
+        let mut locked = self.queue.lock(Wait::Forever)?.expect("waited");
         let fields = locked.fields();
         if fields.unfinished == 0 {
             return Err(Error::new(Kind::Usage(
@@ -774,9 +686,9 @@ impl<T> JoinableQueue<T> {
 
     fn join_until(&self, wait: Wait) -> Result<()> {
         let state = self.queue.state();
-        let mut locked = self.queue.lock(wait)?;
-        while locked.fields().unfinished > 0 {
-            if !locked.wait(&state.all_done, wait.deadline())? {
+        let mut locked = self.queue.lock(wait)?.expect("a join always waits");
+        while locked.get().unfinished > 0 {
+            if !wait_state(&mut locked, &state.all_done, wait, "the queue")? {
                 return Err(timed_out(wait));
             }
         }

@@ -5,22 +5,26 @@
 //! copied when they are passed. `SharedMemory` is a byte region, anonymous by default or named
 //! (in `/dev/shm`, owner-only) so that unrelated programs can open it.
 
-use std::cell::UnsafeCell;
 use std::ffi::CString;
 use std::fmt;
 use std::io;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
-use std::ptr::NonNull;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Kind, Result};
-use crate::ipc::shm::{RawMutex, SharedState, Shm, file_len, map_fd, memfd, set_len};
-use crate::ipc::sync::{acquire_mutex, try_acquire_mutex};
+use crate::ipc::shm::{
+    Held, MAX_ALIGN, SharedState, Shm, Wait, data_offset, file_len, map_fd, set_len,
+};
+use crate::ipc::sync::waited;
+use crate::sys::memfd;
+use crate::sys::mmap::{InMapping, Mapping};
+use crate::sys::mutex::Monitor;
 use crate::wire::codec;
 
 /// Plain old data: types that can live in shared memory and be read by another process.
@@ -47,19 +51,31 @@ pod!(
 // SAFETY: an array of Pod is Pod: its bytes are its elements' bytes.
 unsafe impl<T: Pod, const N: usize> Pod for [T; N] {}
 
+/// Stops the build when a `Pod` type is aligned above what a region's layout gives it (64
+/// bytes): its references would be misaligned.
+struct AlignCheck<T>(PhantomData<T>);
+
+impl<T> AlignCheck<T> {
+    const OK: () = assert!(
+        align_of::<T>() <= MAX_ALIGN,
+        "a Pod type in a Value or an Array may be aligned to at most 64 bytes"
+    );
+}
+
 #[repr(C)]
 struct ValueState<T> {
-    mutex: RawMutex,
-    value: UnsafeCell<T>,
+    monitor: Monitor<T>,
 }
 
 // SAFETY: all-zero bytes are a valid `T` (Pod) and an unused mutex until `init`; the value is
-// used only under the mutex.
-unsafe impl<T: Pod> SharedState for ValueState<T> {
+// used only under the mutex (or by `unlocked*` callers, under their promise).
+unsafe impl<T: Pod> InMapping for ValueState<T> {}
+
+impl<T: Pod> SharedState for ValueState<T> {
     const KIND: u64 = 0x6d70_5661_0000_0000 | size_of::<T>() as u64;
 
     fn init(&self) -> io::Result<()> {
-        self.mutex.init(false)
+        self.monitor.init(false)
     }
 }
 
@@ -95,29 +111,20 @@ pub struct Value<T: Pod> {
 /// Holds a [`Value`]'s lock; derefs to the value.
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct ValueGuard<'a, T: Pod> {
-    state: &'a ValueState<T>,
-    thread_bound: PhantomData<*const ()>,
+    held: Held<'a, T>,
 }
 
 impl<T: Pod> Deref for ValueGuard<'_, T> {
     type Target = T;
 
     fn deref(&self) -> &T {
-        // SAFETY: the lock is held for as long as the guard.
-        unsafe { &*self.state.value.get() }
+        self.held.get()
     }
 }
 
 impl<T: Pod> DerefMut for ValueGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
-        // SAFETY: the lock is held for as long as the guard, which is borrowed mutably.
-        unsafe { &mut *self.state.value.get() }
-    }
-}
-
-impl<T: Pod> Drop for ValueGuard<'_, T> {
-    fn drop(&mut self) {
-        self.state.mutex.unlock();
+        self.held.fields()
     }
 }
 
@@ -136,6 +143,7 @@ impl<T: Pod> Value<T> {
     /// assert_eq!(mp_runtime::Value::new(1.5f64).unwrap().get().unwrap(), 1.5);
     /// ```
     pub fn new(value: T) -> Result<Self> {
+        let () = AlignCheck::<T>::OK;
         let shared = Value {
             shm: Arc::new(Shm::create(c"mp-value", 0)?),
         };
@@ -143,11 +151,12 @@ impl<T: Pod> Value<T> {
         Ok(shared)
     }
 
-    fn guard(&self) -> ValueGuard<'_, T> {
-        ValueGuard {
-            state: self.shm.state(),
-            thread_bound: PhantomData,
-        }
+    /// Takes the lock: the one way a value is locked.
+    fn take(&self, wait: Wait) -> Result<Option<ValueGuard<'_, T>>> {
+        let held = self
+            .shm
+            .acquire(&self.shm.state().monitor, wait, "a value's lock")?;
+        Ok(held.map(|held| ValueGuard { held }))
     }
 
     /// Takes the lock, waiting for it.
@@ -160,7 +169,7 @@ impl<T: Pod> Value<T> {
     /// assert_eq!(v.get().unwrap(), 5);
     /// ```
     pub fn lock(&self) -> Result<ValueGuard<'_, T>> {
-        acquire_mutex(&self.shm.state().mutex, None, "a value's lock").map(|()| self.guard())
+        waited(self.take(Wait::Forever))
     }
 
     /// Takes the lock, waiting at most `timeout`.
@@ -174,8 +183,7 @@ impl<T: Pod> Value<T> {
     /// assert_eq!(*v.lock_timeout(Duration::from_secs(1)).unwrap(), 1);
     /// ```
     pub fn lock_timeout(&self, timeout: Duration) -> Result<ValueGuard<'_, T>> {
-        acquire_mutex(&self.shm.state().mutex, Some(timeout), "a value's lock")
-            .map(|()| self.guard())
+        waited(self.take(Wait::timeout(timeout)))
     }
 
     /// Takes the lock if it is free now.
@@ -187,7 +195,7 @@ impl<T: Pod> Value<T> {
     /// assert!(v.try_lock().unwrap().is_some());
     /// ```
     pub fn try_lock(&self) -> Result<Option<ValueGuard<'_, T>>> {
-        Ok(try_acquire_mutex(&self.shm.state().mutex, "a value's lock")?.then(|| self.guard()))
+        self.take(Wait::No)
     }
 
     /// Reads the value under the lock.
@@ -233,7 +241,7 @@ impl<T: Pod> Value<T> {
     pub unsafe fn unlocked(&self) -> &T {
         // SAFETY: the value is mapped, aligned and valid (Pod); the caller promises that
         // nobody writes while the reference lives.
-        unsafe { &*self.shm.state().value.get() }
+        unsafe { &*self.shm.state().monitor.fields_ptr() }
     }
 
     /// The value for writing, without taking the lock: Python's `RawValue`.
@@ -252,7 +260,7 @@ impl<T: Pod> Value<T> {
     /// ```
     pub unsafe fn unlocked_mut(&mut self) -> &mut T {
         // SAFETY: as in `unlocked`, with the caller's promise that nothing else touches it.
-        unsafe { &mut *self.shm.state().value.get() }
+        unsafe { &mut *self.shm.state().monitor.fields_ptr() }
     }
 }
 
@@ -272,6 +280,7 @@ impl<T: Pod> Serialize for Value<T> {
 
 impl<'de, T: Pod> Deserialize<'de> for Value<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let () = AlignCheck::<T>::OK;
         Ok(Value {
             shm: Arc::new(Shm::deserialize(deserializer)?),
         })
@@ -286,18 +295,22 @@ impl<T: Pod> fmt::Debug for Value<T> {
 
 #[repr(C)]
 struct ArrayState<T> {
-    mutex: RawMutex,
-    len: UnsafeCell<u64>,
-    element: PhantomData<T>,
+    /// Guards the elements, which follow the state in the mapping.
+    monitor: Monitor<()>,
+    /// Written once by the creator before the handle is shared.
+    len: AtomicU64,
+    element: PhantomData<fn() -> T>,
 }
 
-// SAFETY: zeroed until `init`; `len` is written once by the creator before the handle is
-// shared and only read after; the elements are used only under the mutex.
-unsafe impl<T: Pod> SharedState for ArrayState<T> {
+// SAFETY: zeros are an unused mutex until `init` and an empty array; the mutex is made for
+// shared use and `len` is atomic.
+unsafe impl<T: Pod> InMapping for ArrayState<T> {}
+
+impl<T: Pod> SharedState for ArrayState<T> {
     const KIND: u64 = 0x6d70_4172_0000_0000 | size_of::<T>() as u64;
 
     fn init(&self) -> io::Result<()> {
-        self.mutex.init(false)
+        self.monitor.init(false)
     }
 }
 
@@ -331,7 +344,7 @@ pub struct Array<T: Pod> {
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct ArrayGuard<'a, T: Pod> {
     array: &'a Array<T>,
-    thread_bound: PhantomData<*const ()>,
+    _held: Held<'a, ()>,
 }
 
 impl<T: Pod> Deref for ArrayGuard<'_, T> {
@@ -339,8 +352,10 @@ impl<T: Pod> Deref for ArrayGuard<'_, T> {
 
     fn deref(&self) -> &[T] {
         let (ptr, len) = self.array.elements();
-        // SAFETY: the lock is held for as long as the guard; the elements are mapped, aligned
-        // (the data starts on a 64-byte boundary) and valid (Pod).
+        // SAFETY: the lock is held for as long as the guard, so no other process or thread
+        // touches the elements; they are mapped while the array is borrowed, aligned (the
+        // data starts on a 64-byte boundary, `T`'s alignment is at most 64: `AlignCheck`) and
+        // valid whatever their bytes (Pod).
         unsafe { std::slice::from_raw_parts(ptr, len) }
     }
 }
@@ -350,12 +365,6 @@ impl<T: Pod> DerefMut for ArrayGuard<'_, T> {
         let (ptr, len) = self.array.elements();
         // SAFETY: as in `deref`, and the guard is borrowed mutably.
         unsafe { std::slice::from_raw_parts_mut(ptr, len) }
-    }
-}
-
-impl<T: Pod> Drop for ArrayGuard<'_, T> {
-    fn drop(&mut self) {
-        self.array.shm.state().mutex.unlock();
     }
 }
 
@@ -377,14 +386,14 @@ impl<T: Pod> Array<T> {
     /// assert_eq!(array.to_vec().unwrap(), [0, 0, 0]);
     /// ```
     pub fn new(len: usize) -> Result<Self> {
+        let () = AlignCheck::<T>::OK;
         let bytes = len.checked_mul(size_of::<T>()).ok_or_else(|| {
             Error::new(Kind::Usage(format!(
                 "an array of {len} elements is too large"
             )))
         })?;
         let shm = Shm::<ArrayState<T>>::create(c"mp-array", bytes)?;
-        // SAFETY: nobody else has the memory yet.
-        unsafe { *shm.state().len.get() = len as u64 };
+        shm.state().len.store(len as u64, Ordering::Relaxed);
         Ok(Array { shm: Arc::new(shm) })
     }
 
@@ -402,15 +411,25 @@ impl<T: Pod> Array<T> {
         Ok(array)
     }
 
+    /// Where the elements are, and how many; checked against the mapping's size when the
+    /// array was made or received.
     fn elements(&self) -> (*mut T, usize) {
-        (self.shm.data().0.cast(), self.len())
+        let data = self.shm.mapping().as_ptr().as_ptr();
+        (
+            data.wrapping_add(data_offset::<ArrayState<T>>()).cast(),
+            self.len(),
+        )
     }
 
-    fn guard(&self) -> ArrayGuard<'_, T> {
-        ArrayGuard {
+    /// Takes the lock: the one way an array is locked.
+    fn take(&self, wait: Wait) -> Result<Option<ArrayGuard<'_, T>>> {
+        let held = self
+            .shm
+            .acquire(&self.shm.state().monitor, wait, "an array's lock")?;
+        Ok(held.map(|held| ArrayGuard {
             array: self,
-            thread_bound: PhantomData,
-        }
+            _held: held,
+        }))
     }
 
     /// The elements, without taking the lock: Python's `RawArray` (or `Array(lock=False)`),
@@ -477,8 +496,7 @@ impl<T: Pod> Array<T> {
     /// assert_eq!(mp_runtime::Array::<f32>::new(10).unwrap().len(), 10);
     /// ```
     pub fn len(&self) -> usize {
-        // SAFETY: written once before the array was shared, read-only after.
-        unsafe { *self.shm.state().len.get() as usize }
+        self.shm.state().len.load(Ordering::Relaxed) as usize
     }
 
     /// Whether the array has no elements.
@@ -502,7 +520,7 @@ impl<T: Pod> Array<T> {
     /// assert_eq!(array.to_vec().unwrap(), [7, 7, 7, 7]);
     /// ```
     pub fn lock(&self) -> Result<ArrayGuard<'_, T>> {
-        acquire_mutex(&self.shm.state().mutex, None, "an array's lock").map(|()| self.guard())
+        waited(self.take(Wait::Forever))
     }
 
     /// Takes the lock, waiting at most `timeout`.
@@ -516,8 +534,7 @@ impl<T: Pod> Array<T> {
     /// assert_eq!(array.lock_timeout(Duration::from_secs(1)).unwrap().len(), 2);
     /// ```
     pub fn lock_timeout(&self, timeout: Duration) -> Result<ArrayGuard<'_, T>> {
-        acquire_mutex(&self.shm.state().mutex, Some(timeout), "an array's lock")
-            .map(|()| self.guard())
+        waited(self.take(Wait::timeout(timeout)))
     }
 
     /// Takes the lock if it is free now.
@@ -529,7 +546,7 @@ impl<T: Pod> Array<T> {
     /// assert!(array.try_lock().unwrap().is_some());
     /// ```
     pub fn try_lock(&self) -> Result<Option<ArrayGuard<'_, T>>> {
-        Ok(try_acquire_mutex(&self.shm.state().mutex, "an array's lock")?.then(|| self.guard()))
+        self.take(Wait::No)
     }
 
     /// Reads element `index` under the lock; `None` past the end.
@@ -597,10 +614,12 @@ impl<T: Pod> Serialize for Array<T> {
 impl<'de, T: Pod> Deserialize<'de> for Array<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         use serde::de::Error as _;
+        let () = AlignCheck::<T>::OK;
         let array = Array {
             shm: Arc::new(Shm::deserialize(deserializer)?),
         };
-        if array.shm.data().1 / size_of::<T>().max(1) < array.len() {
+        let data = array.shm.mapping().len() - data_offset::<ArrayState<T>>();
+        if data / size_of::<T>().max(1) < array.len() {
             return Err(D::Error::custom(
                 "an array's shared memory is shorter than its length",
             ));
@@ -625,7 +644,16 @@ impl<T: Pod> fmt::Debug for Array<T> {
 /// Either kind can be passed to other processes like any handle.
 ///
 /// There is no lock: coordinate writers with a [`Lock`](crate::Lock), or give each process
-/// its own part.
+/// its own part. [`read_at`](SharedMemory::read_at) and [`write_at`](SharedMemory::write_at)
+/// are sound however other threads and processes use the region at the same time: they copy
+/// through atomics, so a read that races with a write may see it in part, each byte old or
+/// new, and nothing is promised beyond single bytes.
+///
+/// An anonymous region's size is sealed: nobody can shrink it. A named region's file can be
+/// cut short by any program allowed to open it; `read_at` and `write_at` check its size
+/// first and return an error rather than touch memory past its end (a bus error). A program
+/// that cuts the file between that check and the copy still makes the copy die of SIGBUS:
+/// share named regions only with programs you trust not to resize them.
 ///
 /// # Examples
 ///
@@ -634,29 +662,22 @@ impl<T: Pod> fmt::Debug for Array<T> {
 ///
 /// #[process_fn]
 /// fn write_hello(mut shm: SharedMemory) {
-///     shm.write_at(0, b"hello");
+///     shm.write_at(0, b"hello").unwrap();
 /// }
 ///
 /// let shm = SharedMemory::new(16).unwrap();
 /// spawn!(write_hello, shm.clone().unwrap()).unwrap().join().unwrap();
 /// let mut buf = [0u8; 5];
-/// shm.read_at(0, &mut buf);
+/// shm.read_at(0, &mut buf).unwrap();
 /// assert_eq!(&buf, b"hello");
 /// ```
 pub struct SharedMemory {
     fd: OwnedFd,
-    ptr: NonNull<u8>,
-    len: usize,
+    map: Mapping,
     name: Option<String>,
     /// Whether dropping this handle removes the name.
     owner: bool,
 }
-
-// SAFETY: the mapping is plain bytes; access to it is through `&self` copies (documented as
-// racy with other processes' writes) or unsafe slices whose contract covers concurrency.
-unsafe impl Send for SharedMemory {}
-// SAFETY: as for Send.
-unsafe impl Sync for SharedMemory {}
 
 fn shm_name(name: &str) -> Result<CString> {
     let name = name.trim_start_matches('/');
@@ -683,7 +704,11 @@ impl SharedMemory {
     /// assert_eq!(shm.name(), None);
     /// ```
     pub fn new(len: usize) -> Result<Self> {
-        let fd = memfd(c"mp-shared-memory", len)?;
+        let fd = memfd::create(c"mp-shared-memory")
+            .map_err(|e| Error::io("cannot create shared memory (memfd_create)", e))?;
+        set_len(fd.as_fd(), len)?;
+        memfd::seal_size(fd.as_fd())
+            .map_err(|e| Error::io("cannot seal the size of shared memory", e))?;
         Self::map(fd, len, None, false)
     }
 
@@ -704,27 +729,13 @@ impl SharedMemory {
     /// ```
     pub fn create(name: &str, len: usize) -> Result<Self> {
         let c_name = shm_name(name)?;
-        // SAFETY: `c_name` is a valid C string; the descriptor returned is new and ours.
-        let raw = unsafe {
-            libc::shm_open(
-                c_name.as_ptr(),
-                libc::O_CREAT | libc::O_EXCL | libc::O_RDWR | libc::O_CLOEXEC,
-                0o600,
-            )
-        };
-        if raw < 0 {
-            return Err(Error::io(
-                format!("cannot create shared memory `{name}`"),
-                io::Error::last_os_error(),
-            ));
-        }
-        // SAFETY: `raw` was just opened and is owned by nothing else.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let fd = memfd::open_named(&c_name, true)
+            .map_err(|e| Error::io(format!("cannot create shared memory `{name}`"), e))?;
         let made =
             set_len(fd.as_fd(), len).and_then(|()| Self::map(fd, len, Some(name.into()), true));
         if made.is_err() {
-            // SAFETY: plain system call on a valid C string.
-            unsafe { libc::shm_unlink(c_name.as_ptr()) };
+            // The region is not made: its name must not stay behind (the error says why).
+            let _ = memfd::unlink_named(&c_name);
         }
         made
     }
@@ -739,26 +750,16 @@ impl SharedMemory {
     /// ```
     pub fn open(name: &str) -> Result<Self> {
         let c_name = shm_name(name)?;
-        // SAFETY: `c_name` is a valid C string; the descriptor returned is new and ours.
-        let raw = unsafe { libc::shm_open(c_name.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC, 0) };
-        if raw < 0 {
-            return Err(Error::io(
-                format!("cannot open shared memory `{name}`"),
-                io::Error::last_os_error(),
-            ));
-        }
-        // SAFETY: `raw` was just opened and is owned by nothing else.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let fd = memfd::open_named(&c_name, false)
+            .map_err(|e| Error::io(format!("cannot open shared memory `{name}`"), e))?;
         let len = file_len(fd.as_fd())?;
         Self::map(fd, len, Some(name.into()), false)
     }
 
     fn map(fd: OwnedFd, len: usize, name: Option<String>, owner: bool) -> Result<Self> {
-        let ptr = map_fd(fd.as_fd(), len)?;
         Ok(SharedMemory {
+            map: map_fd(fd.as_fd(), len)?,
             fd,
-            ptr,
-            len,
             name,
             owner,
         })
@@ -771,9 +772,9 @@ impl SharedMemory {
     /// ```
     /// let a = mp_runtime::SharedMemory::new(8).unwrap();
     /// let mut b = a.clone().unwrap();
-    /// b.write_at(0, &[1]);
+    /// b.write_at(0, &[1]).unwrap();
     /// let mut byte = [0];
-    /// a.read_at(0, &mut byte);
+    /// a.read_at(0, &mut byte).unwrap();
     /// assert_eq!(byte, [1]);
     /// ```
     #[allow(
@@ -785,7 +786,7 @@ impl SharedMemory {
             .fd
             .try_clone()
             .map_err(|e| Error::io("cannot duplicate a shared memory handle", e))?;
-        Self::map(fd, self.len, self.name.clone(), false)
+        Self::map(fd, self.len(), self.name.clone(), false)
     }
 
     /// The size in bytes.
@@ -796,7 +797,7 @@ impl SharedMemory {
     /// assert_eq!(mp_runtime::SharedMemory::new(10).unwrap().len(), 10);
     /// ```
     pub fn len(&self) -> usize {
-        self.len
+        self.map.len()
     }
 
     /// Whether the region has no bytes.
@@ -807,7 +808,7 @@ impl SharedMemory {
     /// assert!(mp_runtime::SharedMemory::new(0).unwrap().is_empty());
     /// ```
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
     /// The name, for a named region.
@@ -836,7 +837,7 @@ impl SharedMemory {
     /// ```
     pub unsafe fn as_slice(&self) -> &[u8] {
         // SAFETY: `len` bytes are mapped for as long as `self`; the caller rules out writers.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().as_ptr(), self.len()) }
     }
 
     /// The bytes, as a mutable slice.
@@ -855,65 +856,66 @@ impl SharedMemory {
     pub unsafe fn as_mut_slice(&mut self) -> &mut [u8] {
         // SAFETY: `len` bytes are mapped for as long as `self`, borrowed mutably here; the
         // caller rules out other processes.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+        unsafe { std::slice::from_raw_parts_mut(self.map.as_ptr().as_ptr(), self.len()) }
     }
 
-    /// Copies bytes out, starting at `offset`. Bytes another process writes at the same time
-    /// may be seen half-written. Panics if the range is outside the region.
+    /// Copies bytes out, starting at `offset`. Bytes another thread or process writes at the
+    /// same time may be seen in part: each byte old or new. Panics if the range is outside
+    /// the region; fails if a named region's file was cut short by another program (see
+    /// [`SharedMemory`]).
     ///
     /// # Examples
     ///
     /// ```
     /// let shm = mp_runtime::SharedMemory::new(4).unwrap();
     /// let mut buf = [9u8; 2];
-    /// shm.read_at(2, &mut buf);
+    /// shm.read_at(2, &mut buf).unwrap();
     /// assert_eq!(buf, [0, 0]);
     /// ```
-    pub fn read_at(&self, offset: usize, buf: &mut [u8]) {
-        assert!(
-            offset
-                .checked_add(buf.len())
-                .is_some_and(|end| end <= self.len),
-            "read past the end of shared memory"
-        );
-        // SAFETY: the range is inside the mapping (checked above) and `buf` is a distinct
-        // local buffer.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                self.ptr.as_ptr().add(offset),
-                buf.as_mut_ptr(),
-                buf.len(),
-            )
-        };
+    pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
+        self.check_range(offset, buf.len(), "read")?;
+        self.map.read(offset, buf);
+        Ok(())
     }
 
-    /// Copies bytes in, starting at `offset`. Panics if the range is outside the region.
+    /// Copies bytes in, starting at `offset`. Panics if the range is outside the region;
+    /// fails if a named region's file was cut short by another program (see
+    /// [`SharedMemory`]).
     ///
     /// # Examples
     ///
     /// ```
     /// let mut shm = mp_runtime::SharedMemory::new(4).unwrap();
-    /// shm.write_at(1, &[5, 6]);
+    /// shm.write_at(1, &[5, 6]).unwrap();
     /// let mut buf = [0u8; 4];
-    /// shm.read_at(0, &mut buf);
+    /// shm.read_at(0, &mut buf).unwrap();
     /// assert_eq!(buf, [0, 5, 6, 0]);
     /// ```
-    pub fn write_at(&mut self, offset: usize, bytes: &[u8]) {
-        assert!(
-            offset
-                .checked_add(bytes.len())
-                .is_some_and(|end| end <= self.len),
-            "write past the end of shared memory"
-        );
-        // SAFETY: the range is inside the mapping (checked above); `bytes` is not in it or,
-        // if it is, `self` is borrowed mutably so it cannot be.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                bytes.as_ptr(),
-                self.ptr.as_ptr().add(offset),
-                bytes.len(),
-            )
+    pub fn write_at(&mut self, offset: usize, bytes: &[u8]) -> Result<()> {
+        self.check_range(offset, bytes.len(), "write")?;
+        self.map.write(offset, bytes);
+        Ok(())
+    }
+
+    /// Panics on a range outside the region; for a named region, whose file anyone allowed
+    /// can resize, an error if the file no longer holds the range.
+    fn check_range(&self, offset: usize, len: usize, verb: &str) -> Result<()> {
+        let end = offset.checked_add(len).filter(|&end| end <= self.len());
+        let end = end.unwrap_or_else(|| panic!("{verb} past the end of shared memory"));
+        let Some(name) = &self.name else {
+            return Ok(()); // an anonymous region is sealed
         };
+        let now = file_len(self.fd.as_fd())?;
+        if now < end {
+            return Err(Error::io(
+                format!(
+                    "cannot {verb} bytes {offset}..{end} of shared memory `{name}`: another \
+                     program cut its file to {now} bytes"
+                ),
+                io::ErrorKind::UnexpectedEof.into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Removes the name now (the memory stays while handles to it exist). Does nothing for
@@ -935,9 +937,7 @@ impl SharedMemory {
             return Ok(());
         };
         let c_name = shm_name(name)?;
-        // SAFETY: plain system call on a valid C string.
-        if unsafe { libc::shm_unlink(c_name.as_ptr()) } == -1 {
-            let e = io::Error::last_os_error();
+        if let Err(e) = memfd::unlink_named(&c_name) {
             if e.kind() != io::ErrorKind::NotFound {
                 return Err(Error::io(
                     format!("cannot remove shared memory `{name}`"),
@@ -952,11 +952,10 @@ impl SharedMemory {
 impl Drop for SharedMemory {
     fn drop(&mut self) {
         if self.owner {
+            // A drop cannot return the error; the name stays in /dev/shm, as it would if the
+            // process were killed.
             let _ = self.unlink();
         }
-        // SAFETY: unmaps exactly the mapping made in `map`; slices borrowed from it cannot
-        // outlive `self`.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len.max(1)) };
     }
 }
 
@@ -995,7 +994,7 @@ impl fmt::Debug for SharedMemory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SharedMemory")
             .field("name", &self.name)
-            .field("len", &self.len)
+            .field("len", &self.len())
             .finish()
     }
 }

@@ -3,44 +3,46 @@
 //! A [`Shm<T>`] is an anonymous memory file (memfd) mapped in each process that holds the
 //! handle: a `T` at its start, then optional room for data. Nothing appears in `/dev/shm`, and
 //! the memory is freed when the last process holding the descriptor closes it, however it ends.
-//! Handles cross to other processes as that descriptor (see `codec::serialize_fd`).
+//! Its size is sealed, so no process can shrink it under another's mapping (a bus error) —
+//! except a queue's, whose ring grows and is cut back (see `queue`). Handles cross to other
+//! processes as that descriptor (see `codec::serialize_fd`).
 //!
-//! Inside the memory, [`RawMutex`] is a robust, process-shared pthread mutex: when its owner
-//! dies, the kernel hands it to the next locker with `EOWNERDEAD`. [`Signal`] is a condition
-//! variable made of a sequence number and a futex; unlike a pthread condition variable it has no
-//! state that a waiter's death can corrupt.
+//! Inside the memory, a `Monitor` (from `sys::mutex`) is a robust, process-shared mutex with
+//! the data it guards, and a `Signal` a condition variable for it. [`Shm::acquire`] is how
+//! every user-visible lock is taken: one place for waiting, timeouts, a dead owner, and the
+//! count of held locks that keeps the mapping alive while one may be held.
 
-use std::cell::UnsafeCell;
 use std::ffi::CStr;
 use std::io;
 use std::marker::PhantomData;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use serde::{Deserializer, Serializer};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind, Result};
+use crate::sys::memfd;
+use crate::sys::mmap::{InMapping, Mapping};
+use crate::sys::mutex::{LockFailure, Monitor, MonitorGuard, Signal, Taken};
 use crate::wire::codec;
 
 /// Where `T` starts in the mapping: after the kind tag, on its own cache line.
 const STATE_OFFSET: usize = 64;
 
+/// The largest alignment a state (and the data after it) gets: states start on a 64-byte
+/// boundary, and so does the data.
+pub(crate) const MAX_ALIGN: usize = 64;
+
 /// A state that lives in shared memory. `KIND` tags the memory so that a descriptor decoded as
 /// the wrong handle type is refused rather than misread.
-///
-/// # Safety
-///
-/// All-zero bytes must be a valid `Self` until [`SharedState::init`] has run, and `Self` must
-/// be usable from several processes at once through `&Self` (atomics, `UnsafeCell` behind a
-/// [`RawMutex`]).
-pub(crate) unsafe trait SharedState: Sized {
+pub(crate) trait SharedState: InMapping {
     /// A tag unique to the type.
     const KIND: u64;
-    /// Whether the data after the state is mapped; a state that keeps its data in the file
-    /// beyond (read and written with `pread`/`pwrite`) maps only itself.
-    const MAP_DATA: bool = true;
+    /// Whether the file changes size after it is made. A resizable state keeps its data in
+    /// the file beyond and maps it itself; [`Shm`] then maps only the state and does not seal
+    /// the file.
+    const RESIZABLE: bool = false;
     /// What a freshly created handle's state is, written once by the creator.
     fn init(&self) -> io::Result<()>;
 }
@@ -48,20 +50,18 @@ pub(crate) unsafe trait SharedState: Sized {
 /// A mapped memfd holding a `T` and `extra` bytes after it.
 pub(crate) struct Shm<T> {
     fd: OwnedFd,
-    ptr: NonNull<u8>,
-    len: usize,
-    state: PhantomData<T>,
+    /// `None` only while dropping.
+    map: Option<Mapping>,
+    /// How many user-visible locks in the mapping this handle has handed out and not seen
+    /// released: a forgotten guard leaves its robust mutex on glibc's list of the thread's
+    /// held locks, which glibc walks (writes into) later, so the memory must stay mapped.
+    holds: AtomicUsize,
+    state: PhantomData<fn() -> T>,
 }
 
-// SAFETY: the mapping is shared memory that `T` is designed to be used through from any number
-// of processes at once (see `SharedState`); threads of one process are no different.
-unsafe impl<T: SharedState> Send for Shm<T> {}
-// SAFETY: as for Send.
-unsafe impl<T: SharedState> Sync for Shm<T> {}
-
 /// Where the data after the state starts.
-const fn data_offset<T>() -> usize {
-    (STATE_OFFSET + size_of::<T>()).next_multiple_of(64)
+pub(crate) const fn data_offset<T>() -> usize {
+    (STATE_OFFSET + size_of::<T>()).next_multiple_of(MAX_ALIGN)
 }
 
 impl<T: SharedState> Shm<T> {
@@ -70,10 +70,22 @@ impl<T: SharedState> Shm<T> {
         let len = data_offset::<T>()
             .checked_add(extra)
             .ok_or_else(|| Error::io("shared memory", io::ErrorKind::OutOfMemory.into()))?;
-        let fd = memfd(name, len)?;
-        let shm: Self = Shm::map(fd, len)?;
-        // SAFETY: the memory is new and zeroed, the one place `KIND` is written.
-        unsafe { shm.ptr.cast::<u64>().write(T::KIND) };
+        let fd = memfd::create(name)
+            .map_err(|e| Error::io("cannot create shared memory (memfd_create)", e))?;
+        set_len(fd.as_fd(), len)?;
+        if !T::RESIZABLE {
+            memfd::seal_size(fd.as_fd())
+                .map_err(|e| Error::io("cannot seal the size of shared memory", e))?;
+        }
+        let shm: Self = Shm::map(
+            fd,
+            if T::RESIZABLE {
+                data_offset::<T>()
+            } else {
+                len
+            },
+        )?;
+        shm.mapping().words(0, 1)[0].store(T::KIND, Ordering::Relaxed);
         shm.state()
             .init()
             .map_err(|e| Error::io("cannot set up a process-shared lock", e))?;
@@ -88,12 +100,11 @@ impl<T: SharedState> Shm<T> {
                 "a handle's shared memory is smaller than its type",
             ));
         }
-        if !T::MAP_DATA {
+        if T::RESIZABLE {
             len = data_offset::<T>();
         }
         let shm: Self = Shm::map(fd, len)?;
-        // SAFETY: at least `data_offset` bytes are mapped; the tag is aligned and only read.
-        if unsafe { shm.ptr.cast::<u64>().read() } != T::KIND {
+        if shm.mapping().words(0, 1)[0].load(Ordering::Relaxed) != T::KIND {
             return Err(Error::protocol(format!(
                 "a descriptor decoded as a {} is another kind of handle: parent and child \
                  disagree on the type",
@@ -104,32 +115,54 @@ impl<T: SharedState> Shm<T> {
     }
 
     fn map(fd: OwnedFd, len: usize) -> Result<Self> {
-        let ptr = map_fd(fd.as_fd(), len)?;
         Ok(Shm {
+            map: Some(map_fd(fd.as_fd(), len)?),
             fd,
-            ptr,
-            len,
+            holds: AtomicUsize::new(0),
             state: PhantomData,
         })
     }
 
     /// The shared state.
     pub(crate) fn state(&self) -> &T {
-        // SAFETY: the mapping holds an initialized `T` at STATE_OFFSET (64-byte aligned, and
-        // `T`'s alignment is at most 64 for every state here) for as long as `self` lives.
-        unsafe { &*self.ptr.as_ptr().add(STATE_OFFSET).cast::<T>() }
+        self.mapping().get(STATE_OFFSET)
     }
 
-    /// The data after the state, and its length in bytes.
-    pub(crate) fn data(&self) -> (*mut u8, usize) {
-        let offset = data_offset::<T>();
-        // SAFETY: `offset <= len`, checked when the region was created or opened.
-        (unsafe { self.ptr.as_ptr().add(offset) }, self.len - offset)
+    /// The mapping: the state, then the data from [`data_offset`] on.
+    pub(crate) fn mapping(&self) -> &Mapping {
+        self.map.as_ref().expect("mapped until dropped")
     }
 
     /// The memory file's descriptor.
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+
+    /// Takes `monitor`, a user-visible lock in this mapping, waiting as `wait` says;
+    /// `Ok(None)` when `wait` is [`Wait::No`] and it is taken. A dead previous owner is
+    /// reported (and the lock released again); `what` names the lock in errors.
+    pub(crate) fn acquire<'a, F>(
+        &'a self,
+        monitor: &'a Monitor<F>,
+        wait: Wait,
+        what: &str,
+    ) -> Result<Option<Held<'a, F>>> {
+        let guard = match wait {
+            Wait::No => monitor.try_lock(),
+            _ => monitor.lock(wait.deadline()).map(Some),
+        };
+        let Some(guard) = guard.map_err(|f| lock_error(f, what, wait))? else {
+            return Ok(None);
+        };
+        if guard.taken() == Taken::FromTheDead {
+            drop(guard);
+            return Err(owner_died(what));
+        }
+        self.holds.fetch_add(1, Ordering::Relaxed);
+        Ok(Some(Held {
+            guard,
+            holds: &self.holds,
+        }))
     }
 
     /// Serializes the handle: its descriptor goes beside the message.
@@ -149,276 +182,141 @@ impl<T: SharedState> Shm<T> {
 
 impl<T> Drop for Shm<T> {
     fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping made in `map`; no reference into it outlives
-        // `self` (every borrow handed out is tied to `&self`).
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len.max(1)) };
+        let map = self.map.take().expect("dropped once");
+        if self.holds.load(Ordering::Relaxed) > 0 {
+            // A guard was forgotten: its mutex may be on glibc's robust list for good.
+            map.leak();
+        }
     }
 }
 
-/// Maps `len` bytes of a memory file, shared and writable; unmap with `munmap`.
-pub(crate) fn map_fd(fd: BorrowedFd<'_>, len: usize) -> Result<NonNull<u8>> {
-    // SAFETY: a fresh shared mapping of an open file; nothing else in this process aliases
-    // the address range the kernel picks.
-    let ptr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len.max(1),
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            fd.as_raw_fd(),
-            0,
-        )
-    };
-    if ptr == libc::MAP_FAILED {
-        return Err(Error::io(
-            format!("cannot map {len} bytes of shared memory"),
-            io::Error::last_os_error(),
-        ));
-    }
-    Ok(NonNull::new(ptr.cast()).expect("mmap never returns null on success"))
+/// A user-visible lock held, from [`Shm::acquire`]: the guarded fields, until dropped. It
+/// stays on the thread that took it (pthread mutexes are unlocked by their owner).
+pub(crate) struct Held<'a, F> {
+    guard: MonitorGuard<'a, F>,
+    holds: &'a AtomicUsize,
 }
 
-/// A new anonymous memory file of `len` zero bytes, close-on-exec.
-pub(crate) fn memfd(name: &CStr, len: usize) -> Result<OwnedFd> {
-    // SAFETY: `name` is a valid C string; the returned descriptor is new and ours.
-    let raw = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
-    if raw < 0 {
-        return Err(Error::io(
-            "cannot create shared memory (memfd_create)",
-            io::Error::last_os_error(),
-        ));
+impl<F> Held<'_, F> {
+    /// The guarded fields.
+    pub(crate) fn fields(&mut self) -> &mut F {
+        self.guard.fields()
     }
-    // SAFETY: `raw` is a descriptor we just opened and own.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    set_len(fd.as_fd(), len)?;
-    Ok(fd)
+
+    /// The guarded fields, to read.
+    pub(crate) fn get(&self) -> &F {
+        self.guard.get()
+    }
+
+    /// Releases the lock, sleeps until `signal` is notified or `until`, and takes the lock
+    /// again (by `until` too); `Ok(false)` if `until` passed. `what` and `timeout` name the
+    /// lock and the wait in errors. After an error the lock may not be held, and the guard
+    /// refuses further use.
+    pub(crate) fn wait(
+        &mut self,
+        signal: &Signal,
+        until: Option<Instant>,
+        what: &str,
+        timeout: Option<Duration>,
+    ) -> Result<bool> {
+        let woke = self.guard.wait(signal, until, until).map_err(|f| {
+            lock_error(
+                f,
+                what,
+                timeout.map_or(Wait::Forever, |t| Wait::Until(until, t)),
+            )
+        })?;
+        if self.guard.taken() == Taken::FromTheDead {
+            return Err(owner_died(what));
+        }
+        Ok(woke)
+    }
+}
+
+impl<F> Drop for Held<'_, F> {
+    fn drop(&mut self) {
+        // The mapping cannot go while `self` borrows its handle: the order is free.
+        self.holds.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Locks the runtime's own bookkeeping, whose fields are consistent after every write: a
+/// previous owner's death is no reason to fail. `Ok(None)` when `wait` is [`Wait::No`] and
+/// another holds it; `what` names the lock in errors.
+pub(crate) fn lock_state<'a, F>(
+    monitor: &'a Monitor<F>,
+    wait: Wait,
+    what: &str,
+) -> Result<Option<MonitorGuard<'a, F>>> {
+    match wait {
+        Wait::No => monitor.try_lock(),
+        _ => monitor.lock(wait.deadline()).map(Some),
+    }
+    .map_err(|f| lock_error(f, what, wait))
+}
+
+/// Waits on `signal` with the runtime's own bookkeeping locked (see [`lock_state`]) until
+/// notified or `wait`'s deadline; `Ok(false)` if that passed.
+pub(crate) fn wait_state<F>(
+    guard: &mut MonitorGuard<'_, F>,
+    signal: &Signal,
+    wait: Wait,
+    what: &str,
+) -> Result<bool> {
+    guard
+        .wait(signal, wait.deadline(), wait.deadline())
+        .map_err(|f| lock_error(f, what, wait))
+}
+
+/// Maps `len` bytes of a memory file, shared and writable.
+pub(crate) fn map_fd(fd: BorrowedFd<'_>, len: usize) -> Result<Mapping> {
+    Mapping::shared(fd, len)
+        .map_err(|e| Error::io(format!("cannot map {len} bytes of shared memory"), e))
 }
 
 /// Resizes a memory file.
 pub(crate) fn set_len(fd: BorrowedFd<'_>, len: usize) -> Result<()> {
-    // SAFETY: plain system call on an open descriptor.
-    if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } == -1 {
-        return Err(Error::io(
-            format!("cannot size shared memory to {len} bytes"),
-            io::Error::last_os_error(),
-        ));
-    }
-    Ok(())
+    memfd::set_len(fd, len as u64)
+        .map_err(|e| Error::io(format!("cannot size shared memory to {len} bytes"), e))
 }
 
 /// A file's length.
 pub(crate) fn file_len(fd: BorrowedFd<'_>) -> Result<usize> {
-    // SAFETY: an all-zero `stat` is valid; fstat fills it.
-    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: plain system call with a valid out-pointer.
-    if unsafe { libc::fstat(fd.as_raw_fd(), &mut stat) } == -1 {
-        return Err(Error::io(
-            "cannot read the size of shared memory",
-            io::Error::last_os_error(),
-        ));
+    let len = memfd::len(fd).map_err(|e| Error::io("cannot read the size of shared memory", e))?;
+    usize::try_from(len).map_err(|_| Error::io("shared memory", io::ErrorKind::OutOfMemory.into()))
+}
+
+/// How long to wait for a lock or a condition: forever, not at all, or until a deadline
+/// (`None` for a timeout too large to represent, which is forever) that every step of the
+/// wait shares, the re-locks after a sleep included.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Wait {
+    Forever,
+    No,
+    Until(Option<Instant>, Duration),
+}
+
+impl Wait {
+    /// A wait of at most `timeout` from now.
+    pub(crate) fn timeout(timeout: Duration) -> Self {
+        Wait::Until(deadline(timeout), timeout)
     }
-    Ok(stat.st_size as usize)
-}
 
-/// Why a [`RawMutex`] was not taken cleanly.
-#[derive(Debug)]
-pub(crate) enum LockFailure {
-    /// Taken, but its previous owner died holding it: the data it guards may be half-changed.
-    /// The lock is held now and marked consistent again.
-    OwnerDied,
-    TimedOut,
-    Os(io::Error),
-}
-
-/// A robust, process-shared pthread mutex, in shared memory.
-#[repr(C)]
-pub(crate) struct RawMutex {
-    inner: UnsafeCell<libc::pthread_mutex_t>,
-}
-
-impl RawMutex {
-    /// Initializes the mutex in place; `recursive` lets its owner lock it again.
-    pub(crate) fn init(&self, recursive: bool) -> io::Result<()> {
-        let check = |code: libc::c_int| match code {
-            0 => Ok(()),
-            code => Err(io::Error::from_raw_os_error(code)),
-        };
-        // SAFETY: `attr` is initialized by pthread_mutexattr_init before any other use, and
-        // destroyed at the end; `inner` is zeroed shared memory nobody uses until created.
-        unsafe {
-            let mut attr: libc::pthread_mutexattr_t = std::mem::zeroed();
-            check(libc::pthread_mutexattr_init(&mut attr))?;
-            let result = check(libc::pthread_mutexattr_setpshared(
-                &mut attr,
-                libc::PTHREAD_PROCESS_SHARED,
-            ))
-            .and_then(|()| {
-                check(libc::pthread_mutexattr_setrobust(
-                    &mut attr,
-                    libc::PTHREAD_MUTEX_ROBUST,
-                ))
-            })
-            .and_then(|()| {
-                let kind = if recursive {
-                    libc::PTHREAD_MUTEX_RECURSIVE
-                } else {
-                    libc::PTHREAD_MUTEX_ERRORCHECK
-                };
-                check(libc::pthread_mutexattr_settype(&mut attr, kind))
-            })
-            .and_then(|()| check(libc::pthread_mutex_init(self.inner.get(), &attr)));
-            libc::pthread_mutexattr_destroy(&mut attr);
-            result
+    /// When the wait ends: `None` for never (or not waiting at all).
+    pub(crate) fn deadline(self) -> Option<Instant> {
+        match self {
+            Wait::Until(deadline, _) => deadline,
+            _ => None,
         }
     }
 
-    /// Locks, waiting until `deadline` (forever if `None`).
-    pub(crate) fn lock(&self, deadline: Option<Instant>) -> std::result::Result<(), LockFailure> {
-        // SAFETY: the mutex was initialized by its creator and lives in mapped shared memory.
-        let code = unsafe {
-            match deadline {
-                None => libc::pthread_mutex_lock(self.inner.get()),
-                Some(deadline) => {
-                    let at = realtime(deadline);
-                    libc::pthread_mutex_timedlock(self.inner.get(), &at)
-                }
-            }
-        };
-        self.check(code)
-    }
-
-    /// Locks if free now.
-    pub(crate) fn try_lock(&self) -> std::result::Result<bool, LockFailure> {
-        // SAFETY: as in `lock`.
-        match unsafe { libc::pthread_mutex_trylock(self.inner.get()) } {
-            libc::EBUSY => Ok(false),
-            code => self.check(code).map(|()| true),
+    /// The timeout the caller asked for, for messages.
+    pub(crate) fn after(self) -> Duration {
+        match self {
+            Wait::Until(_, after) => after,
+            _ => Duration::ZERO,
         }
     }
-
-    fn check(&self, code: libc::c_int) -> std::result::Result<(), LockFailure> {
-        match code {
-            0 => Ok(()),
-            libc::EOWNERDEAD => {
-                // SAFETY: we own the mutex now (EOWNERDEAD hands it over); marking it
-                // consistent keeps it usable for everyone after us.
-                unsafe { libc::pthread_mutex_consistent(self.inner.get()) };
-                Err(LockFailure::OwnerDied)
-            }
-            libc::ETIMEDOUT => Err(LockFailure::TimedOut),
-            code => Err(LockFailure::Os(io::Error::from_raw_os_error(code))),
-        }
-    }
-
-    /// Unlocks; the caller holds the lock.
-    pub(crate) fn unlock(&self) {
-        // SAFETY: the caller holds the lock (every guard unlocks once, on the thread that
-        // locked; an error-checking mutex refuses anything else).
-        unsafe { libc::pthread_mutex_unlock(self.inner.get()) };
-    }
-
-    /// Locks for the runtime's own bookkeeping, whose state is consistent after every write:
-    /// a previous owner's death is no reason to fail.
-    pub(crate) fn lock_state(
-        &self,
-        deadline: Option<Instant>,
-    ) -> std::result::Result<(), LockFailure> {
-        match self.lock(deadline) {
-            Err(LockFailure::OwnerDied) => Ok(()),
-            other => other,
-        }
-    }
-}
-
-/// A deadline as the absolute CLOCK_REALTIME time pthread_mutex_timedlock wants.
-fn realtime(deadline: Instant) -> libc::timespec {
-    let left = deadline.saturating_duration_since(Instant::now());
-    let at = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        + left;
-    libc::timespec {
-        tv_sec: at.as_secs() as libc::time_t,
-        tv_nsec: at.subsec_nanos() as _,
-    }
-}
-
-/// A condition variable for a [`RawMutex`]: a sequence number that each notification bumps,
-/// and a futex on it.
-#[repr(C)]
-#[derive(Default)]
-pub(crate) struct Signal {
-    seq: AtomicU32,
-    waiters: AtomicU32,
-}
-
-impl Signal {
-    /// With `mutex` held: releases it, sleeps until notified (or spuriously) or `deadline`,
-    /// and locks it again. Returns false if the deadline passed.
-    pub(crate) fn wait(
-        &self,
-        mutex: &RawMutex,
-        deadline: Option<Instant>,
-    ) -> std::result::Result<bool, LockFailure> {
-        let seq = self.seq.load(Ordering::SeqCst);
-        self.waiters.fetch_add(1, Ordering::SeqCst);
-        mutex.unlock();
-        let woke = futex_wait(&self.seq, seq, deadline);
-        self.waiters.fetch_sub(1, Ordering::SeqCst);
-        mutex.lock(None)?;
-        Ok(woke)
-    }
-
-    /// Wakes up to `n` waiters.
-    pub(crate) fn notify(&self, n: u32) {
-        self.seq.fetch_add(1, Ordering::SeqCst);
-        if self.waiters.load(Ordering::SeqCst) > 0 {
-            futex_wake(&self.seq, n.min(i32::MAX as u32) as i32);
-        }
-    }
-
-    /// Wakes every waiter.
-    pub(crate) fn notify_all(&self) {
-        self.notify(u32::MAX);
-    }
-}
-
-/// Sleeps while `word` is `expected`, until woken or `deadline`; false if the deadline passed.
-pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, deadline: Option<Instant>) -> bool {
-    let timeout = deadline.map(|d| {
-        let left = d.saturating_duration_since(Instant::now());
-        libc::timespec {
-            tv_sec: left.as_secs() as libc::time_t,
-            tv_nsec: left.subsec_nanos() as _,
-        }
-    });
-    if timeout
-        .as_ref()
-        .is_some_and(|t| t.tv_sec == 0 && t.tv_nsec == 0)
-    {
-        return false;
-    }
-    let timeout_ptr = timeout
-        .as_ref()
-        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-    // SAFETY: `word` is a live, aligned u32 (in shared memory, hence no FUTEX_PRIVATE_FLAG);
-    // the timeout pointer is null or points at a live timespec.
-    let result = unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT,
-            expected,
-            timeout_ptr,
-        )
-    };
-    !(result == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::ETIMEDOUT))
-}
-
-/// Wakes up to `n` sleepers on `word`.
-pub(crate) fn futex_wake(word: &AtomicU32, n: i32) {
-    // SAFETY: `word` is a live, aligned u32; FUTEX_WAKE only reads its address.
-    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, n) };
 }
 
 /// The deadline `timeout` from now; a timeout too large to represent waits forever.
@@ -426,74 +324,17 @@ pub(crate) fn deadline(timeout: Duration) -> Option<Instant> {
     Instant::now().checked_add(timeout)
 }
 
-/// State guarded by a mutex, with a signal to wait on: the shape of every synchronization
-/// handle. The runtime's own fields are consistent after every change, so a dead owner of
-/// the mutex is no reason to fail here.
-#[repr(C)]
-pub(crate) struct Monitor<F> {
-    mutex: RawMutex,
-    signal: Signal,
-    fields: UnsafeCell<F>,
-}
-
-impl<F> Monitor<F> {
-    pub(crate) fn init(&self) -> io::Result<()> {
-        self.mutex.init(false)
-    }
-
-    /// Locks the fields, waiting until `deadline`.
-    pub(crate) fn lock(
-        &self,
-        deadline: Option<Instant>,
-    ) -> std::result::Result<MonitorGuard<'_, F>, LockFailure> {
-        self.mutex.lock_state(deadline)?;
-        Ok(MonitorGuard { monitor: self })
-    }
-
-    /// Wakes up to `n` waiters.
-    pub(crate) fn notify(&self, n: u32) {
-        self.signal.notify(n);
-    }
-}
-
-/// The fields of a [`Monitor`], while its mutex is held.
-pub(crate) struct MonitorGuard<'a, F> {
-    monitor: &'a Monitor<F>,
-}
-
-impl<F> MonitorGuard<'_, F> {
-    pub(crate) fn fields(&mut self) -> &mut F {
-        // SAFETY: the mutex is held for as long as `self`, so nothing else touches the fields.
-        unsafe { &mut *self.monitor.fields.get() }
-    }
-
-    /// Releases the mutex, sleeps until notified or `deadline`, and locks again; false if
-    /// the deadline passed.
-    pub(crate) fn wait(
-        &mut self,
-        deadline: Option<Instant>,
-    ) -> std::result::Result<bool, LockFailure> {
-        match self.monitor.signal.wait(&self.monitor.mutex, deadline) {
-            Err(LockFailure::OwnerDied) => Ok(true),
-            other => other,
-        }
-    }
-}
-
-impl<F> Drop for MonitorGuard<'_, F> {
-    fn drop(&mut self) {
-        self.monitor.mutex.unlock();
-    }
+/// The error for a lock whose previous owner died holding it.
+pub(crate) fn owner_died(what: &str) -> Error {
+    Error::new(Kind::OwnerDied(what.to_string()))
 }
 
 /// The error for a lock that could not be taken: `what` names it in messages.
-pub(crate) fn lock_error(failure: LockFailure, what: &str, timeout: Option<Duration>) -> Error {
-    use crate::error::Kind;
+pub(crate) fn lock_error(failure: LockFailure, what: &str, wait: Wait) -> Error {
     match failure {
-        LockFailure::OwnerDied => Error::new(Kind::OwnerDied(what.to_string())),
         LockFailure::TimedOut => Error::new(Kind::Timeout {
             what: what.to_string(),
-            after: timeout.unwrap_or_default(),
+            after: wait.after(),
         }),
         LockFailure::Os(e) if e.raw_os_error() == Some(libc::EDEADLK) => {
             Error::new(Kind::Usage(format!(

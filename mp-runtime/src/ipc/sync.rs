@@ -9,22 +9,34 @@
 
 use std::fmt;
 use std::io;
-use std::marker::PhantomData;
 use std::ops::Deref;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Kind, Result};
 use crate::ipc::shm::{
-    LockFailure, Monitor, MonitorGuard, RawMutex, SharedState, Shm, Signal, deadline, lock_error,
-    process_start,
+    Held, SharedState, Shm, Wait, data_offset, deadline, lock_error, lock_state, process_start,
+    wait_state,
 };
+use crate::sys::mmap::InMapping;
+use crate::sys::mutex::{LockFailure, Monitor, MonitorGuard, Signal};
 
-/// Clone, Serialize, Deserialize and Debug for a handle that is an `Arc<Shm<State>>`.
+/// Clone, Serialize, Deserialize and (unless `no Debug`) Debug for a handle that is an
+/// `Arc<Shm<State>>`.
 macro_rules! shared_handle {
     ($handle:ident) => {
+        shared_handle!($handle, no Debug);
+
+        impl fmt::Debug for $handle {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($handle)).finish_non_exhaustive()
+            }
+        }
+    };
+    ($handle:ident, no Debug) => {
         impl Clone for $handle {
             fn clone(&self) -> Self {
                 $handle {
@@ -46,67 +58,44 @@ macro_rules! shared_handle {
                 })
             }
         }
-
-        impl fmt::Debug for $handle {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.debug_struct(stringify!($handle)).finish_non_exhaustive()
-            }
-        }
     };
 }
 
-/// Takes `mutex` for a user-visible lock: a dead previous owner is reported (and the lock
-/// released again), a timeout says how long it waited.
-pub(crate) fn acquire_mutex(mutex: &RawMutex, timeout: Option<Duration>, what: &str) -> Result<()> {
-    let until = timeout.and_then(deadline);
-    match mutex.lock(until) {
-        Ok(()) => Ok(()),
-        Err(LockFailure::OwnerDied) => {
-            mutex.unlock();
-            Err(lock_error(LockFailure::OwnerDied, what, None))
-        }
-        Err(failure) => Err(lock_error(failure, what, timeout)),
-    }
-}
-
-/// Like [`acquire_mutex`], without waiting; `Ok(false)` when it is taken.
-pub(crate) fn try_acquire_mutex(mutex: &RawMutex, what: &str) -> Result<bool> {
-    match mutex.try_lock() {
-        Err(LockFailure::OwnerDied) => {
-            mutex.unlock();
-            Err(lock_error(LockFailure::OwnerDied, what, None))
-        }
-        Err(failure) => Err(lock_error(failure, what, None)),
-        Ok(taken) => Ok(taken),
-    }
-}
-
+/// A lock's state: a mutex that guards nothing in the mapping. `RECURSIVE` tells an
+/// [`RLock`] from a [`Lock`].
 #[repr(C)]
-struct LockState {
-    mutex: RawMutex,
+struct LockState<const RECURSIVE: bool> {
+    monitor: Monitor<()>,
 }
 
-// SAFETY: zeroed until `init`; the mutex is made for shared use.
-unsafe impl SharedState for LockState {
-    const KIND: u64 = 0x6d70_4c6f_636b_0001;
+// SAFETY: zeros are an unused mutex until `init`; the mutex is made for shared use.
+unsafe impl<const RECURSIVE: bool> InMapping for LockState<RECURSIVE> {}
+
+impl<const RECURSIVE: bool> SharedState for LockState<RECURSIVE> {
+    const KIND: u64 = if RECURSIVE {
+        0x6d70_524c_6f63_6b01
+    } else {
+        0x6d70_4c6f_636b_0001
+    };
 
     fn init(&self) -> io::Result<()> {
-        self.mutex.init(false)
+        self.monitor.init(RECURSIVE)
     }
 }
 
-#[repr(C)]
-struct RLockState {
-    mutex: RawMutex,
+/// Takes a lock's mutex: the one way [`Lock`] and [`RLock`] are acquired.
+fn acquire_lock<const RECURSIVE: bool>(
+    shm: &Shm<LockState<RECURSIVE>>,
+    wait: Wait,
+) -> Result<Option<LockGuard<'_>>> {
+    let what = if RECURSIVE { "an rlock" } else { "a lock" };
+    let held = shm.acquire(&shm.state().monitor, wait, what)?;
+    Ok(held.map(|held| LockGuard { _held: held }))
 }
 
-// SAFETY: zeroed until `init`; the mutex is made for shared use.
-unsafe impl SharedState for RLockState {
-    const KIND: u64 = 0x6d70_524c_6f63_6b01;
-
-    fn init(&self) -> io::Result<()> {
-        self.mutex.init(true)
-    }
+/// What a wait without a timeout returns: there is always a guard.
+pub(crate) fn waited<G>(guard: Result<Option<G>>) -> Result<G> {
+    guard.map(|g| g.expect("a wait without a timeout ends with the lock"))
 }
 
 /// A lock shared by processes, Python's `multiprocessing.Lock`, held through a [`LockGuard`].
@@ -133,7 +122,7 @@ unsafe impl SharedState for RLockState {
 /// assert!(spawn!(try_it, lock.clone()).unwrap().join().unwrap());
 /// ```
 pub struct Lock {
-    shm: Arc<Shm<LockState>>,
+    shm: Arc<Shm<LockState<false>>>,
 }
 
 shared_handle!(Lock);
@@ -141,29 +130,12 @@ shared_handle!(Lock);
 /// Holds a [`Lock`] or [`RLock`] until dropped. It stays on the thread that took it.
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct LockGuard<'a> {
-    mutex: &'a RawMutex,
-    /// pthread mutexes must be unlocked by the thread that locked them.
-    thread_bound: PhantomData<*const ()>,
-}
-
-impl Drop for LockGuard<'_> {
-    fn drop(&mut self) {
-        self.mutex.unlock();
-    }
+    _held: Held<'a, ()>,
 }
 
 impl fmt::Debug for LockGuard<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("LockGuard")
-    }
-}
-
-impl LockGuard<'_> {
-    fn new(mutex: &RawMutex) -> LockGuard<'_> {
-        LockGuard {
-            mutex,
-            thread_bound: PhantomData,
-        }
     }
 }
 
@@ -182,10 +154,6 @@ impl Lock {
         })
     }
 
-    fn mutex(&self) -> &RawMutex {
-        &self.shm.state().mutex
-    }
-
     /// Waits for the lock and takes it.
     ///
     /// # Examples
@@ -197,7 +165,7 @@ impl Lock {
     /// drop(guard);
     /// ```
     pub fn acquire(&self) -> Result<LockGuard<'_>> {
-        acquire_mutex(self.mutex(), None, "a lock").map(|()| LockGuard::new(self.mutex()))
+        waited(acquire_lock(&self.shm, Wait::Forever))
     }
 
     /// Waits at most `timeout` for the lock.
@@ -211,7 +179,7 @@ impl Lock {
     /// let _guard = lock.acquire_timeout(Duration::from_secs(1)).unwrap();
     /// ```
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<LockGuard<'_>> {
-        acquire_mutex(self.mutex(), Some(timeout), "a lock").map(|()| LockGuard::new(self.mutex()))
+        waited(acquire_lock(&self.shm, Wait::timeout(timeout)))
     }
 
     /// Takes the lock if it is free now; `Ok(None)` if another holds it.
@@ -223,7 +191,7 @@ impl Lock {
     /// assert!(lock.try_acquire().unwrap().is_some());
     /// ```
     pub fn try_acquire(&self) -> Result<Option<LockGuard<'_>>> {
-        Ok(try_acquire_mutex(self.mutex(), "a lock")?.then(|| LockGuard::new(self.mutex())))
+        acquire_lock(&self.shm, Wait::No)
     }
 }
 
@@ -240,7 +208,7 @@ impl Lock {
 /// drop(outer);
 /// ```
 pub struct RLock {
-    shm: Arc<Shm<RLockState>>,
+    shm: Arc<Shm<LockState<true>>>,
 }
 
 shared_handle!(RLock);
@@ -260,10 +228,6 @@ impl RLock {
         })
     }
 
-    fn mutex(&self) -> &RawMutex {
-        &self.shm.state().mutex
-    }
-
     /// Waits for the lock and takes it (at once if this thread holds it).
     ///
     /// # Examples
@@ -274,7 +238,7 @@ impl RLock {
     /// let _b = lock.acquire().unwrap();
     /// ```
     pub fn acquire(&self) -> Result<LockGuard<'_>> {
-        acquire_mutex(self.mutex(), None, "an rlock").map(|()| LockGuard::new(self.mutex()))
+        waited(acquire_lock(&self.shm, Wait::Forever))
     }
 
     /// Waits at most `timeout` for the lock.
@@ -288,8 +252,7 @@ impl RLock {
     /// let _guard = lock.acquire_timeout(Duration::from_secs(1)).unwrap();
     /// ```
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<LockGuard<'_>> {
-        acquire_mutex(self.mutex(), Some(timeout), "an rlock")
-            .map(|()| LockGuard::new(self.mutex()))
+        waited(acquire_lock(&self.shm, Wait::timeout(timeout)))
     }
 
     /// Takes the lock if this thread can now; `Ok(None)` if another holds it.
@@ -302,7 +265,7 @@ impl RLock {
     /// assert!(lock.try_acquire().unwrap().is_some());
     /// ```
     pub fn try_acquire(&self) -> Result<Option<LockGuard<'_>>> {
-        Ok(try_acquire_mutex(self.mutex(), "an rlock")?.then(|| LockGuard::new(self.mutex())))
+        acquire_lock(&self.shm, Wait::No)
     }
 }
 
@@ -317,14 +280,18 @@ struct SemaphoreFields {
 #[repr(C)]
 struct SemaphoreState {
     monitor: Monitor<SemaphoreFields>,
+    signal: Signal,
 }
 
-// SAFETY: zeroed until `init`; the fields are used only under the monitor's mutex.
-unsafe impl SharedState for SemaphoreState {
+// SAFETY: zeros are an unused mutex until `init`, a semaphore of no units, and a signal
+// nobody waits on; the fields are used only under the monitor's mutex, the signal is atomics.
+unsafe impl InMapping for SemaphoreState {}
+
+impl SharedState for SemaphoreState {
     const KIND: u64 = 0x6d70_5365_6d61_0001;
 
     fn init(&self) -> io::Result<()> {
-        self.monitor.init()
+        self.monitor.init(false)
     }
 }
 
@@ -360,7 +327,11 @@ pub struct SemaphoreGuard<'a> {
 
 impl Drop for SemaphoreGuard<'_> {
     fn drop(&mut self) {
-        let _ = self.semaphore.release();
+        // A bounded semaphore refuses a unit given back after an extra `release`: a bug of
+        // the caller that a drop cannot return, and must not hide.
+        if let Err(e) = self.semaphore.release() {
+            eprintln!("mp: a semaphore guard could not give its unit back: {e}");
+        }
     }
 }
 
@@ -380,34 +351,32 @@ impl Semaphore {
         let semaphore = Semaphore {
             shm: Arc::new(Shm::create(c"mp-semaphore", 0)?),
         };
-        let mut fields = semaphore.lock(None)?;
+        let mut fields = semaphore.lock(Wait::Forever)?;
         fields.fields().value = value as u64;
         fields.fields().bound = bound;
         drop(fields);
         Ok(semaphore)
     }
 
-    fn lock(&self, timeout: Option<Duration>) -> Result<MonitorGuard<'_, SemaphoreFields>> {
-        self.shm
-            .state()
-            .monitor
-            .lock(timeout.and_then(deadline))
-            .map_err(|f| lock_error(f, "a semaphore", timeout))
+    /// The fields; with `Wait::No`, a lock held elsewhere counts as no unit: `Ok(None)`.
+    fn lock_or_none(&self, wait: Wait) -> Result<Option<MonitorGuard<'_, SemaphoreFields>>> {
+        lock_state(&self.shm.state().monitor, wait, "a semaphore")
     }
 
-    fn take(&self, wait: Option<Option<Duration>>) -> Result<Option<SemaphoreGuard<'_>>> {
-        let timeout = wait.flatten();
-        let until = timeout.and_then(deadline);
-        let mut fields = self.lock(timeout)?;
+    fn lock(&self, wait: Wait) -> Result<MonitorGuard<'_, SemaphoreFields>> {
+        waited(self.lock_or_none(wait))
+    }
+
+    fn take(&self, wait: Wait) -> Result<Option<SemaphoreGuard<'_>>> {
+        let Some(mut fields) = self.lock_or_none(wait)? else {
+            return Ok(None);
+        };
         while fields.fields().value == 0 {
-            let Some(_) = wait else {
+            if let Wait::No = wait {
                 return Ok(None);
-            };
-            let woke = fields
-                .wait(until)
-                .map_err(|f| lock_error(f, "a semaphore", timeout))?;
-            if !woke {
-                return Err(lock_error(LockFailure::TimedOut, "a semaphore", timeout));
+            }
+            if !wait_state(&mut fields, &self.shm.state().signal, wait, "a semaphore")? {
+                return Err(lock_error(LockFailure::TimedOut, "a semaphore", wait));
             }
         }
         fields.fields().value -= 1;
@@ -424,7 +393,7 @@ impl Semaphore {
     /// assert_eq!(sem.value().unwrap(), 0);
     /// ```
     pub fn acquire(&self) -> Result<SemaphoreGuard<'_>> {
-        self.take(Some(None)).map(|g| g.expect("waited for a unit"))
+        waited(self.take(Wait::Forever))
     }
 
     /// Takes one unit, waiting at most `timeout`.
@@ -438,8 +407,7 @@ impl Semaphore {
     /// assert!(sem.acquire_timeout(Duration::from_millis(10)).unwrap_err().is_timeout());
     /// ```
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<SemaphoreGuard<'_>> {
-        self.take(Some(Some(timeout)))
-            .map(|g| g.expect("waited for a unit"))
+        waited(self.take(Wait::timeout(timeout)))
     }
 
     /// Takes one unit if there is one now.
@@ -451,7 +419,7 @@ impl Semaphore {
     /// assert!(sem.try_acquire().unwrap().is_none());
     /// ```
     pub fn try_acquire(&self) -> Result<Option<SemaphoreGuard<'_>>> {
-        self.take(None)
+        self.take(Wait::No)
     }
 
     /// Adds one unit (wakes one waiter). On a [`BoundedSemaphore`], adding more than it
@@ -465,7 +433,7 @@ impl Semaphore {
     /// assert_eq!(sem.value().unwrap(), 1);
     /// ```
     pub fn release(&self) -> Result<()> {
-        let mut fields = self.lock(None)?;
+        let mut fields = self.lock(Wait::Forever)?;
         let fields_now = fields.fields();
         if fields_now.bound != 0 && fields_now.value >= fields_now.bound {
             return Err(Error::new(Kind::Usage(
@@ -474,7 +442,7 @@ impl Semaphore {
         }
         fields_now.value += 1;
         drop(fields);
-        self.shm.state().monitor.notify(1);
+        self.shm.state().signal.notify(1);
         Ok(())
     }
 
@@ -486,7 +454,7 @@ impl Semaphore {
     /// assert_eq!(mp_runtime::Semaphore::new(4).unwrap().value().unwrap(), 4);
     /// ```
     pub fn value(&self) -> Result<usize> {
-        Ok(self.lock(None)?.fields().value as usize)
+        Ok(self.lock(Wait::Forever)?.get().value as usize)
     }
 }
 
@@ -532,14 +500,18 @@ impl Deref for BoundedSemaphore {
 #[repr(C)]
 struct EventState {
     monitor: Monitor<bool>,
+    signal: Signal,
 }
 
-// SAFETY: zeroed (unset) until `init`; the flag is used only under the monitor's mutex.
-unsafe impl SharedState for EventState {
+// SAFETY: zeros are an unused mutex until `init`, an unset flag, and a signal nobody waits
+// on; the flag is used only under the monitor's mutex, the signal is atomics.
+unsafe impl InMapping for EventState {}
+
+impl SharedState for EventState {
     const KIND: u64 = 0x6d70_4576_656e_7401;
 
     fn init(&self) -> io::Result<()> {
-        self.monitor.init()
+        self.monitor.init(false)
     }
 }
 
@@ -565,7 +537,18 @@ pub struct Event {
     shm: Arc<Shm<EventState>>,
 }
 
-shared_handle!(Event);
+shared_handle!(Event, no Debug);
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut event = f.debug_struct("Event");
+        match self.is_set() {
+            Ok(set) => event.field("set", &set),
+            Err(e) => event.field("set", &format_args!("unknown ({e})")),
+        }
+        .finish()
+    }
+}
 
 impl Event {
     /// A new event, not set.
@@ -581,12 +564,8 @@ impl Event {
         })
     }
 
-    fn lock(&self) -> Result<MonitorGuard<'_, bool>> {
-        self.shm
-            .state()
-            .monitor
-            .lock(None)
-            .map_err(|f| lock_error(f, "an event", None))
+    fn lock(&self, wait: Wait) -> Result<Option<MonitorGuard<'_, bool>>> {
+        lock_state(&self.shm.state().monitor, wait, "an event")
     }
 
     /// Sets the flag and wakes every waiter.
@@ -599,8 +578,8 @@ impl Event {
     /// assert!(event.is_set().unwrap());
     /// ```
     pub fn set(&self) -> Result<()> {
-        *self.lock()?.fields() = true;
-        self.shm.state().monitor.notify(u32::MAX);
+        *waited(self.lock(Wait::Forever))?.fields() = true;
+        self.shm.state().signal.notify_all();
         Ok(())
     }
 
@@ -615,7 +594,7 @@ impl Event {
     /// assert!(!event.is_set().unwrap());
     /// ```
     pub fn clear(&self) -> Result<()> {
-        *self.lock()?.fields() = false;
+        *waited(self.lock(Wait::Forever))?.fields() = false;
         Ok(())
     }
 
@@ -627,7 +606,7 @@ impl Event {
     /// assert!(!mp_runtime::Event::new().unwrap().is_set().unwrap());
     /// ```
     pub fn is_set(&self) -> Result<bool> {
-        Ok(*self.lock()?.fields())
+        Ok(*waited(self.lock(Wait::Forever))?.get())
     }
 
     /// Waits until the flag is set.
@@ -640,7 +619,7 @@ impl Event {
     /// event.wait().unwrap(); // returns at once
     /// ```
     pub fn wait(&self) -> Result<()> {
-        self.wait_until(None).map(drop)
+        self.wait_until(Wait::Forever).map(drop)
     }
 
     /// Waits at most `timeout` for the flag; returns whether it is set.
@@ -654,17 +633,14 @@ impl Event {
     /// assert!(!event.wait_timeout(Duration::from_millis(10)).unwrap());
     /// ```
     pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
-        self.wait_until(deadline(timeout))
+        self.wait_until(Wait::timeout(timeout))
     }
 
-    fn wait_until(&self, until: Option<Instant>) -> Result<bool> {
-        let mut flag = self.lock()?;
-        while !*flag.fields() {
-            let woke = flag
-                .wait(until)
-                .map_err(|f| lock_error(f, "an event", None))?;
-            if !woke {
-                return Ok(*flag.fields());
+    fn wait_until(&self, wait: Wait) -> Result<bool> {
+        let mut flag = waited(self.lock(wait))?;
+        while !*flag.get() {
+            if !wait_state(&mut flag, &self.shm.state().signal, wait, "an event")? {
+                return Ok(*flag.get());
             }
         }
         Ok(true)
@@ -673,16 +649,19 @@ impl Event {
 
 #[repr(C)]
 struct ConditionState {
-    mutex: RawMutex,
+    monitor: Monitor<()>,
     signal: Signal,
 }
 
-// SAFETY: zeroed until `init`; the mutex and signal are made for shared use.
-unsafe impl SharedState for ConditionState {
+// SAFETY: zeros are an unused mutex until `init` and a signal nobody waits on; both are made
+// for shared use.
+unsafe impl InMapping for ConditionState {}
+
+impl SharedState for ConditionState {
     const KIND: u64 = 0x6d70_436f_6e64_0001;
 
     fn init(&self) -> io::Result<()> {
-        self.mutex.init(false)
+        self.monitor.init(false)
     }
 }
 
@@ -724,14 +703,8 @@ shared_handle!(Condition);
 /// Holds a [`Condition`]'s lock; waits on it.
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct ConditionGuard<'a> {
-    state: &'a ConditionState,
-    thread_bound: PhantomData<*const ()>,
-}
-
-impl Drop for ConditionGuard<'_> {
-    fn drop(&mut self) {
-        self.state.mutex.unlock();
-    }
+    held: Held<'a, ()>,
+    signal: &'a Signal,
 }
 
 impl fmt::Debug for ConditionGuard<'_> {
@@ -755,11 +728,16 @@ impl Condition {
         })
     }
 
-    fn guard(&self) -> ConditionGuard<'_> {
-        ConditionGuard {
-            state: self.shm.state(),
-            thread_bound: PhantomData,
-        }
+    /// Takes the lock: the one way a condition is acquired.
+    fn take(&self, wait: Wait) -> Result<Option<ConditionGuard<'_>>> {
+        let state = self.shm.state();
+        let held = self
+            .shm
+            .acquire(&state.monitor, wait, "a condition's lock")?;
+        Ok(held.map(|held| ConditionGuard {
+            held,
+            signal: &state.signal,
+        }))
     }
 
     /// Takes the condition's lock, waiting for it.
@@ -771,7 +749,7 @@ impl Condition {
     /// let _guard = cond.acquire().unwrap();
     /// ```
     pub fn acquire(&self) -> Result<ConditionGuard<'_>> {
-        acquire_mutex(&self.shm.state().mutex, None, "a condition's lock").map(|()| self.guard())
+        waited(self.take(Wait::Forever))
     }
 
     /// Takes the condition's lock, waiting at most `timeout`.
@@ -785,8 +763,7 @@ impl Condition {
     /// let _guard = cond.acquire_timeout(Duration::from_secs(1)).unwrap();
     /// ```
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<ConditionGuard<'_>> {
-        acquire_mutex(&self.shm.state().mutex, Some(timeout), "a condition's lock")
-            .map(|()| self.guard())
+        waited(self.take(Wait::timeout(timeout)))
     }
 
     /// Takes the condition's lock if it is free now.
@@ -798,7 +775,7 @@ impl Condition {
     /// assert!(cond.try_acquire().unwrap().is_some());
     /// ```
     pub fn try_acquire(&self) -> Result<Option<ConditionGuard<'_>>> {
-        Ok(try_acquire_mutex(&self.shm.state().mutex, "a condition's lock")?.then(|| self.guard()))
+        self.take(Wait::No)
     }
 
     /// Wakes up to `n` waiters.
@@ -829,10 +806,8 @@ impl Condition {
 
 impl ConditionGuard<'_> {
     fn wait_until(&mut self, until: Option<Instant>, timeout: Option<Duration>) -> Result<bool> {
-        self.state
-            .signal
-            .wait(&self.state.mutex, until)
-            .map_err(|f| lock_error(f, "a condition's lock", timeout))
+        self.held
+            .wait(self.signal, until, "a condition's lock", timeout)
     }
 
     /// Releases the lock, sleeps until notified, and takes the lock again. Wake-ups may be
@@ -893,18 +868,10 @@ impl ConditionGuard<'_> {
     }
 }
 
-/// How many processes' handles a barrier tracks to notice deaths.
-const PARTY_SLOTS: usize = 128;
+/// Room for processes that hold a barrier beyond its parties (onlookers that never wait).
+const SPARE_HOLDERS: usize = 128;
 /// How often a waiting party checks that the others are alive.
 const LIVENESS_POLL: Duration = Duration::from_millis(50);
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct Party {
-    /// 0 when the slot is free.
-    pid: u32,
-    start: u64,
-}
 
 #[repr(C)]
 struct BarrierFields {
@@ -912,21 +879,65 @@ struct BarrierFields {
     count: u32,
     generation: u32,
     broken: bool,
-    /// The processes that hold this barrier: if one dies, waiting for it is hopeless.
-    holders: [Party; PARTY_SLOTS],
+    /// Entries of the holders' table, which fills the data after the state: one per process
+    /// that holds the barrier, two words each: the pid and how many handles it holds
+    /// (`pid | count << 32`, 0 when free), and when that process started.
+    holders: u32,
 }
 
 #[repr(C)]
 struct BarrierState {
     monitor: Monitor<BarrierFields>,
+    signal: Signal,
 }
 
-// SAFETY: zeroed until `init` (no holders, not broken); fields only under the monitor.
-unsafe impl SharedState for BarrierState {
-    const KIND: u64 = 0x6d70_4261_7272_0001;
+// SAFETY: zeros are an unused mutex until `init`, a barrier not broken with no holders, and a
+// signal nobody waits on; the fields (and the holders' table) are used only under the
+// monitor's mutex, the signal is atomics.
+unsafe impl InMapping for BarrierState {}
+
+impl SharedState for BarrierState {
+    const KIND: u64 = 0x6d70_4261_7272_0002;
 
     fn init(&self) -> io::Result<()> {
-        self.monitor.init()
+        self.monitor.init(false)
+    }
+}
+
+/// The holders' table of a barrier's memory: read and written with its mutex held.
+struct Holders<'a> {
+    words: &'a [AtomicU64],
+}
+
+impl<'a> Holders<'a> {
+    fn of(shm: &'a Shm<BarrierState>, fields: &BarrierFields) -> Self {
+        let words = shm
+            .mapping()
+            .words(data_offset::<BarrierState>(), 2 * fields.holders as usize);
+        Holders { words }
+    }
+
+    fn get(&self, slot: usize) -> (u32, u32, u64) {
+        let word = self.words[2 * slot].load(Ordering::Relaxed);
+        let start = self.words[2 * slot + 1].load(Ordering::Relaxed);
+        (word as u32, (word >> 32) as u32, start)
+    }
+
+    fn set(&self, slot: usize, pid: u32, handles: u32, start: u64) {
+        self.words[2 * slot].store(u64::from(pid) | u64::from(handles) << 32, Ordering::Relaxed);
+        self.words[2 * slot + 1].store(start, Ordering::Relaxed);
+    }
+
+    fn slots(&self) -> impl Iterator<Item = (usize, (u32, u32, u64))> + '_ {
+        (0..self.words.len() / 2).map(|slot| (slot, self.get(slot)))
+    }
+
+    /// A holder of the barrier whose process is gone.
+    fn dead(&self) -> Option<u32> {
+        self.slots()
+            .map(|(_, holder)| holder)
+            .find(|&(pid, _, start)| pid != 0 && process_start(pid) != Some(start))
+            .map(|(pid, _, _)| pid)
     }
 }
 
@@ -963,19 +974,39 @@ pub struct Barrier {
 /// One process's hold on a barrier: registered among its holders while it lives.
 struct BarrierHandle {
     shm: Shm<BarrierState>,
-    slot: Option<usize>,
+    /// This process's entry in the holders' table.
+    slot: usize,
 }
 
 impl BarrierHandle {
+    /// Counts one more handle of this process among the barrier's holders. A handle in a
+    /// process the table has no room for would go unwatched (its death unnoticed): refused.
     fn register(shm: Shm<BarrierState>) -> Result<Self> {
         let pid = std::process::id();
         let start = process_start(pid).unwrap_or(0);
-        let mut fields = lock_barrier(&shm)?;
-        let holders = &mut fields.fields().holders;
-        let slot = holders.iter().position(|p| p.pid == 0);
-        if let Some(slot) = slot {
-            holders[slot] = Party { pid, start };
-        }
+        let fields = lock_barrier(&shm)?;
+        let holders = Holders::of(&shm, fields.get());
+        let mine = holders
+            .slots()
+            .find(|&(_, (p, _, s))| p == pid && s == start);
+        let slot = match mine {
+            Some((slot, (_, handles, _))) => {
+                holders.set(slot, pid, handles + 1, start);
+                slot
+            }
+            None => {
+                let free = holders.slots().find(|&(_, (p, _, _))| p == 0);
+                let Some((slot, _)) = free else {
+                    return Err(Error::new(Kind::Usage(format!(
+                        "a barrier of {} parties can be held by at most {} processes at once",
+                        fields.get().parties,
+                        fields.get().holders
+                    ))));
+                };
+                holders.set(slot, pid, 1, start);
+                slot
+            }
+        };
         drop(fields);
         Ok(BarrierHandle { shm, slot })
     }
@@ -986,36 +1017,28 @@ impl Drop for BarrierHandle {
         let Ok(mut fields) = lock_barrier(&self.shm) else {
             return;
         };
-        if let Some(slot) = self.slot {
-            fields.fields().holders[slot].pid = 0;
+        let holders = Holders::of(&self.shm, fields.get());
+        let (pid, handles, start) = holders.get(self.slot);
+        if handles > 1 {
+            holders.set(self.slot, pid, handles - 1, start);
+        } else {
+            holders.set(self.slot, 0, 0, 0);
         }
         if std::thread::panicking() {
             // This process will not arrive: do not let the others wait for it.
             fields.fields().broken = true;
             drop(fields);
-            self.shm.state().monitor.notify(u32::MAX);
+            self.shm.state().signal.notify_all();
         }
     }
 }
 
 fn lock_barrier(shm: &Shm<BarrierState>) -> Result<MonitorGuard<'_, BarrierFields>> {
-    shm.state()
-        .monitor
-        .lock(None)
-        .map_err(|f| lock_error(f, "a barrier", None))
+    waited(lock_state(&shm.state().monitor, Wait::Forever, "a barrier"))
 }
 
 fn broken(why: impl Into<String>) -> Error {
     Error::new(Kind::BrokenBarrier(why.into()))
-}
-
-/// A holder of the barrier whose process is gone.
-fn dead_holder(fields: &BarrierFields) -> Option<u32> {
-    fields
-        .holders
-        .iter()
-        .find(|p| p.pid != 0 && process_start(p.pid) != Some(p.start))
-        .map(|p| p.pid)
 }
 
 impl Barrier {
@@ -1033,15 +1056,27 @@ impl Barrier {
                 "a barrier needs at least one party".into(),
             )));
         }
-        let shm = Shm::<BarrierState>::create(c"mp-barrier", 0)?;
-        lock_barrier(&shm)?.fields().parties = parties as u32;
+        let holders = parties.saturating_add(SPARE_HOLDERS);
+        let table = holders
+            .checked_mul(16)
+            .filter(|_| holders <= u32::MAX as usize);
+        let table = table.ok_or_else(|| {
+            Error::new(Kind::Usage(format!(
+                "a barrier of {parties} parties is too large"
+            )))
+        })?;
+        let shm = Shm::<BarrierState>::create(c"mp-barrier", table)?;
+        let mut fields = lock_barrier(&shm)?;
+        fields.fields().parties = parties as u32;
+        fields.fields().holders = holders as u32;
+        drop(fields);
         Ok(Barrier {
             inner: Arc::new(BarrierHandle::register(shm)?),
         })
     }
 
-    fn monitor(&self) -> &Monitor<BarrierFields> {
-        &self.inner.shm.state().monitor
+    fn signal(&self) -> &Signal {
+        &self.inner.shm.state().signal
     }
 
     fn lock(&self) -> Result<MonitorGuard<'_, BarrierFields>> {
@@ -1083,7 +1118,8 @@ impl Barrier {
     }
 
     fn wait_until(&self, timeout: Option<Duration>) -> Result<usize> {
-        let until = timeout.and_then(deadline);
+        let wait = timeout.map_or(Wait::Forever, Wait::timeout);
+        let until = wait.deadline();
         let mut guard = self.lock()?;
         let fields = guard.fields();
         if fields.broken {
@@ -1096,22 +1132,24 @@ impl Barrier {
             fields.count = 0;
             fields.generation = fields.generation.wrapping_add(1);
             drop(guard);
-            self.monitor().notify(u32::MAX);
+            self.signal().notify_all();
             return Ok(index);
         }
         loop {
             let poll = Instant::now() + LIVENESS_POLL;
             let wake = until.map_or(poll, |until| until.min(poll));
+            // Only the sleep ends at the poll: taking the lock back may take until `until`.
             guard
-                .wait(Some(wake))
-                .map_err(|f| lock_error(f, "a barrier", timeout))?;
+                .wait(self.signal(), Some(wake), until)
+                .map_err(|f| lock_error(f, "a barrier", wait))?;
+            let dead = Holders::of(&self.inner.shm, guard.get()).dead();
             let fields = guard.fields();
             if fields.generation != generation {
                 return Ok(index);
             }
             let why = if fields.broken {
                 Some("another party broke it (it died, timed out or aborted)".to_string())
-            } else if let Some(pid) = dead_holder(fields) {
+            } else if let Some(pid) = dead {
                 Some(format!(
                     "process {pid}, which holds it, died before it arrived"
                 ))
@@ -1127,7 +1165,7 @@ impl Barrier {
                 fields.broken = true;
                 fields.count = fields.count.saturating_sub(1);
                 drop(guard);
-                self.monitor().notify(u32::MAX);
+                self.signal().notify_all();
                 return Err(broken(why));
             }
         }
@@ -1146,7 +1184,7 @@ impl Barrier {
         if let Ok(mut fields) = self.lock() {
             fields.fields().broken = true;
         }
-        self.monitor().notify(u32::MAX);
+        self.signal().notify_all();
     }
 
     /// Whether the barrier is broken.
@@ -1157,7 +1195,7 @@ impl Barrier {
     /// assert!(!mp_runtime::Barrier::new(2).unwrap().is_broken().unwrap());
     /// ```
     pub fn is_broken(&self) -> Result<bool> {
-        Ok(self.lock()?.fields().broken)
+        Ok(self.lock()?.get().broken)
     }
 
     /// How many callers it takes to pass.
@@ -1168,7 +1206,7 @@ impl Barrier {
     /// assert_eq!(mp_runtime::Barrier::new(4).unwrap().parties().unwrap(), 4);
     /// ```
     pub fn parties(&self) -> Result<usize> {
-        Ok(self.lock()?.fields().parties as usize)
+        Ok(self.lock()?.get().parties as usize)
     }
 
     /// How many callers wait now.
@@ -1179,7 +1217,7 @@ impl Barrier {
     /// assert_eq!(mp_runtime::Barrier::new(4).unwrap().n_waiting().unwrap(), 0);
     /// ```
     pub fn n_waiting(&self) -> Result<usize> {
-        Ok(self.lock()?.fields().count as usize)
+        Ok(self.lock()?.get().count as usize)
     }
 }
 

@@ -1,1 +1,202 @@
-//! Shared mappings of a file, unmapped when dropped.
+//! Shared mappings of a file, unmapped when dropped, and the only ways into their bytes:
+//! typed state that is made for sharing ([`InMapping`]), and copies through atomics, which
+//! are sound however other threads and processes use the same bytes.
+
+use std::io;
+use std::os::fd::BorrowedFd;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+
+use rustix::mm::{MapFlags, ProtFlags};
+
+/// The alignment every mapping has at least (the smallest page size of Linux).
+pub(crate) const PAGE: usize = 4096;
+
+/// A type that may live in a shared mapping and be used through `&Self` by any number of
+/// threads and processes at once.
+///
+/// # Safety
+///
+/// All-zero bytes must be a valid `Self` (a fresh memory file is zeros), every access through
+/// `&Self` must be free of data races (atomics, or `UnsafeCell` behind a process-shared lock),
+/// and `Self` must hold no pointers, which mean nothing in another process.
+pub(crate) unsafe trait InMapping: Sized {}
+
+/// `len` bytes of a file mapped shared and writable; unmapped when dropped.
+pub(crate) struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: a `Mapping` owns an address range; every access to the bytes in it goes through
+// atomics or `InMapping` types, which are made for use from any thread.
+unsafe impl Send for Mapping {}
+// SAFETY: as for Send.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Maps the first `len` bytes of `fd`, shared and writable.
+    pub(crate) fn shared(fd: BorrowedFd<'_>, len: usize) -> io::Result<Mapping> {
+        // SAFETY: a new mapping at an address the kernel picks, so it replaces nothing this
+        // process uses; the file is open for reading and writing.
+        let ptr = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                len.max(1),
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED,
+                fd,
+                0,
+            )?
+        };
+        let ptr = NonNull::new(ptr.cast()).expect("mmap never maps address 0 unless asked");
+        Ok(Mapping { ptr, len })
+    }
+
+    /// The mapped length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The first byte (page aligned), for the few callers that hand out references to user
+    /// types in the mapping; valid for `len` bytes while `self` lives.
+    pub(crate) fn as_ptr(&self) -> NonNull<u8> {
+        self.ptr
+    }
+
+    /// The `T` at `offset`. Panics if it does not fit or is misaligned.
+    pub(crate) fn get<T: InMapping>(&self, offset: usize) -> &T {
+        assert!(
+            offset
+                .checked_add(size_of::<T>())
+                .is_some_and(|end| end <= self.len)
+                && offset % align_of::<T>() == 0
+                && align_of::<T>() <= PAGE,
+            "a state outside its mapping"
+        );
+        // SAFETY: in bounds and aligned (checked above; the mapping is page aligned); the
+        // memory is a valid `T` whatever its bytes (`InMapping`: zeros are valid, and the
+        // only writes are through `&T`); it stays mapped for as long as `self` is borrowed.
+        unsafe { &*self.ptr.as_ptr().add(offset).cast::<T>() }
+    }
+
+    /// The bytes from `offset` on, as atomics. Panics if they are not mapped.
+    pub(crate) fn bytes(&self, offset: usize, len: usize) -> &[AtomicU8] {
+        assert!(
+            offset.checked_add(len).is_some_and(|end| end <= self.len),
+            "bytes outside their mapping"
+        );
+        // SAFETY: in bounds (checked); `AtomicU8` has the size and alignment of `u8`, every
+        // byte is a valid one, and atomics are sound to share with any other user of the
+        // memory; the range stays mapped while `self` is borrowed.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(offset).cast(), len) }
+    }
+
+    /// The 8-byte words from byte `offset` on, as atomics. Panics if they are not mapped or
+    /// `offset` is not a multiple of 8.
+    pub(crate) fn words(&self, offset: usize, count: usize) -> &[AtomicU64] {
+        if count == 0 {
+            return &[];
+        }
+        assert!(
+            offset % 8 == 0
+                && count
+                    .checked_mul(8)
+                    .and_then(|len| offset.checked_add(len))
+                    .is_some_and(|end| end <= self.len),
+            "words outside their mapping"
+        );
+        // SAFETY: in bounds and 8-byte aligned (checked; the mapping is page aligned), and
+        // as in `bytes`: any bits are a valid `AtomicU64`, and atomics may be shared.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(offset).cast(), count) }
+    }
+
+    /// Copies bytes from `offset` on into `out`, a word at a time where it can. Sound while
+    /// others write them; a concurrent write may be seen in part (whole bytes, no more).
+    pub(crate) fn read(&self, offset: usize, out: &mut [u8]) {
+        let (head, words, tail) = self.split(offset, out.len());
+        let (out_head, rest) = out.split_at_mut(head.len());
+        let (out_words, out_tail) = rest.split_at_mut(words.len() * 8);
+        for (b, a) in out_head.iter_mut().zip(head) {
+            *b = a.load(Ordering::Relaxed);
+        }
+        for (chunk, w) in out_words.chunks_exact_mut(8).zip(words) {
+            chunk.copy_from_slice(&w.load(Ordering::Relaxed).to_ne_bytes());
+        }
+        for (b, a) in out_tail.iter_mut().zip(tail) {
+            *b = a.load(Ordering::Relaxed);
+        }
+    }
+
+    /// Copies `bytes` in from `offset` on, a word at a time where it can. Sound while others
+    /// read or write them.
+    pub(crate) fn write(&self, offset: usize, bytes: &[u8]) {
+        let (head, words, tail) = self.split(offset, bytes.len());
+        let (in_head, rest) = bytes.split_at(head.len());
+        let (in_words, in_tail) = rest.split_at(words.len() * 8);
+        for (a, &b) in head.iter().zip(in_head) {
+            a.store(b, Ordering::Relaxed);
+        }
+        for (w, chunk) in words.iter().zip(in_words.chunks_exact(8)) {
+            let word = u64::from_ne_bytes(chunk.try_into().expect("chunks of 8"));
+            w.store(word, Ordering::Relaxed);
+        }
+        for (a, &b) in tail.iter().zip(in_tail) {
+            a.store(b, Ordering::Relaxed);
+        }
+    }
+
+    /// The range `offset..offset + len` as unaligned leading bytes, aligned words, and
+    /// trailing bytes.
+    fn split(&self, offset: usize, len: usize) -> (&[AtomicU8], &[AtomicU64], &[AtomicU8]) {
+        let all = self.bytes(offset, len);
+        let head = offset.next_multiple_of(8).saturating_sub(offset).min(len);
+        let count = (len - head) / 8;
+        let tail = len - head - count * 8;
+        (
+            &all[..head],
+            self.words(offset + head, count),
+            &all[len - tail..],
+        )
+    }
+
+    /// Gives the address range up for good, without unmapping it: for a mapping that
+    /// something outside Rust's view may still use (a robust mutex on glibc's list of this
+    /// thread's held locks, after a guard was forgotten).
+    pub(crate) fn leak(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the range `shared` mapped; every borrow of it (references
+        // from `get`, `bytes`, `words`) is tied to `&self`, so none outlives this. munmap
+        // fails only for a range that is not a mapping, which this one is.
+        let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len.max(1)) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::memfd;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn copies_at_any_offset_and_length_round_trip() {
+        let fd = memfd::create(c"mp-test").unwrap();
+        memfd::set_len(fd.as_fd(), 64).unwrap();
+        let map = Mapping::shared(fd.as_fd(), 64).unwrap();
+        let other = Mapping::shared(fd.as_fd(), 64).unwrap();
+        for offset in 0..12 {
+            for len in 0..40 {
+                let bytes: Vec<u8> = (0..len).map(|i| (i * 7 + offset + 1) as u8).collect();
+                map.write(offset, &bytes);
+                let mut back = vec![0; len];
+                other.read(offset, &mut back);
+                assert_eq!(back, bytes, "offset {offset}, len {len}");
+            }
+        }
+    }
+}

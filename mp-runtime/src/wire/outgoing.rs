@@ -8,8 +8,10 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileExt;
+
+use crate::sys::memfd;
 
 /// Frames from this size on travel in a memfd: below it, the socket's two copies cost less
 /// than creating, writing, mapping and unmapping a file.
@@ -18,8 +20,8 @@ pub(crate) const FILE_FRAME: usize = 1 << 20;
 /// Once in a file, small writes gather in memory up to this many bytes before they are written.
 const WRITE_CHUNK: usize = 64 * 1024;
 
-/// The seals a frame's memfd carries, so that its sender can no longer change or shrink it
-/// under the receiver's map.
+/// The seals a frame's memfd carries (`memfd::seal_all`), so that its sender can no longer
+/// change or shrink it under the receiver's map; what the receiver checks.
 pub(crate) const FRAME_SEALS: libc::c_int =
     libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
 
@@ -148,10 +150,7 @@ impl Outgoing {
         }
         self.flush()?;
         let (file, len) = self.file.take().expect("checked above");
-        // SAFETY: plain system call on an open descriptor.
-        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, FRAME_SEALS) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        memfd::seal_all(file.as_fd())?;
         Ok(Encoded::File(file.into(), len))
     }
 }
@@ -180,18 +179,7 @@ impl Encoded {
 
 /// A new memfd that can be sealed.
 fn memfd() -> io::Result<File> {
-    // SAFETY: plain system call with a valid C string.
-    let raw = unsafe {
-        libc::memfd_create(
-            c"mp-frame".as_ptr(),
-            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
-        )
-    };
-    if raw < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `raw` is a new descriptor that nothing else owns.
-    Ok(File::from(unsafe { OwnedFd::from_raw_fd(raw) }))
+    memfd::create(c"mp-frame").map(File::from)
 }
 
 #[cfg(test)]
@@ -261,9 +249,7 @@ mod tests {
             Encoded::Bytes(_) => panic!("a frame of FILE_FRAME bytes stays in memory"),
         };
         assert_eq!(len, FILE_FRAME);
-        // SAFETY: plain system call on an open descriptor.
-        let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
-        assert_eq!(seals & FRAME_SEALS, FRAME_SEALS);
+        assert!(memfd::is_sealed_all(fd.as_fd()).unwrap());
         assert!(File::from(fd).write_all_at(b"x", 0).is_err());
     }
 }
