@@ -3,10 +3,10 @@
 //! `TRYBUILD=overwrite cargo test --test adversarial_compile_fail`.
 
 // Issue 11 item 7: a `Pod` aligned above 64 bytes in `Value`/`Array` is a compile error, and
-// one aligned to 64 works. The error is post-monomorphization: it needs a build, not a check,
+// one aligned to 64 works. Also: no lock guard is `Send`. The error is post-monomorphization: it needs a build, not a check,
 // which trybuild does when some case must pass.
 #[test]
-fn over_aligned_pod_is_a_compile_error() {
+fn over_aligned_pods_and_sent_guards_are_compile_errors() {
     let cases = trybuild::TestCases::new();
     cases.compile_fail("tests/ui_adversarial/*.rs");
     cases.pass("tests/ui_adversarial/pass/*.rs");
