@@ -20,6 +20,7 @@ use mpi::ffi;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Kind, Result};
+use crate::sys;
 use crate::wire::codec;
 
 /// Variables that launchers set in each process they start: MPICH's hydra and Slurm's PMI-2
@@ -126,7 +127,9 @@ pub(crate) fn join_job() -> Joined {
             abort(2);
         }
         WORLD.get_or_init(|| world);
-        call_at_exit();
+        if let Err(error) = sys::process::at_exit(end_job) {
+            eprintln!("mp: {error}: the other ranks will not be told when this one exits");
+        }
         return Joined::RankZero;
     }
     let world = WORLD.get_or_init(|| world);
@@ -504,33 +507,6 @@ fn abort(code: c_int) -> ! {
     // initialized), the process exits below.
     unsafe { ffi::MPI_Abort(ffi::RSMPI_COMM_WORLD, code) };
     std::process::exit(code)
-}
-
-/// Has [`end_job`] run when this process exits, with the exit status (glibc's `on_exit`).
-#[cfg(target_env = "gnu")]
-fn call_at_exit() {
-    unsafe extern "C" {
-        fn on_exit(
-            function: extern "C" fn(c_int, *mut std::ffi::c_void),
-            argument: *mut std::ffi::c_void,
-        ) -> c_int;
-    }
-    extern "C" fn handler(status: c_int, _: *mut std::ffi::c_void) {
-        end_job(status);
-    }
-    // SAFETY: registers a plain C function with the C runtime; it runs once, at exit, with the
-    // status `exit` was given; the argument is unused.
-    unsafe { on_exit(handler, std::ptr::null_mut()) };
-}
-
-/// Has [`end_job`] run when this process exits (the status is not known: taken as success).
-#[cfg(not(target_env = "gnu"))]
-fn call_at_exit() {
-    extern "C" fn handler() {
-        end_job(0);
-    }
-    // SAFETY: registers a plain `extern "C" fn()` with the C runtime; it runs once, at exit.
-    unsafe { libc::atexit(handler) };
 }
 
 /// Rank 0's exit handler: every other rank stops, and the job ends cleanly. `status` is the

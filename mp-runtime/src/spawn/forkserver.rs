@@ -16,7 +16,12 @@
 //! children are killed by their parent-death signal), and the next start makes a new zygote.
 //!
 //! Messages, zygote to parent, little-endian: `F` pid (forked), `E` errno (fork failed), `X` pid
-//! status (a child ended), `R` text (the zygote refuses to fork, and why: then it exits). Parent to zygote: the child's name, with its socket beside.
+//! status (a child ended), `R` text (the zygote refuses to fork, and why; then it exits).
+//! Parent to zygote: the child's name, with its socket beside.
+//!
+//! The zygote forks only while it has one thread (`sys::process::fork` counts them): a user
+//! constructor that started a thread before it served makes it refuse, with an error that says
+//! so, instead of forking children that could deadlock.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;

@@ -104,3 +104,48 @@ pub(crate) fn take_var_before_main(name: &str) -> Option<std::ffi::OsString> {
     unsafe { std::env::remove_var(name) };
     Some(value)
 }
+
+/// Has `run` called once when this process exits, with the status given to `exit` where the C
+/// library tells it (glibc's `on_exit`), else 0. One function per process: a second is refused.
+#[cfg(feature = "mpi")]
+pub(crate) fn at_exit(run: fn(i32)) -> io::Result<()> {
+    static RUN: std::sync::OnceLock<fn(i32)> = std::sync::OnceLock::new();
+    RUN.set(run)
+        .map_err(|_| io::Error::other("an exit handler is registered already"))?;
+    #[cfg(target_env = "gnu")]
+    {
+        unsafe extern "C" {
+            fn on_exit(
+                function: extern "C" fn(libc::c_int, *mut libc::c_void),
+                argument: *mut libc::c_void,
+            ) -> libc::c_int;
+        }
+        extern "C" fn handler(status: libc::c_int, _: *mut libc::c_void) {
+            if let Some(run) = RUN.get() {
+                run(status);
+            }
+        }
+        // SAFETY: `on_exit` is glibc's, with this signature; it registers a plain C function
+        // that the C runtime calls once, at exit, with the status; the argument is unused.
+        if unsafe { on_exit(handler, std::ptr::null_mut()) } != 0 {
+            return Err(io::Error::other(
+                "the C library has no room for an exit handler",
+            ));
+        }
+    }
+    #[cfg(not(target_env = "gnu"))]
+    {
+        extern "C" fn handler() {
+            if let Some(run) = RUN.get() {
+                run(0);
+            }
+        }
+        // SAFETY: registers a plain `extern "C" fn()` that the C runtime calls once, at exit.
+        if unsafe { libc::atexit(handler) } != 0 {
+            return Err(io::Error::other(
+                "the C library has no room for an exit handler",
+            ));
+        }
+    }
+    Ok(())
+}
