@@ -66,7 +66,11 @@ extern "C" fn early_entry() {
 /// one. The fork server's children inherit both from the zygote.
 fn run_as_main() -> std::io::Result<()> {
     sys::signal::ignore_sigpipe()?;
-    sys::signal::report_stack_overflow()
+    if let Err(error) = sys::signal::report_stack_overflow() {
+        // Serving still works; only an overflow would then be a plain SIGSEGV.
+        eprintln!("mp worker: a stack overflow will not be reported as one: {error}");
+    }
+    Ok(())
 }
 
 /// Joins the MPI job when a launcher started this process; on ranks other than 0, serves pools

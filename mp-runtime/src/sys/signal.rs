@@ -78,8 +78,8 @@ impl ChildSignals {
     }
 }
 
-/// Where the calling thread's stack ends (its lowest usable address), from the C library.
-fn stack_low() -> Option<usize> {
+/// The calling thread's stack, from the C library: its lowest usable address and its size.
+fn stack_bounds() -> Option<(usize, usize)> {
     // SAFETY: pthread_attr_t is plain data that pthread_getattr_np initialises; the attribute
     // object is destroyed after its two fields are read, and every pointer is to a live local.
     unsafe {
@@ -91,11 +91,12 @@ fn stack_low() -> Option<usize> {
         let mut size = 0;
         let got = libc::pthread_attr_getstack(&attr, &mut addr, &mut size);
         libc::pthread_attr_destroy(&mut attr);
-        (got == 0 && !addr.is_null()).then_some(addr as usize)
+        (got == 0 && !addr.is_null()).then_some((addr as usize, size))
     }
 }
 
-/// What a thread keeps free below its deepest decode, for the calls between two checks.
+/// What a thread keeps free below its deepest decode, for the calls between two checks: this,
+/// or a quarter of a smaller stack.
 const STACK_MARGIN: usize = 128 * 1024;
 
 thread_local! {
@@ -109,7 +110,9 @@ thread_local! {
 pub(crate) fn stack_floor() -> usize {
     STACK_FLOOR.with(|floor| {
         if floor.get() == 0 {
-            floor.set(stack_low().map_or(1, |low| low.saturating_add(STACK_MARGIN)));
+            floor.set(stack_bounds().map_or(1, |(low, size)| {
+                low.saturating_add(STACK_MARGIN.min(size / 4))
+            }));
         }
         floor.get()
     })
@@ -145,7 +148,8 @@ const SIGNAL_STACK: usize = 64 * 1024;
 pub(crate) fn report_stack_overflow() -> io::Result<()> {
     // SAFETY: sysconf only reads a system constant.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
-    let low = stack_low().ok_or_else(|| io::Error::other("the stack's bounds are unknown"))?;
+    let (low, _) =
+        stack_bounds().ok_or_else(|| io::Error::other("the stack's bounds are unknown"))?;
     // The kernel refuses to grow the main stack past its limit: the faulting access is then
     // just below its lowest address, the one the C library computes from that limit.
     GUARD_START.store(low - page, Ordering::Relaxed);
@@ -269,12 +273,18 @@ extern "C" fn on_fault(signal: libc::c_int, info: *mut libc::siginfo_t, _: *mut 
         );
         send_last_words();
     }
-    // SAFETY: restores the default action; returning runs the faulting access again, which
-    // now ends the process with this signal, as if no handler had been installed.
+    // SAFETY: restores the default action. A fault then ends the process when the handler
+    // returns and the faulting access runs again; a signal that was sent (`raise`, `kill`),
+    // with no access to run again, is sent again, and ends it once the handler returns (it
+    // is blocked until then). Either way as if no handler had been installed. All three calls
+    // are async-signal-safe.
     unsafe {
         let mut action: libc::sigaction = std::mem::zeroed();
         action.sa_sigaction = libc::SIG_DFL;
         libc::sigaction(signal, &action, std::ptr::null_mut());
+        if (*info).si_code <= 0 {
+            libc::raise(signal);
+        }
     }
 }
 

@@ -345,6 +345,45 @@ mod tests {
         assert!(err.is_codec(), "{err}");
     }
 
+    /// A value as deep as its sender likes.
+    #[derive(Deserialize)]
+    enum Tree {
+        Leaf,
+        Node(Box<Tree>),
+    }
+
+    impl Tree {
+        fn depth(&self) -> usize {
+            match self {
+                Tree::Leaf => 0,
+                Tree::Node(below) => 1 + below.depth(),
+            }
+        }
+    }
+
+    // Issue 11 item 20: a million-deep value is an error, not a stack overflow.
+    #[test]
+    fn a_value_nested_deeper_than_the_stack_allows_is_an_error() {
+        let mut bytes = 1u32.to_le_bytes().repeat(1_000_000);
+        bytes.extend(0u32.to_le_bytes());
+        let outcome = std::thread::Builder::new()
+            .stack_size(1 << 20)
+            .spawn(move || match decode::<Tree>(&bytes) {
+                Ok(tree) => {
+                    // Dropping it would recurse as deeply: not what is tested here.
+                    std::mem::forget(tree);
+                    None
+                }
+                Err(error) => Some(error.to_string()),
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(outcome.unwrap().contains("nested too deeply"));
+        let shallow = [1u32.to_le_bytes(), 1u32.to_le_bytes(), 0u32.to_le_bytes()].concat();
+        assert_eq!(decode::<Tree>(&shallow).unwrap().depth(), 2);
+    }
+
     #[test]
     fn truncated_input_is_an_error() {
         let bytes = encode(&"a string of some length".to_string()).unwrap();
