@@ -176,7 +176,9 @@ pub(crate) fn poll<const N: usize>(
 /// `println!` writes.
 pub(crate) fn open_missing_stdio() {
     for fd in 0..=2 {
-        if rustix::io::fcntl_getfd(borrow_stdio(fd)).is_ok() {
+        // SAFETY: F_GETFD only asks whether `fd` is open (EBADF if not); it touches no memory
+        // and changes nothing.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } != -1 {
             continue;
         }
         // The lowest free descriptor is `fd`, since the ones below it are open.
@@ -185,19 +187,12 @@ pub(crate) fn open_missing_stdio() {
             .write(true)
             .open("/dev/null")
         {
+            // Stays open for the life of the process, as the standard descriptors do.
             Ok(null) => std::mem::forget(OwnedFd::from(null)),
             // Nothing better to do without /dev/null: std's runtime aborts; a worker goes on.
             Err(_) => return,
         }
     }
-}
-
-/// Descriptor `fd` (0, 1 or 2), to ask whether it is open.
-fn borrow_stdio(fd: RawFd) -> BorrowedFd<'static> {
-    // SAFETY: BorrowedFd requires an open descriptor for as long as it lives; this one only
-    // reaches `fcntl(F_GETFD)`, for which a closed descriptor is a harmless EBADF, and standard
-    // descriptors are never closed by this crate.
-    unsafe { BorrowedFd::borrow_raw(fd) }
 }
 
 /// Makes standard input /dev/null: a worker's socket, inherited there, has been moved off it.
