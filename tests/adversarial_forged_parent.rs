@@ -6,6 +6,11 @@
 //! `/proc/PID/environ`. Once the role is proven by more than the variable, a forged worker may
 //! refuse to serve at all: these tests then pass by that refusal (exit without a signal, small
 //! replies); if the frame format changes, adapt `call_frame`.
+//!
+//! The role is proven by the channel: standard input must be a socket made by the parent
+//! process itself (SO_PEERCRED). These tests' forger is such a parent, so it is served (its
+//! hostile frames must then get bounded errors); a socket from anywhere else is refused, and so
+//! is a setuid worker (AT_SECURE).
 
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
@@ -208,6 +213,53 @@ fn zeros_after_an_unknown_call_get_a_bounded_reply() {
         total < 64 << 10,
         "issue 11 item 20: {total} bytes of replies to one bad request"
     );
+}
+
+// Issue 11 item 19: the variable with a standard input that is a socket not made by the parent
+// (here made by the started process itself, as one from a network client would be) is refused
+// before anything is read, naming no build id.
+#[test]
+fn a_socket_not_made_by_the_parent_is_refused() {
+    let Some(real) = real_role() else {
+        eprintln!("skipped: the real role cannot be read from /proc/PID/environ");
+        return;
+    };
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .env("MP_RUNTIME_ROLE", forged_role(build_of(&real)))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: runs in the forked child before exec, and calls only async-signal-safe
+    // functions (socketpair, dup2) on descriptors of that child.
+    unsafe {
+        command.pre_exec(|| {
+            let mut fds = [0; 2];
+            if libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr()) != 0
+                || libc::dup2(fds[0], 0) == -1
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
+    let mut child = command.spawn().unwrap();
+    let deadline = Instant::now() + LONG;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("hung: issue 11 item 19 (the forged worker did not exit)");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut stderr = String::new();
+    let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
+    assert_eq!(status.code(), Some(2), "{status:?}: {stderr}");
+    assert!(stderr.contains("not started by mp"), "{stderr}");
+    assert!(!stderr.contains(build_of(&real)), "{stderr}");
 }
 
 /// Runs a command for the setup of the setuid case; whether it succeeded.

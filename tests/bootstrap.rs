@@ -1,5 +1,7 @@
 //! How a binary behaves when the worker marker is set by someone other than mp.
 
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 
 use mp_runtime::{process_fn, spawn};
@@ -9,13 +11,13 @@ fn pid() -> u32 {
     std::process::id()
 }
 
-/// Runs this test binary again with `MP_RUNTIME_ROLE` set to `role`; returns exit code and
-/// standard error.
-fn run_with_role(role: &str) -> (Option<i32>, String) {
+/// Runs this test binary again with `MP_RUNTIME_ROLE` set to `role` and `stdin`; returns exit
+/// code and standard error.
+fn run_with_role(role: &str, stdin: Stdio) -> (Option<i32>, String) {
     let output = Command::new(std::env::current_exe().unwrap())
         .arg("--list")
         .env("MP_RUNTIME_ROLE", role)
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .output()
         .unwrap();
     (
@@ -28,7 +30,7 @@ fn run_with_role(role: &str) -> (Option<i32>, String) {
 fn a_forged_marker_is_a_clear_error_and_a_non_zero_exit() {
     let me = std::process::id().to_string();
     for role in ["1", "worker:1", "worker:x", &format!("worker:{me}")] {
-        let (code, stderr) = run_with_role(role);
+        let (code, stderr) = run_with_role(role, Stdio::null());
         assert_eq!(code, Some(2), "{role}: {stderr}");
         assert!(stderr.contains("not started by mp"), "{role}: {stderr}");
         assert!(stderr.contains("unset MP_RUNTIME_ROLE"), "{role}: {stderr}");
@@ -38,7 +40,12 @@ fn a_forged_marker_is_a_clear_error_and_a_non_zero_exit() {
 #[test]
 fn a_child_of_another_build_says_so() {
     let me = std::process::id();
-    let (code, stderr) = run_with_role(&format!("worker:{me}:0123456789abcdef"));
+    // A channel made by this process, as a real parent's is: the role is proven, the build not.
+    let (_ours, theirs) = UnixStream::pair().unwrap();
+    let (code, stderr) = run_with_role(
+        &format!("worker:{me}:0123456789abcdef"),
+        Stdio::from(OwnedFd::from(theirs)),
+    );
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("same build"), "{stderr}");
 }

@@ -8,6 +8,7 @@
 
 use crate::spawn::forkserver;
 use crate::spawn::reexec::{self, Role};
+use crate::sys;
 use crate::worker;
 
 // SAFETY: `.init_array` holds pointers to functions the C runtime calls, with no arguments that
@@ -17,6 +18,9 @@ use crate::worker;
 static EARLY_ENTRY: extern "C" fn() = early_entry;
 
 extern "C" fn early_entry() {
+    // Before anything opens or receives a descriptor: one that landed on a closed 0, 1 or 2
+    // would be written by `println!`. std does this before `main`; a worker never gets there.
+    sys::fd::open_missing_stdio();
     let Some(assignment) = reexec::take_role() else {
         // Not a child of ours: maybe a rank of an MPI job, which rank 0 leaves to run `main`.
         #[cfg(feature = "mpi")]
@@ -25,23 +29,29 @@ extern "C" fn early_entry() {
     };
     let code = match assignment {
         // A bug in the serve loop must end this process with a code, not unwind into C.
-        Ok(assignment) => match assignment.role {
-            Role::Worker => {
-                crate::context::set_identity(
-                    &assignment.name,
-                    &assignment.parent_name,
-                    assignment.parent,
-                );
-                std::panic::catch_unwind(|| worker::serve(assignment.stream)).unwrap_or(70)
+        Ok(assignment) => match run_as_main() {
+            Err(problem) => {
+                eprintln!("mp: {problem}");
+                2
             }
-            Role::ForkServer => std::panic::catch_unwind(|| {
-                forkserver::serve(
-                    assignment.stream,
-                    assignment.parent,
-                    &assignment.parent_name,
-                )
-            })
-            .unwrap_or(70),
+            Ok(()) => match assignment.role {
+                Role::Worker => {
+                    crate::context::set_identity(
+                        &assignment.name,
+                        &assignment.parent_name,
+                        assignment.parent,
+                    );
+                    std::panic::catch_unwind(|| worker::serve(assignment.stream)).unwrap_or(70)
+                }
+                Role::ForkServer => std::panic::catch_unwind(|| {
+                    forkserver::serve(
+                        assignment.stream,
+                        assignment.parent,
+                        &assignment.parent_name,
+                    )
+                })
+                .unwrap_or(70),
+            },
         },
         Err(problem) => {
             eprintln!("mp: {problem}");
@@ -49,6 +59,18 @@ extern "C" fn early_entry() {
         }
     };
     std::process::exit(code);
+}
+
+/// Sets up what std's runtime sets up before `main`, which a worker never reaches: SIGPIPE
+/// ignored (a write to a closed pipe is an error, not death), and a stack overflow reported as
+/// one. The fork server's children inherit both from the zygote.
+fn run_as_main() -> std::io::Result<()> {
+    sys::signal::ignore_sigpipe()?;
+    if let Err(error) = sys::signal::report_stack_overflow() {
+        // Serving still works; only an overflow would then be a plain SIGSEGV.
+        eprintln!("mp worker: a stack overflow will not be reported as one: {error}");
+    }
+    Ok(())
 }
 
 /// Joins the MPI job when a launcher started this process; on ranks other than 0, serves pools

@@ -296,6 +296,8 @@ pub(crate) enum ExitReason {
     Signal(i32),
     /// Its status could not be read (it was reaped elsewhere).
     Unknown,
+    /// It overflowed its stack (and was killed by SIGSEGV), as it reported before dying.
+    StackOverflow,
 }
 
 impl ExitReason {
@@ -317,6 +319,7 @@ impl fmt::Display for ExitReason {
                 write!(f, "was killed by signal {signal} ({})", signal_name(signal))
             }
             ExitReason::Unknown => f.write_str("ended with an unknown status"),
+            ExitReason::StackOverflow => f.write_str("has overflowed its stack"),
         }
     }
 }

@@ -13,8 +13,9 @@ use std::panic::{self, AssertUnwindSafe};
 
 use serde::Serialize;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ExitReason, Kind, Result};
 use crate::registry;
+use crate::sys;
 use crate::wire::codec;
 use crate::wire::frame::{Channel, Frame};
 use crate::wire::outgoing::{Encoded, Outgoing};
@@ -109,9 +110,14 @@ fn replace_with_failure(
 /// Appends an outcome record that says `error`.
 #[cold]
 fn write_failure(error: Error, out: &mut Outgoing) -> Result<()> {
+    write_failure_payload(Failure::from(error), out)
+}
+
+/// Appends an outcome record that says `failure`.
+fn write_failure_payload(failure: Failure, out: &mut Outgoing) -> Result<()> {
     let at = codec::begin_record(out)?;
     write(out, &[FAILED])?;
-    codec::encode_into(&Failure::from(error), out)?;
+    codec::encode_into(&failure, out)?;
     codec::end_record(out, at)
 }
 
@@ -122,21 +128,29 @@ fn write(out: &mut Outgoing, bytes: &[u8]) -> Result<()> {
         .map_err(|e| Error::io("cannot write a reply", e))
 }
 
-/// Runs the calls of one request; returns the reply frame, its descriptors, and whether a
-/// call panicked.
-pub(crate) fn run_calls(
-    function: &str,
-    args: &[u8],
-    fds: Vec<OwnedFd>,
-) -> Result<(Encoded, Vec<OwnedFd>, bool)> {
+/// The answer to one request.
+pub(crate) struct Answer {
+    pub reply: Encoded,
+    pub fds: Vec<OwnedFd>,
+    /// Whether a call panicked.
+    pub panicked: bool,
+    /// Whether the request was refused as a whole (an unknown function): then the parent is
+    /// not one this worker can serve, and the worker ends after replying.
+    pub refused: bool,
+}
+
+/// Runs the calls of one request.
+pub(crate) fn run_calls(function: &str, args: &[u8], fds: Vec<OwnedFd>) -> Result<Answer> {
     let mut out = Outgoing::default();
+    let mut refused = false;
     let (result, out_fds) = codec::with_fds(fds, || match registry::lookup_id(function) {
         Ok(entry) => (entry.invoke)(args, &mut out),
         Err(error) => {
-            // Each call is answered with why none can run.
-            for _ in codec::records(args) {
-                write_failure(error.clone(), &mut out)?;
-            }
+            // Answered once, however many calls came: a parent of this build never sends an
+            // unknown id, so this is not one, and its request must not get a reply larger
+            // than itself.
+            refused = true;
+            write_failure(error, &mut out)?;
             Ok(false)
         }
     });
@@ -144,7 +158,67 @@ pub(crate) fn run_calls(
     let reply = out
         .finish()
         .map_err(|e| Error::io("cannot write a reply", e))?;
-    Ok((reply, out_fds, panicked))
+    Ok(Answer {
+        reply,
+        fds: out_fds,
+        panicked,
+        refused,
+    })
+}
+
+/// The reply that stands for a whole request if a call of it overflows the stack: one record
+/// per call saying so, as any death of the worker fails the whole request in flight.
+struct OverflowReply {
+    /// The function whose record `record` is.
+    function: String,
+    record: Vec<u8>,
+}
+
+impl OverflowReply {
+    /// The largest reply armed: the socket takes it at once, from inside a signal handler.
+    const MAX: usize = 64 * 1024;
+
+    /// Runs the calls of one request with this reply armed for the fault handler.
+    fn run_armed(
+        &mut self,
+        channel: &Channel,
+        function: &str,
+        args: &[u8],
+        fds: Vec<OwnedFd>,
+    ) -> Result<Answer> {
+        if self.function != function {
+            self.record = overflow_record(function)?;
+            self.function = function.to_string();
+        }
+        let calls = codec::records(args).count();
+        let len = calls.saturating_mul(self.record.len());
+        if len > Self::MAX {
+            return run_calls(function, args, fds);
+        }
+        let head = Channel::header_of(len);
+        sys::signal::with_last_words(channel.stream().as_fd(), &head, &self.record, calls, || {
+            run_calls(function, args, fds)
+        })
+    }
+}
+
+/// One outcome record saying that the worker running `function` overflowed its stack.
+fn overflow_record(function: &str) -> Result<Vec<u8>> {
+    let mut out = Outgoing::default();
+    let failure = Failure::from(Error::new(Kind::Died {
+        function: function.to_string(),
+        exit: ExitReason::StackOverflow,
+    }));
+    write_failure_payload(failure, &mut out)?;
+    match out
+        .finish()
+        .map_err(|e| Error::io("cannot write a reply", e))?
+    {
+        Encoded::Bytes(bytes) => Ok(bytes),
+        Encoded::File(..) => Err(Error::protocol(
+            "an outcome record of a function's name is small",
+        )),
+    }
 }
 
 /// What the parent asks of the worker next.
@@ -165,12 +239,16 @@ pub(crate) fn serve(stream: UnixStream) -> i32 {
     install_panic_hook();
     CAPTURING.set(true);
     let mut channel = Channel::new(stream).reading_while_sending();
+    let mut overflow = OverflowReply {
+        function: String::new(),
+        record: Vec::new(),
+    };
     let mut panicked = false;
     loop {
         match next_incoming(&mut channel) {
             Incoming::Call(function, frame, start, fds) => {
-                let (reply, fds, any_panic) = match run_calls(&function, &frame[start..], fds) {
-                    Ok(done) => done,
+                let answer = match overflow.run_armed(&channel, &function, &frame[start..], fds) {
+                    Ok(answer) => answer,
                     Err(error) => {
                         eprintln!("mp worker: cannot answer a call of `{function}`: {error}");
                         return 1;
@@ -178,11 +256,17 @@ pub(crate) fn serve(stream: UnixStream) -> i32 {
                 };
                 // The arguments go before the reply is sent, not while the next call runs.
                 drop(frame);
-                panicked |= any_panic;
+                panicked |= answer.panicked;
                 // What the function printed reaches the terminal before the parent hears back.
                 let _ = std::io::stdout().flush();
-                let fds: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
-                if channel.send_encoded(&reply, &fds).is_err() {
+                let fds: Vec<BorrowedFd<'_>> = answer.fds.iter().map(AsFd::as_fd).collect();
+                if channel.send_encoded(&answer.reply, &fds).is_err() {
+                    return 1;
+                }
+                if answer.refused {
+                    eprintln!(
+                        "mp worker: the parent called `{function}`, which this build does not have; exiting"
+                    );
                     return 1;
                 }
             }
@@ -229,16 +313,7 @@ fn next_incoming(channel: &mut Channel) -> Incoming {
 /// allocations use). Unlike RLIMIT_AS it does not count reserved address space, such as thread
 /// stacks and malloc's arena reservations, so a small limit still lets a worker run.
 fn limit_memory(bytes: u64) -> std::io::Result<()> {
-    let limit = libc::rlimit {
-        rlim_cur: bytes,
-        rlim_max: bytes,
-    };
-    // SAFETY: plain system call with a valid pointer to a filled-in rlimit.
-    if unsafe { libc::setrlimit(libc::RLIMIT_DATA, &limit) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    sys::process::limit_data(bytes)
 }
 
 /// Requests from a parent, however corrupt, are answered or refused, never a panic.
@@ -258,10 +333,10 @@ mod proptests {
         fn any_request_is_decoded_or_refused(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             if let Ok((Request::Call { function, .. }, used)) = codec::decode_prefix::<Request<'static>>(&bytes) {
                 prop_assert!(used <= bytes.len());
-                // No function has this id here: each argument record is answered with an error.
-                let (reply, fds, panicked) = run_calls(&function, &bytes[used..], Vec::new()).unwrap();
-                prop_assert!(fds.is_empty() && !panicked);
-                let Encoded::Bytes(reply) = reply else {
+                // No function has this id here: the request is answered with one error.
+                let answer = run_calls(&function, &bytes[used..], Vec::new()).unwrap();
+                prop_assert!(answer.fds.is_empty() && !answer.panicked && answer.refused);
+                let Encoded::Bytes(reply) = answer.reply else {
                     panic!("a reply to at most 512 bytes of calls is small");
                 };
                 let count = codec::records(&reply).count();

@@ -93,14 +93,29 @@ fn a_spawned_stack_overflow_is_reported() {
     says_overflow(&outcome.unwrap_err());
 }
 
-// Issue 11 item 12: in a pool, a stack overflow is that task's error, and it says so.
-#[test]
-fn a_pool_stack_overflow_is_reported() {
-    let outcome = bounded("12", LONG, || {
-        let pool = Pool::new(1).unwrap();
+fn pool_overflow_case(method: StartMethod) {
+    let outcome = bounded("12", LONG, move || {
+        let pool = Pool::builder()
+            .start_method(method)
+            .processes(1)
+            .build()
+            .unwrap();
         let outcome = pool.apply(recurse_forever, ());
         pool.terminate();
         outcome
     });
     says_overflow(&outcome.unwrap_err());
+}
+
+// Issue 11 item 12: in a pool, a stack overflow is that task's error, and it says so.
+#[test]
+fn a_pool_stack_overflow_is_reported() {
+    pool_overflow_case(StartMethod::Spawn);
+}
+
+// Issue 11 item 12: in a fork server's pool (whose children inherit the zygote's handler), a
+// stack overflow is that task's error, and it says so.
+#[test]
+fn a_fork_server_pool_stack_overflow_is_reported() {
+    pool_overflow_case(StartMethod::ForkServer);
 }

@@ -17,10 +17,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::sys::exit;
-use crate::sys::mpi::{self, Matched, MpiError};
-
 use crate::error::{Error, Kind, Result};
+use crate::sys;
+use crate::sys::mpi::{self, Matched, MpiError};
 use crate::wire::codec;
 
 /// Variables that launchers set in each process they start: MPICH's hydra and Slurm's PMI-2
@@ -127,7 +126,9 @@ pub(crate) fn join_job() -> Joined {
             abort(2);
         }
         WORLD.get_or_init(|| world);
-        exit::at_exit(end_job);
+        if let Err(error) = sys::process::at_exit(end_job) {
+            eprintln!("mp: {error}: the other ranks will not be told when this one exits");
+        }
         return Joined::RankZero;
     }
     let world = WORLD.get_or_init(|| world);
@@ -460,7 +461,7 @@ fn end_mpi(status: i32) {
              TCP transport); exiting without it, with status {status}"
         );
         // Without running exit handlers again: the work is done and MPI is stuck.
-        exit::exit_now(status);
+        sys::process::exit_now(status);
     });
     // No other thread of this process is inside MPI or will call it again (the caller closed
     // OPEN), and every rank comes here once.

@@ -16,11 +16,16 @@
 //! children are killed by their parent-death signal), and the next start makes a new zygote.
 //!
 //! Messages, zygote to parent, little-endian: `F` pid (forked), `E` errno (fork failed), `X` pid
-//! status (a child ended). Parent to zygote: the child's name, with its socket beside.
+//! status (a child ended), `R` text (the zygote refuses to fork, and why; then it exits).
+//! Parent to zygote: the child's name, with its socket beside.
+//!
+//! The zygote forks only while it has one thread (`sys::process::fork` counts them): a user
+//! constructor that started a thread before it served makes it refuse, with an error that says
+//! so, instead of forking children that could deadlock.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, ExitStatus};
@@ -28,6 +33,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use super::reexec::{self, Role};
 use crate::error::{Error, Result};
+use crate::sys::{self, fd::Interest, process::Forked, signal::ChildSignals};
 use crate::wire::frame::Channel;
 
 /// The zygote this process uses now, if one was started.
@@ -209,6 +215,8 @@ impl Server {
                     }
                 }
             }
+            // The zygote refuses to fork, and says why.
+            Some(b'R') => return Err(String::from_utf8_lossy(&message[1..]).into_owned()),
             _ => return Err("sent an unknown report".to_string()),
         }
         drop(state);
@@ -277,28 +285,13 @@ impl Drop for ForkedChild {
 /// Runs the zygote on its control socket; returns this process's exit code, the zygote's, or,
 /// in a forked child, the child's once it has served.
 pub(crate) fn serve(control: UnixStream, parent_pid: u32, parent_name: &str) -> i32 {
-    // SIGCHLD is blocked and read from a signalfd, so one poll waits for both a request and a
-    // child's end, with no signal handler.
-    // SAFETY: sigset_t is plain data that sigemptyset initializes; the calls get valid pointers.
-    let (blocked, previous) = unsafe {
-        let mut blocked: libc::sigset_t = std::mem::zeroed();
-        let mut previous: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut blocked);
-        libc::sigaddset(&mut blocked, libc::SIGCHLD);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &blocked, &mut previous);
-        (blocked, previous)
+    let signals = match ChildSignals::new() {
+        Ok(signals) => signals,
+        Err(e) => {
+            eprintln!("mp fork server: cannot open a signalfd: {e}");
+            return 1;
+        }
     };
-    // SAFETY: `blocked` is an initialized set; -1 asks for a new descriptor.
-    let fd = unsafe { libc::signalfd(-1, &blocked, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) };
-    if fd == -1 {
-        eprintln!(
-            "mp fork server: cannot open a signalfd: {}",
-            io::Error::last_os_error()
-        );
-        return 1;
-    }
-    // SAFETY: signalfd returned a new descriptor that nothing else owns.
-    let signals = unsafe { OwnedFd::from_raw_fd(fd) };
     let me = std::process::id();
     let mut channel = Channel::new(control);
     // The next child, forked ahead of time: a request then costs a handoff, not a fork, and
@@ -306,97 +299,123 @@ pub(crate) fn serve(control: UnixStream, parent_pid: u32, parent_name: &str) -> 
     let mut spare: Option<Spare> = None;
     loop {
         if spare.is_none() {
-            if let Ok((ours, theirs)) = UnixStream::pair() {
-                // SAFETY: this process has one thread (a fresh exec that started none), so
-                // the child may run anything; it closes our descriptors at once.
-                match unsafe { libc::fork() } {
-                    0 => {
-                        // The child keeps only its own socket: not the control socket, not
-                        // the signalfd, and not the blocked SIGCHLD.
-                        drop((channel, signals, ours));
-                        // SAFETY: restores the mask saved above, a valid set.
-                        unsafe {
-                            libc::pthread_sigmask(
-                                libc::SIG_SETMASK,
-                                &previous,
-                                std::ptr::null_mut(),
-                            )
-                        };
-                        return serve_spare(theirs, me, parent_pid, parent_name);
-                    }
-                    // Out of processes or memory for now: try again on the next turn.
-                    -1 => {}
-                    pid => {
-                        spare = Some(Spare {
-                            pid: pid as u32,
-                            handoff: Channel::new(ours),
-                        })
-                    }
+            match fork_spare() {
+                Fork::Spare(child) => spare = Some(child),
+                // Out of processes or memory for now: try again on the next turn.
+                Fork::Later => {}
+                Fork::Child(handoff) => {
+                    // The child keeps only its own socket: not the control socket, not the
+                    // signalfd, and not the blocked SIGCHLD.
+                    drop(channel);
+                    signals.restore();
+                    return serve_spare(handoff, me, parent_pid, parent_name);
+                }
+                Fork::Refused(why) => {
+                    eprintln!("mp fork server: {why}");
+                    let _ = channel.send(&[b"R", why.as_bytes()].concat());
+                    return 1;
                 }
             }
         }
-        let mut requested = channel.has_frame();
-        if !requested {
-            let mut fds = [
-                libc::pollfd {
-                    fd: channel.stream().as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: signals.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-            ];
-            // SAFETY: `fds` is an array of two valid pollfds that lives across the call.
-            if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } == -1 {
-                let error = io::Error::last_os_error();
-                if error.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                eprintln!("mp fork server: poll failed: {error}");
+        let requested = match wait_for_request(&channel, &signals) {
+            Ok(requested) => requested,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                eprintln!("mp fork server: poll failed: {e}");
                 return 1;
             }
-            requested = fds[0].revents != 0;
-            if fds[1].revents != 0 {
-                drain(&signals);
-            }
-        }
+        };
         // Reap on every turn: cheap, and no end can be missed between two SIGCHLDs.
         if !reap(&mut channel, &mut spare) {
             return 0;
         }
-        if !requested {
-            continue;
-        }
-        let mut frame = match channel.recv() {
-            Ok(Some(frame)) => frame,
-            // The parent is gone; so is this zygote, and its children by their death signal.
-            Ok(None) => return 0,
-            Err(e) => {
-                eprintln!("mp fork server: reading a request failed: {e}");
-                return 1;
+        if requested {
+            if let Some(code) = hand_over(&mut channel, &mut spare) {
+                return code;
             }
-        };
-        let Some(socket) = frame.fds.pop() else {
-            eprintln!("mp fork server: a request came without its socket");
-            return 1;
-        };
-        // A spare that died (its end not reaped yet) refuses the handoff: then no child was
-        // made, and the next turn forks another spare.
-        let answer = match spare.take() {
-            Some(mut child) => match child.handoff.send_with_fds(&frame, &[socket.as_fd()]) {
-                Ok(()) => [&[b'F'][..], &child.pid.to_le_bytes()].concat(),
-                Err(e) => [&[b'E'][..], &e.raw_os_error().unwrap_or(0).to_le_bytes()].concat(),
-            },
-            None => [&[b'E'][..], &libc::EAGAIN.to_le_bytes()].concat(),
-        };
-        drop(socket);
-        if channel.send(&answer).is_err() {
-            return 0;
         }
     }
+}
+
+/// What a fork of the next spare gave.
+enum Fork {
+    /// In the zygote: the new spare.
+    Spare(Spare),
+    /// In the zygote: none now (out of processes or memory), try on the next turn.
+    Later,
+    /// In the new child: its end of the handoff socket.
+    Child(UnixStream),
+    /// The zygote must not fork, for this reason.
+    Refused(String),
+}
+
+fn fork_spare() -> Fork {
+    let Ok((ours, theirs)) = UnixStream::pair() else {
+        return Fork::Later;
+    };
+    match sys::process::fork() {
+        Ok(Forked::Child) => Fork::Child(theirs),
+        Ok(Forked::Parent(pid)) => Fork::Spare(Spare {
+            pid,
+            handoff: Channel::new(ours),
+        }),
+        Ok(Forked::Refused { threads }) => Fork::Refused(format!(
+            "refuses to fork: it has {threads} threads, and a child forked from a process with \
+             more than one thread can deadlock (a constructor of this program started a thread \
+             before `main`); start no thread in a constructor, or use StartMethod::Spawn"
+        )),
+        Err(_) => Fork::Later,
+    }
+}
+
+/// Waits for a request or a child's end; whether a request is waiting.
+fn wait_for_request(channel: &Channel, signals: &ChildSignals) -> io::Result<bool> {
+    if channel.has_frame() {
+        return Ok(true);
+    }
+    let [request, ended] = sys::fd::poll(
+        [
+            (channel.stream().as_fd(), Interest::Read),
+            (signals.fd(), Interest::Read),
+        ],
+        None,
+    )?;
+    if ended.readable {
+        signals.drain();
+    }
+    Ok(request.readable || request.broken)
+}
+
+/// Reads one request and hands its socket to the spare; `Some(exit code)` when the zygote
+/// is done (its parent gone, or the request unreadable).
+fn hand_over(channel: &mut Channel, spare: &mut Option<Spare>) -> Option<i32> {
+    let mut frame = match channel.recv() {
+        Ok(Some(frame)) => frame,
+        // The parent is gone; so is this zygote, and its children by their death signal.
+        Ok(None) => return Some(0),
+        Err(e) => {
+            eprintln!("mp fork server: reading a request failed: {e}");
+            return Some(1);
+        }
+    };
+    let Some(socket) = frame.fds.pop() else {
+        eprintln!("mp fork server: a request came without its socket");
+        return Some(1);
+    };
+    // A spare that died (its end not reaped yet) refuses the handoff: then no child was made,
+    // and the next turn forks another spare.
+    let answer = match spare.take() {
+        Some(mut child) => match child.handoff.send_with_fds(&frame, &[socket.as_fd()]) {
+            Ok(()) => [&[b'F'][..], &child.pid.to_le_bytes()].concat(),
+            Err(e) => [&[b'E'][..], &e.raw_os_error().unwrap_or(0).to_le_bytes()].concat(),
+        },
+        None => [&[b'E'][..], &libc::EAGAIN.to_le_bytes()].concat(),
+    };
+    drop(socket);
+    if channel.send(&answer).is_err() {
+        return Some(0);
+    }
+    None
 }
 
 /// A child forked ahead of time, waiting on `handoff` for its name and channel.
@@ -426,23 +445,11 @@ fn serve_spare(handoff: UnixStream, zygote: u32, parent_pid: u32, parent_name: &
     crate::worker::serve(UnixStream::from(socket))
 }
 
-/// Empties the signalfd (its SIGCHLDs are only a wake-up).
-fn drain(signals: &OwnedFd) {
-    let mut info = [0u8; size_of::<libc::signalfd_siginfo>() * 8];
-    // SAFETY: reads into a buffer of the size given; the descriptor is non-blocking.
-    while unsafe { libc::read(signals.as_raw_fd(), info.as_mut_ptr().cast(), info.len()) } > 0 {}
-}
-
 /// Reaps every child that has ended and reports it; false if the parent is gone.
 fn reap(channel: &mut Channel, spare: &mut Option<Spare>) -> bool {
-    loop {
-        let mut status = 0;
-        // SAFETY: plain system call with a valid out-pointer; only this loop reaps.
-        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-        if pid <= 0 {
-            return true;
-        }
-        if spare.as_ref().is_some_and(|spare| spare.pid == pid as u32) {
+    // Only this loop reaps: every end is reported.
+    while let Some((pid, status)) = sys::process::reap_any() {
+        if spare.as_ref().is_some_and(|spare| spare.pid == pid) {
             // Killed before it was used: the parent never heard of it.
             *spare = None;
             continue;
@@ -452,6 +459,7 @@ fn reap(channel: &mut Channel, spare: &mut Option<Spare>) -> bool {
             return false;
         }
     }
+    true
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

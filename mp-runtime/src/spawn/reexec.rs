@@ -24,17 +24,16 @@
 //! registrations) before this crate.
 
 use std::ffi::OsString;
-use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::FileTypeExt;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
-use std::sync::{OnceLock, mpsc};
+use std::sync::{Mutex, OnceLock, PoisonError, mpsc};
 
 use crate::error::{Error, Result};
 use crate::registry;
+use crate::sys;
 
 /// The environment variable that tells a child it is a worker, and of which parent.
 pub(crate) const ROLE_VAR: &str = "MP_RUNTIME_ROLE";
@@ -65,17 +64,7 @@ impl Role {
 /// Arms SIGKILL for when this process's parent dies; false if `parent` already died (then
 /// this process has been handed to another and will never get the signal).
 pub(crate) fn die_with_parent(parent: u32) -> bool {
-    // SAFETY: plain system call with integer arguments.
-    unsafe {
-        libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL as libc::c_ulong,
-            0,
-            0,
-            0,
-        )
-    };
-    std::os::unix::process::parent_id() == parent
+    sys::process::die_with_parent().is_ok() && std::os::unix::process::parent_id() == parent
 }
 
 /// What this process was started as: its role, the channel to the parent that started it, and
@@ -92,14 +81,17 @@ pub(crate) struct Assignment {
 /// the assignment, or why this process cannot take it up. Runs before `main`, on the main
 /// thread.
 pub(crate) fn take_role() -> Option<std::result::Result<Assignment, String>> {
-    let role = std::env::var_os(ROLE_VAR)?;
-    let names = std::env::var(NAMES_VAR).unwrap_or_default();
-    // SAFETY: constructors run on the main thread before `main`, when no other thread of ours
-    // exists to read the environment concurrently.
-    unsafe {
-        std::env::remove_var(ROLE_VAR);
-        std::env::remove_var(NAMES_VAR);
+    let role = sys::process::take_var_before_main(ROLE_VAR)?;
+    let names = sys::process::take_var_before_main(NAMES_VAR).unwrap_or_default();
+    if sys::process::is_secure_execution() {
+        // A setuid, setgid or file-capability binary: whoever started it may not have its
+        // privileges, so nothing it sends may run with them.
+        return Some(Err(format!(
+            "{ROLE_VAR} is set, but this program runs with privileges that whoever started it \
+             may not have (setuid, setgid or file capabilities): it never serves as a worker"
+        )));
     }
+    let names = names.to_string_lossy();
     let (name, parent_name) = names.split_once('\n').unwrap_or(("Process", "MainProcess"));
     let parent = std::os::unix::process::parent_id();
     Some(take_channel(&role).map(|(role, stream)| Assignment {
@@ -111,13 +103,22 @@ pub(crate) fn take_role() -> Option<std::result::Result<Assignment, String>> {
     }))
 }
 
-/// Checks the role, arms the parent-death signal, and moves the parent's socket from standard
-/// input to a fresh descriptor.
+/// Checks the role, arms the parent-death signal, proves that standard input is the parent's
+/// channel, and moves it from standard input to a fresh descriptor.
+///
+/// The proof: standard input must be a Unix socket made by the parent process itself, under
+/// this process's user (SO_PEERCRED of a socket pair names the process that made it). The
+/// variable alone can be set by anyone; a socket made by the parent cannot be forged by
+/// another process, so a program that starts us on a socket it got elsewhere (a network
+/// client's, inetd-style) is refused. A parent of our own user that forges the channel gains
+/// nothing it could not do by debugging us; one of another user is refused here, and a
+/// privileged (setuid) us is refused before (AT_SECURE). Costs one `getsockopt`, no round trip.
 fn take_channel(role: &OsString) -> std::result::Result<(Role, UnixStream), String> {
+    // Says nothing of what was expected: a forger learns nothing from the refusal.
     let forged = || {
         format!(
-            "{ROLE_VAR} is set, but this process was not started by mp (its value is {role:?}); \
-             unset {ROLE_VAR} and run the program again"
+            "{ROLE_VAR} is set, but this process was not started by mp; unset {ROLE_VAR} and run \
+             the program again"
         )
     };
     let role = role.to_str().ok_or_else(forged)?;
@@ -129,10 +130,7 @@ fn take_channel(role: &OsString) -> std::result::Result<(Role, UnixStream), Stri
         })
         .ok_or_else(forged)?;
     if !die_with_parent(parent) {
-        // SAFETY: signal 0 only checks whether the process exists.
-        let parent_alive = unsafe { libc::kill(parent as libc::pid_t, 0) } == 0
-            || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH);
-        if !parent_alive {
+        if !sys::process::exists(parent) {
             return Err(format!(
                 "the parent process {parent} ended before this worker started; exiting"
             ));
@@ -140,69 +138,25 @@ fn take_channel(role: &OsString) -> std::result::Result<(Role, UnixStream), Stri
         // Started by hand with a copied variable.
         return Err(forged());
     }
-    if build != registry::build_id() {
-        return Err(format!(
-            "this binary (build {}) is not the build of the process that started it (build \
-             {build}): parent and worker must be the same build of the same program",
-            registry::build_id()
-        ));
-    }
     // The dup is close-on-exec, so the socket does not leak into processes the task starts.
-    let socket = File::from(
-        std::io::stdin()
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(|e| format!("cannot duplicate standard input: {e}"))?,
-    );
-    let is_socket = socket
-        .metadata()
-        .map(|meta| meta.file_type().is_socket())
-        .unwrap_or(false);
-    if !is_socket {
-        return Err(forged());
+    let socket = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| format!("cannot duplicate standard input: {e}"))?;
+    match sys::fd::socket_peer(socket.as_fd()) {
+        Ok((pid, uid)) if pid == parent && uid == sys::process::effective_uid() => {}
+        _ => return Err(forged()),
     }
-    let null = File::open("/dev/null").map_err(|e| format!("cannot open /dev/null: {e}"))?;
-    // SAFETY: both descriptors are open and owned for the duration of the call; dup2 replaces
-    // descriptor 0, which nothing in this process holds an owning handle to.
-    if unsafe { libc::dup2(null.as_raw_fd(), 0) } == -1 {
-        return Err(format!(
-            "cannot replace standard input: {}",
-            std::io::Error::last_os_error()
-        ));
+    if build != registry::build_id() {
+        return Err(
+            "this binary is not the build of the process that started it: parent and \
+                    worker must be the same build of the same program"
+                .to_string(),
+        );
     }
-    drop(null);
-    close_other_descriptors(socket.as_raw_fd());
-    Ok((kind, UnixStream::from(OwnedFd::from(socket))))
-}
-
-/// Closes every descriptor above standard error but `keep`, so a child holds only what mp
-/// gives it, not what its parent happened to leave inheritable (a build tool's jobserver pipe,
-/// a file opened without close-on-exec).
-fn close_other_descriptors(keep: RawFd) {
-    let close_range = |first: RawFd, last: RawFd| {
-        if first > last {
-            return true;
-        }
-        // SAFETY: runs before `main`, when no object of this process owns a descriptor in the
-        // range: the only one we hold, `keep`, is outside it.
-        unsafe { libc::syscall(libc::SYS_close_range, first as u32, last as u32, 0) == 0 }
-    };
-    if close_range(3, keep - 1) && close_range(keep + 1, RawFd::MAX) {
-        return;
-    }
-    // Kernels before 5.9 have no close_range: close what /proc lists instead.
-    let open: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
-        .map(|dir| {
-            dir.flatten()
-                .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    for fd in open.into_iter().filter(|&fd| fd > 2 && fd != keep) {
-        // SAFETY: as above; the directory's own descriptor is closed already, so this may
-        // fail with EBADF, which is harmless.
-        unsafe { libc::close(fd) };
-    }
+    sys::fd::stdin_to_null().map_err(|e| format!("cannot replace standard input: {e}"))?;
+    sys::fd::close_inherited_descriptors(socket.as_fd());
+    Ok((kind, UnixStream::from(socket)))
 }
 
 /// Starts this binary again in `role`, called `name`, with `socket` as its standard input.
@@ -230,46 +184,77 @@ pub(crate) fn spawn_self(role: Role, name: &str, socket: OwnedFd) -> Result<Chil
         .map_err(|e| Error::io(format!("cannot start a child process from {SELF_EXE}"), e))
 }
 
+/// A command for the spawner thread, and where to send the child it starts.
+type Request = (Command, mpsc::SyncSender<io::Result<Child>>);
+
+/// The spawner thread's queue, once it runs.
+static SPAWNER: Mutex<Option<mpsc::Sender<Request>>> = Mutex::new(None);
+
 /// Spawns `command` from a thread that lasts as long as this process, so that the child's
 /// parent-death signal fires when the process dies, not when the calling thread ends.
 fn spawn_lasting(mut command: Command) -> io::Result<Child> {
-    if is_main_thread() {
+    if sys::process::is_main_thread() {
         // The main thread ends only with the process.
         return command.spawn();
     }
-    type Request = (Command, mpsc::SyncSender<io::Result<Child>>);
-    static SPAWNER: OnceLock<Option<mpsc::Sender<Request>>> = OnceLock::new();
-    let spawner = SPAWNER.get_or_init(|| {
-        let (requests, incoming) = mpsc::channel::<Request>();
-        std::thread::Builder::new()
-            .name("mp-spawner".into())
-            .spawn(move || {
-                for (mut command, reply) in incoming {
-                    let child = command.spawn();
-                    drop(command);
-                    let _ = reply.send(child);
-                }
-            })
-            .ok()
-            .map(|_| requests)
-    });
-    let Some(spawner) = spawner else {
-        return Err(io::Error::other(
-            "the mp-spawner thread could not be started",
-        ));
-    };
+    let gone = || io::Error::other("the mp-spawner thread is gone");
     let (reply, answer) = mpsc::sync_channel(1);
-    spawner
-        .send((command, reply))
-        .map_err(|_| io::Error::other("the mp-spawner thread is gone"))?;
-    answer
-        .recv()
-        .map_err(|_| io::Error::other("the mp-spawner thread is gone"))?
+    let mut request = (command, reply);
+    // A spawner found gone is started again, once.
+    for _ in 0..2 {
+        let spawner = spawner(&SPAWNER, start_spawner)?;
+        match spawner.send(request) {
+            Ok(()) => return answer.recv().map_err(|_| gone())?,
+            Err(mpsc::SendError(back)) => {
+                request = back;
+                SPAWNER
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take();
+            }
+        }
+    }
+    Err(gone())
 }
 
-fn is_main_thread() -> bool {
-    // SAFETY: plain system calls without arguments.
-    unsafe { libc::syscall(libc::SYS_gettid) == libc::getpid() as libc::c_long }
+/// The spawner's queue from `slot`, `start`ing it if there is none yet: a start that failed
+/// (EAGAIN under a low `ulimit -u`) is tried again on the next call, not remembered.
+fn spawner<T>(
+    slot: &Mutex<Option<mpsc::Sender<T>>>,
+    start: impl FnOnce() -> io::Result<mpsc::Sender<T>>,
+) -> io::Result<mpsc::Sender<T>> {
+    let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(spawner) = slot.as_ref() {
+        return Ok(spawner.clone());
+    }
+    let spawner = start().map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("the mp-spawner thread could not be started: {e}"),
+        )
+    })?;
+    *slot = Some(spawner.clone());
+    Ok(spawner)
+}
+
+/// Starts the spawner thread; returns its queue.
+fn start_spawner() -> io::Result<mpsc::Sender<Request>> {
+    let (requests, incoming) = mpsc::channel::<Request>();
+    std::thread::Builder::new()
+        .name("mp-spawner".into())
+        .spawn(move || {
+            for (mut command, reply) in incoming {
+                let child = command.spawn();
+                drop(command);
+                if let Err(mpsc::SendError(Ok(mut child))) = reply.send(child) {
+                    // Nobody waits for this child any more: end and reap it, or it would stay
+                    // a zombie for as long as this process lives.
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+            }
+        })?;
+    Ok(requests)
 }
 
 /// The name this process was started under, reused for its children (so `ps` shows them).
@@ -280,4 +265,26 @@ fn argv0() -> &'static OsString {
             .next()
             .unwrap_or_else(|| SELF_EXE.into())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Issue 11 item 14: one failed start of the spawner thread does not fail every later use.
+    #[test]
+    fn a_failed_start_of_the_spawner_is_tried_again() {
+        let slot = Mutex::new(None);
+        let failed = spawner::<()>(&slot, || Err(io::Error::from_raw_os_error(libc::EAGAIN)));
+        assert!(
+            failed
+                .unwrap_err()
+                .to_string()
+                .contains("could not be started")
+        );
+        let (queue, _incoming) = mpsc::channel();
+        assert!(spawner(&slot, || Ok(queue)).is_ok());
+        // Once started, it is kept.
+        assert!(spawner(&slot, || panic!("started twice")).is_ok());
+    }
 }

@@ -5,8 +5,6 @@
 //! `close_range`, `getauxval`), and the MPI library's own calls for feature `mpi` (`mpi`).
 //! Uses nothing else of this crate: failures are `io::Error`s (or `mpi::MpiError`).
 
-#[cfg(feature = "mpi")]
-pub(crate) mod exit;
 pub(crate) mod fd;
 pub(crate) mod futex;
 pub(crate) mod memfd;

@@ -1,2 +1,320 @@
 //! Signal dispositions a worker needs as `main` would have them (SIGPIPE ignored, a stack
-//! overflow reported).
+//! overflow reported), the fork server's SIGCHLD descriptor, and how much stack is left.
+//!
+//! # Stack overflow
+//!
+//! std's runtime set-up, which a worker never reaches (its early entry runs before `main` and
+//! never returns), installs a SIGSEGV/SIGBUS handler on an alternate signal stack that tells a
+//! stack overflow (a fault in the guard area below the thread's stack) from other faults. A
+//! worker does the same for its main thread, the one that runs its tasks, and adds last words:
+//! bytes armed beforehand (a reply saying the task overflowed its stack) that the handler sends
+//! to the parent, with async-signal-safe calls only, before the process dies of the fault.
+
+use std::cell::Cell;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// Ignores SIGPIPE, as std does before `main`: a write to a closed pipe or socket is then an
+/// `Err(BrokenPipe)`, not the death of the process. Processes this one starts with
+/// `std::process::Command` get the default back (std resets it in the child).
+pub(crate) fn ignore_sigpipe() -> io::Result<()> {
+    // SAFETY: SIG_IGN installs no code of ours; the call changes only this disposition.
+    if unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) } == libc::SIG_ERR {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// SIGCHLD, blocked on the calling thread and read from a descriptor instead, so that one
+/// `poll` waits for both a request and a child's end with no signal handler.
+pub(crate) struct ChildSignals {
+    fd: OwnedFd,
+    previous: libc::sigset_t,
+}
+
+impl ChildSignals {
+    pub(crate) fn new() -> io::Result<ChildSignals> {
+        // SAFETY: sigset_t is plain data, valid all-zero, and sigemptyset initialises it.
+        let mut blocked: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let mut previous: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: both pointers are to live, writable sets; the calls only fill them and change
+        // this thread's mask.
+        let fd = unsafe {
+            libc::sigemptyset(&mut blocked);
+            libc::sigaddset(&mut blocked, libc::SIGCHLD);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &blocked, &mut previous);
+            libc::signalfd(-1, &blocked, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK)
+        };
+        if fd == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: signalfd returned a new descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(ChildSignals { fd, previous })
+    }
+
+    /// The descriptor that is readable while a SIGCHLD is pending.
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.fd.as_fd()
+    }
+
+    /// Empties the descriptor (its SIGCHLDs are only a wake-up).
+    pub(crate) fn drain(&self) {
+        let mut info = [0u8; size_of::<libc::signalfd_siginfo>() * 8];
+        // SAFETY: reads into a buffer of the size given; the descriptor is non-blocking.
+        while unsafe { libc::read(self.fd.as_raw_fd(), info.as_mut_ptr().cast(), info.len()) } > 0 {
+        }
+    }
+
+    /// Closes the descriptor and restores the signal mask saved by [`ChildSignals::new`] (in a
+    /// forked child, which must not keep either).
+    pub(crate) fn restore(self) {
+        // SAFETY: `previous` is the valid set saved by `new`.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.previous, std::ptr::null_mut()) };
+    }
+}
+
+/// The calling thread's stack, from the C library: its lowest usable address and its size.
+fn stack_bounds() -> Option<(usize, usize)> {
+    // SAFETY: pthread_attr_t is plain data that pthread_getattr_np initialises; the attribute
+    // object is destroyed after its two fields are read, and every pointer is to a live local.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+        if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
+            return None;
+        }
+        let mut addr = std::ptr::null_mut();
+        let mut size = 0;
+        let got = libc::pthread_attr_getstack(&attr, &mut addr, &mut size);
+        libc::pthread_attr_destroy(&mut attr);
+        (got == 0 && !addr.is_null()).then_some((addr as usize, size))
+    }
+}
+
+/// What a thread keeps free below its deepest decode, for the calls between two checks: this,
+/// or a quarter of a smaller stack.
+const STACK_MARGIN: usize = 128 * 1024;
+
+thread_local! {
+    /// The address below which a decode on this thread refuses to go deeper: its stack's end
+    /// plus a margin. 0 until known; 1 when it cannot be known (then nothing is refused).
+    static STACK_FLOOR: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The lowest stack address down to which code on this thread may safely recurse, keeping a
+/// margin for the work between two checks (see [`stack_pointer`]).
+pub(crate) fn stack_floor() -> usize {
+    STACK_FLOOR.with(|floor| {
+        if floor.get() == 0 {
+            floor.set(stack_bounds().map_or(1, |(low, size)| {
+                low.saturating_add(STACK_MARGIN.min(size / 4))
+            }));
+        }
+        floor.get()
+    })
+}
+
+/// An address in the caller's stack frame: compared with [`stack_floor`], whether the caller
+/// may go deeper.
+#[inline(always)]
+pub(crate) fn stack_pointer() -> usize {
+    let here = 0u8;
+    std::hint::black_box(&raw const here) as usize
+}
+
+/// The guard area of the main thread's stack: a fault there is a stack overflow.
+static GUARD_START: AtomicUsize = AtomicUsize::new(0);
+static GUARD_END: AtomicUsize = AtomicUsize::new(0);
+
+/// The last words armed by [`with_last_words`]: socket (-1: none), head, and a unit sent
+/// `LAST_TIMES` times after it.
+static LAST_SOCKET: AtomicI32 = AtomicI32::new(-1);
+static LAST_HEAD: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
+static LAST_HEAD_LEN: AtomicUsize = AtomicUsize::new(0);
+static LAST_UNIT: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
+static LAST_UNIT_LEN: AtomicUsize = AtomicUsize::new(0);
+static LAST_TIMES: AtomicUsize = AtomicUsize::new(0);
+
+/// Size of the alternate signal stack the handler runs on (the thread's own is exhausted).
+const SIGNAL_STACK: usize = 64 * 1024;
+
+/// On the main thread: makes a stack overflow of this thread print std's message and send the
+/// armed last words before the process dies of it. Other faults, and faults on other threads,
+/// end the process as they would have. Forked children inherit all of it.
+pub(crate) fn report_stack_overflow() -> io::Result<()> {
+    // SAFETY: sysconf only reads a system constant.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
+    let (low, _) =
+        stack_bounds().ok_or_else(|| io::Error::other("the stack's bounds are unknown"))?;
+    // The kernel refuses to grow the main stack past its limit: the faulting access is then
+    // just below its lowest address, the one the C library computes from that limit.
+    GUARD_START.store(low - page, Ordering::Relaxed);
+    GUARD_END.store(low + page, Ordering::Relaxed);
+    // Leaked: the handler may run at any time until the process ends.
+    let stack: &'static mut [u8] = Vec::leak(vec![0u8; SIGNAL_STACK]);
+    let alternate = libc::stack_t {
+        ss_sp: stack.as_mut_ptr().cast(),
+        ss_flags: 0,
+        ss_size: stack.len(),
+    };
+    // SAFETY: `alternate` describes memory that lives until the process ends and that nothing
+    // else uses.
+    if unsafe { libc::sigaltstack(&alternate, std::ptr::null_mut()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    for signal in [libc::SIGSEGV, libc::SIGBUS] {
+        // SAFETY: sigaction is plain data, valid all-zero; sa_sigaction is a handler of the
+        // three-argument shape SA_SIGINFO asks for, which runs only async-signal-safe code.
+        unsafe {
+            let mut previous: libc::sigaction = std::mem::zeroed();
+            libc::sigaction(signal, std::ptr::null(), &mut previous);
+            // A handler someone installed before us (a sanitizer, a user constructor) stays.
+            if previous.sa_sigaction != libc::SIG_DFL {
+                continue;
+            }
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_fault as *const () as usize;
+            action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+            libc::sigemptyset(&mut action.sa_mask);
+            if libc::sigaction(signal, &action, std::ptr::null_mut()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs `f`; if the main thread overflows its stack meanwhile, the fault handler sends `head`
+/// and then `unit` `times` times on `socket` before the process dies.
+pub(crate) fn with_last_words<R>(
+    socket: BorrowedFd<'_>,
+    head: &[u8],
+    unit: &[u8],
+    times: usize,
+    f: impl FnOnce() -> R,
+) -> R {
+    // Armed only where the handler reports: so while it reads them, `f` is still running on
+    // the thread it interrupted, and `head` and `unit` are alive.
+    if !crate::sys::process::is_main_thread() {
+        return f();
+    }
+    /// Disarms when `f` returns or unwinds, while `socket`, `head` and `unit` are still alive.
+    struct Armed;
+    impl Drop for Armed {
+        fn drop(&mut self) {
+            LAST_SOCKET.store(-1, Ordering::SeqCst);
+        }
+    }
+    LAST_HEAD.store(head.as_ptr().cast_mut(), Ordering::Relaxed);
+    LAST_HEAD_LEN.store(head.len(), Ordering::Relaxed);
+    LAST_UNIT.store(unit.as_ptr().cast_mut(), Ordering::Relaxed);
+    LAST_UNIT_LEN.store(unit.len(), Ordering::Relaxed);
+    LAST_TIMES.store(times, Ordering::Relaxed);
+    LAST_SOCKET.store(socket.as_raw_fd(), Ordering::SeqCst);
+    let _armed = Armed;
+    f()
+}
+
+/// Writes `bytes` to descriptor `fd` with async-signal-safe calls only, giving up after a few
+/// seconds of a full socket or at the first error.
+fn write_all_now(fd: i32, mut bytes: &[u8], socket: bool) -> bool {
+    let mut waits = 0;
+    while !bytes.is_empty() {
+        // SAFETY: `bytes` is readable for its length; send and write are async-signal-safe.
+        let sent = unsafe {
+            if socket {
+                libc::send(
+                    fd,
+                    bytes.as_ptr().cast(),
+                    bytes.len(),
+                    libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+                )
+            } else {
+                libc::write(fd, bytes.as_ptr().cast(), bytes.len())
+            }
+        };
+        if sent > 0 {
+            bytes = &bytes[sent as usize..];
+            continue;
+        }
+        let error = io::Error::last_os_error().raw_os_error();
+        if error == Some(libc::EINTR) {
+            continue;
+        }
+        if error != Some(libc::EAGAIN) || waits == 20 {
+            return false;
+        }
+        waits += 1;
+        let mut ready = libc::pollfd {
+            fd,
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd that lives across the call; poll is async-signal-safe.
+        unsafe { libc::poll(&mut ready, 1, Duration::from_millis(100).as_millis() as i32) };
+    }
+    true
+}
+
+/// The SIGSEGV/SIGBUS handler (async-signal-safe code only).
+extern "C" fn on_fault(signal: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo for a handler installed with SA_SIGINFO.
+    let address = unsafe { (*info).si_addr() } as usize;
+    let guard = GUARD_START.load(Ordering::Relaxed)..GUARD_END.load(Ordering::Relaxed);
+    if guard.contains(&address) && crate::sys::process::is_main_thread() {
+        write_all_now(
+            2,
+            b"\nthread 'main' has overflowed its stack\nfatal runtime error: stack overflow\n",
+            false,
+        );
+        send_last_words();
+    }
+    // SAFETY: restores the default action. A fault then ends the process when the handler
+    // returns and the faulting access runs again; a signal that was sent (`raise`, `kill`),
+    // with no access to run again, is sent again, and ends it once the handler returns (it
+    // is blocked until then). Either way as if no handler had been installed. All three calls
+    // are async-signal-safe.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = libc::SIG_DFL;
+        libc::sigaction(signal, &action, std::ptr::null_mut());
+        if (*info).si_code <= 0 {
+            libc::raise(signal);
+        }
+    }
+}
+
+/// Sends the armed last words, if any.
+fn send_last_words() {
+    let socket = LAST_SOCKET.swap(-1, Ordering::SeqCst);
+    if socket < 0 {
+        return;
+    }
+    // SAFETY: armed by `with_last_words` on this thread (it arms only on the main thread, the
+    // only one whose overflow gets here), whose `f` is still running, interrupted by this
+    // signal: `head` and `unit`, borrowed for the whole call, are alive and unchanged.
+    let (head, unit) = unsafe {
+        (
+            std::slice::from_raw_parts(
+                LAST_HEAD.load(Ordering::Relaxed),
+                LAST_HEAD_LEN.load(Ordering::Relaxed),
+            ),
+            std::slice::from_raw_parts(
+                LAST_UNIT.load(Ordering::Relaxed),
+                LAST_UNIT_LEN.load(Ordering::Relaxed),
+            ),
+        )
+    };
+    if !write_all_now(socket, head, true) {
+        return;
+    }
+    for _ in 0..LAST_TIMES.load(Ordering::Relaxed) {
+        if !write_all_now(socket, unit, true) {
+            return;
+        }
+    }
+}

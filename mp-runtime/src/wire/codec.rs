@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
+use crate::sys;
 use crate::wire::outgoing::Outgoing;
 
 /// Little endian with fixed-size integers: a third faster than bincode's default varints for
@@ -94,40 +95,60 @@ fn decode_bounded<T: DeserializeOwned>(
 ) -> std::result::Result<(T, usize), bincode::error::DecodeError> {
     use bincode::de::{Decode, Decoder, DecoderImpl};
     let budget = bytes.len().saturating_mul(MAX_CLAIM_PER_BYTE);
-    let mut rest = Rest(bytes);
+    let mut rest = Rest {
+        bytes,
+        stack_floor: sys::signal::stack_floor(),
+    };
     let mut decoder = DecoderImpl::new(&mut rest, CONFIG.with_limit::<{ usize::MAX }>(), ());
     decoder.claim_bytes_read(usize::MAX - budget)?;
     let bincode::serde::Compat(value) = Decode::decode(&mut decoder)?;
-    Ok((value, bytes.len() - rest.0.len()))
+    Ok((value, bytes.len() - rest.bytes.len()))
 }
 
 /// The most a decode claims for one byte of input: a `u128` or `i128` in one varint byte.
 const MAX_CLAIM_PER_BYTE: usize = 16;
 
-/// A bincode reader over a slice that tells how much is left.
-struct Rest<'a>(&'a [u8]);
+/// A bincode reader over a slice that tells how much is left, and that bounds how deep a
+/// value may nest.
+///
+/// bincode's serde decoder recurses once per level of a value, without limit: a value nested
+/// a million deep (4 MB of `Some`s) would overflow the stack, which no error can report. Every
+/// level reads at least a tag before it goes deeper, so the reader checks the stack as it
+/// reads: a value that would take the stack within a margin of its end is refused with an
+/// error. That bounds the depth by what the thread can afford, and costs one comparison per
+/// read.
+struct Rest<'a> {
+    bytes: &'a [u8],
+    /// The lowest stack address a read may happen at (see [`sys::signal::stack_floor`]).
+    stack_floor: usize,
+}
 
 impl bincode::de::read::Reader for Rest<'_> {
     #[inline]
     fn read(&mut self, out: &mut [u8]) -> std::result::Result<(), bincode::error::DecodeError> {
-        let Some((head, tail)) = self.0.split_at_checked(out.len()) else {
+        if sys::signal::stack_pointer() < self.stack_floor {
+            return Err(bincode::error::DecodeError::Other(
+                "the value is nested too deeply to decode on this thread's stack",
+            ));
+        }
+        let Some((head, tail)) = self.bytes.split_at_checked(out.len()) else {
             return Err(bincode::error::DecodeError::UnexpectedEnd {
-                additional: out.len() - self.0.len(),
+                additional: out.len() - self.bytes.len(),
             });
         };
         out.copy_from_slice(head);
-        self.0 = tail;
+        self.bytes = tail;
         Ok(())
     }
 
     #[inline]
     fn peek_read(&mut self, n: usize) -> Option<&[u8]> {
-        self.0.get(..n)
+        self.bytes.get(..n)
     }
 
     #[inline]
     fn consume(&mut self, n: usize) {
-        self.0 = self.0.get(n..).unwrap_or_default();
+        self.bytes = self.bytes.get(n..).unwrap_or_default();
     }
 }
 
@@ -322,6 +343,45 @@ mod tests {
         assert!(err.is_codec(), "{err}");
         let err = decode_prefix::<(u8, Vec<u8>)>(&[&[7][..], &bytes].concat()).unwrap_err();
         assert!(err.is_codec(), "{err}");
+    }
+
+    /// A value as deep as its sender likes.
+    #[derive(Deserialize)]
+    enum Tree {
+        Leaf,
+        Node(Box<Tree>),
+    }
+
+    impl Tree {
+        fn depth(&self) -> usize {
+            match self {
+                Tree::Leaf => 0,
+                Tree::Node(below) => 1 + below.depth(),
+            }
+        }
+    }
+
+    // Issue 11 item 20: a million-deep value is an error, not a stack overflow.
+    #[test]
+    fn a_value_nested_deeper_than_the_stack_allows_is_an_error() {
+        let mut bytes = 1u32.to_le_bytes().repeat(1_000_000);
+        bytes.extend(0u32.to_le_bytes());
+        let outcome = std::thread::Builder::new()
+            .stack_size(1 << 20)
+            .spawn(move || match decode::<Tree>(&bytes) {
+                Ok(tree) => {
+                    // Dropping it would recurse as deeply: not what is tested here.
+                    std::mem::forget(tree);
+                    None
+                }
+                Err(error) => Some(error.to_string()),
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(outcome.unwrap().contains("nested too deeply"));
+        let shallow = [1u32.to_le_bytes(), 1u32.to_le_bytes(), 0u32.to_le_bytes()].concat();
+        assert_eq!(decode::<Tree>(&shallow).unwrap().depth(), 2);
     }
 
     #[test]

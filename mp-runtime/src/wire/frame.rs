@@ -14,10 +14,11 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::ops::Deref;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use crate::sys::{self, fd::Interest};
 use crate::wire::outgoing::{Encoded, FILE_FRAME, FRAME_SEALS};
 
 /// The largest frame a channel accepts unless told otherwise: far above any real argument, far
@@ -32,8 +33,8 @@ const IN_FILE: u64 = 1 << 47;
 /// The header bits that hold the frame's length.
 const LEN_MASK: u64 = IN_FILE - 1;
 
-/// The most descriptors one `sendmsg` may carry (the kernel's SCM_MAX_FD).
-const FDS_PER_MESSAGE: usize = 253;
+/// The most descriptors one `sendmsg` may carry.
+const FDS_PER_MESSAGE: usize = sys::fd::FDS_PER_MESSAGE;
 /// How much to ask the kernel for at once when no large frame is pending.
 const READ_CHUNK: usize = 64 * 1024;
 /// Frames up to this size (header included) without descriptors are copied into one buffer
@@ -181,6 +182,12 @@ impl Channel {
         self
     }
 
+    /// The header of a frame of `len` bytes sent in the stream, without descriptors: for bytes
+    /// that must go out without this channel (from a signal handler).
+    pub(crate) fn header_of(len: usize) -> [u8; HEADER] {
+        (len as u64).to_le_bytes()
+    }
+
     /// The socket, to wait on or shut down.
     pub(crate) fn stream(&self) -> &UnixStream {
         &self.stream
@@ -197,14 +204,11 @@ impl Channel {
         if !self.is_drained() {
             return true;
         }
-        let mut fds = libc::pollfd {
-            fd: self.stream.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: `fds` is one valid pollfd that lives across the call; a zero timeout only
-        // looks.
-        unsafe { libc::poll(&mut fds, 1, 0) > 0 }
+        sys::fd::poll(
+            [(self.stream.as_fd(), Interest::Read)],
+            Some(Duration::ZERO),
+        )
+        .is_ok_and(|[ready]| ready.readable || ready.broken)
     }
 
     /// Whether a whole frame is already buffered, so `recv` would not block.
@@ -285,7 +289,8 @@ impl Channel {
             }
             let mut bytes = &frame[..at];
             while !bytes.is_empty() {
-                let sent = self.send_once(|stream, flags| send(stream, bytes, flags))?;
+                let sent =
+                    self.send_once(|socket, dont_wait| sys::fd::send(socket, bytes, dont_wait))?;
                 bytes = &bytes[sent..];
             }
             return Ok(());
@@ -310,9 +315,13 @@ impl Channel {
                     .find(|s| !s.is_empty())
                     .expect("bytes are left");
                 let first = [IoSlice::new(&first[..1])];
-                self.send_once(|stream, flags| sendmsg(stream, &first, batch, flags))?
+                self.send_once(|socket, dont_wait| {
+                    sys::fd::send_with_fds(socket, &first, batch, dont_wait)
+                })?
             } else {
-                self.send_once(|stream, flags| sendmsg(stream, slices, batch, flags))?
+                self.send_once(|socket, dont_wait| {
+                    sys::fd::send_with_fds(socket, slices, batch, dont_wait)
+                })?
             };
             fds = &fds[batch.len()..];
             IoSlice::advance_slices(&mut slices, sent);
@@ -324,15 +333,10 @@ impl Channel {
     /// interrupted and, on a channel that reads while sending, when the socket is full.
     fn send_once(
         &mut self,
-        mut send: impl FnMut(&UnixStream, libc::c_int) -> io::Result<usize>,
+        mut send: impl FnMut(BorrowedFd<'_>, bool) -> io::Result<usize>,
     ) -> io::Result<usize> {
-        let flags = if self.read_while_sending {
-            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT
-        } else {
-            libc::MSG_NOSIGNAL
-        };
         loop {
-            match send(&self.stream, flags) {
+            match send(self.stream.as_fd(), self.read_while_sending) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(sent) => return Ok(sent),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -348,25 +352,17 @@ impl Channel {
     /// the receive buffer (where `recv` finds it later).
     fn read_until_writable(&mut self) -> io::Result<()> {
         loop {
-            let events = if self.peer_closed {
-                libc::POLLOUT
+            let interest = if self.peer_closed {
+                Interest::Write
             } else {
-                libc::POLLOUT | libc::POLLIN
+                Interest::ReadWrite
             };
-            let mut fds = libc::pollfd {
-                fd: self.stream.as_raw_fd(),
-                events,
-                revents: 0,
+            let [ready] = match sys::fd::poll([(self.stream.as_fd(), interest)], None) {
+                Ok(ready) => ready,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
             };
-            // SAFETY: `fds` is one valid pollfd that lives across the call.
-            if unsafe { libc::poll(&mut fds, 1, -1) } < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            if fds.revents & (libc::POLLOUT | libc::POLLERR | libc::POLLHUP) != 0 {
+            if ready.writable || ready.broken {
                 // Writable, or broken: the next send says which.
                 return Ok(());
             }
@@ -514,14 +510,10 @@ impl Channel {
         };
         // The kernel writes straight into the spare capacity: no zeroing of room it overwrites.
         self.buf.reserve(room);
+        let most = if exact { room } else { usize::MAX };
         loop {
-            let spare = self.buf.spare_capacity_mut();
-            let spare = if exact { &mut spare[..room] } else { spare };
-            match recvmsg(&self.stream, spare, &mut self.fds) {
+            match sys::fd::recv_appending(self.stream.as_fd(), &mut self.buf, most, &mut self.fds) {
                 Ok(n) => {
-                    // SAFETY: `recvmsg` wrote the first `n` bytes of the spare capacity, so
-                    // they are initialized.
-                    unsafe { self.buf.set_len(self.end + n) };
                     self.end += n;
                     return Ok(n);
                 }
@@ -532,143 +524,25 @@ impl Channel {
     }
 }
 
-/// One `send` of `bytes` with `flags`; returns the bytes sent.
-fn send(stream: &UnixStream, bytes: &[u8], flags: libc::c_int) -> io::Result<usize> {
-    // SAFETY: plain system call reading `bytes`, which lives across it.
-    let sent = unsafe {
-        libc::send(
-            stream.as_raw_fd(),
-            bytes.as_ptr().cast(),
-            bytes.len(),
-            flags,
-        )
-    };
-    if sent < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(sent as usize)
-}
-
-/// One `sendmsg` of `slices` with `fds` as SCM_RIGHTS and `flags`; returns the bytes sent.
-fn sendmsg(
-    stream: &UnixStream,
-    slices: &[IoSlice<'_>],
-    fds: &[BorrowedFd<'_>],
-    flags: libc::c_int,
-) -> io::Result<usize> {
-    // Room for the most descriptors one message carries, aligned for `cmsghdr`.
-    let mut control = [0u64; 160];
-    // SAFETY: an all-zero msghdr is a valid empty message.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    // IoSlice is guaranteed ABI-compatible with iovec; sendmsg only reads through it.
-    msg.msg_iov = slices.as_ptr() as *mut libc::iovec;
-    msg.msg_iovlen = slices.len() as _;
-    if !fds.is_empty() {
-        let data_len = (fds.len() * size_of::<libc::c_int>()) as libc::c_uint;
-        // SAFETY: CMSG_SPACE only computes a size.
-        let space = unsafe { libc::CMSG_SPACE(data_len) } as usize;
-        assert!(
-            space <= size_of_val(&control),
-            "at most {FDS_PER_MESSAGE} descriptors"
-        );
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = space as _;
-        // SAFETY: `msg` points at `control`, which has room for one header with `fds.len()`
-        // descriptors (checked above); CMSG_FIRSTHDR and CMSG_DATA stay inside it.
-        unsafe {
-            let cmsg = libc::CMSG_FIRSTHDR(&msg);
-            (*cmsg).cmsg_level = libc::SOL_SOCKET;
-            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(data_len) as _;
-            let data = libc::CMSG_DATA(cmsg).cast::<libc::c_int>();
-            for (i, fd) in fds.iter().enumerate() {
-                data.add(i).write_unaligned(fd.as_raw_fd());
-            }
-        }
-    }
-    // SAFETY: `msg` and everything it points to (slices, control) live across the call; the
-    // descriptors are borrowed, so open.
-    let sent = unsafe { libc::sendmsg(stream.as_raw_fd(), &msg, flags) };
-    if sent < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(sent as usize)
-}
-
-/// One `recvmsg` into `buf`; descriptors that came along are appended to `fds` (close-on-exec).
-fn recvmsg(
-    stream: &UnixStream,
-    buf: &mut [std::mem::MaybeUninit<u8>],
-    fds: &mut VecDeque<OwnedFd>,
-) -> io::Result<usize> {
-    // Left uninitialized: the kernel writes it, and only what it wrote is read.
-    let mut control = std::mem::MaybeUninit::<[u64; 160]>::uninit();
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    // SAFETY: an all-zero msghdr is a valid empty message.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = size_of::<[u64; 160]>() as _;
-    // SAFETY: `msg` points at `buf` and `control`, both writable for the lengths given.
-    let received = unsafe { libc::recvmsg(stream.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
-    if received < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel filled `control` with well-formed headers up to `msg_controllen`;
-    // the CMSG macros walk them without leaving it, and each SCM_RIGHTS descriptor is a new
-    // one that this process now owns.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-                let data = libc::CMSG_DATA(cmsg).cast::<libc::c_int>();
-                let bytes = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
-                for i in 0..bytes / size_of::<libc::c_int>() {
-                    fds.push_back(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
-                }
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-        }
-    }
-    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "descriptors sent with a message were lost: this process reached its limit of open \
-             files (raise it with `ulimit -n`)",
-        ));
-    }
-    Ok(received as usize)
-}
-
-/// Blocks until `stream` has data or end-of-file, or `deadline` passes.
+/// Blocks until `stream` has data or end-of-file, or `deadline` passes. A deadline that has
+/// passed already still looks once.
 pub(crate) fn wait_readable(stream: &UnixStream, deadline: Instant) -> io::Result<()> {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
+        // Rounded up to the next millisecond, so a wait of less than one still waits.
+        let wait = if left.is_zero() {
+            left
+        } else {
+            Duration::from_millis(left.as_millis().saturating_add(1).min(u64::MAX as u128) as u64)
+        };
+        match sys::fd::poll([(stream.as_fd(), Interest::Read)], Some(wait)) {
+            Ok([ready]) if ready.readable || ready.broken => return Ok(()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
         if left.is_zero() {
             return Err(io::ErrorKind::TimedOut.into());
-        }
-        let mut fds = libc::pollfd {
-            fd: stream.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // Round up so a wait of less than a millisecond still waits.
-        let millis = left.as_millis().saturating_add(1).min(i32::MAX as u128) as i32;
-        // SAFETY: `fds` is one valid pollfd that lives across the call.
-        let ready = unsafe { libc::poll(&mut fds, 1, millis) };
-        match ready {
-            -1 => {
-                let err = io::Error::last_os_error();
-                if err.kind() != io::ErrorKind::Interrupted {
-                    return Err(err);
-                }
-            }
-            0 => {}
-            _ => return Ok(()),
         }
     }
 }
@@ -677,7 +551,7 @@ pub(crate) fn wait_readable(stream: &UnixStream, deadline: Instant) -> io::Resul
 mod tests {
     use super::*;
     use std::io::Write;
-    use std::time::Duration;
+    use std::os::fd::FromRawFd;
 
     fn pair() -> (Channel, Channel) {
         let (a, b) = UnixStream::pair().unwrap();
@@ -787,7 +661,7 @@ mod tests {
     /// Sends a header that says the frame's `len` bytes are in `file`.
     fn send_in_file(a: &mut Channel, file: std::os::fd::BorrowedFd<'_>, len: u64) {
         let header = (len | IN_FILE | 1 << FDS_SHIFT).to_le_bytes();
-        sendmsg(&a.stream, &[IoSlice::new(&header)], &[file], 0).unwrap();
+        sys::fd::send_with_fds(a.stream.as_fd(), &[IoSlice::new(&header)], &[file], false).unwrap();
     }
 
     #[test]
