@@ -94,7 +94,15 @@
 //! `.init_array` constructor; macOS would use `_NSGetExecutablePath` and `__mod_init_func`.
 //! Communication uses memfd, robust pthread mutexes and futexes; on macOS it would use
 //! `shm_open` regions unlinked at once, and pid-owned lock words waited on with
-//! `os_sync_wait_on_address` (see the README).
+//! `os_sync_wait_on_address`. On any target but Linux the crate does not build: a
+//! `compile_error!` says so.
+
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "mp-runtime supports Linux only (it starts workers from /proc/self/exe and communicates \
+     through memfd, futexes and robust pthread mutexes); build on Linux, or in a Linux \
+     container or VM"
+);
 
 // The layers, from the bottom up: each uses only those above it in this list.
 #[cfg(feature = "mpi")]

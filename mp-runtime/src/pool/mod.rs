@@ -258,8 +258,9 @@ impl PoolBuilder {
     /// Needs the `mpi` feature; [`build`](PoolBuilder::build) fails with a message that says
     /// what to do when the feature is off, no launcher started the program, or the job has no
     /// rank but 0. Arguments and results cross as bytes: handles (pipes, queues, locks, shared
-    /// memory) cannot go to another machine and fail their task with a clear error. See the
-    /// README's "Beyond one machine".
+    /// memory) cannot go to another machine and fail their task with a clear error. Run the
+    /// program under the launcher: `mpirun -n 3 ./app` (rank 0 runs `main`, ranks 1 and 2
+    /// serve its pools), or `srun` under Slurm.
     ///
     /// # Examples
     ///
