@@ -87,6 +87,14 @@ pub(crate) fn child_started(pid: u32, name: &str, parent: u32) {
         .insert(pid, (name.to_string(), parent));
 }
 
+/// Forgets a child that has been reaped, so the table holds only children that may still run.
+pub(crate) fn child_ended(pid: u32) {
+    CHILDREN
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(&pid);
+}
+
 /// This process, Python's `multiprocessing.current_process()`.
 ///
 /// # Examples

@@ -6,11 +6,16 @@ pub(crate) mod forkserver;
 pub(crate) mod reexec;
 
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::process::{Child, ExitStatus};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ExitReason, Result};
+use crate::sys::pidfd;
+use crate::wire::frame::{Channel, Frame};
 use forkserver::ForkedChild;
 use reexec::Role;
 
@@ -115,18 +120,56 @@ pub(crate) fn start_worker(method: StartMethod, name: &str) -> Result<Started> {
             (Inner::Forked(child), stream, zygote)
         }
     };
+    let pid = match &child {
+        Inner::Spawned(child) => child.id(),
+        Inner::Forked(child) => child.pid(),
+    };
+    // Opened at once, while the pid surely names our child (a fork server's child is reaped by
+    // the zygote, so later the pid could be another process's). Without one (a kernel before
+    // 5.3, or no descriptor free), death is known from the channel alone.
+    let pidfd = pidfd::open(pid).ok().map(Arc::new);
     let child = ChildProcess {
         inner: child,
+        pidfd,
         status: None,
     };
-    crate::context::child_started(child.pid(), name, parent);
+    crate::context::child_started(pid, name, parent);
     Ok(Started { child, stream })
+}
+
+/// How long a receive that failed waits to learn whether the child is gone: a crash tears a
+/// frame a moment before the process ends.
+const FAILED_RECEIVE_GRACE: Duration = Duration::from_millis(200);
+
+/// How long a reader that found a frame coming waits for the rest of it before it looks again
+/// at whether the child exited (a grandchild may hold the channel open after a partial frame).
+const FRAME_SLICE: Duration = Duration::from_millis(20);
+
+/// How long a killed child may take to be reported gone before it is left to a background
+/// reaper: SIGKILL cannot be caught, so this is only ever reached under extreme load, or when
+/// the fork server that must report it is stuck.
+const KILLED_GRACE: Duration = Duration::from_secs(5);
+
+/// What [`ChildProcess::recv`] found on a child's channel.
+pub(crate) enum Received {
+    /// The next frame.
+    Frame(Frame),
+    /// The child is gone (it exited, or closed its end) without a whole frame.
+    Gone,
+    /// Receiving failed while the child lives (out of descriptors, say): the channel may be
+    /// out of step, so the child must be ended.
+    Failed(io::Error),
+    /// Nothing came before the deadline.
+    TimedOut,
 }
 
 /// A child process, whichever way it was started: re-executed (our child, reaped by us) or
 /// forked by the fork server (its child, reaped there and reported to us).
 pub(crate) struct ChildProcess {
     inner: Inner,
+    /// The child's process descriptor, when the kernel gave one: readable once it exits, and a
+    /// way to signal it that cannot reach a reused pid.
+    pidfd: Option<Arc<OwnedFd>>,
     /// How it ended, once known.
     status: Option<ExitStatus>,
 }
@@ -147,26 +190,82 @@ impl ChildProcess {
     /// How the child ended, without waiting; `None` while it runs.
     pub(crate) fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
         if self.status.is_none() {
-            self.status = match &mut self.inner {
+            let status = match &mut self.inner {
                 Inner::Spawned(child) => child.try_wait()?,
                 Inner::Forked(child) => child.try_wait()?,
             };
+            self.record(status);
         }
         Ok(self.status)
     }
 
-    /// Waits for the child to end. For a forked child whose fork server died, an error (its
-    /// status can never be known).
-    pub(crate) fn wait(&mut self) -> io::Result<ExitStatus> {
-        if let Some(status) = self.status {
-            return Ok(status);
+    fn record(&mut self, status: Option<ExitStatus>) {
+        if status.is_some() && self.status.is_none() {
+            self.status = status;
+            crate::context::child_ended(self.pid());
         }
-        let status = match &mut self.inner {
-            Inner::Spawned(child) => child.wait()?,
-            Inner::Forked(child) => child.wait()?,
+    }
+
+    /// Whether the child has exited, as far as can be told without waiting. Also true of a child
+    /// that someone else reaped (a parent that ignores SIGCHLD), whose status is lost.
+    pub(crate) fn has_exited(&mut self) -> bool {
+        if self.status.is_some() {
+            return true;
+        }
+        match &self.pidfd {
+            Some(pidfd) => pidfd::has_exited(pidfd),
+            None => !matches!(self.try_wait(), Ok(None)),
+        }
+    }
+
+    /// Waits until the child ends or `deadline` passes (`None`: no deadline; for a child that
+    /// was not killed, callers give one). `Ok(None)` when it still runs at the deadline; an
+    /// error when its status cannot be known (reaped elsewhere, or its fork server died).
+    pub(crate) fn wait_until(
+        &mut self,
+        deadline: Option<Instant>,
+    ) -> io::Result<Option<ExitStatus>> {
+        if let Some(status) = self.try_wait()? {
+            return Ok(Some(status));
+        }
+        let exited = match &self.pidfd {
+            Some(pidfd) => {
+                let [exited] = pidfd::wait_readable([pidfd.as_fd()], deadline)?;
+                if !exited {
+                    return Ok(None);
+                }
+                true
+            }
+            None => false,
         };
-        self.status = Some(status);
-        Ok(status)
+        if exited || deadline.is_none() {
+            // It has exited (a spawned child's status is there at once; a forked child's comes
+            // from its fork server within milliseconds), or the caller killed it.
+            let status = match &mut self.inner {
+                Inner::Spawned(child) => child.wait()?,
+                Inner::Forked(child) => child.wait()?,
+            };
+            self.record(Some(status));
+            return Ok(self.status);
+        }
+        // A kernel without pidfds: poll until the deadline.
+        loop {
+            if let Some(status) = self.try_wait()? {
+                return Ok(Some(status));
+            }
+            if deadline.is_some_and(|at| Instant::now() >= at) {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// What other threads use to kill this child.
+    pub(crate) fn killer(&self) -> Killer {
+        Killer {
+            pid: self.pid(),
+            pidfd: self.pidfd.clone(),
+        }
     }
 
     /// Sends SIGKILL, unless the child has already been reaped; does not wait.
@@ -179,14 +278,103 @@ impl ChildProcess {
         if self.try_wait()?.is_some() {
             return Ok(());
         }
-        // SAFETY: plain system call. A spawned child is not reaped until this handle waits, so
-        // its pid is ours. A forked child is reaped by the zygote the moment it ends; its pid
-        // could be reused only in the instant before the zygote's report arrives, after a whole
-        // cycle of the pid space.
-        if unsafe { libc::kill(self.pid() as libc::pid_t, signal) } == -1 {
-            return Err(io::Error::last_os_error());
+        let sent = match &self.pidfd {
+            Some(pidfd) => pidfd::send_signal(pidfd.as_fd(), signal),
+            // Without a pidfd, the pid: a spawned child is not reaped until this handle waits,
+            // so its pid is ours; a forked child's could be reused only after a whole cycle of
+            // the pid space in the instant before the zygote's report arrives.
+            None => pidfd::kill_pid(self.pid(), signal),
+        };
+        match sent {
+            // Already reaped (by its fork server, or by the kernel under SIGCHLD ignored).
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+            sent => sent,
         }
-        Ok(())
+    }
+
+    /// Ends the child with SIGKILL and reaps it; how it ended.
+    pub(crate) fn kill_and_reap(&mut self) -> ExitReason {
+        if let Err(e) = self.kill() {
+            eprintln!("mp: cannot kill process {}: {e}", self.pid());
+        }
+        self.reap_until(Instant::now() + KILLED_GRACE)
+    }
+
+    /// Reaps a child that is ending (its channel closed, or it was asked to exit): waits until
+    /// `deadline`, then kills it, so that no wait on a live process is without a bound.
+    pub(crate) fn reap_until(&mut self, deadline: Instant) -> ExitReason {
+        match self.wait_until(Some(deadline)) {
+            Ok(Some(status)) => ExitReason::from_status(status),
+            Ok(None) => {
+                let _ = self.kill();
+                match self.wait_until(Some(Instant::now() + KILLED_GRACE)) {
+                    Ok(Some(status)) => ExitReason::from_status(status),
+                    _ => {
+                        self.reap_in_background();
+                        ExitReason::Unknown
+                    }
+                }
+            }
+            Err(_) => ExitReason::Unknown,
+        }
+    }
+
+    /// Receives the child's next frame from `channel`, watching its exit too: a grandchild may
+    /// hold the channel open after the child is gone, so end-of-file alone is not enough.
+    pub(crate) fn recv(&mut self, channel: &mut Channel, deadline: Option<Instant>) -> Received {
+        loop {
+            if channel.has_frame() {
+                return self.received(channel.recv());
+            }
+            let Some(pidfd) = &self.pidfd else {
+                return match channel.recv_until(deadline) {
+                    Err(e) if e.kind() == io::ErrorKind::TimedOut => Received::TimedOut,
+                    got => self.received(got),
+                };
+            };
+            let ready = pidfd::wait_readable([channel.stream().as_fd(), pidfd.as_fd()], deadline);
+            let [data, exited] = match ready {
+                Ok(ready) => ready,
+                Err(e) => return Received::Failed(e),
+            };
+            if data {
+                let slice = Instant::now() + FRAME_SLICE;
+                match channel.recv_until(Some(deadline.map_or(slice, |at| at.min(slice)))) {
+                    // A part of a frame: look at the child's exit again before reading on.
+                    Err(e) if e.kind() == io::ErrorKind::TimedOut => continue,
+                    got => return self.received(got),
+                }
+            }
+            if exited {
+                // Everything it sent before it exited was readable by now.
+                return Received::Gone;
+            }
+            return Received::TimedOut;
+        }
+    }
+
+    fn received(&mut self, got: io::Result<Option<Frame>>) -> Received {
+        match got {
+            Ok(Some(frame)) => Received::Frame(frame),
+            Ok(None) => Received::Gone,
+            Err(e) => {
+                // A torn frame from a child that crashed is its death; an error from a live
+                // child is a failure to receive.
+                let gone = match &self.pidfd {
+                    Some(pidfd) => pidfd::wait_readable(
+                        [pidfd.as_fd()],
+                        Some(Instant::now() + FAILED_RECEIVE_GRACE),
+                    )
+                    .is_ok_and(|[exited]| exited),
+                    None => e.kind() == io::ErrorKind::UnexpectedEof,
+                };
+                if gone {
+                    Received::Gone
+                } else {
+                    Received::Failed(e)
+                }
+            }
+        }
     }
 
     /// For a handle dropped while the child runs: make sure the child is reaped when it ends.
@@ -198,19 +386,57 @@ impl ChildProcess {
         if self.status.is_some() {
             return;
         }
-        let pid = child.id() as libc::pid_t;
+        let pid = child.id();
         let reaper = std::thread::Builder::new().name(format!("mp-reap-{pid}"));
         let reaping = reaper.spawn(move || {
-            let mut status = 0;
-            // SAFETY: plain system call with a valid out-pointer; the `Child` this pid came
-            // from is being dropped and never waits, so nothing else reaps it.
-            while unsafe { libc::waitpid(pid, &mut status, 0) } == -1
-                && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
-            {
-            }
+            // The `Child` this pid came from is being dropped and never waits, so nothing else
+            // reaps it.
+            let _ = pidfd::wait_pid(pid);
+            crate::context::child_ended(pid);
         });
         if let Err(e) = reaping {
             eprintln!("mp: cannot start a thread to reap process {pid}: {e}");
         }
     }
+}
+
+/// Kills a child from another thread than the one that owns its [`ChildProcess`].
+#[derive(Clone)]
+pub(crate) struct Killer {
+    pid: u32,
+    pidfd: Option<Arc<OwnedFd>>,
+}
+
+impl Killer {
+    /// Sends SIGKILL. Through the pidfd this can never reach another process; without one, the
+    /// caller must make sure the child was not reaped yet (see the pool's `Slot`).
+    pub(crate) fn kill(&self) {
+        let sent = match &self.pidfd {
+            Some(pidfd) => pidfd::send_signal(pidfd.as_fd(), libc::SIGKILL),
+            None => pidfd::kill_pid(self.pid, libc::SIGKILL),
+        };
+        match sent {
+            // Already reaped: nothing to kill.
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+            Err(e) => eprintln!("mp: cannot kill process {}: {e}", self.pid),
+            Ok(()) => {}
+        }
+    }
+}
+
+/// The error for a reply that could not be received from a live process (which is then
+/// ended): it names the descriptor limit when that is the cause, the usual one.
+pub(crate) fn receive_failed(pid: u32, error: io::Error) -> Error {
+    let out_of_descriptors = matches!(error.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+        || (error.kind() == io::ErrorKind::InvalidData && error.to_string().contains("descriptor"));
+    let context = if out_of_descriptors {
+        format!(
+            "cannot receive the reply of process {pid}, which was ended: this process is at its \
+             limit of open file descriptors (a reply of 1 MiB or more, or one holding a handle, \
+             needs one); raise it with `ulimit -n` or hold fewer open"
+        )
+    } else {
+        format!("cannot receive the reply of process {pid}, which was ended")
+    };
+    Error::io(context, error)
 }
