@@ -137,10 +137,6 @@ pub(crate) fn start_worker(method: StartMethod, name: &str) -> Result<Started> {
     Ok(Started { child, stream })
 }
 
-/// How long a receive that failed waits to learn whether the child is gone: a crash tears a
-/// frame a moment before the process ends.
-const FAILED_RECEIVE_GRACE: Duration = Duration::from_millis(200);
-
 /// How long a reader that found a frame coming waits for the rest of it before it looks again
 /// at whether the child exited (a grandchild may hold the channel open after a partial frame).
 const FRAME_SLICE: Duration = Duration::from_millis(20);
@@ -156,8 +152,8 @@ pub(crate) enum Received {
     Frame(Frame),
     /// The child is gone (it exited, or closed its end) without a whole frame.
     Gone,
-    /// Receiving failed while the child lives (out of descriptors, say): the channel may be
-    /// out of step, so the child must be ended.
+    /// Receiving failed on this side (out of descriptors, say): the channel may be out of
+    /// step, so the child must be ended.
     Failed(io::Error),
     /// Nothing came before the deadline.
     TimedOut,
@@ -324,12 +320,12 @@ impl ChildProcess {
     pub(crate) fn recv(&mut self, channel: &mut Channel, deadline: Option<Instant>) -> Received {
         loop {
             if channel.has_frame() {
-                return self.received(channel.recv());
+                return received(channel.recv());
             }
             let Some(pidfd) = &self.pidfd else {
                 return match channel.recv_until(deadline) {
                     Err(e) if e.kind() == io::ErrorKind::TimedOut => Received::TimedOut,
-                    got => self.received(got),
+                    got => received(got),
                 };
             };
             let ready = pidfd::wait_readable([channel.stream().as_fd(), pidfd.as_fd()], deadline);
@@ -342,7 +338,7 @@ impl ChildProcess {
                 match channel.recv_until(Some(deadline.map_or(slice, |at| at.min(slice)))) {
                     // A part of a frame: look at the child's exit again before reading on.
                     Err(e) if e.kind() == io::ErrorKind::TimedOut => continue,
-                    got => return self.received(got),
+                    got => return received(got),
                 }
             }
             if exited {
@@ -350,30 +346,6 @@ impl ChildProcess {
                 return Received::Gone;
             }
             return Received::TimedOut;
-        }
-    }
-
-    fn received(&mut self, got: io::Result<Option<Frame>>) -> Received {
-        match got {
-            Ok(Some(frame)) => Received::Frame(frame),
-            Ok(None) => Received::Gone,
-            Err(e) => {
-                // A torn frame from a child that crashed is its death; an error from a live
-                // child is a failure to receive.
-                let gone = match &self.pidfd {
-                    Some(pidfd) => pidfd::wait_readable(
-                        [pidfd.as_fd()],
-                        Some(Instant::now() + FAILED_RECEIVE_GRACE),
-                    )
-                    .is_ok_and(|[exited]| exited),
-                    None => e.kind() == io::ErrorKind::UnexpectedEof,
-                };
-                if gone {
-                    Received::Gone
-                } else {
-                    Received::Failed(e)
-                }
-            }
         }
     }
 
@@ -397,6 +369,26 @@ impl ChildProcess {
         if let Err(e) = reaping {
             eprintln!("mp: cannot start a thread to reap process {pid}: {e}");
         }
+    }
+}
+
+/// What a receive came to.
+fn received(got: io::Result<Option<Frame>>) -> Received {
+    match got {
+        Ok(Some(frame)) => Received::Frame(frame),
+        Ok(None) => Received::Gone,
+        // A frame torn by a crash, or a reset by a child that died with requests unread.
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
+            ) =>
+        {
+            Received::Gone
+        }
+        // The child may well have answered (and exited); this side could not take the
+        // answer.
+        Err(e) => Received::Failed(e),
     }
 }
 
