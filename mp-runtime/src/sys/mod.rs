@@ -5,6 +5,7 @@
 //! `close_range`, `getauxval`). Uses nothing else of this crate: failures are `io::Error`s.
 
 pub(crate) mod fd;
+pub(crate) mod file;
 pub(crate) mod futex;
 pub(crate) mod memfd;
 pub(crate) mod mmap;
