@@ -66,9 +66,23 @@ impl Exhausted {
         exhausted
     }
 
-    /// Takes every descriptor free again: a case before may have freed some (a worker that was
-    /// killed closes its channel), and each case must start at the limit.
+    /// Takes every descriptor free again, until none has come free for a while: a case before
+    /// may free some (a worker that was killed closes its channel; its replacement, failing to
+    /// start, closes what it had opened), and each case must start at the limit.
     fn refill(&mut self) {
+        let mut quiet = 0;
+        for _ in 0..30 {
+            let before = self.held.len();
+            self.take_free();
+            quiet = if self.held.len() == before { quiet + 1 } else { 0 };
+            if quiet == 3 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn take_free(&mut self) {
         loop {
             match File::open("/dev/null") {
                 Ok(file) => self.held.push(file),

@@ -164,7 +164,12 @@ impl<R: serde::de::DeserializeOwned> Process<R> {
                 self.channel = None;
                 // Gone by its exit (then this is at once) or by closing its channel (then it
                 // can never answer, and is ended after a moment).
-                let exit = self.child.reap_until(Instant::now() + EXIT_GRACE);
+                let exit = self
+                    .child
+                    .reap_until(Instant::now() + EXIT_GRACE)
+                    .map_err(|e| {
+                        Error::io(format!("cannot learn how process {} ended", self.pid()), e)
+                    })?;
                 return Err(Error::new(Kind::Died {
                     function: self.function.to_string(),
                     exit,
@@ -172,7 +177,8 @@ impl<R: serde::de::DeserializeOwned> Process<R> {
             }
             Received::Failed(error) => {
                 self.channel = None;
-                self.child.kill_and_reap();
+                // The error to report is the receive's; how the ending went adds nothing.
+                let _ = self.child.reap_until(Instant::now());
                 return Err(spawn::receive_failed(self.pid(), error));
             }
         };
@@ -335,8 +341,10 @@ impl<R> Process<R> {
         self.child
             .kill()
             .map_err(|e| Error::io(format!("cannot kill process {}", self.child.pid()), e))?;
-        self.child.reap_until(Instant::now() + EXIT_GRACE);
-        Ok(())
+        self.child
+            .reap_until(Instant::now() + EXIT_GRACE)
+            .map(drop)
+            .map_err(|e| Error::io(format!("cannot reap process {}", self.child.pid()), e))
     }
 
     fn try_status(&mut self) -> Option<ExitStatus> {

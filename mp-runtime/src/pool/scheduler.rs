@@ -425,6 +425,7 @@ impl Worker {
             Received::Failed(error) => return Err(spawn::receive_failed(self.child.pid(), error)),
             Received::Gone | Received::TimedOut => {
                 let exit = self.child.reap_until(Instant::now() + EXIT_GRACE);
+                let exit = exit.unwrap_or(ExitReason::Unknown);
                 return Err(failed(format!("its process {exit}")));
             }
         };
@@ -449,7 +450,11 @@ impl Worker {
     /// killer first, so that nobody signals a reaped pid.
     fn reap(mut self, slot: &Slot, deadline: Instant) -> ExitReason {
         *lock(&slot.worker) = None;
-        self.child.reap_until(deadline)
+        // A status that cannot be known (the fork server died) leaves the task's error a
+        // death of unknown cause.
+        self.child
+            .reap_until(deadline)
+            .unwrap_or(ExitReason::Unknown)
     }
 
     /// Whether the worker is gone (or broken): an idle worker owes us nothing, so anything to

@@ -288,30 +288,29 @@ impl ChildProcess {
         }
     }
 
-    /// Ends the child with SIGKILL and reaps it; how it ended.
-    pub(crate) fn kill_and_reap(&mut self) -> ExitReason {
-        if let Err(e) = self.kill() {
-            eprintln!("mp: cannot kill process {}: {e}", self.pid());
-        }
-        self.reap_until(Instant::now() + KILLED_GRACE)
-    }
-
     /// Reaps a child that is ending (its channel closed, or it was asked to exit): waits until
-    /// `deadline`, then kills it, so that no wait on a live process is without a bound.
-    pub(crate) fn reap_until(&mut self, deadline: Instant) -> ExitReason {
-        match self.wait_until(Some(deadline)) {
-            Ok(Some(status)) => ExitReason::from_status(status),
+    /// `deadline`, then kills it, so that no wait on a live process is without a bound. A
+    /// status reaped by someone else (SIGCHLD ignored) is `Unknown`; an error when how the
+    /// child ended cannot be known for another reason (its fork server died).
+    pub(crate) fn reap_until(&mut self, deadline: Instant) -> io::Result<ExitReason> {
+        let waited = match self.wait_until(Some(deadline)) {
             Ok(None) => {
+                // Should the kill fail, the wait below says how things stand.
                 let _ = self.kill();
                 match self.wait_until(Some(Instant::now() + KILLED_GRACE)) {
-                    Ok(Some(status)) => ExitReason::from_status(status),
-                    _ => {
+                    Ok(None) => {
                         self.reap_in_background();
-                        ExitReason::Unknown
+                        return Ok(ExitReason::Unknown);
                     }
+                    waited => waited,
                 }
             }
-            Err(_) => ExitReason::Unknown,
+            waited => waited,
+        };
+        match waited {
+            Ok(status) => Ok(status.map_or(ExitReason::Unknown, ExitReason::from_status)),
+            Err(e) if e.raw_os_error() == Some(libc::ECHILD) => Ok(ExitReason::Unknown),
+            Err(e) => Err(e),
         }
     }
 
