@@ -74,7 +74,11 @@ impl Exhausted {
         for _ in 0..30 {
             let before = self.held.len();
             self.take_free();
-            quiet = if self.held.len() == before { quiet + 1 } else { 0 };
+            quiet = if self.held.len() == before {
+                quiet + 1
+            } else {
+                0
+            };
             if quiet == 3 {
                 return;
             }
