@@ -7,6 +7,8 @@ pub(crate) mod rank;
 #[cfg(feature = "mpi")]
 mod remote;
 mod scheduler;
+#[cfg(test)]
+mod wakeup_model;
 
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
