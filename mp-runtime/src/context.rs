@@ -95,6 +95,15 @@ pub(crate) fn child_ended(pid: u32) {
         .remove(&pid);
 }
 
+/// Whether `pid` is in the table of children, for tests of its pruning.
+#[cfg(test)]
+pub(crate) fn is_known_child(pid: u32) -> bool {
+    CHILDREN
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .contains_key(&pid)
+}
+
 /// This process, Python's `multiprocessing.current_process()`.
 ///
 /// # Examples

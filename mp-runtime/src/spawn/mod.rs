@@ -431,3 +431,22 @@ pub(crate) fn receive_failed(pid: u32, error: io::Error) -> Error {
     };
     Error::io(context, error)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Issue 11 item 15: the table behind `active_children` does not grow with every child.
+    #[test]
+    fn a_reaped_child_leaves_the_table_of_children() {
+        let Started { mut child, stream } =
+            start_worker(StartMethod::Spawn, "Process-table").unwrap();
+        let pid = child.pid();
+        assert!(crate::context::is_known_child(pid));
+        // A worker whose channel closes before any request exits.
+        drop(stream);
+        let exit = child.reap_until(Instant::now() + Duration::from_secs(20));
+        assert!(exit.is_ok(), "{exit:?}");
+        assert!(!crate::context::is_known_child(pid));
+    }
+}
