@@ -739,3 +739,52 @@ pub(crate) fn wait_started(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static ENTRY: Entry = Entry {
+        id: "tests::f",
+        path: "tests::f",
+        type_id: || std::any::TypeId::of::<()>(),
+        invoke: |_, _| Ok(false),
+    };
+
+    /// Records each delivery: the task's index, and whether it was the pool's closing error.
+    #[derive(Default)]
+    struct Record(Mutex<Vec<(usize, bool)>>);
+
+    impl Sink for Record {
+        fn deliver(&self, index: usize, result: Raw) {
+            lock(&self.0).push((index, result.is_err_and(|e| e.is_closed())));
+        }
+    }
+
+    fn task(index: usize, sink: &Arc<Record>) -> Task {
+        let args = Args::encode(ENTRY.id, [(1u8,)]).unwrap();
+        Task::new(&ENTRY, args, index, sink.clone(), Arc::default())
+    }
+
+    // Issue 11 item 1: a task's outcome is delivered exactly once, also when it is dropped.
+    #[test]
+    fn a_task_is_delivered_once_finished_or_dropped() {
+        let sink = Arc::new(Record::default());
+        drop(task(7, &sink));
+        task(8, &sink).finish(Err(Error::new(Kind::Cancelled)));
+        let queued = Shared::new(
+            0,
+            WorkerConfig {
+                max_tasks_per_child: None,
+                retries: 0,
+                memory_limit: None,
+                initializer: None,
+                start_method: StartMethod::Spawn,
+            },
+        );
+        queued.submit([task(9, &sink)]).unwrap();
+        // A pool whose drivers are all gone drops its queue.
+        drop(queued);
+        assert_eq!(*lock(&sink.0), [(7, true), (8, false), (9, true)]);
+    }
+}

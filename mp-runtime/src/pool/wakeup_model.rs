@@ -32,7 +32,9 @@ enum Driver {
 enum Submitter {
     Ready,
     /// Queued its task; notifies one sleeper if `unserved`.
-    Notifying { unserved: bool },
+    Notifying {
+        unserved: bool,
+    },
     Done,
 }
 
@@ -154,7 +156,11 @@ fn stranded(rule: Rule) -> Vec<State> {
             }
         }
     }
-    assert!(seen.len() > 50, "the model explored only {} states", seen.len());
+    assert!(
+        seen.len() > 50,
+        "the model explored only {} states",
+        seen.len()
+    );
     stranded
 }
 
