@@ -132,6 +132,7 @@ pub(crate) fn start_worker(method: StartMethod, name: &str) -> Result<Started> {
         inner: child,
         pidfd,
         status: None,
+        reaping: false,
     };
     crate::context::child_started(pid, name, parent);
     Ok(Started { child, stream })
@@ -168,6 +169,10 @@ pub(crate) struct ChildProcess {
     pidfd: Option<Arc<OwnedFd>>,
     /// How it ended, once known.
     status: Option<ExitStatus>,
+    /// Whether a background thread reaps it (see [`reap_in_background`]).
+    ///
+    /// [`reap_in_background`]: ChildProcess::reap_in_background
+    reaping: bool,
 }
 
 enum Inner {
@@ -185,6 +190,11 @@ impl ChildProcess {
 
     /// How the child ended, without waiting; `None` while it runs.
     pub(crate) fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        if self.reaping {
+            return Err(io::Error::other(
+                "the process is reaped in the background; its status is not kept",
+            ));
+        }
         if self.status.is_none() {
             let status = match &mut self.inner {
                 Inner::Spawned(child) => child.try_wait()?,
@@ -348,25 +358,27 @@ impl ChildProcess {
         }
     }
 
-    /// For a handle dropped while the child runs: make sure the child is reaped when it ends.
+    /// For a child no one will wait for any more (its handle is being dropped, or it outlived
+    /// a bounded wait): make sure it is reaped when it ends. Its status is then lost to this
+    /// handle, which waits no more.
     pub(crate) fn reap_in_background(&mut self) {
         let Inner::Spawned(child) = &self.inner else {
             // The zygote reaps its children itself.
             return;
         };
-        if self.status.is_some() {
+        if self.status.is_some() || self.reaping {
             return;
         }
         let pid = child.id();
         let reaper = std::thread::Builder::new().name(format!("mp-reap-{pid}"));
         let reaping = reaper.spawn(move || {
-            // The `Child` this pid came from is being dropped and never waits, so nothing else
-            // reaps it.
+            // Nothing else waits for it: this handle stops at `reaping`.
             let _ = pidfd::wait_pid(pid);
             crate::context::child_ended(pid);
         });
-        if let Err(e) = reaping {
-            eprintln!("mp: cannot start a thread to reap process {pid}: {e}");
+        match reaping {
+            Ok(_) => self.reaping = true,
+            Err(e) => eprintln!("mp: cannot start a thread to reap process {pid}: {e}"),
         }
     }
 }
