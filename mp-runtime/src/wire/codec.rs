@@ -11,7 +11,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 
 use bincode::config::{Configuration, Fixint, LittleEndian};
 use serde::de::DeserializeOwned;
@@ -213,7 +213,7 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
 #[derive(Default)]
 struct Handles {
     fds: Vec<OwnedFd>,
-    index: HashMap<(i32, (u64, u64, u32)), u32>,
+    index: HashMap<(u64, u64, u32), u32>,
 }
 
 thread_local! {
@@ -282,11 +282,10 @@ pub(crate) fn serialize_fd<S: Serializer>(
                  argument or result of a #[process_fn] call or through a pipe",
             ));
         };
-        // The same descriptor number naming the same open file: the same handle, or a clone
-        // of it. Without its identity, the handle gets a descriptor of its own.
-        let key = crate::sys::file::identity(fd)
-            .ok()
-            .map(|identity| (fd.as_raw_fd(), identity));
+        // The same file with the same flags: the same handle, or a clone of it, which one
+        // descriptor serves as well as many. (A pipe's two ends share a file but not their
+        // flags.) Without its identity, the handle gets a descriptor of its own.
+        let key = crate::sys::file::identity(fd).ok();
         if let Some(&index) = key.as_ref().and_then(|key| outgoing.index.get(key)) {
             return Ok(index);
         }
