@@ -280,7 +280,9 @@ fn user_code<T>(function: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
 }
 
 /// Chains a panic hook that captures the panics of [`user_code`] (the location is known only
-/// to a hook) and hands every other panic to the hook that was there.
+/// to a hook) and hands every other panic to the hook that was there. A program that sets its
+/// own hook later still gets the error, with the message but no location (and its hook prints
+/// the panic).
 fn capture_panics() {
     let previous = panic::take_hook();
     panic::set_hook(Box::new(move |info| {
