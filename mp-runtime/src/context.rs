@@ -87,6 +87,23 @@ pub(crate) fn child_started(pid: u32, name: &str, parent: u32) {
         .insert(pid, (name.to_string(), parent));
 }
 
+/// Forgets a child that has been reaped, so the table holds only children that may still run.
+pub(crate) fn child_ended(pid: u32) {
+    CHILDREN
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(&pid);
+}
+
+/// Whether `pid` is in the table of children, for tests of its pruning.
+#[cfg(test)]
+pub(crate) fn is_known_child(pid: u32) -> bool {
+    CHILDREN
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .contains_key(&pid)
+}
+
 /// This process, Python's `multiprocessing.current_process()`.
 ///
 /// # Examples

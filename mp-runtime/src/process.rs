@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::error::{Error, ExitReason, Kind, Result};
+use crate::error::{Error, Kind, Result};
 use crate::registry::{self, ProcessFn};
-use crate::spawn::{self, ChildProcess};
+use crate::spawn::{self, ChildProcess, Received};
 use crate::wire::codec;
 use crate::wire::frame::Channel;
 use crate::wire::protocol::{self, Outcomes, Request};
@@ -47,7 +47,6 @@ pub struct Process<R> {
     child: ChildProcess,
     /// The channel, until the result has been read from it.
     channel: Option<Channel>,
-    status: Option<ExitStatus>,
     result: PhantomData<fn() -> R>,
 }
 
@@ -86,7 +85,6 @@ impl<R: serde::de::DeserializeOwned> Process<R> {
             function: entry.path,
             child: started.child,
             channel: Some(Channel::new(started.stream)),
-            status: None,
             result: PhantomData,
         };
         let channel = process.channel.as_mut().expect("just set");
@@ -151,9 +149,9 @@ impl<R: serde::de::DeserializeOwned> Process<R> {
             .channel
             .as_mut()
             .ok_or_else(|| Error::new(Kind::ResultTaken))?;
-        let frame = match channel.recv_until(deadline) {
-            Ok(frame) => frame,
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+        let frame = match self.child.recv(channel, deadline) {
+            Received::Frame(frame) => frame,
+            Received::TimedOut => {
                 return Err(Error::timeout(
                     format!(
                         "the result of process {} (it goes on: join again, or end it)",
@@ -162,20 +160,37 @@ impl<R: serde::de::DeserializeOwned> Process<R> {
                     timeout.unwrap_or_default(),
                 ));
             }
-            // A torn frame or a reset also means the child is gone: report how it ended.
-            Err(_) => None,
+            Received::Gone => {
+                self.channel = None;
+                // Gone by its exit (then this is at once) or by closing its channel (then it
+                // can never answer, and is ended after a moment).
+                let exit = self
+                    .child
+                    .reap_until(Instant::now() + EXIT_GRACE)
+                    .map_err(|e| {
+                        Error::io(format!("cannot learn how process {} ended", self.pid()), e)
+                    })?;
+                return Err(Error::new(Kind::Died {
+                    function: self.function.to_string(),
+                    exit,
+                }));
+            }
+            Received::Failed(error) => {
+                self.channel = None;
+                // The error to report is the receive's; how the ending went adds nothing.
+                let _ = self.child.reap_until(Instant::now());
+                return Err(spawn::receive_failed(self.pid(), error));
+            }
         };
         self.channel = None;
-        let Some(frame) = frame else {
-            let status = self.wait_status()?;
-            return Err(Error::new(Kind::Died {
-                function: self.function.to_string(),
-                exit: ExitReason::from_status(status),
-            }));
-        };
+        // The reply is the result, whatever becomes of the process now. It exits right after
+        // replying: a moment's wait (within the deadline) makes its exit code known; if it
+        // lingers, it is reaped when this handle is dropped.
+        let settle = Instant::now() + EXIT_GRACE;
+        let _ = self
+            .child
+            .wait_until(Some(deadline.map_or(settle, |at| at.min(settle))));
         let outcomes = Outcomes::new(frame, 1);
-        // The child exits right after replying; reap it now so the exit code is known.
-        self.wait_status()?;
         let mut values = Vec::with_capacity(1);
         outcomes.decode_all(self.function, &mut values)?;
         values
@@ -183,6 +198,9 @@ impl<R: serde::de::DeserializeOwned> Process<R> {
             .ok_or_else(|| Error::protocol("the child answered a call with no outcome"))
     }
 }
+
+/// How long a child that answered, or closed its channel, is given to exit.
+const EXIT_GRACE: Duration = Duration::from_secs(1);
 
 impl<R> Process<R> {
     /// The child's process id.
@@ -242,7 +260,7 @@ impl<R> Process<R> {
     /// assert!(!p.is_alive());
     /// ```
     pub fn is_alive(&mut self) -> bool {
-        self.try_status().is_none()
+        !self.child.has_exited()
     }
 
     /// The exit code once the child has ended, as Python gives it: the code it exited with,
@@ -323,26 +341,14 @@ impl<R> Process<R> {
         self.child
             .kill()
             .map_err(|e| Error::io(format!("cannot kill process {}", self.child.pid()), e))?;
-        self.wait_status().map(drop)
+        self.child
+            .reap_until(Instant::now() + EXIT_GRACE)
+            .map(drop)
+            .map_err(|e| Error::io(format!("cannot reap process {}", self.child.pid()), e))
     }
 
     fn try_status(&mut self) -> Option<ExitStatus> {
-        if self.status.is_none() {
-            self.status = self.child.try_wait().ok().flatten();
-        }
-        self.status
-    }
-
-    fn wait_status(&mut self) -> Result<ExitStatus> {
-        if let Some(status) = self.status {
-            return Ok(status);
-        }
-        let status = self
-            .child
-            .wait()
-            .map_err(|e| Error::io(format!("cannot wait for process {}", self.child.pid()), e))?;
-        self.status = Some(status);
-        Ok(status)
+        self.child.try_wait().ok().flatten()
     }
 }
 

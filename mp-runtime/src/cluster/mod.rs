@@ -405,10 +405,19 @@ fn end_job(status: i32) {
     for rank in 1..world.size {
         let _ = send_open(rank, TAG_TO_RANK, STOP, &[]);
     }
-    for rank in 1..world.size {
+    // A rank that never says goodbye (stopped, or stuck in a task) must not keep rank 0 from
+    // ending: past this, the job is finalized without it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    'ranks: for rank in 1..world.size {
         // Replies still on their way are dropped: no one waits for them any more.
         let mut backoff = Backoff::new();
         loop {
+            if Instant::now() >= deadline {
+                eprintln!(
+                    "mp: rank {rank} did not answer the end of the job in 5 s; ending anyway"
+                );
+                break 'ranks;
+            }
             match try_match(Some(rank), None) {
                 Ok(Some(matched)) => {
                     let bye = matched.tag == TAG_BYE;

@@ -139,16 +139,15 @@ where
                     continue;
                 }
             };
-            let task = Task {
+            let task = Task::new(
                 function,
                 args,
-                deaths: 0,
                 index,
-                sink: self.sink.clone(),
-                control: self.control.clone(),
-            };
-            if let Err(error) = self.pool.submit([task]) {
-                self.sink.deliver(index, Err(error));
+                self.sink.clone(),
+                self.control.clone(),
+            );
+            if self.pool.submit([task]).is_err() {
+                // The refused task delivered the pool's closing error itself, as it dropped.
                 self.inputs_done = true;
             }
         }

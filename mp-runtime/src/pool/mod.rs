@@ -7,6 +7,8 @@ pub(crate) mod rank;
 #[cfg(feature = "mpi")]
 mod remote;
 mod scheduler;
+#[cfg(test)]
+mod wakeup_model;
 
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -524,14 +526,13 @@ impl Pool {
             finish,
         ));
         for (index, chunk) in inputs.chunks(chunksize).enumerate() {
-            let task = Task {
-                function: entry,
-                args: protocol::Args::encode(entry.id, chunk)?,
-                deaths: 0,
+            let task = Task::new(
+                entry,
+                protocol::Args::encode(entry.id, chunk)?,
                 index,
-                sink: sink.clone(),
-                control: control.clone(),
-            };
+                sink.clone(),
+                control.clone(),
+            );
             self.shared.submit([task])?;
         }
         Ok(())
@@ -940,11 +941,18 @@ impl Pool {
                 "join waits for the workers to exit: call close() or terminate() first",
             ));
         }
+        // Every thread is joined, also after one that panicked: none is left running detached.
         let drivers = std::mem::take(&mut *lock(&self.drivers));
-        for driver in drivers {
-            if driver.join().is_err() {
-                return Err(Error::protocol("a pool thread panicked"));
-            }
+        let panicked = drivers
+            .into_iter()
+            .map(JoinHandle::join)
+            .filter(std::result::Result::is_err)
+            .count();
+        if panicked > 0 {
+            return Err(Error::protocol(format!(
+                "{panicked} pool thread(s) panicked (a bug in mp: please report it); their \
+                 tasks failed and their workers were ended"
+            )));
         }
         Ok(())
     }

@@ -61,15 +61,17 @@ pub(crate) fn serve_rank() -> i32 {
                 let sink = Arc::new(Reply { tag: tag_of(pool) });
                 let submitted = match (pools.get(&pool), registry::lookup_id(&function)) {
                     (Some(local), Ok(entry)) => {
-                        Args::from_records(entry.id, &message.payload, count).and_then(|args| {
-                            local.shared.submit([Task {
-                                function: entry,
+                        Args::from_records(entry.id, &message.payload, count).map(|args| {
+                            let task = Task::new(
+                                entry,
                                 args,
-                                deaths: 0,
-                                index: seq as usize,
-                                sink: sink.clone(),
-                                control: Arc::new(Control::default()),
-                            }])
+                                seq as usize,
+                                sink.clone(),
+                                Arc::new(Control::default()),
+                            );
+                            // A task the pool refuses delivers the pool's closing error itself,
+                            // as it is dropped.
+                            let _refused = local.shared.submit([task]);
                         })
                     }
                     (None, _) => Err(Error::protocol(format!(

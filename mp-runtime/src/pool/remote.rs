@@ -18,7 +18,7 @@ use std::thread::JoinHandle;
 
 use serde::{Deserialize, Serialize};
 
-use super::scheduler::{Next, Placement, Shared, Task, wait_started};
+use super::scheduler::{Next, Placement, Shared, Slot, Task, wait_started};
 use crate::cluster::{self, Backoff, FIRST_POOL_TAG, TAG_LIMIT, TAG_TO_RANK};
 use crate::error::{Error, Kind, Result};
 use crate::spawn::StartMethod;
@@ -216,35 +216,10 @@ impl Driver {
             while closing.is_none() && in_flight.len() < depth {
                 match self.shared.next(in_flight.is_empty()) {
                     Next::Task(task) => {
-                        if !task.control.start(&slot) {
-                            task.finish(Err(Error::new(Kind::Cancelled)));
-                            continue;
+                        if self.send(&slot, task, next_seq, in_flight)? {
+                            next_seq += 1;
+                            backoff = Backoff::new();
                         }
-                        if task.args.has_fds() {
-                            task.control.stop(&slot);
-                            let error = Error::usage(format!(
-                                "the arguments of `{}` hold a handle (pipe, queue, lock or \
-                                 shared memory), which cannot cross to another MPI rank; use \
-                                 `Pool::builder().local()` for tasks that take handles",
-                                task.function.path
-                            ));
-                            task.finish(Err(error));
-                            continue;
-                        }
-                        let request = ToRank::Task {
-                            pool: self.pool,
-                            seq: next_seq,
-                            function: Cow::Borrowed(task.function.id),
-                            count: task.args.len() as u32,
-                        };
-                        let sent = codec::encode(&request).and_then(|header| {
-                            let records = task.args.records()?;
-                            cluster::send(self.rank, TAG_TO_RANK, &header, &records)
-                        });
-                        in_flight.insert(next_seq, task);
-                        next_seq += 1;
-                        sent?;
-                        backoff = Backoff::new();
                     }
                     Next::Idle => break,
                     Next::Exit => {
@@ -264,42 +239,93 @@ impl Driver {
             match cluster::try_recv(self.rank, self.tag) {
                 Ok(Some(message)) => {
                     backoff = Backoff::new();
-                    let (seq, result) = match codec::decode::<FromRank>(&message.header) {
-                        Ok(FromRank::Reply { seq }) => (seq, Ok(message.payload)),
-                        Ok(FromRank::Failed { seq, failure }) => (seq, Err(failure.into_error())),
-                        Ok(FromRank::Closed) if closing.is_some() => return Ok(()),
-                        Ok(_) => {
-                            let error = Error::protocol(format!(
-                                "MPI rank {} sent a pool message out of turn",
-                                self.rank
-                            ));
-                            return Err(error);
-                        }
-                        Err(error) => return Err(error),
-                    };
-                    let Some(task) = in_flight.remove(&seq) else {
-                        let error = Error::protocol(format!(
-                            "MPI rank {} answered a task it was not sent",
-                            self.rank
-                        ));
-                        return Err(error);
-                    };
-                    let reply = result.map(|bytes| {
-                        Outcomes::new(
-                            crate::wire::frame::Frame::from_bytes(bytes),
-                            task.args.len(),
-                        )
-                    });
-                    if task.control.stop(&slot) {
-                        task.finish(reply);
-                    } else {
-                        task.finish(Err(Error::new(Kind::Cancelled)));
+                    if self.take(&slot, message, closing.is_some(), in_flight)? {
+                        return Ok(());
                     }
                 }
                 Ok(None) => backoff.wait(),
                 Err(error) => return Err(error),
             }
         }
+    }
+
+    /// Sends `task` to the rank as number `seq`, unless it was cancelled or holds handles
+    /// (which cannot cross to another machine): then it fails at once. Whether it was sent.
+    fn send(
+        &self,
+        slot: &Arc<Slot>,
+        task: Task,
+        seq: u64,
+        in_flight: &mut HashMap<u64, Task>,
+    ) -> Result<bool> {
+        if !task.control.start(slot) {
+            task.finish(Err(Error::new(Kind::Cancelled)));
+            return Ok(false);
+        }
+        if task.args.has_fds() {
+            task.control.stop(slot);
+            let error = Error::usage(format!(
+                "the arguments of `{}` hold a handle (pipe, queue, lock or shared memory), which \
+                 cannot cross to another MPI rank; use `Pool::builder().local()` for tasks that \
+                 take handles",
+                task.function.path
+            ));
+            task.finish(Err(error));
+            return Ok(false);
+        }
+        let request = ToRank::Task {
+            pool: self.pool,
+            seq,
+            function: Cow::Borrowed(task.function.id),
+            count: task.args.len() as u32,
+        };
+        let sent = codec::encode(&request).and_then(|header| {
+            let records = task.args.records()?;
+            cluster::send(self.rank, TAG_TO_RANK, &header, &records)
+        });
+        // In flight even if the send failed: the rank is then lost, and so is the task.
+        in_flight.insert(seq, task);
+        sent.map(|()| true)
+    }
+
+    /// Hands a message of the rank to the task it answers; true when it is the rank's word
+    /// that the pool is closed (after `closing`, when `Close` was sent).
+    fn take(
+        &self,
+        slot: &Arc<Slot>,
+        message: cluster::Message,
+        closing: bool,
+        in_flight: &mut HashMap<u64, Task>,
+    ) -> Result<bool> {
+        let (seq, result) = match codec::decode::<FromRank>(&message.header)? {
+            FromRank::Reply { seq } => (seq, Ok(message.payload)),
+            FromRank::Failed { seq, failure } => (seq, Err(failure.into_error())),
+            FromRank::Closed if closing => return Ok(true),
+            _ => {
+                return Err(Error::protocol(format!(
+                    "MPI rank {} sent a pool message out of turn",
+                    self.rank
+                )));
+            }
+        };
+        let Some(task) = in_flight.remove(&seq) else {
+            return Err(Error::protocol(format!(
+                "MPI rank {} answered a task it was not sent",
+                self.rank
+            )));
+        };
+        let reply = result.map(|bytes| {
+            Outcomes::new(
+                crate::wire::frame::Frame::from_bytes(bytes),
+                task.args.len(),
+            )
+        });
+        if task.control.stop(slot) {
+            task.finish(reply);
+        } else {
+            task.finish(Err(Error::new(Kind::Cancelled)));
+        }
+        Ok(false)
     }
 
     fn close(&self, terminate: bool) -> Result<()> {

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, ExitReason, Kind, Result};
 use crate::registry::Entry;
-use crate::spawn::{self, ChildProcess, StartMethod};
+use crate::spawn::{self, ChildProcess, Killer, Received, StartMethod};
 use crate::wire::codec;
-use crate::wire::frame::Channel;
+use crate::wire::frame::{Channel, Frame};
 use crate::wire::protocol::{Args, Outcomes, Request};
 
 /// Tasks sent to one worker before its first reply: enough to hide the round trip, few enough
@@ -42,6 +42,10 @@ pub(crate) trait Sink: Send + Sync {
 }
 
 /// A chunk of calls of one function.
+///
+/// Its outcome is delivered exactly once: by [`finish`](Task::finish), or, if the task is
+/// dropped unfinished (its pool went away, or a bug unwound the thread that held it), by its
+/// drop, as the pool's closing error.
 pub(crate) struct Task {
     pub function: &'static Entry,
     /// Kept until the task is done, so that it can be sent again after its worker died.
@@ -49,15 +53,45 @@ pub(crate) struct Task {
     /// How many workers died running this task so far.
     pub deaths: u32,
     pub index: usize,
-    pub sink: Arc<dyn Sink>,
+    /// Where the outcome goes; taken when it is delivered.
+    sink: Option<Arc<dyn Sink>>,
     pub control: Arc<Control>,
 }
 
 impl Task {
+    pub(crate) fn new(
+        function: &'static Entry,
+        args: Args,
+        index: usize,
+        sink: Arc<dyn Sink>,
+        control: Arc<Control>,
+    ) -> Task {
+        Task {
+            function,
+            args,
+            deaths: 0,
+            index,
+            sink: Some(sink),
+            control,
+        }
+    }
+
     pub(super) fn finish(mut self, result: Raw) {
-        // The handles' descriptors are closed before anyone hears that the task is done.
-        self.args.close_fds();
-        self.sink.deliver(self.index, result);
+        self.deliver(result);
+    }
+
+    fn deliver(&mut self, result: Raw) {
+        if let Some(sink) = self.sink.take() {
+            // The handles' descriptors are closed before anyone hears that the task is done.
+            self.args.close_fds();
+            sink.deliver(self.index, result);
+        }
+    }
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.deliver(Err(Error::new(Kind::Closed)));
     }
 }
 
@@ -114,28 +148,28 @@ impl Control {
 /// What other threads may know of one driver's worker.
 #[derive(Default)]
 pub(crate) struct Slot {
-    /// The worker's pid while it is alive and not yet reaped.
-    pid: Mutex<Option<u32>>,
+    /// Kills the worker, while it is alive and not yet reaped.
+    worker: Mutex<Option<Killer>>,
     /// Set when the worker was killed to cancel a task, so its death fails no one else.
     killed_for_cancel: AtomicBool,
 }
 
 impl Slot {
     fn kill_for_cancel(&self) {
-        let pid = lock(&self.pid);
-        if let Some(pid) = *pid {
+        let worker = lock(&self.worker);
+        if let Some(worker) = &*worker {
             self.killed_for_cancel.store(true, Ordering::SeqCst);
-            kill(pid);
+            worker.kill();
         }
     }
-}
 
-/// Sends SIGKILL to a worker.
-fn kill(pid: u32) {
-    // SAFETY: plain system call. Callers hold the slot's pid lock, and the driver clears the
-    // pid under that lock before it reaps the process, so the pid still names our child (a
-    // fork-server child is reaped by the zygote; see `ChildProcess::signal`).
-    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    /// Kills the worker. Under the lock: the driver clears the killer under it before it reaps
+    /// the worker, so even without a pidfd the pid still names our child.
+    fn kill(&self) {
+        if let Some(worker) = &*lock(&self.worker) {
+            worker.kill();
+        }
+    }
 }
 
 /// Where a pool's workers run.
@@ -255,9 +289,7 @@ impl Shared {
             task.finish(Err(Error::new(Kind::Closed)));
         }
         for slot in &self.slots {
-            if let Some(pid) = *lock(&slot.pid) {
-                kill(pid);
-            }
+            slot.kill();
         }
     }
 
@@ -337,6 +369,10 @@ impl Shared {
     }
 }
 
+/// How long a worker asked to exit, or whose channel closed, may take to exit before it is
+/// killed.
+const EXIT_GRACE: Duration = Duration::from_secs(5);
+
 /// A live worker process, from its driver's side.
 struct Worker {
     child: ChildProcess,
@@ -355,7 +391,7 @@ impl Worker {
             _ => "Spawn",
         };
         let started = spawn::start_worker(method, &format!("{kind}PoolWorker-{number}"))?;
-        *lock(&slot.pid) = Some(started.child.pid());
+        *lock(&slot.worker) = Some(started.child.killer());
         slot.killed_for_cancel.store(false, Ordering::SeqCst);
         let mut worker = Worker {
             child: started.child,
@@ -369,7 +405,7 @@ impl Worker {
         }
         if let Some((entry, args)) = &shared.config.initializer {
             if let Err(error) = worker.initialize(entry, args) {
-                worker.kill(slot);
+                worker.reap(slot, Instant::now());
                 return Err(error);
             }
         }
@@ -384,17 +420,13 @@ impl Worker {
                 entry.path
             ))
         };
-        let frame = match self.channel.recv() {
-            Ok(Some(frame)) => frame,
-            _ => {
-                let status = self
-                    .child
-                    .wait()
-                    .map_err(|e| Error::io("cannot wait for a worker", e))?;
-                return Err(failed(format!(
-                    "its process {}",
-                    ExitReason::from_status(status)
-                )));
+        let frame = match self.child.recv(&mut self.channel, None) {
+            Received::Frame(frame) => frame,
+            Received::Failed(error) => return Err(spawn::receive_failed(self.child.pid(), error)),
+            Received::Gone | Received::TimedOut => {
+                let exit = self.child.reap_until(Instant::now() + EXIT_GRACE);
+                let exit = exit.unwrap_or(ExitReason::Unknown);
+                return Err(failed(format!("its process {exit}")));
             }
         };
         match Outcomes::new(frame, args.len()).first_error(entry.path) {
@@ -403,28 +435,68 @@ impl Worker {
         }
     }
 
-    /// Asks the worker to exit after its last reply and reaps it.
+    /// Asks the worker to exit after its last reply and reaps it, killing it if it does not
+    /// exit in time.
     fn retire(mut self, slot: &Slot) {
-        if let Ok(exit) = codec::encode(&Request::Exit) {
-            let _ = self.channel.send(&exit);
-        }
-        let _ = self.child.wait();
-        *lock(&slot.pid) = None;
+        let asked =
+            codec::encode(&Request::Exit).is_ok_and(|exit| self.channel.send(&exit).is_ok());
+        // A worker that cannot be asked has closed its channel: it is gone or going, and is
+        // killed if it lingers.
+        let grace = if asked { EXIT_GRACE } else { Duration::ZERO };
+        self.reap(slot, Instant::now() + grace);
     }
 
-    fn kill(mut self, slot: &Slot) {
-        let _ = self.child.kill();
-        self.reap(slot);
+    /// Reaps the worker, killing it if it has not ended by `deadline`. Clears the slot's
+    /// killer first, so that nobody signals a reaped pid.
+    fn reap(mut self, slot: &Slot, deadline: Instant) -> ExitReason {
+        *lock(&slot.worker) = None;
+        // A status that cannot be known (the fork server died) leaves the task's error a
+        // death of unknown cause.
+        self.child
+            .reap_until(deadline)
+            .unwrap_or(ExitReason::Unknown)
     }
 
-    /// Waits for the process to end; clears the pid first, so nobody signals a reaped pid.
-    fn reap(mut self, slot: &Slot) -> ExitReason {
-        *lock(&slot.pid) = None;
-        match self.child.wait() {
-            Ok(status) => ExitReason::from_status(status),
-            Err(_) => ExitReason::Unknown,
-        }
+    /// Whether the worker is gone (or broken): an idle worker owes us nothing, so anything to
+    /// read means it closed its channel or died.
+    fn is_gone(&mut self) -> bool {
+        self.channel.readable_now() || self.child.has_exited()
     }
+}
+
+impl Drop for Worker {
+    /// Only reached with a live worker if the driver thread unwinds (a bug): the worker is
+    /// ended rather than left behind.
+    fn drop(&mut self) {
+        if !self.child.has_exited() {
+            let _ = self.child.kill();
+        }
+        self.child.reap_in_background();
+    }
+}
+
+/// One driver's state: its slot, the tasks its worker runs, and how quick they are.
+struct Driver {
+    shared: Arc<Shared>,
+    slot: Arc<Slot>,
+    /// Sent to the worker and not answered yet, oldest first.
+    in_flight: VecDeque<Task>,
+    max_tasks: usize,
+    /// How long the worker's last task took, and of which function.
+    service: Duration,
+    timed: Option<&'static Entry>,
+    /// Since when the worker has been busy with its current task.
+    busy_since: Instant,
+}
+
+/// What filling a worker's pipeline came to.
+enum Filled {
+    /// Tasks are in flight: wait for a reply.
+    Working,
+    /// The pool is closed and drained, or terminated, and nothing is in flight.
+    Exit,
+    /// The worker died while idle (killed from outside); the task it was to get was put back.
+    IdleDeath,
 }
 
 /// Runs one driver: serves tasks with one worker process (replacing it as needed) until the
@@ -434,164 +506,212 @@ pub(crate) fn drive(
     slot_index: usize,
     ready: std::sync::mpsc::Sender<Result<()>>,
 ) {
-    let slot = shared.slots[slot_index].clone();
+    let mut driver = Driver {
+        slot: shared.slots[slot_index].clone(),
+        max_tasks: shared.config.max_tasks_per_child.unwrap_or(usize::MAX),
+        shared,
+        in_flight: VecDeque::new(),
+        service: Duration::MAX,
+        timed: None,
+        busy_since: Instant::now(),
+    };
     let mut ready = Some(ready);
     let mut worker: Option<Worker> = None;
-    let mut in_flight: VecDeque<Task> = VecDeque::new();
-    let max_tasks = shared.config.max_tasks_per_child.unwrap_or(usize::MAX);
-    // How long the worker's last task took, of which function, and since when it has been busy
-    // with the current.
-    let mut service = Duration::MAX;
-    let mut timed: Option<&'static Entry> = None;
-    let mut busy_since = Instant::now();
-
     loop {
         let mut current = match worker.take() {
             Some(current) => current,
-            None => match Worker::start(&shared, &slot) {
-                Ok(started) => {
-                    if let Some(ready) = ready.take() {
-                        let _ = ready.send(Ok(()));
-                    }
-                    started
-                }
-                Err(error) => {
-                    if let Some(ready) = ready.take() {
-                        let _ = ready.send(Err(error));
-                        return;
-                    }
-                    // A replacement failed to start (its initializer failed, say): fail the next
-                    // task with why, so the cause is seen and no loop respawns forever.
-                    match shared.next(true) {
-                        Next::Task(task) => task.finish(Err(error)),
-                        Next::Idle | Next::Exit => return,
-                    }
-                    continue;
-                }
+            None => match driver.start(&mut ready) {
+                Some(started) => started,
+                None => return,
             },
         };
+        match driver.fill(&mut current) {
+            Filled::Working => worker = driver.receive(current),
+            Filled::Exit => {
+                current.retire(&driver.slot);
+                return;
+            }
+            Filled::IdleDeath => {
+                current.reap(&driver.slot, Instant::now());
+            }
+        }
+    }
+}
 
-        // Fill the pipeline: wait for work only when nothing is in flight, and send more only
-        // to a worker whose tasks are short.
-        let mut exit = false;
-        let mut idle_death = false;
-        let mut depth = if service < PREFETCH_BELOW {
+impl Driver {
+    /// Starts a worker; `None` when the driver should leave (its first worker failed to start,
+    /// or the pool is over). A replacement that fails to start fails the next task with why,
+    /// so the cause is seen and no loop respawns forever.
+    fn start(&mut self, ready: &mut Option<std::sync::mpsc::Sender<Result<()>>>) -> Option<Worker> {
+        loop {
+            if self.shared.is_terminated() {
+                return None;
+            }
+            let error = match Worker::start(&self.shared, &self.slot) {
+                Ok(worker) => {
+                    if let Some(ready) = ready.take() {
+                        // The pool's builder waits for this; if it gave up, no one needs it.
+                        let _ = ready.send(Ok(()));
+                    }
+                    return Some(worker);
+                }
+                Err(error) => error,
+            };
+            if let Some(ready) = ready.take() {
+                let _ = ready.send(Err(error));
+                return None;
+            }
+            match self.shared.next(true) {
+                Next::Task(task) => task.finish(Err(error)),
+                Next::Idle | Next::Exit => return None,
+            }
+        }
+    }
+
+    /// Fills the worker's pipeline: waits for work only when nothing is in flight, and sends
+    /// more only to a worker whose tasks are short.
+    fn fill(&mut self, worker: &mut Worker) -> Filled {
+        let mut depth = if self.service < PREFETCH_BELOW {
             IN_FLIGHT
         } else {
             1
         };
-        while in_flight.len() < depth && current.sent < max_tasks {
-            if in_flight.is_empty() {
-                busy_since = Instant::now();
+        while self.in_flight.len() < depth && worker.sent < self.max_tasks {
+            let idle = self.in_flight.is_empty();
+            if idle {
+                self.busy_since = Instant::now();
             }
-            match shared.next(in_flight.is_empty()) {
-                Next::Task(task) if in_flight.is_empty() && current.channel.readable_now() => {
-                    // The worker died while idle (killed from outside): the task never reached
-                    // it. Put the task back and start a fresh worker rather than fail the task.
-                    shared.requeue(std::iter::once(task));
-                    idle_death = true;
-                    break;
+            match self.shared.next(idle) {
+                Next::Task(task) if idle && worker.is_gone() => {
+                    // The task never reached it: put it back rather than fail it.
+                    self.shared.requeue(std::iter::once(task));
+                    return Filled::IdleDeath;
                 }
                 Next::Task(task) => {
-                    if !task.control.start(&slot) {
+                    if !task.control.start(&self.slot) {
                         task.finish(Err(Error::new(Kind::Cancelled)));
                         continue;
                     }
-                    if !timed.is_some_and(|f| std::ptr::eq(f, task.function)) {
+                    if !self.timed.is_some_and(|f| std::ptr::eq(f, task.function)) {
                         // Another function's tasks may be long: this one goes alone until a
                         // reply times it, or a worker would queue long tasks that idle workers
                         // could run (a map of slow tasks right after one of quick tasks).
                         depth = 1;
                     }
-                    let sent = task.args.send(&mut current.channel);
-                    current.sent += 1;
-                    in_flight.push_back(task);
+                    let sent = task.args.send(&mut worker.channel);
+                    worker.sent += 1;
+                    self.in_flight.push_back(task);
                     if sent.is_err() {
-                        // The worker is gone; reading its end below tells how.
+                        // A worker whose channel takes no more is gone, or out of step after
+                        // a partial frame: it is ended, and the receive below tells how.
+                        if !worker.child.has_exited() {
+                            let _ = worker.child.kill();
+                        }
                         break;
                     }
                 }
                 Next::Idle => break,
-                Next::Exit => {
-                    exit = true;
-                    break;
-                }
+                Next::Exit if self.in_flight.is_empty() => return Filled::Exit,
+                Next::Exit => break,
             }
         }
-        if exit && in_flight.is_empty() {
-            current.retire(&slot);
-            return;
-        }
-        if idle_death {
-            current.reap(&slot);
-            continue;
-        }
+        Filled::Working
+    }
 
-        match current.channel.recv() {
-            Ok(Some(frame)) => {
-                let now = Instant::now();
-                service = now - busy_since;
-                busy_since = now;
-                let task = in_flight
-                    .pop_front()
-                    .expect("a reply answers a task in flight");
-                timed = Some(task.function);
-                let reply = Ok(Outcomes::new(frame, task.args.len()));
-                if task.control.stop(&slot) {
-                    task.finish(reply);
-                } else {
-                    task.finish(Err(Error::new(Kind::Cancelled)));
-                }
-                let done = current.sent >= max_tasks && in_flight.is_empty();
-                if done {
-                    current.retire(&slot);
-                } else {
-                    worker = Some(current);
-                }
+    /// Waits for the worker's next reply and delivers it; the worker, unless it is gone or
+    /// retired.
+    fn receive(&mut self, mut worker: Worker) -> Option<Worker> {
+        match worker.child.recv(&mut worker.channel, None) {
+            Received::Frame(frame) => self.answered(worker, frame),
+            Received::Gone | Received::TimedOut => {
+                // Gone by its exit (reaped at once), or by closing its channel (then ended
+                // after a moment).
+                let exit = worker.reap(&self.slot, Instant::now() + EXIT_GRACE);
+                self.lost(exit, None);
+                None
             }
-            Ok(None) | Err(_) => {
-                let exit = current.reap(&slot);
-                let for_cancel = slot.killed_for_cancel.swap(false, Ordering::SeqCst);
-                let mut again = Vec::new();
-                for (position, task) in in_flight.drain(..).enumerate() {
-                    let live = task.control.stop(&slot);
-                    if position > 0 || (live && for_cancel) {
-                        // Not started, or killed to cancel another submission's task: run again.
-                        again.push(task);
-                    } else if shared.is_terminated() {
-                        task.finish(Err(Error::new(Kind::Closed)));
-                    } else if !live {
-                        task.finish(Err(Error::new(Kind::Cancelled)));
-                    } else if task.deaths < shared.config.retries {
-                        // Allowed to fail again: a fresh worker runs it (a panic is never
-                        // retried; only a death lands here).
-                        let mut task = task;
-                        task.deaths += 1;
-                        again.push(task);
-                    } else {
-                        let function = task.function.path.to_string();
-                        task.finish(Err(match shared.config.memory_limit {
-                            // Rust aborts when an allocation fails; the kernel's OOM killer
-                            // sends SIGKILL.
-                            Some(limit)
-                                if matches!(
-                                    exit,
-                                    ExitReason::Signal(libc::SIGABRT | libc::SIGKILL)
-                                ) =>
-                            {
-                                Error::new(Kind::OutOfMemory {
-                                    function,
-                                    exit,
-                                    limit,
-                                })
-                            }
-                            _ => Error::new(Kind::Died { function, exit }),
-                        }));
-                    }
-                }
-                shared.requeue(again.into_iter());
+            Received::Failed(error) => {
+                // Alive but out of step with us: end it; its task gets the reason.
+                let pid = worker.child.pid();
+                let exit = worker.reap(&self.slot, Instant::now());
+                self.lost(exit, Some(spawn::receive_failed(pid, error)));
+                None
             }
         }
+    }
+
+    fn answered(&mut self, worker: Worker, frame: Frame) -> Option<Worker> {
+        let now = Instant::now();
+        self.service = now - self.busy_since;
+        self.busy_since = now;
+        let Some(task) = self.in_flight.pop_front() else {
+            // A reply to nothing: not our worker protocol. End it; a fresh one takes over.
+            worker.reap(&self.slot, Instant::now());
+            return None;
+        };
+        self.timed = Some(task.function);
+        let reply = Ok(Outcomes::new(frame, task.args.len()));
+        if task.control.stop(&self.slot) {
+            task.finish(reply);
+        } else {
+            task.finish(Err(Error::new(Kind::Cancelled)));
+        }
+        if worker.sent >= self.max_tasks && self.in_flight.is_empty() {
+            worker.retire(&self.slot);
+            return None;
+        }
+        Some(worker)
+    }
+
+    /// The worker is gone, having ended as `exit`: its first task in flight fails with
+    /// `cause`, or with its death (or runs again, if retries allow); the tasks behind it never
+    /// started and go back to the queue.
+    fn lost(&mut self, exit: ExitReason, cause: Option<Error>) {
+        let for_cancel = self.slot.killed_for_cancel.swap(false, Ordering::SeqCst);
+        let mut again = Vec::new();
+        let mut tasks = self.in_flight.drain(..);
+        if let Some(mut task) = tasks.next() {
+            let live = task.control.stop(&self.slot);
+            if live && for_cancel {
+                // Killed to cancel another submission's task: run it again.
+                again.push(task);
+            } else if self.shared.is_terminated() {
+                task.finish(Err(Error::new(Kind::Closed)));
+            } else if !live {
+                task.finish(Err(Error::new(Kind::Cancelled)));
+            } else if let Some(cause) = cause {
+                task.finish(Err(cause));
+            } else if task.deaths < self.shared.config.retries {
+                // Allowed to fail again: a fresh worker runs it (a panic is never retried;
+                // only a death lands here).
+                task.deaths += 1;
+                again.push(task);
+            } else {
+                let error = death(&self.shared.config, task.function, exit);
+                task.finish(Err(error));
+            }
+        }
+        for task in tasks {
+            task.control.stop(&self.slot);
+            again.push(task);
+        }
+        self.shared.requeue(again.into_iter());
+    }
+}
+
+/// The error of a task whose worker died as `exit`.
+fn death(config: &WorkerConfig, function: &Entry, exit: ExitReason) -> Error {
+    let function = function.path.to_string();
+    match config.memory_limit {
+        // Rust aborts when an allocation fails; the kernel's OOM killer sends SIGKILL.
+        Some(limit) if matches!(exit, ExitReason::Signal(libc::SIGABRT | libc::SIGKILL)) => {
+            Error::new(Kind::OutOfMemory {
+                function,
+                exit,
+                limit,
+            })
+        }
+        _ => Error::new(Kind::Died { function, exit }),
     }
 }
 
@@ -617,5 +737,54 @@ pub(crate) fn wait_started(
                 failure.get_or_insert(Error::protocol("a pool thread ended while starting"));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static ENTRY: Entry = Entry {
+        id: "tests::f",
+        path: "tests::f",
+        type_id: || std::any::TypeId::of::<()>(),
+        invoke: |_, _| Ok(false),
+    };
+
+    /// Records each delivery: the task's index, and whether it was the pool's closing error.
+    #[derive(Default)]
+    struct Record(Mutex<Vec<(usize, bool)>>);
+
+    impl Sink for Record {
+        fn deliver(&self, index: usize, result: Raw) {
+            lock(&self.0).push((index, result.is_err_and(|e| e.is_closed())));
+        }
+    }
+
+    fn task(index: usize, sink: &Arc<Record>) -> Task {
+        let args = Args::encode(ENTRY.id, [(1u8,)]).unwrap();
+        Task::new(&ENTRY, args, index, sink.clone(), Arc::default())
+    }
+
+    // Issue 11 item 1: a task's outcome is delivered exactly once, also when it is dropped.
+    #[test]
+    fn a_task_is_delivered_once_finished_or_dropped() {
+        let sink = Arc::new(Record::default());
+        drop(task(7, &sink));
+        task(8, &sink).finish(Err(Error::new(Kind::Cancelled)));
+        let queued = Shared::new(
+            0,
+            WorkerConfig {
+                max_tasks_per_child: None,
+                retries: 0,
+                memory_limit: None,
+                initializer: None,
+                start_method: StartMethod::Spawn,
+            },
+        );
+        queued.submit([task(9, &sink)]).unwrap();
+        // A pool whose drivers are all gone drops its queue.
+        drop(queued);
+        assert_eq!(*lock(&sink.0), [(7, true), (8, false), (9, true)]);
     }
 }

@@ -6,11 +6,16 @@ pub(crate) mod forkserver;
 pub(crate) mod reexec;
 
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::process::{Child, ExitStatus};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ExitReason, Result};
+use crate::sys::pidfd;
+use crate::wire::frame::{Channel, Frame};
 use forkserver::ForkedChild;
 use reexec::Role;
 
@@ -115,20 +120,59 @@ pub(crate) fn start_worker(method: StartMethod, name: &str) -> Result<Started> {
             (Inner::Forked(child), stream, zygote)
         }
     };
+    let pid = match &child {
+        Inner::Spawned(child) => child.id(),
+        Inner::Forked(child) => child.pid(),
+    };
+    // Opened at once, while the pid surely names our child (a fork server's child is reaped by
+    // the zygote, so later the pid could be another process's). Without one (a kernel before
+    // 5.3, or no descriptor free), death is known from the channel alone.
+    let pidfd = pidfd::open(pid).ok().map(Arc::new);
     let child = ChildProcess {
         inner: child,
+        pidfd,
         status: None,
+        reaping: false,
     };
-    crate::context::child_started(child.pid(), name, parent);
+    crate::context::child_started(pid, name, parent);
     Ok(Started { child, stream })
+}
+
+/// How long a reader that found a frame coming waits for the rest of it before it looks again
+/// at whether the child exited (a grandchild may hold the channel open after a partial frame).
+const FRAME_SLICE: Duration = Duration::from_millis(20);
+
+/// How long a killed child may take to be reported gone before it is left to a background
+/// reaper: SIGKILL cannot be caught, so this is only ever reached under extreme load, or when
+/// the fork server that must report it is stuck.
+const KILLED_GRACE: Duration = Duration::from_secs(5);
+
+/// What [`ChildProcess::recv`] found on a child's channel.
+pub(crate) enum Received {
+    /// The next frame.
+    Frame(Frame),
+    /// The child is gone (it exited, or closed its end) without a whole frame.
+    Gone,
+    /// Receiving failed on this side (out of descriptors, say): the channel may be out of
+    /// step, so the child must be ended.
+    Failed(io::Error),
+    /// Nothing came before the deadline.
+    TimedOut,
 }
 
 /// A child process, whichever way it was started: re-executed (our child, reaped by us) or
 /// forked by the fork server (its child, reaped there and reported to us).
 pub(crate) struct ChildProcess {
     inner: Inner,
+    /// The child's process descriptor, when the kernel gave one: readable once it exits, and a
+    /// way to signal it that cannot reach a reused pid.
+    pidfd: Option<Arc<OwnedFd>>,
     /// How it ended, once known.
     status: Option<ExitStatus>,
+    /// Whether a background thread reaps it (see [`reap_in_background`]).
+    ///
+    /// [`reap_in_background`]: ChildProcess::reap_in_background
+    reaping: bool,
 }
 
 enum Inner {
@@ -146,27 +190,88 @@ impl ChildProcess {
 
     /// How the child ended, without waiting; `None` while it runs.
     pub(crate) fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        if self.reaping {
+            return Err(io::Error::other(
+                "the process is reaped in the background; its status is not kept",
+            ));
+        }
         if self.status.is_none() {
-            self.status = match &mut self.inner {
+            let status = match &mut self.inner {
                 Inner::Spawned(child) => child.try_wait()?,
                 Inner::Forked(child) => child.try_wait()?,
             };
+            self.record(status);
         }
         Ok(self.status)
     }
 
-    /// Waits for the child to end. For a forked child whose fork server died, an error (its
-    /// status can never be known).
-    pub(crate) fn wait(&mut self) -> io::Result<ExitStatus> {
-        if let Some(status) = self.status {
-            return Ok(status);
+    fn record(&mut self, status: Option<ExitStatus>) {
+        if status.is_some() && self.status.is_none() {
+            self.status = status;
+            crate::context::child_ended(self.pid());
         }
-        let status = match &mut self.inner {
-            Inner::Spawned(child) => child.wait()?,
-            Inner::Forked(child) => child.wait()?,
+    }
+
+    /// Whether the child has exited, as far as can be told without waiting. Also true of a child
+    /// that someone else reaped (a parent that ignores SIGCHLD), whose status is lost.
+    pub(crate) fn has_exited(&mut self) -> bool {
+        if self.status.is_some() {
+            return true;
+        }
+        match &self.pidfd {
+            Some(pidfd) => pidfd::has_exited(pidfd),
+            None => !matches!(self.try_wait(), Ok(None)),
+        }
+    }
+
+    /// Waits until the child ends or `deadline` passes (`None`: no deadline; for a child that
+    /// was not killed, callers give one). `Ok(None)` when it still runs at the deadline; an
+    /// error when its status cannot be known (reaped elsewhere, or its fork server died).
+    pub(crate) fn wait_until(
+        &mut self,
+        deadline: Option<Instant>,
+    ) -> io::Result<Option<ExitStatus>> {
+        if let Some(status) = self.try_wait()? {
+            return Ok(Some(status));
+        }
+        let exited = match &self.pidfd {
+            Some(pidfd) => {
+                let [exited] = pidfd::wait_readable([pidfd.as_fd()], deadline)?;
+                if !exited {
+                    return Ok(None);
+                }
+                true
+            }
+            None => false,
         };
-        self.status = Some(status);
-        Ok(status)
+        if exited || deadline.is_none() {
+            // It has exited (a spawned child's status is there at once; a forked child's comes
+            // from its fork server within milliseconds), or the caller killed it.
+            let status = match &mut self.inner {
+                Inner::Spawned(child) => child.wait()?,
+                Inner::Forked(child) => child.wait()?,
+            };
+            self.record(Some(status));
+            return Ok(self.status);
+        }
+        // A kernel without pidfds: poll until the deadline.
+        loop {
+            if let Some(status) = self.try_wait()? {
+                return Ok(Some(status));
+            }
+            if deadline.is_some_and(|at| Instant::now() >= at) {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// What other threads use to kill this child.
+    pub(crate) fn killer(&self) -> Killer {
+        Killer {
+            pid: self.pid(),
+            pidfd: self.pidfd.clone(),
+        }
     }
 
     /// Sends SIGKILL, unless the child has already been reaped; does not wait.
@@ -179,38 +284,181 @@ impl ChildProcess {
         if self.try_wait()?.is_some() {
             return Ok(());
         }
-        // SAFETY: plain system call. A spawned child is not reaped until this handle waits, so
-        // its pid is ours. A forked child is reaped by the zygote the moment it ends; its pid
-        // could be reused only in the instant before the zygote's report arrives, after a whole
-        // cycle of the pid space.
-        if unsafe { libc::kill(self.pid() as libc::pid_t, signal) } == -1 {
-            return Err(io::Error::last_os_error());
+        let sent = match &self.pidfd {
+            Some(pidfd) => pidfd::send_signal(pidfd.as_fd(), signal),
+            // Without a pidfd, the pid: a spawned child is not reaped until this handle waits,
+            // so its pid is ours; a forked child's could be reused only after a whole cycle of
+            // the pid space in the instant before the zygote's report arrives.
+            None => pidfd::kill_pid(self.pid(), signal),
+        };
+        match sent {
+            // Already reaped (by its fork server, or by the kernel under SIGCHLD ignored).
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+            sent => sent,
         }
-        Ok(())
     }
 
-    /// For a handle dropped while the child runs: make sure the child is reaped when it ends.
+    /// Reaps a child that is ending (its channel closed, or it was asked to exit): waits until
+    /// `deadline`, then kills it, so that no wait on a live process is without a bound. A
+    /// status reaped by someone else (SIGCHLD ignored) is `Unknown`; an error when how the
+    /// child ended cannot be known for another reason (its fork server died).
+    pub(crate) fn reap_until(&mut self, deadline: Instant) -> io::Result<ExitReason> {
+        let waited = match self.wait_until(Some(deadline)) {
+            Ok(None) => {
+                // Should the kill fail, the wait below says how things stand.
+                let _ = self.kill();
+                match self.wait_until(Some(Instant::now() + KILLED_GRACE)) {
+                    Ok(None) => {
+                        self.reap_in_background();
+                        return Ok(ExitReason::Unknown);
+                    }
+                    waited => waited,
+                }
+            }
+            waited => waited,
+        };
+        match waited {
+            Ok(status) => Ok(status.map_or(ExitReason::Unknown, ExitReason::from_status)),
+            Err(e) if e.raw_os_error() == Some(libc::ECHILD) => Ok(ExitReason::Unknown),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Receives the child's next frame from `channel`, watching its exit too: a grandchild may
+    /// hold the channel open after the child is gone, so end-of-file alone is not enough.
+    pub(crate) fn recv(&mut self, channel: &mut Channel, deadline: Option<Instant>) -> Received {
+        loop {
+            if channel.has_frame() {
+                return received(channel.recv());
+            }
+            let Some(pidfd) = &self.pidfd else {
+                return match channel.recv_until(deadline) {
+                    Err(e) if e.kind() == io::ErrorKind::TimedOut => Received::TimedOut,
+                    got => received(got),
+                };
+            };
+            let ready = pidfd::wait_readable([channel.stream().as_fd(), pidfd.as_fd()], deadline);
+            let [data, exited] = match ready {
+                Ok(ready) => ready,
+                Err(e) => return Received::Failed(e),
+            };
+            if data {
+                let slice = Instant::now() + FRAME_SLICE;
+                match channel.recv_until(Some(deadline.map_or(slice, |at| at.min(slice)))) {
+                    // A part of a frame: look at the child's exit again before reading on.
+                    Err(e) if e.kind() == io::ErrorKind::TimedOut => continue,
+                    got => return received(got),
+                }
+            }
+            if exited {
+                // Everything it sent before it exited was readable by now.
+                return Received::Gone;
+            }
+            return Received::TimedOut;
+        }
+    }
+
+    /// For a child no one will wait for any more (its handle is being dropped, or it outlived
+    /// a bounded wait): make sure it is reaped when it ends. Its status is then lost to this
+    /// handle, which waits no more.
     pub(crate) fn reap_in_background(&mut self) {
         let Inner::Spawned(child) = &self.inner else {
             // The zygote reaps its children itself.
             return;
         };
-        if self.status.is_some() {
+        if self.status.is_some() || self.reaping {
             return;
         }
-        let pid = child.id() as libc::pid_t;
+        let pid = child.id();
         let reaper = std::thread::Builder::new().name(format!("mp-reap-{pid}"));
         let reaping = reaper.spawn(move || {
-            let mut status = 0;
-            // SAFETY: plain system call with a valid out-pointer; the `Child` this pid came
-            // from is being dropped and never waits, so nothing else reaps it.
-            while unsafe { libc::waitpid(pid, &mut status, 0) } == -1
-                && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
-            {
-            }
+            // Nothing else waits for it: this handle stops at `reaping`.
+            let _ = pidfd::wait_pid(pid);
+            crate::context::child_ended(pid);
         });
-        if let Err(e) = reaping {
-            eprintln!("mp: cannot start a thread to reap process {pid}: {e}");
+        match reaping {
+            Ok(_) => self.reaping = true,
+            Err(e) => eprintln!("mp: cannot start a thread to reap process {pid}: {e}"),
         }
+    }
+}
+
+/// What a receive came to.
+fn received(got: io::Result<Option<Frame>>) -> Received {
+    match got {
+        Ok(Some(frame)) => Received::Frame(frame),
+        Ok(None) => Received::Gone,
+        // A frame torn by a crash, or a reset by a child that died with requests unread.
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
+            ) =>
+        {
+            Received::Gone
+        }
+        // The child may well have answered (and exited); this side could not take the
+        // answer.
+        Err(e) => Received::Failed(e),
+    }
+}
+
+/// Kills a child from another thread than the one that owns its [`ChildProcess`].
+#[derive(Clone)]
+pub(crate) struct Killer {
+    pid: u32,
+    pidfd: Option<Arc<OwnedFd>>,
+}
+
+impl Killer {
+    /// Sends SIGKILL. Through the pidfd this can never reach another process; without one, the
+    /// caller must make sure the child was not reaped yet (see the pool's `Slot`).
+    pub(crate) fn kill(&self) {
+        let sent = match &self.pidfd {
+            Some(pidfd) => pidfd::send_signal(pidfd.as_fd(), libc::SIGKILL),
+            None => pidfd::kill_pid(self.pid, libc::SIGKILL),
+        };
+        match sent {
+            // Already reaped: nothing to kill.
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+            Err(e) => eprintln!("mp: cannot kill process {}: {e}", self.pid),
+            Ok(()) => {}
+        }
+    }
+}
+
+/// The error for a reply that could not be received from a live process (which is then
+/// ended): it names the descriptor limit when that is the cause, the usual one.
+pub(crate) fn receive_failed(pid: u32, error: io::Error) -> Error {
+    let out_of_descriptors = matches!(error.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+        || (error.kind() == io::ErrorKind::InvalidData && error.to_string().contains("descriptor"));
+    let context = if out_of_descriptors {
+        format!(
+            "cannot receive the reply of process {pid}, which was ended: this process is at its \
+             limit of open file descriptors (a reply of 1 MiB or more, or one holding a handle, \
+             needs one); raise it with `ulimit -n` or hold fewer open"
+        )
+    } else {
+        format!("cannot receive the reply of process {pid}, which was ended")
+    };
+    Error::io(context, error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Issue 11 item 15: the table behind `active_children` does not grow with every child.
+    #[test]
+    fn a_reaped_child_leaves_the_table_of_children() {
+        let Started { mut child, stream } =
+            start_worker(StartMethod::Spawn, "Process-table").unwrap();
+        let pid = child.pid();
+        assert!(crate::context::is_known_child(pid));
+        // A worker whose channel closes before any request exits.
+        drop(stream);
+        let exit = child.reap_until(Instant::now() + Duration::from_secs(20));
+        assert!(exit.is_ok(), "{exit:?}");
+        assert!(!crate::context::is_known_child(pid));
     }
 }

@@ -6,6 +6,7 @@
 //! Uses nothing else of this crate: failures are `io::Error`s (or `mpi::MpiError`).
 
 pub(crate) mod fd;
+pub(crate) mod file;
 pub(crate) mod futex;
 pub(crate) mod memfd;
 pub(crate) mod mmap;

@@ -1,2 +1,113 @@
 //! Process descriptors (pidfd): knowing when a child exits and signalling it without the risk
 //! of a reused pid.
+//!
+//! A pidfd names one process for as long as the descriptor is open: it becomes readable when
+//! the process exits (also when someone else reaps it, such as a fork server or a parent that
+//! ignores SIGCHLD), and a signal sent through it can never reach a later process that got the
+//! same pid. Linux 5.3 and later have them; on older kernels [`open`] fails and callers fall
+//! back to pids.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::Instant;
+
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::process::{Pid, PidfdFlags, Signal};
+
+/// A descriptor of process `pid`, which must be a process this one can see (a child, or a
+/// fork server's child): it stays valid, and readable once the process has exited, however
+/// long that is.
+pub(crate) fn open(pid: u32) -> io::Result<OwnedFd> {
+    let pid = to_pid(pid)?;
+    Ok(rustix::process::pidfd_open(pid, PidfdFlags::empty())?)
+}
+
+/// Sends `signal` (SIGTERM, SIGKILL, ...) to the process `pidfd` names. Once that process has
+/// been reaped this fails with `ESRCH` rather than signal whoever has its pid now.
+pub(crate) fn send_signal(pidfd: BorrowedFd<'_>, signal: i32) -> io::Result<()> {
+    let signal = Signal::from_named_raw(signal)
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    Ok(rustix::process::pidfd_send_signal(pidfd, signal)?)
+}
+
+/// Sends `signal` to process `pid`: for kernels without pidfds, and processes whose pidfd
+/// could not be opened.
+pub(crate) fn kill_pid(pid: u32, signal: i32) -> io::Result<()> {
+    let pid = to_pid(pid)?;
+    let signal = Signal::from_named_raw(signal)
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    Ok(rustix::process::kill_process(pid, signal)?)
+}
+
+/// Waits for process `pid`, a child of this one whose `std::process::Child` is gone, to end,
+/// and reaps it.
+pub(crate) fn wait_pid(pid: u32) -> io::Result<()> {
+    let pid = to_pid(pid)?;
+    loop {
+        match rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty()) {
+            Err(rustix::io::Errno::INTR) => continue,
+            waited => return waited.map(drop).map_err(Into::into),
+        }
+    }
+}
+
+/// Waits until one of `fds` is readable (or at end-of-file, or in error), or until `deadline`
+/// (`None`: no deadline; `Some(now)`: only looks). Returns which are ready; all false on
+/// timeout. An interrupted wait is resumed.
+pub(crate) fn wait_readable<const N: usize>(
+    fds: [BorrowedFd<'_>; N],
+    deadline: Option<Instant>,
+) -> io::Result<[bool; N]> {
+    loop {
+        let mut polled = fds.map(|fd| PollFd::from_borrowed_fd(fd, PollFlags::IN));
+        let timeout = deadline
+            .map(|at| at.saturating_duration_since(Instant::now()))
+            .map(|left| {
+                Timespec::try_from(left).unwrap_or(Timespec {
+                    tv_sec: i64::MAX,
+                    tv_nsec: 0,
+                })
+            });
+        match rustix::event::poll(&mut polled, timeout.as_ref()) {
+            Ok(_) => return Ok(polled.map(|fd| !fd.revents().is_empty())),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+/// Whether the process `pidfd` names has exited, without waiting.
+pub(crate) fn has_exited(pidfd: &impl AsFd) -> bool {
+    wait_readable([pidfd.as_fd()], Some(Instant::now())).is_ok_and(|[ready]| ready)
+}
+
+fn to_pid(pid: u32) -> io::Result<Pid> {
+    i32::try_from(pid)
+        .ok()
+        .and_then(Pid::from_raw)
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_pidfd_is_readable_once_its_process_exits_and_refuses_signals_after_reaping() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pidfd = open(child.id()).unwrap();
+        assert!(!has_exited(&pidfd));
+        send_signal(pidfd.as_fd(), libc::SIGKILL).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        assert_eq!(
+            wait_readable([pidfd.as_fd()], Some(deadline)).unwrap(),
+            [true]
+        );
+        child.wait().unwrap();
+        assert!(send_signal(pidfd.as_fd(), libc::SIGKILL).is_err());
+    }
+}

@@ -10,6 +10,7 @@
 //! handle refuses to encode, so a descriptor can never be silently dropped from a message.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::os::fd::{BorrowedFd, OwnedFd};
 
 use bincode::config::{Configuration, Fixint, LittleEndian};
@@ -28,8 +29,7 @@ const CONFIG: Configuration<LittleEndian, Fixint> =
 /// Encodes `value` into a new buffer.
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
     let mut out = Vec::new();
-    bincode::serde::encode_into_writer(value, Append(&mut out), CONFIG)
-        .map_err(|e| Error::codec(e.to_string()))?;
+    bincode::serde::encode_into_writer(value, Append(&mut out), CONFIG).map_err(encode_error)?;
     Ok(out)
 }
 
@@ -70,8 +70,22 @@ pub(crate) fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Outgoing) 
     bincode::serde::encode_into_writer(value, AppendOutgoing(out), CONFIG).map_err(|e| {
         // Only a failed write to a file can fail this too; the error then says that one.
         let _ = out.truncate(start);
-        Error::codec(e.to_string())
+        encode_error(e)
     })
+}
+
+/// The error of a failed encode: the user's `Serialize`, or no descriptor free for a handle.
+#[cold]
+fn encode_error(error: bincode::error::EncodeError) -> Error {
+    match DUP_FAILED.take() {
+        Some(cause) => Error::io(
+            "cannot pass a handle to another process: no file descriptor is free to duplicate \
+             its descriptor (this process is at its limit of open files; raise it with `ulimit \
+             -n`)",
+            cause,
+        ),
+        None => Error::codec(error.to_string()),
+    }
 }
 
 /// Decodes a value from the front of `bytes`; returns it and how many bytes it took.
@@ -214,16 +228,27 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     Ok(value)
 }
 
+/// The descriptors of the handles in the value being encoded, in index order, and the index
+/// each open file got: a handle that appears many times in one message (clones of one `Value`
+/// in every input of a map) crosses as one descriptor, not one each.
+#[derive(Default)]
+struct Handles {
+    fds: Vec<OwnedFd>,
+    index: HashMap<(u64, u64, u32), u32>,
+}
+
 thread_local! {
-    /// The descriptors of the value being encoded on this thread, in index order.
-    static OUTGOING: RefCell<Option<Vec<OwnedFd>>> = const { RefCell::new(None) };
+    /// The handles of the value being encoded on this thread.
+    static OUTGOING: RefCell<Option<Handles>> = const { RefCell::new(None) };
+    /// Why the last duplication of a handle's descriptor failed on this thread, for the error.
+    static DUP_FAILED: RefCell<Option<std::io::Error>> = const { RefCell::new(None) };
     /// The descriptors received with the value being decoded on this thread; taken ones are `None`.
     static INCOMING: RefCell<Option<Vec<Option<OwnedFd>>>> = const { RefCell::new(None) };
 }
 
 /// Puts back what a scope replaced, also when the code inside it panics.
 struct Restore {
-    outgoing: Option<Option<Vec<OwnedFd>>>,
+    outgoing: Option<Option<Handles>>,
     incoming: Option<Option<Vec<Option<OwnedFd>>>>,
 }
 
@@ -241,12 +266,14 @@ impl Drop for Restore {
 /// Runs `f` with `incoming` as the descriptors a decode may take, and collects the descriptors
 /// that encodes inside it give; what `f` leaves of `incoming` is closed.
 pub(crate) fn with_fds<R>(incoming: Vec<OwnedFd>, f: impl FnOnce() -> R) -> (R, Vec<OwnedFd>) {
+    // A failure that some `Serialize` swallowed must not explain a later error.
+    DUP_FAILED.take();
     let restore = Restore {
-        outgoing: Some(OUTGOING.replace(Some(Vec::new()))),
+        outgoing: Some(OUTGOING.replace(Some(Handles::default()))),
         incoming: Some(INCOMING.replace(Some(incoming.into_iter().map(Some).collect()))),
     };
     let result = f();
-    let outgoing = OUTGOING.take().unwrap_or_default();
+    let outgoing = OUTGOING.take().unwrap_or_default().fds;
     // Puts the outer lists back; the descriptors `f` did not take are closed here.
     drop(restore);
     (result, outgoing)
@@ -276,11 +303,24 @@ pub(crate) fn serialize_fd<S: Serializer>(
                  argument or result of a #[process_fn] call or through a pipe",
             ));
         };
+        // The same file with the same flags: the same handle, or a clone of it, which one
+        // descriptor serves as well as many. (A pipe's two ends share a file but not their
+        // flags.) Without its identity, the handle gets a descriptor of its own.
+        let key = crate::sys::file::identity(fd).ok();
+        if let Some(&index) = key.as_ref().and_then(|key| outgoing.index.get(key)) {
+            return Ok(index);
+        }
         let dup = fd.try_clone_to_owned().map_err(|e| {
-            S::Error::custom(format!("cannot duplicate a handle's descriptor: {e}"))
+            let message = format!("cannot duplicate a handle's descriptor: {e}");
+            DUP_FAILED.set(Some(e));
+            S::Error::custom(message)
         })?;
-        outgoing.push(dup);
-        u32::try_from(outgoing.len() - 1).map_err(S::Error::custom)
+        outgoing.fds.push(dup);
+        let index = u32::try_from(outgoing.fds.len() - 1).map_err(S::Error::custom)?;
+        if let Some(key) = key {
+            outgoing.index.insert(key, index);
+        }
+        Ok(index)
     })?;
     serializer.serialize_u32(index)
 }
@@ -292,22 +332,51 @@ pub(crate) fn deserialize_fd<'de, D: Deserializer<'de>>(
     use serde::de::Error as _;
     let index = u32::deserialize(deserializer)? as usize;
     INCOMING.with_borrow_mut(|incoming| {
-        incoming
-            .as_mut()
-            .and_then(|fds| fds.get_mut(index))
-            .and_then(Option::take)
-            .ok_or_else(|| {
-                D::Error::custom(format!(
-                    "the descriptor of a handle (index {index}) did not come with the message; \
+        let slot = incoming.as_mut().and_then(|fds| fds.get_mut(index));
+        // One descriptor may stand for many handles (see `Handles`): each gets a duplicate,
+        // and the received one closes with the message; with no descriptor free for that, the
+        // received one goes to the handle (then only one handle can have it).
+        slot.and_then(|fd| match fd.as_ref().map(OwnedFd::try_clone) {
+            Some(Ok(dup)) => Some(dup),
+            _ => fd.take(),
+        })
+        .ok_or_else(|| {
+            D::Error::custom(format!(
+                "the descriptor of a handle (index {index}) did not come with the message; \
                      handles can be decoded only from an mp call, result or pipe"
-                ))
-            })
+            ))
+        })
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_handle_many_times_in_a_message_crosses_as_one_descriptor() {
+        struct Handle<'a>(BorrowedFd<'a>);
+        impl Serialize for Handle<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                serialize_fd(self.0, s)
+            }
+        }
+        let (read, write) = std::io::pipe().unwrap();
+        use std::os::fd::AsFd;
+        let value = [read.as_fd(), read.as_fd(), write.as_fd(), read.as_fd()].map(Handle);
+        let (bytes, fds) = encode_with_fds(&value).unwrap();
+        assert_eq!(fds.len(), 2, "the pipe's two ends, once each");
+        assert_eq!(decode::<[u32; 4]>(&bytes).unwrap(), [0, 0, 1, 0]);
+        struct Received(OwnedFd);
+        impl<'de> Deserialize<'de> for Received {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                deserialize_fd(d).map(Received)
+            }
+        }
+        let handles: [Received; 4] = decode_with_fds(&bytes, fds).unwrap();
+        let ends = handles.map(|h| crate::sys::file::identity(h.0.as_fd()).unwrap());
+        assert!(ends[0] == ends[1] && ends[0] == ends[3] && ends[0] != ends[2]);
+    }
 
     #[test]
     fn round_trips_nested_values() {

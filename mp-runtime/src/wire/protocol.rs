@@ -6,7 +6,10 @@
 //! and then the encoded value, the panic's message and location, or the [`Failure`].
 
 use std::borrow::Cow;
+use std::cell::{Cell, RefCell};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Once;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -59,13 +62,15 @@ impl Args {
         codec::encode_into(&call, &mut out)?;
         let records_at = out.len();
         let (result, fds) = codec::with_fds(Vec::new(), || {
-            for input in inputs {
-                let at = codec::begin_record(&mut out)?;
-                codec::encode_into(&input, &mut out)?;
-                codec::end_record(&mut out, at)?;
-                count += 1;
-            }
-            Ok::<(), Error>(())
+            user_code(function, || {
+                for input in inputs {
+                    let at = codec::begin_record(&mut out)?;
+                    codec::encode_into(&input, &mut out)?;
+                    codec::end_record(&mut out, at)?;
+                    count += 1;
+                }
+                Ok(())
+            })
         });
         result?;
         let frame = out
@@ -209,7 +214,9 @@ impl Outcomes {
             let mut outcomes = Vec::with_capacity(count);
             for record in codec::records(&self.frame) {
                 match record {
-                    Ok(record) => outcomes.push(decode_outcome(record, function)),
+                    Ok(record) => {
+                        outcomes.push(user_code(function, || decode_outcome(record, function)))
+                    }
                     Err(error) => return (outcomes, Some(error)),
                 }
             }
@@ -231,14 +238,71 @@ impl Outcomes {
     ) -> Result<()> {
         let start = out.len();
         codec::with_fds(self.fds, || {
-            for record in codec::records(&self.frame) {
-                out.push(decode_outcome(record?, function)?);
-            }
-            Ok(())
+            user_code(function, || {
+                for record in codec::records(&self.frame) {
+                    out.push(decode_outcome(record?, function)?);
+                }
+                Ok(())
+            })
         })
         .0?;
         check_count(self.count, out.len() - start)
     }
+}
+
+thread_local! {
+    /// Set while [`user_code`] runs on this thread: a panic there is captured, not printed.
+    static GUARDING: Cell<bool> = const { Cell::new(false) };
+    /// The message and location of the last panic captured on this thread.
+    static CAUGHT: RefCell<Option<(String, Option<Location>)>> = const { RefCell::new(None) };
+}
+
+/// Runs `f`, in which the user's `Serialize` or `Deserialize` code runs for calls of
+/// `function`, so that a panic in it (an `unwrap` in a custom `Deserialize`, say) becomes that
+/// call's error, with its message and location, and never unwinds the thread: a pool thread
+/// that unwound would lose its worker and the task's answer.
+fn user_code<T>(function: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(capture_panics);
+    let outer = GUARDING.replace(true);
+    let result = panic::catch_unwind(AssertUnwindSafe(f));
+    GUARDING.set(outer);
+    result.unwrap_or_else(|payload| {
+        let (message, location) = CAUGHT
+            .take()
+            .unwrap_or_else(|| (payload_message(&*payload), None));
+        Err(Error::new(Kind::Panic {
+            function: function.to_string(),
+            message,
+            location,
+        }))
+    })
+}
+
+/// Chains a panic hook that captures the panics of [`user_code`] (the location is known only
+/// to a hook) and hands every other panic to the hook that was there. A program that sets its
+/// own hook later still gets the error, with the message but no location (and its hook prints
+/// the panic).
+fn capture_panics() {
+    let previous = panic::take_hook();
+    panic::set_hook(Box::new(move |info| {
+        if !GUARDING.get() {
+            return previous(info);
+        }
+        let location = info
+            .location()
+            .and_then(|l| Location::parse(&format!("{}:{}:{}", l.file(), l.line(), l.column())));
+        CAUGHT.set(Some((payload_message(info.payload()), location)));
+    }));
+}
+
+/// A panic's message, as `panic!` gives it.
+fn payload_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "Box<dyn Any>".to_string())
 }
 
 /// Whether `seen` outcomes answer `count` calls.
