@@ -45,7 +45,6 @@ pub(crate) fn seal_all(fd: BorrowedFd<'_>) -> io::Result<()> {
 }
 
 /// Whether [`seal_all`] was applied to the file.
-#[cfg(test)]
 pub(crate) fn is_sealed_all(fd: BorrowedFd<'_>) -> io::Result<bool> {
     let all = SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE | SealFlags::SEAL;
     Ok(rustix::fs::fcntl_get_seals(fd)?.contains(all))

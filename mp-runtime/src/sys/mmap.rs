@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use rustix::mm::{MapFlags, ProtFlags};
 
+use super::memfd;
+
 /// The alignment every mapping has at least (the smallest page size of Linux).
 pub(crate) const PAGE: usize = 4096;
 
@@ -174,6 +176,65 @@ impl Drop for Mapping {
         // from `get`, `bytes`, `words`) is tied to `&self`, so none outlives this. munmap
         // fails only for a range that is not a mapping, which this one is.
         let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len.max(1)) };
+    }
+}
+
+/// A read-only map of a file that its sender sealed against every change (see
+/// [`memfd::seal_all`]): a frame that came as a memfd. Unmapped when dropped.
+pub(crate) struct Sealed {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only and this value is its only owner, so it may move to another
+// thread; the bytes it points to never change (the file is sealed against writes).
+unsafe impl Send for Sealed {}
+
+impl Sealed {
+    /// Maps the first `len` bytes of `file`, which must be sealed against every change and hold
+    /// at least `len` bytes: otherwise its sender could shrink it under the map, and reading it
+    /// would die of SIGBUS.
+    pub(crate) fn of_file(file: BorrowedFd<'_>, len: usize) -> io::Result<Sealed> {
+        let invalid = |why: &str| io::Error::new(io::ErrorKind::InvalidData, why.to_string());
+        if !memfd::is_sealed_all(file).unwrap_or(false) {
+            return Err(invalid("a frame came in a file that is not sealed"));
+        }
+        if len == 0 || memfd::len(file)? < len as u64 {
+            return Err(invalid("a frame came in a file shorter than it announced"));
+        }
+        // SAFETY: a new read-only mapping at an address the kernel picks, so it replaces
+        // nothing this process uses, of `len` bytes that the file holds and, sealed, keeps;
+        // POPULATE faults them in at once, in one call.
+        let ptr = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                len,
+                ProtFlags::READ,
+                MapFlags::SHARED | MapFlags::POPULATE,
+                file,
+                0,
+            )?
+        };
+        let ptr = NonNull::new(ptr.cast()).expect("mmap never maps address 0 unless asked");
+        Ok(Sealed { ptr, len })
+    }
+}
+
+impl std::ops::Deref for Sealed {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `ptr` maps `len` readable bytes until this value is dropped, and the file is
+        // sealed, so they stay there and unchanged; no one writes through this mapping.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for Sealed {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the range `of_file` mapped, which no slice outlives (they
+        // borrow `self`).
+        let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len) };
     }
 }
 

@@ -14,12 +14,13 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::ops::Deref;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use crate::sys::{self, fd::Interest};
-use crate::wire::outgoing::{Encoded, FILE_FRAME, FRAME_SEALS};
+use crate::sys::mmap::Sealed;
+use crate::wire::outgoing::{Encoded, FILE_FRAME};
 
 /// The largest frame a channel accepts unless told otherwise: far above any real argument, far
 /// below what would exhaust memory when a corrupt length arrives.
@@ -67,7 +68,7 @@ enum Bytes {
     /// Read from the stream: `buf[start..]`.
     Read { buf: Vec<u8>, start: usize },
     /// Sent in a memfd.
-    Mapped(Mapping),
+    Mapped(Sealed),
 }
 
 impl Deref for Frame {
@@ -78,69 +79,6 @@ impl Deref for Frame {
             Bytes::Read { buf, start } => &buf[*start..],
             Bytes::Mapped(mapping) => mapping,
         }
-    }
-}
-
-/// A read-only map of a frame's sealed memfd; unmapped when dropped.
-struct Mapping {
-    ptr: std::ptr::NonNull<u8>,
-    len: usize,
-}
-
-// SAFETY: the mapping is read-only and this value is its only owner, so it may move to another
-// thread; the bytes it points to never change (the file is sealed against writes).
-unsafe impl Send for Mapping {}
-
-impl Mapping {
-    /// Maps the first `len` bytes of `file`, a memfd its sender sealed.
-    fn of_file(file: OwnedFd, len: usize) -> io::Result<Mapping> {
-        let invalid = |why: &str| io::Error::new(io::ErrorKind::InvalidData, why.to_string());
-        // SAFETY: plain system call on an open descriptor.
-        let seals = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GET_SEALS) };
-        // Unsealed, the sender could shrink the file under the map, and reading it would crash.
-        if seals < 0 || seals & FRAME_SEALS != FRAME_SEALS {
-            return Err(invalid("a frame came in a file that is not sealed"));
-        }
-        let size = std::fs::File::from(file.try_clone()?).metadata()?.len();
-        if len == 0 || size < len as u64 {
-            return Err(invalid("a frame came in a file shorter than it announced"));
-        }
-        // SAFETY: maps `len` bytes of an open file that holds at least that many, read-only,
-        // at an address the kernel picks; MAP_POPULATE faults them in at once, in one call.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                libc::MAP_SHARED | libc::MAP_POPULATE,
-                file.as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        // The map keeps the file's pages; the descriptor closes here.
-        let ptr = std::ptr::NonNull::new(ptr.cast()).expect("mmap never returns null on success");
-        Ok(Mapping { ptr, len })
-    }
-}
-
-impl Deref for Mapping {
-    type Target = [u8];
-
-    fn deref(&self) -> &[u8] {
-        // SAFETY: `ptr` maps `len` readable bytes until this value is dropped, and the file is
-        // sealed, so they stay there and unchanged.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the range `of_file` mapped, which no slice outlives (they
-        // borrow `self`).
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
     }
 }
 
@@ -458,7 +396,7 @@ impl Channel {
             let len = (self.header() & LEN_MASK) as usize;
             self.pos = frame_end;
             Frame {
-                bytes: Bytes::Mapped(Mapping::of_file(file, len)?),
+                bytes: Bytes::Mapped(Sealed::of_file(file.as_fd(), len)?),
                 fds,
             }
         } else if self.pos == 0 && frame_end == self.end && len > READ_CHUNK {
@@ -551,7 +489,6 @@ pub(crate) fn wait_readable(stream: &UnixStream, deadline: Instant) -> io::Resul
 mod tests {
     use super::*;
     use std::io::Write;
-    use std::os::fd::FromRawFd;
 
     fn pair() -> (Channel, Channel) {
         let (a, b) = UnixStream::pair().unwrap();
@@ -668,10 +605,7 @@ mod tests {
     fn a_frame_in_an_unsealed_or_short_file_is_refused() {
         use std::os::fd::AsFd;
         let (mut a, mut b) = pair();
-        // SAFETY: plain system call with a valid C string; the descriptor is owned below.
-        let unsealed = unsafe { libc::memfd_create(c"test".as_ptr(), libc::MFD_CLOEXEC) };
-        // SAFETY: a new descriptor that nothing else owns.
-        let unsealed = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(unsealed) });
+        let unsealed = std::fs::File::from(crate::sys::memfd::create(c"test").unwrap());
         unsealed.set_len(4096).unwrap();
         send_in_file(&mut a, unsealed.as_fd(), 4096);
         let err = b.recv().err().unwrap();

@@ -20,11 +20,6 @@ pub(crate) const FILE_FRAME: usize = 1 << 20;
 /// Once in a file, small writes gather in memory up to this many bytes before they are written.
 const WRITE_CHUNK: usize = 64 * 1024;
 
-/// The seals a frame's memfd carries (`memfd::seal_all`), so that its sender can no longer
-/// change or shrink it under the receiver's map; what the receiver checks.
-pub(crate) const FRAME_SEALS: libc::c_int =
-    libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
-
 /// A frame being encoded: in memory while small, in a memfd once large.
 #[doc(hidden)]
 #[derive(Debug, Default)]
