@@ -344,17 +344,3 @@ pub(crate) fn lock_error(failure: LockFailure, what: &str, wait: Wait) -> Error 
         LockFailure::Os(e) => Error::io(format!("cannot lock {what}"), e),
     }
 }
-
-/// When the process `pid` started (in clock ticks since boot), or `None` if it is gone or a
-/// zombie: with the pid, this names a process even after its pid is reused.
-pub(crate) fn process_start(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may contain anything: parse after the last ')'.
-    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
-    let state = fields.next()?;
-    if state == "Z" || state == "X" {
-        return None;
-    }
-    // Field 22 of the line is the start time; `fields` began at field 3.
-    fields.nth(18)?.parse().ok()
-}

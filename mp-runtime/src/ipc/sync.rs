@@ -18,9 +18,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Kind, Result};
 use crate::ipc::shm::{
-    Held, SharedState, Shm, Wait, data_offset, deadline, lock_error, lock_state, process_start,
-    wait_state,
+    Held, SharedState, Shm, Wait, data_offset, deadline, lock_error, lock_state, wait_state,
 };
+use crate::sys;
 use crate::sys::mmap::InMapping;
 use crate::sys::mutex::{LockFailure, Monitor, MonitorGuard, Signal};
 
@@ -936,7 +936,7 @@ impl<'a> Holders<'a> {
     fn dead(&self) -> Option<u32> {
         self.slots()
             .map(|(_, holder)| holder)
-            .find(|&(pid, _, start)| pid != 0 && process_start(pid) != Some(start))
+            .find(|&(pid, _, start)| pid != 0 && sys::process::start_time(pid) != Some(start))
             .map(|(pid, _, _)| pid)
     }
 }
@@ -983,7 +983,7 @@ impl BarrierHandle {
     /// process the table has no room for would go unwatched (its death unnoticed): refused.
     fn register(shm: Shm<BarrierState>) -> Result<Self> {
         let pid = std::process::id();
-        let start = process_start(pid).unwrap_or(0);
+        let start = sys::process::start_time(pid).unwrap_or(0);
         let fields = lock_barrier(&shm)?;
         let holders = Holders::of(&shm, fields.get());
         let mine = holders

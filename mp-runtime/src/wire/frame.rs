@@ -18,8 +18,8 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use crate::sys::{self, fd::Interest};
 use crate::sys::mmap::Sealed;
+use crate::sys::{self, fd::Interest};
 use crate::wire::outgoing::{Encoded, FILE_FRAME};
 
 /// The largest frame a channel accepts unless told otherwise: far above any real argument, far
