@@ -18,9 +18,7 @@ use crate::wire::protocol::{Args, Failure, Outcomes};
 
 /// A worker rank's life: serves pools for rank 0 until the job ends. Returns the exit code.
 pub(crate) fn serve_rank() -> i32 {
-    let mut pools: HashMap<u32, Arc<Pool>> = HashMap::new();
-    // Pools being closed, each by its own thread.
-    let mut closers: Vec<(u32, JoinHandle<()>)> = Vec::new();
+    let mut pools = Pools::default();
     let code = loop {
         let message = match cluster::next_request() {
             Ok(Some(message)) => message,
@@ -30,98 +28,118 @@ pub(crate) fn serve_rank() -> i32 {
                 break 70;
             }
         };
-        let request = match codec::decode::<ToRank>(&message.header) {
-            Ok(request) => request,
-            Err(error) => {
-                eprintln!("mp: an MPI worker rank got a request it cannot read: {error}");
-                break 70;
-            }
-        };
-        match request {
-            ToRank::Open { pool, settings } => {
-                let reply = match open_local(&settings, message.payload) {
-                    Ok(local) => {
-                        let workers = local.processes() as u32;
-                        pools.insert(pool, Arc::new(local));
-                        FromRank::Opened { workers }
-                    }
-                    Err(error) => FromRank::Failed {
-                        seq: 0,
-                        failure: Failure::from(error),
-                    },
-                };
-                reply_to(tag_of(pool), &reply, &[]);
-            }
-            ToRank::Task {
+        match codec::decode::<ToRank>(&message.header) {
+            Ok(ToRank::Open { pool, settings }) => pools.open(pool, &settings, message.payload),
+            Ok(ToRank::Task {
                 pool,
                 seq,
                 function,
                 count,
-            } => {
-                let sink = Arc::new(Reply { tag: tag_of(pool) });
-                let submitted = match (pools.get(&pool), registry::lookup_id(&function)) {
-                    (Some(local), Ok(entry)) => {
-                        Args::from_records(entry.id, &message.payload, count).map(|args| {
-                            let task = Task::new(
-                                entry,
-                                args,
-                                seq as usize,
-                                sink.clone(),
-                                Arc::new(Control::default()),
-                            );
-                            // A task the pool refuses delivers the pool's closing error itself,
-                            // as it is dropped.
-                            let _refused = local.shared.submit([task]);
-                        })
-                    }
-                    (None, _) => Err(Error::protocol(format!(
-                        "rank 0 sent a task for pool {pool}, which this rank does not have"
-                    ))),
-                    (_, Err(error)) => Err(error),
-                };
-                if let Err(error) = submitted {
-                    sink.deliver(seq as usize, Err(error));
-                }
-            }
-            ToRank::Close { pool, terminate } => {
-                // Pools whose closing finished are gone for good.
-                closers.retain(|(id, closer)| {
-                    let running = !closer.is_finished();
-                    if !running {
-                        pools.remove(id);
-                    }
-                    running
-                });
-                let Some(local) = pools.get(&pool).cloned() else {
-                    continue;
-                };
-                if terminate {
-                    local.terminate();
-                }
-                if !closers.iter().any(|(id, _)| *id == pool) {
-                    // The pool's work may take long: close it beside this loop.
-                    let closer = std::thread::spawn(move || {
-                        local.close();
-                        let _ = local.join();
-                        reply_to(tag_of(pool), &FromRank::Closed, &[]);
-                    });
-                    closers.push((pool, closer));
-                }
+            }) => pools.run(pool, seq, &function, count, &message.payload),
+            Ok(ToRank::Close { pool, terminate }) => pools.close(pool, terminate),
+            Err(error) => {
+                eprintln!("mp: an MPI worker rank got a request it cannot read: {error}");
+                break 70;
             }
         }
     };
-    // The job ends: pools stop now; their tasks' failures go to rank 0, which drops them.
-    for local in pools.values() {
-        local.terminate();
-    }
-    drop(pools);
-    for (_, closer) in closers {
-        let _ = closer.join();
-    }
+    pools.end();
     if let Err(error) = cluster::say_goodbye() {
         eprintln!("mp: an MPI worker rank could not say goodbye to rank 0: {error}");
     }
     code
+}
+
+/// This rank's local pools, one for each of rank 0's pools, by rank 0's pool number.
+#[derive(Default)]
+struct Pools {
+    open: HashMap<u32, Arc<Pool>>,
+    /// Pools being closed, each by its own thread.
+    closers: Vec<(u32, JoinHandle<()>)>,
+}
+
+impl Pools {
+    /// Opens pool `pool` here and tells rank 0 how many workers it has, or why it failed.
+    fn open(&mut self, pool: u32, settings: &Settings, init_args: Vec<u8>) {
+        let reply = match open_local(settings, init_args) {
+            Ok(local) => {
+                let workers = local.processes() as u32;
+                self.open.insert(pool, Arc::new(local));
+                FromRank::Opened { workers }
+            }
+            Err(error) => FromRank::Failed {
+                seq: 0,
+                failure: Failure::from(error),
+            },
+        };
+        reply_to(tag_of(pool), &reply, &[]);
+    }
+
+    /// Runs task `seq` (`count` calls of `function`) in pool `pool`; its outcomes, or why it
+    /// could not run, go back to rank 0.
+    fn run(&self, pool: u32, seq: u64, function: &str, count: u32, records: &[u8]) {
+        let sink = Arc::new(Reply { tag: tag_of(pool) });
+        let submitted = match (self.open.get(&pool), registry::lookup_id(function)) {
+            (Some(local), Ok(entry)) => Args::from_records(entry.id, records, count).map(|args| {
+                let task = Task::new(
+                    entry,
+                    args,
+                    seq as usize,
+                    sink.clone(),
+                    Arc::new(Control::default()),
+                );
+                // A task the pool refuses delivers the pool's closing error itself, as it is
+                // dropped.
+                let _refused = local.shared.submit([task]);
+            }),
+            (None, _) => Err(Error::protocol(format!(
+                "rank 0 sent a task for pool {pool}, which this rank does not have"
+            ))),
+            (_, Err(error)) => Err(error),
+        };
+        if let Err(error) = submitted {
+            sink.deliver(seq as usize, Err(error));
+        }
+    }
+
+    /// Closes pool `pool` (terminating its work first with `terminate`) beside the request
+    /// loop, since its work may take long; rank 0 hears `Closed` when it is done.
+    fn close(&mut self, pool: u32, terminate: bool) {
+        // Pools whose closing finished are gone for good.
+        let open = &mut self.open;
+        self.closers.retain(|(id, closer)| {
+            let running = !closer.is_finished();
+            if !running {
+                open.remove(id);
+            }
+            running
+        });
+        let Some(local) = self.open.get(&pool).cloned() else {
+            return;
+        };
+        if terminate {
+            local.terminate();
+        }
+        if !self.closers.iter().any(|(id, _)| *id == pool) {
+            let closer = std::thread::spawn(move || {
+                local.close();
+                let _ = local.join();
+                reply_to(tag_of(pool), &FromRank::Closed, &[]);
+            });
+            self.closers.push((pool, closer));
+        }
+    }
+
+    /// The job ends: pools stop now; their tasks' failures go to rank 0, which drops them.
+    fn end(self) {
+        for local in self.open.values() {
+            local.terminate();
+        }
+        drop(self.open);
+        for (_, closer) in self.closers {
+            let _ = closer.join();
+        }
+    }
 }
 
 /// Builds this rank's local pool for one of rank 0's pools.
