@@ -9,3 +9,4 @@ mod decode_panic;
 mod hangs;
 mod matrix;
 mod misbehave;
+mod unruly;

@@ -110,6 +110,15 @@ pub(crate) fn join_job() -> Joined {
     if !launched || opted_out {
         return Joined::NoJob;
     }
+    if sys::process::is_secure_execution() {
+        // A setuid or setgid program must not serve calls from whoever set up the job: it runs
+        // as an ordinary program, with local pools only.
+        eprintln!(
+            "mp: this is a setuid, setgid or file-capability program: it does not serve MPI \
+             ranks; its pools stay local"
+        );
+        return Joined::NoJob;
+    }
     let world = match join() {
         Ok(world) => world,
         Err(error) => {
