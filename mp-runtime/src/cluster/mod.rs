@@ -126,9 +126,7 @@ pub(crate) fn join_job() -> Joined {
             abort(2);
         }
     };
-    // SAFETY: constructors run on the main thread before `main`; MPI starts no thread of its
-    // own that reads the environment, and none of ours exists yet.
-    unsafe { std::env::set_var(crate::context::RANK_VAR, world.rank.to_string()) };
+    sys::process::set_var_before_main(crate::context::RANK_VAR, &world.rank.to_string());
     if world.rank == 0 {
         if let Err(error) = greet_all(&world) {
             eprintln!("mp: {error}");

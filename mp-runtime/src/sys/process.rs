@@ -105,6 +105,15 @@ pub(crate) fn take_var_before_main(name: &str) -> Option<std::ffi::OsString> {
     Some(value)
 }
 
+/// Sets the environment variable `name` for this process and those it starts. Only for the
+/// early entry, before `main`.
+#[cfg(feature = "mpi")]
+pub(crate) fn set_var_before_main(name: &str, value: &str) {
+    // SAFETY: as in `take_var_before_main`: before `main`, on the main thread, no thread of
+    // this crate or of std reads the environment concurrently (MPI starts none that does).
+    unsafe { std::env::set_var(name, value) };
+}
+
 /// Has `run` called once when this process exits, with the status given to `exit` where the C
 /// library tells it (glibc's `on_exit`), else 0. One function per process: a second is refused.
 #[cfg(feature = "mpi")]
