@@ -34,6 +34,22 @@ pub fn mpi_rank() -> Option<u32> {
 }
 
 /// A process as [`current_process`], [`parent_process`] and [`active_children`] describe it.
+///
+/// # Examples
+///
+/// ```
+/// use mp_runtime::{current_process, process_fn, spawn, ProcessInfo};
+///
+/// #[process_fn]
+/// fn who_started_me() -> (String, u32) {
+///     let parent: ProcessInfo = mp_runtime::parent_process().unwrap();
+///     (parent.name().to_string(), parent.pid())
+/// }
+///
+/// let me = current_process();
+/// let (name, pid) = spawn!(who_started_me).unwrap().join().unwrap();
+/// assert_eq!((name.as_str(), pid), (me.name(), me.pid()));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessInfo {
     name: String,

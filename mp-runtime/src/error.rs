@@ -5,7 +5,24 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A `Result` whose error is [`Error`].
+/// A `Result` whose error is [`Error`]: what every fallible call of mp returns.
+///
+/// # Examples
+///
+/// ```
+/// use mp_runtime::{process_fn, spawn};
+///
+/// #[process_fn]
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+///
+/// fn squared_elsewhere(x: u64) -> mp_runtime::Result<u64> {
+///     spawn!(square, x)?.join()
+/// }
+///
+/// assert_eq!(squared_elsewhere(7).unwrap(), 49);
+/// ```
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What went wrong in a call to another process.

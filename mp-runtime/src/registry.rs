@@ -147,8 +147,26 @@ pub(crate) fn lookup_id(id: &str) -> Result<&'static Entry> {
 /// assert_eq!(remote(add, 2, 3).unwrap(), 5);
 /// ```
 pub trait ProcessFn<Args>: Copy + Send + Sync + 'static {
-    /// What the function returns.
-    /// `Send`, since a pool decodes results on its own threads.
+    /// What the function returns. `Send`, since a pool decodes results on its own threads.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, Pool, ProcessFn};
+    ///
+    /// #[process_fn]
+    /// fn describe(x: u8) -> String {
+    ///     format!("<{x}>")
+    /// }
+    ///
+    /// /// The results of `f` on 0, 1 and 2, typed by what `f` returns.
+    /// fn first_three<F: ProcessFn<(u8,)>>(pool: &Pool, f: F) -> Vec<F::Output> {
+    ///     pool.starmap(f, (0..3).map(|x| (x,))).unwrap()
+    /// }
+    ///
+    /// let pool = Pool::new(1).unwrap();
+    /// assert_eq!(first_three(&pool, describe), ["<0>", "<1>", "<2>"]);
+    /// ```
     type Output: Serialize + DeserializeOwned + Send + 'static;
 }
 
