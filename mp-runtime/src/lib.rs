@@ -82,6 +82,62 @@
 //! type that implements `Serialize` and `Deserialize` (derive them), of any size. References
 //! cannot cross; `#[process_fn]` says so at compile time.
 //!
+//! # Async code
+//!
+//! An [`AsyncResult`] is a `Future`: `.await` it on tokio, async-std or any executor. Waiting
+//! does not block the executor's thread: the pool's own thread wakes the task when the result
+//! is in. [`Pool::apply`], [`Pool::map`] and [`Process::join`] block; in async code call
+//! the `_async` forms (or run the blocking ones with `tokio::task::spawn_blocking`).
+//!
+//! ```
+//! use std::future::Future;
+//! use std::sync::Arc;
+//! use std::task::{Context, Poll, Wake, Waker};
+//!
+//! use mp_runtime::{process_fn, Pool};
+//!
+//! #[process_fn]
+//! fn double(x: u64) -> u64 {
+//!     2 * x
+//! }
+//!
+//! /// The smallest executor: polls one future on this thread, parking between polls.
+//! fn block_on<F: Future>(future: F) -> F::Output {
+//!     struct Unpark(std::thread::Thread);
+//!     impl Wake for Unpark {
+//!         fn wake(self: Arc<Self>) {
+//!             self.0.unpark();
+//!         }
+//!     }
+//!     let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+//!     let mut future = std::pin::pin!(future);
+//!     loop {
+//!         match future.as_mut().poll(&mut Context::from_waker(&waker)) {
+//!             Poll::Ready(value) => return value,
+//!             Poll::Pending => std::thread::park_timeout(std::time::Duration::from_millis(50)),
+//!         }
+//!     }
+//! }
+//!
+//! let pool = Pool::new(2).unwrap();
+//! let total = block_on(async {
+//!     let a = pool.apply_async(double, (20,));
+//!     let b = pool.map_async(double, vec![1, 2]);
+//!     a.await.unwrap() + b.await.unwrap().iter().sum::<u64>()
+//! });
+//! assert_eq!(total, 46);
+//! ```
+//!
+//! # Testing
+//!
+//! Functions marked `#[process_fn]` run in other processes from unit tests, integration tests,
+//! doctests, examples and benches with no set-up: the test binary's own children become
+//! workers before its test harness starts, so they run the called function and never the
+//! tests. `cargo nextest run` works the same way, but nextest does not run doctests: run
+//! `cargo test --doc` as well. A test that changes process-wide state (resource limits, signal
+//! dispositions, the start method) belongs in an integration-test file of its own, since the
+//! harness runs the tests of one binary on several threads of one process.
+//!
 //! # What the child inherits
 //!
 //! The environment, the working directory, standard output and standard error (what a child
