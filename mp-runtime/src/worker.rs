@@ -86,8 +86,9 @@ fn send_panic_reply(report: &PanicReport) {
     let _ = std::io::stdout().flush();
     sys::signal::say_last_words(|calls| {
         let len = own.len() + calls.saturating_sub(1) * others.len();
-        let mut words = Vec::with_capacity(len + 8);
-        words.extend_from_slice(&Channel::header_of(len));
+        let head = Channel::header_of(len);
+        let mut words = Vec::with_capacity(head.len() + len);
+        words.extend_from_slice(&head);
         for call in 0..calls {
             words.extend_from_slice(if call == panicking { &own } else { &others });
         }
