@@ -90,6 +90,63 @@ fn timeouts_and_poll_lose_nothing() {
     assert!(b.recv().unwrap_err().is_disconnected());
 }
 
+#[test]
+fn recv_bytes_timeout_waits_at_most_its_bound_and_loses_nothing() {
+    let (a, b) = pipe::<()>().unwrap();
+    let err = b.recv_bytes_timeout(Duration::from_millis(5)).unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert!(err.to_string().contains("5ms"), "{err}");
+    let big = vec![3u8; 3 << 20];
+    let sent = big.clone();
+    let sender = std::thread::spawn(move || {
+        a.send_bytes(&sent).unwrap();
+        a
+    });
+    assert_eq!(b.recv_bytes_timeout(LONG).unwrap(), big);
+    sender.join().unwrap().close();
+    assert!(b.recv_bytes_timeout(LONG).unwrap_err().is_disconnected());
+}
+
+#[test]
+fn clones_of_a_connection_share_its_messages() {
+    let (rx, tx) = pipe_oneway::<u64>().unwrap();
+    let mut child = spawn!(send_numbers, tx, 2000).unwrap();
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let reader = rx.try_clone().unwrap();
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                loop {
+                    match reader.recv_timeout(LONG) {
+                        Ok(n) => got.push(n),
+                        Err(e) if e.is_disconnected() => return got,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut all: Vec<u64> = readers
+        .into_iter()
+        .flat_map(|r| r.join().unwrap())
+        .collect();
+    child.join_timeout(LONG).unwrap();
+    all.sort_unstable();
+    // Each message reached exactly one clone, whole.
+    assert_eq!(all, (0..2000).collect::<Vec<_>>());
+
+    // The end closes when its last clone is dropped.
+    let (a, b) = pipe::<u8>().unwrap();
+    let c = b.try_clone().unwrap();
+    drop(b);
+    a.send(&1).unwrap();
+    assert_eq!(c.recv_timeout(LONG).unwrap(), 1);
+    c.send(&2).unwrap();
+    assert_eq!(a.recv_timeout(LONG).unwrap(), 2);
+    drop(c);
+    assert!(a.recv_timeout(LONG).unwrap_err().is_disconnected());
+}
+
 #[process_fn]
 fn forward(from: Connection<Connection<u32>>) -> u32 {
     // A connection that arrives through another connection.

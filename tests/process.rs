@@ -91,6 +91,67 @@ fn a_panic_comes_back_with_message_and_location() {
     );
 }
 
+#[process_fn]
+fn panics_with_a_backtrace() {
+    panic!("look at the backtrace");
+}
+
+/// Run again by `a_panic_carries_the_childs_backtrace_when_enabled` with `MP_TEST_BACKTRACE`
+/// saying whether backtraces are enabled in its environment, which its child inherits (so the
+/// variables are set for that child only, without `set_var` in this multi-threaded harness);
+/// run plainly, it checks nothing.
+#[test]
+fn backtrace_as_the_environment_says() {
+    let Some(enabled) = std::env::var_os("MP_TEST_BACKTRACE") else {
+        return;
+    };
+    let err = spawn!(panics_with_a_backtrace).unwrap().join().unwrap_err();
+    assert!(err.is_panic(), "{err}");
+    if enabled == "off" {
+        assert_eq!(err.panic_backtrace(), None, "{err:?}");
+        return;
+    }
+    let backtrace = err.panic_backtrace().expect("a backtrace");
+    assert!(backtrace.contains("panics_with_a_backtrace"), "{backtrace}");
+    // `unwrap` shows it; `Display` stays one line.
+    assert!(format!("{err:?}").contains(backtrace), "{err:?}");
+    assert!(!err.to_string().contains('\n'), "{err}");
+}
+
+#[test]
+fn a_panic_carries_the_childs_backtrace_when_enabled() {
+    for (variable, value, expect) in [
+        ("RUST_BACKTRACE", "1", "on"),
+        ("RUST_LIB_BACKTRACE", "1", "on"),
+        ("RUST_BACKTRACE", "0", "off"),
+    ] {
+        let mut run = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "backtrace_as_the_environment_says"])
+            .env_remove("RUST_BACKTRACE")
+            .env_remove("RUST_LIB_BACKTRACE")
+            .env(variable, value)
+            .env("MP_TEST_BACKTRACE", expect)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let ended = wait_for(LONG * 4, || run.try_wait().unwrap().is_some());
+        if !ended {
+            run.kill().unwrap();
+        }
+        let output = run.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        assert!(
+            ended,
+            "{variable}={value}: still running after {:?}",
+            LONG * 4
+        );
+        assert!(output.status.success(), "{variable}={value}: {text}");
+        assert!(text.contains("1 passed"), "{variable}={value}: {text}");
+    }
+}
+
 #[test]
 fn a_child_that_dies_reports_how() {
     let err = spawn!(abort).unwrap().join().unwrap_err();

@@ -223,6 +223,47 @@ fn a_barrier_breaks_on_timeout_and_abort() {
     assert!(other.wait().unwrap_err().is_broken_barrier());
 }
 
+#[test]
+fn a_reset_fails_the_waiters_and_makes_the_barrier_whole_again() {
+    let barrier = Barrier::new(3).unwrap();
+    let waiting: Vec<Process<bool>> = (0..2)
+        .map(|_| spawn!(meet_or_break, barrier.clone()).unwrap())
+        .collect();
+    assert!(mp_support::wait_for(LONG, || barrier.n_waiting().unwrap() == 2));
+    barrier.reset().unwrap();
+    for mut child in waiting {
+        assert!(child.join_timeout(LONG).unwrap(), "a waiter was not told");
+    }
+    assert!(!barrier.is_broken().unwrap());
+    assert_eq!(barrier.n_waiting().unwrap(), 0);
+
+    // A party that died waiting leaves the count stale and the barrier broken: reset clears
+    // both, and a full round passes again.
+    let mut dying = spawn!(die_waiting, barrier.clone()).unwrap();
+    assert!(mp_support::wait_for(LONG, || barrier.n_waiting().unwrap() == 1));
+    dying.kill().unwrap();
+    assert!(dying.join_timeout(LONG).unwrap_err().is_died());
+    assert!(barrier.wait_timeout(LONG).unwrap_err().is_broken_barrier());
+    barrier.reset().unwrap();
+    let children: Vec<Process<usize>> = (0..2)
+        .map(|_| spawn!(meet, barrier.clone()).unwrap())
+        .collect();
+    let mut indices = vec![barrier.wait_timeout(LONG).unwrap()];
+    indices.extend(
+        children
+            .into_iter()
+            .map(|mut c| c.join_timeout(LONG).unwrap()),
+    );
+    indices.sort_unstable();
+    assert_eq!(indices, [0, 1, 2]);
+}
+
+#[process_fn]
+fn die_waiting(barrier: Barrier) {
+    // Killed while it waits; the bound only keeps a broken test from hanging.
+    let _ = barrier.wait_timeout(LONG);
+}
+
 #[process_fn]
 fn take_and_release(lock: Lock, sem: Semaphore, event: Event) -> bool {
     drop(lock.acquire_timeout(LONG).unwrap());

@@ -59,6 +59,8 @@ pub(crate) enum Kind {
         function: String,
         message: String,
         location: Option<Location>,
+        /// The child's backtrace, when `RUST_BACKTRACE` or `RUST_LIB_BACKTRACE` enabled one.
+        backtrace: Option<String>,
     },
     /// The process ended before it sent a result.
     Died { function: String, exit: ExitReason },
@@ -495,6 +497,36 @@ impl Error {
         }
     }
 
+    /// The child's backtrace of the panic, when [`is_panic`](Error::is_panic) and backtraces
+    /// were enabled in the child: `RUST_BACKTRACE` or `RUST_LIB_BACKTRACE` set to anything but
+    /// `0` in its environment, which it inherits from the parent. `Debug` (what `unwrap` prints)
+    /// shows it after the message; `Display` does not.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, spawn};
+    ///
+    /// #[process_fn]
+    /// fn fail() {
+    ///     panic!("boom");
+    /// }
+    ///
+    /// let err = spawn!(fail).unwrap().join().unwrap_err();
+    /// // There is one exactly when the child had backtraces enabled.
+    /// let enabled = ["RUST_LIB_BACKTRACE", "RUST_BACKTRACE"]
+    ///     .iter()
+    ///     .find_map(|name| std::env::var(name).ok())
+    ///     .is_some_and(|value| value != "0");
+    /// assert_eq!(err.panic_backtrace().is_some(), enabled);
+    /// ```
+    pub fn panic_backtrace(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::Panic { backtrace, .. } => backtrace.as_deref(),
+            _ => None,
+        }
+    }
+
     /// True when the process ended (crashed, exited, was killed) before it sent a result.
     /// [`exit_code`](Error::exit_code) and [`signal`](Error::signal) tell how. Also true when
     /// the MPI rank running the task was lost (see the `mpi` feature).
@@ -838,6 +870,7 @@ impl fmt::Display for Error {
                 function,
                 message,
                 location,
+                ..
             } => match location {
                 Some(location) => write!(
                     f,
@@ -930,6 +963,10 @@ impl fmt::Debug for Error {
         // with the cause that Display leaves to `source()`.
         match &self.kind {
             Kind::Io { source, .. } => write!(f, "Error({self}: {source})"),
+            Kind::Panic {
+                backtrace: Some(backtrace),
+                ..
+            } => write!(f, "Error({self})\n\nchild process backtrace:\n{backtrace}"),
             _ => write!(f, "Error({self})"),
         }
     }

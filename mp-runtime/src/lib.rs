@@ -73,8 +73,14 @@
 //! A panic in a child comes back as an [`Error`] whose [`is_panic`](Error::is_panic) is true,
 //! with the panic's message and `file:line:column`. A child that crashes, exits or is killed
 //! before it answers gives [`is_died`](Error::is_died), with its exit code or signal. In a pool,
-//! either fails only the call concerned: a dead worker is replaced and the pool goes on. With
-//! `panic = "abort"` a panic is a crash (SIGABRT).
+//! either fails only the call concerned: a dead worker is replaced and the pool goes on.
+//!
+//! With `panic = "abort"` (in a release profile, say) the error is the same: the worker's
+//! panic hook sends it to the parent before the process aborts. The calls that shared the
+//! worker's chunk of a `map` get the same panic, since it ended them; the pool replaces the
+//! worker. Run with `RUST_BACKTRACE=1` (or `RUST_LIB_BACKTRACE=1`), which children inherit, and
+//! the error also carries the child's backtrace: [`Error::panic_backtrace`], shown by `Debug`
+//! (what `unwrap` prints).
 //!
 //! # Serialization
 //!

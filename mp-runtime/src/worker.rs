@@ -5,6 +5,7 @@
 //! in the socket, the parent's next requests are read into memory, so the two sides can never
 //! deadlock.
 
+use std::backtrace::{Backtrace, BacktraceStatus};
 use std::cell::{Cell, RefCell};
 use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -24,9 +25,15 @@ use crate::wire::protocol::{FAILED, Failure, PANIC, Request, VALUE};
 thread_local! {
     /// Set on the thread that runs calls: its panics are reported to the parent, not printed.
     static CAPTURING: Cell<bool> = const { Cell::new(false) };
-    /// The last panic captured on this thread: message and location.
-    static LAST_PANIC: RefCell<Option<(String, String)>> = const { RefCell::new(None) };
+    /// The last panic captured on this thread.
+    static LAST_PANIC: RefCell<Option<PanicReport>> = const { RefCell::new(None) };
+    /// Under `panic = "abort"`: the index, in its request, of the call running on this thread.
+    static CALL: Cell<usize> = const { Cell::new(0) };
 }
+
+/// A panic as a PANIC outcome record carries it: message, `file:line:column`, and the
+/// backtrace when `RUST_BACKTRACE` or `RUST_LIB_BACKTRACE` enables one.
+type PanicReport = (String, String, Option<String>);
 
 fn install_panic_hook() {
     let default = panic::take_hook();
@@ -46,8 +53,47 @@ fn install_panic_hook() {
             .location()
             .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
             .unwrap_or_else(|| "an unknown location".to_string());
-        LAST_PANIC.set(Some((message, location)));
+        // `capture` reads the environment variables, as std's own hook does.
+        let backtrace = Backtrace::capture();
+        let backtrace =
+            (backtrace.status() == BacktraceStatus::Captured).then(|| backtrace.to_string());
+        let report = (message, location, backtrace);
+        if cfg!(panic = "abort") {
+            // Nothing unwinds back to `call_each` to report it: answer now, before the abort.
+            send_panic_reply(&report);
+        }
+        LAST_PANIC.set(Some(report));
     }));
+}
+
+/// Under `panic = "abort"`, from the panic hook: answers the request in flight, in place of
+/// the last words armed for it, as a worker's death fails a whole request: the panicking call
+/// gets `report`, and the others of its chunk (whose values die with the process, or which
+/// never run) the same panic without the backtrace, since it is what ended them. Then the
+/// process aborts as usual, and the parent has its answer.
+#[cold]
+fn send_panic_reply(report: &PanicReport) {
+    let (message, location, _) = report;
+    let records = record_of(PANIC, report).and_then(|own| {
+        let others = record_of(PANIC, &(message, location, None::<String>))?;
+        Ok((own, others))
+    });
+    let Ok((own, others)) = records else {
+        return;
+    };
+    let panicking = CALL.get();
+    // What the task printed reaches the terminal before the parent hears back, as it would.
+    let _ = std::io::stdout().flush();
+    sys::signal::say_last_words(|calls| {
+        let len = own.len() + calls.saturating_sub(1) * others.len();
+        let head = Channel::header_of(len);
+        let mut words = Vec::with_capacity(head.len() + len);
+        words.extend_from_slice(&head);
+        for call in 0..calls {
+            words.extend_from_slice(if call == panicking { &own } else { &others });
+        }
+        words
+    });
 }
 
 /// Runs `call` once per argument record of `args`, appending one outcome record per call to
@@ -63,7 +109,10 @@ where
     F: FnMut(&[u8], &mut Outgoing) -> Result<()>,
 {
     let mut panicked = false;
-    for record in codec::records(args) {
+    for (index, record) in codec::records(args).enumerate() {
+        if cfg!(panic = "abort") {
+            CALL.set(index);
+        }
         let args = match record {
             Ok(args) => args,
             Err(error) => {
@@ -79,10 +128,14 @@ where
             Ok(Ok(())) => {}
             Ok(Err(error)) => replace_with_failure(FAILED, Failure::from(error), out, body)?,
             Err(_) => {
-                let (message, location) = LAST_PANIC
-                    .take()
-                    .unwrap_or_else(|| ("a panic".to_string(), "an unknown location".to_string()));
-                replace_with_failure(PANIC, (message, location), out, body)?;
+                let report = LAST_PANIC.take().unwrap_or_else(|| {
+                    (
+                        "a panic".to_string(),
+                        "an unknown location".to_string(),
+                        None,
+                    )
+                });
+                replace_with_failure(PANIC, report, out, body)?;
                 panicked = true;
             }
         }
@@ -167,7 +220,8 @@ pub(crate) fn run_calls(function: &str, args: &[u8], fds: Vec<OwnedFd>) -> Resul
 }
 
 /// The reply that stands for a whole request if a call of it overflows the stack: one record
-/// per call saying so, as any death of the worker fails the whole request in flight.
+/// per call saying so, as any death of the worker fails the whole request in flight. Armed on
+/// the request's socket, where a panic under `panic = "abort"` sends its own reply instead.
 struct OverflowReply {
     /// The function whose record `record` is.
     function: String,
@@ -192,11 +246,15 @@ impl OverflowReply {
         }
         let calls = codec::records(args).count();
         let len = calls.saturating_mul(self.record.len());
-        if len > Self::MAX {
-            return run_calls(function, args, fds);
-        }
         let head = Channel::header_of(len);
-        sys::signal::with_last_words(channel.stream().as_fd(), &head, &self.record, calls, || {
+        // A reply too large to send from a signal handler is armed empty: an overflow then
+        // sends nothing, but a panic's hook, which is no signal handler, still finds the socket.
+        let (head, unit) = if len > Self::MAX {
+            (&head[..0], &self.record[..0])
+        } else {
+            (&head[..], &self.record[..])
+        };
+        sys::signal::with_last_words(channel.stream().as_fd(), head, unit, calls, || {
             run_calls(function, args, fds)
         })
     }
@@ -204,19 +262,27 @@ impl OverflowReply {
 
 /// One outcome record saying that the worker running `function` overflowed its stack.
 fn overflow_record(function: &str) -> Result<Vec<u8>> {
-    let mut out = Outgoing::default();
     let failure = Failure::from(Error::new(Kind::Died {
         function: function.to_string(),
         exit: ExitReason::StackOverflow,
     }));
-    write_failure_payload(failure, &mut out)?;
+    record_of(FAILED, &failure)
+}
+
+/// One outcome record, tagged `tag`, of `payload`, as bytes to send outside the channel.
+fn record_of(tag: u8, payload: &impl Serialize) -> Result<Vec<u8>> {
+    let mut out = Outgoing::default();
+    let at = codec::begin_record(&mut out)?;
+    write(&mut out, &[tag])?;
+    codec::encode_into(payload, &mut out)?;
+    codec::end_record(&mut out, at)?;
     match out
         .finish()
         .map_err(|e| Error::io("cannot write a reply", e))?
     {
         Encoded::Bytes(bytes) => Ok(bytes),
         Encoded::File(..) => Err(Error::protocol(
-            "an outcome record of a function's name is small",
+            "an outcome record sent outside the channel must be small",
         )),
     }
 }

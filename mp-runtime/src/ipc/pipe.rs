@@ -11,7 +11,7 @@ use std::io;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
@@ -83,9 +83,19 @@ enum Direction {
 /// Methods take `&self`; sends from several threads do not interleave, nor do receives.
 /// Dropping the end (or [`close`](Connection::close)) closes it; once every copy of it is
 /// closed, the other end sees [`is_disconnected`](crate::Error::is_disconnected).
+///
+/// # Examples
+///
+/// ```
+/// let (a, b) = mp_runtime::pipe::<(u32, String)>().unwrap();
+/// a.send(&(1, "one".to_string())).unwrap();
+/// assert_eq!(b.recv().unwrap(), (1, "one".to_string()));
+/// ```
 pub struct Connection<T> {
-    sender: Mutex<Channel>,
-    receiver: Mutex<Channel>,
+    /// Shared with this end's [`try_clone`](Connection::try_clone)s: one buffer and one lock
+    /// per direction, so a message is never split between two readers or two writers.
+    sender: Arc<Mutex<Channel>>,
+    receiver: Arc<Mutex<Channel>>,
     direction: Direction,
     message: PhantomData<fn(T) -> T>,
 }
@@ -107,8 +117,8 @@ impl<T> Connection<T> {
             .try_clone()
             .map_err(|e| Error::io("cannot duplicate a pipe's socket", e))?;
         Ok(Connection {
-            sender: Mutex::new(Channel::new(stream)),
-            receiver: Mutex::new(Channel::new(reader)),
+            sender: Arc::new(Mutex::new(Channel::new(stream))),
+            receiver: Arc::new(Mutex::new(Channel::new(reader))),
             direction,
             message: PhantomData,
         })
@@ -168,6 +178,37 @@ impl<T> Connection<T> {
         self.recv_frame(None).map(|frame| frame.to_vec())
     }
 
+    /// [`recv_bytes`](Connection::recv_bytes), waiting at most `timeout`, Python's
+    /// `poll(timeout)` then `recv_bytes()` in one call; on timeout the error's
+    /// [`is_timeout`](crate::Error::is_timeout) is true and nothing is lost.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let (a, b) = mp_runtime::pipe::<()>().unwrap();
+    /// assert!(b.recv_bytes_timeout(Duration::from_millis(10)).unwrap_err().is_timeout());
+    /// a.send_bytes(b"late").unwrap();
+    /// assert_eq!(b.recv_bytes_timeout(Duration::from_secs(10)).unwrap(), b"late");
+    /// ```
+    pub fn recv_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>> {
+        self.recv_frame_timeout(timeout).map(|frame| frame.to_vec())
+    }
+
+    /// The next frame, waiting at most `timeout`; a timeout's error names it.
+    fn recv_frame_timeout(&self, timeout: Duration) -> Result<Frame> {
+        self.recv_frame(deadline(timeout)).map_err(|e| {
+            if !e.is_timeout() {
+                return e;
+            }
+            Error::new(Kind::Timeout {
+                what: "a message on a pipe".into(),
+                after: timeout,
+            })
+        })
+    }
+
     fn recv_frame(&self, deadline: Option<Instant>) -> Result<Frame> {
         self.check(Direction::Receive)?;
         match lock(&self.receiver).recv_until(deadline) {
@@ -215,6 +256,34 @@ impl<T> Connection<T> {
             Err(e) if e.kind() == io::ErrorKind::TimedOut => Ok(false),
             Err(e) => Err(Error::io("cannot poll a pipe", e)),
         }
+    }
+
+    /// Another handle to this same end, for another thread or owner, as
+    /// [`UnixStream::try_clone`] gives one. The clones share one lock and one buffer per
+    /// direction: each message sent to this end is received by exactly one of them, whole, and
+    /// their sends do not interleave. The end closes when the last of them is dropped.
+    ///
+    /// A `Result`, as `UnixStream`'s is, so code reads the same for both; sharing within this
+    /// process does not fail.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (a, b) = mp_runtime::pipe::<u32>().unwrap();
+    /// let reader = b.try_clone().unwrap();
+    /// let thread = std::thread::spawn(move || reader.recv().unwrap());
+    /// a.send(&7).unwrap();
+    /// assert_eq!(thread.join().unwrap(), 7);
+    /// drop(b); // the clone is gone too: now the end is closed
+    /// assert!(a.send(&8).unwrap_err().is_disconnected());
+    /// ```
+    pub fn try_clone(&self) -> Result<Connection<T>> {
+        Ok(Connection {
+            sender: Arc::clone(&self.sender),
+            receiver: Arc::clone(&self.receiver),
+            direction: self.direction,
+            message: PhantomData,
+        })
     }
 
     /// Closes this end, as dropping it does.
@@ -280,13 +349,7 @@ impl<T: DeserializeOwned> Connection<T> {
     /// assert_eq!(b.recv_timeout(Duration::from_secs(10)).unwrap(), 5);
     /// ```
     pub fn recv_timeout(&self, timeout: Duration) -> Result<T> {
-        match self.recv_frame(deadline(timeout)) {
-            Err(e) if e.is_timeout() => Err(Error::new(Kind::Timeout {
-                what: "a message on a pipe".into(),
-                after: timeout,
-            })),
-            frame => self.decode(frame?),
-        }
+        self.decode(self.recv_frame_timeout(timeout)?)
     }
 
     fn decode(&self, mut frame: Frame) -> Result<T> {

@@ -877,7 +877,11 @@ const LIVENESS_POLL: Duration = Duration::from_millis(50);
 struct BarrierFields {
     parties: u32,
     count: u32,
+    /// How many rounds have ended, by a pass or a [`Barrier::reset`].
     generation: u32,
+    /// How the latest 64 rounds ended, the newest in bit 0: 1 for a reset, whose waiters fail,
+    /// 0 for a pass. A waiter that wakes after its round ended reads here which it was.
+    endings: u64,
     broken: bool,
     /// Entries of the holders' table, which fills the data after the state: one per process
     /// that holds the barrier, two words each: the pid and how many handles it holds
@@ -1037,6 +1041,13 @@ fn lock_barrier(shm: &Shm<BarrierState>) -> Result<MonitorGuard<'_, BarrierField
     waited(lock_state(&shm.state().monitor, Wait::Forever, "a barrier"))
 }
 
+/// Ends the barrier's current round: by a pass, or by a reset that fails its waiters.
+fn end_round(fields: &mut BarrierFields, reset: bool) {
+    fields.count = 0;
+    fields.generation = fields.generation.wrapping_add(1);
+    fields.endings = fields.endings << 1 | u64::from(reset);
+}
+
 fn broken(why: impl Into<String>) -> Error {
     Error::new(Kind::BrokenBarrier(why.into()))
 }
@@ -1129,8 +1140,7 @@ impl Barrier {
         let index = fields.count as usize;
         fields.count += 1;
         if fields.count == fields.parties {
-            fields.count = 0;
-            fields.generation = fields.generation.wrapping_add(1);
+            end_round(fields, false);
             drop(guard);
             self.signal().notify_all();
             return Ok(index);
@@ -1145,6 +1155,12 @@ impl Barrier {
             let dead = Holders::of(&self.inner.shm, guard.get()).dead();
             let fields = guard.fields();
             if fields.generation != generation {
+                // Rounds that ended since this one: a waiter so late that 64 did cannot tell,
+                // and takes the common case, a pass.
+                let since = fields.generation.wrapping_sub(generation);
+                if since <= 64 && fields.endings >> (since - 1) & 1 == 1 {
+                    return Err(broken("it was reset while this wait was in progress"));
+                }
                 return Ok(index);
             }
             let why = if fields.broken {
@@ -1185,6 +1201,36 @@ impl Barrier {
             fields.fields().broken = true;
         }
         self.signal().notify_all();
+    }
+
+    /// Returns the barrier to its first state, Python's `reset`: not broken, nobody waiting.
+    /// Callers waiting now get a broken-barrier error; later ones wait for a new round. Use it
+    /// after [`abort`](Barrier::abort), a timeout or a party's death, once the parties agree
+    /// to meet again.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let barrier = mp_runtime::Barrier::new(2).unwrap();
+    /// barrier.abort();
+    /// assert!(barrier.wait().unwrap_err().is_broken_barrier());
+    /// barrier.reset().unwrap();
+    /// assert_eq!(barrier.is_broken().unwrap(), false);
+    /// let sum = std::thread::scope(|s| {
+    ///     let other = s.spawn(|| barrier.wait().unwrap());
+    ///     barrier.wait().unwrap() + other.join().unwrap()
+    /// });
+    /// assert_eq!(sum, 1); // indices 0 and 1: the round passed
+    /// ```
+    pub fn reset(&self) -> Result<()> {
+        let mut guard = self.lock()?;
+        let fields = guard.fields();
+        // The count may include parties that died waiting: it starts again from nobody.
+        fields.broken = false;
+        end_round(fields, true);
+        drop(guard);
+        self.signal().notify_all();
+        Ok(())
     }
 
     /// Whether the barrier is broken.

@@ -239,6 +239,8 @@ fn write_all_now(fd: i32, mut bytes: &[u8], socket: bool) -> bool {
         };
         if sent > 0 {
             bytes = &bytes[sent as usize..];
+            // A reader that makes progress is waited for; only a stalled one is given up on.
+            waits = 0;
             continue;
         }
         let error = io::Error::last_os_error().raw_os_error();
@@ -286,6 +288,24 @@ extern "C" fn on_fault(signal: libc::c_int, info: *mut libc::siginfo_t, _: *mut 
             libc::raise(signal);
         }
     }
+}
+
+/// For a death the caller sees coming (a panic about to abort the process): disarms the last
+/// words armed by [`with_last_words`] and sends `words(times)` in their place on the same
+/// socket, where `times` is the count they were armed with. Ordinary code, not a signal
+/// handler, so `words` may allocate. Returns whether words were armed and all sent.
+pub(crate) fn say_last_words(words: impl FnOnce(usize) -> Vec<u8>) -> bool {
+    // Armed only on the main thread: elsewhere, `with_last_words`'s call may already be over.
+    if !crate::sys::process::is_main_thread() {
+        return false;
+    }
+    let socket = LAST_SOCKET.swap(-1, Ordering::SeqCst);
+    if socket < 0 {
+        return false;
+    }
+    // The socket stays open while armed: `with_last_words` borrows it for the whole call,
+    // which is still running (this is called from inside it, on its thread).
+    write_all_now(socket, &words(LAST_TIMES.load(Ordering::Relaxed)), true)
 }
 
 /// Sends the armed last words, if any.

@@ -331,11 +331,12 @@ fn error_of(record: &[u8], function: &str) -> Option<Error> {
     };
     let error = match tag {
         VALUE => return None,
-        PANIC => match codec::decode::<(String, String)>(payload) {
-            Ok((message, location)) => Error::new(Kind::Panic {
+        PANIC => match codec::decode::<(String, String, Option<String>)>(payload) {
+            Ok((message, location, backtrace)) => Error::new(Kind::Panic {
                 function: function.to_string(),
                 message,
                 location: Location::parse(&location),
+                backtrace,
             }),
             Err(error) => error,
         },
