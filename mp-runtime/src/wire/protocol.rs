@@ -275,6 +275,8 @@ fn user_code<T>(function: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
             function: function.to_string(),
             message,
             location,
+            // In this process: the caller's own backtrace, if wanted, is the panic hook's.
+            backtrace: None,
         }))
     })
 }
