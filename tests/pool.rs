@@ -653,3 +653,156 @@ fn slow_tasks_after_quick_ones_spread_over_every_worker() {
     assert_eq!(per_worker.len(), 4, "{per_worker:?}");
     assert!(per_worker.values().all(|&n| n <= 3), "{per_worker:?}");
 }
+
+// Issue 14 §3: per-task time limits (pebble's `schedule(timeout=)`).
+#[test]
+fn a_task_over_the_pools_time_limit_fails_alone_and_its_worker_is_replaced() {
+    let limit = Duration::from_secs(1);
+    let pool = Pool::builder()
+        .processes(2)
+        .task_timeout(limit)
+        .build()
+        .unwrap();
+    let before: HashSet<u32> = pool.map(pid_of, 0..20).unwrap().into_iter().collect();
+    let results: Vec<_> = pool.imap(sleep_for, [5, 120_000, 10, 15, 20]).collect();
+    let err = results[1].as_ref().unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert!(err.to_string().contains("1s"), "the limit is named: {err}");
+    assert!(err.to_string().contains("sleep_for"), "{err}");
+    let others: Vec<u64> = [0, 2, 3, 4]
+        .iter()
+        .map(|&i| *results[i].as_ref().unwrap())
+        .collect();
+    assert_eq!(others, [5, 10, 15, 20]);
+    // A map of many inputs goes one input per task and each has the limit.
+    assert_eq!(pool.map(sleep_for, vec![1; 50]).unwrap(), vec![1; 50]);
+    let after: HashSet<u32> = pool.map(pid_of, 0..20).unwrap().into_iter().collect();
+    assert_eq!(after.len(), 2);
+    assert_eq!(
+        before.intersection(&after).count(),
+        1,
+        "the worker that ran over was replaced, the other kept: {before:?} {after:?}"
+    );
+}
+
+#[test]
+fn a_per_call_time_limit_kills_only_its_task_and_not_those_queued_behind_it() {
+    let pool = Pool::new(1).unwrap();
+    // Quick tasks of the same function teach the worker to take several at a time, so the
+    // quick calls below wait in the worker behind the stuck one: they must run again elsewhere.
+    pool.map(sleep_for, vec![0; 200]).unwrap();
+    let stuck = pool.apply_async_timeout(sleep_for, (120_000,), Duration::from_millis(300));
+    let quick: Vec<_> = (0..20).map(|_| pool.apply_async(sleep_for, (0,))).collect();
+    let err = stuck.get_timeout(LONG).unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert!(err.to_string().contains("300ms"), "{err}");
+    for result in quick {
+        assert_eq!(result.get_timeout(LONG).unwrap(), 0);
+    }
+    // The limit counts from when the call starts running, not from when it was queued.
+    let ahead = pool.apply_async(sleep_for, (600,));
+    let behind = pool.apply_async_timeout(sleep_for, (1,), Duration::from_millis(400));
+    assert_eq!(ahead.get_timeout(LONG).unwrap(), 600);
+    assert_eq!(behind.get_timeout(LONG).unwrap(), 1);
+    // A per-call limit overrides the pool's.
+    let strict = Pool::builder()
+        .processes(1)
+        .task_timeout(Duration::from_millis(1))
+        .build()
+        .unwrap();
+    assert_eq!(
+        strict
+            .apply_timeout(sleep_for, (50,), Duration::from_secs(30))
+            .unwrap(),
+        50
+    );
+    assert!(strict.apply(sleep_for, (5_000,)).unwrap_err().is_timeout());
+}
+
+#[process_fn]
+fn byte_sum(bytes: Vec<u8>) -> u64 {
+    bytes.iter().map(|&b| u64::from(b)).sum()
+}
+
+#[process_fn]
+fn shout(text: String) -> String {
+    text.to_uppercase()
+}
+
+#[process_fn]
+fn repeat(text: String, times: usize) -> String {
+    text.repeat(times)
+}
+
+// Issue 14 §3: inputs by reference, as encoding needs only a reference.
+#[test]
+fn inputs_may_be_borrowed() {
+    let pool = Pool::new(2).unwrap();
+    let blobs: Vec<Vec<u8>> = (0..10u8).map(|n| vec![n; 100]).collect();
+    let sums: Vec<u64> = (0..10).map(|n| n * 100).collect();
+    assert_eq!(pool.map(byte_sum, &blobs).unwrap(), sums);
+    assert_eq!(pool.map(byte_sum, blobs.iter()).unwrap(), sums);
+    assert_eq!(pool.map_chunked(byte_sum, &blobs, 3).unwrap(), sums);
+    assert_eq!(pool.map_async(byte_sum, &blobs).get().unwrap(), sums);
+    let words: Vec<String> = ["ann", "bob"].map(String::from).to_vec();
+    let streamed: Vec<String> = pool.imap(shout, &words).map(Result::unwrap).collect();
+    assert_eq!(streamed, ["ANN", "BOB"]);
+    let mut unordered: Vec<String> = pool
+        .imap_unordered(shout, words.iter())
+        .map(Result::unwrap)
+        .collect();
+    unordered.sort();
+    assert_eq!(unordered, ["ANN", "BOB"]);
+    let pairs = vec![("ab".to_string(), 2), ("c".to_string(), 3)];
+    assert_eq!(pool.starmap(repeat, &pairs).unwrap(), ["abab", "ccc"]);
+    assert_eq!(
+        pool_map!(shout, &words, processes = 2).unwrap(),
+        ["ANN", "BOB"]
+    );
+    // The inputs are still ours.
+    assert_eq!(words.len() + blobs.len() + pairs.len(), 14);
+}
+
+// Issue 14 §3: an `IMap` knows how many results are to come, and waits with a bound.
+#[test]
+fn imap_has_an_exact_length_and_a_next_with_a_timeout() {
+    let pool = Pool::new(2).unwrap();
+    let inputs: Vec<u64> = (0..10).collect();
+    let mut squares = pool.imap_chunked(cube, &inputs, 3);
+    assert_eq!(squares.len(), 10);
+    squares.next().unwrap().unwrap();
+    assert_eq!(squares.len(), 9);
+    assert_eq!(squares.by_ref().count(), 9);
+    assert_eq!(squares.size_hint(), (0, Some(0)));
+    let filtered = pool.imap_unordered(cube, (0..10).filter(|x| x % 2 == 0));
+    assert_eq!(filtered.size_hint(), (0, Some(10)));
+    assert_eq!(filtered.count(), 5);
+
+    let mut naps = pool.imap(sleep_for, [400, 0]);
+    let err = naps.next_timeout(Duration::from_millis(1)).unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert_eq!(naps.len(), 2, "a timeout loses nothing");
+    let got: Vec<u64> = std::iter::from_fn(|| naps.next_timeout(LONG).unwrap())
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(got, [400, 0]);
+}
+
+// Issue 14 §3: progress of a `map_async`, for a progress bar.
+#[test]
+fn map_async_reports_its_progress() {
+    let pool = Pool::new(2).unwrap();
+    let pending = pool.map_async_chunked(sleep_for, vec![30; 12], 1);
+    let deadline = Instant::now() + LONG;
+    let mut last = 0;
+    while !pending.ready() && Instant::now() < deadline {
+        let (done, total) = pending.progress();
+        assert_eq!(total, 12);
+        assert!(done >= last && done <= total, "{done} after {last}");
+        last = done;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(pending.progress(), (12, 12));
+    assert_eq!(pending.get().unwrap(), vec![30; 12]);
+    assert_eq!(pool.apply_async(cube, (2,)).progress().1, 1);
+}

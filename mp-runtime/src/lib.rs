@@ -131,6 +131,7 @@ pub use ipc::sync::{
     Barrier, BoundedSemaphore, Condition, ConditionGuard, Event, Lock, LockGuard, RLock, Semaphore,
     SemaphoreGuard,
 };
+pub use macros::set_shared_pool_idle_timeout;
 pub use pool::{AsyncResult, IMap, Pool, PoolBuilder};
 pub use process::Process;
 pub use registry::ProcessFn;

@@ -68,6 +68,7 @@ pub(crate) fn serve_rank() -> i32 {
                                 seq as usize,
                                 sink.clone(),
                                 Arc::new(Control::default()),
+                                None,
                             );
                             // A task the pool refuses delivers the pool's closing error itself,
                             // as it is dropped.
