@@ -5,15 +5,12 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use mp_runtime::{pool_map, process_fn};
+use mp_support::is_running;
 
 #[process_fn]
 fn pid_after(ms: u64) -> u32 {
     std::thread::sleep(Duration::from_millis(ms));
     std::process::id()
-}
-
-fn running(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 #[test]
@@ -27,7 +24,7 @@ fn idle_shared_pools_are_retired_and_started_again() {
     assert!(first.iter().all(|&pid| pid != std::process::id()));
 
     let deadline = Instant::now() + Duration::from_secs(60);
-    while first.iter().any(|&pid| running(pid)) {
+    while first.iter().any(|&pid| is_running(pid)) {
         assert!(
             Instant::now() < deadline,
             "idle workers {first:?} still run"
@@ -40,7 +37,7 @@ fn idle_shared_pools_are_retired_and_started_again() {
         .into_iter()
         .collect();
     assert!(first.is_disjoint(&second), "{first:?} {second:?}");
-    assert!(second.iter().all(|&pid| running(pid)), "started again");
+    assert!(second.iter().all(|&pid| is_running(pid)), "started again");
 
     // Kept for the life of the program when asked.
     mp_runtime::set_shared_pool_idle_timeout(Duration::MAX);
@@ -49,5 +46,5 @@ fn idle_shared_pools_are_retired_and_started_again() {
         .into_iter()
         .collect();
     std::thread::sleep(Duration::from_millis(500));
-    assert!(third.iter().all(|&pid| running(pid)));
+    assert!(third.iter().all(|&pid| is_running(pid)));
 }
