@@ -263,6 +263,12 @@ impl<R> Process<R> {
         !self.child.has_exited()
     }
 
+    /// Whether [`join`](Process::join) would return without waiting: the result, or the end of
+    /// the channel (the child is gone), can be read, or it was read already.
+    pub(crate) fn result_ready(&self) -> bool {
+        self.channel.as_ref().is_none_or(Channel::readable_now)
+    }
+
     /// The exit code once the child has ended, as Python gives it: the code it exited with,
     /// or minus the number of the signal that ended it; `None` while it runs.
     ///

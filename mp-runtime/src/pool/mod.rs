@@ -7,6 +7,7 @@ pub(crate) mod rank;
 #[cfg(feature = "mpi")]
 mod remote;
 mod scheduler;
+mod wait;
 #[cfg(test)]
 mod wakeup_model;
 
@@ -20,6 +21,7 @@ use serde::Serialize;
 
 pub use async_result::AsyncResult;
 pub use imap::IMap;
+pub use wait::{Waitable, wait};
 
 use async_result::{Gather, Progress, Slot};
 use scheduler::{Control, Placement, Shared, Task, WorkerConfig, lock, wait_started};
