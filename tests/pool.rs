@@ -681,7 +681,12 @@ fn a_task_over_the_pools_time_limit_fails_alone_and_its_worker_is_replaced() {
         .task_timeout(limit)
         .build()
         .unwrap();
-    let before: HashSet<u32> = pool.map(pid_of, 0..20).unwrap().into_iter().collect();
+    // Slow tasks, so that each worker takes one.
+    let workers = |pool: &Pool| -> HashSet<u32> {
+        pool.map(slow_pid, 0..2).unwrap().into_iter().collect()
+    };
+    let before = workers(&pool);
+    assert_eq!(before.len(), 2);
     let results: Vec<_> = pool.imap(sleep_for, [5, 120_000, 10, 15, 20]).collect();
     let err = results[1].as_ref().unwrap_err();
     assert!(err.is_timeout(), "{err}");
@@ -694,7 +699,7 @@ fn a_task_over_the_pools_time_limit_fails_alone_and_its_worker_is_replaced() {
     assert_eq!(others, [5, 10, 15, 20]);
     // A map of many inputs goes one input per task and each has the limit.
     assert_eq!(pool.map(sleep_for, vec![1; 50]).unwrap(), vec![1; 50]);
-    let after: HashSet<u32> = pool.map(pid_of, 0..20).unwrap().into_iter().collect();
+    let after = workers(&pool);
     assert_eq!(after.len(), 2);
     assert_eq!(
         before.intersection(&after).count(),
