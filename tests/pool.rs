@@ -682,9 +682,8 @@ fn a_task_over_the_pools_time_limit_fails_alone_and_its_worker_is_replaced() {
         .build()
         .unwrap();
     // Slow tasks, so that each worker takes one.
-    let workers = |pool: &Pool| -> HashSet<u32> {
-        pool.map(slow_pid, 0..2).unwrap().into_iter().collect()
-    };
+    let workers =
+        |pool: &Pool| -> HashSet<u32> { pool.map(slow_pid, 0..2).unwrap().into_iter().collect() };
     let before = workers(&pool);
     assert_eq!(before.len(), 2);
     let results: Vec<_> = pool.imap(sleep_for, [5, 120_000, 10, 15, 20]).collect();
@@ -828,4 +827,25 @@ fn map_async_reports_its_progress() {
     assert_eq!(pending.progress(), (12, 12));
     assert_eq!(pending.get().unwrap(), vec![30; 12]);
     assert_eq!(pool.apply_async(cube, (2,)).progress().1, 1);
+}
+
+// A limit too far to reach is no limit, not an overflow.
+#[test]
+fn timeouts_of_duration_max_wait_as_long_as_it_takes() {
+    let pool = Pool::builder()
+        .processes(1)
+        .task_timeout(Duration::MAX)
+        .build()
+        .unwrap();
+    assert_eq!(pool.apply(sleep_for, (5,)).unwrap(), 5);
+    let pending = pool.apply_async_timeout(sleep_for, (5,), Duration::MAX);
+    assert!(pending.wait_timeout(Duration::MAX));
+    assert_eq!(pending.get_timeout(Duration::MAX).unwrap(), 5);
+    let mut naps = pool.imap(sleep_for, [5]);
+    assert_eq!(
+        naps.next_timeout(Duration::MAX).unwrap().unwrap().unwrap(),
+        5
+    );
+    let mut process = mp_runtime::spawn!(sleep_for, 5).unwrap();
+    assert_eq!(process.join_timeout(Duration::MAX).unwrap(), 5);
 }

@@ -139,7 +139,9 @@ impl<R: serde::de::DeserializeOwned> Process<R> {
     /// assert_eq!(p.join_timeout(Duration::from_secs(30)).unwrap(), 7);
     /// ```
     pub fn join_timeout(&mut self, timeout: Duration) -> Result<R> {
-        self.wait_result(Some((Instant::now() + timeout, timeout)))
+        // A timeout too long to reach (`Duration::MAX`) waits as `join` does.
+        let deadline = Instant::now().checked_add(timeout);
+        self.wait_result(deadline.map(|at| (at, timeout)))
     }
 
     /// Waits for the result until the deadline, if any (`timeout` is what it was set from).

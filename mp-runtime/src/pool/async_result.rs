@@ -286,7 +286,7 @@ impl<T> AsyncResult<T> {
     /// assert_eq!(result.get_timeout(Duration::from_secs(30)).unwrap(), 5);
     /// ```
     pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
-        if !self.slot.wait_until(Some(Instant::now() + timeout)) {
+        if !self.slot.wait_until(Instant::now().checked_add(timeout)) {
             return Err(Error::timeout(
                 "a task's result (it goes on: wait again, or cancel it)",
                 timeout,
@@ -334,7 +334,7 @@ impl<T> AsyncResult<T> {
     /// assert!(result.wait_timeout(Duration::from_secs(30)));
     /// ```
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        self.slot.wait_until(Some(Instant::now() + timeout))
+        self.slot.wait_until(Instant::now().checked_add(timeout))
     }
 
     /// Whether the work has finished (successfully or not, or was cancelled).

@@ -241,7 +241,7 @@ where
     /// assert!(naps.next_timeout(Duration::from_secs(30)).unwrap().is_none());
     /// ```
     pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<Result<R>>> {
-        self.next_until(Some(Instant::now() + timeout))
+        self.next_until(Instant::now().checked_add(timeout))
             .ok_or_else(|| Error::timeout("the next result of an imap", timeout))
     }
 

@@ -621,6 +621,10 @@ impl Pool {
     /// `Pool.map`. Inputs go to the workers in chunks of about `len / (4 * processes)`, at most
     /// 16,384 each.
     ///
+    /// The inputs may be owned or borrowed: `pool.map(f, &v)` and `pool.map(f, v.iter())` pass
+    /// `&T` where `f` takes a `T`, since only their encoding crosses to the workers. So may
+    /// those of every other map, `starmap` and [`pool_map!`](crate::pool_map).
+    ///
     /// If a call panics or its worker dies, `map` returns that error as soon as it is known and
     /// the rest of this map's queued chunks do not run; the pool stays usable.
     ///
@@ -635,11 +639,20 @@ impl Pool {
     ///     x
     /// }
     ///
+    /// #[process_fn]
+    /// fn count_words(text: String) -> usize {
+    ///     text.split_whitespace().count()
+    /// }
+    ///
     /// let pool = Pool::new(2).unwrap();
     /// assert_eq!(pool.map(check, 0..3).unwrap(), vec![0, 1, 2]);
     /// let err = pool.map(check, 0..5).unwrap_err();
     /// assert_eq!(err.panic_message(), Some("three is not allowed"));
     /// assert_eq!(pool.map(check, vec![7]).unwrap(), vec![7]); // still usable
+    ///
+    /// let texts = vec!["a b c".to_string(), "d e".to_string()];
+    /// assert_eq!(pool.map(count_words, &texts).unwrap(), vec![3, 2]); // borrowed
+    /// assert_eq!(texts.len(), 2); // still ours
     /// ```
     pub fn map<F, A, I>(&self, f: F, inputs: I) -> Result<Vec<F::Output>>
     where

@@ -637,7 +637,8 @@ impl Driver {
     /// retired.
     fn receive(&mut self, mut worker: Worker) -> Option<Worker> {
         let limit = self.in_flight.front().and_then(|task| task.timeout);
-        let deadline = limit.map(|limit| self.running_since + limit);
+        // A limit too far to reach (`Duration::MAX`) is none.
+        let deadline = limit.and_then(|limit| self.running_since.checked_add(limit));
         match (worker.child.recv(&mut worker.channel, deadline), limit) {
             (Received::Frame(frame), _) => self.answered(worker, frame),
             (Received::TimedOut, Some(limit)) => {
