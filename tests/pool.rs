@@ -675,7 +675,7 @@ fn slow_tasks_after_quick_ones_spread_over_every_worker() {
 // Issue 14 §3: per-task time limits (pebble's `schedule(timeout=)`).
 #[test]
 fn a_task_over_the_pools_time_limit_fails_alone_and_its_worker_is_replaced() {
-    let limit = Duration::from_secs(1);
+    let limit = Duration::from_secs(2);
     let pool = Pool::builder()
         .processes(2)
         .task_timeout(limit)
@@ -689,14 +689,14 @@ fn a_task_over_the_pools_time_limit_fails_alone_and_its_worker_is_replaced() {
     let results: Vec<_> = pool.imap(sleep_for, [5, 120_000, 10, 15, 20]).collect();
     let err = results[1].as_ref().unwrap_err();
     assert!(err.is_timeout(), "{err}");
-    assert!(err.to_string().contains("1s"), "the limit is named: {err}");
+    assert!(err.to_string().contains("2s"), "the limit is named: {err}");
     assert!(err.to_string().contains("sleep_for"), "{err}");
     let others: Vec<u64> = [0, 2, 3, 4]
         .iter()
         .map(|&i| *results[i].as_ref().unwrap())
         .collect();
     assert_eq!(others, [5, 10, 15, 20]);
-    // A map of many inputs goes one input per task and each has the limit.
+    // Maps within the limit run as before.
     assert_eq!(pool.map(sleep_for, vec![1; 50]).unwrap(), vec![1; 50]);
     let after = workers(&pool);
     assert_eq!(after.len(), 2);
@@ -704,6 +704,13 @@ fn a_task_over_the_pools_time_limit_fails_alone_and_its_worker_is_replaced() {
         before.intersection(&after).count(),
         1,
         "the worker that ran over was replaced, the other kept: {before:?} {after:?}"
+    );
+    // A chunk size asked for is taken as 1: the stuck input fails alone, not its chunk.
+    let chunked: Vec<_> = pool.imap_chunked(sleep_for, [1, 120_000, 2], 3).collect();
+    assert!(chunked[1].as_ref().unwrap_err().is_timeout());
+    assert_eq!(
+        (chunked[0].as_ref().ok(), chunked[2].as_ref().ok()),
+        (Some(&1), Some(&2))
     );
 }
 
@@ -722,9 +729,9 @@ fn a_per_call_time_limit_kills_only_its_task_and_not_those_queued_behind_it() {
         assert_eq!(result.get_timeout(LONG).unwrap(), 0);
     }
     // The limit counts from when the call starts running, not from when it was queued.
-    let ahead = pool.apply_async(sleep_for, (600,));
-    let behind = pool.apply_async_timeout(sleep_for, (1,), Duration::from_millis(400));
-    assert_eq!(ahead.get_timeout(LONG).unwrap(), 600);
+    let ahead = pool.apply_async(sleep_for, (2_000,));
+    let behind = pool.apply_async_timeout(sleep_for, (1,), Duration::from_millis(1_500));
+    assert_eq!(ahead.get_timeout(LONG).unwrap(), 2_000);
     assert_eq!(behind.get_timeout(LONG).unwrap(), 1);
     // A per-call limit overrides the pool's.
     let strict = Pool::builder()
