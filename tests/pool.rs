@@ -606,8 +606,26 @@ fn retries_run_a_task_again_when_its_worker_dies() {
 
 #[process_fn]
 fn allocate_mib(mib: usize) -> usize {
+    if mib >= 1024 {
+        // Meant to fail: the allocator's last words (and, under RUST_BACKTRACE, a backtrace of
+        // a hundred lines) would look like a crash in the test's output.
+        silence_stderr();
+    }
     let block = vec![1u8; mib << 20];
     block.iter().map(|&b| b as usize).sum::<usize>() >> 20
+}
+
+/// Points this process's standard error at /dev/null.
+fn silence_stderr() {
+    use std::os::fd::AsRawFd;
+    let null = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .unwrap();
+    // SAFETY: both descriptors are open; fd 2 is replaced in place, so every handle to standard
+    // error stays valid and now writes to /dev/null.
+    let replaced = unsafe { libc::dup2(null.as_raw_fd(), libc::STDERR_FILENO) };
+    assert_eq!(replaced, libc::STDERR_FILENO);
 }
 
 #[test]
@@ -652,4 +670,189 @@ fn slow_tasks_after_quick_ones_spread_over_every_worker() {
     }
     assert_eq!(per_worker.len(), 4, "{per_worker:?}");
     assert!(per_worker.values().all(|&n| n <= 3), "{per_worker:?}");
+}
+
+// Issue 14 §3: per-task time limits (pebble's `schedule(timeout=)`).
+#[test]
+fn a_task_over_the_pools_time_limit_fails_alone_and_its_worker_is_replaced() {
+    let limit = Duration::from_secs(2);
+    let pool = Pool::builder()
+        .processes(2)
+        .task_timeout(limit)
+        .build()
+        .unwrap();
+    // Slow tasks, so that each worker takes one.
+    let workers =
+        |pool: &Pool| -> HashSet<u32> { pool.map(slow_pid, 0..2).unwrap().into_iter().collect() };
+    let before = workers(&pool);
+    assert_eq!(before.len(), 2);
+    let results: Vec<_> = pool.imap(sleep_for, [5, 120_000, 10, 15, 20]).collect();
+    let err = results[1].as_ref().unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert!(err.to_string().contains("2s"), "the limit is named: {err}");
+    assert!(err.to_string().contains("sleep_for"), "{err}");
+    let others: Vec<u64> = [0, 2, 3, 4]
+        .iter()
+        .map(|&i| *results[i].as_ref().unwrap())
+        .collect();
+    assert_eq!(others, [5, 10, 15, 20]);
+    // Maps within the limit run as before.
+    assert_eq!(pool.map(sleep_for, vec![1; 50]).unwrap(), vec![1; 50]);
+    let after = workers(&pool);
+    assert_eq!(after.len(), 2);
+    assert_eq!(
+        before.intersection(&after).count(),
+        1,
+        "the worker that ran over was replaced, the other kept: {before:?} {after:?}"
+    );
+    // A chunk size asked for is taken as 1: the stuck input fails alone, not its chunk.
+    let chunked: Vec<_> = pool.imap_chunked(sleep_for, [1, 120_000, 2], 3).collect();
+    assert!(chunked[1].as_ref().unwrap_err().is_timeout());
+    assert_eq!(
+        (chunked[0].as_ref().ok(), chunked[2].as_ref().ok()),
+        (Some(&1), Some(&2))
+    );
+}
+
+#[test]
+fn a_per_call_time_limit_kills_only_its_task_and_not_those_queued_behind_it() {
+    let pool = Pool::new(1).unwrap();
+    // Quick tasks of the same function teach the worker to take several at a time, so the
+    // quick calls below wait in the worker behind the stuck one: they must run again elsewhere.
+    pool.map(sleep_for, vec![0; 200]).unwrap();
+    let stuck = pool.apply_async_timeout(sleep_for, (120_000,), Duration::from_millis(300));
+    let quick: Vec<_> = (0..20).map(|_| pool.apply_async(sleep_for, (0,))).collect();
+    let err = stuck.get_timeout(LONG).unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert!(err.to_string().contains("300ms"), "{err}");
+    for result in quick {
+        assert_eq!(result.get_timeout(LONG).unwrap(), 0);
+    }
+    // The limit counts from when the call starts running, not from when it was queued.
+    let ahead = pool.apply_async(sleep_for, (2_000,));
+    let behind = pool.apply_async_timeout(sleep_for, (1,), Duration::from_millis(1_500));
+    assert_eq!(ahead.get_timeout(LONG).unwrap(), 2_000);
+    assert_eq!(behind.get_timeout(LONG).unwrap(), 1);
+    // A per-call limit overrides the pool's.
+    let strict = Pool::builder()
+        .processes(1)
+        .task_timeout(Duration::from_millis(1))
+        .build()
+        .unwrap();
+    assert_eq!(
+        strict
+            .apply_timeout(sleep_for, (50,), Duration::from_secs(30))
+            .unwrap(),
+        50
+    );
+    assert!(strict.apply(sleep_for, (5_000,)).unwrap_err().is_timeout());
+}
+
+#[process_fn]
+fn byte_sum(bytes: Vec<u8>) -> u64 {
+    bytes.iter().map(|&b| u64::from(b)).sum()
+}
+
+#[process_fn]
+fn shout(text: String) -> String {
+    text.to_uppercase()
+}
+
+#[process_fn]
+fn repeat(text: String, times: usize) -> String {
+    text.repeat(times)
+}
+
+// Issue 14 §3: inputs by reference, as encoding needs only a reference.
+#[test]
+fn inputs_may_be_borrowed() {
+    let pool = Pool::new(2).unwrap();
+    let blobs: Vec<Vec<u8>> = (0..10u8).map(|n| vec![n; 100]).collect();
+    let sums: Vec<u64> = (0..10).map(|n| n * 100).collect();
+    assert_eq!(pool.map(byte_sum, &blobs).unwrap(), sums);
+    assert_eq!(pool.map(byte_sum, blobs.iter()).unwrap(), sums);
+    assert_eq!(pool.map_chunked(byte_sum, &blobs, 3).unwrap(), sums);
+    assert_eq!(pool.map_async(byte_sum, &blobs).get().unwrap(), sums);
+    let words: Vec<String> = ["ann", "bob"].map(String::from).to_vec();
+    let streamed: Vec<String> = pool.imap(shout, &words).map(Result::unwrap).collect();
+    assert_eq!(streamed, ["ANN", "BOB"]);
+    let mut unordered: Vec<String> = pool
+        .imap_unordered(shout, words.iter())
+        .map(Result::unwrap)
+        .collect();
+    unordered.sort();
+    assert_eq!(unordered, ["ANN", "BOB"]);
+    let pairs = vec![("ab".to_string(), 2), ("c".to_string(), 3)];
+    assert_eq!(pool.starmap(repeat, &pairs).unwrap(), ["abab", "ccc"]);
+    assert_eq!(
+        pool_map!(shout, &words, processes = 2).unwrap(),
+        ["ANN", "BOB"]
+    );
+    // The inputs are still ours.
+    assert_eq!(words.len() + blobs.len() + pairs.len(), 14);
+}
+
+// Issue 14 §3: an `IMap` knows how many results are to come, and waits with a bound.
+#[test]
+fn imap_has_an_exact_length_and_a_next_with_a_timeout() {
+    let pool = Pool::new(2).unwrap();
+    let inputs: Vec<u64> = (0..10).collect();
+    let mut squares = pool.imap_chunked(cube, &inputs, 3);
+    assert_eq!(squares.len(), 10);
+    squares.next().unwrap().unwrap();
+    assert_eq!(squares.len(), 9);
+    assert_eq!(squares.by_ref().count(), 9);
+    assert_eq!(squares.size_hint(), (0, Some(0)));
+    let filtered = pool.imap_unordered(cube, (0..10).filter(|x| x % 2 == 0));
+    assert_eq!(filtered.size_hint(), (0, Some(10)));
+    assert_eq!(filtered.count(), 5);
+
+    let mut naps = pool.imap(sleep_for, [400, 0]);
+    let err = naps.next_timeout(Duration::from_millis(1)).unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert_eq!(naps.len(), 2, "a timeout loses nothing");
+    let got: Vec<u64> = std::iter::from_fn(|| naps.next_timeout(LONG).unwrap())
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(got, [400, 0]);
+}
+
+// Issue 14 §3: progress of a `map_async`, for a progress bar.
+#[test]
+fn map_async_reports_its_progress() {
+    let pool = Pool::new(2).unwrap();
+    let pending = pool.map_async_chunked(sleep_for, vec![30; 12], 1);
+    let deadline = Instant::now() + LONG;
+    let mut last = 0;
+    while !pending.ready() && Instant::now() < deadline {
+        let (done, total) = pending.progress();
+        assert_eq!(total, 12);
+        assert!(done >= last && done <= total, "{done} after {last}");
+        last = done;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(pending.progress(), (12, 12));
+    assert_eq!(pending.get().unwrap(), vec![30; 12]);
+    assert_eq!(pool.apply_async(cube, (2,)).progress().1, 1);
+}
+
+// A limit too far to reach is no limit, not an overflow.
+#[test]
+fn timeouts_of_duration_max_wait_as_long_as_it_takes() {
+    let pool = Pool::builder()
+        .processes(1)
+        .task_timeout(Duration::MAX)
+        .build()
+        .unwrap();
+    assert_eq!(pool.apply(sleep_for, (5,)).unwrap(), 5);
+    let pending = pool.apply_async_timeout(sleep_for, (5,), Duration::MAX);
+    assert!(pending.wait_timeout(Duration::MAX));
+    assert_eq!(pending.get_timeout(Duration::MAX).unwrap(), 5);
+    let mut naps = pool.imap(sleep_for, [5]);
+    assert_eq!(
+        naps.next_timeout(Duration::MAX).unwrap().unwrap().unwrap(),
+        5
+    );
+    let mut process = mp_runtime::spawn!(sleep_for, 5).unwrap();
+    assert_eq!(process.join_timeout(Duration::MAX).unwrap(), 5);
 }

@@ -39,8 +39,14 @@
 //!
 //! [`Pool`] keeps worker processes alive and hands them work: [`Pool::map`], [`Pool::imap`],
 //! [`Pool::imap_unordered`], [`Pool::starmap`], [`Pool::apply`], [`Pool::apply_async`],
-//! [`Pool::map_async`], with [`AsyncResult`] to wait on (or `.await`). [`pool_map!`] maps on a
-//! pool shared by the whole program.
+//! [`Pool::map_async`], with [`AsyncResult`] to wait on (or `.await`, or follow with
+//! [`AsyncResult::progress`]). Inputs may be owned or borrowed (`pool.map(f, &v)`); an
+//! [`IMap`] knows its length for progress bars and has [`IMap::next_timeout`]. A task may be
+//! given a time limit ([`PoolBuilder::task_timeout`], [`Pool::apply_timeout`]): past it, its
+//! worker is killed and replaced and the task fails with [`Error::is_timeout`]. [`pool_map!`]
+//! maps on a pool shared by the whole program, whose workers exit after a while unused
+//! ([`set_shared_pool_idle_timeout`]). [`wait`] waits on several [`Connection`]s,
+//! [`Process`]es and [`AsyncResult`]s at once.
 //!
 //! # Communication
 //!
@@ -193,7 +199,8 @@ pub use ipc::sync::{
     Barrier, BoundedSemaphore, Condition, ConditionGuard, Event, Lock, LockGuard, RLock, Semaphore,
     SemaphoreGuard,
 };
-pub use pool::{AsyncResult, IMap, Pool, PoolBuilder};
+pub use macros::set_shared_pool_idle_timeout;
+pub use pool::{AsyncResult, IMap, Pool, PoolBuilder, Waitable, wait};
 pub use process::Process;
 pub use registry::ProcessFn;
 pub use spawn::{StartMethod, get_start_method, set_start_method};

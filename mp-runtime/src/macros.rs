@@ -1,8 +1,10 @@
 //! The one-line forms: [`spawn!`](crate::spawn) and [`pool_map!`](crate::pool_map), and the
 //! shared pools behind `pool_map!`.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::borrow::Borrow;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -50,8 +52,10 @@ macro_rules! spawn {
 /// `n`.
 ///
 /// Returns `mp_runtime::Result<Vec<R>>` in input order, as [`Pool::map`](crate::Pool::map).
-/// The pool of each size is started on first use and kept for the life of the program, so
-/// calling `pool_map!` in a loop does not start new processes each time.
+/// The inputs may be owned or borrowed (`&v`, `v.iter()`). The pool of each size is started on
+/// first use and kept while it is used, so calling `pool_map!` in a loop does not start new
+/// processes each time; after 300 seconds unused its workers exit, and the next call starts
+/// them again (see [`set_shared_pool_idle_timeout`](crate::set_shared_pool_idle_timeout)).
 ///
 /// # Examples
 ///
@@ -80,21 +84,152 @@ macro_rules! pool_map {
 pub fn pool_map<F, A, I>(f: F, inputs: I, processes: Option<usize>) -> Result<Vec<F::Output>>
 where
     F: ProcessFn<(A,)>,
-    I: IntoIterator<Item = A>,
+    I: IntoIterator,
+    I::Item: Borrow<A>,
     A: Serialize,
 {
-    shared_pool(processes.unwrap_or_else(crate::context::cpu_count))?.map(f, inputs)
+    let processes = processes.unwrap_or_else(crate::context::cpu_count);
+    let pool = shared_pool(processes)?;
+    let result = pool.map(f, inputs);
+    // Idle from now: the retirer counts its idle time from here, not from the start of a
+    // long map.
+    let mut pools = lock(&POOLS);
+    if let Some(shared) = pools.pools.get_mut(&processes) {
+        shared.last_used = Instant::now();
+    }
+    drop(pools);
+    drop(pool);
+    CHANGED.notify_all();
+    result
 }
 
-/// The program-wide pool of `processes` workers, started on first use.
+/// How long a shared pool may go unused before its workers are retired, as loky's reusable
+/// executor does (also 300 s there).
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The pools `pool_map!` uses, by size, and when they retire.
+struct SharedPools {
+    pools: BTreeMap<usize, SharedPool>,
+    idle_timeout: Duration,
+    /// Whether the thread that retires idle pools is running.
+    retirer: bool,
+}
+
+struct SharedPool {
+    pool: Arc<Pool>,
+    last_used: Instant,
+}
+
+static POOLS: Mutex<SharedPools> = Mutex::new(SharedPools {
+    pools: BTreeMap::new(),
+    idle_timeout: DEFAULT_IDLE_TIMEOUT,
+    retirer: false,
+});
+
+/// Signalled when a shared pool is used or the idle timeout changes: the retirer looks again.
+static CHANGED: Condvar = Condvar::new();
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Sets how long the shared pools behind [`pool_map!`](crate::pool_map) may sit unused before
+/// their workers exit; the next `pool_map!` of that size starts them again. By default 300
+/// seconds, as loky's reusable executor, so that a long-running program that called
+/// `pool_map!` once does not keep its workers forever while a loop of calls reuses them.
+/// `Duration::MAX` keeps them for the life of the program. Pools you build yourself are not
+/// affected.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use mp_runtime::{pool_map, process_fn};
+///
+/// #[process_fn]
+/// fn double(x: u32) -> u32 {
+///     x * 2
+/// }
+///
+/// mp_runtime::set_shared_pool_idle_timeout(Duration::from_millis(50));
+/// assert_eq!(pool_map!(double, [1, 2], processes = 1).unwrap(), [2, 4]);
+/// std::thread::sleep(Duration::from_millis(200)); // the pool's worker exits meanwhile
+/// assert_eq!(pool_map!(double, [3], processes = 1).unwrap(), [6]); // and starts again
+/// ```
+pub fn set_shared_pool_idle_timeout(timeout: Duration) {
+    lock(&POOLS).idle_timeout = timeout;
+    CHANGED.notify_all();
+}
+
+/// The program-wide pool of `processes` workers, started on first use (again after it was
+/// retired).
 fn shared_pool(processes: usize) -> Result<Arc<Pool>> {
-    static POOLS: Mutex<Option<HashMap<usize, Arc<Pool>>>> = Mutex::new(None);
-    let mut pools = POOLS.lock().unwrap_or_else(PoisonError::into_inner);
-    let pools = pools.get_or_insert_with(HashMap::new);
-    if let Some(pool) = pools.get(&processes) {
-        return Ok(pool.clone());
+    let mut pools = lock(&POOLS);
+    let now = Instant::now();
+    if let Some(shared) = pools.pools.get_mut(&processes) {
+        shared.last_used = now;
+        return Ok(shared.pool.clone());
     }
     let pool = Arc::new(Pool::new(processes)?);
-    pools.insert(processes, pool.clone());
+    pools.pools.insert(
+        processes,
+        SharedPool {
+            pool: pool.clone(),
+            last_used: now,
+        },
+    );
+    if !pools.retirer {
+        // Without the thread the pools live as long as the program, as they did before idle
+        // pools were retired: nothing fails.
+        pools.retirer = std::thread::Builder::new()
+            .name("mp-shared-pool-retirer".into())
+            .spawn(retire_idle_pools)
+            .is_ok();
+    }
     Ok(pool)
+}
+
+/// Retires each shared pool that nobody is using once it has been unused for the idle timeout;
+/// ends when no shared pool is left (the next one starts it again).
+fn retire_idle_pools() {
+    let mut pools = lock(&POOLS);
+    loop {
+        if pools.pools.is_empty() {
+            pools.retirer = false;
+            return;
+        }
+        let now = Instant::now();
+        let timeout = pools.idle_timeout;
+        // A pool `pool_map!` holds (more than our reference) is in use, whatever its age.
+        let retire_at = |shared: &SharedPool| {
+            let unused = Arc::strong_count(&shared.pool) == 1;
+            unused
+                .then(|| shared.last_used.checked_add(timeout))
+                .flatten()
+        };
+        let idle: Vec<usize> = (pools.pools.iter())
+            .filter(|(_, shared)| retire_at(shared).is_some_and(|at| at <= now))
+            .map(|(&processes, _)| processes)
+            .collect();
+        if !idle.is_empty() {
+            let retired: Vec<SharedPool> = (idle.iter())
+                .filter_map(|processes| pools.pools.remove(processes))
+                .collect();
+            drop(pools);
+            for shared in retired {
+                // Idle workers exit when asked; dropping the pool then reaps them.
+                shared.pool.close();
+                let _ = shared.pool.join();
+            }
+            pools = lock(&POOLS);
+            continue;
+        }
+        // Until the next pool may be retired; a use or a new timeout wakes us to look again.
+        let next = pools.pools.values().filter_map(retire_at).min();
+        let wait = next.map_or(timeout, |at| at.saturating_duration_since(now));
+        pools = CHANGED
+            .wait_timeout(pools, wait)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
+    }
 }

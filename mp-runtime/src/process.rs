@@ -139,7 +139,9 @@ impl<R: serde::de::DeserializeOwned> Process<R> {
     /// assert_eq!(p.join_timeout(Duration::from_secs(30)).unwrap(), 7);
     /// ```
     pub fn join_timeout(&mut self, timeout: Duration) -> Result<R> {
-        self.wait_result(Some((Instant::now() + timeout, timeout)))
+        // A timeout too long to reach (`Duration::MAX`) waits as `join` does.
+        let deadline = Instant::now().checked_add(timeout);
+        self.wait_result(deadline.map(|at| (at, timeout)))
     }
 
     /// Waits for the result until the deadline, if any (`timeout` is what it was set from).
@@ -261,6 +263,12 @@ impl<R> Process<R> {
     /// ```
     pub fn is_alive(&mut self) -> bool {
         !self.child.has_exited()
+    }
+
+    /// Whether [`join`](Process::join) would return without waiting: the result, or the end of
+    /// the channel (the child is gone), can be read, or it was read already.
+    pub(crate) fn result_ready(&self) -> bool {
+        self.channel.as_ref().is_none_or(Channel::readable_now)
     }
 
     /// The exit code once the child has ended, as Python gives it: the code it exited with,

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -96,6 +97,21 @@ impl<T> Slot<T> {
     }
 }
 
+/// How many of a submission's calls have returned, of how many.
+pub(crate) struct Progress {
+    done: AtomicUsize,
+    total: usize,
+}
+
+impl Progress {
+    pub(crate) fn new(total: usize) -> Self {
+        Progress {
+            done: AtomicUsize::new(0),
+            total,
+        }
+    }
+}
+
 /// A sink that decodes the chunks of one submission as they arrive (on the pool's threads,
 /// while later chunks still run) and completes the slot with all values in order; the first
 /// failure completes it at once and the rest of the submission is skipped.
@@ -103,6 +119,7 @@ pub(crate) struct Gather<R, T> {
     parts: Mutex<GatherState<R>>,
     slot: Arc<Slot<T>>,
     control: Arc<Control>,
+    progress: Arc<Progress>,
     function: &'static str,
     /// Turns the values, in input order, into what the slot holds.
     finish: fn(Vec<R>) -> Result<T>,
@@ -119,6 +136,7 @@ impl<R: DeserializeOwned, T> Gather<R, T> {
         chunks: usize,
         slot: Arc<Slot<T>>,
         control: Arc<Control>,
+        progress: Arc<Progress>,
         function: &'static str,
         finish: fn(Vec<R>) -> Result<T>,
     ) -> Self {
@@ -129,6 +147,7 @@ impl<R: DeserializeOwned, T> Gather<R, T> {
             }),
             slot,
             control,
+            progress,
             function,
             finish,
         };
@@ -157,6 +176,9 @@ impl<R: DeserializeOwned + Send, T: Send> Sink for Gather<R, T> {
         };
         let mut parts = lock(&self.parts);
         if parts.chunks[index].is_none() {
+            self.progress
+                .done
+                .fetch_add(values.len(), Ordering::Relaxed);
             parts.chunks[index] = Some(values);
             parts.missing -= 1;
         }
@@ -199,14 +221,21 @@ impl<R: DeserializeOwned + Send, T: Send> Sink for Gather<R, T> {
 pub struct AsyncResult<T> {
     slot: Arc<Slot<T>>,
     control: Arc<Control>,
+    progress: Arc<Progress>,
     function: &'static str,
 }
 
 impl<T> AsyncResult<T> {
-    pub(crate) fn new(slot: Arc<Slot<T>>, control: Arc<Control>, function: &'static str) -> Self {
+    pub(crate) fn new(
+        slot: Arc<Slot<T>>,
+        control: Arc<Control>,
+        progress: Arc<Progress>,
+        function: &'static str,
+    ) -> Self {
         AsyncResult {
             slot,
             control,
+            progress,
             function,
         }
     }
@@ -257,7 +286,7 @@ impl<T> AsyncResult<T> {
     /// assert_eq!(result.get_timeout(Duration::from_secs(30)).unwrap(), 5);
     /// ```
     pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
-        if !self.slot.wait_until(Some(Instant::now() + timeout)) {
+        if !self.slot.wait_until(Instant::now().checked_add(timeout)) {
             return Err(Error::timeout(
                 "a task's result (it goes on: wait again, or cancel it)",
                 timeout,
@@ -305,7 +334,7 @@ impl<T> AsyncResult<T> {
     /// assert!(result.wait_timeout(Duration::from_secs(30)));
     /// ```
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        self.slot.wait_until(Some(Instant::now() + timeout))
+        self.slot.wait_until(Instant::now().checked_add(timeout))
     }
 
     /// Whether the work has finished (successfully or not, or was cancelled).
@@ -355,6 +384,34 @@ impl<T> AsyncResult<T> {
     /// ```
     pub fn successful(&self) -> bool {
         self.slot.succeeded()
+    }
+
+    /// How many of the calls have returned so far, and how many there are in all: `(done,
+    /// total)`, for a progress bar over a [`map_async`](crate::Pool::map_async) (an
+    /// [`apply_async`](crate::Pool::apply_async) is one call). Calls are counted as their chunk
+    /// comes back; a call that failed is not counted, and the result is then ready at once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, Pool};
+    ///
+    /// #[process_fn]
+    /// fn double(x: u32) -> u32 {
+    ///     x * 2
+    /// }
+    ///
+    /// let pool = Pool::new(2).unwrap();
+    /// let pending = pool.map_async_chunked(double, 0..10, 3);
+    /// let (done, total) = pending.progress();
+    /// assert!(done <= total);
+    /// assert_eq!(total, 10);
+    /// pending.wait();
+    /// assert_eq!(pending.progress(), (10, 10));
+    /// ```
+    pub fn progress(&self) -> (usize, usize) {
+        let done = self.progress.done.load(Ordering::Relaxed);
+        (done.min(self.progress.total), self.progress.total)
     }
 
     /// Cancels the work: calls still queued never run, and a worker running one is killed and

@@ -2,10 +2,11 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::marker::PhantomData;
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::scheduler::{Control, Raw, Shared, Sink, Task};
@@ -30,6 +31,11 @@ impl Sink for Stream {
 /// so an endless input works, and the first results arrive while later ones compute. Dropping
 /// it drops what it had queued.
 ///
+/// Its [`size_hint`](Iterator::size_hint) counts the results still to come, exactly when the
+/// input's does, and it is an [`ExactSizeIterator`] when the input is one, so progress bars
+/// (indicatif's `.progress()`) know the length. [`next_timeout`](IMap::next_timeout) waits
+/// for the next result at most so long, as Python's `IMapIterator.next(timeout)`.
+///
 /// # Examples
 ///
 /// ```
@@ -44,12 +50,14 @@ impl Sink for Stream {
 /// let first: Vec<u64> = pool.imap(square, 1..).take(4).map(|r| r.unwrap()).collect();
 /// assert_eq!(first, [1, 4, 9, 16]);
 /// ```
-pub struct IMap<'pool, I, R> {
+pub struct IMap<'pool, I: Iterator, R> {
     /// The queue and workers of the pool it maps over.
     pool: &'pool Shared,
     /// The function, or `None` when it could not be looked up (the error is then in `ready`).
     function: Option<&'static Entry>,
     inputs: I,
+    /// Encodes a chunk of inputs as calls of the function with the given id.
+    encode: fn(&str, &[I::Item]) -> Result<Args>,
     inputs_done: bool,
     chunksize: usize,
     ordered: bool,
@@ -61,6 +69,10 @@ pub struct IMap<'pool, I, R> {
     next_chunk: usize,
     /// How many inputs each chunk in flight holds.
     sizes: HashMap<usize, usize>,
+    /// How many inputs the chunks in flight hold together.
+    in_flight_items: usize,
+    /// How many results the finished chunks in `waiting` hold together.
+    waiting_items: usize,
     /// Finished chunks waiting for their turn, when ordered.
     waiting: HashMap<usize, Vec<Result<R>>>,
     ready: VecDeque<Result<R>>,
@@ -70,10 +82,9 @@ pub struct IMap<'pool, I, R> {
     output: PhantomData<fn() -> R>,
 }
 
-impl<'pool, I, A, R> IMap<'pool, I, R>
+impl<'pool, I, R> IMap<'pool, I, R>
 where
-    I: Iterator<Item = A>,
-    A: Serialize,
+    I: Iterator,
     R: DeserializeOwned,
 {
     pub(crate) fn new(
@@ -83,6 +94,7 @@ where
         inputs: I,
         chunksize: usize,
         ordered: bool,
+        encode: fn(&str, &[I::Item]) -> Result<Args>,
     ) -> Self {
         let (sender, results) = mpsc::channel();
         let (function, ready) = match function {
@@ -94,7 +106,12 @@ where
             inputs_done: function.is_none(),
             function,
             inputs,
-            chunksize: chunksize.max(1),
+            encode,
+            // A time limit is per call: a call stuck in a chunk would fail the chunk's others.
+            chunksize: match pool.config.task_timeout {
+                Some(_) => 1,
+                None => chunksize.max(1),
+            },
             ordered,
             // Enough chunks per worker to keep its pipeline full (short tasks are sent several
             // at a time) and more queued behind it, so that a driver refilling the pipeline finds
@@ -105,6 +122,8 @@ where
             received: 0,
             next_chunk: 0,
             sizes: HashMap::new(),
+            in_flight_items: 0,
+            waiting_items: 0,
             waiting: HashMap::new(),
             ready,
             results,
@@ -120,7 +139,7 @@ where
             return;
         };
         while !self.inputs_done && self.submitted - self.received < self.max_in_flight {
-            let chunk: Vec<A> = self.inputs.by_ref().take(self.chunksize).collect();
+            let chunk: Vec<I::Item> = self.inputs.by_ref().take(self.chunksize).collect();
             let taken = chunk.len();
             if taken < self.chunksize {
                 self.inputs_done = true;
@@ -131,7 +150,8 @@ where
             let index = self.submitted;
             self.submitted += 1;
             self.sizes.insert(index, taken);
-            let args = match Args::encode(function.id, chunk.iter().map(|input| (input,))) {
+            self.in_flight_items += taken;
+            let args = match (self.encode)(function.id, &chunk) {
                 Ok(args) => args,
                 Err(error) => {
                     // Report inputs that cannot be encoded in their place, without running them.
@@ -145,6 +165,7 @@ where
                 index,
                 self.sink.clone(),
                 self.control.clone(),
+                self.pool.config.task_timeout,
             );
             if self.pool.submit([task]).is_err() {
                 // The refused task delivered the pool's closing error itself, as it dropped.
@@ -155,11 +176,14 @@ where
 
     fn accept(&mut self, index: usize, raw: Raw) {
         let items = self.sizes.remove(&index).unwrap_or(1);
+        self.in_flight_items -= items.min(self.in_flight_items);
         let function = self.function.map_or("", |entry| entry.path);
         let results = decode_chunk::<R>(raw, function, items);
         if self.ordered {
+            self.waiting_items += results.len();
             self.waiting.insert(index, results);
             while let Some(results) = self.waiting.remove(&self.next_chunk) {
+                self.waiting_items -= results.len();
                 self.ready.extend(results);
                 self.next_chunk += 1;
             }
@@ -187,41 +211,118 @@ pub(crate) fn decode_chunk<R: DeserializeOwned>(
     }
 }
 
-impl<I, A, R> Iterator for IMap<'_, I, R>
+impl<I, R> IMap<'_, I, R>
 where
-    I: Iterator<Item = A>,
-    A: Serialize,
+    I: Iterator,
+    R: DeserializeOwned,
+{
+    /// The next result, waiting for it at most `timeout`, as Python's
+    /// `IMapIterator.next(timeout)`: `Ok(None)` at the end, and an error whose
+    /// [`is_timeout`](Error::is_timeout) is true if nothing came in time. Nothing is lost on a
+    /// timeout: the work goes on, and the next call returns that result.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mp_runtime::{process_fn, Pool};
+    ///
+    /// #[process_fn]
+    /// fn nap(ms: u64) -> u64 {
+    ///     std::thread::sleep(Duration::from_millis(ms));
+    ///     ms
+    /// }
+    ///
+    /// let pool = Pool::new(1).unwrap();
+    /// let mut naps = pool.imap(nap, [300]);
+    /// assert!(naps.next_timeout(Duration::from_millis(1)).unwrap_err().is_timeout());
+    /// let first = naps.next_timeout(Duration::from_secs(30)).unwrap();
+    /// assert_eq!(first.unwrap().unwrap(), 300);
+    /// assert!(naps.next_timeout(Duration::from_secs(30)).unwrap().is_none());
+    /// ```
+    pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<Result<R>>> {
+        self.next_until(Instant::now().checked_add(timeout))
+            .ok_or_else(|| Error::timeout("the next result of an imap", timeout))
+    }
+
+    /// The next result (`Some(None)` at the end), or `None` if `deadline` passed first.
+    fn next_until(&mut self, deadline: Option<Instant>) -> Option<Option<Result<R>>> {
+        loop {
+            if let Some(result) = self.ready.pop_front() {
+                return Some(Some(result));
+            }
+            self.top_up();
+            if self.received == self.submitted {
+                return Some(None);
+            }
+            // Every submitted chunk is delivered exactly once, so this cannot wait forever.
+            let received = match deadline {
+                None => self
+                    .results
+                    .recv()
+                    .map_err(|_| RecvTimeoutError::Disconnected),
+                Some(deadline) => self
+                    .results
+                    .recv_timeout(deadline.saturating_duration_since(Instant::now())),
+            };
+            let (index, raw) = match received {
+                Ok(received) => received,
+                Err(RecvTimeoutError::Timeout) => return None,
+                Err(RecvTimeoutError::Disconnected) => {
+                    (self.received, Err(Error::protocol("the pool went away")))
+                }
+            };
+            self.received += 1;
+            self.accept(index, raw);
+        }
+    }
+
+    /// How many results are still to come, of the inputs already read.
+    fn pending(&self) -> usize {
+        self.ready.len() + self.waiting_items + self.in_flight_items
+    }
+}
+
+impl<I, R> Iterator for IMap<'_, I, R>
+where
+    I: Iterator,
     R: DeserializeOwned,
 {
     type Item = Result<R>;
 
     fn next(&mut self) -> Option<Result<R>> {
-        loop {
-            if let Some(result) = self.ready.pop_front() {
-                return Some(result);
-            }
-            self.top_up();
-            if self.received == self.submitted {
-                return None;
-            }
-            // Every submitted chunk is delivered exactly once, so this cannot wait forever.
-            let (index, raw) = self
-                .results
-                .recv()
-                .unwrap_or_else(|_| (self.received, Err(Error::protocol("the pool went away"))));
-            self.received += 1;
-            self.accept(index, raw);
+        self.next_until(None).flatten()
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let pending = self.pending();
+        if self.inputs_done {
+            return (pending, Some(pending));
         }
+        let (low, high) = self.inputs.size_hint();
+        (
+            pending.saturating_add(low),
+            high.and_then(|high| high.checked_add(pending)),
+        )
     }
 }
 
-impl<I, R> Drop for IMap<'_, I, R> {
+/// One result per input: exact as long as the pool takes the work (a pool closed under it ends
+/// the iterator early).
+impl<I, R> ExactSizeIterator for IMap<'_, I, R>
+where
+    I: ExactSizeIterator,
+    R: DeserializeOwned,
+{
+}
+
+impl<I: Iterator, R> Drop for IMap<'_, I, R> {
     fn drop(&mut self) {
         self.control.skip_queued();
     }
 }
 
-impl<I, R> std::fmt::Debug for IMap<'_, I, R> {
+impl<I: Iterator, R> std::fmt::Debug for IMap<'_, I, R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IMap")
             .field("function", &self.function.map(|entry| entry.path))

@@ -7,20 +7,23 @@ pub(crate) mod rank;
 #[cfg(feature = "mpi")]
 mod remote;
 mod scheduler;
+mod wait;
 #[cfg(test)]
 mod wakeup_model;
 
+use std::borrow::Borrow;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 pub use async_result::AsyncResult;
 pub use imap::IMap;
+pub use wait::{Waitable, wait};
 
-use async_result::{Gather, Slot};
+use async_result::{Gather, Progress, Slot};
 use scheduler::{Control, Placement, Shared, Task, WorkerConfig, lock, wait_started};
 
 use crate::error::{Error, Result};
@@ -84,6 +87,7 @@ pub struct PoolBuilder {
     max_tasks_per_child: Option<usize>,
     retries: u32,
     memory_limit: Option<u64>,
+    task_timeout: Option<Duration>,
     initializer: Option<Result<(&'static Entry, protocol::Args)>>,
     start_method: Option<StartMethod>,
     placement: Placement,
@@ -165,6 +169,43 @@ impl PoolBuilder {
     /// ```
     pub fn memory_limit(mut self, bytes: u64) -> Self {
         self.memory_limit = Some(bytes);
+        self
+    }
+
+    /// Gives each task at most `limit` to run, like pebble's `schedule(timeout=)`: a task still
+    /// running after that has its worker killed and replaced, and fails with an error whose
+    /// [`is_timeout`](Error::is_timeout) is true and that names the limit. Other tasks are not
+    /// disturbed: those queued behind it on that worker run on another.
+    ///
+    /// The limit is per call: with it, maps send each input as a task of its own (a chunk size
+    /// given to `map_chunked` or `imap_chunked` is then taken as 1), so a slow input fails
+    /// alone. [`Pool::apply_timeout`] and [`Pool::apply_async_timeout`] give one call a limit
+    /// of its own. Not for pools over MPI ranks: [`build`](PoolBuilder::build) then fails.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mp_runtime::{process_fn, Pool};
+    ///
+    /// #[process_fn]
+    /// fn nap(ms: u64) -> u64 {
+    ///     std::thread::sleep(Duration::from_millis(ms));
+    ///     ms
+    /// }
+    ///
+    /// let pool = Pool::builder()
+    ///     .processes(2)
+    ///     .task_timeout(Duration::from_secs(2))
+    ///     .build()
+    ///     .unwrap();
+    /// let naps: Vec<_> = pool.imap(nap, [1, 60_000, 2]).collect();
+    /// assert_eq!(naps[0].as_ref().unwrap(), &1);
+    /// assert!(naps[1].as_ref().unwrap_err().is_timeout());
+    /// assert_eq!(naps[2].as_ref().unwrap(), &2);
+    /// ```
+    pub fn task_timeout(mut self, limit: Duration) -> Self {
+        self.task_timeout = Some(limit);
         self
     }
 
@@ -310,12 +351,19 @@ impl PoolBuilder {
         }
         let initializer = self.initializer.take().transpose()?;
         let remote = on_other_ranks(self.placement)?;
+        if remote && self.task_timeout.is_some() {
+            return Err(Error::usage(
+                "`task_timeout` works on local pools only: the workers of an MPI pool are on \
+                 other ranks; call `local()` or leave the timeout out",
+            ));
+        }
         let shared = Arc::new(Shared::new(
             if remote { mpi_ranks() - 1 } else { processes },
             WorkerConfig {
                 max_tasks_per_child: self.max_tasks_per_child,
                 retries: self.retries,
                 memory_limit: self.memory_limit,
+                task_timeout: self.task_timeout,
                 initializer,
                 start_method: self
                     .start_method
@@ -415,6 +463,57 @@ fn only<R>(mut values: Vec<R>) -> Result<R> {
         .ok_or_else(|| Error::protocol("a worker answered a call with no outcome"))
 }
 
+/// How a submission is cut into tasks and encoded.
+struct Submission<X> {
+    /// Inputs per task; `None` for [`auto_chunksize`].
+    chunksize: Option<usize>,
+    /// The time limit of each task; `None` for the pool's.
+    timeout: Option<Duration>,
+    /// Encodes a chunk of inputs as calls of the function with the given id.
+    encode: fn(&str, &[X]) -> Result<protocol::Args>,
+}
+
+impl<X> Submission<X> {
+    fn new(encode: fn(&str, &[X]) -> Result<protocol::Args>) -> Self {
+        Submission {
+            chunksize: None,
+            timeout: None,
+            encode,
+        }
+    }
+
+    fn chunksize(self, chunksize: usize) -> Self {
+        Submission {
+            chunksize: Some(chunksize),
+            ..self
+        }
+    }
+
+    fn timeout(self, timeout: Duration) -> Self {
+        Submission {
+            timeout: Some(timeout),
+            ..self
+        }
+    }
+}
+
+/// Encodes inputs of a one-argument function, each owned or borrowed, as its argument tuples:
+/// a reference encodes as the value it points to.
+fn single_arguments<A: Serialize, X: Borrow<A>>(
+    function: &str,
+    chunk: &[X],
+) -> Result<protocol::Args> {
+    protocol::Args::encode(function, chunk.iter().map(|x| (x.borrow(),)))
+}
+
+/// Encodes argument tuples, each owned or borrowed.
+fn argument_tuples<Args: Serialize, X: Borrow<Args>>(
+    function: &str,
+    chunk: &[X],
+) -> Result<protocol::Args> {
+    protocol::Args::encode(function, chunk.iter().map(Borrow::borrow))
+}
+
 impl Pool {
     /// A pool of `processes` workers: `Pool::builder().processes(processes).build()`.
     ///
@@ -442,6 +541,7 @@ impl Pool {
             max_tasks_per_child: None,
             retries: 0,
             memory_limit: None,
+            task_timeout: None,
             initializer: None,
             start_method: None,
             placement: Placement::Auto,
@@ -460,87 +560,70 @@ impl Pool {
         self.processes
     }
 
-    /// Submits the argument tuples as chunks of `chunksize`; the result gathers them in order.
-    fn submit<F, Args>(
+    /// Submits the inputs in chunks of `chunksize` (of one under a time limit) for `f`, each
+    /// chunk queued as soon as it is encoded so that workers start while the rest are encoded;
+    /// the result gathers the values in input order and `finish` makes them what the caller
+    /// gets.
+    fn submit<F, Args, X, T>(
         &self,
         f: F,
-        inputs: impl IntoIterator<Item = Args>,
-        chunksize: Option<usize>,
-    ) -> AsyncResult<Vec<F::Output>>
-    where
-        F: ProcessFn<Args>,
-        Args: Serialize,
-    {
-        self.submit_with(f, inputs, chunksize, all::<F::Output>)
-    }
-
-    fn submit_with<F, Args, T>(
-        &self,
-        f: F,
-        inputs: impl IntoIterator<Item = Args>,
-        chunksize: Option<usize>,
+        inputs: impl IntoIterator<Item = X>,
+        how: Submission<X>,
         finish: fn(Vec<F::Output>) -> Result<T>,
     ) -> AsyncResult<T>
     where
         F: ProcessFn<Args>,
-        Args: Serialize,
         T: Send + 'static,
     {
         let slot = Arc::new(Slot::default());
         let control = Arc::new(Control::default());
+        let inputs: Vec<X> = inputs.into_iter().collect();
+        let progress = Arc::new(Progress::new(inputs.len()));
+        let timeout = how.timeout.or(self.shared.config.task_timeout);
+        let chunksize = match timeout {
+            // A time limit is per call: a call stuck in a chunk would fail the chunk's others.
+            Some(_) => 1,
+            None => how
+                .chunksize
+                .unwrap_or_else(|| auto_chunksize(inputs.len(), self.processes()))
+                .max(1),
+        };
         let (function, failure) = match registry::lookup(&f) {
-            Ok(entry) => (
-                entry.path,
-                self.enqueue(entry, inputs, chunksize, &slot, &control, finish)
-                    .err(),
-            ),
+            Ok(entry) => {
+                let sink = Arc::new(Gather::new(
+                    inputs.len().div_ceil(chunksize),
+                    slot.clone(),
+                    control.clone(),
+                    progress.clone(),
+                    entry.path,
+                    finish,
+                ));
+                let queued = inputs
+                    .chunks(chunksize)
+                    .enumerate()
+                    .try_for_each(|(index, chunk)| {
+                        let args = (how.encode)(entry.id, chunk)?;
+                        let task =
+                            Task::new(entry, args, index, sink.clone(), control.clone(), timeout);
+                        self.shared.submit([task])
+                    });
+                (entry.path, queued.err())
+            }
             Err(error) => (std::any::type_name::<F>(), Some(error)),
         };
         if let Some(error) = failure {
             slot.complete(Err(error));
         }
-        AsyncResult::new(slot, control, function)
-    }
-
-    /// Encodes the inputs chunk by chunk, each queued as soon as it is encoded so workers start
-    /// while the rest are encoded.
-    fn enqueue<Args: Serialize, R: DeserializeOwned + Send + 'static, T: Send + 'static>(
-        &self,
-        entry: &'static Entry,
-        inputs: impl IntoIterator<Item = Args>,
-        chunksize: Option<usize>,
-        slot: &Arc<Slot<T>>,
-        control: &Arc<Control>,
-        finish: fn(Vec<R>) -> Result<T>,
-    ) -> Result<()> {
-        let inputs: Vec<Args> = inputs.into_iter().collect();
-        let chunksize = chunksize
-            .unwrap_or_else(|| auto_chunksize(inputs.len(), self.processes()))
-            .max(1);
-        let chunks = inputs.len().div_ceil(chunksize);
-        let sink = Arc::new(Gather::new(
-            chunks,
-            slot.clone(),
-            control.clone(),
-            entry.path,
-            finish,
-        ));
-        for (index, chunk) in inputs.chunks(chunksize).enumerate() {
-            let task = Task::new(
-                entry,
-                protocol::Args::encode(entry.id, chunk)?,
-                index,
-                sink.clone(),
-                control.clone(),
-            );
-            self.shared.submit([task])?;
-        }
-        Ok(())
+        AsyncResult::new(slot, control, progress, function)
     }
 
     /// Calls `f(x)` for each input `x` and returns the results in input order, like Python's
     /// `Pool.map`. Inputs go to the workers in chunks of about `len / (4 * processes)`, at most
     /// 16,384 each.
+    ///
+    /// The inputs may be owned or borrowed: `pool.map(f, &v)` and `pool.map(f, v.iter())` pass
+    /// `&T` where `f` takes a `T`, since only their encoding crosses to the workers. So may
+    /// those of every other map, `starmap` and [`pool_map!`](crate::pool_map).
     ///
     /// If a call panics or its worker dies, `map` returns that error as soon as it is known and
     /// the rest of this map's queued chunks do not run; the pool stays usable.
@@ -556,16 +639,26 @@ impl Pool {
     ///     x
     /// }
     ///
+    /// #[process_fn]
+    /// fn count_words(text: String) -> usize {
+    ///     text.split_whitespace().count()
+    /// }
+    ///
     /// let pool = Pool::new(2).unwrap();
     /// assert_eq!(pool.map(check, 0..3).unwrap(), vec![0, 1, 2]);
     /// let err = pool.map(check, 0..5).unwrap_err();
     /// assert_eq!(err.panic_message(), Some("three is not allowed"));
     /// assert_eq!(pool.map(check, vec![7]).unwrap(), vec![7]); // still usable
+    ///
+    /// let texts = vec!["a b c".to_string(), "d e".to_string()];
+    /// assert_eq!(pool.map(count_words, &texts).unwrap(), vec![3, 2]); // borrowed
+    /// assert_eq!(texts.len(), 2); // still ours
     /// ```
     pub fn map<F, A, I>(&self, f: F, inputs: I) -> Result<Vec<F::Output>>
     where
         F: ProcessFn<(A,)>,
-        I: IntoIterator<Item = A>,
+        I: IntoIterator,
+        I::Item: Borrow<A>,
         A: Serialize,
     {
         self.map_async(f, inputs).get()
@@ -589,7 +682,8 @@ impl Pool {
     pub fn map_chunked<F, A, I>(&self, f: F, inputs: I, chunksize: usize) -> Result<Vec<F::Output>>
     where
         F: ProcessFn<(A,)>,
-        I: IntoIterator<Item = A>,
+        I: IntoIterator,
+        I::Item: Borrow<A>,
         A: Serialize,
     {
         self.map_async_chunked(f, inputs, chunksize).get()
@@ -614,10 +708,12 @@ impl Pool {
     pub fn map_async<F, A, I>(&self, f: F, inputs: I) -> AsyncResult<Vec<F::Output>>
     where
         F: ProcessFn<(A,)>,
-        I: IntoIterator<Item = A>,
+        I: IntoIterator,
+        I::Item: Borrow<A>,
         A: Serialize,
     {
-        self.submit(f, inputs.into_iter().map(|x| (x,)), None)
+        let encode = single_arguments::<A, I::Item>;
+        self.submit(f, inputs, Submission::new(encode), all)
     }
 
     /// [`map_async`](Pool::map_async) with chunks of `chunksize` inputs.
@@ -643,10 +739,12 @@ impl Pool {
     ) -> AsyncResult<Vec<F::Output>>
     where
         F: ProcessFn<(A,)>,
-        I: IntoIterator<Item = A>,
+        I: IntoIterator,
+        I::Item: Borrow<A>,
         A: Serialize,
     {
-        self.submit(f, inputs.into_iter().map(|x| (x,)), Some(chunksize))
+        let encode = single_arguments::<A, I::Item>;
+        self.submit(f, inputs, Submission::new(encode).chunksize(chunksize), all)
     }
 
     /// Calls `f(a, b, ..)` for each tuple of arguments, results in input order, like Python's
@@ -668,7 +766,8 @@ impl Pool {
     pub fn starmap<F, Args, I>(&self, f: F, inputs: I) -> Result<Vec<F::Output>>
     where
         F: ProcessFn<Args>,
-        I: IntoIterator<Item = Args>,
+        I: IntoIterator,
+        I::Item: Borrow<Args>,
         Args: Serialize,
     {
         self.starmap_async(f, inputs).get()
@@ -692,10 +791,12 @@ impl Pool {
     pub fn starmap_async<F, Args, I>(&self, f: F, inputs: I) -> AsyncResult<Vec<F::Output>>
     where
         F: ProcessFn<Args>,
-        I: IntoIterator<Item = Args>,
+        I: IntoIterator,
+        I::Item: Borrow<Args>,
         Args: Serialize,
     {
-        self.submit(f, inputs, None)
+        let encode = argument_tuples::<Args, I::Item>;
+        self.submit(f, inputs, Submission::new(encode), all)
     }
 
     /// Calls `f(args..)` once in a worker and waits for the result, like Python's
@@ -743,7 +844,77 @@ impl Pool {
         F: ProcessFn<Args>,
         Args: Serialize,
     {
-        self.submit_with(f, [args], Some(1), only::<F::Output>)
+        let encode = argument_tuples::<Args, Args>;
+        self.submit(f, [args], Submission::new(encode).chunksize(1), only)
+    }
+
+    /// [`apply`](Pool::apply) with a time limit of its own, like pebble's
+    /// `schedule(timeout=)`: if the call runs longer, its worker is killed and replaced and the
+    /// error's [`is_timeout`](Error::is_timeout) is true. It overrides the pool's
+    /// [`task_timeout`](PoolBuilder::task_timeout).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mp_runtime::{process_fn, Pool};
+    ///
+    /// #[process_fn]
+    /// fn nap(ms: u64) -> u64 {
+    ///     std::thread::sleep(Duration::from_millis(ms));
+    ///     ms
+    /// }
+    ///
+    /// let pool = Pool::new(1).unwrap();
+    /// let limit = Duration::from_millis(500);
+    /// let err = pool.apply_timeout(nap, (60_000,), limit).unwrap_err();
+    /// assert!(err.is_timeout());
+    /// assert!(err.to_string().contains("500ms"), "{err}");
+    /// assert_eq!(pool.apply_timeout(nap, (1,), Duration::from_secs(30)).unwrap(), 1);
+    /// ```
+    pub fn apply_timeout<F, Args>(&self, f: F, args: Args, limit: Duration) -> Result<F::Output>
+    where
+        F: ProcessFn<Args>,
+        Args: Serialize,
+    {
+        self.apply_async_timeout(f, args, limit).get()
+    }
+
+    /// [`apply_async`](Pool::apply_async) with a time limit of its own (see
+    /// [`apply_timeout`](Pool::apply_timeout)). The limit counts from when a worker starts the
+    /// call, not from when it was submitted.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mp_runtime::{process_fn, Pool};
+    ///
+    /// #[process_fn]
+    /// fn nap(ms: u64) -> u64 {
+    ///     std::thread::sleep(Duration::from_millis(ms));
+    ///     ms
+    /// }
+    ///
+    /// let pool = Pool::new(2).unwrap();
+    /// let stuck = pool.apply_async_timeout(nap, (60_000,), Duration::from_millis(200));
+    /// let quick = pool.apply_async_timeout(nap, (5,), Duration::from_secs(30));
+    /// assert!(stuck.get().unwrap_err().is_timeout());
+    /// assert_eq!(quick.get().unwrap(), 5);
+    /// ```
+    pub fn apply_async_timeout<F, Args>(
+        &self,
+        f: F,
+        args: Args,
+        limit: Duration,
+    ) -> AsyncResult<F::Output>
+    where
+        F: ProcessFn<Args>,
+        Args: Serialize,
+    {
+        let encode = argument_tuples::<Args, Args>;
+        let how = Submission::new(encode).chunksize(1).timeout(limit);
+        self.submit(f, [args], how, only)
     }
 
     /// A lazy iterator of `f(x)` for each input, in input order, like Python's `Pool.imap`:
@@ -767,7 +938,8 @@ impl Pool {
     pub fn imap<F, A, I>(&self, f: F, inputs: I) -> IMap<'_, I::IntoIter, F::Output>
     where
         F: ProcessFn<(A,)>,
-        I: IntoIterator<Item = A>,
+        I: IntoIterator,
+        I::Item: Borrow<A>,
         A: Serialize,
     {
         self.imap_chunked(f, inputs, 1)
@@ -797,7 +969,8 @@ impl Pool {
     ) -> IMap<'_, I::IntoIter, F::Output>
     where
         F: ProcessFn<(A,)>,
-        I: IntoIterator<Item = A>,
+        I: IntoIterator,
+        I::Item: Borrow<A>,
         A: Serialize,
     {
         IMap::new(
@@ -807,6 +980,7 @@ impl Pool {
             inputs.into_iter(),
             chunksize,
             true,
+            single_arguments::<A, I::Item>,
         )
     }
 
@@ -831,7 +1005,8 @@ impl Pool {
     pub fn imap_unordered<F, A, I>(&self, f: F, inputs: I) -> IMap<'_, I::IntoIter, F::Output>
     where
         F: ProcessFn<(A,)>,
-        I: IntoIterator<Item = A>,
+        I: IntoIterator,
+        I::Item: Borrow<A>,
         A: Serialize,
     {
         self.imap_unordered_chunked(f, inputs, 1)
@@ -861,7 +1036,8 @@ impl Pool {
     ) -> IMap<'_, I::IntoIter, F::Output>
     where
         F: ProcessFn<(A,)>,
-        I: IntoIterator<Item = A>,
+        I: IntoIterator,
+        I::Item: Borrow<A>,
         A: Serialize,
     {
         IMap::new(
@@ -871,6 +1047,7 @@ impl Pool {
             inputs.into_iter(),
             chunksize,
             false,
+            single_arguments::<A, I::Item>,
         )
     }
 

@@ -87,6 +87,7 @@ impl Pools {
                     seq as usize,
                     sink.clone(),
                     Arc::new(Control::default()),
+                    None,
                 );
                 // A task the pool refuses delivers the pool's closing error itself, as it is
                 // dropped.

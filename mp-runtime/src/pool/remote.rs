@@ -249,8 +249,9 @@ impl Driver {
         }
     }
 
-    /// Sends `task` to the rank as number `seq`, unless it was cancelled or holds handles
-    /// (which cannot cross to another machine): then it fails at once. Whether it was sent.
+    /// Sends `task` to the rank as number `seq`, unless it was cancelled, holds handles (which
+    /// cannot cross to another machine) or has a time limit (which a rank's pool does not
+    /// enforce): then it fails at once. Whether it was sent.
     fn send(
         &self,
         slot: &Arc<Slot>,
@@ -268,6 +269,16 @@ impl Driver {
                 "the arguments of `{}` hold a handle (pipe, queue, lock or shared memory), which \
                  cannot cross to another MPI rank; use `Pool::builder().local()` for tasks that \
                  take handles",
+                task.function.path
+            ));
+            task.finish(Err(error));
+            return Ok(false);
+        }
+        if task.timeout.is_some() {
+            task.control.stop(slot);
+            let error = Error::usage(format!(
+                "`{}` was given a time limit, which works on local pools only; use \
+                 `Pool::builder().local()` for tasks with a time limit",
                 task.function.path
             ));
             task.finish(Err(error));

@@ -5,7 +5,9 @@
 //! time (more than one only while its tasks are short and no other worker is idle), hands each
 //! reply to the task's [`Sink`], and replaces the worker when it dies or has done its
 //! `max_tasks_per_child`. A worker that dies fails the one task it was running; the
-//! tasks queued behind it go back to the front of the queue, so every task runs once.
+//! tasks queued behind it go back to the front of the queue, so every task runs once. A task
+//! with a time limit that runs past it has its worker killed the same way, and fails with a
+//! timeout.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -53,6 +55,8 @@ pub(crate) struct Task {
     /// How many workers died running this task so far.
     pub deaths: u32,
     pub index: usize,
+    /// How long the worker may run it; past that the worker is killed and the task fails.
+    pub timeout: Option<Duration>,
     /// Where the outcome goes; taken when it is delivered.
     sink: Option<Arc<dyn Sink>>,
     pub control: Arc<Control>,
@@ -65,12 +69,14 @@ impl Task {
         index: usize,
         sink: Arc<dyn Sink>,
         control: Arc<Control>,
+        timeout: Option<Duration>,
     ) -> Task {
         Task {
             function,
             args,
             deaths: 0,
             index,
+            timeout,
             sink: Some(sink),
             control,
         }
@@ -188,6 +194,8 @@ pub(crate) struct WorkerConfig {
     pub retries: u32,
     /// The cap on each worker's private memory, in bytes.
     pub memory_limit: Option<u64>,
+    /// The time limit of each task submitted without one of its own.
+    pub task_timeout: Option<Duration>,
     pub initializer: Option<(&'static Entry, Args)>,
     pub start_method: StartMethod,
 }
@@ -487,6 +495,9 @@ struct Driver {
     timed: Option<&'static Entry>,
     /// Since when the worker has been busy with its current task.
     busy_since: Instant,
+    /// Since when the worker has run the oldest task in flight (it runs them in turn): the
+    /// start of that task's time limit.
+    running_since: Instant,
 }
 
 /// What filling a worker's pipeline came to.
@@ -514,6 +525,7 @@ pub(crate) fn drive(
         service: Duration::MAX,
         timed: None,
         busy_since: Instant::now(),
+        running_since: Instant::now(),
     };
     let mut ready = Some(ready);
     let mut worker: Option<Worker> = None;
@@ -598,6 +610,9 @@ impl Driver {
                         // could run (a map of slow tasks right after one of quick tasks).
                         depth = 1;
                     }
+                    if idle {
+                        self.running_since = Instant::now();
+                    }
                     let sent = task.args.send(&mut worker.channel);
                     worker.sent += 1;
                     self.in_flight.push_back(task);
@@ -621,16 +636,35 @@ impl Driver {
     /// Waits for the worker's next reply and delivers it; the worker, unless it is gone or
     /// retired.
     fn receive(&mut self, mut worker: Worker) -> Option<Worker> {
-        match worker.child.recv(&mut worker.channel, None) {
-            Received::Frame(frame) => self.answered(worker, frame),
-            Received::Gone | Received::TimedOut => {
+        let limit = self.in_flight.front().and_then(|task| task.timeout);
+        // A limit too far to reach (`Duration::MAX`) is none.
+        let deadline = limit.and_then(|limit| self.running_since.checked_add(limit));
+        match (worker.child.recv(&mut worker.channel, deadline), limit) {
+            (Received::Frame(frame), _) => self.answered(worker, frame),
+            (Received::TimedOut, Some(limit)) => {
+                // Over its limit: the worker is killed (only that ends a call for sure), the
+                // task fails, and the tasks behind it, which never started, run elsewhere.
+                let _ = worker.child.kill();
+                let exit = worker.reap(&self.slot, Instant::now() + EXIT_GRACE);
+                let function = self.in_flight.front().map_or("", |task| task.function.path);
+                let error = Error::timeout(
+                    format!(
+                        "`{function}` to return: it ran past its time limit, so its worker was \
+                         killed and replaced (raise the limit if it needs longer)"
+                    ),
+                    limit,
+                );
+                self.lost(exit, Some(error));
+                None
+            }
+            (Received::Gone | Received::TimedOut, _) => {
                 // Gone by its exit (reaped at once), or by closing its channel (then ended
                 // after a moment).
                 let exit = worker.reap(&self.slot, Instant::now() + EXIT_GRACE);
                 self.lost(exit, None);
                 None
             }
-            Received::Failed(error) => {
+            (Received::Failed(error), _) => {
                 // Alive but out of step with us: end it; its task gets the reason.
                 let pid = worker.child.pid();
                 let exit = worker.reap(&self.slot, Instant::now());
@@ -644,6 +678,7 @@ impl Driver {
         let now = Instant::now();
         self.service = now - self.busy_since;
         self.busy_since = now;
+        self.running_since = now;
         let Some(task) = self.in_flight.pop_front() else {
             // A reply to nothing: not our worker protocol. End it; a fresh one takes over.
             worker.reap(&self.slot, Instant::now());
@@ -763,7 +798,7 @@ mod tests {
 
     fn task(index: usize, sink: &Arc<Record>) -> Task {
         let args = Args::encode(ENTRY.id, [(1u8,)]).unwrap();
-        Task::new(&ENTRY, args, index, sink.clone(), Arc::default())
+        Task::new(&ENTRY, args, index, sink.clone(), Arc::default(), None)
     }
 
     // Issue 11 item 1: a task's outcome is delivered exactly once, also when it is dropped.
@@ -778,6 +813,7 @@ mod tests {
                 max_tasks_per_child: None,
                 retries: 0,
                 memory_limit: None,
+                task_timeout: None,
                 initializer: None,
                 start_method: StartMethod::Spawn,
             },

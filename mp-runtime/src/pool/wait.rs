@@ -1,0 +1,102 @@
+//! [`wait`]: waiting on several connections, processes and results at once, as CPython's
+//! `multiprocessing.connection.wait`.
+
+use std::time::{Duration, Instant};
+
+use super::AsyncResult;
+use crate::ipc::pipe::Connection;
+use crate::process::Process;
+
+/// The longest pause between two looks at the objects [`wait`] waits on: how late it may see
+/// one become ready.
+const MAX_PAUSE: Duration = Duration::from_millis(5);
+
+/// Something [`wait`] can wait on: a [`Connection`] (a message, or the other end's close, can
+/// be received), a [`Process`] (its result, or its end, can be read: `join` returns at once)
+/// or an [`AsyncResult`] (done). Implement it for a type of your own to wait on it beside
+/// these.
+///
+/// # Examples
+///
+/// ```
+/// use mp_runtime::Waitable;
+///
+/// let (a, b) = mp_runtime::pipe::<u8>().unwrap();
+/// assert!(!b.is_ready());
+/// a.send(&1).unwrap();
+/// assert!(b.is_ready());
+/// ```
+pub trait Waitable {
+    /// Whether waiting on it would end now.
+    fn is_ready(&self) -> bool;
+}
+
+impl<T> Waitable for Connection<T> {
+    fn is_ready(&self) -> bool {
+        // A connection that cannot be polled (a send-only end, say) fails at once on `recv`:
+        // waiting on it is over too.
+        self.poll(Duration::ZERO).unwrap_or(true)
+    }
+}
+
+impl<R> Waitable for Process<R> {
+    fn is_ready(&self) -> bool {
+        self.result_ready()
+    }
+}
+
+impl<T> Waitable for AsyncResult<T> {
+    fn is_ready(&self) -> bool {
+        self.ready()
+    }
+}
+
+/// Waits until at least one of `objects` is ready, or `timeout` passes, and returns the
+/// indices of those that are ready (empty on timeout), like CPython's
+/// `multiprocessing.connection.wait` — over [`Connection`]s, [`Process`]es and
+/// [`AsyncResult`]s together. Readiness is seen within a few milliseconds.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use mp_runtime::{process_fn, spawn, Pool};
+///
+/// #[process_fn]
+/// fn nap(ms: u64) -> u64 {
+///     std::thread::sleep(Duration::from_millis(ms));
+///     ms
+/// }
+///
+/// let (tx, rx) = mp_runtime::pipe::<&str>().unwrap();
+/// let mut slow = spawn!(nap, 60_000).unwrap();
+/// let pool = Pool::new(1).unwrap();
+/// let quick = pool.apply_async(nap, (1,));
+/// let long = Duration::from_secs(30);
+/// assert_eq!(mp_runtime::wait(&[&rx, &slow, &quick], long), [2]);
+/// tx.send(&"hello").unwrap();
+/// assert_eq!(mp_runtime::wait(&[&rx, &slow], long), [0]);
+/// assert!(mp_runtime::wait(&[&slow], Duration::from_millis(10)).is_empty());
+/// slow.kill().unwrap();
+/// assert_eq!(mp_runtime::wait(&[&slow], long), [0]);
+/// ```
+pub fn wait(objects: &[&dyn Waitable], timeout: Duration) -> Vec<usize> {
+    let deadline = Instant::now().checked_add(timeout);
+    // Short pauses first, for what becomes ready soon; longer ones cost less while nothing does.
+    let mut pause = Duration::from_micros(50);
+    loop {
+        let ready: Vec<usize> = (objects.iter().enumerate())
+            .filter(|(_, object)| object.is_ready())
+            .map(|(index, _)| index)
+            .collect();
+        if !ready.is_empty() {
+            return ready;
+        }
+        let left = deadline.map_or(pause, |at| at.saturating_duration_since(Instant::now()));
+        if left.is_zero() {
+            return ready;
+        }
+        std::thread::sleep(pause.min(left));
+        pause = (pause * 2).min(MAX_PAUSE);
+    }
+}
