@@ -34,7 +34,27 @@ use crate::wire::codec;
 /// Every pattern of `size_of::<Self>()` bytes must be a valid `Self` (so no `bool`, `char`,
 /// enums or references), and `Self` must hold no pointers or handles, which mean nothing in
 /// another process. Integers, floats and arrays of them qualify; so does a `#[repr(C)]` struct
-/// of them.
+/// of them. Types aligned to more than 64 bytes are refused at compile time.
+///
+/// # Examples
+///
+/// ```
+/// use mp_runtime::{Pod, Value};
+///
+/// #[derive(Clone, Copy, Debug, PartialEq)]
+/// #[repr(C)]
+/// struct Point {
+///     x: f64,
+///     y: f64,
+/// }
+///
+/// // SAFETY: two f64s: every bit pattern is a valid `Point`, and it holds no pointer.
+/// unsafe impl Pod for Point {}
+///
+/// let origin = Value::new(Point { x: 0.0, y: 0.0 }).unwrap();
+/// origin.lock().unwrap().x = 1.5;
+/// assert_eq!(origin.get().unwrap(), Point { x: 1.5, y: 0.0 });
+/// ```
 pub unsafe trait Pod: Copy + Send + Sync + 'static {}
 
 macro_rules! pod {
@@ -109,6 +129,15 @@ pub struct Value<T: Pod> {
 }
 
 /// Holds a [`Value`]'s lock; derefs to the value.
+///
+/// # Examples
+///
+/// ```
+/// let hits = mp_runtime::Value::new(0u64).unwrap();
+/// let mut guard = hits.lock().unwrap();
+/// *guard += 1;
+/// assert_eq!(*guard, 1);
+/// ```
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct ValueGuard<'a, T: Pod> {
     held: Held<'a, T>,
@@ -341,6 +370,15 @@ pub struct Array<T: Pod> {
 }
 
 /// Holds an [`Array`]'s lock; derefs to its elements.
+///
+/// # Examples
+///
+/// ```
+/// let samples = mp_runtime::Array::from_slice(&[3.0f64, 1.0, 2.0]).unwrap();
+/// let mut guard = samples.lock().unwrap();
+/// guard.sort_by(f64::total_cmp);
+/// assert_eq!(&guard[..], &[1.0, 2.0, 3.0]);
+/// ```
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct ArrayGuard<'a, T: Pod> {
     array: &'a Array<T>,

@@ -128,6 +128,16 @@ pub struct Lock {
 shared_handle!(Lock);
 
 /// Holds a [`Lock`] or [`RLock`] until dropped. It stays on the thread that took it.
+///
+/// # Examples
+///
+/// ```
+/// let lock = mp_runtime::Lock::new().unwrap();
+/// let guard = lock.acquire().unwrap();
+/// assert!(lock.acquire().unwrap_err().is_usage()); // this thread holds it already
+/// drop(guard);
+/// assert!(lock.try_acquire().unwrap().is_some());
+/// ```
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct LockGuard<'a> {
     _held: Held<'a, ()>,
@@ -319,6 +329,16 @@ pub struct Semaphore {
 shared_handle!(Semaphore);
 
 /// One unit of a [`Semaphore`], given back when dropped.
+///
+/// # Examples
+///
+/// ```
+/// let slots = mp_runtime::Semaphore::new(1).unwrap();
+/// let unit = slots.acquire().unwrap();
+/// assert_eq!(slots.value().unwrap(), 0);
+/// drop(unit);
+/// assert_eq!(slots.value().unwrap(), 1);
+/// ```
 #[must_use = "the unit is given back as soon as the guard is dropped"]
 #[derive(Debug)]
 pub struct SemaphoreGuard<'a> {
@@ -701,6 +721,17 @@ pub struct Condition {
 shared_handle!(Condition);
 
 /// Holds a [`Condition`]'s lock; waits on it.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let ready = mp_runtime::Condition::new().unwrap();
+/// let mut guard = ready.acquire().unwrap();
+/// // Nobody notifies: the wait ends at its timeout, with the lock held again.
+/// assert!(!guard.wait_timeout(Duration::from_millis(10)).unwrap());
+/// ```
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct ConditionGuard<'a> {
     held: Held<'a, ()>,
