@@ -87,6 +87,7 @@ fn main() {
         };
         run(scale, &mut rows);
         report::print_table(&rows);
+        report::print_measured_goals(&rows);
         return;
     }
     for (_, run) in groups {

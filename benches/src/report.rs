@@ -42,6 +42,21 @@ pub fn print_table(rows: &[Row]) {
     println!("{}", table(rows));
 }
 
+/// The goals this group of rows measured (an `--only` run).
+pub fn print_measured_goals(rows: &[Row]) {
+    let none = Speedup {
+        workers: Vec::new(),
+        mp: Vec::new(),
+        rayon: Vec::new(),
+        task_ms: 0.0,
+    };
+    for line in goals(rows, &none).lines() {
+        if !line.contains("not measured") {
+            println!("{line}");
+        }
+    }
+}
+
 pub fn print_speedup(speedup: &Speedup) {
     println!(
         "64 CPU-bound tasks of {:.1} ms each: speedup over serial",
@@ -147,6 +162,30 @@ fn goals(rows: &[Row], speedup: &Speedup) -> String {
             ratio(rows, BYTES, "mp", "Python fork"),
             "x",
             AtLeast(5.0),
+        ),
+        (
+            "64 MiB Vec<u8> by value ≥ 0.4x memcpy",
+            ratio(rows, VEC_U8, BY_VALUE, MEMCPY),
+            "x",
+            AtLeast(0.4),
+        ),
+        (
+            "64 MiB String by value ≥ 0.4x memcpy",
+            ratio(rows, STRING, BY_VALUE, MEMCPY),
+            "x",
+            AtLeast(0.4),
+        ),
+        (
+            "64 MiB Vec<f64> by value ≥ 0.4x memcpy",
+            ratio(rows, VEC_F64, BY_VALUE, MEMCPY),
+            "x",
+            AtLeast(0.4),
+        ),
+        (
+            "64 MiB struct { String, Vec<u8>, Vec<f32> } by value ≥ 0.4x memcpy",
+            ratio(rows, RECORD, BY_VALUE, MEMCPY),
+            "x",
+            AtLeast(0.4),
         ),
         (
             "64 MiB through shared memory ≥ 3 GiB/s",

@@ -31,6 +31,50 @@ fn identity(data: ByteBuf) -> ByteBuf {
     data
 }
 
+/// The values issue 13 measures: what users pass, not `ByteBuf`.
+#[process_fn]
+fn echo_bytes(data: Vec<u8>) -> Vec<u8> {
+    data
+}
+
+#[process_fn]
+fn echo_string(text: String) -> String {
+    text
+}
+
+#[process_fn]
+fn echo_floats(values: Vec<f64>) -> Vec<f64> {
+    values
+}
+
+/// A struct of the three, as a user would derive it.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+pub struct Record {
+    name: String,
+    bytes: Vec<u8>,
+    samples: Vec<f32>,
+}
+
+impl Record {
+    /// About `size` bytes in all: a third in each field.
+    fn new(size: usize) -> Record {
+        Record {
+            name: "a".repeat(size / 3),
+            bytes: vec![7; size / 3],
+            samples: vec![0.5; size / 3 / 4],
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.name.len() + self.bytes.len() + 4 * self.samples.len()
+    }
+}
+
+#[process_fn]
+fn echo_record(record: Record) -> Record {
+    record
+}
+
 #[process_fn]
 fn pid(_: u64) -> u32 {
     std::process::id()
@@ -120,6 +164,13 @@ pub const MAP_1M: &str = "map 1,000,000 tiny tasks";
 pub const ONE_AT_A_TIME: &str = "imap, chunk size 1, 10,000 tasks";
 pub const APPLY: &str = "apply round trip";
 pub const BYTES: &str = "64 MiB there and back";
+pub const VEC_U8: &str = "64 MiB there and back: Vec<u8>";
+pub const STRING: &str = "64 MiB there and back: String";
+pub const VEC_F64: &str = "64 MiB there and back: Vec<f64>";
+pub const RECORD: &str = "64 MiB there and back: struct { String, Vec<u8>, Vec<f32> }";
+/// The systems of those rows; the goals divide the first by the second.
+pub const BY_VALUE: &str = "mp Pool.apply";
+pub const MEMCPY: &str = "raw: memcpy there and back";
 pub const SHARED: &str = "64 MiB through SharedMemory";
 pub const QUEUE: &str = "queue, 100,000 small items";
 pub const PIPE: &str = "pipe round trip";
@@ -370,9 +421,11 @@ pub fn large_values(scale: Scale, rows: &mut Vec<Row>) {
     let repeats = scale.repeats(10, 2);
     let data = ByteBuf::from(vec![7u8; size]);
     let pool = Pool::new(1).unwrap();
+    natural_values(size, repeats, &pool, rows);
+    // The row mp-bench had before the natural types: `serde_bytes::ByteBuf`, kept to compare.
     rows.push(Row::new(
         BYTES,
-        "mp Pool.apply (serde_bytes)",
+        "mp Pool.apply (serde_bytes::ByteBuf, an extra)",
         time(repeats, || {
             let back = pool.apply(identity, (data.clone(),)).unwrap();
             assert_eq!(back.len(), size);
@@ -414,6 +467,55 @@ pub fn large_values(scale: Scale, rows: &mut Vec<Row>) {
         (2 * size) as f64,
         Figure::Bandwidth,
     ));
+}
+
+/// Each value users pass, through `pool.apply` and back, beside a memcpy of it there and
+/// back (two clones) in the same run.
+fn natural_values(size: usize, repeats: usize, pool: &Pool, rows: &mut Vec<Row>) {
+    fn both<T: Clone>(
+        rows: &mut Vec<Row>,
+        workload: &'static str,
+        repeats: usize,
+        value: &T,
+        len: impl Fn(&T) -> usize,
+        apply: impl Fn(T) -> T,
+    ) {
+        let bytes = (2 * len(value)) as f64;
+        // Warm the worker and the allocator with one round trip off the clock.
+        assert_eq!(len(&apply(value.clone())), len(value));
+        let mut mp = Vec::new();
+        let mut memcpy = Vec::new();
+        // Interleaved, so both see the same moments of a noisy machine.
+        for _ in 0..repeats {
+            mp.extend(time(1, || {
+                assert_eq!(len(&apply(value.clone())), len(value))
+            }));
+            memcpy.extend(time(1, || {
+                let there = black_box(value.clone());
+                let back = black_box(there.clone());
+                assert_eq!(len(&back), len(value));
+            }));
+        }
+        rows.push(Row::new(workload, BY_VALUE, mp, bytes, Figure::Bandwidth));
+        rows.push(Row::new(workload, MEMCPY, memcpy, bytes, Figure::Bandwidth));
+    }
+    both(rows, VEC_U8, repeats, &vec![7u8; size], Vec::len, |v| {
+        pool.apply(echo_bytes, (v,)).unwrap()
+    });
+    both(rows, STRING, repeats, &"a".repeat(size), String::len, |v| {
+        pool.apply(echo_string, (v,)).unwrap()
+    });
+    both(
+        rows,
+        VEC_F64,
+        repeats,
+        &vec![0.5f64; size / 8],
+        |v| 8 * v.len(),
+        |v| pool.apply(echo_floats, (v,)).unwrap(),
+    );
+    both(rows, RECORD, repeats, &Record::new(size), Record::len, |v| {
+        pool.apply(echo_record, (v,)).unwrap()
+    });
 }
 
 pub fn channels(scale: Scale, rows: &mut Vec<Row>) {
