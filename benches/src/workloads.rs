@@ -513,9 +513,14 @@ fn natural_values(size: usize, repeats: usize, pool: &Pool, rows: &mut Vec<Row>)
         |v| 8 * v.len(),
         |v| pool.apply(echo_floats, (v,)).unwrap(),
     );
-    both(rows, RECORD, repeats, &Record::new(size), Record::len, |v| {
-        pool.apply(echo_record, (v,)).unwrap()
-    });
+    both(
+        rows,
+        RECORD,
+        repeats,
+        &Record::new(size),
+        Record::len,
+        |v| pool.apply(echo_record, (v,)).unwrap(),
+    );
 }
 
 pub fn channels(scale: Scale, rows: &mut Vec<Row>) {
