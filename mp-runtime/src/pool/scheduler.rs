@@ -685,11 +685,25 @@ impl Driver {
             return None;
         };
         self.timed = Some(task.function);
-        let reply = Ok(Outcomes::new(frame, task.args.len()));
+        let outcomes = Outcomes::new(frame, task.args.len());
+        // Under `panic = "abort"` a panic's reply is the worker's last word: it aborts once the
+        // reply is out (every crate of a program has one panic strategy, so ours is its).
+        let last_reply = cfg!(panic = "abort") && outcomes.has_panic();
         if task.control.stop(&self.slot) {
-            task.finish(reply);
+            task.finish(Ok(outcomes));
         } else {
             task.finish(Err(Error::new(Kind::Cancelled)));
+        }
+        if last_reply {
+            // The tasks sent behind the panicking one never started (a worker serves its
+            // requests in order, on one thread): they run elsewhere, not fail for nothing.
+            worker.reap(&self.slot, Instant::now() + EXIT_GRACE);
+            let again: Vec<Task> = self.in_flight.drain(..).collect();
+            for task in &again {
+                task.control.stop(&self.slot);
+            }
+            self.shared.requeue(again.into_iter());
+            return None;
         }
         if worker.sent >= self.max_tasks && self.in_flight.is_empty() {
             worker.retire(&self.slot);

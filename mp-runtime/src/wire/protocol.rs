@@ -178,6 +178,13 @@ impl Outcomes {
         self.count
     }
 
+    /// Whether one of the calls panicked. Under `panic = "abort"` that reply is its worker's
+    /// last: the process aborts once it is sent.
+    pub(crate) fn has_panic(&self) -> bool {
+        codec::records(&self.frame)
+            .any(|record| record.is_ok_and(|record| record.first() == Some(&PANIC)))
+    }
+
     /// The outcome records, encoded.
     #[cfg(feature = "mpi")]
     pub(crate) fn bytes(&self) -> &[u8] {
