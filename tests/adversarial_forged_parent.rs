@@ -131,18 +131,10 @@ fn converse(mut child: Child, socket: UnixStream, frame: Vec<u8>) -> (u64, ExitS
             }
         }
     }
-    let deadline = Instant::now() + LONG;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("hung: issue 11 items 19/20 (the forged worker did not exit)");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let status = exit_or_kill(
+        &mut child,
+        "hung: issue 11 items 19/20 (the forged worker did not exit)",
+    );
     let _ = sender.join();
     let mut stderr = String::new();
     if let Some(mut pipe) = child.stderr.take() {
@@ -243,18 +235,10 @@ fn a_socket_not_made_by_the_parent_is_refused() {
         })
     };
     let mut child = command.spawn().unwrap();
-    let deadline = Instant::now() + LONG;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("hung: issue 11 item 19 (the forged worker did not exit)");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let status = exit_or_kill(
+        &mut child,
+        "hung: issue 11 item 19 (the forged worker did not exit)",
+    );
     let mut stderr = String::new();
     let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
     assert_eq!(status.code(), Some(2), "{status:?}: {stderr}");
@@ -321,4 +305,21 @@ fn a_setuid_worker_never_serves_a_forged_parent() {
         !served,
         "issue 11 item 19: a setuid worker served a forged parent as root ({status:?}, {stderr})"
     );
+}
+
+/// Waits up to [`LONG`] for `child` to exit; past that, kills and reaps it and fails with
+/// `hung` (what did not happen).
+fn exit_or_kill(child: &mut std::process::Child, hung: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + LONG;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{hung}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

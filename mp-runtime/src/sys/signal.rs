@@ -198,8 +198,13 @@ pub(crate) fn with_last_words<R>(
     f: impl FnOnce() -> R,
 ) -> R {
     // Armed only where the handler reports: so while it reads them, `f` is still running on
-    // the thread it interrupted, and `head` and `unit` are alive.
-    if !crate::sys::process::is_main_thread() {
+    // the thread it interrupted, and `head` and `unit` are alive. Asked once per thread, not
+    // per request: a thread never becomes or stops being the main one (a forked child's only
+    // thread is the one that forked, main in both, as the fork server forks from its main).
+    thread_local! {
+        static ON_MAIN: bool = crate::sys::process::is_main_thread();
+    }
+    if !ON_MAIN.with(|on_main| *on_main) {
         return f();
     }
     /// Disarms when `f` returns or unwinds, while `socket`, `head` and `unit` are still alive.
