@@ -179,3 +179,41 @@ fn join_timeout_keeps_its_deadline_after_the_reply() {
         ),
     }
 }
+
+/// A quick task: the scheduler learns to queue several of these on one worker.
+#[process_fn]
+fn quick(x: u32) -> u32 {
+    x
+}
+
+/// Waits at `barrier` with the other tasks given it; the pid of the worker that ran it.
+#[process_fn]
+fn meet_at(barrier: mp_runtime::Barrier) -> u32 {
+    barrier.wait_timeout(Duration::from_secs(5)).unwrap();
+    std::process::id()
+}
+
+// As many tasks as workers that wait for each other must each get a worker of their own, even
+// right behind a stream of quick tasks that workers take several at a time: a busy worker
+// queued them behind its own (CI: decode_panic's "both workers run" broke this way).
+#[test]
+fn tasks_that_meet_get_a_worker_each_behind_quick_tasks() {
+    let pool = Arc::new(Pool::new(2).unwrap());
+    for round in 0..20 {
+        let p = pool.clone();
+        let pids = must(
+            &format!("round {round}: quick tasks, then two that meet"),
+            move || {
+                let quick: Vec<_> = (0..200).map(|x| p.apply_async(quick, (x,))).collect();
+                let barrier = mp_runtime::Barrier::new(2).unwrap();
+                let met = p.map(meet_at, [barrier.clone(), barrier]);
+                for (x, pending) in quick.into_iter().enumerate() {
+                    assert_eq!(pending.get().unwrap(), x as u32);
+                }
+                met
+            },
+        )
+        .expect("both tasks met");
+        assert_ne!(pids[0], pids[1], "round {round}: one worker ran both");
+    }
+}

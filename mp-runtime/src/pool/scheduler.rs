@@ -317,6 +317,18 @@ impl Shared {
     }
 
     pub(super) fn next(&self, wait: bool) -> Next {
+        self.take(wait, None)
+    }
+
+    /// The next task for a busy worker's pipeline: only one of `quick` (a function whose
+    /// tasks it was timed to run quickly), and only while no driver is idle. Any other task
+    /// waits for an idle worker: it may be long, or need to run beside the task in flight (a
+    /// barrier that tasks meet at).
+    fn next_quick(&self, quick: &'static Entry) -> Next {
+        self.take(false, Some(quick))
+    }
+
+    fn take(&self, wait: bool, only: Option<&'static Entry>) -> Next {
         let mut state = lock(&self.state);
         let mut looked = false;
         loop {
@@ -326,8 +338,11 @@ impl Shared {
             if !wait && state.waiting > 0 {
                 return Next::Idle;
             }
-            if let Some(task) = state.queue.pop_front() {
-                return Next::Task(task);
+            if let Some(task) = state.queue.front() {
+                if only.is_some_and(|quick| !std::ptr::eq(quick, task.function)) {
+                    return Next::Idle;
+                }
+                return state.queue.pop_front().map_or(Next::Idle, Next::Task);
             }
             if state.closed {
                 return Next::Exit;
@@ -593,7 +608,14 @@ impl Driver {
             if idle {
                 self.busy_since = Instant::now();
             }
-            match self.shared.next(idle) {
+            let next = if idle {
+                self.shared.next(true)
+            } else if let Some(quick) = self.timed {
+                self.shared.next_quick(quick)
+            } else {
+                Next::Idle
+            };
+            match next {
                 Next::Task(task) if idle && worker.is_gone() => {
                     // The task never reached it: put it back rather than fail it.
                     self.shared.requeue(std::iter::once(task));
