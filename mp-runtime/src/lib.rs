@@ -88,11 +88,33 @@
 //! the error also carries the child's backtrace: [`Error::panic_backtrace`], shown by `Debug`
 //! (what `unwrap` prints).
 //!
+//! # Logging
+//!
+//! Workers never run `main`, so a logger or subscriber set up there does not exist in them.
+//! mp carries their records to it instead: set up `tracing_subscriber::fmt().init()` or
+//! `env_logger::init()` in `main`, before the first process or pool starts, and what tasks log
+//! with `tracing` or `log` appears there, marked `[worker-name pid]`, with its own level,
+//! target, file and line, so the parent's filters apply to it. A worker sends only records at
+//! or above the parent's most verbose level; what a task logged is logged before its caller
+//! has the result. The features `log` and `tracing` (on by default) turn this on. The README's
+//! Logging section has the details.
+//!
 //! # Serialization
 //!
 //! Arguments and results cross the process boundary encoded with bincode through serde: any
 //! type that implements `Serialize` and `Deserialize` (derive them), of any size. References
-//! cannot cross; `#[process_fn]` says so at compile time.
+//! cannot cross; `#[process_fn]` says so at compile time. Inputs may be passed by reference:
+//! `pool.map(f, &inputs)` encodes from the borrowed values.
+//!
+//! How to pass big data fast:
+//! - By value, a value is copied twice on its way: encoded into the message, decoded out of
+//!   it. A message of 1 MiB or more is written into a memfd that the receiver maps, rather
+//!   than through the socket, which would copy it twice more.
+//! - To share instead of copy, pass a handle: [`Array`], [`Value`] or [`SharedMemory`] cross
+//!   as a file descriptor, and the worker maps the same pages (no copy at all, whatever the
+//!   size). The README's Speed table shows both.
+//! - Large results of many tasks: [`Pool::imap`] hands each over as it comes, so the parent
+//!   never holds them all at once.
 //!
 //! # Async code
 //!
@@ -179,6 +201,7 @@ mod context;
 mod entry;
 mod error;
 mod ipc;
+mod logs;
 mod macros;
 mod pool;
 mod process;

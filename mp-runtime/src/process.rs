@@ -84,7 +84,7 @@ impl<R: serde::de::DeserializeOwned> Process<R> {
             name,
             function: entry.path,
             child: started.child,
-            channel: Some(Channel::new(started.stream)),
+            channel: Some(started.channel),
             result: PhantomData,
         };
         let channel = process.channel.as_mut().expect("just set");

@@ -15,6 +15,7 @@ use std::panic::{self, AssertUnwindSafe};
 use serde::Serialize;
 
 use crate::error::{Error, ExitReason, Kind, Result};
+use crate::logs;
 use crate::registry;
 use crate::sys;
 use crate::wire::codec;
@@ -357,6 +358,12 @@ fn next_incoming(channel: &mut Channel) -> Incoming {
                     Incoming::Call(function.into_owned(), frame, used, fds)
                 }
                 Ok((Request::Exit, _)) => Incoming::Exit,
+                Ok((Request::Logging { level }, _)) => {
+                    if let Some(socket) = std::mem::take(&mut frame.fds).into_iter().next() {
+                        logs::install(socket, level);
+                    }
+                    continue;
+                }
                 Ok((Request::LimitMemory { bytes }, _)) => match limit_memory(bytes) {
                     // Set here, for the whole process, before the calls that follow are read.
                     Ok(()) => continue,

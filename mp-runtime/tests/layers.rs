@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 /// The layers, from the bottom up; a file's layer is its top-level module under `src/`.
 const LAYERS: &[&str] = &[
-    "context", "error", "sys", "wire", "registry", "worker", "spawn", "ipc", "cluster", "process",
-    "pool", "macros", "fuzz", "entry",
+    "context", "error", "sys", "wire", "logs", "registry", "worker", "spawn", "ipc", "cluster",
+    "process", "pool", "macros", "fuzz", "entry",
 ];
 
 fn src() -> PathBuf {

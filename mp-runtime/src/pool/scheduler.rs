@@ -418,7 +418,7 @@ impl Worker {
         slot.killed_for_cancel.store(false, Ordering::SeqCst);
         let mut worker = Worker {
             child: started.child,
-            channel: Channel::new(started.stream),
+            channel: started.channel,
             sent: 0,
         };
         if let Some(bytes) = shared.config.memory_limit {

@@ -14,8 +14,11 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, ExitReason, Result};
+use crate::logs;
 use crate::sys::pidfd;
+use crate::wire::codec;
 use crate::wire::frame::{Channel, Frame};
+use crate::wire::protocol::Request;
 use forkserver::ForkedChild;
 use reexec::Role;
 
@@ -102,7 +105,7 @@ static START_METHOD: AtomicU8 = AtomicU8::new(0);
 /// A started worker process and the parent's end of its channel.
 pub(crate) struct Started {
     pub child: ChildProcess,
-    pub stream: UnixStream,
+    pub channel: Channel,
 }
 
 /// Starts a worker called `name` the way `method` says.
@@ -135,7 +138,14 @@ pub(crate) fn start_worker(method: StartMethod, name: &str) -> Result<Started> {
         reaping: false,
     };
     crate::context::child_started(pid, name, parent);
-    Ok(Started { child, stream })
+    let mut channel = Channel::new(stream);
+    if let Some((level, socket)) = logs::for_child() {
+        // The first message, so the worker's logging is set up before any call. A worker
+        // that cannot take it is gone, which the first call finds.
+        let _ = codec::encode(&Request::Logging { level })
+            .map(|request| channel.send_with_fds(&request, &[socket.as_fd()]));
+    }
+    Ok(Started { child, channel })
 }
 
 /// How long a reader that found a frame coming waits for the rest of it before it looks again
@@ -326,7 +336,16 @@ impl ChildProcess {
 
     /// Receives the child's next frame from `channel`, watching its exit too: a grandchild may
     /// hold the channel open after the child is gone, so end-of-file alone is not enough.
+    ///
+    /// What the child logged before it sent the frame (or died) has been passed on to this
+    /// process's logger by then ([`logs::drain`]).
     pub(crate) fn recv(&mut self, channel: &mut Channel, deadline: Option<Instant>) -> Received {
+        let received = self.recv_frame(channel, deadline);
+        logs::drain();
+        received
+    }
+
+    fn recv_frame(&mut self, channel: &mut Channel, deadline: Option<Instant>) -> Received {
         loop {
             if channel.has_frame() {
                 return received(channel.recv());
@@ -451,12 +470,12 @@ mod tests {
     // Issue 11 item 15: the table behind `active_children` does not grow with every child.
     #[test]
     fn a_reaped_child_leaves_the_table_of_children() {
-        let Started { mut child, stream } =
+        let Started { mut child, channel } =
             start_worker(StartMethod::Spawn, "Process-table").unwrap();
         let pid = child.pid();
         assert!(crate::context::is_known_child(pid));
         // A worker whose channel closes before any request exits.
-        drop(stream);
+        drop(channel);
         let exit = child.reap_until(Instant::now() + Duration::from_secs(20));
         assert!(exit.is_ok(), "{exit:?}");
         assert!(!crate::context::is_known_child(pid));

@@ -31,6 +31,31 @@ pub(crate) fn send(socket: BorrowedFd<'_>, bytes: &[u8], dont_wait: bool) -> io:
     Ok(rustix::net::send(socket, bytes, send_flags(dont_wait))?)
 }
 
+/// A connected pair of Unix datagram sockets, close-on-exec. Each `send` on one end arrives
+/// whole, as one `recv` on the other, however many processes share the sending end: messages
+/// from several senders never interleave.
+#[cfg(any(feature = "log", feature = "tracing"))]
+pub(crate) fn datagram_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    Ok(rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?)
+}
+
+/// One datagram from `socket` into `buf` without waiting: its length, or `None` when none is
+/// queued. A datagram longer than `buf` is cut to it.
+#[cfg(any(feature = "log", feature = "tracing"))]
+pub(crate) fn recv_datagram(socket: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    match rustix::net::recv(socket, buf, rustix::net::RecvFlags::DONTWAIT) {
+        Ok((received, _)) => Ok(Some(received)),
+        Err(rustix::io::Errno::AGAIN) => Ok(None),
+        Err(error) => Err(error.into()),
+    }
+}
+
 /// One `sendmsg` of `slices` with at most [`FDS_PER_MESSAGE`] descriptors `fds` beside them
 /// (SCM_RIGHTS); returns the bytes sent.
 pub(crate) fn send_with_fds(

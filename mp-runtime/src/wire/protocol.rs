@@ -31,6 +31,9 @@ pub(crate) enum Request<'a> {
     /// Keep this process's private memory (heap and anonymous maps) under `bytes`: an
     /// allocation past it fails, which ends the process (Rust aborts on allocation failure).
     LimitMemory { bytes: u64 },
+    /// Send `log` records and `tracing` events at or above `level` (1 error to 5 trace) to
+    /// the parent, on the socket that comes beside this message.
+    Logging { level: u8 },
 }
 
 /// A call of one function, encoded: the request and one argument record per call, and the

@@ -1,0 +1,342 @@
+//! The worker's side: a `log` logger and a `tracing` subscriber that send records to the
+//! parent.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::OnceLock;
+
+use super::{MAX_RECORD, Origin, Record};
+use crate::sys;
+use crate::wire::codec;
+
+/// The sending end of the parent's log socket, and this worker's mark.
+struct Sink {
+    socket: OwnedFd,
+    worker: String,
+}
+
+static SINK: OnceLock<Sink> = OnceLock::new();
+
+/// Makes this worker send its `log` records and `tracing` events at or above `level` (1 error
+/// to 5 trace) to the parent, on `socket`. Once per process: a worker is told once.
+pub(crate) fn install(socket: OwnedFd, level: u8) {
+    let worker = format!(
+        "{} {}",
+        crate::context::current_process().name(),
+        std::process::id()
+    );
+    if SINK.set(Sink { socket, worker }).is_err() {
+        return;
+    }
+    #[cfg(feature = "log")]
+    if log::set_boxed_logger(Box::new(log_side::Forward)).is_ok() {
+        log::set_max_level(log_side::filter(level));
+    }
+    #[cfg(feature = "tracing")]
+    {
+        let forward = tracing_side::Forward::new(level);
+        // A global subscriber already set (by the task itself) is left as it is.
+        let _ = tracing_core::dispatcher::set_global_default(tracing_core::Dispatch::new(forward));
+    }
+}
+
+/// Sends one record to the parent. A parent that is gone takes none: the record is dropped,
+/// as the worker is about to be ended with it.
+fn send(
+    origin: Origin,
+    level: u8,
+    target: &str,
+    (module_path, file, line): (Option<&str>, Option<&str>, Option<u32>),
+    message: String,
+) {
+    let Some(sink) = SINK.get() else {
+        return;
+    };
+    let mut record = Record {
+        origin,
+        level,
+        worker: sink.worker.clone(),
+        target: target.to_string(),
+        module_path: module_path.map(str::to_string),
+        file: file.map(str::to_string),
+        line,
+        message,
+    };
+    let Ok(mut bytes) = codec::encode(&record) else {
+        return;
+    };
+    if bytes.len() > MAX_RECORD {
+        cut(&mut record, bytes.len() - MAX_RECORD);
+        let Ok(shorter) = codec::encode(&record) else {
+            return;
+        };
+        bytes = shorter;
+    }
+    let _ = sys::fd::send(sink.socket.as_fd(), &bytes, false);
+}
+
+/// Shortens the record's message by at least `over` bytes, saying how many were cut.
+fn cut(record: &mut Record, over: usize) {
+    let message = &mut record.message;
+    // Room for the note, which is at most this long.
+    let mut keep = message.len().saturating_sub(over + 64);
+    while !message.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    let dropped = message.len() - keep;
+    message.truncate(keep);
+    message.push_str(&format!(" [... {dropped} more bytes cut by mp]"));
+}
+
+#[cfg(feature = "log")]
+mod log_side {
+    use super::{Origin, send};
+
+    /// The level filter `level` (0 off to 5 trace) stands for.
+    pub(super) fn filter(level: u8) -> log::LevelFilter {
+        log::LevelFilter::iter()
+            .nth(usize::from(level))
+            .unwrap_or(log::LevelFilter::Trace)
+    }
+
+    /// The worker's `log` logger.
+    pub(super) struct Forward;
+
+    impl log::Log for Forward {
+        fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+            metadata.level() <= log::max_level()
+        }
+
+        fn log(&self, record: &log::Record<'_>) {
+            if !self.enabled(record.metadata()) {
+                return;
+            }
+            send(
+                Origin::Log,
+                record.level() as u8,
+                record.target(),
+                (record.module_path(), record.file(), record.line()),
+                record.args().to_string(),
+            );
+        }
+
+        fn flush(&self) {}
+    }
+}
+
+#[cfg(feature = "tracing")]
+mod tracing_side {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    use std::fmt::{Debug, Write};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Mutex, PoisonError};
+
+    use tracing_core::field::{Field, Visit};
+    use tracing_core::span::{Attributes, Id, Record};
+    use tracing_core::subscriber::Interest;
+    use tracing_core::{Event, Level, LevelFilter, Metadata, Subscriber};
+
+    use super::{Origin, send};
+
+    thread_local! {
+        /// The spans this thread is in, outermost first.
+        static ENTERED: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// A span's name and fields, as an event inside it shows them.
+    struct Span {
+        name: &'static str,
+        fields: String,
+        handles: usize,
+    }
+
+    /// The worker's `tracing` subscriber: each event becomes one line, prefixed with the spans
+    /// it is in (`outer{a=1}:inner: message b=2`, as `tracing_subscriber::fmt` writes them).
+    pub(super) struct Forward {
+        max: LevelFilter,
+        spans: Mutex<HashMap<u64, Span>>,
+        next_id: AtomicU64,
+    }
+
+    impl Forward {
+        pub(super) fn new(level: u8) -> Forward {
+            let max = match level {
+                0 => LevelFilter::OFF,
+                1 => LevelFilter::ERROR,
+                2 => LevelFilter::WARN,
+                3 => LevelFilter::INFO,
+                4 => LevelFilter::DEBUG,
+                _ => LevelFilter::TRACE,
+            };
+            Forward {
+                max,
+                spans: Mutex::new(HashMap::new()),
+                next_id: AtomicU64::new(1),
+            }
+        }
+
+        fn spans(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Span>> {
+            self.spans.lock().unwrap_or_else(PoisonError::into_inner)
+        }
+
+        /// `outer{a=1}:inner: ` for the spans this thread is in; empty outside any.
+        fn scope(&self) -> String {
+            let entered = ENTERED.with_borrow(Clone::clone);
+            if entered.is_empty() {
+                return String::new();
+            }
+            let spans = self.spans();
+            let mut scope = String::new();
+            for id in entered {
+                if let Some(span) = spans.get(&id) {
+                    if !scope.is_empty() {
+                        scope.push(':');
+                    }
+                    scope.push_str(span.name);
+                    if !span.fields.is_empty() {
+                        let _ = write!(scope, "{{{}}}", span.fields);
+                    }
+                }
+            }
+            scope.push_str(": ");
+            scope
+        }
+    }
+
+    /// Fields as text: the `message` field alone, the others as `name=value`.
+    #[derive(Default)]
+    struct Fields {
+        message: String,
+        others: String,
+    }
+
+    impl Visit for Fields {
+        fn record_str(&mut self, field: &Field, value: &str) {
+            if field.name() == "message" {
+                self.message.push_str(value);
+            } else {
+                self.record_debug(field, &value);
+            }
+        }
+
+        fn record_debug(&mut self, field: &Field, value: &dyn Debug) {
+            if field.name() == "message" {
+                let _ = write!(self.message, "{value:?}");
+            } else {
+                if !self.others.is_empty() {
+                    self.others.push(' ');
+                }
+                let _ = write!(self.others, "{}={value:?}", field.name());
+            }
+        }
+    }
+
+    fn level_number(level: &Level) -> u8 {
+        match *level {
+            Level::ERROR => 1,
+            Level::WARN => 2,
+            Level::INFO => 3,
+            Level::DEBUG => 4,
+            Level::TRACE => 5,
+        }
+    }
+
+    impl Subscriber for Forward {
+        fn register_callsite(&self, metadata: &'static Metadata<'static>) -> Interest {
+            if self.enabled(metadata) {
+                Interest::always()
+            } else {
+                Interest::never()
+            }
+        }
+
+        fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+            self.max >= *metadata.level()
+        }
+
+        fn max_level_hint(&self) -> Option<LevelFilter> {
+            Some(self.max)
+        }
+
+        fn new_span(&self, attributes: &Attributes<'_>) -> Id {
+            let mut fields = Fields::default();
+            attributes.record(&mut fields);
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let span = Span {
+                name: attributes.metadata().name(),
+                fields: fields.others,
+                handles: 1,
+            };
+            self.spans().insert(id, span);
+            Id::from_u64(id)
+        }
+
+        fn record(&self, span: &Id, values: &Record<'_>) {
+            if let Some(span) = self.spans().get_mut(&span.into_u64()) {
+                let mut fields = Fields {
+                    message: String::new(),
+                    others: std::mem::take(&mut span.fields),
+                };
+                values.record(&mut fields);
+                span.fields = fields.others;
+            }
+        }
+
+        fn record_follows_from(&self, _span: &Id, _follows: &Id) {}
+
+        fn event(&self, event: &Event<'_>) {
+            let metadata = event.metadata();
+            let mut fields = Fields::default();
+            event.record(&mut fields);
+            let mut message = self.scope();
+            message.push_str(&fields.message);
+            if !fields.others.is_empty() {
+                if !fields.message.is_empty() {
+                    message.push(' ');
+                }
+                message.push_str(&fields.others);
+            }
+            send(
+                Origin::Tracing,
+                level_number(metadata.level()),
+                metadata.target(),
+                (metadata.module_path(), metadata.file(), metadata.line()),
+                message,
+            );
+        }
+
+        fn enter(&self, span: &Id) {
+            ENTERED.with_borrow_mut(|entered| entered.push(span.into_u64()));
+        }
+
+        fn exit(&self, span: &Id) {
+            let id = span.into_u64();
+            ENTERED.with_borrow_mut(|entered| {
+                if let Some(at) = entered.iter().rposition(|&entered| entered == id) {
+                    entered.remove(at);
+                }
+            });
+        }
+
+        fn clone_span(&self, span: &Id) -> Id {
+            if let Some(span) = self.spans().get_mut(&span.into_u64()) {
+                span.handles += 1;
+            }
+            span.clone()
+        }
+
+        fn try_close(&self, span: Id) -> bool {
+            let mut spans = self.spans();
+            let id = span.into_u64();
+            let Some(state) = spans.get_mut(&id) else {
+                return false;
+            };
+            state.handles -= 1;
+            if state.handles == 0 {
+                spans.remove(&id);
+                return true;
+            }
+            false
+        }
+    }
+}
