@@ -374,15 +374,27 @@ fn launch() -> ExitCode {
 
 /// Runs this binary under `mpirun -n 3` with `args`, killing it if it runs past
 /// [`RUN_LIMIT`]; `None` if it could not run or was killed.
+///
+/// The launcher is `mpirun`, or the command line in `MP_TEST_LAUNCHER` (such as
+/// `srun --mpi=pmi2`, or a venv's `mpiexec`). Open MPI refuses to start ranks as root or more
+/// ranks than cores unless told: the variables that tell it are set here (MPICH ignores them).
 fn run_under_mpirun(args: &[String]) -> Option<std::process::ExitStatus> {
     let exe = std::env::current_exe().unwrap();
-    let mut command = Command::new("mpirun");
+    let launcher = std::env::var("MP_TEST_LAUNCHER").unwrap_or_else(|_| "mpirun".to_string());
+    let mut launcher = launcher.split_whitespace();
+    let mut command = Command::new(launcher.next().unwrap_or("mpirun"));
     command
+        .args(launcher)
         .args(["-n", "3"])
         .arg(exe)
         .args(args)
         .env("MP_MPI_PIECE_BYTES", PIECE_BYTES.to_string())
-        .env("RUST_BACKTRACE", "0");
+        .env("RUST_BACKTRACE", "0")
+        // Open MPI 4 and 5: as root, and 3 ranks on fewer cores.
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("OMPI_MCA_rmaps_base_oversubscribe", "1")
+        .env("PRTE_MCA_rmaps_default_mapping_policy", ":oversubscribe");
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(error) => {

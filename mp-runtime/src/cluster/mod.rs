@@ -32,6 +32,10 @@ const LAUNCHER_VARS: [&str; 4] = [
     "SLURM_PROCID",
 ];
 
+/// How many processes the launcher started, as each launcher says it: MPICH's hydra and PMI-2
+/// (Slurm's too), Open MPI, and any Slurm step.
+const LAUNCHER_SIZE_VARS: [&str; 3] = ["PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "SLURM_STEP_NUM_TASKS"];
+
 /// `off` (or `0`) keeps mp out of the job: a program that uses MPI itself, and mp only for
 /// local pools, sets it; then every rank runs `main`.
 const OPT_OUT_VAR: &str = "MP_RUNTIME_MPI";
@@ -156,6 +160,11 @@ pub(crate) fn leave_job(code: i32) -> ! {
 fn join() -> Result<World> {
     let (rank, size, multiple) = mpi::init().map_err(mpi_error)?;
     *OPEN.write().unwrap_or_else(PoisonError::into_inner) = true;
+    if size == 1 {
+        if let Some((var, launched)) = launched_size() {
+            return Err(mismatch(var, launched));
+        }
+    }
     if !multiple {
         return Err(Error::usage(
             "this MPI library does not support MPI_THREAD_MULTIPLE, which mp needs (one pool \
@@ -174,6 +183,30 @@ fn join() -> Result<World> {
         sending: (0..size).map(|_| Mutex::new(())).collect(),
         piece,
     })
+}
+
+/// The number of processes the launcher says it started, when more than one, and the
+/// variable that says it.
+fn launched_size() -> Option<(&'static str, usize)> {
+    LAUNCHER_SIZE_VARS.into_iter().find_map(|var| {
+        let size = std::env::var(var).ok()?.trim().parse::<usize>().ok()?;
+        (size > 1).then_some((var, size))
+    })
+}
+
+/// Why a process that a launcher started among others finds itself alone in its MPI world:
+/// the launcher speaks to another MPI library than the one this program was built with.
+/// Every process would run `main` on its own, the job `launched` times over; refused instead.
+fn mismatch(var: &str, launched: usize) -> Error {
+    Error::usage(format!(
+        "the launcher started {launched} processes ({var}={launched}), but the MPI library this \
+         program was built with sees a job of one: the launcher and the library do not match \
+         (an MPICH build under Open MPI's mpirun or the reverse, or `srun --mpi=none`), so each \
+         process would run `main` alone. Start it with the launcher of the MPI it was built \
+         against (`mpichversion` or `ompi_info` says which), or with `srun --mpi=pmi2` (MPICH) \
+         or `srun --mpi=pmix` (Open MPI); to run the processes apart on purpose, set \
+         {OPT_OUT_VAR}=off"
+    ))
 }
 
 /// This rank's identity.
