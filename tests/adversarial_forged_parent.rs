@@ -87,7 +87,17 @@ fn start_forged(exe: &Path, role: &str, user: Option<(u32, u32)>) -> (Child, Uni
     if let Some((uid, gid)) = user {
         command.uid(uid).gid(gid);
     }
-    (command.spawn().unwrap(), ours)
+    // A copy just written may still be open for writing in a child that another test's thread
+    // forked meanwhile (until that child execs): exec then fails with ETXTBSY for a moment.
+    for _ in 0..100 {
+        match command.spawn() {
+            Err(error) if error.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            spawned => return (spawned.unwrap(), ours),
+        }
+    }
+    panic!("{} stayed busy for 2 s", exe.display());
 }
 
 /// A frame calling `function` on the argument records `records` (each already framed).

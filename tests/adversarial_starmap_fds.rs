@@ -58,3 +58,33 @@ fn starmap_of_many_value_clones_fits_in_1024_descriptors() {
     }
     let _ = bounded::bounded("drop the pool", bounded::HANG, move || drop(pool));
 }
+
+#[process_fn]
+fn value_plus(value: Value<u64>) -> u64 {
+    value.get().unwrap() + 1
+}
+
+// Issue 11 item 17, second half: a blocking map encodes only the chunks the workers need, so
+// 3,000 chunks that each carry a handle (one descriptor each) fit under a limit of 1024.
+// Encoded all at once, they held 3,000 descriptors.
+#[test]
+fn a_blocking_map_holds_only_the_chunks_the_workers_need() {
+    let old = set_soft_limit(1024);
+    let value = Value::new(41u64).unwrap();
+    let pool = Arc::new(Pool::new(2).unwrap());
+    let inputs: Vec<Value<u64>> = (0..3000).map(|_| value.clone()).collect();
+    let p = pool.clone();
+    let got = bounded::bounded(
+        "issue 11 item 17 (map of 3,000 one-input chunks with a handle each)",
+        Duration::from_secs(60),
+        move || p.map_chunked(value_plus, inputs, 1),
+    );
+    // SAFETY: plain system call restoring the limit read above.
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &old) };
+    match got {
+        Ok(Ok(values)) => assert!(values.iter().all(|&v| v == 42) && values.len() == 3000),
+        Ok(Err(error)) => panic!("issue 11 item 17: {error}"),
+        Err(why) => panic!("{why}"),
+    }
+    let _ = bounded::bounded("drop the pool", bounded::HANG, move || drop(pool));
+}

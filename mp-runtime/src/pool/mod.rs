@@ -617,6 +617,38 @@ impl Pool {
         AsyncResult::new(slot, control, progress, function)
     }
 
+    /// A blocking map: chunks are encoded as the workers need them (one running and one
+    /// queued per worker), not all at once, so a large input is not held twice over in
+    /// encoded form, nor a handle among the inputs duplicated once per chunk at a time.
+    /// (`map_async` returns at once, so it encodes every chunk before it returns: its inputs
+    /// may be borrowed.)
+    fn map_streamed<F, Args, X>(
+        &self,
+        f: F,
+        inputs: impl IntoIterator<Item = X>,
+        chunksize: Option<usize>,
+        encode: fn(&str, &[X]) -> Result<protocol::Args>,
+    ) -> Result<Vec<F::Output>>
+    where
+        F: ProcessFn<Args>,
+    {
+        let inputs: Vec<X> = inputs.into_iter().collect();
+        let processes = self.processes();
+        let chunksize = chunksize.unwrap_or_else(|| auto_chunksize(inputs.len(), processes));
+        let lookup = registry::lookup(&f);
+        IMap::new(
+            &self.shared,
+            processes,
+            lookup,
+            inputs.into_iter(),
+            chunksize,
+            true,
+            encode,
+        )
+        .window(2 * processes)
+        .collect_all()
+    }
+
     /// Calls `f(x)` for each input `x` and returns the results in input order, like Python's
     /// `Pool.map`. Inputs go to the workers in chunks of about `len / (4 * processes)`, at most
     /// 16,384 each.
@@ -661,7 +693,7 @@ impl Pool {
         I::Item: Borrow<A>,
         A: Serialize,
     {
-        self.map_async(f, inputs).get()
+        self.map_streamed(f, inputs, None, single_arguments::<A, I::Item>)
     }
 
     /// [`map`](Pool::map) with chunks of `chunksize` inputs.
@@ -686,7 +718,8 @@ impl Pool {
         I::Item: Borrow<A>,
         A: Serialize,
     {
-        self.map_async_chunked(f, inputs, chunksize).get()
+        let encode = single_arguments::<A, I::Item>;
+        self.map_streamed(f, inputs, Some(chunksize), encode)
     }
 
     /// [`map`](Pool::map) without waiting: returns an [`AsyncResult`] for the whole list.
@@ -770,7 +803,7 @@ impl Pool {
         I::Item: Borrow<Args>,
         Args: Serialize,
     {
-        self.starmap_async(f, inputs).get()
+        self.map_streamed(f, inputs, None, argument_tuples::<Args, I::Item>)
     }
 
     /// [`starmap`](Pool::starmap) without waiting.
