@@ -3,6 +3,10 @@
 //! Everything that crosses a process boundary (arguments, results, the messages of the worker
 //! protocol) goes through [`encode`] and [`decode`], so the wire format can change in one place.
 //!
+//! The format is bincode 2's (little endian, fixed-size integers), written and read through
+//! [`fast`](super::fast), which moves a sequence of plain numbers (`Vec<u8>`, `Vec<f64>`, ...)
+//! as one byte string instead of one call per element in the caller's crate.
+//!
 //! Handles (pipes, queues, locks, shared memory) cross as file descriptors beside the bytes:
 //! while [`encode_with_fds`] runs, a handle's `Serialize` gives a duplicate of its descriptor to
 //! [`serialize_fd`], which writes its index; while [`decode_with_fds`] runs, `Deserialize` takes
@@ -19,6 +23,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
 use crate::sys;
+use crate::wire::fast::{Decoded, Fast};
 use crate::wire::outgoing::Outgoing;
 
 /// Little endian with fixed-size integers: a third faster than bincode's default varints for
@@ -29,7 +34,7 @@ const CONFIG: Configuration<LittleEndian, Fixint> =
 /// Encodes `value` into a new buffer.
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
     let mut out = Vec::new();
-    bincode::serde::encode_into_writer(value, Append(&mut out), CONFIG).map_err(encode_error)?;
+    bincode::serde::encode_into_writer(Fast(value), Append(&mut out), CONFIG).map_err(encode_error)?;
     Ok(out)
 }
 
@@ -67,7 +72,7 @@ impl bincode::enc::write::Writer for AppendOutgoing<'_> {
 #[inline(always)]
 pub(crate) fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Outgoing) -> Result<()> {
     let start = out.len();
-    bincode::serde::encode_into_writer(value, AppendOutgoing(out), CONFIG).map_err(|e| {
+    bincode::serde::encode_into_writer(Fast(value), AppendOutgoing(out), CONFIG).map_err(|e| {
         // Only a failed write to a file can fail this too; the error then says that one.
         let _ = out.truncate(start);
         encode_error(e)
@@ -107,16 +112,17 @@ pub(crate) fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usi
 fn decode_bounded<T: DeserializeOwned>(
     bytes: &[u8],
 ) -> std::result::Result<(T, usize), bincode::error::DecodeError> {
-    use bincode::de::{Decode, Decoder, DecoderImpl};
+    use bincode::de::{BorrowDecode, BorrowDecoder, Decoder, DecoderImpl};
     let budget = bytes.len().saturating_mul(MAX_CLAIM_PER_BYTE);
-    let mut rest = Rest {
+    let rest = Rest {
         bytes,
         stack_floor: sys::signal::stack_floor(),
     };
-    let mut decoder = DecoderImpl::new(&mut rest, CONFIG.with_limit::<{ usize::MAX }>(), ());
+    let mut decoder = DecoderImpl::new(rest, CONFIG.with_limit::<{ usize::MAX }>(), ());
     decoder.claim_bytes_read(usize::MAX - budget)?;
-    let bincode::serde::Compat(value) = Decode::decode(&mut decoder)?;
-    Ok((value, bytes.len() - rest.bytes.len()))
+    // Borrowing: strings and numbers' bytes are copied once, from `bytes` to their value.
+    let bincode::serde::BorrowCompat(Decoded(value)) = BorrowDecode::borrow_decode(&mut decoder)?;
+    Ok((value, bytes.len() - decoder.borrow_reader().bytes.len()))
 }
 
 /// The most a decode claims for one byte of input: a `u128` or `i128` in one varint byte.
@@ -137,21 +143,36 @@ struct Rest<'a> {
     stack_floor: usize,
 }
 
-impl bincode::de::read::Reader for Rest<'_> {
+impl<'a> Rest<'a> {
+    /// The next `n` bytes.
     #[inline]
-    fn read(&mut self, out: &mut [u8]) -> std::result::Result<(), bincode::error::DecodeError> {
+    fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], bincode::error::DecodeError> {
         if sys::signal::stack_pointer() < self.stack_floor {
             return Err(bincode::error::DecodeError::Other(
                 "the value is nested too deeply to decode on this thread's stack",
             ));
         }
-        let Some((head, tail)) = self.bytes.split_at_checked(out.len()) else {
+        let Some((head, tail)) = self.bytes.split_at_checked(n) else {
             return Err(bincode::error::DecodeError::UnexpectedEnd {
-                additional: out.len() - self.bytes.len(),
+                additional: n - self.bytes.len(),
             });
         };
-        out.copy_from_slice(head);
         self.bytes = tail;
+        Ok(head)
+    }
+}
+
+impl<'a> bincode::de::read::BorrowReader<'a> for Rest<'a> {
+    #[inline]
+    fn take_bytes(&mut self, n: usize) -> std::result::Result<&'a [u8], bincode::error::DecodeError> {
+        self.take(n)
+    }
+}
+
+impl bincode::de::read::Reader for Rest<'_> {
+    #[inline]
+    fn read(&mut self, out: &mut [u8]) -> std::result::Result<(), bincode::error::DecodeError> {
+        out.copy_from_slice(self.take(out.len())?);
         Ok(())
     }
 
