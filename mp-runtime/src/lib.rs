@@ -94,6 +94,12 @@
 //! type that implements `Serialize` and `Deserialize` (derive them), of any size. References
 //! cannot cross; `#[process_fn]` says so at compile time.
 //!
+//! A `String`, and a `Vec` (or boxed slice) of `u8`..`u64`, `i8`..`i64`, `f32` or `f64`, at
+//! any depth of a value, crosses as one block of bytes copied whole, not one call per element
+//! in your crate: about half as fast as copying it there and back with `memcpy`, in a release
+//! build and in the default debug build alike. Other sequences (of strings, of structs) go
+//! element by element.
+//!
 //! # Async code
 //!
 //! An [`AsyncResult`] is a `Future`: `.await` it on tokio, async-std or any executor. Waiting

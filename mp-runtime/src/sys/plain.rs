@@ -74,7 +74,11 @@ pub(crate) fn from_le_bytes<P: Plain>(bytes: &[u8]) -> Option<Vec<P>> {
     // endian, so all `len` values are initialised, to the numbers meant, once copied. The
     // copy is one `memcpy`, fast in a build at any opt-level.
     unsafe {
-        std::ptr::copy_nonoverlapping(bytes.as_ptr(), values.as_mut_ptr().cast::<u8>(), bytes.len());
+        std::ptr::copy_nonoverlapping(
+            bytes.as_ptr(),
+            values.as_mut_ptr().cast::<u8>(),
+            bytes.len(),
+        );
         values.set_len(len);
     }
     Some(values)

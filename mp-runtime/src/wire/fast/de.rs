@@ -14,11 +14,11 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::OnceLock;
 
+use serde::Deserialize;
 use serde::de::{
     self, DeserializeSeed, Deserializer, EnumAccess, Error as _, IntoDeserializer, MapAccess,
     SeqAccess, VariantAccess, Visitor,
 };
-use serde::Deserialize;
 
 use super::{Tag, each_plain};
 use crate::sys::plain::{self, Plain};
@@ -62,11 +62,28 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Fast<D> {
     type Error = D::Error;
 
     forward!(
-        deserialize_any, deserialize_bool, deserialize_i8, deserialize_i16, deserialize_i32,
-        deserialize_i64, deserialize_i128, deserialize_u8, deserialize_u16, deserialize_u32,
-        deserialize_u64, deserialize_u128, deserialize_f32, deserialize_f64, deserialize_char,
-        deserialize_str, deserialize_bytes, deserialize_option, deserialize_unit,
-        deserialize_map, deserialize_identifier, deserialize_ignored_any
+        deserialize_any,
+        deserialize_bool,
+        deserialize_i8,
+        deserialize_i16,
+        deserialize_i32,
+        deserialize_i64,
+        deserialize_i128,
+        deserialize_u8,
+        deserialize_u16,
+        deserialize_u32,
+        deserialize_u64,
+        deserialize_u128,
+        deserialize_f32,
+        deserialize_f64,
+        deserialize_char,
+        deserialize_str,
+        deserialize_bytes,
+        deserialize_option,
+        deserialize_unit,
+        deserialize_map,
+        deserialize_identifier,
+        deserialize_ignored_any
     );
 
     /// Borrows the string and copies it once, into memory that suits a large one.
@@ -149,11 +166,26 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Wrap<V> {
     }
 
     visit!(
-        visit_bool(bool), visit_i8(i8), visit_i16(i16), visit_i32(i32), visit_i64(i64),
-        visit_i128(i128), visit_u8(u8), visit_u16(u16), visit_u32(u32), visit_u64(u64),
-        visit_u128(u128), visit_f32(f32), visit_f64(f64), visit_char(char), visit_str(&str),
-        visit_borrowed_str(&'de str), visit_string(String), visit_bytes(&[u8]),
-        visit_borrowed_bytes(&'de [u8]), visit_byte_buf(Vec<u8>)
+        visit_bool(bool),
+        visit_i8(i8),
+        visit_i16(i16),
+        visit_i32(i32),
+        visit_i64(i64),
+        visit_i128(i128),
+        visit_u8(u8),
+        visit_u16(u16),
+        visit_u32(u32),
+        visit_u64(u64),
+        visit_u128(u128),
+        visit_f32(f32),
+        visit_f64(f64),
+        visit_char(char),
+        visit_str(&str),
+        visit_borrowed_str(&'de str),
+        visit_string(String),
+        visit_bytes(&[u8]),
+        visit_borrowed_bytes(&'de [u8]),
+        visit_byte_buf(Vec<u8>)
     );
 
     fn visit_none<E: de::Error>(self) -> Result<V::Value, E> {
@@ -354,16 +386,16 @@ struct Numbers<'de, P, E> {
     number: PhantomData<(P, E)>,
 }
 
-impl<'de, P: Plain + IntoDeserializer<'de, E>, E: de::Error> SeqAccess<'de>
-    for Numbers<'de, P, E>
-{
+impl<'de, P: Plain + IntoDeserializer<'de, E>, E: de::Error> SeqAccess<'de> for Numbers<'de, P, E> {
     type Error = E;
     fn next_element_seed<T: DeserializeSeed<'de>>(
         &mut self,
         seed: T,
     ) -> Result<Option<T::Value>, E> {
         match self.chunks.next() {
-            Some(chunk) => seed.deserialize(P::from_le(chunk).into_deserializer()).map(Some),
+            Some(chunk) => seed
+                .deserialize(P::from_le(chunk).into_deserializer())
+                .map(Some),
             None => Ok(None),
         }
     }
