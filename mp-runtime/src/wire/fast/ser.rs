@@ -263,7 +263,7 @@ compound!(
     SerializeStructVariant::serialize_field(key)
 );
 
-/// A sequence's elements, written as the parts of the tuple [`Fast::serialize_seq`] began.
+/// A sequence's elements, written as the parts of the tuple `serialize_seq` began.
 impl<S: ser::SerializeTuple> ser::SerializeSeq for Fast<S> {
     type Ok = S::Ok;
     type Error = S::Error;
