@@ -7,6 +7,11 @@
 //! and prints its rows, without writing the report. With `--features mpi` (and MPICH's `mpirun`
 //! on the path), the MPI rows run too, and the report is `BENCHMARKS-mpi.md`; `--out NAME`
 //! names the report `NAME.md` (a run on another machine, say).
+//!
+//! The values rows as a user's default debug build has them (everything at `opt-level = 0`,
+//! which this workspace's own `[profile.dev]` raises to 1):
+//! `CARGO_PROFILE_DEV_OPT_LEVEL=0 cargo run -p mp-bench -- --quick --only values`. Their goal
+//! lines then ask 0.2x a memcpy, the debug build's goal, instead of release's 0.4x.
 
 #[cfg(feature = "mpi")]
 mod cluster;

@@ -116,6 +116,12 @@
 //! - Large results of many tasks: [`Pool::imap`] hands each over as it comes, so the parent
 //!   never holds them all at once.
 //!
+//! A `String`, and a `Vec` (or boxed slice) of `u8`..`u64`, `i8`..`i64`, `f32` or `f64`, at
+//! any depth of a value, crosses as one block of bytes copied whole, not one call per element
+//! in your crate: about half as fast as copying it there and back with `memcpy`, in a release
+//! build and in the default debug build alike. Other sequences (of strings, of structs) go
+//! element by element.
+//!
 //! # Async code
 //!
 //! An [`AsyncResult`] is a `Future`: `.await` it on tokio, async-std or any executor. Waiting

@@ -14,5 +14,6 @@ pub(crate) mod mmap;
 pub(crate) mod mpi;
 pub(crate) mod mutex;
 pub(crate) mod pidfd;
+pub(crate) mod plain;
 pub(crate) mod process;
 pub(crate) mod signal;

@@ -3,6 +3,10 @@
 //! Everything that crosses a process boundary (arguments, results, the messages of the worker
 //! protocol) goes through [`encode`] and [`decode`], so the wire format can change in one place.
 //!
+//! The format is bincode 2's (little endian, fixed-size integers), written and read through
+//! [`fast`](super::fast), which moves a sequence of plain numbers (`Vec<u8>`, `Vec<f64>`, ...)
+//! as one byte string instead of one call per element in the caller's crate.
+//!
 //! Handles (pipes, queues, locks, shared memory) cross as file descriptors beside the bytes:
 //! while [`encode_with_fds`] runs, a handle's `Serialize` gives a duplicate of its descriptor to
 //! [`serialize_fd`], which writes its index; while [`decode_with_fds`] runs, `Deserialize` takes
@@ -19,6 +23,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
 use crate::sys;
+use crate::wire::fast::{Decoded, Fast};
 use crate::wire::outgoing::Outgoing;
 
 /// Little endian with fixed-size integers: a third faster than bincode's default varints for
@@ -29,7 +34,8 @@ const CONFIG: Configuration<LittleEndian, Fixint> =
 /// Encodes `value` into a new buffer.
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
     let mut out = Vec::new();
-    bincode::serde::encode_into_writer(value, Append(&mut out), CONFIG).map_err(encode_error)?;
+    bincode::serde::encode_into_writer(Fast(value), Append(&mut out), CONFIG)
+        .map_err(encode_error)?;
     Ok(out)
 }
 
@@ -67,7 +73,7 @@ impl bincode::enc::write::Writer for AppendOutgoing<'_> {
 #[inline(always)]
 pub(crate) fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Outgoing) -> Result<()> {
     let start = out.len();
-    bincode::serde::encode_into_writer(value, AppendOutgoing(out), CONFIG).map_err(|e| {
+    bincode::serde::encode_into_writer(Fast(value), AppendOutgoing(out), CONFIG).map_err(|e| {
         // Only a failed write to a file can fail this too; the error then says that one.
         let _ = out.truncate(start);
         encode_error(e)
@@ -107,16 +113,17 @@ pub(crate) fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usi
 fn decode_bounded<T: DeserializeOwned>(
     bytes: &[u8],
 ) -> std::result::Result<(T, usize), bincode::error::DecodeError> {
-    use bincode::de::{Decode, Decoder, DecoderImpl};
+    use bincode::de::{BorrowDecode, BorrowDecoder, Decoder, DecoderImpl};
     let budget = bytes.len().saturating_mul(MAX_CLAIM_PER_BYTE);
-    let mut rest = Rest {
+    let rest = Rest {
         bytes,
         stack_floor: sys::signal::stack_floor(),
     };
-    let mut decoder = DecoderImpl::new(&mut rest, CONFIG.with_limit::<{ usize::MAX }>(), ());
+    let mut decoder = DecoderImpl::new(rest, CONFIG.with_limit::<{ usize::MAX }>(), ());
     decoder.claim_bytes_read(usize::MAX - budget)?;
-    let bincode::serde::Compat(value) = Decode::decode(&mut decoder)?;
-    Ok((value, bytes.len() - rest.bytes.len()))
+    // Borrowing: strings and numbers' bytes are copied once, from `bytes` to their value.
+    let bincode::serde::BorrowCompat(Decoded(value)) = BorrowDecode::borrow_decode(&mut decoder)?;
+    Ok((value, bytes.len() - decoder.borrow_reader().bytes.len()))
 }
 
 /// The most a decode claims for one byte of input: a `u128` or `i128` in one varint byte.
@@ -137,21 +144,39 @@ struct Rest<'a> {
     stack_floor: usize,
 }
 
-impl bincode::de::read::Reader for Rest<'_> {
+impl<'a> Rest<'a> {
+    /// The next `n` bytes.
     #[inline]
-    fn read(&mut self, out: &mut [u8]) -> std::result::Result<(), bincode::error::DecodeError> {
+    fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], bincode::error::DecodeError> {
         if sys::signal::stack_pointer() < self.stack_floor {
             return Err(bincode::error::DecodeError::Other(
                 "the value is nested too deeply to decode on this thread's stack",
             ));
         }
-        let Some((head, tail)) = self.bytes.split_at_checked(out.len()) else {
+        let Some((head, tail)) = self.bytes.split_at_checked(n) else {
             return Err(bincode::error::DecodeError::UnexpectedEnd {
-                additional: out.len() - self.bytes.len(),
+                additional: n - self.bytes.len(),
             });
         };
-        out.copy_from_slice(head);
         self.bytes = tail;
+        Ok(head)
+    }
+}
+
+impl<'a> bincode::de::read::BorrowReader<'a> for Rest<'a> {
+    #[inline]
+    fn take_bytes(
+        &mut self,
+        n: usize,
+    ) -> std::result::Result<&'a [u8], bincode::error::DecodeError> {
+        self.take(n)
+    }
+}
+
+impl bincode::de::read::Reader for Rest<'_> {
+    #[inline]
+    fn read(&mut self, out: &mut [u8]) -> std::result::Result<(), bincode::error::DecodeError> {
+        out.copy_from_slice(self.take(out.len())?);
         Ok(())
     }
 
@@ -454,6 +479,79 @@ mod tests {
     }
 
     #[test]
+    fn a_slice_of_numbers_crosses_as_its_bytes() {
+        let floats: Vec<f64> = (0..1000).map(f64::from).collect();
+        let bytes = encode(&floats).unwrap();
+        // A tag, the length of the bytes, the bytes.
+        assert_eq!(bytes.len(), 1 + 8 + 8000);
+        assert_eq!(decode::<Vec<f64>>(&bytes).unwrap(), floats);
+        assert_eq!(decode::<Box<[f64]>>(&bytes).unwrap()[..], floats[..]);
+    }
+
+    #[test]
+    fn sequences_cross_between_types_that_write_and_read_them_differently() {
+        use std::collections::VecDeque;
+        let floats = vec![1.5f64, -2.0, 3.25];
+        // Written whole, read one by one; written one by one, read whole.
+        let deque: VecDeque<f64> = decode(&encode(&floats).unwrap()).unwrap();
+        assert_eq!(deque, floats);
+        assert_eq!(
+            decode::<Vec<f64>>(&encode(&deque).unwrap()).unwrap(),
+            floats
+        );
+
+        /// Written as `Vec` writes (a slice iterator), read with a visitor of its own, as
+        /// `arrayvec::ArrayVec` does.
+        #[derive(Debug, PartialEq)]
+        struct Stack(Vec<u16>);
+        impl Serialize for Stack {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq(self.0.iter())
+            }
+        }
+        impl<'de> Deserialize<'de> for Stack {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct Each;
+                impl<'de> serde::de::Visitor<'de> for Each {
+                    type Value = Stack;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str("numbers")
+                    }
+                    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                        self,
+                        mut seq: A,
+                    ) -> Result<Stack, A::Error> {
+                        let mut out = Vec::new();
+                        while let Some(n) = seq.next_element()? {
+                            out.push(n);
+                        }
+                        Ok(Stack(out))
+                    }
+                }
+                d.deserialize_seq(Each)
+            }
+        }
+        let stack = Stack(vec![1, 2, 65535]);
+        assert_eq!(decode::<Stack>(&encode(&stack).unwrap()).unwrap(), stack);
+    }
+
+    #[test]
+    fn a_corrupt_sequence_of_numbers_is_an_error() {
+        let tag = encode(&vec![0.5f64]).unwrap()[0];
+        // 2^60 bytes announced, none there: refused before any allocation.
+        let huge = [&[tag][..], &(1u64 << 60).to_le_bytes()].concat();
+        assert!(decode::<Vec<f64>>(&huge).unwrap_err().is_codec());
+        // Three bytes are not a whole number of f64s.
+        let torn = [&[tag][..], &3u64.to_le_bytes(), &[1, 2, 3]].concat();
+        let err = decode::<Vec<f64>>(&torn).unwrap_err();
+        assert!(err.to_string().contains("whole number"), "{err}");
+        assert!(decode::<std::collections::VecDeque<f64>>(&torn).is_err());
+        let unknown = [&[200][..], &0u64.to_le_bytes()].concat();
+        let err = decode::<Vec<f64>>(&unknown).unwrap_err();
+        assert!(err.to_string().contains("not the tag"), "{err}");
+    }
+
+    #[test]
     fn truncated_input_is_an_error() {
         let bytes = encode(&"a string of some length".to_string()).unwrap();
         assert!(decode::<String>(&bytes[..5]).unwrap_err().is_codec());
@@ -520,6 +618,57 @@ mod proptests {
         )
     }
 
+    /// A value with sequences of every kind at any depth: numbers written whole (`Vec<f64>`,
+    /// `Vec<u8>`, `Box<[i8]>`), written one by one (`VecDeque`, `Vec<String>`), in options,
+    /// enum variants and structs.
+    #[derive(Clone, Debug, Serialize, Deserialize)]
+    enum Shape {
+        Unit,
+        Floats(Vec<f64>),
+        Record {
+            name: String,
+            bytes: Vec<u8>,
+            singles: Vec<f32>,
+            maybe: Option<Vec<i16>>,
+        },
+        Mixed(std::collections::VecDeque<u64>, Box<[i8]>, Vec<String>),
+        Nested(Vec<Vec<u32>>, Option<Box<Shape>>, Vec<Shape>),
+    }
+
+    fn shape() -> impl Strategy<Value = Shape> {
+        use proptest::collection::vec;
+        let leaf = prop_oneof![
+            Just(Shape::Unit),
+            vec(any::<f64>(), 0..40).prop_map(Shape::Floats),
+            (
+                ".{0,20}",
+                vec(any::<u8>(), 0..40),
+                vec(any::<f32>(), 0..10),
+                proptest::option::of(vec(any::<i16>(), 0..10)),
+            )
+                .prop_map(|(name, bytes, singles, maybe)| Shape::Record {
+                    name,
+                    bytes,
+                    singles,
+                    maybe
+                }),
+            (
+                vec(any::<u64>(), 0..5),
+                vec(any::<i8>(), 0..10),
+                vec(".{0,5}", 0..4),
+            )
+                .prop_map(|(a, b, c)| Shape::Mixed(a.into(), b.into(), c)),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            (
+                vec(vec(any::<u32>(), 0..6), 0..4),
+                proptest::option::of(inner.clone().prop_map(Box::new)),
+                vec(inner, 0..3),
+            )
+                .prop_map(|(a, b, c)| Shape::Nested(a, b, c))
+        })
+    }
+
     fn in_records(values: &[Sample]) -> Vec<u8> {
         let mut out = Outgoing::default();
         for value in values {
@@ -542,6 +691,34 @@ mod proptests {
                     Err(error) => prop_assert!(error.to_string().contains("cut off")),
                 }
             }
+        }
+
+        #[test]
+        fn nested_sequences_round_trip(shapes in proptest::collection::vec(shape(), 0..4)) {
+            let bytes = encode(&shapes).unwrap();
+            let decoded: Vec<Shape> = decode(&bytes).unwrap();
+            // Compared by their encoding: NaNs are not equal to themselves.
+            prop_assert_eq!(encode(&decoded).unwrap(), bytes);
+        }
+
+        #[test]
+        fn corrupt_nested_sequences_are_an_error_or_a_value(
+            shapes in proptest::collection::vec(shape(), 1..4),
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+            len in any::<u64>(),
+        ) {
+            let bytes = encode(&shapes).unwrap();
+            let at = at.index(bytes.len());
+            let mut changed = bytes.clone();
+            changed[at] = byte;
+            let _ = decode::<Vec<Shape>>(&changed);
+            // A length of anything (up to 2^64) where any length or tag could be.
+            let mut spliced = bytes[..at].to_vec();
+            spliced.extend_from_slice(&len.to_le_bytes());
+            spliced.extend_from_slice(&bytes[at..]);
+            let _ = decode::<Vec<Shape>>(&spliced);
+            prop_assert!(decode::<Vec<Shape>>(&bytes[..at]).unwrap_err().is_codec());
         }
 
         #[test]

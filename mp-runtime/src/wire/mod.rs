@@ -1,8 +1,10 @@
 //! What crosses between processes: a frame being built ([`outgoing`]), values encoded
-//! ([`codec`], the only module that knows bincode), frames sent and received over a socket with
+//! ([`codec`], the only module that knows bincode, with [`fast`] around it to move sequences of
+//! numbers whole), frames sent and received over a socket with
 //! their descriptors ([`frame`]), and the messages of parent and worker ([`protocol`]).
 
 pub(crate) mod codec;
+pub(crate) mod fast;
 pub(crate) mod frame;
 pub(crate) mod outgoing;
 pub(crate) mod protocol;
