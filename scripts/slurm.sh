@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# Starts a one-node Slurm cluster on this machine (munged, slurmctld and slurmd, by hand: no
+# systemd) and runs the MPI tests and cluster_map under `srun`, then stops it all.
+#
+#   sudo scripts/slurm.sh
+#
+# - tests/mpi.rs and cluster_map, built against MPICH (target/), under
+#   `srun --mpi=pmi2 --kill-on-bad-exit=1`;
+# - the same build under `srun --mpi=none` is refused before main (the launcher and the library
+#   do not match);
+# - with OPENMPI=1, and scripts/openmpi.sh run before: tests/mpi.rs and cluster_map built
+#   against Open MPI 5 (target/openmpi) under `srun --mpi=pmix`.
+#
+# Needs root (slurmd runs jobs as any user). Installs slurm-wlm and munge with apt-get when
+# slurmctld is missing. The cluster lives in a temporary directory: its own munge key and
+# socket, slurm.conf (this host's name and CPU count, from `slurmd -C`), state and logs, and
+# ports 16817/16818, so a Slurm already on the machine is left alone. Exit status 77: slurmd
+# cannot run here. Everything it starts is ended on exit, by pid.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+if [[ $(id -u) != 0 ]]; then
+    echo "starting slurmd needs root" >&2
+    exit 2
+fi
+if ! command -v slurmctld > /dev/null || ! command -v munged > /dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        slurm-wlm munge > /dev/null
+fi
+binary=$root/target/release/examples/cluster_map
+if [[ ! -x $binary ]]; then
+    echo "no $binary: build it with cargo build --release --features mpi --example cluster_map" >&2
+    exit 2
+fi
+
+work=$(mktemp -d /tmp/mp-slurm.XXXXXX)
+chmod 755 "$work"
+started=()
+# The slurmstepd processes that were here before: any other is this cluster's.
+before_steps=" $(pgrep -x slurmstepd | tr "\n" " " || true) "
+cleanup() {
+    local status=$? pid
+    if [[ -n ${SLURM_CONF:-} ]] && [[ -e $work/ctld.pid ]]; then
+        scancel --quiet --user=root 2>/dev/null || true
+    fi
+    for ((i = ${#started[@]} - 1; i >= 0; i--)); do
+        kill "${started[i]}" 2>/dev/null || true
+    done
+    for pid in $(pgrep -x slurmstepd || true); do
+        [[ $before_steps == *" $pid "* ]] || kill -9 "$pid" 2>/dev/null || true
+    done
+    for pid in "${started[@]}"; do
+        timeout 10 tail --pid="$pid" -f /dev/null 2>/dev/null || kill -9 "$pid" 2>/dev/null || true
+    done
+    if [[ $status != 0 ]]; then
+        for log in "$work"/*.log; do
+            [[ -s $log ]] || continue
+            echo "--- $log (last lines)" >&2
+            tail -n 20 "$log" >&2
+        done
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# munge: a key and a daemon of this cluster's own.
+mungekey --create --keyfile="$work/munge.key" 2>/dev/null \
+    || dd if=/dev/urandom of="$work/munge.key" bs=1 count=1024 status=none
+chmod 600 "$work/munge.key"
+munged --foreground --force --socket="$work/munge.socket" --key-file="$work/munge.key" \
+    --pid-file="$work/munged.pid" --log-file="$work/munged.log" \
+    --seed-file="$work/munged.seed" 2>> "$work/munged.log" &
+started+=($!)
+
+host=$(hostname -s)
+node=$(slurmd -C | head -n 1)
+if [[ $node != "NodeName=$host "* ]]; then
+    echo "slurmd -C does not describe this host ($host): $node" >&2
+    exit 77
+fi
+mkdir -p "$work/state" "$work/spool"
+cat > "$work/slurm.conf" <<CONF
+ClusterName=mp
+SlurmctldHost=$host(127.0.0.1)
+SlurmctldPort=16817
+SlurmdPort=16818
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+AuthInfo=socket=$work/munge.socket
+CredType=cred/munge
+StateSaveLocation=$work/state
+SlurmdSpoolDir=$work/spool
+SlurmctldPidFile=$work/ctld.pid
+SlurmdPidFile=$work/slurmd.pid
+SlurmctldLogFile=$work/slurmctld.log
+SlurmdLogFile=$work/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+SchedulerType=sched/builtin
+ReturnToService=2
+MpiDefault=none
+$node NodeAddr=127.0.0.1 State=UNKNOWN
+PartitionName=mp Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+CONF
+export SLURM_CONF=$work/slurm.conf
+
+for _ in $(seq 50); do
+    [[ -S $work/munge.socket ]] && break
+    sleep 0.1
+done
+slurmctld -D -i -f "$SLURM_CONF" > "$work/slurmctld.out" 2>&1 &
+started+=($!)
+slurmd -D -N "$host" -f "$SLURM_CONF" > "$work/slurmd.out" 2>&1 &
+started+=($!)
+
+up=""
+for _ in $(seq 300); do
+    state=$(sinfo -h -n "$host" -o %T 2>/dev/null || true)
+    if [[ $state == idle ]]; then
+        up=yes
+        break
+    fi
+    if ! kill -0 "${started[2]}" 2>/dev/null; then
+        echo "slurmd exited:" >&2
+        cat "$work/slurmd.out" "$work/slurmd.log" >&2 || true
+        # slurmd that cannot start here (a container without what it needs) is a skip.
+        exit 77
+    fi
+    sleep 0.1
+done
+if [[ -z $up ]]; then
+    echo "the cluster did not come up in 30 s (node state: ${state:-unknown})" >&2
+    exit 1
+fi
+echo "one-node Slurm cluster up: $(sinfo -h -o '%P %D %c %T')"
+
+# 3 ranks on fewer cores, as the other launchers do with oversubscribe.
+srun="srun --overcommit --kill-on-bad-exit=1"
+
+echo "--- tests/mpi.rs (MPICH) under srun --mpi=pmi2"
+MP_TEST_LAUNCHER="$srun --mpi=pmi2" timeout 300 cargo test -q --features mpi --test mpi
+
+echo "--- cluster_map (MPICH) under srun --mpi=pmi2 -n 3"
+timeout 120 $srun --mpi=pmi2 -n 3 "$binary"
+
+echo "--- the MPICH build under srun --mpi=none is refused before main"
+if out=$(timeout 120 $srun --mpi=none -n 3 "$binary" 2>&1); then
+    echo "$out"
+    echo "FAILED: an MPICH build under srun --mpi=none should have been refused" >&2
+    exit 1
+fi
+grep -q "the launcher and the library do not match" <<< "$out" || {
+    echo "$out"
+    echo "FAILED: refused, but not for the launcher/library mismatch" >&2
+    exit 1
+}
+echo "refused, as it should be"
+
+if [[ ${OPENMPI:-0} == 1 ]]; then
+    venv=$root/target/openmpi-venv
+    ompi_binary=$root/target/openmpi/debug/examples/cluster_map
+    if [[ ! -x $ompi_binary ]]; then
+        echo "no $ompi_binary: run scripts/openmpi.sh first" >&2
+        exit 2
+    fi
+    echo "--- cluster_map (Open MPI 5) under srun --mpi=pmix -n 3"
+    timeout 120 $srun --mpi=pmix -n 3 "$ompi_binary"
+    echo "--- tests/mpi.rs (Open MPI 5) under srun --mpi=pmix"
+    PATH=$venv/bin:$PATH MPICC=$venv/bin/mpicc CARGO_TARGET_DIR=$root/target/openmpi \
+        MP_TEST_LAUNCHER="$srun --mpi=pmix" timeout 300 \
+        cargo test -q --features mpi --test mpi
+fi
+echo "Slurm: passed"
