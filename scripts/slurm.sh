@@ -17,6 +17,12 @@
 # ports 16817/16818, so a Slurm already on the machine is left alone. Exit status 77: no
 # apt-get to install Slurm with, or `slurmd -C` cannot describe this host. Anything else that
 # goes wrong fails. Everything it starts is ended on exit, by pid.
+#
+# Bounds: each srun by `timeout --foreground` (srun ends its step when told to), each cargo test
+# by the test's own limit on its launcher; the whole script by its caller's `timeout`. The
+# daemons run in sessions of their own, so that the caller's timeout, which signals this
+# script's process group, leaves them to the cleanup, which stops them in order after
+# cancelling what still runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -49,9 +55,16 @@ started=()
 # The slurmstepd processes that were here before: any other is this cluster's.
 before_steps=" $(pgrep -x slurmstepd | tr "\n" " " || true) "
 cleanup() {
-    local status=$? pid
-    if [[ -n ${SLURM_CONF:-} ]] && [[ -e $work/ctld.pid ]]; then
+    local status=$? pid ranks
+    # A caller's timeout signals twice (this script, then its group): once is enough.
+    trap '' TERM INT
+    # Jobs still running (after a timeout): cancelled, then given a few seconds to end.
+    if [[ -n ${SLURM_CONF:-} ]] && [[ -n $(squeue -h 2>/dev/null) ]]; then
         scancel --quiet --user=root 2>/dev/null || true
+        for _ in $(seq 50); do
+            [[ -z $(squeue -h 2>/dev/null) ]] && break
+            sleep 0.1
+        done
     fi
     # slurmd, slurmctld, then munged (the others need it to stop cleanly).
     for ((i = ${#started[@]} - 1; i >= 0; i--)); do
@@ -59,8 +72,11 @@ cleanup() {
         kill "$pid" 2>/dev/null || continue
         timeout 10 tail --pid="$pid" -f /dev/null || kill -9 "$pid" 2>/dev/null || true
     done
+    # A step daemon left behind, and the ranks it started.
     for pid in $(pgrep -x slurmstepd || true); do
-        [[ $before_steps == *" $pid "* ]] || kill -9 "$pid" 2>/dev/null || true
+        [[ $before_steps == *" $pid "* ]] && continue
+        mapfile -t ranks < <(pgrep -P "$pid" || true)
+        kill -9 "$pid" "${ranks[@]}" 2>/dev/null || true
     done
     if [[ $status != 0 ]]; then
         for log in "$work"/*.log; do
@@ -78,7 +94,7 @@ trap 'exit 143' TERM INT
 mungekey --create --keyfile="$work/munge.key" 2>/dev/null \
     || dd if=/dev/urandom of="$work/munge.key" bs=1 count=1024 status=none
 chmod 600 "$work/munge.key"
-munged --foreground --force --socket="$work/munge.socket" --key-file="$work/munge.key" \
+setsid munged --foreground --force --socket="$work/munge.socket" --key-file="$work/munge.key" \
     --pid-file="$work/munged.pid" --log-file="$work/munged.log" \
     --seed-file="$work/munged.seed" 2>> "$work/munged.log" &
 started+=($!)
@@ -124,9 +140,9 @@ for _ in $(seq 50); do
     [[ -S $work/munge.socket ]] && break
     sleep 0.1
 done
-slurmctld -D -i -f "$SLURM_CONF" > "$work/slurmctld.out" 2>&1 &
+setsid slurmctld -D -i -f "$SLURM_CONF" > "$work/slurmctld.out" 2>&1 &
 started+=($!)
-slurmd -D -N "$host" -f "$SLURM_CONF" > "$work/slurmd.out" 2>&1 &
+setsid slurmd -D -N "$host" -f "$SLURM_CONF" > "$work/slurmd.out" 2>&1 &
 started+=($!)
 
 up=""
@@ -150,16 +166,16 @@ fi
 echo "one-node Slurm cluster up: $(sinfo -h -o '%P %D %c %T')"
 
 # 3 ranks on fewer cores, as the other launchers do with oversubscribe.
-srun="srun --overcommit --kill-on-bad-exit=1"
+srun=(srun --overcommit --kill-on-bad-exit=1)
 
 echo "--- tests/mpi.rs (MPICH) under srun --mpi=pmi2"
-MP_TEST_LAUNCHER="$srun --mpi=pmi2" timeout 300 cargo test -q --features mpi --test mpi
+MP_TEST_LAUNCHER="${srun[*]} --mpi=pmi2" cargo test -q --features mpi --test mpi
 
 echo "--- cluster_map (MPICH) under srun --mpi=pmi2 -n 3"
-timeout 120 $srun --mpi=pmi2 -n 3 "$binary"
+timeout --foreground 120 "${srun[@]}" --mpi=pmi2 -n 3 "$binary"
 
 echo "--- the MPICH build under srun --mpi=none is refused before main"
-if out=$(timeout 120 $srun --mpi=none -n 3 "$binary" 2>&1); then
+if out=$(timeout --foreground 120 "${srun[@]}" --mpi=none -n 3 "$binary" 2>&1); then
     echo "$out"
     echo "FAILED: an MPICH build under srun --mpi=none should have been refused" >&2
     exit 1
@@ -178,12 +194,12 @@ if [[ $pmix == yes ]]; then
         exit 2
     fi
     echo "--- cluster_map (Open MPI 5) under srun --mpi=pmix -n 3"
-    timeout 120 $srun --mpi=pmix -n 3 "$ompi_binary"
+    timeout --foreground 120 "${srun[@]}" --mpi=pmix -n 3 "$ompi_binary"
     echo "--- tests/mpi.rs (Open MPI 5) under srun --mpi=pmix"
     (
         # shellcheck source=/dev/null
         source "$root/target/openmpi/env.sh"
-        MP_TEST_LAUNCHER="$srun --mpi=pmix" timeout 300 cargo test -q --features mpi --test mpi
+        MP_TEST_LAUNCHER="${srun[*]} --mpi=pmix" cargo test -q --features mpi --test mpi
     )
 fi
 echo "Slurm: passed"
