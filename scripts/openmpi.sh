@@ -67,14 +67,15 @@ fi
 "$venv/bin/ompi_info" --version | head -n 1
 
 # The build's environment, kept in a file: scripts/slurm.sh --pmix builds and runs with the
-# same, so that cargo reuses this build instead of starting over. No debug info and no
-# incremental state: this build is compiled once, from nothing, and only run.
+# same, so that cargo reuses this build instead of starting over. No optimisation, debug info
+# or incremental state: this build is compiled once, from nothing, and only run.
 mkdir -p "$target"
 cat > "$target/env.sh" <<ENV
 export PATH="$venv/bin:\$PATH"
 export MPICC="$venv/bin/mpicc"
 export CARGO_TARGET_DIR="$target"
 export RUSTFLAGS="-C link-args=-Wl,-rpath,$venv/lib"
+export CARGO_PROFILE_DEV_OPT_LEVEL=0
 export CARGO_PROFILE_DEV_DEBUG=0
 export CARGO_INCREMENTAL=0
 ENV

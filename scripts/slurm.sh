@@ -34,7 +34,9 @@ if [[ $(id -u) != 0 ]]; then
     exit 2
 fi
 # libpmix-dev: Slurm's mpi/pmix plugin loads pmix2/lib/libpmix.so, which only it provides.
-if ! dpkg-query -W slurm-wlm munge libpmix-dev > /dev/null 2>&1; then
+installed=$(dpkg-query -W -f '${Status}\n' slurm-wlm munge libpmix-dev 2>/dev/null \
+    | grep -c '^install ok installed$' || true)
+if [[ $installed != 3 ]]; then
     if ! command -v apt-get > /dev/null; then
         echo "no apt-get here to install Slurm and munge with" >&2
         exit 77
