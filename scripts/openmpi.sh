@@ -97,6 +97,10 @@ for binary in "$target"/debug/deps/mpi-* "$target/debug/examples/cluster_map"; d
 done
 MP_TEST_LAUNCHER="$venv/bin/mpiexec" cargo test -q --features mpi --test mpi
 
+echo "--- a rank killed mid-map, under Open MPI's fault tolerance (mpiexec --with-ft ulfm)"
+MP_TEST_LAUNCHER="$venv/bin/mpiexec --with-ft ulfm" MP_TEST_RANK_LOSS="$target/rank-loss-ok" \
+    cargo test -q --features mpi --test mpi
+
 echo "--- cluster_map under Open MPI's mpiexec -n 3"
 timeout --foreground 120 mpiexec -n 3 "$target/debug/examples/cluster_map"
 

@@ -299,9 +299,65 @@ fn panic_with_work_running() {
     panic!("rank 0 gives up");
 }
 
+/// Squares `x`; on rank 2, kills the rank's own process (this worker's parent) instead, as a
+/// node failure would.
+#[process_fn]
+fn square_or_kill_rank_two(x: u64) -> u64 {
+    if mpi_rank() == Some(2) {
+        // SAFETY: plain system calls; the parent is the rank process, which the test ends.
+        unsafe { libc::kill(libc::getppid(), libc::SIGKILL) };
+        std::thread::sleep(Duration::from_secs(30));
+    }
+    x * x
+}
+
+/// Under Open MPI with fault tolerance (`mpiexec --with-ft ulfm`): rank 2 dies in the middle
+/// of a map. Every task still completes (retried on rank 1), the loss is reported, a new pool
+/// works on the ranks left, and the job ends promptly. Writes "ok" to `path` at the end, since
+/// the launcher's own exit status reports the dead rank.
+fn survive_a_lost_rank(path: &str) {
+    let started = Instant::now();
+    let pool = Pool::builder()
+        .mpi()
+        .processes(1)
+        .retries(2)
+        .build()
+        .unwrap();
+    assert_eq!(pool.processes(), 2);
+    let squares = pool.map_chunked(square_or_kill_rank_two, 0..40, 1).unwrap();
+    assert!(squares.iter().copied().eq((0..40).map(|x| x * x)));
+    assert_eq!(mp_runtime::lost_mpi_ranks(), [2]);
+    // The same pool goes on with rank 1.
+    assert_eq!(pool.map(cube, [2, 3]).unwrap(), [8, 27]);
+    drop(pool);
+    let fresh = Pool::builder().mpi().processes(1).build().unwrap();
+    assert_eq!(fresh.processes(), 1, "a new pool leaves the lost rank out");
+    assert!(
+        fresh
+            .map(where_am_i, 0..8)
+            .unwrap()
+            .iter()
+            .all(|&rank| rank == Some(1))
+    );
+    drop(fresh);
+    println!("rank loss survived in {:?}", started.elapsed());
+    std::fs::write(path, "ok").unwrap();
+}
+
+/// The variable that makes a run under the launcher one of [`survive_a_lost_rank`]: the path
+/// where rank 0 writes "ok".
+const RANK_LOSS_VAR: &str = "MP_TEST_RANK_LOSS";
+
 fn main() -> ExitCode {
     if mpi_rank().is_none() {
-        return launch();
+        return match std::env::var(RANK_LOSS_VAR) {
+            Ok(path) => launch_rank_loss(&path),
+            Err(_) => launch(),
+        };
+    }
+    if let Ok(path) = std::env::var(RANK_LOSS_VAR) {
+        survive_a_lost_rank(&path);
+        return ExitCode::SUCCESS;
     }
     let filter = std::env::args().nth(1).filter(|arg| !arg.starts_with('-'));
     if filter.as_deref() == Some(PANIC_CASE) {
@@ -369,6 +425,29 @@ fn launch() -> ExitCode {
         return ExitCode::FAILURE;
     }
     println!("test rank_zero_panics_ends_every_rank ... ok");
+    ExitCode::SUCCESS
+}
+
+/// Runs [`survive_a_lost_rank`] under the launcher (which must tolerate a dead rank:
+/// `MP_TEST_LAUNCHER="mpiexec --with-ft ulfm"`) and checks that rank 0 finished it, and soon.
+fn launch_rank_loss(path: &str) -> ExitCode {
+    let _ = std::fs::remove_file(path);
+    let started = Instant::now();
+    // The launcher's status reports the rank that died; rank 0's "ok" is what counts.
+    let Some(_) = run_under_mpirun(&[]) else {
+        return ExitCode::FAILURE;
+    };
+    let ended = started.elapsed();
+    if std::fs::read_to_string(path).ok().as_deref() != Some("ok") {
+        eprintln!("rank 0 did not survive the loss of rank 2 (no \"ok\" in {path})");
+        return ExitCode::FAILURE;
+    }
+    // Generous for a loaded machine; a job that waits for its dead rank takes far longer.
+    if ended > Duration::from_secs(60) {
+        eprintln!("the job took {ended:?} to end after losing a rank");
+        return ExitCode::FAILURE;
+    }
+    println!("test a_lost_rank_is_survived ... ok ({ended:?})");
     ExitCode::SUCCESS
 }
 

@@ -229,7 +229,7 @@ pub use ipc::sync::{
     SemaphoreGuard,
 };
 pub use macros::set_shared_pool_idle_timeout;
-pub use pool::{AsyncResult, IMap, Pool, PoolBuilder, Waitable, wait};
+pub use pool::{AsyncResult, IMap, Pool, PoolBuilder, Waitable, lost_mpi_ranks, wait};
 pub use process::Process;
 pub use registry::ProcessFn;
 pub use spawn::{StartMethod, get_start_method, set_start_method};

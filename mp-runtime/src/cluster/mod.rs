@@ -12,6 +12,7 @@
 //! poll (`MPI_Improbe`) rather than block, so that a thread waiting for a long task neither
 //! burns a core nor holds MPI when the job ends; see [`Backoff`].
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
@@ -301,10 +302,54 @@ fn mpi_error(error: MpiError) -> Error {
 /// no pool request is.
 const STOP: &[u8] = &[];
 
+/// The payload of [`STOP`] when ranks were lost: the job must not wait for them at its end.
+const STOP_WITHOUT_LOST: &[u8] = &[1];
+
 /// On a worker rank, waits for rank 0's next request to its pools; `None` when the job ends.
 pub(crate) fn next_request() -> Result<Option<Message>> {
     let message = recv(0, TAG_TO_RANK)?;
-    Ok((message.header.as_slice() != STOP).then_some(message))
+    if message.header.as_slice() != STOP {
+        return Ok(Some(message));
+    }
+    if message.payload.as_slice() == STOP_WITHOUT_LOST {
+        // Some rank died: a world barrier or `MPI_Finalize` would wait for it.
+        SOME_LOST.store(true, Ordering::SeqCst);
+    }
+    Ok(None)
+}
+
+/// Worker ranks found gone, on rank 0: left out of every later pool and of the job's end.
+static LOST: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+/// Whether a rank of the job was lost: then the job ends without a world barrier or
+/// `MPI_Finalize`, which would wait for the dead.
+static SOME_LOST: AtomicBool = AtomicBool::new(false);
+
+/// On rank 0: `rank` cannot be reached any more (`why`). Said once on standard error; later
+/// pools leave the rank out, and the job's end does not wait for it.
+pub(crate) fn lose_rank(rank: i32, why: &str) {
+    let mut lost = LOST.lock().unwrap_or_else(PoisonError::into_inner);
+    if lost.contains(&rank) {
+        return;
+    }
+    lost.push(rank);
+    SOME_LOST.store(true, Ordering::SeqCst);
+    eprintln!("mp: MPI rank {rank} was lost ({why}); the job goes on without it");
+}
+
+/// The worker ranks lost so far, in the order they were lost.
+pub(crate) fn lost_ranks() -> Vec<i32> {
+    LOST.lock().unwrap_or_else(PoisonError::into_inner).clone()
+}
+
+/// The worker ranks a new pool can use: every rank but 0 and the lost ones.
+pub(crate) fn live_worker_ranks() -> Vec<i32> {
+    let lost = lost_ranks();
+    world().map_or_else(Vec::new, |world| {
+        (1..world.size)
+            .filter(|rank| !lost.contains(rank))
+            .collect()
+    })
 }
 
 /// Waits for the next message from `source` with `tag`. Only one thread receives on each
@@ -436,19 +481,27 @@ fn abort(code: i32) -> ! {
 /// Rank 0's exit handler: every other rank stops, and the job ends cleanly. `status` is the
 /// process's exit status.
 fn end_job(status: i32) {
-    let Some(world) = WORLD.get() else { return };
+    if WORLD.get().is_none() {
+        return;
+    }
     // Waits until no pool thread is inside MPI; after this none enters it again.
     let mut open = OPEN.write().unwrap_or_else(PoisonError::into_inner);
     if !*open {
         return;
     }
-    for rank in 1..world.size {
-        let _ = send_open(rank, TAG_TO_RANK, STOP, &[]);
+    let live = live_worker_ranks();
+    let stop = if SOME_LOST.load(Ordering::SeqCst) {
+        STOP_WITHOUT_LOST
+    } else {
+        &[]
+    };
+    for &rank in &live {
+        let _ = send_open(rank, TAG_TO_RANK, STOP, stop);
     }
     // A rank that never says goodbye (stopped, or stuck in a task) must not keep rank 0 from
     // ending: past this, the job is finalized without it.
     let deadline = Instant::now() + Duration::from_secs(5);
-    'ranks: for rank in 1..world.size {
+    'ranks: for rank in live {
         // Replies still on their way are dropped: no one waits for them any more.
         let mut backoff = Backoff::new();
         loop {
@@ -503,6 +556,11 @@ fn finalize(code: i32) {
 /// so past [`FINALIZE_GRACE`] the process leaves without MPI, with its own exit status,
 /// rather than hold the job forever.
 fn end_mpi(status: i32) {
+    if SOME_LOST.load(Ordering::SeqCst) {
+        // The barrier and `MPI_Finalize` would wait for the dead: leave without them. Open
+        // MPI's launcher then reports the job's failure with the lost rank.
+        return;
+    }
     std::thread::spawn(move || {
         std::thread::sleep(FINALIZE_GRACE);
         eprintln!(

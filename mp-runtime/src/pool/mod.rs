@@ -358,7 +358,11 @@ impl PoolBuilder {
             ));
         }
         let shared = Arc::new(Shared::new(
-            if remote { mpi_ranks() - 1 } else { processes },
+            if remote {
+                mpi_worker_ranks()
+            } else {
+                processes
+            },
             WorkerConfig {
                 max_tasks_per_child: self.max_tasks_per_child,
                 retries: self.retries,
@@ -432,13 +436,35 @@ fn on_other_ranks(placement: Placement) -> Result<bool> {
     }
 }
 
-/// The number of ranks in the MPI job, with rank 0.
-fn mpi_ranks() -> usize {
+/// The worker ranks of this MPI job that were lost, in the order they were lost: ranks whose
+/// process died while the job went on, which is possible under Open MPI 5 with fault
+/// tolerance (`mpiexec --with-ft ulfm`; other launchers end the whole job when a rank dies).
+/// A lost rank is left out of every pool built after, and its tasks ran again elsewhere where
+/// `retries` allowed. Empty when none was lost, or without the `mpi` feature.
+///
+/// # Examples
+///
+/// ```
+/// // Not started by an MPI launcher: no rank to lose.
+/// assert!(mp_runtime::lost_mpi_ranks().is_empty());
+/// ```
+pub fn lost_mpi_ranks() -> Vec<u32> {
     #[cfg(feature = "mpi")]
-    if let Some(world) = crate::cluster::world() {
-        return world.size as usize;
+    return crate::cluster::lost_ranks()
+        .into_iter()
+        .map(|rank| rank as u32)
+        .collect();
+    #[cfg(not(feature = "mpi"))]
+    Vec::new()
+}
+
+/// The worker ranks a new MPI pool can use: all but rank 0 and the lost ones.
+fn mpi_worker_ranks() -> usize {
+    #[cfg(feature = "mpi")]
+    if crate::cluster::world().is_some() {
+        return crate::cluster::live_worker_ranks().len();
     }
-    1
+    0
 }
 
 /// The most inputs a chunk of the default size holds. Past it, a larger chunk only delays the

@@ -78,9 +78,14 @@ pub(super) fn wanted(placement: Placement) -> Result<bool> {
     let ranks = cluster::world().map(|world| (world.rank, world.size));
     match (placement, ranks) {
         (Placement::Local, _) => Ok(false),
-        (Placement::Auto, Some((0, size))) => Ok(size > 1),
+        // Ranks that were lost are left out; with none left, a pool is local.
+        (Placement::Auto, Some((0, _))) => Ok(!cluster::live_worker_ranks().is_empty()),
         (Placement::Auto, _) => Ok(false),
-        (Placement::Mpi, Some((0, size))) if size > 1 => Ok(true),
+        (Placement::Mpi, Some((0, _))) if !cluster::live_worker_ranks().is_empty() => Ok(true),
+        (Placement::Mpi, Some((0, size))) if size > 1 => Err(Error::usage(format!(
+            "an MPI pool needs worker ranks, and every one of this job's was lost (ranks {:?})",
+            cluster::lost_ranks()
+        ))),
         (Placement::Mpi, Some((0, _))) => Err(Error::usage(
             "an MPI pool needs worker ranks, and this job has only rank 0: start it with \
              `mpirun -n N` and N of 2 or more",
@@ -131,11 +136,10 @@ pub(super) fn start(
     let (ready, started) = mpsc::channel();
     let mut drivers = Vec::new();
     let mut failure = None;
-    let size = cluster::world().map_or(0, |world| world.size);
-    for rank in 1..size {
+    for (slot, rank) in cluster::live_worker_ranks().into_iter().enumerate() {
         let driver = Driver {
             shared: shared.clone(),
-            slot: rank as usize - 1,
+            slot,
             rank,
             pool,
             tag: tag_of(pool),
@@ -353,13 +357,24 @@ impl Driver {
         Ok((codec::decode(&message.header)?, message.payload))
     }
 
-    /// The rank can no longer be reached: its tasks in flight fail, and the pool goes on with
-    /// the other ranks; with none left, it stops taking work.
+    /// The rank can no longer be reached: it is left out of every later pool, its tasks in
+    /// flight run again on the other ranks while `retries` allow (else each fails), and the
+    /// pool goes on with the other ranks; with none left, it stops taking work.
     fn lost(&self, error: Error, in_flight: HashMap<u64, Task>) {
         let closed = error.is_closed();
+        if !closed {
+            cluster::lose_rank(self.rank, &error.to_string());
+        }
         let mut tasks: Vec<(u64, Task)> = in_flight.into_iter().collect();
         tasks.sort_by_key(|(seq, _)| *seq);
-        for (_, task) in tasks {
+        let slot = &self.shared.slots[self.slot];
+        let mut again = Vec::new();
+        for (_, mut task) in tasks {
+            if !closed && task.deaths < self.shared.config.retries && task.control.stop(slot) {
+                task.deaths += 1;
+                again.push(task);
+                continue;
+            }
             let failure = if closed {
                 // MPI ended: the program is exiting.
                 Error::new(Kind::Closed)
@@ -372,6 +387,9 @@ impl Driver {
             };
             task.finish(Err(failure));
         }
+        // Before this driver counts as gone: if it was the last, the queue is then closed
+        // with these tasks in it, and they fail as the pool's end.
+        self.shared.requeue(again.into_iter());
         if self.shared.lose_driver() {
             self.shared.terminate();
         }

@@ -374,7 +374,7 @@ impl Shared {
     }
 
     /// Puts tasks back at the front of the queue, keeping their order.
-    fn requeue(&self, tasks: impl DoubleEndedIterator<Item = Task>) {
+    pub(super) fn requeue(&self, tasks: impl DoubleEndedIterator<Item = Task>) {
         let mut state = lock(&self.state);
         if state.terminated {
             drop(state);
