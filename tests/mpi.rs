@@ -327,7 +327,8 @@ fn survive_a_lost_rank(path: &str) {
     let squares = pool.map_chunked(square_or_kill_rank_two, 0..40, 1).unwrap();
     assert!(squares.iter().copied().eq((0..40).map(|x| x * x)));
     assert_eq!(mp_runtime::lost_mpi_ranks(), [2]);
-    // The same pool goes on with rank 1.
+    // The same pool goes on with rank 1, and counts only its workers.
+    assert_eq!(pool.processes(), 1);
     assert_eq!(pool.map(cube, [2, 3]).unwrap(), [8, 27]);
     drop(pool);
     let fresh = Pool::builder().mpi().processes(1).build().unwrap();

@@ -12,6 +12,7 @@ mod wait;
 mod wakeup_model;
 
 use std::borrow::Borrow;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -60,8 +61,8 @@ use crate::spawn::StartMethod;
 pub struct Pool {
     shared: Arc<Shared>,
     drivers: Mutex<Vec<JoinHandle<()>>>,
-    /// Worker processes in all (on every rank, for a pool over MPI ranks).
-    processes: usize,
+    /// Worker processes in all (on every rank still in the job, for a pool over MPI ranks).
+    processes: Arc<AtomicUsize>,
 }
 
 /// Settings for a [`Pool`], from [`Pool::builder`].
@@ -376,13 +377,13 @@ impl PoolBuilder {
         ));
         #[cfg(feature = "mpi")]
         if remote {
-            let (drivers, processes, failure) = remote::start(self.processes, &shared)?;
+            let started = remote::start(self.processes, &shared)?;
             let pool = Pool {
                 shared,
-                drivers: Mutex::new(drivers),
-                processes,
+                drivers: Mutex::new(started.drivers),
+                processes: started.processes,
             };
-            return match failure {
+            return match started.failure {
                 // Dropping the pool stops the drivers that did start.
                 Some(error) => Err(error),
                 None => Ok(pool),
@@ -409,7 +410,7 @@ impl PoolBuilder {
         let pool = Pool {
             shared,
             drivers: Mutex::new(drivers),
-            processes,
+            processes: Arc::new(AtomicUsize::new(processes)),
         };
         match failure {
             // Dropping the pool terminates and reaps the workers that did start.
@@ -575,7 +576,7 @@ impl Pool {
     }
 
     /// How many worker processes the pool keeps (on all ranks together, for a pool over MPI
-    /// ranks).
+    /// ranks, less those of a rank lost since: see [`lost_mpi_ranks`]).
     ///
     /// # Examples
     ///
@@ -583,7 +584,7 @@ impl Pool {
     /// assert_eq!(mp_runtime::Pool::new(3).unwrap().processes(), 3);
     /// ```
     pub fn processes(&self) -> usize {
-        self.processes
+        self.processes.load(Ordering::SeqCst)
     }
 
     /// Submits the inputs in chunks of `chunksize` (of one under a time limit) for `f`, each

@@ -100,13 +100,18 @@ pub(super) fn wanted(placement: Placement) -> Result<bool> {
     }
 }
 
+/// An MPI pool's drivers, as [`start`] left them.
+pub(super) struct Started {
+    pub(super) drivers: Vec<JoinHandle<()>>,
+    /// The worker processes over the ranks, less those of a rank lost later.
+    pub(super) processes: Arc<AtomicUsize>,
+    /// The first failure to start, if any.
+    pub(super) failure: Option<Error>,
+}
+
 /// Opens the pool on every other rank, with `per_rank` processes on each (by default each
-/// rank's cores), and starts one driver thread per rank. Returns the drivers, the number of
-/// worker processes over all ranks, and the first failure to start, if any.
-pub(super) fn start(
-    per_rank: Option<usize>,
-    shared: &Arc<Shared>,
-) -> Result<(Vec<JoinHandle<()>>, usize, Option<Error>)> {
+/// rank's cores), and starts one driver thread per rank.
+pub(super) fn start(per_rank: Option<usize>, shared: &Arc<Shared>) -> Result<Started> {
     static POOLS: AtomicU32 = AtomicU32::new(0);
     let pool = POOLS.fetch_add(1, Ordering::Relaxed);
     let (initializer, init_args) = match &shared.config.initializer {
@@ -158,7 +163,11 @@ pub(super) fn start(
     }
     drop(ready);
     wait_started(&started, drivers.len(), &mut failure);
-    Ok((drivers, workers.load(Ordering::SeqCst), failure))
+    Ok(Started {
+        drivers,
+        processes: workers,
+        failure,
+    })
 }
 
 /// Rank 0's side of one pool on one rank.
@@ -204,6 +213,10 @@ impl Driver {
         let depth = 2 * workers_here + 2;
         let mut in_flight = HashMap::new();
         if let Err(error) = self.serve(depth, &mut in_flight) {
+            if !error.is_closed() {
+                // The pool counts only the workers of the ranks it still has.
+                workers.fetch_sub(workers_here, Ordering::SeqCst);
+            }
             self.lost(error, in_flight);
         }
     }
