@@ -64,9 +64,9 @@ fn value_plus(value: Value<u64>) -> u64 {
     value.get().unwrap() + 1
 }
 
-// Issue 11 item 17, second half: a blocking map encodes only the chunks the workers need, so
-// 3,000 chunks that each carry a handle (one descriptor each) fit under a limit of 1024.
-// Encoded all at once, they held 3,000 descriptors.
+// Issue 11 item 17, second half: a blocking map keeps only so many chunks encoded ahead of
+// the workers (32 per worker), so 3,000 chunks that each carry a handle (one descriptor each)
+// fit under a limit of 1024. Encoded all at once, they held 3,000 descriptors.
 #[test]
 fn a_blocking_map_holds_only_the_chunks_the_workers_need() {
     let old = set_soft_limit(1024);

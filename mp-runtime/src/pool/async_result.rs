@@ -54,7 +54,7 @@ impl<T> Slot<T> {
         true
     }
 
-    fn is_complete(&self) -> bool {
+    pub(crate) fn is_complete(&self) -> bool {
         let state = lock(&self.state);
         state.result.is_some() || state.taken
     }
@@ -109,6 +109,11 @@ impl Progress {
             done: AtomicUsize::new(0),
             total,
         }
+    }
+
+    /// The calls done so far.
+    pub(crate) fn done(&self) -> usize {
+        self.done.load(Ordering::Relaxed)
     }
 }
 

@@ -174,15 +174,11 @@ where
         }
     }
 
-    /// Takes in a finished chunk; returns the first error among its results, if any.
-    fn accept(&mut self, index: usize, raw: Raw) -> Option<Error> {
+    fn accept(&mut self, index: usize, raw: Raw) {
         let items = self.sizes.remove(&index).unwrap_or(1);
         self.in_flight_items -= items.min(self.in_flight_items);
         let function = self.function.map_or("", |entry| entry.path);
         let results = decode_chunk::<R>(raw, function, items);
-        let error = results
-            .iter()
-            .find_map(|result| result.as_ref().err().cloned());
         if self.ordered {
             self.waiting_items += results.len();
             self.waiting.insert(index, results);
@@ -193,38 +189,6 @@ where
             }
         } else {
             self.ready.extend(results);
-        }
-        error
-    }
-
-    /// Keeps at most `chunks` chunks queued or running at a time.
-    pub(crate) fn window(mut self, chunks: usize) -> Self {
-        self.max_in_flight = chunks.max(1);
-        self
-    }
-
-    /// Every result in input order, or the first error as soon as a finished chunk has one:
-    /// what a blocking `map` returns. The chunks not run by then are dropped with the
-    /// iterator.
-    pub(crate) fn collect_all(mut self) -> Result<Vec<R>> {
-        let mut values = Vec::with_capacity(self.size_hint().0);
-        loop {
-            while let Some(result) = self.ready.pop_front() {
-                values.push(result?);
-            }
-            self.top_up();
-            if self.received == self.submitted {
-                return Ok(values);
-            }
-            // Every submitted chunk is delivered exactly once, so this cannot wait forever.
-            let (index, raw) = self
-                .results
-                .recv()
-                .unwrap_or_else(|_| (self.received, Err(Error::protocol("the pool went away"))));
-            self.received += 1;
-            if let Some(error) = self.accept(index, raw) {
-                return Err(error);
-            }
         }
     }
 }
@@ -309,8 +273,7 @@ where
                 }
             };
             self.received += 1;
-            // Errors are yielded in their place.
-            let _ = self.accept(index, raw);
+            self.accept(index, raw);
         }
     }
 

@@ -478,6 +478,34 @@ fn auto_chunksize(items: usize, processes: usize) -> usize {
     items.div_ceil(processes * 4).clamp(1, MAX_AUTO_CHUNK)
 }
 
+/// Waits until chunk `index` may be encoded: when at most `ahead` chunks before it are not
+/// done yet. False if the submission completes first (it failed: the rest need not run).
+/// Every chunk submitted is finished exactly once, so the wait ends. It polls, since only a
+/// map of more chunks than the bound waits here, and then for chunks that take a while.
+fn room_for<T>(
+    index: usize,
+    ahead: usize,
+    chunksize: usize,
+    progress: &Progress,
+    slot: &Slot<T>,
+) -> bool {
+    let Some(chunks_done) = (index + 1).checked_sub(ahead) else {
+        return true;
+    };
+    let items_done = chunks_done.saturating_mul(chunksize);
+    let mut pause = Duration::from_micros(20);
+    loop {
+        if slot.is_complete() {
+            return false;
+        }
+        if progress.done() >= items_done {
+            return true;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(2));
+    }
+}
+
 /// The result of a map: every value, in input order.
 fn all<R>(values: Vec<R>) -> Result<Vec<R>> {
     Ok(values)
@@ -496,6 +524,9 @@ struct Submission<X> {
     chunksize: Option<usize>,
     /// The time limit of each task; `None` for the pool's.
     timeout: Option<Duration>,
+    /// For a caller that waits for the result anyway: at most this many chunks are encoded
+    /// and not yet done at a time. `None`: all are encoded before `submit` returns.
+    ahead: Option<usize>,
     /// Encodes a chunk of inputs as calls of the function with the given id.
     encode: fn(&str, &[X]) -> Result<protocol::Args>,
 }
@@ -505,7 +536,15 @@ impl<X> Submission<X> {
         Submission {
             chunksize: None,
             timeout: None,
+            ahead: None,
             encode,
+        }
+    }
+
+    fn ahead(self, chunks: usize) -> Self {
+        Submission {
+            ahead: Some(chunks.max(1)),
+            ..self
         }
     }
 
@@ -629,6 +668,12 @@ impl Pool {
                     .chunks(chunksize)
                     .enumerate()
                     .try_for_each(|(index, chunk)| {
+                        if let Some(ahead) = how.ahead {
+                            if !room_for(index, ahead, chunksize, &progress, &slot) {
+                                // Failed already: the rest need not run.
+                                return Ok(());
+                            }
+                        }
                         let args = (how.encode)(entry.id, chunk)?;
                         let task =
                             Task::new(entry, args, index, sink.clone(), control.clone(), timeout);
@@ -644,36 +689,13 @@ impl Pool {
         AsyncResult::new(slot, control, progress, function)
     }
 
-    /// A blocking map: chunks are encoded as the workers need them (one running and one
-    /// queued per worker), not all at once, so a large input is not held twice over in
-    /// encoded form, nor a handle among the inputs duplicated once per chunk at a time.
-    /// (`map_async` returns at once, so it encodes every chunk before it returns: its inputs
-    /// may be borrowed.)
-    fn map_streamed<F, Args, X>(
-        &self,
-        f: F,
-        inputs: impl IntoIterator<Item = X>,
-        chunksize: Option<usize>,
-        encode: fn(&str, &[X]) -> Result<protocol::Args>,
-    ) -> Result<Vec<F::Output>>
-    where
-        F: ProcessFn<Args>,
-    {
-        let inputs: Vec<X> = inputs.into_iter().collect();
-        let processes = self.processes();
-        let chunksize = chunksize.unwrap_or_else(|| auto_chunksize(inputs.len(), processes));
-        let lookup = registry::lookup(&f);
-        IMap::new(
-            &self.shared,
-            processes,
-            lookup,
-            inputs.into_iter(),
-            chunksize,
-            true,
-            encode,
-        )
-        .window(2 * processes)
-        .collect_all()
+    /// How many chunks a blocking map keeps encoded and not yet done: as many as an `imap`
+    /// keeps in flight, enough that no worker waits for its next chunk, few enough that a
+    /// map of many chunks is not held in encoded form all at once (nor a handle among its
+    /// inputs duplicated once per chunk). `map_async` encodes every chunk before it
+    /// returns, since its inputs may be borrowed.
+    fn chunks_ahead(&self) -> usize {
+        32 * self.processes()
     }
 
     /// Calls `f(x)` for each input `x` and returns the results in input order, like Python's
@@ -720,7 +742,8 @@ impl Pool {
         I::Item: Borrow<A>,
         A: Serialize,
     {
-        self.map_streamed(f, inputs, None, single_arguments::<A, I::Item>)
+        let how = Submission::new(single_arguments::<A, I::Item>).ahead(self.chunks_ahead());
+        self.submit(f, inputs, how, all).get()
     }
 
     /// [`map`](Pool::map) with chunks of `chunksize` inputs.
@@ -745,8 +768,10 @@ impl Pool {
         I::Item: Borrow<A>,
         A: Serialize,
     {
-        let encode = single_arguments::<A, I::Item>;
-        self.map_streamed(f, inputs, Some(chunksize), encode)
+        let how = Submission::new(single_arguments::<A, I::Item>)
+            .chunksize(chunksize)
+            .ahead(self.chunks_ahead());
+        self.submit(f, inputs, how, all).get()
     }
 
     /// [`map`](Pool::map) without waiting: returns an [`AsyncResult`] for the whole list.
@@ -830,7 +855,8 @@ impl Pool {
         I::Item: Borrow<Args>,
         Args: Serialize,
     {
-        self.map_streamed(f, inputs, None, argument_tuples::<Args, I::Item>)
+        let how = Submission::new(argument_tuples::<Args, I::Item>).ahead(self.chunks_ahead());
+        self.submit(f, inputs, how, all).get()
     }
 
     /// [`starmap`](Pool::starmap) without waiting.
