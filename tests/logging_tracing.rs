@@ -3,53 +3,11 @@
 //! own filter, and before the caller has the task's result. Its own `main` (no test harness):
 //! the subscriber is the program's, set up once.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use mp_runtime::{Pool, StartMethod, process_fn, spawn};
+use mp_support::Captured;
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::MakeWriter;
-
-/// What the subscriber wrote.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Captured {
-    fn text(&self) -> String {
-        let bytes = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        String::from_utf8_lossy(&bytes).into_owned()
-    }
-
-    /// The lines that contain `needle`.
-    fn lines_with(&self, needle: &str) -> Vec<String> {
-        self.text()
-            .lines()
-            .filter(|line| line.contains(needle))
-            .map(str::to_string)
-            .collect()
-    }
-}
-
-impl Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        let mut text = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        text.extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
-}
 
 /// Logs through both libraries, at levels the parent shows and one it does not.
 #[process_fn]
@@ -110,7 +68,10 @@ fn main() {
     let captured = Captured::default();
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::new("info,logging_tracing::quiet=warn"))
-        .with_writer(captured.clone())
+        .with_writer({
+            let captured = captured.clone();
+            move || captured.clone()
+        })
         .with_ansi(false)
         .init();
 

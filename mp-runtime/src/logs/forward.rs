@@ -181,25 +181,26 @@ mod tracing_side {
 
         /// `outer{a=1}:inner: ` for the spans this thread is in; empty outside any.
         fn scope(&self) -> String {
-            let entered = ENTERED.with_borrow(Clone::clone);
-            if entered.is_empty() {
-                return String::new();
-            }
-            let spans = self.spans();
-            let mut scope = String::new();
-            for id in entered {
-                if let Some(span) = spans.get(&id) {
-                    if !scope.is_empty() {
-                        scope.push(':');
-                    }
-                    scope.push_str(span.name);
-                    if !span.fields.is_empty() {
-                        let _ = write!(scope, "{{{}}}", span.fields);
+            ENTERED.with_borrow(|entered| {
+                if entered.is_empty() {
+                    return String::new();
+                }
+                let spans = self.spans();
+                let mut scope = String::new();
+                for id in entered {
+                    if let Some(span) = spans.get(id) {
+                        if !scope.is_empty() {
+                            scope.push(':');
+                        }
+                        scope.push_str(span.name);
+                        if !span.fields.is_empty() {
+                            let _ = write!(scope, "{{{}}}", span.fields);
+                        }
                     }
                 }
-            }
-            scope.push_str(": ");
-            scope
+                scope.push_str(": ");
+                scope
+            })
         }
     }
 
