@@ -2,9 +2,14 @@
 
 use std::time::Instant;
 
+use serde::{Deserialize, Serialize};
+
 /// One line of the table: a workload on one system, with its samples in seconds.
+///
+/// Serde, so that a run of another build (the dev-profile rows) can hand its rows over.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Row {
-    pub workload: &'static str,
+    pub workload: String,
     pub system: String,
     /// Wall time of each repeat, in seconds.
     pub seconds: Vec<f64>,
@@ -15,7 +20,7 @@ pub struct Row {
     pub figure: Figure,
 }
 
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum Figure {
     /// Time per operation, shown in µs or ms.
     Time,
@@ -29,14 +34,14 @@ pub enum Figure {
 
 impl Row {
     pub fn new(
-        workload: &'static str,
+        workload: impl Into<String>,
         system: impl Into<String>,
         seconds: Vec<f64>,
         ops: f64,
         figure: Figure,
     ) -> Row {
         Row {
-            workload,
+            workload: workload.into(),
             system: system.into(),
             seconds,
             ops,
@@ -74,6 +79,22 @@ impl Row {
             Figure::Kib => format!("{:.0} KiB", value),
         }
     }
+}
+
+/// The rows of several runs as one table: the samples of each workload on each system, over
+/// every run.
+pub fn merge<'a>(runs: impl IntoIterator<Item = &'a [Row]>) -> Vec<Row> {
+    let mut merged: Vec<Row> = Vec::new();
+    for row in runs.into_iter().flatten() {
+        match merged
+            .iter_mut()
+            .find(|m| m.workload == row.workload && m.system == row.system)
+        {
+            Some(m) => m.seconds.extend(&row.seconds),
+            None => merged.push(row.clone()),
+        }
+    }
+    merged
 }
 
 pub fn median(values: &[f64]) -> f64 {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use plotters::prelude::*;
 
-use crate::measure::{Figure, Row, duration_text};
+use crate::measure::{self, Figure, Row, duration_text, median};
 use crate::python;
 use crate::workloads::{self, Speedup, Throughput};
 
@@ -42,15 +42,9 @@ pub fn print_table(rows: &[Row]) {
     println!("{}", table(rows));
 }
 
-/// The goals this group of rows measured (an `--only` run).
-pub fn print_measured_goals(rows: &[Row]) {
-    let none = Speedup {
-        workers: Vec::new(),
-        mp: Vec::new(),
-        rayon: Vec::new(),
-        task_ms: 0.0,
-    };
-    for line in goals(rows, &none).lines() {
+/// The goals these runs of one group measured (an `--only` run).
+pub fn print_measured_goals(runs: &[Run]) {
+    for line in goal_table(runs).lines() {
         if !line.contains("not measured") {
             println!("{line}");
         }
@@ -107,15 +101,28 @@ impl Bound {
     }
 }
 
-/// Whether this is a debug build: the values users pass have a goal of their own there.
-const DEBUG: bool = cfg!(debug_assertions);
+/// The least a value users pass must reach, as a fraction of a memcpy there and back, in a
+/// release build and in a user's default debug build (their side of the codec compiled at
+/// opt-level 0).
+const VALUES_GOAL: f64 = 0.4;
+const DEV_VALUES_GOAL: f64 = 0.2;
 
-/// The least a value users pass must reach, as a fraction of a memcpy there and back: a
-/// user's default debug build compiles their side of the codec at opt-level 0.
-const VALUES_GOAL: f64 = if DEBUG { 0.2 } else { 0.4 };
+/// One run of the workloads: its rows and its CPU-bound speedups.
+pub struct Run {
+    pub rows: Vec<Row>,
+    pub speedup: Speedup,
+}
 
-/// One line per goal of the benchmark issue: the goal, what was measured, met or not.
-fn goals(rows: &[Row], speedup: &Speedup) -> String {
+/// One goal of the benchmark issue as one run measured it.
+struct Goal {
+    name: String,
+    value: Option<f64>,
+    unit: &'static str,
+    bound: Bound,
+}
+
+/// The goals of the benchmark issue, as one run measured them.
+fn goals(rows: &[Row], speedup: &Speedup) -> Vec<Goal> {
     use Bound::*;
     use workloads::*;
     let two_workers = speedup.workers.iter().position(|&w| w == 2);
@@ -171,46 +178,6 @@ fn goals(rows: &[Row], speedup: &Speedup) -> String {
             AtLeast(5.0),
         ),
         (
-            if DEBUG {
-                "64 MiB Vec<u8> by value ≥ 0.2x memcpy (debug build)"
-            } else {
-                "64 MiB Vec<u8> by value ≥ 0.4x memcpy"
-            },
-            ratio(rows, VEC_U8, BY_VALUE, MEMCPY),
-            "x",
-            AtLeast(VALUES_GOAL),
-        ),
-        (
-            if DEBUG {
-                "64 MiB String by value ≥ 0.2x memcpy (debug build)"
-            } else {
-                "64 MiB String by value ≥ 0.4x memcpy"
-            },
-            ratio(rows, STRING, BY_VALUE, MEMCPY),
-            "x",
-            AtLeast(VALUES_GOAL),
-        ),
-        (
-            if DEBUG {
-                "64 MiB Vec<f64> by value ≥ 0.2x memcpy (debug build)"
-            } else {
-                "64 MiB Vec<f64> by value ≥ 0.4x memcpy"
-            },
-            ratio(rows, VEC_F64, BY_VALUE, MEMCPY),
-            "x",
-            AtLeast(VALUES_GOAL),
-        ),
-        (
-            if DEBUG {
-                "64 MiB struct { String, Vec<u8>, Vec<f32> } by value ≥ 0.2x memcpy (debug build)"
-            } else {
-                "64 MiB struct { String, Vec<u8>, Vec<f32> } by value ≥ 0.4x memcpy"
-            },
-            ratio(rows, RECORD, BY_VALUE, MEMCPY),
-            "x",
-            AtLeast(VALUES_GOAL),
-        ),
-        (
             "64 MiB through shared memory ≥ 3 GiB/s",
             find(rows, SHARED, "mp").map(|row| row.figure_value() / f64::from(1u32 << 30)),
             " GiB/s",
@@ -259,17 +226,99 @@ fn goals(rows: &[Row], speedup: &Speedup) -> String {
             AtMost(1.0),
         ),
     ];
-    let mut out = String::from("| goal | measured | met |\n|---|---|---|\n");
-    for (goal, figure, unit, bound) in goals {
-        let (measured, met) = match figure {
-            Some(value) => {
-                let digits = if unit == " ms" { 3 } else { 2 };
-                let met = if bound.met(value) { "yes" } else { "no" };
-                (format!("{value:.digits$}{unit}"), met)
-            }
-            None => ("not measured".to_string(), "—"),
+    let mut goals: Vec<Goal> = goals
+        .into_iter()
+        .map(|(name, value, unit, bound)| Goal {
+            name: name.to_string(),
+            value,
+            unit,
+            bound,
+        })
+        .collect();
+    // The values users pass, in a release build and in a default debug build.
+    let values = [
+        (VEC_U8, "Vec<u8>"),
+        (STRING, "String"),
+        (VEC_F64, "Vec<f64>"),
+        (RECORD, "struct { String, Vec<u8>, Vec<f32> }"),
+    ];
+    for (by_value, memcpy, least, build) in [
+        (BY_VALUE, MEMCPY, VALUES_GOAL, ""),
+        (
+            DEV_BY_VALUE,
+            DEV_MEMCPY,
+            DEV_VALUES_GOAL,
+            " (default dev build)",
+        ),
+    ] {
+        for (workload, value) in values {
+            goals.push(Goal {
+                name: format!("64 MiB {value} by value ≥ {least}x memcpy{build}"),
+                value: exact_ratio(rows, workload, by_value, memcpy),
+                unit: "x",
+                bound: AtLeast(least),
+            });
+        }
+    }
+    goals
+}
+
+/// Like [`ratio`], for systems named exactly (one name may begin another).
+fn exact_ratio(rows: &[Row], workload: &str, ours: &str, theirs: &str) -> Option<f64> {
+    let row = |system: &str| {
+        rows.iter()
+            .find(|row| row.workload == workload && row.system == system)
+    };
+    Some(row(ours)?.figure_value() / row(theirs)?.figure_value())
+}
+
+/// One line per goal: what each run measured, the range over the runs, and whether it was met
+/// in every run (a goal met only in some runs is not met).
+fn goal_table(runs: &[Run]) -> String {
+    let per_run: Vec<Vec<Goal>> = runs
+        .iter()
+        .map(|run| goals(&run.rows, &run.speedup))
+        .collect();
+    let mut out = String::from("| goal | measured (range over the runs) | each run | met |\n");
+    out.push_str("|---|---|---|---|\n");
+    let Some(first) = per_run.first() else {
+        return out;
+    };
+    for (at, goal) in first.iter().enumerate() {
+        let values: Vec<f64> = per_run.iter().filter_map(|run| run[at].value).collect();
+        let text = |value: f64| {
+            let digits = if goal.unit == " ms" { 3 } else { 2 };
+            format!("{value:.digits$}{}", goal.unit)
         };
-        let _ = writeln!(out, "| {goal} | {measured} | {met} |");
+        if values.is_empty() {
+            let _ = writeln!(out, "| {} | not measured | | — |", goal.name);
+            continue;
+        }
+        let low = values.iter().copied().fold(f64::INFINITY, f64::min);
+        let high = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let range = if values.len() == 1 {
+            text(low)
+        } else {
+            format!("{}–{}", text(low), text(high))
+        };
+        let each: Vec<String> = per_run
+            .iter()
+            .map(|run| run[at].value.map_or("—".to_string(), text))
+            .collect();
+        let met_in = values.iter().filter(|&&v| goal.bound.met(v)).count();
+        let met = if met_in == per_run.len() {
+            "yes".to_string()
+        } else if met_in == 0 {
+            "no".to_string()
+        } else {
+            format!("no (in {met_in} of {} runs)", per_run.len())
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {range} | {} | {met} |",
+            goal.name,
+            each.join(", ")
+        );
     }
     out
 }
@@ -394,17 +443,45 @@ fn plot_throughput(path: &Path, throughput: &Throughput) -> Result<(), Box<dyn s
     Ok(())
 }
 
-/// Writes BENCHMARKS.md and the plots under `out`; returns the report's path.
+/// Each worker count's median speedup over the runs.
+fn speedup_over(runs: &[Run]) -> Speedup {
+    let first = &runs[0].speedup;
+    let each = |at: usize, of: fn(&Speedup) -> &Vec<f64>| {
+        let values: Vec<f64> = runs
+            .iter()
+            .filter_map(|run| of(&run.speedup).get(at))
+            .copied()
+            .collect();
+        median(&values)
+    };
+    Speedup {
+        workers: first.workers.clone(),
+        mp: (0..first.workers.len())
+            .map(|at| each(at, |s| &s.mp))
+            .collect(),
+        rayon: (0..first.workers.len())
+            .map(|at| each(at, |s| &s.rayon))
+            .collect(),
+        task_ms: median(
+            &runs
+                .iter()
+                .map(|run| run.speedup.task_ms)
+                .collect::<Vec<_>>(),
+        ),
+    }
+}
+
 /// Writes `NAME.md` in `out` (`name` is `BENCHMARKS` unless `--out` said otherwise), and its
 /// plots in `out/benches/plots/`.
 pub fn write(
     out: &Path,
     name: &str,
     command: &str,
-    rows: &[Row],
-    speedup: &Speedup,
+    runs: &[Run],
     throughput: &Throughput,
 ) -> Result<PathBuf, Box<dyn std::error::Error>> {
+    let rows = measure::merge(runs.iter().map(|run| &run.rows[..]));
+    let speedup = speedup_over(runs);
     // The default report keeps the plot names it always had.
     let prefix = if name == "BENCHMARKS" {
         String::new()
@@ -413,7 +490,7 @@ pub fn write(
     };
     let speedup_plot = format!("benches/plots/{prefix}speedup.svg");
     let throughput_plot = format!("benches/plots/{prefix}throughput.svg");
-    plot_speedup(&out.join(&speedup_plot), speedup)?;
+    plot_speedup(&out.join(&speedup_plot), &speedup)?;
     plot_throughput(&out.join(&throughput_plot), throughput)?;
     let mut md = String::new();
     let _ = writeln!(md, "# Benchmarks\n");
@@ -424,10 +501,19 @@ pub fn write(
     );
     let _ = writeln!(
         md,
-        "Each row is repeated; median, min and max are wall times of one repeat, and the last \
-         column is the median per operation (time per op, ops per second, or bandwidth). Ratios \
-         below are taken within this one run, since the machine is shared and noisy. Python \
-         rows run `benches/src/python_bench.py`; its Pools have 2 workers, like mp's.\n"
+        "The workloads ran {}, one run after the other. A goal's ratio is taken within \
+         each run, since the machine is shared and noisy; the goals table gives the range over \
+         the runs and each run's figure, and a goal is met only when every run meets it. In \
+         the other tables each row is repeated within each run: median, min and max are wall \
+         times of one repeat, over all runs, and the last column is the median per operation \
+         (time per op, ops per second, or bandwidth). Python rows run \
+         `benches/src/python_bench.py`; its Pools have 2 workers, like mp's. The `dev build` \
+         rows come from a default debug build of this harness (`opt-level = 0` throughout), \
+         which this run builds and runs itself.\n",
+        match runs.len() {
+            1 => "once".to_string(),
+            n => format!("{n} times over"),
+        }
     );
     if cfg!(feature = "mpi") {
         let _ = writeln!(
@@ -438,12 +524,13 @@ pub fn write(
              MPI rows come from runs of this binary under `mpirun`.\n"
         );
     }
-    let _ = writeln!(md, "## Goals\n\n{}", goals(rows, speedup));
-    let _ = writeln!(md, "## All figures\n\n{}", table(rows));
+    let _ = writeln!(md, "## Goals\n\n{}", goal_table(runs));
+    let _ = writeln!(md, "## All figures\n\n{}", table(&rows));
     let _ = writeln!(md, "## CPU-bound speedup\n");
     let _ = writeln!(
         md,
-        "64 tasks of {:.1} ms each (serial), mapped with chunk size 1.\n",
+        "64 tasks of {:.1} ms each (serial), mapped with chunk size 1; the median of the runs' \
+         speedups.\n",
         speedup.task_ms
     );
     let _ = writeln!(md, "| workers | mp | rayon |\n|---:|---:|---:|");

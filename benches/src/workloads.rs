@@ -171,6 +171,10 @@ pub const RECORD: &str = "64 MiB there and back: struct { String, Vec<u8>, Vec<f
 /// The systems of those rows; the goals divide the first by the second.
 pub const BY_VALUE: &str = "mp Pool.apply";
 pub const MEMCPY: &str = "raw: memcpy there and back";
+/// The same two in a user's default debug build (`main.rs` runs it: everything at
+/// `opt-level = 0`).
+pub const DEV_BY_VALUE: &str = "dev build: mp Pool.apply";
+pub const DEV_MEMCPY: &str = "dev build: raw memcpy there and back";
 pub const SHARED: &str = "64 MiB through SharedMemory";
 pub const QUEUE: &str = "queue, 100,000 small items";
 pub const PIPE: &str = "pipe round trip";
@@ -435,7 +439,7 @@ pub fn large_values(scale: Scale, rows: &mut Vec<Row>) {
     ));
     rows.push(Row::new(
         BYTES,
-        "raw: memcpy there and back",
+        MEMCPY,
         time(repeats, || {
             let there = black_box(data.to_vec());
             let back = black_box(there.clone());
@@ -469,6 +473,12 @@ pub fn large_values(scale: Scale, rows: &mut Vec<Row>) {
     ));
 }
 
+/// The values users pass, alone: what the dev-profile rows run.
+pub fn natural(scale: Scale, rows: &mut Vec<Row>) {
+    let pool = Pool::new(1).unwrap();
+    natural_values(64 << 20, scale.repeats(10, 2), &pool, rows);
+}
+
 /// Each value users pass, through `pool.apply` and back, beside a memcpy of it there and
 /// back (two clones) in the same run.
 fn natural_values(size: usize, repeats: usize, pool: &Pool, rows: &mut Vec<Row>) {
@@ -496,8 +506,19 @@ fn natural_values(size: usize, repeats: usize, pool: &Pool, rows: &mut Vec<Row>)
                 assert_eq!(len(&back), len(value));
             }));
         }
-        rows.push(Row::new(workload, BY_VALUE, mp, bytes, Figure::Bandwidth));
-        rows.push(Row::new(workload, MEMCPY, memcpy, bytes, Figure::Bandwidth));
+        let (by_value, memcpy_system) = if cfg!(debug_assertions) {
+            (DEV_BY_VALUE, DEV_MEMCPY)
+        } else {
+            (BY_VALUE, MEMCPY)
+        };
+        rows.push(Row::new(workload, by_value, mp, bytes, Figure::Bandwidth));
+        rows.push(Row::new(
+            workload,
+            memcpy_system,
+            memcpy,
+            bytes,
+            Figure::Bandwidth,
+        ));
     }
     both(rows, VEC_U8, repeats, &vec![7u8; size], Vec::len, |v| {
         pool.apply(echo_bytes, (v,)).unwrap()
@@ -674,6 +695,7 @@ fn rss_kib(pid: u32) -> f64 {
 }
 
 /// Speedup over serial of 64 CPU-bound tasks, by worker count.
+#[derive(Default)]
 pub struct Speedup {
     pub workers: Vec<usize>,
     pub mp: Vec<f64>,
