@@ -107,15 +107,24 @@ thread_local! {
 
 /// The lowest stack address down to which code on this thread may safely recurse, keeping a
 /// margin for the work between two checks (see [`stack_pointer`]).
+///
+/// Inlined: every decode asks, once per value of a map's items; only a thread's first ask
+/// looks the stack up.
+#[inline]
 pub(crate) fn stack_floor() -> usize {
-    STACK_FLOOR.with(|floor| {
-        if floor.get() == 0 {
-            floor.set(stack_bounds().map_or(1, |(low, size)| {
-                low.saturating_add(STACK_MARGIN.min(size / 4))
-            }));
-        }
-        floor.get()
-    })
+    match STACK_FLOOR.get() {
+        0 => first_stack_floor(),
+        floor => floor,
+    }
+}
+
+#[cold]
+fn first_stack_floor() -> usize {
+    let floor = stack_bounds().map_or(1, |(low, size)| {
+        low.saturating_add(STACK_MARGIN.min(size / 4))
+    });
+    STACK_FLOOR.set(floor);
+    floor
 }
 
 /// An address in the caller's stack frame: compared with [`stack_floor`], whether the caller

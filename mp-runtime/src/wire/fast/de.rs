@@ -90,9 +90,11 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Fast<D> {
     fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
         self.0.deserialize_str(Owned(visitor))
     }
+    #[inline]
     fn deserialize_byte_buf<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
         self.0.deserialize_bytes(Owned(visitor))
     }
+    #[inline]
     fn deserialize_unit_struct<V: Visitor<'de>>(
         self,
         name: &'static str,
@@ -100,6 +102,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Fast<D> {
     ) -> Result<V::Value, D::Error> {
         self.0.deserialize_unit_struct(name, Wrap(visitor))
     }
+    #[inline]
     fn deserialize_newtype_struct<V: Visitor<'de>>(
         self,
         name: &'static str,
@@ -112,6 +115,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Fast<D> {
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
         self.0.deserialize_tuple(usize::MAX, Sequence(visitor))
     }
+    #[inline]
     fn deserialize_tuple<V: Visitor<'de>>(
         self,
         len: usize,
@@ -119,6 +123,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Fast<D> {
     ) -> Result<V::Value, D::Error> {
         self.0.deserialize_tuple(len, Wrap(visitor))
     }
+    #[inline]
     fn deserialize_tuple_struct<V: Visitor<'de>>(
         self,
         name: &'static str,
@@ -127,6 +132,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Fast<D> {
     ) -> Result<V::Value, D::Error> {
         self.0.deserialize_tuple_struct(name, len, Wrap(visitor))
     }
+    #[inline]
     fn deserialize_struct<V: Visitor<'de>>(
         self,
         name: &'static str,
@@ -135,6 +141,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Fast<D> {
     ) -> Result<V::Value, D::Error> {
         self.0.deserialize_struct(name, fields, Wrap(visitor))
     }
+    #[inline]
     fn deserialize_enum<V: Visitor<'de>>(
         self,
         name: &'static str,
@@ -143,6 +150,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Fast<D> {
     ) -> Result<V::Value, D::Error> {
         self.0.deserialize_enum(name, variants, Wrap(visitor))
     }
+    #[inline]
     fn is_human_readable(&self) -> bool {
         self.0.is_human_readable()
     }
@@ -188,27 +196,34 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Wrap<V> {
         visit_byte_buf(Vec<u8>)
     );
 
+    #[inline]
     fn visit_none<E: de::Error>(self) -> Result<V::Value, E> {
         self.0.visit_none()
     }
+    #[inline]
     fn visit_unit<E: de::Error>(self) -> Result<V::Value, E> {
         self.0.visit_unit()
     }
+    #[inline]
     fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<V::Value, D::Error> {
         self.0.visit_some(Fast(deserializer))
     }
+    #[inline]
     fn visit_newtype_struct<D: Deserializer<'de>>(
         self,
         deserializer: D,
     ) -> Result<V::Value, D::Error> {
         self.0.visit_newtype_struct(Fast(deserializer))
     }
+    #[inline]
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<V::Value, A::Error> {
         self.0.visit_seq(Wrap(seq))
     }
+    #[inline]
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
         self.0.visit_map(Wrap(map))
     }
+    #[inline]
     fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<V::Value, A::Error> {
         self.0.visit_enum(Wrap(data))
     }
@@ -223,6 +238,7 @@ impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for Wrap<A> {
     ) -> Result<Option<T::Value>, A::Error> {
         self.0.next_element_seed(Wrap(seed))
     }
+    #[inline]
     fn size_hint(&self) -> Option<usize> {
         self.0.size_hint()
     }
@@ -241,6 +257,7 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for Wrap<A> {
     fn next_value_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value, A::Error> {
         self.0.next_value_seed(Wrap(seed))
     }
+    #[inline]
     fn size_hint(&self) -> Option<usize> {
         self.0.size_hint()
     }
@@ -249,6 +266,7 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for Wrap<A> {
 impl<'de, A: EnumAccess<'de>> EnumAccess<'de> for Wrap<A> {
     type Error = A::Error;
     type Variant = Wrap<A::Variant>;
+    #[inline]
     fn variant_seed<T: DeserializeSeed<'de>>(
         self,
         seed: T,
@@ -260,15 +278,19 @@ impl<'de, A: EnumAccess<'de>> EnumAccess<'de> for Wrap<A> {
 
 impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for Wrap<A> {
     type Error = A::Error;
+    #[inline]
     fn unit_variant(self) -> Result<(), A::Error> {
         self.0.unit_variant()
     }
+    #[inline]
     fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, A::Error> {
         self.0.newtype_variant_seed(Wrap(seed))
     }
+    #[inline]
     fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, A::Error> {
         self.0.tuple_variant(len, Wrap(visitor))
     }
+    #[inline]
     fn struct_variant<V: Visitor<'de>>(
         self,
         fields: &'static [&'static str],
@@ -286,9 +308,11 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Owned<V> {
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.expecting(f)
     }
+    #[inline]
     fn visit_str<E: de::Error>(self, v: &str) -> Result<V::Value, E> {
         self.0.visit_string(plain::string_from(v))
     }
+    #[inline]
     fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<V::Value, E> {
         self.0
             .visit_byte_buf(plain::from_le_bytes::<u8>(v).unwrap_or_default())
@@ -305,6 +329,7 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Sequence<V> {
         self.0.expecting(f)
     }
 
+    #[inline]
     fn visit_seq<A: SeqAccess<'de>>(self, mut parts: A) -> Result<V::Value, A::Error> {
         let cut = || A::Error::custom("a sequence is cut off");
         let tag = Tag(parts.next_element::<u8>()?.ok_or_else(cut)?);
@@ -373,6 +398,7 @@ impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for Elements<A> {
         self.left -= 1;
         self.parts.next_element_seed(Wrap(seed))
     }
+    #[inline]
     fn size_hint(&self) -> Option<usize> {
         // What the count says, as the format tells it (serde's own visitors reserve at most
         // a cautious part of it).
@@ -388,6 +414,7 @@ struct Numbers<'de, P, E> {
 
 impl<'de, P: Plain + IntoDeserializer<'de, E>, E: de::Error> SeqAccess<'de> for Numbers<'de, P, E> {
     type Error = E;
+    #[inline]
     fn next_element_seed<T: DeserializeSeed<'de>>(
         &mut self,
         seed: T,
@@ -399,6 +426,7 @@ impl<'de, P: Plain + IntoDeserializer<'de, E>, E: de::Error> SeqAccess<'de> for 
             None => Ok(None),
         }
     }
+    #[inline]
     fn size_hint(&self) -> Option<usize> {
         Some(self.chunks.len())
     }
@@ -409,6 +437,7 @@ struct Borrowed;
 
 impl<'de> DeserializeSeed<'de> for Borrowed {
     type Value = &'de [u8];
+    #[inline]
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<&'de [u8], D::Error> {
         deserializer.deserialize_bytes(self)
     }
@@ -419,6 +448,7 @@ impl<'de> Visitor<'de> for Borrowed {
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("the bytes of a sequence of numbers")
     }
+    #[inline]
     fn visit_borrowed_bytes<E: de::Error>(self, v: &'de [u8]) -> Result<&'de [u8], E> {
         Ok(v)
     }
@@ -453,9 +483,11 @@ struct Probe<'a>(&'a std::cell::Cell<TypeId>);
 
 impl<'de> Deserializer<'de> for Probe<'_> {
     type Error = de::value::Error;
+    #[inline]
     fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
         Err(Self::Error::custom("probe"))
     }
+    #[inline]
     fn deserialize_seq<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
         self.0.set(typeid::of::<V>());
         Err(Self::Error::custom("probe"))

@@ -61,66 +61,86 @@ impl<S: ser::Serializer> ser::Serializer for Fast<S> {
     type SerializeStruct = Fast<S::SerializeStruct>;
     type SerializeStructVariant = Fast<S::SerializeStructVariant>;
 
+    #[inline]
     fn serialize_bool(self, v: bool) -> Result<S::Ok, S::Error> {
         self.0.serialize_bool(v)
     }
+    #[inline]
     fn serialize_i8(self, v: i8) -> Result<S::Ok, S::Error> {
         self.0.serialize_i8(v)
     }
+    #[inline]
     fn serialize_i16(self, v: i16) -> Result<S::Ok, S::Error> {
         self.0.serialize_i16(v)
     }
+    #[inline]
     fn serialize_i32(self, v: i32) -> Result<S::Ok, S::Error> {
         self.0.serialize_i32(v)
     }
+    #[inline]
     fn serialize_i64(self, v: i64) -> Result<S::Ok, S::Error> {
         self.0.serialize_i64(v)
     }
+    #[inline]
     fn serialize_i128(self, v: i128) -> Result<S::Ok, S::Error> {
         self.0.serialize_i128(v)
     }
+    #[inline]
     fn serialize_u8(self, v: u8) -> Result<S::Ok, S::Error> {
         self.0.serialize_u8(v)
     }
+    #[inline]
     fn serialize_u16(self, v: u16) -> Result<S::Ok, S::Error> {
         self.0.serialize_u16(v)
     }
+    #[inline]
     fn serialize_u32(self, v: u32) -> Result<S::Ok, S::Error> {
         self.0.serialize_u32(v)
     }
+    #[inline]
     fn serialize_u64(self, v: u64) -> Result<S::Ok, S::Error> {
         self.0.serialize_u64(v)
     }
+    #[inline]
     fn serialize_u128(self, v: u128) -> Result<S::Ok, S::Error> {
         self.0.serialize_u128(v)
     }
+    #[inline]
     fn serialize_f32(self, v: f32) -> Result<S::Ok, S::Error> {
         self.0.serialize_f32(v)
     }
+    #[inline]
     fn serialize_f64(self, v: f64) -> Result<S::Ok, S::Error> {
         self.0.serialize_f64(v)
     }
+    #[inline]
     fn serialize_char(self, v: char) -> Result<S::Ok, S::Error> {
         self.0.serialize_char(v)
     }
+    #[inline]
     fn serialize_str(self, v: &str) -> Result<S::Ok, S::Error> {
         self.0.serialize_str(v)
     }
+    #[inline]
     fn serialize_bytes(self, v: &[u8]) -> Result<S::Ok, S::Error> {
         self.0.serialize_bytes(v)
     }
+    #[inline]
     fn serialize_none(self) -> Result<S::Ok, S::Error> {
         self.0.serialize_none()
     }
     fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<S::Ok, S::Error> {
         self.0.serialize_some(&Fast(value))
     }
+    #[inline]
     fn serialize_unit(self) -> Result<S::Ok, S::Error> {
         self.0.serialize_unit()
     }
+    #[inline]
     fn serialize_unit_struct(self, name: &'static str) -> Result<S::Ok, S::Error> {
         self.0.serialize_unit_struct(name)
     }
+    #[inline]
     fn serialize_unit_variant(
         self,
         name: &'static str,
@@ -148,6 +168,7 @@ impl<S: ser::Serializer> ser::Serializer for Fast<S> {
     }
     /// A sequence given element by element: the tag and the count, then the elements (a
     /// tuple: the parts one after the other, with nothing around them).
+    #[inline]
     fn serialize_seq(self, len: Option<usize>) -> Result<Self::SerializeSeq, S::Error> {
         let Some(len) = len else {
             return Err(ser::Error::custom(
@@ -159,9 +180,11 @@ impl<S: ser::Serializer> ser::Serializer for Fast<S> {
         parts.serialize_element(&(len as u64))?;
         Ok(Fast(parts))
     }
+    #[inline]
     fn serialize_tuple(self, len: usize) -> Result<Self::SerializeTuple, S::Error> {
         self.0.serialize_tuple(len).map(Fast)
     }
+    #[inline]
     fn serialize_tuple_struct(
         self,
         name: &'static str,
@@ -169,6 +192,7 @@ impl<S: ser::Serializer> ser::Serializer for Fast<S> {
     ) -> Result<Self::SerializeTupleStruct, S::Error> {
         self.0.serialize_tuple_struct(name, len).map(Fast)
     }
+    #[inline]
     fn serialize_tuple_variant(
         self,
         name: &'static str,
@@ -180,9 +204,11 @@ impl<S: ser::Serializer> ser::Serializer for Fast<S> {
             .serialize_tuple_variant(name, index, variant, len)
             .map(Fast)
     }
+    #[inline]
     fn serialize_map(self, len: Option<usize>) -> Result<Self::SerializeMap, S::Error> {
         self.0.serialize_map(len).map(Fast)
     }
+    #[inline]
     fn serialize_struct(
         self,
         name: &'static str,
@@ -190,6 +216,7 @@ impl<S: ser::Serializer> ser::Serializer for Fast<S> {
     ) -> Result<Self::SerializeStruct, S::Error> {
         self.0.serialize_struct(name, len).map(Fast)
     }
+    #[inline]
     fn serialize_struct_variant(
         self,
         name: &'static str,
@@ -229,6 +256,7 @@ impl<S: ser::Serializer> ser::Serializer for Fast<S> {
         self.0.collect_str(value)
     }
 
+    #[inline]
     fn is_human_readable(&self) -> bool {
         self.0.is_human_readable()
     }
