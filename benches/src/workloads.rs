@@ -2,6 +2,7 @@
 
 use std::hint::black_box;
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::time::Instant;
@@ -163,6 +164,8 @@ pub const MAP_10K: &str = "map 10,000 tiny tasks";
 pub const MAP_1M: &str = "map 1,000,000 tiny tasks";
 pub const ONE_AT_A_TIME: &str = "imap, chunk size 1, 10,000 tasks";
 pub const APPLY: &str = "apply round trip";
+/// The imap rows' floor (see [`socketpair_pipelined`]).
+pub const RAW_PIPELINED: &str = "raw: socketpair echo, 2 processes, 8 in flight";
 pub const BYTES: &str = "64 MiB there and back";
 pub const VEC_U8: &str = "64 MiB there and back: Vec<u8>";
 pub const STRING: &str = "64 MiB there and back: String";
@@ -355,6 +358,17 @@ pub fn map_tiny(scale: Scale, rows: &mut Vec<Row>) {
 pub fn one_at_a_time(scale: Scale, rows: &mut Vec<Row>) {
     let n = 10_000u64;
     let repeats = scale.repeats(10, 2);
+    // The floor of any design that answers each task before running the next (so that a
+    // worker's crash loses no answer): one message each way per task, nothing else.
+    rows.push(Row::new(
+        ONE_AT_A_TIME,
+        RAW_PIPELINED,
+        (0..repeats)
+            .map(|_| socketpair_pipelined(n as usize))
+            .collect(),
+        n as f64,
+        Figure::Rate,
+    ));
     let pool = Pool::new(2).unwrap();
     pool.map(cube, 0..1000).unwrap();
     rows.push(Row::new(
@@ -610,6 +624,66 @@ pub fn channels(scale: Scale, rows: &mut Vec<Row>) {
 }
 
 /// Round trips of one byte between this process and a forked echo; returns the seconds.
+/// `count` messages of 16 bytes through two forked echo processes, one thread per process
+/// here keeping [`IN_FLIGHT`] messages in flight, one `write` and one `read` per message on
+/// each side: what a pool of two workers costs at least when each task and each answer is one
+/// message. Returns the seconds it took.
+fn socketpair_pipelined(count: usize) -> f64 {
+    const IN_FLIGHT: usize = 8;
+    const MESSAGE: usize = 16;
+    let (ours, theirs): (Vec<UnixStream>, Vec<UnixStream>) =
+        (0..2).map(|_| UnixStream::pair().unwrap()).unzip();
+    let mut children = Vec::new();
+    for there in &theirs {
+        // SAFETY: the child only reads, writes, closes and exits through raw system calls.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            // Our end of every pair: a child that kept another's would hold that pair open,
+            // and its worker would never hear the end.
+            for here in &ours {
+                // SAFETY: closes a descriptor this child never uses.
+                unsafe { libc::close(here.as_raw_fd()) };
+            }
+            let mut there = there;
+            let mut message = [0u8; MESSAGE];
+            while there.read_exact(&mut message).is_ok() && there.write_all(&message).is_ok() {}
+            // SAFETY: ends the forked child without running the parent's handlers.
+            unsafe { libc::_exit(0) };
+        }
+        children.push(child);
+    }
+    drop(theirs);
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        for mut stream in &ours {
+            scope.spawn(move || {
+                let mut message = [1u8; MESSAGE];
+                let share = count / 2;
+                let mut sent = 0;
+                for _ in 0..share {
+                    while sent < share && sent < IN_FLIGHT {
+                        stream.write_all(&message).unwrap();
+                        sent += 1;
+                    }
+                    stream.read_exact(&mut message).unwrap();
+                    if sent < share {
+                        stream.write_all(&message).unwrap();
+                        sent += 1;
+                    }
+                }
+            });
+        }
+    });
+    let elapsed = start.elapsed().as_secs_f64();
+    drop(ours);
+    for child in children {
+        let mut status = 0;
+        // SAFETY: waits for a child just forked, with a valid out-pointer.
+        unsafe { libc::waitpid(child, &mut status, 0) };
+    }
+    elapsed
+}
+
 fn socketpair_round_trips(count: usize) -> f64 {
     let (mut here, mut there) = UnixStream::pair().unwrap();
     // SAFETY: the child only reads, writes and exits through raw system calls.
