@@ -4,9 +4,10 @@
 //! `cargo run --release -p mp-bench` for the full run, `-- --quick` for a short one (fewer
 //! repeats, smaller inputs: a check that everything runs, not figures to quote). `--only
 //! GROUP` (start, map, imap, apply, values, channels, memory, speedup, and mpi) runs one group
-//! and prints its rows, without writing the report. With `--features mpi` (and MPICH's `mpirun`
-//! on the path), the MPI rows run too, and the report is `BENCHMARKS-mpi.md`; `--out NAME`
-//! names the report `NAME.md` (a run on another machine, say).
+//! and prints its rows, without writing the report. With `--features mpi` (and that MPI's
+//! `mpirun` on the path, or its command line in `MP_BENCH_LAUNCHER`), the MPI rows run too, and
+//! the report is `BENCHMARKS-mpi.md`; `--out NAME` names the report `NAME.md` (a run on another
+//! machine, say).
 //!
 //! The values rows as a user's default debug build has them (everything at `opt-level = 0`,
 //! which this workspace's own `[profile.dev]` raises to 1):
