@@ -34,17 +34,20 @@ trap 'exit 143' TERM INT
 sudo=""
 [[ $(id -u) != 0 ]] && sudo=sudo
 
-# Keeps `mpirun`, `mpicc` and the rest on MPICH, when it is installed (manual mode, which a
-# package's installation leaves alone).
+# Keeps `mpirun`, `mpicc` and the rest on MPICH, where it is installed: manual mode, which a
+# package's installation leaves alone. Only what is not set so already (no sudo asked for then).
 keep_mpich_alternatives() {
-    local multiarch
+    local multiarch name path query
     multiarch=$(gcc -print-multiarch 2>/dev/null || dpkg-architecture -qDEB_HOST_MULTIARCH)
-    [[ -x /usr/bin/mpirun.mpich ]] || return 0
-    $sudo update-alternatives --quiet --set mpirun /usr/bin/mpirun.mpich
-    $sudo update-alternatives --quiet --set mpi /usr/bin/mpicc.mpich
-    if [[ -d /usr/include/$multiarch/mpich ]]; then
-        $sudo update-alternatives --quiet --set "mpi-$multiarch" "/usr/include/$multiarch/mpich"
-    fi
+    for name in mpirun:/usr/bin/mpirun.mpich mpi:/usr/bin/mpicc.mpich \
+        "mpi-$multiarch:/usr/include/$multiarch/mpich"; do
+        path=${name#*:}
+        name=${name%%:*}
+        [[ -e $path ]] || continue
+        query=$(update-alternatives --query "$name" 2>/dev/null) || continue
+        [[ $query == *"Status: manual"* && $query == *"Value: $path"* ]] && continue
+        $sudo update-alternatives --quiet --set "$name" "$path"
+    done
 }
 
 if ! command -v mpicc.openmpi > /dev/null || ! command -v mpirun.openmpi > /dev/null; then
