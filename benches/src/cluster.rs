@@ -5,6 +5,10 @@
 //! ranks 1 and 2 serve its pools), and with 2 ranks and `MP_RUNTIME_MPI=off` for the raw
 //! ping-pong (mp stays out, both ranks run `main` and talk through rsmpi alone). Rank 0 prints
 //! each row as a line of JSON, which the harness reads back.
+//!
+//! The launcher is `mpirun`, or the command line in `MP_BENCH_LAUNCHER` (the launcher of the
+//! MPI this binary was built against, when it is not the first `mpirun` on `PATH`: Debian's
+//! `mpirun.openmpi`, say), as `MP_TEST_LAUNCHER` is for tests/mpi.rs.
 
 use std::hint::black_box;
 use std::process::Command;
@@ -47,13 +51,24 @@ pub fn rows(scale: Scale, rows: &mut Vec<Row>) {
         ""
     };
     let exe = std::env::current_exe().expect("the harness's own path");
+    let launcher = std::env::var("MP_BENCH_LAUNCHER").unwrap_or_else(|_| "mpirun".to_string());
     let runs = [
         (vec!["-n", "3"], ROWS_ARG, false),
         (vec!["-n", "2"], RAW_ARG, true),
     ];
     for (ranks, arg, opt_out) in runs {
-        let mut command = Command::new("mpirun");
-        command.args(ranks).arg(&exe).arg(arg);
+        let mut words = launcher.split_whitespace();
+        let mut command = Command::new(words.next().unwrap_or("mpirun"));
+        command
+            .args(words)
+            .args(ranks)
+            .arg(&exe)
+            .arg(arg)
+            // Open MPI 4 and 5: as root, and 3 ranks on fewer cores (MPICH ignores these).
+            .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+            .env("OMPI_MCA_rmaps_base_oversubscribe", "1")
+            .env("PRTE_MCA_rmaps_default_mapping_policy", ":oversubscribe");
         if !quick.is_empty() {
             command.arg(quick);
         }
@@ -64,14 +79,14 @@ pub fn rows(scale: Scale, rows: &mut Vec<Row>) {
             Ok(output) if output.status.success() => output,
             Ok(output) => {
                 eprintln!(
-                    "mpirun {arg} failed ({}): {}",
+                    "{launcher} {arg} failed ({}): {}",
                     output.status,
                     String::from_utf8_lossy(&output.stderr)
                 );
                 continue;
             }
             Err(e) => {
-                eprintln!("mpirun cannot run ({e}); skipping the MPI rows");
+                eprintln!("{launcher} cannot run ({e}); skipping the MPI rows");
                 return;
             }
         };

@@ -8,9 +8,10 @@
 //! dev-build goals. `-- --quick` is a short check that everything runs (one run, fewer
 //! repeats, smaller inputs, no debug build), not figures to quote. `--only GROUP` (start, map,
 //! imap, apply, values, natural, channels, memory, speedup, and mpi) runs one group and prints
-//! its rows and goals, without writing the report. With `--features mpi` (and MPICH's `mpirun`
-//! on the path), the MPI rows run too, and the report is `BENCHMARKS-mpi.md`; `--out NAME`
-//! names the report `NAME.md` (a run on another machine, say).
+//! its rows and goals, without writing the report. With `--features mpi` (and that MPI's
+//! `mpirun` on the path, or its command line in `MP_BENCH_LAUNCHER`), the MPI rows run too,
+//! and the report is `BENCHMARKS-mpi.md`; `--out NAME` names the report `NAME.md` (a run on
+//! another machine, say).
 
 #[cfg(feature = "mpi")]
 mod cluster;
