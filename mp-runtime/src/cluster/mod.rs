@@ -126,16 +126,12 @@ pub(crate) fn join_job() -> Joined {
     }
     let world = match join() {
         Ok(world) => world,
-        Err(error) => {
-            eprintln!("mp: cannot join the MPI job: {error}");
-            abort(2);
-        }
+        Err(error) => abort(&format!("cannot join the MPI job: {error}"), 2),
     };
     sys::process::set_var_before_main(crate::context::RANK_VAR, &world.rank.to_string());
     if world.rank == 0 {
         if let Err(error) = greet_all(&world) {
-            eprintln!("mp: {error}");
-            abort(2);
+            abort(&error.to_string(), 2);
         }
         WORLD.get_or_init(|| world);
         if let Err(error) = sys::process::at_exit(end_job) {
@@ -472,11 +468,20 @@ fn open() -> Result<RwLockReadGuard<'static, bool>> {
     }
 }
 
-/// Ends the whole job with `code` (MPI_Abort): for errors that make the job meaningless, such
-/// as ranks that run different builds.
-fn abort(code: i32) -> ! {
+/// Says why on stderr, then ends the whole job with `code` (MPI_Abort): for errors that make
+/// the job meaningless, such as ranks that run different builds.
+fn abort(why: &str, code: i32) -> ! {
+    use std::io::Write as _;
+    // One write, then a moment before the abort: a launcher forwards a rank's stderr in its
+    // own time, and MPICH's drops what it has not forwarded yet when the abort reaches it (CI
+    // saw this message lost, or cut to "mp: ", 6 times in 100 under load).
+    let _ = std::io::stderr().write_all(format!("mp: {why}\n").as_bytes());
+    std::thread::sleep(ABORT_GRACE);
     mpi::abort(code)
 }
+
+/// How long a rank that aborts the job waits for its launcher to pass its last words on.
+const ABORT_GRACE: Duration = Duration::from_millis(300);
 
 /// Rank 0's exit handler: every other rank stops, and the job ends cleanly. `status` is the
 /// process's exit status.
