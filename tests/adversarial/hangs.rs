@@ -217,3 +217,28 @@ fn tasks_that_meet_get_a_worker_each_behind_quick_tasks() {
         assert_ne!(pids[0], pids[1], "round {round}: one worker ran both");
     }
 }
+
+/// Fails at input 100, so that a map of many chunks fails early.
+#[process_fn]
+fn fail_at_100(x: u64) -> u64 {
+    assert_ne!(x, 100, "input 100 fails");
+    x
+}
+
+// A blocking map keeps only 32 chunks per worker encoded ahead; one whose early chunk fails,
+// among many more chunks than that, must still return that chunk's error, not wait for chunks
+// it never encoded, and leave the pool working.
+#[test]
+fn a_blocking_map_of_more_chunks_than_it_holds_fails_at_its_failed_chunk() {
+    let pool = Arc::new(Pool::new(2).unwrap());
+    let p = pool.clone();
+    let failed = must("a map of 5,000 chunks whose chunk 100 panics", move || {
+        p.map_chunked(fail_at_100, 0..5000u64, 1)
+    });
+    let error = failed.expect_err("chunk 100 panicked");
+    assert!(error.is_panic(), "{error}");
+    assert!(error.to_string().contains("input 100 fails"), "{error}");
+    let p = pool.clone();
+    let again = must("the same pool, after", move || p.map(fail_at_100, 0..50u64));
+    assert_eq!(again.unwrap(), (0..50).collect::<Vec<u64>>());
+}
