@@ -555,6 +555,11 @@ pub fn write(
         );
     }
     let _ = writeln!(md, "\n![throughput]({throughput_plot})");
+    // What the figures mean and why a goal is missed: written by hand, kept across runs.
+    let notes = Path::new(env!("CARGO_MANIFEST_DIR")).join("NOTES.md");
+    if let Ok(notes) = std::fs::read_to_string(notes) {
+        let _ = write!(md, "\n{notes}");
+    }
     let path = out.join(format!("{name}.md"));
     std::fs::write(&path, md)?;
     Ok(path)
