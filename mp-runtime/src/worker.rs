@@ -245,7 +245,10 @@ impl OverflowReply {
             self.record = overflow_record(function)?;
             self.function = function.to_string();
         }
-        let calls = codec::records(args).count();
+        // Counted only as far as a reply that can be armed goes: a map's long chunk is not
+        // walked twice.
+        let most = Self::MAX / self.record.len().max(1);
+        let calls = codec::records(args).take(most + 1).count();
         let len = calls.saturating_mul(self.record.len());
         let head = Channel::header_of(len);
         // A reply too large to send from a signal handler is armed empty: an overflow then
