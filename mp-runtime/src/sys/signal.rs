@@ -59,12 +59,14 @@ thread_local! {
 pub(crate) fn stack_floor() -> usize {
     STACK_FLOOR.with(|floor| {
         if floor.get() == 0 {
-            floor.set(stack_bounds().map_or(1, |(low, size)| {
-                low.saturating_add(STACK_MARGIN.min(size / 4))
-            }));
+            floor.set(stack_bounds().map_or(1, floor_of));
         }
         floor.get()
     })
+}
+
+fn floor_of((low, size): (usize, usize)) -> usize {
+    low.saturating_add(STACK_MARGIN.min(size / 4))
 }
 
 /// An address in the caller's stack frame: compared with [`stack_floor`], whether the caller
@@ -97,8 +99,12 @@ const SIGNAL_STACK: usize = 64 * 1024;
 pub(crate) fn report_stack_overflow() -> io::Result<()> {
     // SAFETY: sysconf only reads a system constant.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
-    let (low, _) =
+    let (low, size) =
         stack_bounds().ok_or_else(|| io::Error::other("the stack's bounds are unknown"))?;
+    // Known now, at the cost of reading /proc/self/maps (which is how the C library finds the
+    // main thread's stack): kept for `stack_floor`, so that neither this worker's first decode
+    // nor a child forked from this process (the fork server's) reads it again.
+    STACK_FLOOR.with(|floor| floor.set(floor_of((low, size))));
     // The kernel refuses to grow the main stack past its limit: the faulting access is then
     // just below its lowest address, the one the C library computes from that limit.
     GUARD_START.store(low - page, Ordering::Relaxed);
