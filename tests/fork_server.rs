@@ -9,7 +9,7 @@ use mp_runtime::{
     set_start_method, spawn,
 };
 use mp_support::tasks::{abort, exit_with, sleep_ms};
-use mp_support::{is_running, wait_for, zombie_children};
+use mp_support::{is_running, unlisted_children, wait_for, zombie_children};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -176,28 +176,6 @@ fn a_hundred_spawns_leave_no_zombie() {
     let gone = wait_for(LONG, || pids.iter().all(|pid| !is_running(*pid)));
     assert!(gone, "still running");
     assert!(zombie_children().is_empty(), "{:?}", zombie_children());
-}
-
-/// This process's running children that mp does not list (its zygote and spares), oldest
-/// first.
-fn unlisted_children() -> Vec<u32> {
-    let me = std::process::id();
-    let listed: Vec<u32> = active_children().iter().map(|c| c.pid()).collect();
-    let mut children: Vec<(u64, u32)> = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| mp_support::parent_of(*pid) == Some(me) && is_running(*pid))
-        .filter(|pid| !listed.contains(pid))
-        .filter_map(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            // Field 22, the start time; the fields after the command name start at field 3.
-            let started = stat.rsplit_once(')')?.1.split_whitespace().nth(19)?;
-            Some((started.parse().ok()?, pid))
-        })
-        .collect();
-    children.sort();
-    children.into_iter().map(|(_, pid)| pid).collect()
 }
 
 /// Runs in a child of its own, so that killing its zygote cannot touch the other tests'.

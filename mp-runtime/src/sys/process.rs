@@ -98,7 +98,7 @@ pub(crate) fn fork_sibling() -> io::Result<Forked> {
         )
     };
     if pid == -1 && matches!(errno(), libc::ENOSYS | libc::EPERM) {
-        pid = clone_fallback(flags, tid_address);
+        pid = clone_fallback(flags as libc::c_ulong, tid_address);
     }
     match pid {
         -1 => Err(io::Error::last_os_error()),
@@ -131,7 +131,7 @@ struct CloneArgs {
 
 /// The plain `clone` call with the same effect as `clone3` in [`fork_sibling`]; its result.
 #[cfg(not(target_arch = "s390x"))]
-fn clone_fallback(flags: u64, tid_address: *mut i32) -> libc::c_long {
+fn clone_fallback(flags: libc::c_ulong, tid_address: *mut i32) -> libc::c_long {
     // After the flags and the stack (0: the child runs on a copy of this one), most
     // architectures take the parent-tid pointer, the child-tid pointer and the TLS, and some
     // (arm, aarch64, x86, ...) swap the last two. Without CLONE_SETTLS the TLS is ignored, so
@@ -152,7 +152,7 @@ fn clone_fallback(flags: u64, tid_address: *mut i32) -> libc::c_long {
 
 /// s390x takes the stack before the flags; it gets `clone3` (Linux 5.3) or nothing.
 #[cfg(target_arch = "s390x")]
-fn clone_fallback(_flags: u64, _tid_address: *mut i32) -> libc::c_long {
+fn clone_fallback(_flags: libc::c_ulong, _tid_address: *mut i32) -> libc::c_long {
     -1
 }
 
