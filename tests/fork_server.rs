@@ -5,11 +5,11 @@
 use std::time::Duration;
 
 use mp_runtime::{
-    Pool, Process, StartMethod, active_children, parent_process, process_fn, set_start_method,
-    spawn,
+    Event, Pool, Process, RLock, StartMethod, active_children, parent_process, process_fn,
+    set_start_method, spawn,
 };
 use mp_support::tasks::{abort, exit_with, sleep_ms};
-use mp_support::{is_running, wait_for, zombie_children};
+use mp_support::{is_running, unlisted_children, wait_for, zombie_children};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -37,8 +37,8 @@ fn spawn_and_join() {
     fork_server();
     assert_eq!(spawn!(negate, 5).unwrap().join().unwrap(), -5);
     let p = spawn!(parent_pid).unwrap();
-    // The child is the zygote's, but it reports the process that asked for it as its parent.
-    assert_ne!(mp_support::parent_of(p.pid()), Some(std::process::id()));
+    // The zygote forks it as this process's own child, so this process waits for it directly.
+    assert_eq!(mp_support::parent_of(p.pid()), Some(std::process::id()));
     assert_eq!(p.join().unwrap(), Some(std::process::id()));
 }
 
@@ -171,7 +171,7 @@ fn a_hundred_spawns_leave_no_zombie() {
         if i % 2 == 0 {
             assert_eq!(p.join().unwrap(), -i);
         }
-        // Odd ones are dropped unjoined: the zygote reaps them.
+        // Odd ones are dropped unjoined: they are reaped in the background.
     }
     let gone = wait_for(LONG, || pids.iter().all(|pid| !is_running(*pid)));
     assert!(gone, "still running");
@@ -182,24 +182,84 @@ fn a_hundred_spawns_leave_no_zombie() {
 #[process_fn]
 fn kill_the_zygote_mid_wait() {
     fork_server();
-    let mut p: Process<u64> = spawn!(sleep_ms, 60_000).unwrap();
-    let zygote = mp_support::parent_of(p.pid()).unwrap();
-    assert_ne!(zygote, std::process::id());
-    // SAFETY: plain system call on the zygote, a process of ours.
-    assert_eq!(unsafe { libc::kill(zygote as i32, libc::SIGKILL) }, 0);
-    // Its child dies with it, and the wait ends with an error, not a hang.
-    let err = p.join_timeout(LONG).unwrap_err();
-    // The cause is the error's `source()`; Debug prints the whole chain.
-    assert!(format!("{err:?}").contains("fork server"), "{err:?}");
-    assert!(wait_for(LONG, || !is_running(p.pid())));
+    let mut p: Process<u64> = spawn!(sleep_ms, 300).unwrap();
+    // The zygote, then the spare it forks after `p`.
+    assert!(wait_for(LONG, || unlisted_children().len() >= 2));
+    let unlisted = unlisted_children();
+    let [zygote, spares @ ..] = &unlisted[..] else {
+        panic!("no zygote among {unlisted:?}");
+    };
+    assert!(!spares.is_empty(), "no spare among {unlisted:?}");
+    // SAFETY: plain system call on the zygote, a child of ours not reaped yet.
+    assert_eq!(unsafe { libc::kill(*zygote as i32, libc::SIGKILL) }, 0);
+    // Its children are this process's: the one at work ends as it would have.
+    assert_eq!(p.join_timeout(LONG).unwrap(), 300);
+    // The zygote is reaped, and so is the spare it left: no zombie stays behind.
+    let cleared = wait_for(LONG, || {
+        !spares.iter().any(|pid| is_running(*pid)) && zombie_children().is_empty()
+    });
+    assert!(cleared, "left behind: {:?}", zombie_children());
     // The next start brings a new zygote.
     let q = spawn!(negate, 1).unwrap();
-    assert_ne!(mp_support::parent_of(q.pid()), Some(zygote));
     assert_eq!(q.join().unwrap(), -1);
+    assert!(!unlisted_children().contains(zygote));
 }
 
 #[test]
-fn a_dead_zygote_fails_pending_waits_and_is_replaced() {
+fn a_dead_zygote_leaves_its_children_running_and_no_zombie() {
     fork_server();
     spawn!(kill_the_zygote_mid_wait).unwrap().join().unwrap();
+}
+
+#[process_fn]
+fn hold_rlock(rlock: RLock, holding: Event) {
+    let guard = rlock.acquire().unwrap();
+    holding.set().unwrap();
+    std::thread::sleep(Duration::from_secs(600));
+    drop(guard);
+}
+
+#[process_fn]
+fn try_rlock(rlock: RLock) -> bool {
+    rlock.try_acquire().unwrap().is_some()
+}
+
+// Children forked from one zygote are distinct lock owners, and one that dies holding a lock
+// is seen to: the C library's thread id and robust-mutex list are the child's own.
+#[test]
+fn forked_children_own_locks_as_themselves() {
+    fork_server();
+    let rlock = RLock::new().unwrap();
+    let holding = Event::new().unwrap();
+    let mut holder = spawn!(hold_rlock, rlock.clone(), holding.clone()).unwrap();
+    assert!(holding.wait_timeout(LONG).unwrap());
+    assert!(!spawn!(try_rlock, rlock.clone()).unwrap().join().unwrap());
+    holder.kill().unwrap();
+    let err = rlock.acquire_timeout(Duration::from_secs(10)).unwrap_err();
+    assert!(err.is_owner_died(), "{err}");
+}
+
+#[test]
+fn a_dropped_pool_leaves_no_zombie() {
+    let pool = Pool::builder()
+        .start_method(StartMethod::ForkServer)
+        .processes(2)
+        .max_tasks_per_child(1)
+        .build()
+        .unwrap();
+    assert_eq!(
+        pool.map(negate, 0..6).unwrap(),
+        (0..6).map(|x| -x).collect::<Vec<_>>()
+    );
+    // Other tests of this binary run beside this one: only pool workers are this one's.
+    let workers: Vec<u32> = active_children()
+        .iter()
+        .filter(|c| c.name().starts_with("ForkServerPoolWorker-"))
+        .map(|c| c.pid())
+        .collect();
+    drop(pool);
+    let gone = wait_for(LONG, || {
+        !workers.iter().any(|pid| is_running(*pid)) && zombie_children().is_empty()
+    });
+    assert!(gone, "left behind: {:?}", zombie_children());
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use mp_runtime::{
     Pool, Process, Queue, StartMethod, active_children, process_fn, set_start_method, spawn,
 };
-use mp_support::{is_running, wait_for};
+use mp_support::{is_running, unlisted_children, wait_for};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -39,13 +39,17 @@ fn family(pids: Queue<u32>) {
         .unwrap();
     let _forked_busy = forked_pool.apply_async(sleep_ms, (120_000,));
     set_start_method(StartMethod::ForkServer);
-    let forked = spawn!(sleep_ms, 120_000).unwrap();
-    let zygote = mp_support::parent_of(forked.pid()).unwrap();
+    let _forked = spawn!(sleep_ms, 120_000).unwrap();
+    // The zygote, and the child it forks ahead of time for the next start: this process's
+    // too, and as bound to die with it.
+    assert!(wait_for(LONG, || unlisted_children().len() == 2));
 
     for child in active_children() {
         pids.put(&child.pid()).unwrap();
     }
-    pids.put(&zygote).unwrap();
+    for pid in unlisted_children() {
+        pids.put(&pid).unwrap();
+    }
     pids.put(&0).unwrap();
     std::thread::sleep(Duration::from_secs(120));
 }
@@ -55,13 +59,13 @@ fn killing_the_parent_ends_every_child_within_seconds() {
     let pids = Queue::new().unwrap();
     let mut parent: Process<()> = spawn!(family, pids.clone()).unwrap();
     let mut family = Vec::new();
-    // Four pool workers, a lone process, a process with a child, a forked one, its zygote,
-    // and the grandchild (reported when it starts), then the end marker 0.
-    while family.len() < 10 {
+    // Four pool workers, a lone process, a process with a child, a forked one, the zygote, its
+    // spare, and the grandchild (reported when it starts), then the end marker 0.
+    while family.len() < 11 {
         family.push(pids.get_timeout(LONG).unwrap());
     }
     family.retain(|&pid| pid != 0);
-    assert_eq!(family.len(), 9, "{family:?}");
+    assert_eq!(family.len(), 10, "{family:?}");
     assert!(family.iter().all(|&pid| is_running(pid)), "{family:?}");
 
     parent.kill().unwrap();

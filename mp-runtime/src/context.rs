@@ -84,9 +84,9 @@ impl ProcessInfo {
 /// This process's name and its parent's, set once in a worker before `main` would run.
 static IDENTITY: OnceLock<(String, Option<ProcessInfo>)> = OnceLock::new();
 
-/// The children this process started, by pid: name, and the pid of their parent (this process,
-/// or its fork server).
-static CHILDREN: Mutex<BTreeMap<u32, (String, u32)>> = Mutex::new(BTreeMap::new());
+/// The children this process started (re-executed, or forked by its fork server as its own), by
+/// pid: their names.
+static CHILDREN: Mutex<BTreeMap<u32, String>> = Mutex::new(BTreeMap::new());
 
 pub(crate) fn set_identity(name: &str, parent_name: &str, parent_pid: u32) {
     let parent = ProcessInfo {
@@ -96,11 +96,11 @@ pub(crate) fn set_identity(name: &str, parent_name: &str, parent_pid: u32) {
     let _ = IDENTITY.set((name.to_string(), Some(parent)));
 }
 
-pub(crate) fn child_started(pid: u32, name: &str, parent: u32) {
+pub(crate) fn child_started(pid: u32, name: &str) {
     CHILDREN
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .insert(pid, (name.to_string(), parent));
+        .insert(pid, name.to_string());
 }
 
 /// Forgets a child that has been reaped, so the table holds only children that may still run.
@@ -188,18 +188,18 @@ pub fn parent_process() -> Option<ProcessInfo> {
 /// ```
 pub fn active_children() -> Vec<ProcessInfo> {
     let mut children = CHILDREN.lock().unwrap_or_else(PoisonError::into_inner);
-    children.retain(|&pid, (_, parent)| is_running_child(pid, *parent));
+    children.retain(|&pid, _| is_running_child(pid));
     children
         .iter()
-        .map(|(&pid, (name, _))| ProcessInfo {
+        .map(|(&pid, name)| ProcessInfo {
             name: name.clone(),
             pid,
         })
         .collect()
 }
 
-/// Whether `pid` is a running (not zombie) child of `parent`.
-fn is_running_child(pid: u32, parent: u32) -> bool {
+/// Whether `pid` is a running (not zombie) child of this process.
+fn is_running_child(pid: u32) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return false;
     };
@@ -209,7 +209,7 @@ fn is_running_child(pid: u32, parent: u32) -> bool {
         .split_whitespace();
     let state = fields.next();
     let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
-    !matches!(state, Some("Z" | "X") | None) && ppid == Some(parent)
+    !matches!(state, Some("Z" | "X") | None) && ppid == Some(std::process::id())
 }
 
 /// This binary's path, for messages.

@@ -9,6 +9,7 @@
 use crate::spawn::forkserver;
 use crate::spawn::reexec::{self, Role};
 use crate::sys;
+use crate::wire::frame::Channel;
 use crate::worker;
 
 // SAFETY: `.init_array` holds pointers to functions the C runtime calls, with no arguments that
@@ -41,7 +42,8 @@ extern "C" fn early_entry() {
                         &assignment.parent_name,
                         assignment.parent,
                     );
-                    std::panic::catch_unwind(|| worker::serve(assignment.stream)).unwrap_or(70)
+                    std::panic::catch_unwind(|| worker::serve(Channel::new(assignment.stream)))
+                        .unwrap_or(70)
                 }
                 Role::ForkServer => std::panic::catch_unwind(|| {
                     forkserver::serve(

@@ -9,7 +9,6 @@ use std::backtrace::{Backtrace, BacktraceStatus};
 use std::cell::{Cell, RefCell};
 use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::net::UnixStream;
 use std::panic::{self, AssertUnwindSafe};
 
 use serde::Serialize;
@@ -300,15 +299,15 @@ enum Incoming {
     End(Option<String>),
 }
 
-/// Serves calls on `stream` until told to exit or the parent goes away; returns the exit code.
+/// Serves calls on `channel` until told to exit or the parent goes away; returns the exit code.
 ///
 /// One thread reads the requests and runs them: while a reply does not fit in the socket, the
 /// channel reads the parent's next requests into its buffer, so a parent that sends while this
 /// worker replies can never deadlock with it.
-pub(crate) fn serve(stream: UnixStream) -> i32 {
+pub(crate) fn serve(channel: Channel) -> i32 {
     install_panic_hook();
     CAPTURING.set(true);
-    let mut channel = Channel::new(stream).reading_while_sending();
+    let mut channel = channel.reading_while_sending();
     let mut overflow = OverflowReply {
         function: String::new(),
         record: Vec::new(),

@@ -65,6 +65,32 @@ pub fn zombie_children() -> Vec<u32> {
         .collect()
 }
 
+/// This process's running children that mp does not list in `active_children` (its fork
+/// server's zygote and the child that forked ahead of time), oldest first.
+pub fn unlisted_children() -> Vec<u32> {
+    let me = std::process::id();
+    let listed: Vec<u32> = mp_runtime::active_children()
+        .iter()
+        .map(|child| child.pid())
+        .collect();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut children: Vec<(u64, u32)> = entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| parent_of(*pid) == Some(me) && is_running(*pid) && !listed.contains(pid))
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // Field 22, the start time; the fields after the command name start at field 3.
+            let started = stat.rsplit_once(')')?.1.split_whitespace().nth(19)?;
+            Some((started.parse().ok()?, pid))
+        })
+        .collect();
+    children.sort();
+    children.into_iter().map(|(_, pid)| pid).collect()
+}
+
 /// Whether a process with this pid exists (and is not a zombie).
 pub fn is_running(pid: u32) -> bool {
     stat(pid).is_some_and(|(state, _)| state != 'Z' && state != 'X')

@@ -473,8 +473,8 @@ impl Worker {
     /// killer first, so that nobody signals a reaped pid.
     fn reap(mut self, slot: &Slot, deadline: Instant) -> ExitReason {
         *lock(&slot.worker) = None;
-        // A status that cannot be known (the fork server died) leaves the task's error a
-        // death of unknown cause.
+        // A status that cannot be known (reaped by the kernel, under SIGCHLD ignored) leaves
+        // the task's error a death of unknown cause.
         self.child
             .reap_until(deadline)
             .unwrap_or(ExitReason::Unknown)

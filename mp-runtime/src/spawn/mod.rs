@@ -8,6 +8,7 @@ pub(crate) mod reexec;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, ExitStatus};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -19,7 +20,6 @@ use crate::sys::pidfd;
 use crate::wire::codec;
 use crate::wire::frame::{Channel, Frame};
 use crate::wire::protocol::Request;
-use forkserver::ForkedChild;
 use reexec::Role;
 
 /// How child processes are started.
@@ -110,26 +110,24 @@ pub(crate) struct Started {
 
 /// Starts a worker called `name` the way `method` says.
 pub(crate) fn start_worker(method: StartMethod, name: &str) -> Result<Started> {
-    let (child, stream, parent) = match method {
+    let (child, mut channel) = match method {
         StartMethod::Spawn => {
             let (parent_end, child_end) = UnixStream::pair()
                 .map_err(|e| Error::io("cannot create the socket pair for a child", e))?;
             let child = reexec::spawn_self(Role::Worker, name, child_end.into())?;
-            (Inner::Spawned(child), parent_end, std::process::id())
+            (Inner::Spawned(child), Channel::new(parent_end))
         }
         StartMethod::ForkServer => {
-            let (child, stream) = forkserver::start_child(name)?;
-            let zygote = child.parent();
-            (Inner::Forked(child), stream, zygote)
+            let (pid, channel) = forkserver::start_child(name)?;
+            (Inner::Forked(pid), channel)
         }
     };
     let pid = match &child {
         Inner::Spawned(child) => child.id(),
-        Inner::Forked(child) => child.pid(),
+        Inner::Forked(pid) => *pid,
     };
-    // Opened at once, while the pid surely names our child (a fork server's child is reaped by
-    // the zygote, so later the pid could be another process's). Without one (a kernel before
-    // 5.3, or no descriptor free), death is known from the channel alone.
+    // Without one (a kernel before 5.3, or no descriptor free), death is known from the
+    // channel alone.
     let pidfd = pidfd::open(pid).ok().map(Arc::new);
     let child = ChildProcess {
         inner: child,
@@ -137,8 +135,7 @@ pub(crate) fn start_worker(method: StartMethod, name: &str) -> Result<Started> {
         status: None,
         reaping: false,
     };
-    crate::context::child_started(pid, name, parent);
-    let mut channel = Channel::new(stream);
+    crate::context::child_started(pid, name);
     if let Some((level, socket)) = logs::for_child() {
         // The first message, so the worker's logging is set up before any call. A worker
         // that cannot take it is gone, which the first call finds.
@@ -153,8 +150,7 @@ pub(crate) fn start_worker(method: StartMethod, name: &str) -> Result<Started> {
 const FRAME_SLICE: Duration = Duration::from_millis(20);
 
 /// How long a killed child may take to be reported gone before it is left to a background
-/// reaper: SIGKILL cannot be caught, so this is only ever reached under extreme load, or when
-/// the fork server that must report it is stuck.
+/// reaper: SIGKILL cannot be caught, so this is only ever reached under extreme load.
 const KILLED_GRACE: Duration = Duration::from_secs(5);
 
 /// What [`ChildProcess::recv`] found on a child's channel.
@@ -170,8 +166,8 @@ pub(crate) enum Received {
     TimedOut,
 }
 
-/// A child process, whichever way it was started: re-executed (our child, reaped by us) or
-/// forked by the fork server (its child, reaped there and reported to us).
+/// A child process, whichever way it was started: re-executed, or forked by the fork server
+/// (as our child too, so reaped by us alike).
 pub(crate) struct ChildProcess {
     inner: Inner,
     /// The child's process descriptor, when the kernel gave one: readable once it exits, and a
@@ -187,14 +183,15 @@ pub(crate) struct ChildProcess {
 
 enum Inner {
     Spawned(Child),
-    Forked(ForkedChild),
+    /// Forked by the fork server, by pid: there is no `std::process::Child` for it.
+    Forked(u32),
 }
 
 impl ChildProcess {
     pub(crate) fn pid(&self) -> u32 {
         match &self.inner {
             Inner::Spawned(child) => child.id(),
-            Inner::Forked(child) => child.pid(),
+            Inner::Forked(pid) => *pid,
         }
     }
 
@@ -208,7 +205,7 @@ impl ChildProcess {
         if self.status.is_none() {
             let status = match &mut self.inner {
                 Inner::Spawned(child) => child.try_wait()?,
-                Inner::Forked(child) => child.try_wait()?,
+                Inner::Forked(pid) => pidfd::reap(*pid, false)?.map(ExitStatus::from_raw),
             };
             self.record(status);
         }
@@ -236,7 +233,7 @@ impl ChildProcess {
 
     /// Waits until the child ends or `deadline` passes (`None`: no deadline; for a child that
     /// was not killed, callers give one). `Ok(None)` when it still runs at the deadline; an
-    /// error when its status cannot be known (reaped elsewhere, or its fork server died).
+    /// error when its status cannot be known (reaped elsewhere).
     pub(crate) fn wait_until(
         &mut self,
         deadline: Option<Instant>,
@@ -255,11 +252,12 @@ impl ChildProcess {
             None => false,
         };
         if exited || deadline.is_none() {
-            // It has exited (a spawned child's status is there at once; a forked child's comes
-            // from its fork server within milliseconds), or the caller killed it.
+            // It has exited (its status is there at once), or the caller killed it.
             let status = match &mut self.inner {
                 Inner::Spawned(child) => child.wait()?,
-                Inner::Forked(child) => child.wait()?,
+                Inner::Forked(pid) => pidfd::reap(*pid, true)?
+                    .map(ExitStatus::from_raw)
+                    .ok_or_else(|| io::Error::from_raw_os_error(libc::ECHILD))?,
             };
             self.record(Some(status));
             return Ok(self.status);
@@ -296,13 +294,12 @@ impl ChildProcess {
         }
         let sent = match &self.pidfd {
             Some(pidfd) => pidfd::send_signal(pidfd.as_fd(), signal),
-            // Without a pidfd, the pid: a spawned child is not reaped until this handle waits,
-            // so its pid is ours; a forked child's could be reused only after a whole cycle of
-            // the pid space in the instant before the zygote's report arrives.
+            // Without a pidfd, the pid: the child is not reaped until this handle waits, so its
+            // pid is ours.
             None => pidfd::kill_pid(self.pid(), signal),
         };
         match sent {
-            // Already reaped (by its fork server, or by the kernel under SIGCHLD ignored).
+            // Already reaped (by the kernel, under SIGCHLD ignored).
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
             sent => sent,
         }
@@ -311,7 +308,7 @@ impl ChildProcess {
     /// Reaps a child that is ending (its channel closed, or it was asked to exit): waits until
     /// `deadline`, then kills it, so that no wait on a live process is without a bound. A
     /// status reaped by someone else (SIGCHLD ignored) is `Unknown`; an error when how the
-    /// child ended cannot be known for another reason (its fork server died).
+    /// child ended cannot be known for another reason.
     pub(crate) fn reap_until(&mut self, deadline: Instant) -> io::Result<ExitReason> {
         let waited = match self.wait_until(Some(deadline)) {
             Ok(None) => {
@@ -381,18 +378,14 @@ impl ChildProcess {
     /// a bounded wait): make sure it is reaped when it ends. Its status is then lost to this
     /// handle, which waits no more.
     pub(crate) fn reap_in_background(&mut self) {
-        let Inner::Spawned(child) = &self.inner else {
-            // The zygote reaps its children itself.
-            return;
-        };
         if self.status.is_some() || self.reaping {
             return;
         }
-        let pid = child.id();
+        let pid = self.pid();
         let reaper = std::thread::Builder::new().name(format!("mp-reap-{pid}"));
         let reaping = reaper.spawn(move || {
             // Nothing else waits for it: this handle stops at `reaping`.
-            let _ = pidfd::wait_pid(pid);
+            let _ = pidfd::reap(pid, true);
             crate::context::child_ended(pid);
         });
         match reaping {

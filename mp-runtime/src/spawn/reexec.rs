@@ -17,7 +17,8 @@
 //! signal fires when that thread ends. So children are started only from threads that last as
 //! long as the process: the main thread, or one long-lived spawner thread that every other
 //! thread hands its `Command` to (a user thread that starts a child and ends must not take the
-//! child with it). Fork-server children are the zygote's, whose only thread is its main one.
+//! child with it). Fork-server children are this process's too (the zygote forks them with
+//! `CLONE_PARENT`), so their parent is the thread that started the zygote.
 //!
 //! Why it runs after the `#[process_fn]` registrations: constructors run in link order, and every
 //! crate that registers functions depends on this one, so the linker places it (and its

@@ -2,9 +2,9 @@
 //! of a reused pid.
 //!
 //! A pidfd names one process for as long as the descriptor is open: it becomes readable when
-//! the process exits (also when someone else reaps it, such as a fork server or a parent that
-//! ignores SIGCHLD), and a signal sent through it can never reach a later process that got the
-//! same pid. Linux 5.3 and later have them; on older kernels [`open`] fails and callers fall
+//! the process exits (also when the kernel reaps it at once, in a parent that ignores
+//! SIGCHLD), and a signal sent through it can never reach a later process that got the same
+//! pid. Linux 5.3 and later have them; on older kernels [`open`] fails and callers fall
 //! back to pids.
 
 use std::io;
@@ -12,10 +12,10 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Instant;
 
 use rustix::event::{PollFd, PollFlags, Timespec};
-use rustix::process::{Pid, PidfdFlags, Signal};
+use rustix::process::{Pid, PidfdFlags, Signal, WaitOptions};
 
-/// A descriptor of process `pid`, which must be a process this one can see (a child, or a
-/// fork server's child): it stays valid, and readable once the process has exited, however
+/// A descriptor of process `pid`, which must be a child of this one not reaped yet: it stays
+/// valid, and readable once the process has exited, however
 /// long that is.
 pub(crate) fn open(pid: u32) -> io::Result<OwnedFd> {
     let pid = to_pid(pid)?;
@@ -39,14 +39,19 @@ pub(crate) fn kill_pid(pid: u32, signal: i32) -> io::Result<()> {
     Ok(rustix::process::kill_process(pid, signal)?)
 }
 
-/// Waits for process `pid`, a child of this one whose `std::process::Child` is gone, to end,
-/// and reaps it.
-pub(crate) fn wait_pid(pid: u32) -> io::Result<()> {
+/// Reaps process `pid`, a child of this one that no `std::process::Child` waits for (a fork
+/// server's child, or one whose `Child` is gone), waiting for its end if `block`: its raw wait
+/// status, or `None` if it still runs.
+pub(crate) fn reap(pid: u32, block: bool) -> io::Result<Option<i32>> {
     let pid = to_pid(pid)?;
+    let options = match block {
+        true => WaitOptions::empty(),
+        false => WaitOptions::NOHANG,
+    };
     loop {
-        match rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty()) {
+        match rustix::process::waitpid(Some(pid), options) {
             Err(rustix::io::Errno::INTR) => continue,
-            waited => return waited.map(drop).map_err(Into::into),
+            waited => return Ok(waited?.map(|(_, status)| status.as_raw())),
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::io;
 
-use rustix::process::{Pid, Resource, Rlimit, Signal, WaitOptions};
+use rustix::process::{Pid, Resource, Rlimit, Signal};
 
 /// Arms SIGKILL for when this process's parent (the thread that started it) ends.
 pub(crate) fn die_with_parent() -> io::Result<()> {
@@ -46,19 +46,10 @@ pub(crate) fn limit_data(bytes: u64) -> io::Result<()> {
     Ok(rustix::process::setrlimit(Resource::Data, limit)?)
 }
 
-/// The raw wait status of a child of this process that has ended, reaping it; `None` when
-/// none has ended (or there are none).
-pub(crate) fn reap_any() -> Option<(u32, i32)> {
-    match rustix::process::waitpid(None, WaitOptions::NOHANG) {
-        Ok(Some((pid, status))) => Some((pid.as_raw_nonzero().get() as u32, status.as_raw())),
-        _ => None,
-    }
-}
-
-/// Which side of a [`fork`] this is, or why there was none.
+/// Which side of a [`fork_sibling`] this is, or why there was none.
 pub(crate) enum Forked {
     Child,
-    Parent(u32),
+    Parent,
     /// This process has this many threads: a child would inherit locks held by threads it
     /// does not have, and could deadlock on the first allocation.
     Refused {
@@ -66,21 +57,156 @@ pub(crate) enum Forked {
     },
 }
 
-/// Forks this process if it has one thread: then the child is a full copy that may run
+/// Forks this process, if it has one thread, so that the child is its *parent's* child
+/// (`CLONE_PARENT`): the parent, not this process, then waits for it and gets its signals, and
+/// its pid cannot be reused until the parent reaps it. The child is a full copy that may run
 /// anything.
-pub(crate) fn fork() -> io::Result<Forked> {
+///
+/// The C library's `fork` cannot take `CLONE_PARENT`, so this calls `clone3` (or `clone` where
+/// a seccomp filter or an old kernel refuses `clone3`) and does for the child what glibc's
+/// `fork` does in the kernel: the thread id that glibc keeps in the thread's control block is
+/// written by the kernel (`CLONE_CHILD_SETTID`, at the address glibc registered with
+/// `set_tid_address`, read back with `PR_GET_TID_ADDRESS`), and the robust-mutex list is
+/// registered again (the kernel does not copy it). Without the first, pthread mutexes the child
+/// locks (mp's locks, robust and recursive) would name the wrong owner. Handlers registered
+/// with `pthread_atfork` do not run: they exist to repair locks held across a fork by other
+/// threads, and this process has none.
+pub(crate) fn fork_sibling() -> io::Result<Forked> {
     let threads = thread_count()?;
     if threads != 1 {
         return Ok(Forked::Refused { threads });
     }
+    let tid_address = thread_id_address()?;
+    let robust = robust_list();
+    let flags = (libc::CLONE_PARENT | libc::CLONE_CHILD_SETTID | libc::CLONE_CHILD_CLEARTID) as u64;
+    let args = CloneArgs {
+        flags,
+        child_tid: tid_address as u64,
+        ..CloneArgs::default()
+    };
     // SAFETY: this process has one thread, the caller (counted above; no other thread can
     // have started since, for there is none to start it), so no lock is held by a thread the
-    // child lacks, and the child may run any code.
-    match unsafe { libc::fork() } {
-        -1 => Err(io::Error::last_os_error()),
-        0 => Ok(Forked::Child),
-        pid => Ok(Forked::Parent(pid as u32)),
+    // child lacks, and the child may run any code. Without CLONE_VM the child gets a copy of
+    // the address space, so `tid_address` (a live int in this thread's control block, checked
+    // by `thread_id_address`) is the same int in the child's copy; `args` is a live, fully
+    // initialised `clone_args` of the size given.
+    let mut pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            size_of::<CloneArgs>(),
+        )
+    };
+    if pid == -1 && matches!(errno(), libc::ENOSYS | libc::EPERM) {
+        pid = clone_fallback(flags as libc::c_ulong, tid_address);
     }
+    match pid {
+        -1 => Err(io::Error::last_os_error()),
+        0 => {
+            if let Some((head, len)) = robust {
+                // SAFETY: `head` is this thread's robust-list head, registered by the C
+                // library in the parent at the same address of the copied address space.
+                unsafe { libc::syscall(libc::SYS_set_robust_list, head, len) };
+            }
+            Ok(Forked::Child)
+        }
+        _ => Ok(Forked::Parent),
+    }
+}
+
+/// The first fields of the kernel's `struct clone_args` (`CLONE_ARGS_SIZE_VER0`), the same on
+/// every architecture.
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+}
+
+/// The plain `clone` call with the same effect as `clone3` in [`fork_sibling`]; its result.
+#[cfg(not(target_arch = "s390x"))]
+fn clone_fallback(flags: libc::c_ulong, tid_address: *mut i32) -> libc::c_long {
+    // After the flags and the stack (0: the child runs on a copy of this one), most
+    // architectures take the parent-tid pointer, the child-tid pointer and the TLS, and some
+    // (arm, aarch64, x86, ...) swap the last two. Without CLONE_SETTLS the TLS is ignored, so
+    // the child-tid address in both places is right for either order.
+    //
+    // SAFETY: as for `clone3` in `fork_sibling`, whose caller checks made the same promises.
+    unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            flags,
+            0usize,
+            0usize,
+            tid_address,
+            tid_address,
+        )
+    }
+}
+
+/// s390x takes the stack before the flags; it gets `clone3` (Linux 5.3) or nothing.
+#[cfg(target_arch = "s390x")]
+fn clone_fallback(_flags: libc::c_ulong, _tid_address: *mut i32) -> libc::c_long {
+    -1
+}
+
+/// Where the C library keeps this thread's id: the address it gave the kernel with
+/// `set_tid_address` (glibc's `tid` in the thread's control block). Checked to hold this
+/// thread's id, so that a C library that keeps it elsewhere (musl) makes the fork fail
+/// cleanly rather than have the kernel write over something else.
+fn thread_id_address() -> io::Result<*mut i32> {
+    let mut address: *mut i32 = std::ptr::null_mut();
+    // SAFETY: PR_GET_TID_ADDRESS writes one pointer to the live local given.
+    if unsafe { libc::prctl(libc::PR_GET_TID_ADDRESS, &mut address as *mut *mut i32) } != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this kernel does not tell where the C library keeps the thread id \
+             (PR_GET_TID_ADDRESS needs CONFIG_CHECKPOINT_RESTORE)",
+        ));
+    }
+    let unsupported = || {
+        io::Error::new(
+            io::ErrorKind::Unsupported,
+            "the C library does not keep the thread id where glibc does",
+        )
+    };
+    if address.is_null() || !address.is_aligned() {
+        return Err(unsupported());
+    }
+    // SAFETY: the address is the one this thread's C library registered with the kernel, to be
+    // cleared at the thread's exit: an aligned int of this thread that lives as long as it.
+    let held = unsafe { address.read_volatile() };
+    if held != rustix::thread::gettid().as_raw_nonzero().get() {
+        return Err(unsupported());
+    }
+    Ok(address)
+}
+
+/// This thread's robust-mutex list as registered with the kernel: its head and length.
+fn robust_list() -> Option<(usize, usize)> {
+    let mut head = 0usize;
+    let mut len = 0usize;
+    // SAFETY: get_robust_list(0, ...) writes the calling thread's head pointer and length to
+    // the two live locals given.
+    let got = unsafe {
+        libc::syscall(
+            libc::SYS_get_robust_list,
+            0,
+            &mut head as *mut usize,
+            &mut len as *mut usize,
+        )
+    };
+    (got == 0 && head != 0).then_some((head, len))
+}
+
+fn errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
 /// How many threads this process has, from /proc/self/task.

@@ -1,5 +1,5 @@
 //! Signal dispositions a worker needs as `main` would have them (SIGPIPE ignored, a stack
-//! overflow reported), the fork server's SIGCHLD descriptor, and how much stack is left.
+//! overflow reported) and how much stack is left.
 //!
 //! # Stack overflow
 //!
@@ -12,7 +12,7 @@
 
 use std::cell::Cell;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -25,57 +25,6 @@ pub(crate) fn ignore_sigpipe() -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
-}
-
-/// SIGCHLD, blocked on the calling thread and read from a descriptor instead, so that one
-/// `poll` waits for both a request and a child's end with no signal handler.
-pub(crate) struct ChildSignals {
-    fd: OwnedFd,
-    previous: libc::sigset_t,
-}
-
-impl ChildSignals {
-    pub(crate) fn new() -> io::Result<ChildSignals> {
-        // SAFETY: sigset_t is plain data, valid all-zero, and sigemptyset initialises it.
-        let mut blocked: libc::sigset_t = unsafe { std::mem::zeroed() };
-        // SAFETY: as above.
-        let mut previous: libc::sigset_t = unsafe { std::mem::zeroed() };
-        // SAFETY: both pointers are to live, writable sets; the calls only fill them and change
-        // this thread's mask.
-        let fd = unsafe {
-            libc::sigemptyset(&mut blocked);
-            libc::sigaddset(&mut blocked, libc::SIGCHLD);
-            libc::pthread_sigmask(libc::SIG_BLOCK, &blocked, &mut previous);
-            libc::signalfd(-1, &blocked, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK)
-        };
-        if fd == -1 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: signalfd returned a new descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(ChildSignals { fd, previous })
-    }
-
-    /// The descriptor that is readable while a SIGCHLD is pending.
-    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
-        use std::os::fd::AsFd;
-        self.fd.as_fd()
-    }
-
-    /// Empties the descriptor (its SIGCHLDs are only a wake-up).
-    pub(crate) fn drain(&self) {
-        let mut info = [0u8; size_of::<libc::signalfd_siginfo>() * 8];
-        // SAFETY: reads into a buffer of the size given; the descriptor is non-blocking.
-        while unsafe { libc::read(self.fd.as_raw_fd(), info.as_mut_ptr().cast(), info.len()) } > 0 {
-        }
-    }
-
-    /// Closes the descriptor and restores the signal mask saved by [`ChildSignals::new`] (in a
-    /// forked child, which must not keep either).
-    pub(crate) fn restore(self) {
-        // SAFETY: `previous` is the valid set saved by `new`.
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.previous, std::ptr::null_mut()) };
-    }
 }
 
 /// The calling thread's stack, from the C library: its lowest usable address and its size.
@@ -120,11 +69,13 @@ pub(crate) fn stack_floor() -> usize {
 
 #[cold]
 fn first_stack_floor() -> usize {
-    let floor = stack_bounds().map_or(1, |(low, size)| {
-        low.saturating_add(STACK_MARGIN.min(size / 4))
-    });
+    let floor = stack_bounds().map_or(1, floor_of);
     STACK_FLOOR.set(floor);
     floor
+}
+
+fn floor_of((low, size): (usize, usize)) -> usize {
+    low.saturating_add(STACK_MARGIN.min(size / 4))
 }
 
 /// An address in the caller's stack frame: compared with [`stack_floor`], whether the caller
@@ -157,8 +108,12 @@ const SIGNAL_STACK: usize = 64 * 1024;
 pub(crate) fn report_stack_overflow() -> io::Result<()> {
     // SAFETY: sysconf only reads a system constant.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
-    let (low, _) =
+    let (low, size) =
         stack_bounds().ok_or_else(|| io::Error::other("the stack's bounds are unknown"))?;
+    // Known now, at the cost of reading /proc/self/maps (which is how the C library finds the
+    // main thread's stack): kept for `stack_floor`, so that neither this worker's first decode
+    // nor a child forked from this process (the fork server's) reads it again.
+    STACK_FLOOR.with(|floor| floor.set(floor_of((low, size))));
     // The kernel refuses to grow the main stack past its limit: the faulting access is then
     // just below its lowest address, the one the C library computes from that limit.
     GUARD_START.store(low - page, Ordering::Relaxed);
