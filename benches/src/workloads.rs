@@ -623,9 +623,8 @@ pub fn channels(scale: Scale, rows: &mut Vec<Row>) {
     );
 }
 
-/// Round trips of one byte between this process and a forked echo; returns the seconds.
 /// `count` messages of 16 bytes through two forked echo processes, one thread per process
-/// here keeping [`IN_FLIGHT`] messages in flight, one `write` and one `read` per message on
+/// here keeping eight messages in flight, one `write` and one `read` per message on
 /// each side: what a pool of two workers costs at least when each task and each answer is one
 /// message. Returns the seconds it took.
 fn socketpair_pipelined(count: usize) -> f64 {
@@ -684,6 +683,7 @@ fn socketpair_pipelined(count: usize) -> f64 {
     elapsed
 }
 
+/// Round trips of one byte between this process and a forked echo; returns the seconds.
 fn socketpair_round_trips(count: usize) -> f64 {
     let (mut here, mut there) = UnixStream::pair().unwrap();
     // SAFETY: the child only reads, writes and exits through raw system calls.
