@@ -311,7 +311,7 @@ fn goal_table(runs: &[Run]) -> String {
         } else if met_in == 0 {
             "no".to_string()
         } else {
-            format!("no (in {met_in} of {} runs)", per_run.len())
+            format!("no (met in {met_in} of {} runs)", per_run.len())
         };
         let _ = writeln!(
             out,
