@@ -14,7 +14,6 @@ use std::hint::black_box;
 use std::process::Command;
 
 use mp_runtime::{Pool, process_fn};
-use serde::{Deserialize, Serialize};
 
 use crate::Scale;
 use crate::measure::{Figure, Row, time};
@@ -31,16 +30,6 @@ const PREFIX: &str = "MPI-ROW ";
 #[process_fn]
 fn cube(x: u64) -> u64 {
     x * x * x
-}
-
-/// A row as it crosses from the run under `mpirun` to the harness.
-#[derive(Serialize, Deserialize)]
-struct Wire {
-    workload: String,
-    system: String,
-    seconds: Vec<f64>,
-    ops: f64,
-    rate: bool,
 }
 
 /// In the harness: runs both jobs and adds their rows; says why on stderr if it cannot.
@@ -94,27 +83,10 @@ pub fn rows(scale: Scale, rows: &mut Vec<Row>) {
             let Some(json) = line.strip_prefix(PREFIX) else {
                 continue;
             };
-            let Ok(wire) = serde_json::from_str::<Wire>(json) else {
-                eprintln!("an MPI row that cannot be read: {line}");
-                continue;
-            };
-            let workload = if wire.workload == MPI_APPLY {
-                MPI_APPLY
-            } else {
-                MPI_MAP
-            };
-            let figure = if wire.rate {
-                Figure::Rate
-            } else {
-                Figure::Time
-            };
-            rows.push(Row::new(
-                workload,
-                wire.system,
-                wire.seconds,
-                wire.ops,
-                figure,
-            ));
+            match serde_json::from_str::<Row>(json) {
+                Ok(row) => rows.push(row),
+                Err(_) => eprintln!("an MPI row that cannot be read: {line}"),
+            }
         }
     }
 }
@@ -134,7 +106,7 @@ pub fn under_mpirun(scale: Scale) -> bool {
     }
 }
 
-fn print(row: Wire) {
+fn print(row: Row) {
     println!(
         "{PREFIX}{}",
         serde_json::to_string(&row).expect("rows encode")
@@ -158,14 +130,14 @@ fn raw_ping_pong(scale: Scale) {
                 other.receive_into(&mut buf[..]);
             }
         });
-        print(Wire {
-            workload: MPI_APPLY.into(),
-            system: MPI_RAW.into(),
+        print(Row::new(
+            MPI_APPLY,
+            MPI_RAW,
             // The first repeat warms up.
-            seconds: seconds[1..].to_vec(),
-            ops: n as f64,
-            rate: false,
-        });
+            seconds[1..].to_vec(),
+            n as f64,
+            Figure::Time,
+        ));
     } else {
         let zero = world.process_at_rank(0);
         for _ in 0..n * (repeats + 1) {
@@ -191,13 +163,13 @@ fn pool_rows(scale: Scale) {
                 black_box(pool.apply(cube, (i,)).expect("an apply"));
             }
         });
-        print(Wire {
-            workload: MPI_APPLY.into(),
-            system: format!("{system} (1 worker per pool)"),
+        print(Row::new(
+            MPI_APPLY,
+            format!("{system} (1 worker per pool)"),
             seconds,
-            ops: n as f64,
-            rate: false,
-        });
+            n as f64,
+            Figure::Time,
+        ));
     }
 
     let tasks = if scale.repeats(0, 1) == 1 {
@@ -216,12 +188,12 @@ fn pool_rows(scale: Scale) {
         let seconds = time(repeats.min(5), || {
             black_box(pool.map(cube, 0..tasks).expect("a map"));
         });
-        print(Wire {
-            workload: MPI_MAP.into(),
-            system: format!("{system} ({processes} workers)"),
+        print(Row::new(
+            MPI_MAP,
+            format!("{system} ({processes} workers)"),
             seconds,
-            ops: tasks as f64,
-            rate: true,
-        });
+            tasks as f64,
+            Figure::Rate,
+        ));
     }
 }

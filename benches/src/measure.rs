@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// One line of the table: a workload on one system, with its samples in seconds.
 ///
-/// Serde, so that a run of another build (the dev-profile rows) can hand its rows over.
+/// Serde, so that another run (the dev build's, a rank's under `mpirun`) can hand its rows over.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Row {
     pub workload: String,

@@ -125,7 +125,7 @@ impl Server {
     fn start_child(&self, name: &str) -> Result<(u32, Channel)> {
         let mut control = lock(&self.control);
         if let Some(why) = &control.dead {
-            return Err(self.gone(why));
+            return Err(gone(self.pid, why));
         }
         let socket = control.next_spare(self.pid)?;
         let mut channel = Channel::new(UnixStream::from(socket));
@@ -173,13 +173,6 @@ impl Server {
                 end_spare(pid);
             }
         }
-    }
-
-    fn gone(&self, why: &str) -> Error {
-        Error::io(
-            format!("the fork server (process {}) {why}", self.pid),
-            io::Error::from(io::ErrorKind::BrokenPipe),
-        )
     }
 }
 
@@ -239,10 +232,7 @@ impl Control {
     /// Gives up on the zygote for `why`, and returns the error for the start that found it.
     fn fail(&mut self, zygote: u32, why: &str) -> Error {
         self.die(why);
-        Error::io(
-            format!("the fork server (process {zygote}) {why}"),
-            io::Error::from(io::ErrorKind::BrokenPipe),
-        )
+        gone(zygote, why)
     }
 
     /// Records that the zygote is of no more use, and makes it exit if it has not: it exits at
@@ -251,6 +241,14 @@ impl Control {
         self.dead.get_or_insert_with(|| why.to_string());
         let _ = self.channel.stream().shutdown(std::net::Shutdown::Write);
     }
+}
+
+/// The error of a start that finds the zygote `zygote` gone or useless, for `why`.
+fn gone(zygote: u32, why: &str) -> Error {
+    Error::io(
+        format!("the fork server (process {zygote}) {why}"),
+        io::Error::from(io::ErrorKind::BrokenPipe),
+    )
 }
 
 fn cannot_fork(zygote: u32, frame: &[u8]) -> Error {
