@@ -88,6 +88,7 @@ impl<R: serde::de::DeserializeOwned> Process<R> {
             result: PhantomData,
         };
         let channel = process.channel.as_mut().expect("just set");
+        spawn::forward_logs(channel, started.logs);
         // A child that dies at once closes the socket: that is reported by `join`, with its
         // exit status, rather than as a failed send here.
         let _ = args

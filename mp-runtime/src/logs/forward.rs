@@ -3,28 +3,31 @@
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::{MAX_RECORD, Origin, Record};
 use crate::sys;
 use crate::wire::codec;
 
-/// The sending end of the parent's log socket, and this worker's mark.
+/// The sending end of the parent's log socket.
 struct Sink {
     socket: OwnedFd,
-    worker: String,
 }
 
 static SINK: OnceLock<Sink> = OnceLock::new();
 
+/// Records this worker could not send since the last one it sent (the parent's socket stayed
+/// full for [`SEND_WAIT`](super::SEND_WAIT)): the next record sent carries the count.
+static UNSENT: AtomicU32 = AtomicU32::new(0);
+
 /// Makes this worker send its `log` records and `tracing` events at or above `level` (1 error
 /// to 5 trace) to the parent, on `socket`. Once per process: a worker is told once.
+///
+/// A logger or subscriber that the worker set up itself (in a pool's initializer, which runs
+/// before this) is kept: forwarding takes only the library left free, so setting up one's own
+/// never fails for finding mp's there.
 pub(crate) fn install(socket: OwnedFd, level: u8) {
-    let worker = format!(
-        "{} {}",
-        crate::context::current_process().name(),
-        std::process::id()
-    );
-    if SINK.set(Sink { socket, worker }).is_err() {
+    if SINK.set(Sink { socket }).is_err() {
         return;
     }
     #[cfg(feature = "log")]
@@ -34,13 +37,14 @@ pub(crate) fn install(socket: OwnedFd, level: u8) {
     #[cfg(feature = "tracing")]
     {
         let forward = tracing_side::Forward::new(level);
-        // A global subscriber already set (by the task itself) is left as it is.
+        // A global subscriber already set (by the initializer) is left as it is.
         let _ = tracing_core::dispatcher::set_global_default(tracing_core::Dispatch::new(forward));
     }
 }
 
-/// Sends one record to the parent. A parent that is gone takes none: the record is dropped,
-/// as the worker is about to be ended with it.
+/// Sends one record to the parent. A record the parent's socket has no room for within
+/// [`SEND_WAIT`](super::SEND_WAIT) is counted, and the count goes with the next one sent; one
+/// sent to a parent that is gone is dropped, as the worker is about to be ended with it.
 fn send(
     origin: Origin,
     level: u8,
@@ -51,15 +55,16 @@ fn send(
     let Some(sink) = SINK.get() else {
         return;
     };
+    let unsent = UNSENT.swap(0, Ordering::Relaxed);
     let mut record = Record {
         origin,
         level,
-        worker: sink.worker.clone(),
         target: target.to_string(),
         module_path: module_path.map(str::to_string),
         file: file.map(str::to_string),
         line,
         message,
+        unsent,
     };
     let Ok(mut bytes) = codec::encode(&record) else {
         return;
@@ -71,21 +76,52 @@ fn send(
         };
         bytes = shorter;
     }
-    let _ = sys::fd::send(sink.socket.as_fd(), &bytes, false);
+    if sys::fd::send(sink.socket.as_fd(), &bytes, false).is_err() {
+        UNSENT.fetch_add(unsent.saturating_add(1), Ordering::Relaxed);
+    }
 }
 
-/// Shortens the record's message by at least `over` bytes, saying how many were cut.
+/// Shortens the record by at least `over` bytes: the target, module path and file each to at
+/// most [`MAX_FIELD`] bytes, then the message as far as needed, each saying how much was cut.
 fn cut(record: &mut Record, over: usize) {
-    let message = &mut record.message;
-    // Room for the note, which is at most this long.
-    let mut keep = message.len().saturating_sub(over + 64);
-    while !message.is_char_boundary(keep) {
+    let mut left = over;
+    for field in [
+        Some(&mut record.target),
+        record.module_path.as_mut(),
+        record.file.as_mut(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        left = left.saturating_sub(shorten(field, field.len().saturating_sub(MAX_FIELD)));
+    }
+    if left > 0 {
+        shorten(&mut record.message, left);
+    }
+}
+
+/// Cuts at least `over` bytes off the end of `text` (none when `over` is 0), and says how many
+/// with a note of at most [`NOTE`] bytes; returns how much shorter `text` became.
+fn shorten(text: &mut String, over: usize) -> usize {
+    if over == 0 {
+        return 0;
+    }
+    let before = text.len();
+    let mut keep = before.saturating_sub(over + NOTE);
+    while !text.is_char_boundary(keep) {
         keep -= 1;
     }
-    let dropped = message.len() - keep;
-    message.truncate(keep);
-    message.push_str(&format!(" [... {dropped} more bytes cut by mp]"));
+    let cut = before - keep;
+    text.truncate(keep);
+    text.push_str(&format!(" [... {cut} more bytes cut by mp]"));
+    before.saturating_sub(text.len())
 }
+
+/// The longest note [`shorten`] leaves.
+const NOTE: usize = 64;
+
+/// The most bytes a record's target, module path or file keeps; the message keeps the rest.
+const MAX_FIELD: usize = 4096;
 
 #[cfg(feature = "log")]
 mod log_side {

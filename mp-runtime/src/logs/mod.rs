@@ -5,13 +5,25 @@
 //! whose logging is set up when it starts a worker hands it the sending end of one datagram
 //! socket (one for all its workers) and its level filter; the worker installs a `log` logger
 //! and a `tracing` subscriber that send each record at or above that level as one datagram.
-//! In the parent, a relay thread reads them and passes each to the parent's own logger or
-//! subscriber, whose filters then apply as to its own records.
+//!
+//! In the parent, two threads of the relay's own take them from there, so that the user's
+//! logger never runs where results are delivered or time limits kept:
+//! - the *reader* (mp's code only) reads each datagram as it comes, marks it with the worker
+//!   the kernel says sent it (SO_PASSCRED: a task cannot pass for another worker), and queues
+//!   it, up to a bound; what does not fit is counted;
+//! - the *logger* thread passes queued records to the parent's logger or subscriber, one at a
+//!   time, and says how many were dropped once it catches up.
+//!
+//! Order with results: a worker sends its records before its reply, and before a reply is
+//! delivered, the thread delivering it waits until that worker's records queued by then are
+//! passed on ([`settle`]), for at most [`ORDER_WAIT`]. A logger that takes longer has fallen
+//! behind: no reply waits for it again until it has caught up.
 //!
 //! Datagrams arrive whole, so records of several workers never interleave, and a record sent
-//! before a worker died is not lost with it. Order with results: a worker sends its records
-//! before its reply, and the parent passes on every record queued before it delivers a reply
-//! ([`drain`]), so what a task logged is logged before its caller has the result.
+//! before a worker died is not lost with it.
+
+#[cfg(any(feature = "log", feature = "tracing"))]
+use std::time::Duration;
 
 #[cfg(any(feature = "log", feature = "tracing"))]
 use serde::{Deserialize, Serialize};
@@ -24,7 +36,7 @@ mod relay;
 #[cfg(any(feature = "log", feature = "tracing"))]
 pub(crate) use forward::install;
 #[cfg(any(feature = "log", feature = "tracing"))]
-pub(crate) use relay::{drain, for_child};
+pub(crate) use relay::{for_child, settle, worker_ended, worker_started};
 
 /// Without the `log` and `tracing` features: nothing to relay.
 #[cfg(not(any(feature = "log", feature = "tracing")))]
@@ -33,16 +45,29 @@ mod off {
 
     pub(crate) fn install(_socket: OwnedFd, _level: u8) {}
 
-    pub(crate) fn drain() {}
+    pub(crate) fn settle(_pid: u32) {}
+
+    pub(crate) fn worker_started(_pid: u32, _name: &str) {}
+
+    pub(crate) fn worker_ended(_pid: u32) {}
 
     pub(crate) fn for_child() -> Option<(u8, OwnedFd)> {
         None
     }
 }
 #[cfg(not(any(feature = "log", feature = "tracing")))]
-pub(crate) use off::{drain, for_child, install};
+pub(crate) use off::{for_child, install, settle, worker_ended, worker_started};
 
-/// The most bytes one record takes on the socket; a longer message is cut, and says so.
+/// The longest a reply waits for the records its worker sent before it to be logged.
+#[cfg(any(feature = "log", feature = "tracing"))]
+const ORDER_WAIT: Duration = Duration::from_millis(100);
+
+/// The longest a worker waits for room on the parent's socket before it drops a record (and
+/// counts it): the parent's reader empties it as records come, whatever its logger does.
+#[cfg(any(feature = "log", feature = "tracing"))]
+const SEND_WAIT: Duration = Duration::from_millis(100);
+
+/// The most bytes one record takes on the socket; a longer one is cut, and says so.
 #[cfg(any(feature = "log", feature = "tracing"))]
 const MAX_RECORD: usize = 64 * 1024;
 
@@ -62,11 +87,11 @@ struct Record {
     origin: Origin,
     /// 1 (error) to 5 (trace), as `log::Level`.
     level: u8,
-    /// The worker's name and pid, which the parent's record shows.
-    worker: String,
     target: String,
     module_path: Option<String>,
     file: Option<String>,
     line: Option<u32>,
     message: String,
+    /// Records the worker dropped just before this one, finding no room on the socket.
+    unsent: u32,
 }

@@ -432,6 +432,8 @@ impl Worker {
                 return Err(error);
             }
         }
+        // After the initializer: a logger it set up in the worker is kept.
+        spawn::forward_logs(&mut worker.channel, started.logs);
         Ok(worker)
     }
 

@@ -106,11 +106,14 @@ static START_METHOD: AtomicU8 = AtomicU8::new(0);
 pub(crate) struct Started {
     pub child: ChildProcess,
     pub channel: Channel,
+    /// What the worker needs to send its logs to this process's logger, when it has one: give
+    /// it with [`forward_logs`] before the first call whose logs should reach the parent.
+    pub logs: Option<(u8, OwnedFd)>,
 }
 
 /// Starts a worker called `name` the way `method` says.
 pub(crate) fn start_worker(method: StartMethod, name: &str) -> Result<Started> {
-    let (child, mut channel) = match method {
+    let (child, channel) = match method {
         StartMethod::Spawn => {
             let (parent_end, child_end) = UnixStream::pair()
                 .map_err(|e| Error::io("cannot create the socket pair for a child", e))?;
@@ -136,13 +139,26 @@ pub(crate) fn start_worker(method: StartMethod, name: &str) -> Result<Started> {
         reaping: false,
     };
     crate::context::child_started(pid, name);
-    if let Some((level, socket)) = logs::for_child() {
-        // The first message, so the worker's logging is set up before any call. A worker
-        // that cannot take it is gone, which the first call finds.
+    let logs = logs::for_child();
+    if logs.is_some() {
+        logs::worker_started(pid, name);
+    }
+    Ok(Started {
+        child,
+        channel,
+        logs,
+    })
+}
+
+/// Tells the worker at the other end of `channel` to send its logs to this process's logger
+/// (see [`Started::logs`]). Calls sent after this have their logs forwarded; a logger or
+/// subscriber that a call before it set up in the worker is kept.
+pub(crate) fn forward_logs(channel: &mut Channel, logs: Option<(u8, OwnedFd)>) {
+    if let Some((level, socket)) = logs {
+        // A worker that cannot take it is gone, which the next call finds.
         let _ = codec::encode(&Request::Logging { level })
             .map(|request| channel.send_with_fds(&request, &[socket.as_fd()]));
     }
-    Ok(Started { child, channel })
 }
 
 /// How long a reader that found a frame coming waits for the rest of it before it looks again
@@ -216,6 +232,7 @@ impl ChildProcess {
         if status.is_some() && self.status.is_none() {
             self.status = status;
             crate::context::child_ended(self.pid());
+            logs::worker_ended(self.pid());
         }
     }
 
@@ -335,10 +352,10 @@ impl ChildProcess {
     /// hold the channel open after the child is gone, so end-of-file alone is not enough.
     ///
     /// What the child logged before it sent the frame (or died) has been passed on to this
-    /// process's logger by then ([`logs::drain`]).
+    /// process's logger by then, unless that logger is too slow ([`logs::settle`]).
     pub(crate) fn recv(&mut self, channel: &mut Channel, deadline: Option<Instant>) -> Received {
         let received = self.recv_frame(channel, deadline);
-        logs::drain();
+        logs::settle(self.pid());
         received
     }
 
@@ -387,6 +404,7 @@ impl ChildProcess {
             // Nothing else waits for it: this handle stops at `reaping`.
             let _ = pidfd::reap(pid, true);
             crate::context::child_ended(pid);
+            logs::worker_ended(pid);
         });
         match reaping {
             Ok(_) => self.reaping = true,
@@ -463,8 +481,9 @@ mod tests {
     // Issue 11 item 15: the table behind `active_children` does not grow with every child.
     #[test]
     fn a_reaped_child_leaves_the_table_of_children() {
-        let Started { mut child, channel } =
-            start_worker(StartMethod::Spawn, "Process-table").unwrap();
+        let Started {
+            mut child, channel, ..
+        } = start_worker(StartMethod::Spawn, "Process-table").unwrap();
         let pid = child.pid();
         assert!(crate::context::is_known_child(pid));
         // A worker whose channel closes before any request exits.

@@ -31,29 +31,67 @@ pub(crate) fn send(socket: BorrowedFd<'_>, bytes: &[u8], dont_wait: bool) -> io:
     Ok(rustix::net::send(socket, bytes, send_flags(dont_wait))?)
 }
 
-/// A connected pair of Unix datagram sockets, close-on-exec. Each `send` on one end arrives
-/// whole, as one `recv` on the other, however many processes share the sending end: messages
-/// from several senders never interleave.
+/// A connected pair of Unix datagram sockets, close-on-exec: the end to read, and the end to
+/// send on (which may be shared by many processes). Each `send` arrives whole, as one `recv`,
+/// however many processes share the sending end: messages from several senders never
+/// interleave. The kernel tells the reading end which process sent each datagram
+/// (SO_PASSCRED), and a send waits at most `send_timeout` for room.
 #[cfg(any(feature = "log", feature = "tracing"))]
-pub(crate) fn datagram_pair() -> io::Result<(OwnedFd, OwnedFd)> {
-    use rustix::net::{AddressFamily, SocketFlags, SocketType};
-    Ok(rustix::net::socketpair(
+pub(crate) fn datagram_pair(send_timeout: Duration) -> io::Result<(OwnedFd, OwnedFd)> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType, sockopt};
+    let (incoming, outgoing) = rustix::net::socketpair(
         AddressFamily::UNIX,
         SocketType::DGRAM,
         SocketFlags::CLOEXEC,
         None,
-    )?)
+    )?;
+    sockopt::set_socket_passcred(&incoming, true)?;
+    sockopt::set_socket_timeout(&outgoing, sockopt::Timeout::Send, Some(send_timeout))?;
+    Ok((incoming, outgoing))
 }
 
-/// One datagram from `socket` into `buf` without waiting: its length, or `None` when none is
-/// queued. A datagram longer than `buf` is cut to it.
+/// A datagram read by [`recv_datagram`].
 #[cfg(any(feature = "log", feature = "tracing"))]
-pub(crate) fn recv_datagram(socket: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Option<usize>> {
-    match rustix::net::recv(socket, buf, rustix::net::RecvFlags::DONTWAIT) {
-        Ok((received, _)) => Ok(Some(received)),
-        Err(rustix::io::Errno::AGAIN) => Ok(None),
-        Err(error) => Err(error.into()),
-    }
+pub(crate) struct Datagram {
+    /// The bytes of it in the buffer.
+    pub len: usize,
+    /// Whether it was longer than the buffer, and so cut.
+    pub cut: bool,
+    /// The process that sent it, as the kernel says (see [`datagram_pair`]).
+    pub sender: Option<u32>,
+}
+
+/// One datagram from `socket` into `buf` without waiting, or `None` when none is queued.
+#[cfg(any(feature = "log", feature = "tracing"))]
+pub(crate) fn recv_datagram(
+    socket: BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> io::Result<Option<Datagram>> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags};
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmCredentials(1))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut iov = [io::IoSliceMut::new(buf)];
+    let received = match rustix::net::recvmsg(
+        socket,
+        &mut iov,
+        &mut control,
+        RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC,
+    ) {
+        Ok(received) => received,
+        Err(rustix::io::Errno::AGAIN) => return Ok(None),
+        Err(error) => return Err(error.into()),
+    };
+    let sender = control.drain().find_map(|message| match message {
+        RecvAncillaryMessage::ScmCredentials(credentials) => {
+            Some(credentials.pid.as_raw_nonzero().get().unsigned_abs())
+        }
+        _ => None,
+    });
+    Ok(Some(Datagram {
+        len: received.bytes.min(iov[0].len()),
+        cut: received.flags.contains(ReturnFlags::TRUNC),
+        sender,
+    }))
 }
 
 /// One `sendmsg` of `slices` with at most [`FDS_PER_MESSAGE`] descriptors `fds` beside them

@@ -1,0 +1,363 @@
+//! The log relay under a hostile logger and hostile tasks: a logger in `main` that blocks or
+//! crawls holds up no result and no time limit; a flood is dropped and counted, not waited
+//! for; a record's worker mark is the kernel's word, not the sender's; oversize fields are cut,
+//! never dropped; an initializer that sets up its own logger or subscriber keeps it. Its own
+//! `main` (no test harness): the logger is the program's, set up once.
+
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use log::{Log, Metadata, Record};
+use mp_runtime::{Pool, process_fn};
+
+/// Keeps every record's text (target, then message). A record that says "BLOCK" holds the
+/// logger until the gate opens; one that says "SLOW" takes a millisecond.
+struct Gate {
+    state: Mutex<GateState>,
+    changed: Condvar,
+}
+
+struct GateState {
+    open: bool,
+    blocked: bool,
+    seen: Vec<String>,
+}
+
+impl Gate {
+    fn lock(&self) -> MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn set_open(&self, open: bool) {
+        self.lock().open = open;
+        self.changed.notify_all();
+    }
+
+    /// Waits until `done` holds of the state, for at most `limit`.
+    fn wait_for(&self, limit: Duration, done: impl Fn(&GateState) -> bool) -> bool {
+        let deadline = Instant::now() + limit;
+        let mut state = self.lock();
+        while !done(&state) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            state = self.changed.wait_timeout(state, left).unwrap().0;
+        }
+        true
+    }
+
+    fn lines_with(&self, needle: &str) -> Vec<String> {
+        let state = self.lock();
+        state
+            .seen
+            .iter()
+            .filter(|line| line.contains(needle))
+            .cloned()
+            .collect()
+    }
+}
+
+impl Log for Gate {
+    fn enabled(&self, _: &Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        let text = format!("{} {}", record.target(), record.args());
+        if text.contains("SLOW") {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let mut state = self.lock();
+        if text.contains("BLOCK") {
+            state.blocked = true;
+            self.changed.notify_all();
+            // Bounded, so that a relay that never lets go fails the test instead of hanging.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !state.open && Instant::now() < deadline {
+                state = self
+                    .changed
+                    .wait_timeout(state, Duration::from_millis(50))
+                    .unwrap()
+                    .0;
+            }
+            state.blocked = false;
+        }
+        state.seen.push(text);
+        self.changed.notify_all();
+    }
+
+    fn flush(&self) {}
+}
+
+static GATE: Gate = Gate {
+    state: Mutex::new(GateState {
+        open: false,
+        blocked: false,
+        seen: Vec::new(),
+    }),
+    changed: Condvar::new(),
+};
+
+/// Logs one record that blocks the parent's logger.
+#[process_fn]
+fn block_logger(x: u32) -> u32 {
+    log::info!("BLOCK {x}");
+    x
+}
+
+/// Logs nothing.
+#[process_fn]
+fn quiet(x: u32) -> u32 {
+    x + 1
+}
+
+#[process_fn]
+fn sleepy(seconds: u64) -> u64 {
+    std::thread::sleep(Duration::from_secs(seconds));
+    seconds
+}
+
+/// Logs `n` records, each of which takes the parent's logger a millisecond when `slow`.
+#[process_fn]
+fn chatter(n: u32, slow: bool) -> u32 {
+    for i in 0..n {
+        if slow {
+            log::info!("SLOW chatter {i}");
+        } else {
+            log::info!("flood {i}");
+        }
+    }
+    n
+}
+
+/// Forks a process that logs through the worker's logger: its record must be marked with its
+/// own pid, not with the worker's name.
+#[process_fn]
+fn fork_and_log() -> i32 {
+    // SAFETY: the child only logs (a send on a socket) and exits without unwinding.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        log::info!("from the grandchild");
+        // SAFETY: ends the forked copy at once, running nothing of the worker's.
+        unsafe { libc::_exit(0) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child just forked, with a valid pointer for its status.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    pid
+}
+
+/// Writes bytes that are no record to every datagram socket this worker holds, as a task that
+/// went looking for the log socket would.
+#[process_fn]
+fn scribble() -> u32 {
+    let mut written = 0;
+    for fd in 0..1024 {
+        let mut kind: libc::c_int = 0;
+        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: asks the socket type of a descriptor number into a valid int; a number that
+        // is no socket (or not open) is an error, nothing else.
+        let is_socket = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_TYPE,
+                (&raw mut kind).cast(),
+                &mut len,
+            )
+        } == 0;
+        if is_socket && kind == libc::SOCK_DGRAM {
+            let forged = b"[SpawnPoolWorker-99 1] forged";
+            // SAFETY: sends from a valid buffer of the length given.
+            let sent = unsafe { libc::send(fd, forged.as_ptr().cast(), forged.len(), 0) };
+            if sent > 0 {
+                written += 1;
+            }
+        }
+    }
+    written
+}
+
+/// A target and a file far longer than a record may be.
+#[process_fn]
+fn long_target() -> usize {
+    let target = "t".repeat(100_000);
+    log::info!(target: &target, "long target message");
+    target.len()
+}
+
+/// Sets up a logger of the worker's own, as programs did before logs were forwarded: must not
+/// find mp's there and panic.
+#[process_fn]
+fn own_env_logger() {
+    env_logger::Builder::new()
+        .filter_level(log::LevelFilter::Off)
+        .init();
+}
+
+#[process_fn]
+fn own_tracing_subscriber() {
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::ERROR)
+        .with_writer(std::io::sink)
+        .init();
+}
+
+fn within(limit: Duration, what: &str, started: Instant) {
+    let took = started.elapsed();
+    assert!(took < limit, "{what} took {took:?}, more than {limit:?}");
+}
+
+fn main() {
+    // Every wait below is bounded by this: a hang fails the test instead of stalling CI.
+    std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_secs(120));
+        eprintln!("logging_relay: still running after 120 s");
+        std::process::exit(1);
+    });
+    log::set_logger(&GATE).unwrap();
+    log::set_max_level(log::LevelFilter::Info);
+
+    let logging = Pool::new(1).unwrap();
+    let other = Pool::new(1).unwrap();
+    // Both pools' workers are up before the clock starts.
+    assert_eq!(other.apply(quiet, (0,)).unwrap(), 1);
+    assert_eq!(logging.apply(quiet, (0,)).unwrap(), 1);
+
+    // 1. A logger that blocks holds up no result and no time limit, of another pool or of the
+    //    task that logged.
+    let blocking = logging.apply_async(block_logger, (7,));
+    assert!(
+        GATE.wait_for(Duration::from_secs(10), |state| state.blocked),
+        "the worker's record never reached the logger"
+    );
+    let started = Instant::now();
+    assert_eq!(blocking.get_timeout(Duration::from_secs(5)).unwrap(), 7);
+    within(
+        Duration::from_secs(1),
+        "the blocked record's own task",
+        started,
+    );
+    let started = Instant::now();
+    assert_eq!(other.apply(quiet, (1,)).unwrap(), 2);
+    within(Duration::from_secs(1), "another pool's task", started);
+    let started = Instant::now();
+    let error = other
+        .apply_timeout(sleepy, (30,), Duration::from_millis(300))
+        .unwrap_err();
+    assert!(error.is_timeout(), "{error}");
+    within(Duration::from_secs(2), "a time limit of 300 ms", started);
+
+    // 2. A flood while the logger is blocked: the flooding task ends, what does not fit is
+    //    dropped and counted, and the count is said once the logger is back.
+    let started = Instant::now();
+    assert_eq!(logging.apply(chatter, (20_000, false)).unwrap(), 20_000);
+    within(
+        Duration::from_secs(20),
+        "a task that logs 20,000 records",
+        started,
+    );
+    let started = Instant::now();
+    assert_eq!(other.apply(quiet, (2,)).unwrap(), 3);
+    within(Duration::from_secs(1), "a task beside the flood", started);
+    GATE.set_open(true);
+    assert!(
+        GATE.wait_for(Duration::from_secs(20), |state| {
+            state.seen.iter().any(|line| line.contains("were dropped"))
+        }),
+        "no count of the records dropped"
+    );
+    let dropped = GATE.lines_with("were dropped");
+    assert!(
+        dropped[0].contains("records of worker processes"),
+        "{dropped:?}"
+    );
+    assert_eq!(GATE.lines_with("BLOCK 7").len(), 1);
+
+    // 3. A logger that crawls (1 ms a record) while a task logs 2,000 records: another task's
+    //    result does not wait for them.
+    let chatty = logging.apply_async(chatter, (2_000, true));
+    assert!(
+        GATE.wait_for(Duration::from_secs(10), |state| {
+            state.seen.iter().any(|line| line.contains("SLOW chatter"))
+        }),
+        "the slow records never came"
+    );
+    let started = Instant::now();
+    assert_eq!(other.apply(quiet, (3,)).unwrap(), 4);
+    within(
+        Duration::from_secs(1),
+        "a task beside a crawling logger",
+        started,
+    );
+    assert_eq!(chatty.get_timeout(Duration::from_secs(60)).unwrap(), 2_000);
+
+    // 4. The mark is the kernel's word: a forked grandchild is marked by its own pid, and
+    //    bytes written to the socket by a task are counted as no record, not passed on.
+    let grandchild = logging.apply(fork_and_log, ()).unwrap();
+    assert!(
+        GATE.wait_for(Duration::from_secs(10), |state| {
+            state
+                .seen
+                .iter()
+                .any(|line| line.contains("from the grandchild"))
+        }),
+        "the grandchild's record never came"
+    );
+    let line = &GATE.lines_with("from the grandchild")[0];
+    assert!(
+        line.contains(&format!("[pid {grandchild}]")) && !line.contains("PoolWorker"),
+        "the grandchild's record passes for its worker: {line}"
+    );
+    assert!(
+        logging.apply(scribble, ()).unwrap() >= 1,
+        "no log socket found"
+    );
+    assert!(
+        GATE.wait_for(Duration::from_secs(10), |state| {
+            state
+                .seen
+                .iter()
+                .any(|line| line.contains("were not records of this build"))
+        }),
+        "bytes forged on the log socket were dropped without a word"
+    );
+    assert!(GATE.lines_with("SpawnPoolWorker-99").is_empty());
+
+    // 5. A target over 64 KiB arrives cut, and says so.
+    assert_eq!(logging.apply(long_target, ()).unwrap(), 100_000);
+    assert!(
+        GATE.wait_for(Duration::from_secs(10), |state| {
+            state
+                .seen
+                .iter()
+                .any(|line| line.contains("long target message"))
+        }),
+        "a record with a long target was lost"
+    );
+    let line = &GATE.lines_with("long target message")[0];
+    assert!(
+        line.contains("more bytes cut by mp"),
+        "{}",
+        &line[line.len() - 200..]
+    );
+
+    // 6. An initializer that sets up the worker's own logger or subscriber keeps it.
+    for initializer in [0, 1] {
+        let builder = Pool::builder().processes(1);
+        let builder = if initializer == 0 {
+            builder.initializer(own_env_logger, ())
+        } else {
+            builder.initializer(own_tracing_subscriber, ())
+        };
+        let pool = builder.build().unwrap();
+        assert_eq!(pool.apply(quiet, (4,)).unwrap(), 5);
+    }
+
+    // 7. The program ends with its logger blocked for good.
+    GATE.set_open(false);
+    let _ = logging.apply(block_logger, (8,));
+    assert!(GATE.wait_for(Duration::from_secs(10), |state| state.blocked));
+    println!("logging_relay: ok");
+}
