@@ -230,6 +230,11 @@ fn a_failing_initializer_fails_the_build_without_looping() {
         text.contains("initializer") && text.contains("no database"),
         "{text}"
     );
+    // The user's panic, as `PoolBuilder::initializer` promises: not a protocol error.
+    assert!(err.is_panic(), "{err:?}");
+    assert_eq!(err.panic_message(), Some("no database"));
+    let location = err.panic_location().expect("the panic's location");
+    assert!(location.file().ends_with("pool.rs"), "{location:?}");
 }
 
 #[test]

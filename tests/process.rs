@@ -311,3 +311,151 @@ fn names_count_up() {
     a.join().unwrap();
     b.join().unwrap();
 }
+
+/// Four mebibytes: a frame that would travel in a memfd.
+fn four_mib(seed: u8) -> Vec<u8> {
+    (0..4u32 << 20)
+        .map(|i| (i as u8) ^ (i >> 12) as u8 ^ seed)
+        .collect()
+}
+
+#[process_fn]
+fn echo_bytes(data: Vec<u8>) -> Vec<u8> {
+    data
+}
+
+/// Installs a seccomp filter that makes `memfd_create` fail with EPERM in this process and
+/// every process it starts, as some container profiles do.
+fn refuse_memfd_create() {
+    let filter = [
+        // The system call's number: offset 0 of `struct seccomp_data`.
+        libc::sock_filter {
+            code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 1,
+            k: libc::SYS_memfd_create as u32,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_ALLOW,
+        },
+    ];
+    let program = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr().cast_mut(),
+    };
+    // SAFETY: plain prctl calls; `program` and the filter it points to outlive the call,
+    // which copies them.
+    unsafe {
+        assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+        assert_eq!(
+            libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &program as *const libc::sock_fprog,
+            ),
+            0,
+            "cannot install a seccomp filter: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// Refuses itself memfds, then sends four mebibytes to a child (which inherits the refusal
+/// and sends them back) and returns four more to its own parent.
+#[process_fn]
+fn without_memfd() -> Result<Vec<u8>, String> {
+    refuse_memfd_create();
+    // SAFETY: a plain system call with a NUL-terminated name.
+    let fd = unsafe { libc::memfd_create(c"probe".as_ptr(), 0) };
+    let refused = std::io::Error::last_os_error();
+    if fd != -1 || refused.raw_os_error() != Some(libc::EPERM) {
+        return Err(format!(
+            "the filter did not refuse memfd_create: {fd}, {refused}"
+        ));
+    }
+    let back = spawn!(echo_bytes, four_mib(1))
+        .and_then(|mut p| p.join_timeout(LONG))
+        .map_err(|e| e.to_string())?;
+    if back != four_mib(1) {
+        return Err("the value came back changed".to_string());
+    }
+    Ok(four_mib(2))
+}
+
+// A seccomp profile that refuses memfd_create used to fail every value of a mebibyte or more
+// with an error that blamed serde. Such frames go through the socket instead: as a call's
+// arguments and result in a process that cannot make a memfd, and as its parent's result.
+#[test]
+fn large_values_cross_where_memfd_create_is_refused() {
+    let mut p = spawn!(without_memfd).unwrap();
+    let result = p.join_timeout(LONG).unwrap();
+    assert!(result.unwrap() == four_mib(2), "the result arrived changed");
+}
+
+/// Set in the copy of this test binary that runs inside a new pid namespace.
+const IN_PID_NAMESPACE: &str = "MP_TEST_IN_PID_NAMESPACE";
+
+// In a pid namespace without its own /proc (`unshare --pid --fork`, as root), /proc shows the
+// outer namespace: `/proc/<pid>/stat` of a child's pid is another process there, or none.
+// `active_children` used to read it and miss a live child that `is_alive` reported.
+#[test]
+fn active_children_lists_a_live_child_in_a_pid_namespace_without_its_own_proc() {
+    if std::env::var_os(IN_PID_NAMESPACE).is_some() {
+        let mut p = spawn!(sleep_ms, 60_000).unwrap();
+        assert!(p.is_alive());
+        let listed = mp_runtime::active_children()
+            .iter()
+            .any(|c| c.pid() == p.pid());
+        p.kill().unwrap();
+        assert!(listed, "active_children misses live child {}", p.pid());
+        return;
+    }
+    // SAFETY: a plain system call without arguments.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: `unshare --pid` needs root");
+        return;
+    }
+    let test = "active_children_lists_a_live_child_in_a_pid_namespace_without_its_own_proc";
+    let spawned = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--kill-child"])
+        .arg(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture"])
+        .env(IN_PID_NAMESPACE, "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            eprintln!("skipped: cannot run `unshare`: {e}");
+            return;
+        }
+    };
+    if !wait_for(LONG, || child.try_wait().unwrap().is_some()) {
+        child.kill().unwrap();
+    }
+    let output = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    if text.contains("unshare failed") || text.contains("unshare:") {
+        eprintln!("skipped: `unshare --pid --fork` is refused here: {text}");
+        return;
+    }
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("1 passed"), "{text}");
+}

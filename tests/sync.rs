@@ -223,6 +223,37 @@ fn a_barrier_breaks_on_timeout_and_abort() {
     assert!(other.wait().unwrap_err().is_broken_barrier());
 }
 
+// CPython's test_barrier_timeout: after a first round, one party of five is late and the
+// others wait with a timeout. Every party, the ones that timed out included, must get the
+// broken-barrier error. The four waits end at once and contend for the lock: a party that took
+// it back after its deadline used to get a plain timeout and leave the barrier unbroken.
+#[test]
+fn a_timed_out_wait_breaks_the_barrier_for_every_party() {
+    const PARTIES: usize = 5;
+    for round in 0..30 {
+        let barrier = Barrier::new(PARTIES).unwrap();
+        let outcomes: Vec<Result<usize, mp_runtime::Error>> = std::thread::scope(|s| {
+            let parties: Vec<_> = (0..PARTIES)
+                .map(|_| {
+                    s.spawn(|| {
+                        let index = barrier.wait_timeout(LONG).unwrap();
+                        if index == PARTIES / 2 {
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                        barrier.wait_timeout(Duration::from_millis(50))
+                    })
+                })
+                .collect();
+            parties.into_iter().map(|p| p.join().unwrap()).collect()
+        });
+        for outcome in outcomes {
+            let err = outcome.expect_err("a wait that no late party joined in time passed");
+            assert!(err.is_broken_barrier(), "round {round}: {err}");
+        }
+        assert!(barrier.is_broken().unwrap(), "round {round}");
+    }
+}
+
 #[test]
 fn a_reset_fails_the_waiters_and_makes_the_barrier_whole_again() {
     let barrier = Barrier::new(3).unwrap();

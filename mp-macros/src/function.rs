@@ -137,6 +137,22 @@ fn check_type(ty: &Type, role: Role, report: &mut impl FnMut(syn::Error)) {
                 .segments
                 .last()
                 .is_some_and(|s| s.ident == "PhantomData") => {}
+        // Only an associated fn can name `Self`: the registration, beside the fn, could not
+        // reach it inside its `impl`.
+        Type::Path(path)
+            if path.qself.is_none()
+                && path
+                    .path
+                    .segments
+                    .first()
+                    .is_some_and(|s| s.ident == "Self") =>
+        {
+            report(syn::Error::new_spanned(
+                path,
+                "associated functions cannot run in another process: put `#[process_fn]` on a \
+                 free function outside the `impl`, with the type named instead of `Self`",
+            ))
+        }
         Type::Path(path) => {
             for segment in &path.path.segments {
                 if let PathArguments::AngleBracketed(generics) = &segment.arguments {

@@ -188,7 +188,7 @@ pub fn parent_process() -> Option<ProcessInfo> {
 /// ```
 pub fn active_children() -> Vec<ProcessInfo> {
     let mut children = CHILDREN.lock().unwrap_or_else(PoisonError::into_inner);
-    children.retain(|&pid, _| is_running_child(pid));
+    children.retain(|&pid, _| crate::sys::process::is_running_child(pid));
     children
         .iter()
         .map(|(&pid, name)| ProcessInfo {
@@ -196,20 +196,6 @@ pub fn active_children() -> Vec<ProcessInfo> {
             pid,
         })
         .collect()
-}
-
-/// Whether `pid` is a running (not zombie) child of this process.
-fn is_running_child(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let mut fields = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace();
-    let state = fields.next();
-    let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
-    !matches!(state, Some("Z" | "X") | None) && ppid == Some(std::process::id())
 }
 
 /// This binary's path, for messages.

@@ -280,6 +280,7 @@ pub mod __fuzz;
 /// What the macros expand to. Not a public API: it may change in any release.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::__closure_refused as closure_refused;
     pub use crate::macros::pool_map;
     pub use crate::registry::Entry;
     pub use crate::wire::outgoing::Outgoing;

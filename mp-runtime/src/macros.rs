@@ -39,6 +39,12 @@ use crate::registry::ProcessFn;
 /// ```
 #[macro_export]
 macro_rules! spawn {
+    // A closure cannot be found in the child: refused here, before it builds and fails at
+    // run time.
+    (|| $($rest:tt)*) => { $crate::__private::closure_refused!() };
+    (| $($rest:tt)*) => { $crate::__private::closure_refused!() };
+    (move $($rest:tt)*) => { $crate::__private::closure_refused!() };
+    (async $($rest:tt)*) => { $crate::__private::closure_refused!() };
     ($function:expr $(,)?) => {
         $crate::Process::start($function, ())
     };
@@ -72,11 +78,36 @@ macro_rules! spawn {
 /// ```
 #[macro_export]
 macro_rules! pool_map {
+    (|| $($rest:tt)*) => {
+        $crate::__private::closure_refused!()
+    };
+    (| $($rest:tt)*) => {
+        $crate::__private::closure_refused!()
+    };
+    (move $($rest:tt)*) => {
+        $crate::__private::closure_refused!()
+    };
+    (async $($rest:tt)*) => {
+        $crate::__private::closure_refused!()
+    };
     ($function:expr, $inputs:expr $(,)?) => {
         $crate::__private::pool_map($function, $inputs, ::core::option::Option::None)
     };
     ($function:expr, $inputs:expr, processes = $processes:expr $(,)?) => {
         $crate::__private::pool_map($function, $inputs, ::core::option::Option::Some($processes))
+    };
+}
+
+/// The error of `spawn!` and `pool_map!` given a closure: the child process finds a function
+/// by its `#[process_fn]` registration, which a closure does not have.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __closure_refused {
+    () => {
+        ::core::compile_error!(
+            "a closure cannot run in another process: write a `#[process_fn]` fn, pass its name, \
+             and pass what the closure captured as its arguments"
+        )
     };
 }
 

@@ -94,7 +94,18 @@ pub(crate) fn build_id() -> &'static str {
 }
 
 /// The entry of the function `f` (a fn item), or an error naming it.
+///
+/// A fn item takes no room: a value that does (a closure that captures, a fn pointer) cannot
+/// be a `#[process_fn]`, and is refused when the program is built rather than when it runs.
 pub(crate) fn lookup<F: 'static>(_f: &F) -> Result<&'static Entry> {
+    const {
+        assert!(
+            size_of::<F>() == 0,
+            "only a `#[process_fn]` fn can run in another process, not a closure that captures \
+             values or a fn pointer: write a `#[process_fn]` fn and pass what the closure \
+             captured as its arguments"
+        )
+    };
     let registry = registry();
     check_duplicates(registry)?;
     registry

@@ -395,9 +395,8 @@ impl<'de> Deserialize<'de> for FdOwned {
 
 impl<'de, T> Deserialize<'de> for Connection<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        use serde::de::Error as _;
         let (direction, FdOwned(fd)) = <(Direction, FdOwned)>::deserialize(deserializer)?;
-        Connection::from_stream(UnixStream::from(fd), direction).map_err(D::Error::custom)
+        Connection::from_stream(UnixStream::from(fd), direction).map_err(codec::handle_error)
     }
 }
 

@@ -1015,7 +1015,6 @@ impl Serialize for SharedMemory {
 
 impl<'de> Deserialize<'de> for SharedMemory {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        use serde::de::Error as _;
         struct Fd(OwnedFd);
         impl<'de> Deserialize<'de> for Fd {
             fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -1023,8 +1022,8 @@ impl<'de> Deserialize<'de> for SharedMemory {
             }
         }
         let (name, Fd(fd)) = <(Option<String>, Fd)>::deserialize(deserializer)?;
-        let len = file_len(fd.as_fd()).map_err(D::Error::custom)?;
-        SharedMemory::map(fd, len, name, false).map_err(D::Error::custom)
+        let len = file_len(fd.as_fd()).map_err(codec::handle_error)?;
+        SharedMemory::map(fd, len, name, false).map_err(codec::handle_error)
     }
 }
 

@@ -174,9 +174,8 @@ impl<T: SharedState> Shm<T> {
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
     ) -> Result<Self, D::Error> {
-        use serde::de::Error as _;
         let fd = codec::deserialize_fd(deserializer)?;
-        Shm::open(fd).map_err(D::Error::custom)
+        Shm::open(fd).map_err(codec::handle_error)
     }
 }
 

@@ -23,6 +23,7 @@ use crate::ipc::shm::{
 use crate::sys;
 use crate::sys::mmap::InMapping;
 use crate::sys::mutex::{LockFailure, Monitor, MonitorGuard, Signal};
+use crate::wire::codec;
 
 /// Clone, Serialize, Deserialize and (unless `no Debug`) Debug for a handle that is an
 /// `Arc<Shm<State>>`.
@@ -984,6 +985,13 @@ impl<'a> Holders<'a> {
 /// before it arrives — Python would wait forever — when a wait times out, or on
 /// [`abort`](Barrier::abort).
 ///
+/// A barrier watches every process that holds a handle to it, so that a holder's death breaks
+/// it: it has room for its parties plus 128 processes at once. A process holds it from when a
+/// handle arrives (as an argument, a result or through a pipe) until it drops its last one;
+/// one process past the limit gets an error that says so (a task that receives the handle
+/// fails with it). Pass the barrier only to processes that wait on it, or let the others drop
+/// their handles first.
+///
 /// # Examples
 ///
 /// ```
@@ -1033,7 +1041,10 @@ impl BarrierHandle {
                 let free = holders.slots().find(|&(_, (p, _, _))| p == 0);
                 let Some((slot, _)) = free else {
                     return Err(Error::new(Kind::Usage(format!(
-                        "a barrier of {} parties can be held by at most {} processes at once",
+                        "a barrier of {} parties can be held by at most {} processes at once \
+                         (its parties and {SPARE_HOLDERS} more), and this process would be \
+                         one too many: drop the handles of processes that do not wait on it, \
+                         or pass it to fewer processes at once",
                         fields.get().parties,
                         fields.get().holders
                     ))));
@@ -1179,9 +1190,12 @@ impl Barrier {
         loop {
             let poll = Instant::now() + LIVENESS_POLL;
             let wake = until.map_or(poll, |until| until.min(poll));
-            // Only the sleep ends at the poll: taking the lock back may take until `until`.
+            // Taking the lock back is not bounded by `until`: a wait that times out must still
+            // take it, to break the barrier for every party (Python's rule). Every holder of
+            // this lock keeps it for a few instructions, as `lock_barrier` everywhere assumes,
+            // and a holder that dies frees it (robust mutex).
             guard
-                .wait(self.signal(), Some(wake), until)
+                .wait(self.signal(), Some(wake), None)
                 .map_err(|f| lock_error(f, "a barrier", wait))?;
             let dead = Holders::of(&self.inner.shm, guard.get()).dead();
             let fields = guard.fields();
@@ -1314,9 +1328,8 @@ impl Serialize for Barrier {
 
 impl<'de> Deserialize<'de> for Barrier {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        use serde::de::Error as _;
         let shm = Shm::deserialize(deserializer)?;
-        let handle = BarrierHandle::register(shm).map_err(D::Error::custom)?;
+        let handle = BarrierHandle::register(shm).map_err(codec::handle_error)?;
         Ok(Barrier {
             inner: Arc::new(handle),
         })
@@ -1326,5 +1339,34 @@ impl<'de> Deserialize<'de> for Barrier {
 impl fmt::Debug for Barrier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Barrier").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The 131st process to hold a 2-party barrier used to fail with a codec error that blamed
+    // serde. Here the table is filled with another live process (pid 1), this one's entry
+    // included, so that a handle decoded here is one holder too many.
+    #[test]
+    fn a_holder_past_the_limit_gets_the_barriers_own_error() {
+        let barrier = Barrier::new(2).unwrap();
+        let (bytes, fds) = codec::encode_with_fds(&barrier).unwrap();
+        let init_start = sys::process::start_time(1).unwrap_or(0);
+        let guard = barrier.lock().unwrap();
+        let holders = Holders::of(&barrier.inner.shm, guard.get());
+        for (slot, _) in holders.slots().collect::<Vec<_>>() {
+            holders.set(slot, 1, 1, init_start);
+        }
+        drop(guard);
+        let err = codec::decode_with_fds::<Barrier>(&bytes, fds).unwrap_err();
+        assert!(err.is_usage(), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("at most 130 processes") && text.contains("drop the handles"),
+            "{text}"
+        );
+        assert!(!text.contains("serde"), "{text}");
     }
 }

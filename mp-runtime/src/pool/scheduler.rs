@@ -455,6 +455,9 @@ impl Worker {
             }
         };
         match Outcomes::new(frame, args.len()).first_error(entry.path) {
+            // The user's own panic stays one, with its message and location, as
+            // `PoolBuilder::initializer` promises; it names the initializer already.
+            Some(error) if error.is_panic() => Err(error),
             Some(error) => Err(failed(error.to_string())),
             None => Ok(()),
         }

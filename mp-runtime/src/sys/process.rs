@@ -24,6 +24,27 @@ pub(crate) fn exists(pid: u32) -> bool {
     }
 }
 
+/// Whether `pid` is a child of this process that has not exited (a zombie has; a pid that is
+/// no child of ours, reaped by someone else and perhaps reused, is not one). The kernel
+/// answers for the pid as this process sees it, also in a pid namespace whose `/proc` shows
+/// another namespace's processes under those numbers.
+pub(crate) fn is_running_child(pid: u32) -> bool {
+    use rustix::process::{WaitId, WaitIdOptions};
+    let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
+        return false;
+    };
+    // NOWAIT: an exited child is looked at, not reaped; its owner reaps it.
+    let options = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
+    loop {
+        match rustix::process::waitid(WaitId::Pid(pid), options) {
+            Ok(status) => return status.is_none(),
+            Err(rustix::io::Errno::INTR) => continue,
+            // ECHILD: not a child of this process.
+            Err(_) => return false,
+        }
+    }
+}
+
 /// Whether the calling thread is the process's main thread (the one whose end ends it).
 pub(crate) fn is_main_thread() -> bool {
     rustix::thread::gettid() == rustix::process::getpid()

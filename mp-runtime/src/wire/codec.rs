@@ -80,25 +80,46 @@ pub(crate) fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Outgoing) 
     })
 }
 
-/// The error of a failed encode: the user's `Serialize`, or no descriptor free for a handle.
+/// The error of a failed encode: the user's `Serialize`, no descriptor free for a handle, or
+/// a failed write of a large frame's file (which is no fault of serde's).
 #[cold]
 fn encode_error(error: bincode::error::EncodeError) -> Error {
-    match DUP_FAILED.take() {
-        Some(cause) => Error::io(
+    match (DUP_FAILED.take(), error) {
+        (Some(cause), _) => Error::io(
             "cannot pass a handle to another process: no file descriptor is free to duplicate \
              its descriptor (this process is at its limit of open files; raise it with `ulimit \
              -n`)",
             cause,
         ),
-        None => Error::codec(error.to_string()),
+        (None, bincode::error::EncodeError::Io { inner, .. }) => Error::io(
+            "cannot write a large value to the memory file it travels in (is the memory of \
+             this process or of its cgroup at its limit?)",
+            inner,
+        ),
+        (None, error) => Error::codec(error.to_string()),
     }
 }
 
 /// Decodes a value from the front of `bytes`; returns it and how many bytes it took.
 #[inline(always)]
 pub(crate) fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize)> {
-    decode_bounded(bytes)
-        .map_err(|e| Error::codec(format!("{e} (decoding {})", std::any::type_name::<T>())))
+    decode_bounded(bytes).map_err(decode_error::<T>)
+}
+
+/// The error of a failed decode: a handle's own (see [`handle_error`]), or the decoder's.
+#[cold]
+fn decode_error<T>(error: bincode::error::DecodeError) -> Error {
+    HANDLE_FAILED.take().unwrap_or_else(|| {
+        Error::codec(format!("{error} (decoding {})", std::any::type_name::<T>()))
+    })
+}
+
+/// Fails the decode of a handle with `error`, its own (a barrier's holder limit, shared memory
+/// that cannot be mapped): the decode returns that error, not one that blames serde.
+pub(crate) fn handle_error<E: serde::de::Error>(error: Error) -> E {
+    let custom = E::custom(&error);
+    HANDLE_FAILED.set(Some(error));
+    custom
 }
 
 /// Decodes from the front of `bytes` without ever allocating more than `bytes` could fill.
@@ -269,6 +290,8 @@ thread_local! {
     static DUP_FAILED: RefCell<Option<std::io::Error>> = const { RefCell::new(None) };
     /// The descriptors received with the value being decoded on this thread; taken ones are `None`.
     static INCOMING: RefCell<Option<Vec<Option<OwnedFd>>>> = const { RefCell::new(None) };
+    /// Why the last handle decoded on this thread could not be opened, for the error.
+    static HANDLE_FAILED: RefCell<Option<Error>> = const { RefCell::new(None) };
 }
 
 /// Puts back what a scope replaced, also when the code inside it panics.
@@ -291,8 +314,9 @@ impl Drop for Restore {
 /// Runs `f` with `incoming` as the descriptors a decode may take, and collects the descriptors
 /// that encodes inside it give; what `f` leaves of `incoming` is closed.
 pub(crate) fn with_fds<R>(incoming: Vec<OwnedFd>, f: impl FnOnce() -> R) -> (R, Vec<OwnedFd>) {
-    // A failure that some `Serialize` swallowed must not explain a later error.
+    // A failure that some `Serialize` or `Deserialize` swallowed must not explain a later error.
     DUP_FAILED.take();
+    HANDLE_FAILED.take();
     let restore = Restore {
         outgoing: Some(OUTGOING.replace(Some(Handles::default()))),
         incoming: Some(INCOMING.replace(Some(incoming.into_iter().map(Some).collect()))),

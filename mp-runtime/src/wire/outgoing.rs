@@ -5,6 +5,10 @@
 //! once, into the file the receiver maps, rather than into a growing buffer first (whose fresh
 //! pages the kernel must also fault in and zero) and into the file after. The channel sends a
 //! finished file as a descriptor beside an empty frame.
+//!
+//! Where no memfd can be made (a seccomp profile that refuses `memfd_create`, or no descriptor
+//! free), the frame stays in memory and goes through the socket like a small one: slower, but
+//! the call works.
 
 use std::fs::File;
 use std::io;
@@ -28,6 +32,8 @@ pub struct Outgoing {
     buf: Vec<u8>,
     /// The memfd, once the bytes outgrew memory, and how many of them it holds.
     file: Option<(File, usize)>,
+    /// No memfd could be made for this frame: all its bytes stay in `buf`.
+    in_memory: bool,
 }
 
 /// A finished frame, ready to be sent (and sent again).
@@ -54,10 +60,10 @@ impl Outgoing {
     /// Appends `bytes`.
     #[inline]
     pub(crate) fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        let limit = if self.file.is_some() {
-            WRITE_CHUNK
-        } else {
-            FILE_FRAME
+        let limit = match (&self.file, self.in_memory) {
+            (Some(_), _) => WRITE_CHUNK,
+            (None, false) => FILE_FRAME,
+            (None, true) => usize::MAX,
         };
         if self.buf.len() + bytes.len() < limit {
             self.buf.extend_from_slice(bytes);
@@ -66,11 +72,19 @@ impl Outgoing {
         self.write_to_file(bytes)
     }
 
-    /// Appends `bytes` to the file, which is made now if there is none.
+    /// Appends `bytes` to the file, which is made now if there is none. If none can be made,
+    /// the frame stays in memory: the socket carries a frame of any size.
     #[cold]
     fn write_to_file(&mut self, bytes: &[u8]) -> io::Result<()> {
         if self.file.is_none() {
-            self.file = Some((memfd()?, 0));
+            match memfd() {
+                Ok(file) => self.file = Some((file, 0)),
+                Err(_) => {
+                    self.in_memory = true;
+                    self.buf.extend_from_slice(bytes);
+                    return Ok(());
+                }
+            }
         }
         if bytes.len() < WRITE_CHUNK {
             self.buf.extend_from_slice(bytes);
