@@ -65,6 +65,9 @@ impl Log for Gate {
 
     fn log(&self, record: &Record<'_>) {
         let text = format!("{} {}", record.target(), record.args());
+        if text.contains("BOMB") {
+            std::panic::panic_any(Bomb);
+        }
         if text.contains("SLOW") {
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -88,6 +91,15 @@ impl Log for Gate {
     }
 
     fn flush(&self) {}
+}
+
+/// A panic payload that panics again when dropped.
+struct Bomb;
+
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        panic!("the payload panics as it is dropped");
+    }
 }
 
 static GATE: Gate = Gate {
@@ -179,6 +191,92 @@ fn scribble() -> u32 {
     written
 }
 
+/// This worker's log socket: the one datagram socket it holds.
+fn log_socket() -> Option<i32> {
+    (0..1024).find(|&fd| {
+        let mut kind: libc::c_int = 0;
+        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: asks the socket type of a descriptor number into a valid int.
+        let ok = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_TYPE,
+                (&raw mut kind).cast(),
+                &mut len,
+            )
+        } == 0;
+        ok && kind == libc::SOCK_DGRAM
+    })
+}
+
+/// Shuts this worker's log socket for writing, as a hostile task may.
+#[process_fn]
+fn shut_log_socket() -> i32 {
+    let fd = log_socket().expect("no log socket");
+    // SAFETY: shuts down a descriptor this process holds.
+    unsafe { libc::shutdown(fd, libc::SHUT_WR) }
+}
+
+/// Logs `n` records of `size` bytes while the parent is stopped, so that its socket fills and
+/// the last of them are dropped in the worker, then lets it go on. Nothing is logged after.
+#[process_fn]
+fn log_while_parent_stopped(n: u32, size: usize) -> u32 {
+    let pad = "x".repeat(size);
+    // SAFETY: plain system calls on this process's parent.
+    let parent = unsafe { libc::getppid() };
+    unsafe { libc::kill(parent, libc::SIGSTOP) };
+    // A signal takes effect a moment after it is sent.
+    std::thread::sleep(Duration::from_millis(100));
+    for i in 0..n {
+        log::info!("stopped {i} {pad}");
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(parent, libc::SIGCONT) };
+    n
+}
+
+/// Captures a record of its own as sent, then sends it again with its level set to 9.
+#[process_fn]
+fn forge_level() -> bool {
+    let fd = log_socket().expect("no log socket");
+    let mut pair = [0; 2];
+    // SAFETY: descriptors of this process, valid out array and buffers throughout.
+    unsafe {
+        libc::socketpair(libc::AF_UNIX, libc::SOCK_DGRAM, 0, pair.as_mut_ptr());
+        let saved = libc::dup(fd);
+        libc::dup2(pair[0], fd);
+        log::info!("capture me");
+        libc::dup2(saved, fd);
+        let mut buf = vec![0u8; 70_000];
+        let n = libc::recv(
+            pair[1],
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+        );
+        buf.truncate(n.max(0) as usize);
+        // The first bytes: the variant (Record), then the origin, then the level.
+        let at = buf.iter().position(|&b| b == 3).expect("an info record");
+        buf[at] = 9;
+        libc::send(fd, buf.as_ptr().cast(), buf.len(), 0) > 0
+    }
+}
+
+/// Logs one record that makes the parent's logger panic with a payload that panics again.
+#[process_fn]
+fn bomb() -> u32 {
+    log::info!("BOMB");
+    1
+}
+
+/// Logs one record.
+#[process_fn]
+fn say(text: String) -> u32 {
+    log::info!("{text}");
+    1
+}
+
 /// A target and a file far longer than a record may be.
 #[process_fn]
 fn long_target() -> usize {
@@ -202,6 +300,27 @@ fn own_tracing_subscriber() {
         .with_max_level(tracing::Level::ERROR)
         .with_writer(std::io::sink)
         .init();
+}
+
+/// The exit code of child `pid`, waited for at most `limit` (then killed: `None`).
+fn wait_child(pid: i32, limit: Duration) -> Option<i32> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let mut status = 0;
+        // SAFETY: polls for a child of this process, with a valid pointer for its status.
+        if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == pid {
+            return libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+        }
+        if Instant::now() > deadline {
+            // SAFETY: kills and reaps the child that overran.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn within(limit: Duration, what: &str, started: Instant) {
@@ -355,7 +474,107 @@ fn main() {
         assert_eq!(pool.apply(quiet, (4,)).unwrap(), 5);
     }
 
-    // 7. The program ends with its logger blocked for good.
+    // 7. A task that shuts its log socket down silences its own worker only.
+    let mut pools = [Pool::new(1).unwrap(), Pool::new(1).unwrap()];
+    assert_eq!(pools[0].apply(shut_log_socket, ()).unwrap(), 0);
+    assert_eq!(
+        pools[1]
+            .apply(say, ("after a shutdown".to_string(),))
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        GATE.lines_with("after a shutdown").len(),
+        1,
+        "silenced by another worker"
+    );
+
+    // 8. Records a worker dropped as its last act are counted all the same: 8 records of
+    //    60,000 bytes while the parent is stopped (its socket holds 3), nothing logged after.
+    assert_eq!(
+        pools[1]
+            .apply(log_while_parent_stopped, (8, 60_000))
+            .unwrap(),
+        8
+    );
+    let [_, stopped] =
+        std::mem::replace(&mut pools, [Pool::new(1).unwrap(), Pool::new(1).unwrap()]);
+    drop(stopped);
+    let arrived = GATE.lines_with(" stopped ").len();
+    let said = GATE.lines_with("records of this worker were dropped");
+    assert!(
+        arrived < 8,
+        "the socket held them all: the test shows nothing"
+    );
+    assert_eq!(
+        said.len(),
+        1,
+        "{arrived} of 8 arrived, and the rest? {said:?}"
+    );
+    assert!(
+        said[0].contains(&format!("{} records", 8 - arrived)),
+        "{said:?}"
+    );
+
+    // 9. A record with a level `log` has not is counted, not dropped in silence; a logger
+    //    that panics with a payload that panics again loses that record only.
+    let before = GATE.lines_with("were not records of this build").len();
+    assert!(pools[0].apply(forge_level, ()).unwrap());
+    assert!(
+        GATE.wait_for(Duration::from_secs(10), |state| {
+            state
+                .seen
+                .iter()
+                .filter(|l| l.contains("were not records of this build"))
+                .count()
+                > before
+        }),
+        "a record of level 9 vanished without a word"
+    );
+    let shown = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !info.to_string().contains("payload") && info.payload().downcast_ref::<Bomb>().is_none()
+        {
+            shown(info);
+        }
+    }));
+    assert_eq!(pools[0].apply(bomb, ()).unwrap(), 1);
+    assert_eq!(
+        pools[0]
+            .apply(say, ("after the bomb".to_string(),))
+            .unwrap(),
+        1
+    );
+    assert!(
+        GATE.wait_for(Duration::from_secs(10), |state| {
+            state
+                .seen
+                .iter()
+                .any(|line| line.contains("after the bomb"))
+        }),
+        "the logger thread died of the panicking payload"
+    );
+
+    // 10. A fork() copy of this program relays its own workers' logs to its logger.
+    // SAFETY: the copy runs only mp calls and the logger, then leaves with `_exit`.
+    let copy = unsafe { libc::fork() };
+    if copy == 0 {
+        let logged = Pool::new(1)
+            .and_then(|pool| pool.apply(say, ("in the copy".to_string(),)))
+            .is_ok()
+            && GATE.wait_for(Duration::from_secs(10), |state| {
+                state.seen.iter().any(|line| line.contains("in the copy"))
+            });
+        // SAFETY: ends the copy at once.
+        unsafe { libc::_exit(if logged { 0 } else { 1 }) };
+    }
+    assert_eq!(
+        wait_child(copy, Duration::from_secs(60)),
+        Some(0),
+        "the copy's workers' logs were lost"
+    );
+
+    // 11. The program ends with its logger blocked for good.
     GATE.set_open(false);
     let _ = logging.apply(block_logger, (8,));
     assert!(GATE.wait_for(Duration::from_secs(10), |state| state.blocked));

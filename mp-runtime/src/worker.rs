@@ -326,8 +326,10 @@ pub(crate) fn serve(channel: Channel) -> i32 {
                 // The arguments go before the reply is sent, not while the next call runs.
                 drop(frame);
                 panicked |= answer.panicked;
-                // What the function printed reaches the terminal before the parent hears back.
+                // What the function printed reaches the terminal, and a count of the log
+                // records it dropped reaches the parent, before the parent hears back.
                 let _ = std::io::stdout().flush();
+                logs::flush_unsent();
                 let fds: Vec<BorrowedFd<'_>> = answer.fds.iter().map(AsFd::as_fd).collect();
                 if channel.send_encoded(&answer.reply, &fds).is_err() {
                     return 1;

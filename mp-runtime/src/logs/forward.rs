@@ -5,7 +5,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::{MAX_RECORD, Origin, Record};
+use super::{MAX_RECORD, Origin, Record, Sent};
 use crate::sys;
 use crate::wire::codec;
 
@@ -16,8 +16,8 @@ struct Sink {
 
 static SINK: OnceLock<Sink> = OnceLock::new();
 
-/// Records this worker could not send since the last one it sent (the parent's socket stayed
-/// full for [`SEND_WAIT`](super::SEND_WAIT)): the next record sent carries the count.
+/// Records this worker could not send since it last said so (the parent's socket stayed full
+/// for [`SEND_WAIT`](super::SEND_WAIT)): said before the next record, and before each reply.
 static UNSENT: AtomicU32 = AtomicU32::new(0);
 
 /// Makes this worker send its `log` records and `tracing` events at or above `level` (1 error
@@ -42,9 +42,35 @@ pub(crate) fn install(socket: OwnedFd, level: u8) {
     }
 }
 
+/// Tells the parent how many records this worker dropped, if any: called before a reply is
+/// sent and before the worker exits, so that no count is lost with the last record. When even
+/// that cannot be sent, it is said on standard error.
+pub(crate) fn flush_unsent() {
+    if !say_unsent() {
+        let unsent = UNSENT.swap(0, Ordering::Relaxed);
+        eprintln!(
+            "mp worker: {unsent} log records could not be sent to the parent (its log socket \
+             stayed full) and were dropped"
+        );
+    }
+}
+
+/// Sends the count of records dropped so far, if any; whether nothing is left unsaid.
+fn say_unsent() -> bool {
+    let unsent = UNSENT.swap(0, Ordering::Relaxed);
+    if unsent == 0 {
+        return true;
+    }
+    if transmit(&Sent::Unsent(unsent)) {
+        return true;
+    }
+    UNSENT.fetch_add(unsent, Ordering::Relaxed);
+    false
+}
+
 /// Sends one record to the parent. A record the parent's socket has no room for within
-/// [`SEND_WAIT`](super::SEND_WAIT) is counted, and the count goes with the next one sent; one
-/// sent to a parent that is gone is dropped, as the worker is about to be ended with it.
+/// [`SEND_WAIT`](super::SEND_WAIT) is counted, and the count is sent before the next one (or
+/// by [`flush_unsent`]).
 fn send(
     origin: Origin,
     level: u8,
@@ -52,11 +78,14 @@ fn send(
     (module_path, file, line): (Option<&str>, Option<&str>, Option<u32>),
     message: String,
 ) {
-    let Some(sink) = SINK.get() else {
+    if SINK.get().is_none() {
         return;
-    };
-    let unsent = UNSENT.swap(0, Ordering::Relaxed);
-    let mut record = Record {
+    }
+    if !say_unsent() {
+        UNSENT.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let mut sent = Sent::Record(Record {
         origin,
         level,
         target: target.to_string(),
@@ -64,21 +93,24 @@ fn send(
         file: file.map(str::to_string),
         line,
         message,
-        unsent,
-    };
-    let Ok(mut bytes) = codec::encode(&record) else {
-        return;
-    };
-    if bytes.len() > MAX_RECORD {
-        cut(&mut record, bytes.len() - MAX_RECORD);
-        let Ok(shorter) = codec::encode(&record) else {
-            return;
-        };
-        bytes = shorter;
+    });
+    let len = codec::encode(&sent).map_or(0, |bytes| bytes.len());
+    if let Sent::Record(record) = &mut sent
+        && len > MAX_RECORD
+    {
+        cut(record, len - MAX_RECORD);
     }
-    if sys::fd::send(sink.socket.as_fd(), &bytes, false).is_err() {
-        UNSENT.fetch_add(unsent.saturating_add(1), Ordering::Relaxed);
+    if !transmit(&sent) {
+        UNSENT.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// Encodes and sends one datagram; whether it went.
+fn transmit(sent: &Sent) -> bool {
+    let Some(sink) = SINK.get() else {
+        return false;
+    };
+    codec::encode(sent).is_ok_and(|bytes| sys::fd::send(sink.socket.as_fd(), &bytes, false).is_ok())
 }
 
 /// Shortens the record by at least `over` bytes: the target, module path and file each to at

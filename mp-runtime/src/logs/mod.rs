@@ -2,22 +2,26 @@
 //! subscriber that the parent's `main` set up, marked with the worker.
 //!
 //! Workers never run `main`, so nothing the user set up there exists in them. Instead, a parent
-//! whose logging is set up when it starts a worker hands it the sending end of one datagram
-//! socket (one for all its workers) and its level filter; the worker installs a `log` logger
-//! and a `tracing` subscriber that send each record at or above that level as one datagram.
+//! whose logging is set up when it starts a worker hands it its level filter and the sending
+//! end of a datagram socket of that worker's own; the worker installs a `log` logger and a
+//! `tracing` subscriber that send each record at or above that level as one datagram. One
+//! socket per worker, so that nothing a task does to its socket (shut it down, fill it)
+//! reaches another worker's records.
 //!
 //! In the parent, two threads of the relay's own take them from there, so that the user's
 //! logger never runs where results are delivered or time limits kept:
 //! - the *reader* (mp's code only) reads each datagram as it comes, marks it with the worker
-//!   the kernel says sent it (SO_PASSCRED: a task cannot pass for another worker), and queues
-//!   it, up to a bound; what does not fit is counted;
+//!   whose socket it came on, or with the pid the kernel gives (SO_PASSCRED) when another
+//!   process sent it (one a task forked), and queues it, up to a bound; what does not fit is
+//!   counted;
 //! - the *logger* thread passes queued records to the parent's logger or subscriber, one at a
-//!   time, and says how many were dropped once it catches up.
+//!   time, and says how many were dropped once it catches up (or every second while it
+//!   cannot).
 //!
 //! Order with results: a worker sends its records before its reply, and before a reply is
-//! delivered, the thread delivering it waits until that worker's records queued by then are
-//! passed on ([`settle`]), for at most [`ORDER_WAIT`]. A logger that takes longer has fallen
-//! behind: no reply waits for it again until it has caught up.
+//! delivered, the thread delivering it reads that worker's socket and waits until its records
+//! are passed on ([`settle`]), for at most [`ORDER_WAIT`] in all. A logger that takes longer
+//! has fallen behind: no reply waits for it again until it has caught up.
 //!
 //! Datagrams arrive whole, so records of several workers never interleave, and a record sent
 //! before a worker died is not lost with it.
@@ -34,9 +38,9 @@ mod forward;
 mod relay;
 
 #[cfg(any(feature = "log", feature = "tracing"))]
-pub(crate) use forward::install;
+pub(crate) use forward::{flush_unsent, install};
 #[cfg(any(feature = "log", feature = "tracing"))]
-pub(crate) use relay::{for_child, settle, worker_ended, worker_started};
+pub(crate) use relay::{for_child, settle, worker_ended};
 
 /// Without the `log` and `tracing` features: nothing to relay.
 #[cfg(not(any(feature = "log", feature = "tracing")))]
@@ -45,22 +49,22 @@ mod off {
 
     pub(crate) fn install(_socket: OwnedFd, _level: u8) {}
 
-    pub(crate) fn settle(_pid: u32) {}
+    pub(crate) fn flush_unsent() {}
 
-    pub(crate) fn worker_started(_pid: u32, _name: &str) {}
+    pub(crate) fn settle(_pid: u32) {}
 
     pub(crate) fn worker_ended(_pid: u32) {}
 
-    pub(crate) fn for_child() -> Option<(u8, OwnedFd)> {
+    pub(crate) fn for_child(_pid: u32, _name: &str) -> Option<(u8, OwnedFd)> {
         None
     }
 }
 #[cfg(not(any(feature = "log", feature = "tracing")))]
-pub(crate) use off::{for_child, install, settle, worker_ended, worker_started};
+pub(crate) use off::{flush_unsent, for_child, install, settle, worker_ended};
 
 /// The longest a reply waits for the records its worker sent before it to be logged.
 #[cfg(any(feature = "log", feature = "tracing"))]
-const ORDER_WAIT: Duration = Duration::from_millis(100);
+const ORDER_WAIT: Duration = Duration::from_millis(50);
 
 /// The longest a worker waits for room on the parent's socket before it drops a record (and
 /// counts it): the parent's reader empties it as records come, whatever its logger does.
@@ -92,6 +96,13 @@ struct Record {
     file: Option<String>,
     line: Option<u32>,
     message: String,
-    /// Records the worker dropped just before this one, finding no room on the socket.
-    unsent: u32,
+}
+
+/// What a worker sends on its log socket: one datagram each.
+#[cfg(any(feature = "log", feature = "tracing"))]
+#[derive(Serialize, Deserialize)]
+enum Sent {
+    Record(Record),
+    /// This many records were dropped in the worker, finding no room on the socket.
+    Unsent(u32),
 }

@@ -1,16 +1,17 @@
-//! The parent's side: the socket workers send records on, the reader thread that queues them
-//! marked with their sender, and the logger thread that passes them to the parent's logger or
-//! subscriber. The lock here is mp's alone: no user code runs while it is held.
+//! The parent's side: a socket for each worker to send records on, the reader thread that
+//! queues them marked with their sender, and the logger thread that passes them to the
+//! parent's logger or subscriber. The lock here is mp's alone: no user code runs while it is
+//! held.
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, OwnedFd};
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::time::Instant;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
-use super::{MAX_RECORD, ORDER_WAIT, Origin, Record, SEND_WAIT};
+use super::{MAX_RECORD, ORDER_WAIT, Origin, SEND_WAIT, Sent};
 use crate::sys;
-use crate::sys::fd::{Datagram, Interest};
+use crate::sys::fd::{Datagram, ReadableSet};
 use crate::wire::codec;
 
 /// The most records queued for the logger; more are dropped, and counted.
@@ -19,19 +20,30 @@ const QUEUE_RECORDS: usize = 4096;
 /// The most bytes of messages queued for the logger; more are dropped, and counted.
 const QUEUE_BYTES: usize = 8 << 20;
 
-/// The most datagrams one look at the socket reads while holding the lock, so that a flood
-/// keeps no reply waiting on it for long.
-const READ_BATCH: usize = 64;
+/// The most datagrams the reader takes from one socket while it holds the lock, so that a
+/// flood keeps no reply waiting on the lock for long.
+const READ_BATCH: usize = 16;
 
-/// How many ended workers keep their names, for records read after they were reaped.
-const ENDED_KEPT: usize = 256;
+/// How often, at most, a logger that cannot catch up is told how many records were dropped.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
 
-/// The parent's log socket and what its two threads share.
+/// The relays of this process and of the processes it is a `fork()` copy of, in the order they
+/// were made: a copy has its original's relay in memory but not its threads, so it makes its
+/// own in the next free place. A copy of a copy deeper than this relays nothing.
+static RELAYS: [OnceLock<Relay>; 8] = [const { OnceLock::new() }; 8];
+
+/// One process's relay.
 struct Relay {
-    incoming: OwnedFd,
-    outgoing: OwnedFd,
-    /// The process that made it: in a forked copy, which has neither thread, it is not used.
+    /// The process that made it.
     owner: u32,
+    /// What its threads share; `None` when they could not start.
+    shared: Option<Arc<Shared>>,
+}
+
+/// What the reader and the logger thread share.
+struct Shared {
+    /// The workers' sockets, for the reader to wait on.
+    sockets: ReadableSet,
     state: Mutex<State>,
     /// The logger thread waits on it for records.
     queued: Condvar,
@@ -43,114 +55,138 @@ struct Relay {
 struct State {
     /// The buffer datagrams are read into.
     buf: Vec<u8>,
-    /// Records read and not yet passed on, oldest first, each with its number.
+    /// Items read and not yet passed on, oldest first, each with its number.
     queue: VecDeque<(u64, Marked)>,
     /// Bytes of messages in `queue`.
     queued_bytes: usize,
-    /// The number of the last record queued; records are numbered from 1 as they are read.
+    /// The number of the last item queued; items are numbered from 1 as they are read.
     read: u64,
-    /// The number of the last record passed on: every record up to it has been.
+    /// The number of the last item passed on: every one up to it has been.
     passed: u64,
     /// The logger took longer than [`ORDER_WAIT`]: no reply waits for it until it catches up.
     behind: bool,
-    /// Records lost since the logger last said so.
+    /// Records lost here since the logger last said so.
     lost: Lost,
-    /// The workers this process started, by pid.
+    /// When the logger last said so.
+    reported: Instant,
+    /// The workers this process started and that have not ended, by pid.
     workers: HashMap<u32, Worker>,
-    /// Ended workers, oldest first, with the start each name is for.
-    ended: VecDeque<(u32, u64)>,
-    /// Workers started so far: each start's number.
-    starts: u64,
 }
 
-/// A worker's name, and the number of the last record of it queued.
+/// A worker: its name, the end of its log socket that this process reads, and the number of
+/// the last item of it queued.
 struct Worker {
     name: String,
-    start: u64,
+    socket: OwnedFd,
     last: u64,
 }
 
-/// A record as read, with the mark that says who sent it.
+/// What the logger thread passes on, with the mark that says who sent it.
 struct Marked {
-    record: Record,
+    sent: Sent,
     mark: String,
 }
 
 #[derive(Default)]
 struct Lost {
-    /// Dropped for want of room, here or in the worker.
+    /// Dropped for want of room in the queue.
     dropped: u64,
-    /// Datagrams that were no record of this build (a task wrote to the socket itself).
+    /// Datagrams that were no record of this build (a task wrote to its socket itself).
     unreadable: u64,
 }
 
-static RELAY: OnceLock<&'static Relay> = OnceLock::new();
-
-/// What a new worker is given, when this process's logging is set up: the level filter (1
-/// error to 5 trace) and a copy of the socket to send records on. `None` when no logger or
-/// subscriber would take its records, so a program that logs nothing pays nothing.
-pub(crate) fn for_child() -> Option<(u8, OwnedFd)> {
+/// What worker `pid`, called `name`, is given when this process's logging is set up: the level
+/// filter (1 error to 5 trace) and the sending end of a log socket of its own. `None` when no
+/// logger or subscriber would take its records, so a program that logs nothing pays nothing.
+pub(crate) fn for_child(pid: u32, name: &str) -> Option<(u8, OwnedFd)> {
     let level = level();
     if level == 0 {
         return None;
     }
-    let relay = relay()?;
-    let socket = relay.outgoing.try_clone().ok()?;
-    Some((level, socket))
-}
-
-/// Notes that this process started worker `pid`, called `name`: its records are marked so.
-pub(crate) fn worker_started(pid: u32, name: &str) {
-    let Some(relay) = ours() else { return };
-    let mut state = relay.lock();
-    state.starts += 1;
-    let start = state.starts;
+    let shared = relay()?;
+    let made = sys::fd::datagram_pair(SEND_WAIT).and_then(|(incoming, outgoing)| {
+        shared.sockets.add(incoming.as_fd(), u64::from(pid))?;
+        Ok((incoming, outgoing))
+    });
+    let (incoming, outgoing) = match made {
+        Ok(made) => made,
+        Err(error) => {
+            eprintln!("mp: the logs of {name} cannot reach this process's logger: {error}");
+            return None;
+        }
+    };
     let worker = Worker {
         name: name.to_string(),
-        start,
+        socket: incoming,
         last: 0,
     };
-    state.workers.insert(pid, worker);
+    shared.lock().workers.insert(pid, worker);
+    Some((level, outgoing))
 }
 
-/// Notes that worker `pid` was reaped. Its name is kept for a while, for records of it still
-/// to be read.
+/// Worker `pid` was reaped: what it sent is queued, and its socket closed. (A process it
+/// started that still holds the socket can log no more.)
 pub(crate) fn worker_ended(pid: u32) {
-    let Some(relay) = ours() else { return };
-    let mut state = relay.lock();
-    let Some(start) = state.workers.get(&pid).map(|worker| worker.start) else {
-        return;
-    };
-    state.ended.push_back((pid, start));
-    if state.ended.len() > ENDED_KEPT {
-        if let Some((pid, start)) = state.ended.pop_front() {
-            // Unless the pid was reused by a later worker.
-            if state
-                .workers
-                .get(&pid)
-                .is_some_and(|worker| worker.start == start)
-            {
-                state.workers.remove(&pid);
-            }
-        }
-    }
+    let Some(shared) = ours() else { return };
+    let mut state = shared.lock();
+    state.read_from(pid, QUEUE_RECORDS);
+    state.workers.remove(&pid);
+    drop(state);
+    shared.queued.notify_one();
 }
 
 /// Called before a reply from worker `pid` is delivered: waits until the records that worker
-/// sent before it are passed on to this process's logger, for at most [`ORDER_WAIT`] (and not
-/// at all while the logger is behind).
+/// sent before it are passed on to this process's logger, for at most [`ORDER_WAIT`] in all
+/// (and not at all while the logger is behind).
 pub(crate) fn settle(pid: u32) {
-    if let Some(relay) = ours() {
-        relay.settle(pid);
+    if let Some(shared) = ours() {
+        shared.settle(pid);
     }
 }
 
-/// The relay, when this process made it (a forked copy has its memory but not its threads).
-fn ours() -> Option<&'static Relay> {
-    RELAY
-        .get()
-        .copied()
-        .filter(|relay| relay.owner == std::process::id())
+/// This process's relay, if it has one running.
+fn ours() -> Option<&'static Shared> {
+    let pid = std::process::id();
+    RELAYS
+        .iter()
+        .map_while(OnceLock::get)
+        .find(|relay| relay.owner == pid)
+        .and_then(|relay| relay.shared.as_deref())
+}
+
+/// This process's relay, started on first use. One whose threads cannot start (no descriptor
+/// or thread to spare) is said on standard error, and another is tried at the next worker's
+/// start.
+fn relay() -> Option<&'static Shared> {
+    let pid = std::process::id();
+    for place in &RELAYS {
+        // Made at most once, however many threads ask at once.
+        let relay = place.get_or_init(start);
+        // One made by the process this one is a copy of has no threads here; one of ours
+        // whose threads could not start is passed over.
+        if relay.owner == pid
+            && let Some(shared) = &relay.shared
+        {
+            return Some(shared);
+        }
+    }
+    eprintln!("mp: the logs of worker processes cannot reach this process's logger");
+    None
+}
+
+/// Makes a relay and starts its threads.
+fn start() -> Relay {
+    let owner = std::process::id();
+    let shared = match Shared::start() {
+        Ok(shared) => Some(shared),
+        Err(error) => {
+            eprintln!(
+                "mp: the logs of worker processes cannot reach this process's logger: {error}"
+            );
+            None
+        }
+    };
+    Relay { owner, shared }
 }
 
 /// The most verbose level the parent's logger or subscriber takes: 0 (none) to 5 (trace).
@@ -173,66 +209,37 @@ fn level() -> u8 {
     log
 }
 
-/// The relay, started on first use. A relay that cannot start (no descriptor or thread to
-/// spare) is said once on standard error, and tried again at the next worker's start.
-fn relay() -> Option<&'static Relay> {
-    static STARTING: Mutex<()> = Mutex::new(());
-    if RELAY.get().is_some() {
-        return ours();
+impl Shared {
+    fn start() -> std::io::Result<Arc<Shared>> {
+        let shared = Arc::new(Shared {
+            sockets: ReadableSet::new()?,
+            state: Mutex::new(State {
+                // Room for one more byte than a record may take, to tell one that is longer.
+                buf: vec![0; MAX_RECORD + 1],
+                queue: VecDeque::new(),
+                queued_bytes: 0,
+                read: 0,
+                passed: 0,
+                behind: false,
+                lost: Lost::default(),
+                reported: Instant::now(),
+                workers: HashMap::new(),
+            }),
+            queued: Condvar::new(),
+            passed: Condvar::new(),
+        });
+        let reader = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("mp-log-reader".into())
+            .spawn(move || reader.read_forever())?;
+        // Should this one not start, the reader waits on no socket, for ever, harmlessly.
+        let logger = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("mp-log-writer".into())
+            .spawn(move || logger.log_forever())?;
+        Ok(shared)
     }
-    let _starting = STARTING.lock().unwrap_or_else(PoisonError::into_inner);
-    if RELAY.get().is_some() {
-        return ours();
-    }
-    match start() {
-        Ok(relay) => Some(relay),
-        Err(error) => {
-            static SAID: std::sync::Once = std::sync::Once::new();
-            SAID.call_once(|| {
-                eprintln!(
-                    "mp: the logs of worker processes cannot reach this process's logger: {error}"
-                );
-            });
-            None
-        }
-    }
-}
 
-/// Makes the socket and starts both threads; the relay is set only once both run.
-fn start() -> std::io::Result<&'static Relay> {
-    let (incoming, outgoing) = sys::fd::datagram_pair(SEND_WAIT)?;
-    // Leaked until both threads have started, so that each has a `'static` relay to use: a
-    // failed start frees nothing, which is at most one relay for each failure said above.
-    let relay: &'static Relay = Box::leak(Box::new(Relay {
-        incoming,
-        outgoing,
-        owner: std::process::id(),
-        state: Mutex::new(State {
-            // Room for one more byte than a record may take, to tell one that is longer.
-            buf: vec![0; MAX_RECORD + 1],
-            queue: VecDeque::new(),
-            queued_bytes: 0,
-            read: 0,
-            passed: 0,
-            behind: false,
-            lost: Lost::default(),
-            workers: HashMap::new(),
-            ended: VecDeque::new(),
-            starts: 0,
-        }),
-        queued: Condvar::new(),
-        passed: Condvar::new(),
-    }));
-    std::thread::Builder::new()
-        .name("mp-log-reader".into())
-        .spawn(move || relay.read_forever())?;
-    std::thread::Builder::new()
-        .name("mp-log-writer".into())
-        .spawn(move || relay.log_forever())?;
-    Ok(*RELAY.get_or_init(|| relay))
-}
-
-impl Relay {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -240,11 +247,17 @@ impl Relay {
     /// The reader thread: queues records as they come, for as long as the process lives (a
     /// later worker may log again). It runs none of the user's code.
     fn read_forever(&self) {
+        let mut ready = Vec::new();
         loop {
-            match sys::fd::poll([(self.incoming.as_fd(), Interest::Read)], None) {
-                Ok(_) => {
+            match self.sockets.wait(&mut ready) {
+                Ok(()) => {
                     let mut state = self.lock();
-                    self.read_queued(&mut state, READ_BATCH);
+                    for &pid in &ready {
+                        // The pid was the key the socket was added with.
+                        state.read_from(pid as u32, READ_BATCH);
+                    }
+                    drop(state);
+                    self.queued.notify_one();
                 }
                 Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(error) => {
@@ -252,21 +265,6 @@ impl Relay {
                     return;
                 }
             }
-        }
-    }
-
-    /// Reads up to `most` datagrams queued on the socket into the queue.
-    fn read_queued(&self, state: &mut State, most: usize) {
-        let before = state.read;
-        for _ in 0..most {
-            let Ok(Some(datagram)) = sys::fd::recv_datagram(self.incoming.as_fd(), &mut state.buf)
-            else {
-                break;
-            };
-            state.take(&datagram);
-        }
-        if state.read != before || state.lost.any() {
-            self.queued.notify_one();
         }
     }
 
@@ -281,18 +279,23 @@ impl Relay {
                     .wait(state)
                     .unwrap_or_else(PoisonError::into_inner);
             }
-            let lost = std::mem::take(&mut state.lost);
+            // What was lost is said once the logger has caught up, or each second while not.
+            let lost = if state.queue.is_empty() || state.reported.elapsed() >= REPORT_EVERY {
+                state.reported = Instant::now();
+                std::mem::take(&mut state.lost)
+            } else {
+                Lost::default()
+            };
             let next = state.queue.pop_front();
             if let Some((_, marked)) = &next {
-                state.queued_bytes -= marked.record.message.len();
+                state.queued_bytes -= marked.len();
             }
             drop(state);
-            // A logger that panics loses that record, not this thread.
             if lost.any() {
-                let _ = panic::catch_unwind(AssertUnwindSafe(|| report(&lost)));
+                user_code(|| report(&lost));
             }
             if let Some((_, marked)) = &next {
-                let _ = panic::catch_unwind(AssertUnwindSafe(|| pass_on(marked)));
+                user_code(|| pass_on(marked));
             }
             state = self.lock();
             if let Some((number, _)) = next {
@@ -306,13 +309,14 @@ impl Relay {
     }
 
     fn settle(&self, pid: u32) {
+        let deadline = Instant::now() + ORDER_WAIT;
         let mut state = self.lock();
-        // The worker's records are on the socket by now, if not read yet: read them.
-        self.read_queued(&mut state, QUEUE_RECORDS);
+        // The worker's records are on its socket by now, if not read yet: read them.
+        state.read_from(pid, QUEUE_RECORDS);
         let Some(last) = state.workers.get(&pid).map(|worker| worker.last) else {
             return;
         };
-        let deadline = Instant::now() + ORDER_WAIT;
+        self.queued.notify_one();
         while state.passed < last && !state.behind {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -328,39 +332,85 @@ impl Relay {
     }
 }
 
+/// Runs the user's logger: one that panics loses that record, not the thread; a panic whose
+/// payload panics again when dropped is not dropped, but leaked.
+fn user_code(f: impl FnOnce()) {
+    if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(f)) {
+        std::mem::forget(payload);
+    }
+}
+
 impl State {
-    /// Queues the datagram in `buf` as a record of the process the kernel says sent it, or
-    /// counts it lost.
-    fn take(&mut self, datagram: &Datagram) {
-        let record = match codec::decode::<Record>(&self.buf[..datagram.len]) {
-            Ok(record) if !datagram.cut => record,
+    /// Queues up to `most` datagrams from worker `pid`'s socket.
+    fn read_from(&mut self, pid: u32, most: usize) {
+        for _ in 0..most {
+            let Some(worker) = self.workers.get(&pid) else {
+                return;
+            };
+            let Ok(Some(datagram)) = sys::fd::recv_datagram(worker.socket.as_fd(), &mut self.buf)
+            else {
+                return;
+            };
+            self.take(pid, &datagram);
+        }
+    }
+
+    /// Queues the datagram in `buf`, which came on worker `pid`'s socket, marked with its
+    /// sender; or counts it lost.
+    fn take(&mut self, pid: u32, datagram: &Datagram) {
+        if self.queue.len() >= QUEUE_RECORDS {
+            // Dropped unread: a flood costs the reader as little as can be.
+            self.lost.dropped += 1;
+            return;
+        }
+        let sent = match codec::decode::<Sent>(&self.buf[..datagram.len]) {
+            Ok(sent) if !datagram.cut && sent.is_well_formed() => sent,
             _ => {
                 self.lost.unreadable += 1;
                 return;
             }
         };
-        self.lost.dropped += u64::from(record.unsent);
-        if self.queue.len() >= QUEUE_RECORDS
-            || self.queued_bytes + record.message.len() > QUEUE_BYTES
-        {
+        let len = match &sent {
+            Sent::Record(record) => record.message.len(),
+            Sent::Unsent(_) => 0,
+        };
+        if self.queued_bytes + len > QUEUE_BYTES {
             self.lost.dropped += 1;
             return;
         }
-        self.read += 1;
-        let number = self.read;
-        let mark = match datagram.sender {
-            Some(pid) => match self.workers.get_mut(&pid) {
-                Some(worker) => {
-                    worker.last = number;
-                    format!("{} {pid}", worker.name)
-                }
-                // A process a worker started itself (a task's fork, say).
-                None => format!("pid {pid}"),
-            },
-            None => "unknown process".to_string(),
+        let Some(worker) = self.workers.get_mut(&pid) else {
+            return;
         };
-        self.queued_bytes += record.message.len();
-        self.queue.push_back((number, Marked { record, mark }));
+        self.read += 1;
+        worker.last = self.read;
+        let mark = match datagram.sender {
+            Some(sender) if sender == pid => format!("{} {pid}", worker.name),
+            // A process the worker started itself (a task's fork, say), as the kernel says.
+            Some(sender) => format!("pid {sender}"),
+            None => format!("a process of {} {pid}", worker.name),
+        };
+        self.queued_bytes += len;
+        self.queue.push_back((self.read, Marked { sent, mark }));
+    }
+}
+
+impl Sent {
+    /// Whether the parent can pass it on as it is: a record's level is one of `log`'s.
+    fn is_well_formed(&self) -> bool {
+        match self {
+            Sent::Record(record) => (1..=5).contains(&record.level),
+            Sent::Unsent(count) => *count > 0,
+        }
+    }
+}
+
+impl Marked {
+    /// The bytes of message it counts for in the queue.
+    fn len(&self) -> usize {
+        match &self.sent {
+            Sent::Record(record) => record.message.len(),
+            Sent::Unsent(_) => 0,
+        }
     }
 }
 
@@ -370,38 +420,49 @@ impl Lost {
     }
 }
 
-/// Says, through the parent's logger, how many records were lost since it last said so.
+/// Says, through the parent's logger, how many records were lost here since it last said so.
 fn report(lost: &Lost) {
-    let say = |what: std::fmt::Arguments<'_>| {
-        deliver(
-            &log::Record::builder()
-                .args(what)
-                .level(log::Level::Warn)
-                .target("mp_runtime::logs")
-                .module_path_static(Some(module_path!()))
-                .build(),
-            Origin::Log,
-        );
-    };
     if lost.dropped > 0 {
-        say(format_args!(
+        warn(format_args!(
             "{} records of worker processes were dropped: this process's logger did not keep up",
             lost.dropped
         ));
     }
     if lost.unreadable > 0 {
-        say(format_args!(
-            "{} messages on the log socket of worker processes were not records of this build, \
+        warn(format_args!(
+            "{} messages on the log sockets of worker processes were not records of this build, \
              and were dropped",
             lost.unreadable
         ));
     }
 }
 
-/// Passes `marked` to the parent's subscriber or logger: to the one of the library it was
-/// logged with when the parent has both, else to the one it has.
+/// Logs a warning of mp's own through the parent's logger.
+fn warn(message: std::fmt::Arguments<'_>) {
+    deliver(
+        &log::Record::builder()
+            .args(message)
+            .level(log::Level::Warn)
+            .target("mp_runtime::logs")
+            .module_path_static(Some(module_path!()))
+            .build(),
+        Origin::Log,
+    );
+}
+
+/// Passes `marked` to the parent's subscriber or logger: a record to the one of the library it
+/// was logged with when the parent has both, else to the one it has.
 fn pass_on(marked: &Marked) {
-    let record = &marked.record;
+    let record = match &marked.sent {
+        Sent::Record(record) => record,
+        Sent::Unsent(count) => {
+            warn(format_args!(
+                "[{}] {count} records of this worker were dropped: its log socket stayed full",
+                marked.mark
+            ));
+            return;
+        }
+    };
     let Some(level) = log::Level::iter().nth(usize::from(record.level).saturating_sub(1)) else {
         return;
     };

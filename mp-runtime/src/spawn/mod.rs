@@ -139,10 +139,7 @@ pub(crate) fn start_worker(method: StartMethod, name: &str) -> Result<Started> {
         reaping: false,
     };
     crate::context::child_started(pid, name);
-    let logs = logs::for_child();
-    if logs.is_some() {
-        logs::worker_started(pid, name);
-    }
+    let logs = logs::for_child(pid, name);
     Ok(Started {
         child,
         channel,

@@ -234,6 +234,46 @@ pub(crate) fn poll<const N: usize>(
     }))
 }
 
+/// Descriptors waited on together until one is readable (epoll), each known by a key.
+/// Closing a descriptor takes it out.
+#[cfg(any(feature = "log", feature = "tracing"))]
+pub(crate) struct ReadableSet {
+    epoll: OwnedFd,
+}
+
+#[cfg(any(feature = "log", feature = "tracing"))]
+impl ReadableSet {
+    pub(crate) fn new() -> io::Result<ReadableSet> {
+        let epoll = rustix::event::epoll::create(rustix::event::epoll::CreateFlags::CLOEXEC)?;
+        Ok(ReadableSet { epoll })
+    }
+
+    /// Adds `fd`, known from now on by `key`.
+    pub(crate) fn add(&self, fd: BorrowedFd<'_>, key: u64) -> io::Result<()> {
+        use rustix::event::epoll::{EventData, EventFlags};
+        Ok(rustix::event::epoll::add(
+            &self.epoll,
+            fd,
+            EventData::new_u64(key),
+            EventFlags::IN,
+        )?)
+    }
+
+    /// Waits until at least one descriptor is readable (or broken), and puts their keys in
+    /// `keys`. Interrupted by a signal, it returns `Interrupted`.
+    pub(crate) fn wait(&self, keys: &mut Vec<u64>) -> io::Result<()> {
+        let mut events = Vec::with_capacity(64);
+        rustix::event::epoll::wait(
+            &self.epoll,
+            rustix::buffer::spare_capacity(&mut events),
+            None,
+        )?;
+        keys.clear();
+        keys.extend(events.iter().map(|event| event.data.u64()));
+        Ok(())
+    }
+}
+
 /// Opens /dev/null on each of descriptors 0, 1 and 2 that is closed, as std does before
 /// `main`: otherwise the next descriptor this process opens or receives lands there, where
 /// `println!` writes.
