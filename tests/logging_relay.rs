@@ -225,6 +225,7 @@ fn log_while_parent_stopped(n: u32, size: usize) -> u32 {
     let pad = "x".repeat(size);
     // SAFETY: plain system calls on this process's parent.
     let parent = unsafe { libc::getppid() };
+    // SAFETY: as above.
     unsafe { libc::kill(parent, libc::SIGSTOP) };
     // A signal takes effect a moment after it is sent.
     std::thread::sleep(Duration::from_millis(100));
