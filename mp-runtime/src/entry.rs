@@ -22,6 +22,8 @@ extern "C" fn early_entry() {
     // Before anything opens or receives a descriptor: one that landed on a closed 0, 1 or 2
     // would be written by `println!`. std does this before `main`; a worker never gets there.
     sys::fd::open_missing_stdio();
+    // While this process has one thread, so that no fork can come between.
+    sys::process::track_pid();
     let Some(assignment) = reexec::take_role() else {
         // Not a child of ours: maybe a rank of an MPI job, which rank 0 leaves to run `main`.
         #[cfg(feature = "mpi")]

@@ -118,6 +118,13 @@ pub(crate) enum Kind {
     Empty,
     /// `try_put` on a full queue.
     Full(String),
+    /// A handle was used in a forked copy of the process that made it (`here`), whose threads
+    /// and children are the original's (`owner`).
+    ForeignProcess {
+        handle: Handle,
+        owner: u32,
+        here: u32,
+    },
     /// An operating-system call failed.
     /// Shared, so that one failure can be reported for every call it ended.
     Io {
@@ -125,6 +132,20 @@ pub(crate) enum Kind {
         #[serde(with = "io_error_as_text")]
         source: Arc<io::Error>,
     },
+}
+
+/// What kind of handle a forked copy tried to use: what to do instead depends on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) enum Handle {
+    /// A [`Pool`](crate::Pool).
+    Pool,
+    /// A [`Process`](crate::Process).
+    Process,
+    /// An [`AsyncResult`](crate::AsyncResult) or an [`IMap`](crate::IMap) of a pool.
+    PoolResult,
+    /// The table of `pool_map!`'s shared pools, locked by a thread of the original at the
+    /// fork.
+    SharedPools,
 }
 
 /// An `io::Error` crosses between processes as its text (its kind and OS code stay behind).
@@ -201,6 +222,9 @@ pub enum ErrorKind {
     Empty,
     /// A queue is full ([`Error::is_full`]).
     Full,
+    /// A pool, process or result was used in a forked copy of the process that made it
+    /// ([`Error::is_foreign_process`]).
+    ForeignProcess,
     /// An operating-system call failed ([`Error::is_io`]); `source()` is the `io::Error`.
     Io,
     /// An MPI call failed (feature `mpi`).
@@ -428,6 +452,7 @@ impl Error {
             Kind::BrokenBarrier(_) => ErrorKind::BrokenBarrier,
             Kind::Empty => ErrorKind::Empty,
             Kind::Full(_) => ErrorKind::Full,
+            Kind::ForeignProcess { .. } => ErrorKind::ForeignProcess,
             Kind::Io { .. } => ErrorKind::Io,
         }
     }
@@ -843,6 +868,33 @@ impl Error {
         matches!(self.kind, Kind::Usage(_) | Kind::ResultTaken)
     }
 
+    /// True when a [`Pool`](crate::Pool), a [`Process`](crate::Process), or a pool's
+    /// [`AsyncResult`](crate::AsyncResult) or [`IMap`](crate::IMap) was used in a copy of the
+    /// process that made it, made by `fork()` (a daemonising library, `nix::unistd::fork`): the
+    /// pool's threads and workers, and the process's child, are the original's. Every call on
+    /// such a handle fails at once with this error, and dropping it leaves the original's
+    /// workers and children alone; make a new pool or process in the copy. Queues, pipes,
+    /// locks and shared memory are made to be shared and keep working in the copy.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// /// What a daemon's forked child should do when a call fails.
+    /// fn advice(err: &mp_runtime::Error) -> &'static str {
+    ///     if err.is_foreign_process() {
+    ///         "the pool was made before the fork: make a new one here"
+    ///     } else {
+    ///         "see the error"
+    ///     }
+    /// }
+    ///
+    /// let err = mp_runtime::Pool::new(0).unwrap_err();
+    /// assert_eq!(advice(&err), "see the error");
+    /// ```
+    pub fn is_foreign_process(&self) -> bool {
+        matches!(self.kind, Kind::ForeignProcess { .. })
+    }
+
     /// True when an operating-system call failed (starting a process, a socket, a signal).
     ///
     /// # Examples
@@ -951,6 +1003,34 @@ impl fmt::Display for Error {
             Kind::BrokenBarrier(why) => write!(f, "the barrier is broken: {why}"),
             Kind::Empty => f.write_str("the queue is empty"),
             Kind::Full(what) => f.write_str(what),
+            Kind::ForeignProcess {
+                handle,
+                owner,
+                here,
+            } => {
+                let (what, instead) = match handle {
+                    Handle::Pool => ("this pool", "make a new pool in this process"),
+                    Handle::Process => (
+                        "this process handle",
+                        "only the process that started the child can join or end it; start \
+                         a new one from this process",
+                    ),
+                    Handle::PoolResult => (
+                        "this result of a pool",
+                        "submit the work again to a new pool made in this process",
+                    ),
+                    Handle::SharedPools => (
+                        "the table of `pool_map!`'s shared pools, locked by another thread at the \
+                         fork,",
+                        "build a `Pool` in this process instead of calling `pool_map!`",
+                    ),
+                };
+                write!(
+                    f,
+                    "{what} belongs to process {owner}, and this process ({here}) is a copy of \
+                     it made by fork(), without its threads and children: {instead}"
+                )
+            }
             // The cause is `source()`: printed by whoever walks the chain, not twice.
             Kind::Io { context, .. } => f.write_str(context),
         }

@@ -3,14 +3,17 @@
 
 use std::borrow::Borrow;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::error::Result;
+use crate::error::{Error, Handle, Kind, Result};
 use crate::pool::Pool;
 use crate::registry::ProcessFn;
+use crate::spawn::Owner;
+use crate::sys;
 
 /// Starts a `#[process_fn]` function in a new child process: `spawn!(f)`, `spawn!(f, a)`,
 /// `spawn!(f, a, b, ..)`.
@@ -62,6 +65,9 @@ macro_rules! spawn {
 /// first use and kept while it is used, so calling `pool_map!` in a loop does not start new
 /// processes each time; after 300 seconds unused its workers exit, and the next call starts
 /// them again (see [`set_shared_pool_idle_timeout`](crate::set_shared_pool_idle_timeout)).
+///
+/// The shared pools are the process's own: in a copy made by `fork()`, `pool_map!` starts
+/// pools of the copy's own and leaves the original's workers alone.
 ///
 /// # Examples
 ///
@@ -124,11 +130,11 @@ where
     let result = pool.map(f, inputs);
     // Idle from now: the retirer counts its idle time from here, not from the start of a
     // long map.
-    let mut pools = lock(&POOLS);
-    if let Some(shared) = pools.pools.get_mut(&processes) {
-        shared.last_used = Instant::now();
+    if let Ok(mut pools) = lock_pools() {
+        if let Some(shared) = pools.pools.get_mut(&processes) {
+            shared.last_used = Instant::now();
+        }
     }
-    drop(pools);
     drop(pool);
     CHANGED.notify_all();
     result
@@ -144,6 +150,8 @@ struct SharedPools {
     idle_timeout: Duration,
     /// Whether the thread that retires idle pools is running.
     retirer: bool,
+    /// The process these pools and the retirer belong to; `None` before the first pool.
+    owner: Option<Owner>,
 }
 
 struct SharedPool {
@@ -155,7 +163,16 @@ static POOLS: Mutex<SharedPools> = Mutex::new(SharedPools {
     pools: BTreeMap::new(),
     idle_timeout: DEFAULT_IDLE_TIMEOUT,
     retirer: false,
+    owner: None,
 });
+
+/// The pid of the process that last took [`POOLS`] over (0: none yet), read without its lock:
+/// in that process a held lock is held by a live thread, and is waited for.
+static POOLS_OWNER: AtomicU32 = AtomicU32::new(0);
+
+/// How long a forked copy waits for the shared pools' lock before it concludes that a thread
+/// of the original held it at the fork, and so for ever.
+const INHERITED_LOCK_WAIT: Duration = Duration::from_secs(5);
 
 /// Signalled when a shared pool is used or the idle timeout changes: the retirer looks again.
 static CHANGED: Condvar = Condvar::new();
@@ -188,14 +205,55 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// assert_eq!(pool_map!(double, [3], processes = 1).unwrap(), [6]); // and starts again
 /// ```
 pub fn set_shared_pool_idle_timeout(timeout: Duration) {
-    lock(&POOLS).idle_timeout = timeout;
+    // Fails only in a forked copy whose original held the lock at the fork: there no shared
+    // pool can be used at all, and `pool_map!` says so.
+    if let Ok(mut pools) = lock_pools() {
+        pools.idle_timeout = timeout;
+    }
     CHANGED.notify_all();
+}
+
+/// Locks the table of shared pools, and takes it over in a forked copy: the pools in it are
+/// the original's (their drop leaves them alone, see [`Pool`]) and so is the retirer thread.
+///
+/// A thread of the original may have held the lock at the fork; then the copy would wait for
+/// ever. So, until this process has taken the table over, the wait is bounded, and past it
+/// the error says what to do.
+fn lock_pools() -> Result<MutexGuard<'static, SharedPools>> {
+    let deadline = Instant::now() + INHERITED_LOCK_WAIT;
+    let mut pools = loop {
+        match POOLS.try_lock() {
+            Ok(pools) => break pools,
+            Err(TryLockError::Poisoned(poisoned)) => break poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => {}
+        }
+        let owner = POOLS_OWNER.load(Ordering::Relaxed);
+        if owner == sys::process::pid() {
+            break lock(&POOLS);
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::new(Kind::ForeignProcess {
+                handle: Handle::SharedPools,
+                owner,
+                here: sys::process::pid(),
+            }));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    if !pools.owner.is_some_and(Owner::is_here) {
+        let owner = Owner::this_process();
+        POOLS_OWNER.store(owner.pid(), Ordering::Relaxed);
+        pools.owner = Some(owner);
+        pools.pools.clear();
+        pools.retirer = false;
+    }
+    Ok(pools)
 }
 
 /// The program-wide pool of `processes` workers, started on first use (again after it was
 /// retired).
 fn shared_pool(processes: usize) -> Result<Arc<Pool>> {
-    let mut pools = lock(&POOLS);
+    let mut pools = lock_pools()?;
     let now = Instant::now();
     if let Some(shared) = pools.pools.get_mut(&processes) {
         shared.last_used = now;

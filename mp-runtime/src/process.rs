@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::error::{Error, Kind, Result};
+use crate::error::{Error, Handle, Kind, Result};
 use crate::registry::{self, ProcessFn};
-use crate::spawn::{self, ChildProcess, Received};
+use crate::spawn::{self, ChildProcess, Owner, Received};
 use crate::wire::codec;
 use crate::wire::frame::Channel;
 use crate::wire::protocol::{self, Outcomes, Request};
@@ -24,6 +24,13 @@ use crate::wire::protocol::{self, Outcomes, Request};
 ///
 /// A child never outlives its parent: when the parent process ends, however it ends, its
 /// children are killed (SIGKILL), and theirs in turn.
+///
+/// The child is the child of the process that started it. A copy of that process made by
+/// `fork()` holds the handle too: there [`join`], [`join_timeout`](Process::join_timeout),
+/// [`terminate`](Process::terminate) and [`kill`](Process::kill) fail at once with an error
+/// whose [`is_foreign_process`](Error::is_foreign_process) is true, [`is_alive`](Process::is_alive)
+/// is false and [`exit_code`](Process::exit_code) `None` (it is no child of the copy), and
+/// dropping the handle leaves the child alone.
 ///
 /// [`join`]: Process::join
 ///
@@ -47,6 +54,8 @@ pub struct Process<R> {
     child: ChildProcess,
     /// The channel, until the result has been read from it.
     channel: Option<Channel>,
+    /// The process that started the child: the only one that may wait for it or end it.
+    owner: Owner,
     result: PhantomData<fn() -> R>,
 }
 
@@ -85,6 +94,7 @@ impl<R: serde::de::DeserializeOwned> Process<R> {
             function: entry.path,
             child: started.child,
             channel: Some(started.channel),
+            owner: Owner::this_process(),
             result: PhantomData,
         };
         let channel = process.channel.as_mut().expect("just set");
@@ -147,6 +157,7 @@ impl<R: serde::de::DeserializeOwned> Process<R> {
 
     /// Waits for the result until the deadline, if any (`timeout` is what it was set from).
     fn wait_result(&mut self, deadline: Option<(Instant, Duration)>) -> Result<R> {
+        self.owner.check(Handle::Process)?;
         let (deadline, timeout) = (deadline.map(|(at, _)| at), deadline.map(|(_, t)| t));
         let channel = self
             .channel
@@ -263,13 +274,14 @@ impl<R> Process<R> {
     /// assert!(!p.is_alive());
     /// ```
     pub fn is_alive(&mut self) -> bool {
-        !self.child.has_exited()
+        self.owner.is_here() && !self.child.has_exited()
     }
 
     /// Whether [`join`](Process::join) would return without waiting: the result, or the end of
     /// the channel (the child is gone), can be read, or it was read already.
     pub(crate) fn result_ready(&self) -> bool {
-        self.channel.as_ref().is_none_or(Channel::readable_now)
+        // In a forked copy, `join` fails at once.
+        !self.owner.is_here() || self.channel.as_ref().is_none_or(Channel::readable_now)
     }
 
     /// The exit code once the child has ended, as Python gives it: the code it exited with,
@@ -314,6 +326,7 @@ impl<R> Process<R> {
     /// assert_eq!(p.join().unwrap_err().signal(), Some(15));
     /// ```
     pub fn terminate(&mut self) -> Result<()> {
+        self.owner.check(Handle::Process)?;
         if self.try_status().is_some() {
             return Ok(());
         }
@@ -344,6 +357,7 @@ impl<R> Process<R> {
     /// assert_eq!(p.exit_code(), Some(-9));
     /// ```
     pub fn kill(&mut self) -> Result<()> {
+        self.owner.check(Handle::Process)?;
         if self.try_status().is_some() {
             return Ok(());
         }
@@ -356,14 +370,20 @@ impl<R> Process<R> {
             .map_err(|e| Error::io(format!("cannot reap process {}", self.child.pid()), e))
     }
 
+    /// How the child ended, without waiting; `None` while it runs, and in a forked copy.
     fn try_status(&mut self) -> Option<ExitStatus> {
+        if !self.owner.is_here() {
+            return None;
+        }
         self.child.try_wait().ok().flatten()
     }
 }
 
 impl<R> Drop for Process<R> {
     fn drop(&mut self) {
-        if self.try_status().is_some() {
+        // In a forked copy the child is the original's to reap: only this copy's descriptors
+        // (its channel end, its pidfd) are closed, which the child does not notice.
+        if !self.owner.is_here() || self.try_status().is_some() {
             return;
         }
         // Close our end first: a child still waiting for its call sees end-of-file and exits.

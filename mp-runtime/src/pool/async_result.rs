@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 
 use super::scheduler::{Control, Raw, Sink, lock};
-use crate::error::{Error, Kind, Result};
+use crate::error::{Error, Handle, Kind, Result};
+use crate::spawn::Owner;
 
 /// Where the one result of a submission lands; the first completion wins.
 pub(crate) struct Slot<T> {
@@ -208,6 +209,11 @@ impl<R: DeserializeOwned + Send, T: Send> Sink for Gather<R, T> {
 /// `.await` it: it is a [`Future`] that any executor can drive (a worker thread wakes it).
 /// Dropping it does not cancel the work.
 ///
+/// In a copy of the process made by `fork()`, a result of a pool of the original is ready at
+/// once with an error whose [`is_foreign_process`](Error::is_foreign_process) is true: the
+/// pool's threads, which would deliver it, are the original's. Cancelling it there does
+/// nothing.
+///
 /// # Examples
 ///
 /// ```
@@ -228,6 +234,9 @@ pub struct AsyncResult<T> {
     control: Arc<Control>,
     progress: Arc<Progress>,
     function: &'static str,
+    /// The process whose pool threads complete the slot. In any other (a forked copy) the
+    /// slot is never completed, and its lock may have been held at the fork: it is not used.
+    owner: Owner,
 }
 
 impl<T> AsyncResult<T> {
@@ -242,11 +251,21 @@ impl<T> AsyncResult<T> {
             control,
             progress,
             function,
+            // Made here in the process of its pool, or, for a pool of a forked copy's
+            // original, completed with the pool's error: the process's own either way.
+            owner: Owner::this_process(),
         }
     }
 
     fn take(&self) -> Result<T> {
+        self.owner.check(Handle::PoolResult)?;
         self.slot.take()
+    }
+
+    /// Waits until complete or `deadline`; true if complete. At once in a forked copy, whose
+    /// result is its error.
+    fn wait_until(&self, deadline: Option<Instant>) -> bool {
+        !self.owner.is_here() || self.slot.wait_until(deadline)
     }
 
     /// Waits for the result and returns it.
@@ -265,7 +284,7 @@ impl<T> AsyncResult<T> {
     /// assert_eq!(pool.map_async(double, vec![1, 2]).get().unwrap(), vec![2, 4]);
     /// ```
     pub fn get(self) -> Result<T> {
-        self.slot.wait_until(None);
+        self.wait_until(None);
         self.take()
     }
 
@@ -291,7 +310,7 @@ impl<T> AsyncResult<T> {
     /// assert_eq!(result.get_timeout(Duration::from_secs(30)).unwrap(), 5);
     /// ```
     pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
-        if !self.slot.wait_until(Instant::now().checked_add(timeout)) {
+        if !self.wait_until(Instant::now().checked_add(timeout)) {
             return Err(Error::timeout(
                 "a task's result (it goes on: wait again, or cancel it)",
                 timeout,
@@ -318,7 +337,7 @@ impl<T> AsyncResult<T> {
     /// assert!(result.ready());
     /// ```
     pub fn wait(&self) {
-        self.slot.wait_until(None);
+        self.wait_until(None);
     }
 
     /// Waits at most `timeout` until the result is there; true if it is.
@@ -339,7 +358,7 @@ impl<T> AsyncResult<T> {
     /// assert!(result.wait_timeout(Duration::from_secs(30)));
     /// ```
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        self.slot.wait_until(Instant::now().checked_add(timeout))
+        self.wait_until(Instant::now().checked_add(timeout))
     }
 
     /// Whether the work has finished (successfully or not, or was cancelled).
@@ -362,7 +381,7 @@ impl<T> AsyncResult<T> {
     /// assert!(result.ready());
     /// ```
     pub fn ready(&self) -> bool {
-        self.slot.is_complete()
+        !self.owner.is_here() || self.slot.is_complete()
     }
 
     /// Whether the work has finished and every call in it returned a value. False while it
@@ -388,7 +407,7 @@ impl<T> AsyncResult<T> {
     /// assert!(!bad.successful());
     /// ```
     pub fn successful(&self) -> bool {
-        self.slot.succeeded()
+        self.owner.is_here() && self.slot.succeeded()
     }
 
     /// How many of the calls have returned so far, and how many there are in all: `(done,
@@ -442,6 +461,10 @@ impl<T> AsyncResult<T> {
     /// assert!(stuck.get().unwrap_err().is_cancelled());
     /// ```
     pub fn cancel(&self) -> bool {
+        // In a forked copy the workers running it are the original's, not ours to kill.
+        if !self.owner.is_here() {
+            return false;
+        }
         let cancelled = self.slot.complete(Err(Error::new(Kind::Cancelled)));
         if cancelled {
             self.control.cancel();
@@ -454,7 +477,7 @@ impl<T> Future for AsyncResult<T> {
     type Output = Result<T>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
-        {
+        if self.owner.is_here() {
             let mut state = lock(&self.slot.state);
             if state.result.is_none() && !state.taken {
                 state.waker = Some(cx.waker().clone());

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 
 use super::scheduler::{Control, Raw, Shared, Sink, Task};
-use crate::error::{Error, Result};
+use crate::error::{Error, Handle, Result};
 use crate::registry::Entry;
+use crate::spawn::Owner;
 use crate::wire::protocol::Args;
 
 /// Hands each finished chunk to the iterator's thread.
@@ -35,6 +36,10 @@ impl Sink for Stream {
 /// input's does, and it is an [`ExactSizeIterator`] when the input is one, so progress bars
 /// (indicatif's `.progress()`) know the length. [`next_timeout`](IMap::next_timeout) waits
 /// for the next result at most so long, as Python's `IMapIterator.next(timeout)`.
+///
+/// In a copy of the process made by `fork()`, an iterator of a pool of the original yields an
+/// error whose [`is_foreign_process`](Error::is_foreign_process) is true, at once, and ends: the
+/// pool's threads, which would deliver its results, are the original's.
 ///
 /// # Examples
 ///
@@ -79,6 +84,10 @@ pub struct IMap<'pool, I: Iterator, R> {
     results: Receiver<(usize, Raw)>,
     sink: Arc<Stream>,
     control: Arc<Control>,
+    /// The process whose pool threads deliver the results: in any other (a forked copy),
+    /// nothing is waited for, and the locks a thread of the original may have held at the
+    /// fork are not taken.
+    owner: Owner,
     output: PhantomData<fn() -> R>,
 }
 
@@ -129,6 +138,9 @@ where
             results,
             sink: Arc::new(Stream(Mutex::new(sender))),
             control: Arc::default(),
+            // Made here in the process of its pool, or, for a pool of a forked copy's original,
+            // with the pool's error as its only result: the process's own either way.
+            owner: Owner::this_process(),
             output: PhantomData,
         }
     }
@@ -247,6 +259,9 @@ where
 
     /// The next result (`Some(None)` at the end), or `None` if `deadline` passed first.
     fn next_until(&mut self, deadline: Option<Instant>) -> Option<Option<Result<R>>> {
+        if let Err(error) = self.owner.check(Handle::PoolResult) {
+            return Some(self.disown(error));
+        }
         loop {
             if let Some(result) = self.ready.pop_front() {
                 return Some(Some(result));
@@ -275,6 +290,19 @@ where
             self.received += 1;
             self.accept(index, raw);
         }
+    }
+
+    /// In a forked copy: the error the first time, then the end. What was in flight is the
+    /// original's to receive.
+    fn disown(&mut self, error: Error) -> Option<Result<R>> {
+        let first = !self.inputs_done || self.pending() > 0;
+        self.inputs_done = true;
+        self.received = self.submitted;
+        self.ready.clear();
+        self.waiting.clear();
+        self.sizes.clear();
+        (self.in_flight_items, self.waiting_items) = (0, 0);
+        first.then_some(Err(error))
     }
 
     /// How many results are still to come, of the inputs already read.
@@ -318,7 +346,16 @@ where
 
 impl<I: Iterator, R> Drop for IMap<'_, I, R> {
     fn drop(&mut self) {
-        self.control.skip_queued();
+        if self.owner.is_here() {
+            self.control.skip_queued();
+            return;
+        }
+        // A forked copy: the channel's ends are left unfreed, not dropped. Dropping the
+        // receiver waits for a send in progress, which a thread of the original may have been
+        // making at the fork; the last sender would take a lock it may have held.
+        let (_, receiver) = mpsc::channel();
+        std::mem::forget(std::mem::replace(&mut self.results, receiver));
+        std::mem::forget(self.sink.clone());
     }
 }
 

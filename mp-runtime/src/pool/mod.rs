@@ -27,11 +27,11 @@ pub use wait::{Waitable, wait};
 use async_result::{Gather, Progress, Slot};
 use scheduler::{Control, Placement, Shared, Task, WorkerConfig, lock, wait_started};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Handle, Result};
 use crate::registry::{self, Entry, ProcessFn};
 use crate::wire::protocol;
 
-use crate::spawn::StartMethod;
+use crate::spawn::{Owner, StartMethod};
 
 /// A pool of worker processes.
 ///
@@ -44,6 +44,12 @@ use crate::spawn::StartMethod;
 /// several threads run side by side. Dropping it kills its workers and reaps them, as
 /// Python's `with Pool() as pool:` does; call [`close`](Pool::close) and [`join`](Pool::join)
 /// first to let queued work finish.
+///
+/// A pool belongs to the process that built it. A copy of that process made by `fork()` (a
+/// daemonising library, `nix::unistd::fork`) holds the pool too, but not its threads, and its
+/// workers are the original's: there every call fails at once with an error whose
+/// [`is_foreign_process`](Error::is_foreign_process) is true, and dropping it leaves the
+/// original's workers alone. Build a new pool in the copy.
 ///
 /// # Examples
 ///
@@ -60,6 +66,8 @@ use crate::spawn::StartMethod;
 /// ```
 pub struct Pool {
     shared: Arc<Shared>,
+    /// The process that built it: the only one its threads run in.
+    owner: Owner,
     drivers: Mutex<Vec<JoinHandle<()>>>,
     /// Worker processes in all (on every rank still in the job, for a pool over MPI ranks).
     processes: Arc<AtomicUsize>,
@@ -380,6 +388,7 @@ impl PoolBuilder {
             let started = remote::start(self.processes, &shared)?;
             let pool = Pool {
                 shared,
+                owner: Owner::this_process(),
                 drivers: Mutex::new(started.drivers),
                 processes: started.processes,
             };
@@ -409,6 +418,7 @@ impl PoolBuilder {
         wait_started(&started, drivers.len(), &mut failure);
         let pool = Pool {
             shared,
+            owner: Owner::this_process(),
             drivers: Mutex::new(drivers),
             processes: Arc::new(AtomicUsize::new(processes)),
         };
@@ -643,6 +653,14 @@ impl Pool {
     {
         let slot = Arc::new(Slot::default());
         let control = Arc::new(Control::default());
+        if let Err(error) = self.owner.check(Handle::Pool) {
+            // A forked copy: the queue and its locks are the original's. The result, failed
+            // already, is this process's own.
+            slot.complete(Err(error));
+            let progress = Arc::new(Progress::new(0));
+            let function = std::any::type_name::<F>();
+            return AsyncResult::new(slot, control, progress, function);
+        }
         let inputs: Vec<X> = inputs.into_iter().collect();
         let progress = Arc::new(Progress::new(inputs.len()));
         let timeout = how.timeout.or(self.shared.config.task_timeout);
@@ -1059,15 +1077,7 @@ impl Pool {
         I::Item: Borrow<A>,
         A: Serialize,
     {
-        IMap::new(
-            &self.shared,
-            self.processes(),
-            registry::lookup(&f),
-            inputs.into_iter(),
-            chunksize,
-            true,
-            single_arguments::<A, I::Item>,
-        )
+        self.imap_of(f, inputs, chunksize, true)
     }
 
     /// Like [`imap`](Pool::imap), but results come in the order they finish, like Python's
@@ -1126,19 +1136,42 @@ impl Pool {
         I::Item: Borrow<A>,
         A: Serialize,
     {
+        self.imap_of(f, inputs, chunksize, false)
+    }
+
+    /// The [`IMap`] of `f` over `inputs`, in input order if `ordered`.
+    fn imap_of<F, A, I>(
+        &self,
+        f: F,
+        inputs: I,
+        chunksize: usize,
+        ordered: bool,
+    ) -> IMap<'_, I::IntoIter, F::Output>
+    where
+        F: ProcessFn<(A,)>,
+        I: IntoIterator,
+        I::Item: Borrow<A>,
+        A: Serialize,
+    {
+        // In a forked copy the iterator yields the error and ends.
+        let function = self
+            .owner
+            .check(Handle::Pool)
+            .and_then(|()| registry::lookup(&f));
         IMap::new(
             &self.shared,
             self.processes(),
-            registry::lookup(&f),
+            function,
             inputs.into_iter(),
             chunksize,
-            false,
+            ordered,
             single_arguments::<A, I::Item>,
         )
     }
 
     /// Takes no more work; the workers exit once the work already queued is done. Submitting
-    /// afterwards fails with [`is_closed`](Error::is_closed).
+    /// afterwards fails with [`is_closed`](Error::is_closed). Does nothing in a forked copy of
+    /// the process that built the pool (see [`Pool`]): the pool is the original's to close.
     ///
     /// # Examples
     ///
@@ -1157,11 +1190,14 @@ impl Pool {
     /// assert_eq!(pending.get().unwrap(), 1); // queued work finished
     /// ```
     pub fn close(&self) {
-        self.shared.close();
+        if self.owner.is_here() {
+            self.shared.close();
+        }
     }
 
     /// Stops at once: queued work fails with [`is_closed`](Error::is_closed), running work is
-    /// killed with its workers.
+    /// killed with its workers. Does nothing in a forked copy of the process that built the
+    /// pool (see [`Pool`]): the workers are the original's.
     ///
     /// # Examples
     ///
@@ -1183,7 +1219,9 @@ impl Pool {
     /// assert!(stuck.get().unwrap_err().is_closed());
     /// ```
     pub fn terminate(&self) {
-        self.shared.terminate();
+        if self.owner.is_here() {
+            self.shared.terminate();
+        }
     }
 
     /// Waits until every worker has exited and been reaped. Call [`close`](Pool::close) or
@@ -1199,6 +1237,7 @@ impl Pool {
     /// pool.join().unwrap();
     /// ```
     pub fn join(&self) -> Result<()> {
+        self.owner.check(Handle::Pool)?;
         if !self.shared.is_closed() {
             return Err(Error::usage(
                 "join waits for the workers to exit: call close() or terminate() first",
@@ -1223,6 +1262,17 @@ impl Pool {
 
 impl Drop for Pool {
     fn drop(&mut self) {
+        if !self.owner.is_here() {
+            // A forked copy: the workers are the original's, and the threads to join are not
+            // in this process. What the pool holds is left unfreed, not dropped: the queue's
+            // tasks would report through locks that a thread of the original may have held at
+            // the fork, so the shared state keeps one count forever, and the handles of
+            // threads this process lacks are never detached.
+            std::mem::forget(self.shared.clone());
+            let drivers = self.drivers.get_mut().unwrap_or_else(|e| e.into_inner());
+            std::mem::forget(std::mem::take(drivers));
+            return;
+        }
         self.terminate();
         let _ = self.join();
     }
@@ -1230,9 +1280,13 @@ impl Drop for Pool {
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool")
-            .field("processes", &self.processes())
-            .field("closed", &self.shared.is_closed())
-            .finish()
+        let mut pool = f.debug_struct("Pool");
+        pool.field("processes", &self.processes());
+        if self.owner.is_here() {
+            pool.field("closed", &self.shared.is_closed());
+        } else {
+            pool.field("owner", &self.owner.pid());
+        }
+        pool.finish()
     }
 }

@@ -36,6 +36,7 @@ use std::process::Child;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use super::Owner;
 use super::reexec::{self, Role};
 use crate::error::{Error, ExitReason, Result};
 use crate::sys::{self, pidfd, process::Forked};
@@ -51,6 +52,8 @@ const SPARE_GRACE: Duration = Duration::from_secs(5);
 /// The parent's side of one zygote.
 struct Server {
     pid: u32,
+    /// The process that started it: a zygote forks its children as that process's.
+    owner: Owner,
     control: Mutex<Control>,
 }
 
@@ -81,7 +84,10 @@ pub(crate) fn start_child(name: &str) -> Result<(u32, Channel)> {
 /// The live zygote, started now if needed.
 fn server() -> Result<Arc<Server>> {
     let mut current = lock(&SERVER);
-    if let Some(server) = current.as_ref() {
+    // In a forked copy, the original's zygote is left to it (and its control lock, which a
+    // thread of the original may have held at the fork, is never taken): its children would
+    // be the original's, not this process's. The copy starts one of its own.
+    if let Some(server) = current.as_ref().filter(|server| server.owner.is_here()) {
         if lock(&server.control).dead.is_none() {
             return Ok(server.clone());
         }
@@ -99,6 +105,7 @@ impl Server {
         let pid = zygote.id();
         let server = Arc::new(Server {
             pid,
+            owner: Owner::this_process(),
             control: Mutex::new(Control {
                 channel: Channel::new(ours),
                 held: None,

@@ -14,13 +14,54 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, ExitReason, Result};
+use crate::error::{Error, ExitReason, Handle, Kind, Result};
 use crate::logs;
-use crate::sys::pidfd;
+use crate::sys::{self, pidfd};
 use crate::wire::codec;
 use crate::wire::frame::{Channel, Frame};
 use crate::wire::protocol::Request;
 use reexec::Role;
+
+/// The process that made a handle to children (a pool, a process, a fork server). A copy of it
+/// made by `fork()` holds the handle too, but not the threads behind it, and the children are
+/// not its own: there every call must fail at once, and a drop must leave them alone.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Owner {
+    pid: u32,
+}
+
+impl Owner {
+    pub(crate) fn this_process() -> Owner {
+        Owner {
+            pid: sys::process::pid(),
+        }
+    }
+
+    /// Whether this is the process that made the handle: an atomic load, cheap enough for
+    /// every call (see `sys::process::pid`).
+    pub(crate) fn is_here(self) -> bool {
+        self.pid == sys::process::pid()
+    }
+
+    /// Fails, saying whose it is and what to do, in a process other than the one that made
+    /// the `handle`.
+    pub(crate) fn check(self, handle: Handle) -> Result<()> {
+        let here = sys::process::pid();
+        if self.pid == here {
+            return Ok(());
+        }
+        Err(Error::new(Kind::ForeignProcess {
+            handle,
+            owner: self.pid,
+            here,
+        }))
+    }
+
+    /// The pid of the process that made the handle.
+    pub(crate) fn pid(self) -> u32 {
+        self.pid
+    }
+}
 
 /// How child processes are started.
 ///

@@ -32,6 +32,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock, PoisonError, mpsc};
 
+use super::Owner;
 use crate::error::{Error, Result};
 use crate::registry;
 use crate::sys;
@@ -188,8 +189,9 @@ pub(crate) fn spawn_self(role: Role, name: &str, socket: OwnedFd) -> Result<Chil
 /// A command for the spawner thread, and where to send the child it starts.
 type Request = (Command, mpsc::SyncSender<io::Result<Child>>);
 
-/// The spawner thread's queue, once it runs.
-static SPAWNER: Mutex<Option<mpsc::Sender<Request>>> = Mutex::new(None);
+/// The spawner thread's queue, once it runs, and the process it runs in: a copy of that process
+/// made by `fork()` has the queue but not the thread.
+static SPAWNER: Mutex<Option<(Owner, mpsc::Sender<Request>)>> = Mutex::new(None);
 
 /// Spawns `command` from a thread that lasts as long as this process, so that the child's
 /// parent-death signal fires when the process dies, not when the calling thread ends.
@@ -218,15 +220,24 @@ fn spawn_lasting(mut command: Command) -> io::Result<Child> {
     Err(gone())
 }
 
-/// The spawner's queue from `slot`, `start`ing it if there is none yet: a start that failed
-/// (EAGAIN under a low `ulimit -u`) is tried again on the next call, not remembered.
+/// The spawner's queue from `slot`, `start`ing it if there is none yet in this process: a
+/// start that failed (EAGAIN under a low `ulimit -u`) is tried again on the next call, not
+/// remembered.
 fn spawner<T>(
-    slot: &Mutex<Option<mpsc::Sender<T>>>,
+    slot: &Mutex<Option<(Owner, mpsc::Sender<T>)>>,
     start: impl FnOnce() -> io::Result<mpsc::Sender<T>>,
 ) -> io::Result<mpsc::Sender<T>> {
     let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(spawner) = slot.as_ref() {
-        return Ok(spawner.clone());
+    match slot.take() {
+        Some((owner, spawner)) if owner.is_here() => {
+            *slot = Some((owner, spawner.clone()));
+            return Ok(spawner);
+        }
+        // A forked copy: no thread reads the queue here, and a request would wait for ever.
+        // It is left unfreed: dropping the last sender would take a lock that the original's
+        // spawner may have held at the fork.
+        Some(inherited) => std::mem::forget(inherited),
+        None => {}
     }
     let spawner = start().map_err(|e| {
         io::Error::new(
@@ -234,7 +245,7 @@ fn spawner<T>(
             format!("the mp-spawner thread could not be started: {e}"),
         )
     })?;
-    *slot = Some(spawner.clone());
+    *slot = Some((Owner::this_process(), spawner.clone()));
     Ok(spawner)
 }
 
@@ -286,6 +297,28 @@ mod tests {
         let (queue, _incoming) = mpsc::channel();
         assert!(spawner(&slot, || Ok(queue)).is_ok());
         // Once started, it is kept.
+        assert!(spawner(&slot, || panic!("started twice")).is_ok());
+    }
+
+    // Issue 19 item 3: a forked copy has the spawner's queue but not its thread, and starts
+    // one of its own rather than wait for the original's for ever.
+    #[test]
+    fn a_forked_copy_starts_a_spawner_of_its_own() {
+        let (inherited, _incoming) = mpsc::channel::<()>();
+        let original = Owner {
+            pid: crate::sys::process::pid() + 1,
+        };
+        let slot = Mutex::new(Some((original, inherited)));
+        let mut started = false;
+        let (own, _own_incoming) = mpsc::channel();
+        assert!(
+            spawner(&slot, || {
+                started = true;
+                Ok(own)
+            })
+            .is_ok()
+        );
+        assert!(started, "the original's spawner was used");
         assert!(spawner(&slot, || panic!("started twice")).is_ok());
     }
 }

@@ -1,9 +1,48 @@
-//! This process and its children: parent-death signal, resource limits, thread identity,
-//! fork, and whether this is a secure-execution (setuid) process.
+//! This process and its children: its id (kept across forks), parent-death signal, resource
+//! limits, thread identity, fork, and whether this is a secure-execution (setuid) process.
 
 use std::io;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use rustix::process::{Pid, Resource, Rlimit, Signal};
+
+/// This process's id, kept by [`track_pid`] so that [`pid`] need not ask the kernel: a handle
+/// checks it on every call to learn whether it is in a forked copy of the process that made
+/// it. 0 until tracked, or where the C library would not take the handler that keeps it.
+static PID: AtomicU32 = AtomicU32::new(0);
+
+/// Starts keeping this process's id for [`pid`]: now, and again in the child of every fork
+/// through the C library (`fork`, `daemon`, `nix::unistd::fork`: a `pthread_atfork` handler)
+/// and of [`fork_sibling`]. Called once, before `main`, while the process has one thread.
+pub(crate) fn track_pid() {
+    // SAFETY: registers a plain `extern "C" fn()` for the C library to call in the child after
+    // each fork; it only makes a system call and stores to an atomic, which is safe in the
+    // child of a multi-threaded process (async-signal-safe).
+    if unsafe { libc::pthread_atfork(None, None, Some(forked)) } == 0 {
+        PID.store(kernel_pid(), Ordering::Relaxed);
+    }
+}
+
+/// The `pthread_atfork` child handler: the copy has an id of its own.
+unsafe extern "C" fn forked() {
+    PID.store(kernel_pid(), Ordering::Relaxed);
+}
+
+fn kernel_pid() -> u32 {
+    rustix::process::getpid()
+        .as_raw_nonzero()
+        .get()
+        .unsigned_abs()
+}
+
+/// This process's id: a load where [`track_pid`] keeps it, else a system call. A copy made
+/// without the C library (a raw `clone` system call) would see its original's id.
+pub(crate) fn pid() -> u32 {
+    match PID.load(Ordering::Relaxed) {
+        0 => kernel_pid(),
+        pid => pid,
+    }
+}
 
 /// Arms SIGKILL for when this process's parent (the thread that started it) ends.
 pub(crate) fn die_with_parent() -> io::Result<()> {
@@ -124,6 +163,10 @@ pub(crate) fn fork_sibling() -> io::Result<Forked> {
     match pid {
         -1 => Err(io::Error::last_os_error()),
         0 => {
+            // No `pthread_atfork` handler ran: the child's id is kept here.
+            if PID.load(Ordering::Relaxed) != 0 {
+                PID.store(kernel_pid(), Ordering::Relaxed);
+            }
             if let Some((head, len)) = robust {
                 // SAFETY: `head` is this thread's robust-list head, registered by the C
                 // library in the parent at the same address of the copied address space.
