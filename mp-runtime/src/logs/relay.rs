@@ -146,7 +146,7 @@ pub(crate) fn settle(pid: u32) {
 
 /// This process's relay, if it has one running.
 fn ours() -> Option<&'static Shared> {
-    let pid = std::process::id();
+    let pid = sys::process::pid();
     RELAYS
         .iter()
         .map_while(OnceLock::get)
@@ -158,7 +158,7 @@ fn ours() -> Option<&'static Shared> {
 /// or thread to spare) is said on standard error, and another is tried at the next worker's
 /// start.
 fn relay() -> Option<&'static Shared> {
-    let pid = std::process::id();
+    let pid = sys::process::pid();
     for place in &RELAYS {
         // Made at most once, however many threads ask at once.
         let relay = place.get_or_init(start);
@@ -176,7 +176,7 @@ fn relay() -> Option<&'static Shared> {
 
 /// Makes a relay and starts its threads.
 fn start() -> Relay {
-    let owner = std::process::id();
+    let owner = sys::process::pid();
     let shared = match Shared::start() {
         Ok(shared) => Some(shared),
         Err(error) => {
