@@ -503,11 +503,12 @@ mod tests {
             mut child,
             mut channel,
         } = start_worker(StartMethod::Spawn, "Process-farewell").unwrap();
-        channel.send(b"not a request").unwrap();
+        // A worker that exited before this arrived has said why all the same.
+        let sent = channel.send(b"not a request");
         let received = child.recv(&mut channel, Some(Instant::now() + Duration::from_secs(20)));
         assert!(matches!(received, Received::Gone));
         let said = child.said().unwrap_or_default().to_string();
-        assert!(said.contains("cannot read"), "{said}");
+        assert!(said.contains("cannot read"), "{said} (sent: {sent:?})");
         let exit = child.reap_until(Instant::now() + Duration::from_secs(20));
         let error = Error::new(crate::error::Kind::Died {
             function: "f".to_string(),

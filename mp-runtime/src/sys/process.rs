@@ -54,7 +54,8 @@ pub(crate) fn may_raise_hard_limits() -> bool {
 
 /// The program this process runs, when it was started by running the dynamic loader with the
 /// program as its argument (`/lib64/ld-linux-x86-64.so.2 ./prog`): then /proc/self/exe is the
-/// loader, not the program. `None` when /proc/self/exe is the program itself.
+/// loader, not the program. `None` when /proc/self/exe is the program itself, or when there is
+/// no /proc to tell.
 ///
 /// The kernel tells where the loader was loaded (AT_BASE) only when it started the loader for
 /// a program; run as a program of its own, the loader is loaded at 0, as a static binary is.
@@ -67,7 +68,10 @@ pub(crate) fn program_behind_loader() -> io::Result<Option<std::path::PathBuf>> 
         return Ok(None);
     }
     let here = program_behind_loader as *const () as usize;
-    let maps = std::fs::read_to_string("/proc/self/maps")?;
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        // No /proc: starting /proc/self/exe fails anyway, with its own error.
+        return Ok(None);
+    };
     let mapping = maps.lines().find_map(|line| {
         // start-end perms offset major:minor inode path
         let mut fields = line.splitn(6, ' ');

@@ -769,7 +769,7 @@ mod proptests {
 
         #[test]
         fn a_length_over_the_limit_is_an_error_not_an_allocation(
-            len in (DEFAULT_MAX_FRAME + 1)..IN_FILE,
+            len in (DEFAULT_MAX_FRAME + 1)..FAREWELL,
             in_file in any::<bool>(),
             fds in any::<u16>(),
             tail in proptest::collection::vec(any::<u8>(), 0..64),
