@@ -7,7 +7,7 @@
 //! registrations) before this crate.
 
 use crate::spawn::forkserver;
-use crate::spawn::reexec::{self, Role};
+use crate::spawn::reexec::{self, Refused, Role};
 use crate::sys;
 use crate::wire::frame::Channel;
 use crate::worker;
@@ -33,10 +33,10 @@ extern "C" fn early_entry() {
     let code = match assignment {
         // A bug in the serve loop must end this process with a code, not unwind into C.
         Ok(assignment) => match run_as_main() {
-            Err(problem) => {
-                eprintln!("mp: {problem}");
-                2
-            }
+            Err(problem) => refuse(Refused {
+                why: format!("cannot set up this worker as `main` would be: {problem}"),
+                channel: Some(assignment.stream),
+            }),
             Ok(()) => match assignment.role {
                 Role::Worker => {
                     crate::context::set_identity(
@@ -57,12 +57,20 @@ extern "C" fn early_entry() {
                 .unwrap_or(70),
             },
         },
-        Err(problem) => {
-            eprintln!("mp: {problem}");
-            2
-        }
+        Err(refused) => refuse(refused),
     };
     std::process::exit(code);
+}
+
+/// Says why this process cannot take up its role, on standard error and, when the parent is
+/// proven, to the parent (so that the caller's error says it too); returns the exit code.
+fn refuse(refused: Refused) -> i32 {
+    eprintln!("mp: {}", refused.why);
+    if let Some(stream) = refused.channel {
+        // A parent that is gone hears nothing, and needs nothing.
+        let _ = Channel::new(stream).send_farewell(&refused.why);
+    }
+    2
 }
 
 /// Sets up what std's runtime sets up before `main`, which a worker never reaches: SIGPIPE

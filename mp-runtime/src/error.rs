@@ -62,8 +62,13 @@ pub(crate) enum Kind {
         /// The child's backtrace, when `RUST_BACKTRACE` or `RUST_LIB_BACKTRACE` enabled one.
         backtrace: Option<String>,
     },
-    /// The process ended before it sent a result.
-    Died { function: String, exit: ExitReason },
+    /// The process ended before it sent a result; `said` is why, when it said so before it
+    /// exited (a worker that could not start).
+    Died {
+        function: String,
+        exit: ExitReason,
+        said: Option<String>,
+    },
     /// A worker with a memory limit ended the way an allocation past the limit ends it.
     OutOfMemory {
         function: String,
@@ -930,9 +935,21 @@ impl fmt::Display for Error {
                 ),
                 None => write!(f, "`{function}` panicked in the child process: {message}"),
             },
-            Kind::Died { function, exit } => write!(
+            Kind::Died {
+                function,
+                exit,
+                said: None,
+            } => write!(
                 f,
                 "the process running `{function}` {exit} before it sent a result"
+            ),
+            Kind::Died {
+                function,
+                exit,
+                said: Some(said),
+            } => write!(
+                f,
+                "the process running `{function}` {exit} before it sent a result: {said}"
             ),
             Kind::OutOfMemory {
                 function,
@@ -1042,7 +1059,10 @@ impl fmt::Debug for Error {
         // Debug is what `unwrap` and `main -> Result` print: make it the readable sentence,
         // with the cause that Display leaves to `source()`.
         match &self.kind {
-            Kind::Io { source, .. } => write!(f, "Error({self}: {source})"),
+            // Unless the context names the cause already.
+            Kind::Io { context, source } if !context.contains(&source.to_string()) => {
+                write!(f, "Error({self}: {source})")
+            }
             Kind::Panic {
                 backtrace: Some(backtrace),
                 ..

@@ -187,6 +187,7 @@ impl<R: serde::de::DeserializeOwned> Process<R> {
                 return Err(Error::new(Kind::Died {
                     function: self.function.to_string(),
                     exit,
+                    said: self.child.said().map(str::to_string),
                 }));
             }
             Received::Failed(error) => {

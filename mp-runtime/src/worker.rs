@@ -268,6 +268,7 @@ fn overflow_record(function: &str) -> Result<Vec<u8>> {
     let failure = Failure::from(Error::new(Kind::Died {
         function: function.to_string(),
         exit: ExitReason::StackOverflow,
+        said: None,
     }));
     record_of(FAILED, &failure)
 }
@@ -319,8 +320,10 @@ pub(crate) fn serve(channel: Channel) -> i32 {
                 let answer = match overflow.run_armed(&channel, &function, &frame[start..], fds) {
                     Ok(answer) => answer,
                     Err(error) => {
-                        eprintln!("mp worker: cannot answer a call of `{function}`: {error}");
-                        return 1;
+                        return farewell(
+                            &mut channel,
+                            &format!("cannot answer a call of `{function}`: {error}"),
+                        );
                     }
                 };
                 // The arguments go before the reply is sent, not while the next call runs.
@@ -343,12 +346,18 @@ pub(crate) fn serve(channel: Channel) -> i32 {
             }
             Incoming::Exit => return if panicked { 101 } else { 0 },
             Incoming::End(None) => return 0,
-            Incoming::End(Some(problem)) => {
-                eprintln!("mp worker: {problem}");
-                return 1;
-            }
+            Incoming::End(Some(problem)) => return farewell(&mut channel, &problem),
         }
     }
+}
+
+/// Says why this worker exits, on standard error and to the parent (whose error for the call
+/// then says it too); returns the exit code.
+fn farewell(channel: &mut Channel, why: &str) -> i32 {
+    eprintln!("mp worker: {why}");
+    // A parent that cannot hear it has the message on standard error.
+    let _ = channel.send_farewell(why);
+    1
 }
 
 /// Reads the next message (settings such as a memory limit are applied here, in order with
@@ -372,7 +381,11 @@ fn next_incoming(channel: &mut Channel) -> Incoming {
                     // Set here, for the whole process, before the calls that follow are read.
                     Ok(()) => continue,
                     Err(error) => Incoming::End(Some(format!(
-                        "cannot limit memory to {bytes} bytes: {error}"
+                        "this worker cannot limit its memory to {bytes} bytes ({error}); the \
+                         hard limit on its private memory (RLIMIT_DATA) is {}: lower \
+                         `memory_limit`, or raise the hard limit (`ulimit -Hd`, as root)",
+                        sys::process::data_limit_hard()
+                            .map_or("none".to_string(), |hard| format!("{hard} bytes"))
                     ))),
                 },
                 Err(error) => Incoming::End(Some(format!(

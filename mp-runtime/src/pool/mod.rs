@@ -8,6 +8,23 @@ pub(crate) mod rank;
 mod remote;
 mod scheduler;
 mod wait;
+/// Refuses a memory limit that no worker could set: above the hard RLIMIT_DATA, which a
+/// worker without CAP_SYS_RESOURCE cannot raise (it would exit at start, and every task fail).
+fn check_memory_limit(bytes: u64) -> Result<()> {
+    match crate::sys::process::data_limit_hard() {
+        Some(hard) if bytes > hard && !crate::sys::process::may_raise_hard_limits() => {
+            Err(Error::usage(format!(
+                "`memory_limit` of {} MiB is above this process's hard limit on private memory \
+                 (RLIMIT_DATA) of {} MiB, which its workers cannot raise; give at most {hard} \
+                 bytes, or raise the hard limit (`ulimit -Hd`, as root)",
+                bytes >> 20,
+                hard >> 20
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod wakeup_model;
 
@@ -152,7 +169,9 @@ impl PoolBuilder {
     /// out-of-memory killer. An allocation past the cap ends the worker (Rust aborts when an
     /// allocation fails); the task's error then says
     /// [`is_out_of_memory`](Error::is_out_of_memory), and a fresh worker takes over. Linux's
-    /// RLIMIT_DATA; shared memory (`SharedMemory`, `Array`) is not counted.
+    /// RLIMIT_DATA; shared memory (`SharedMemory`, `Array`) is not counted. A limit above this
+    /// process's hard RLIMIT_DATA, which its workers could not raise (they lack
+    /// CAP_SYS_RESOURCE), makes [`build`](PoolBuilder::build) fail with an error that says so.
     ///
     /// # Examples
     ///
@@ -360,6 +379,9 @@ impl PoolBuilder {
         }
         let initializer = self.initializer.take().transpose()?;
         let remote = on_other_ranks(self.placement)?;
+        if let (false, Some(bytes)) = (remote, self.memory_limit) {
+            check_memory_limit(bytes)?;
+        }
         if remote && self.task_timeout.is_some() {
             return Err(Error::usage(
                 "`task_timeout` works on local pools only: the workers of an MPI pool are on \

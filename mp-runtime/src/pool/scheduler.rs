@@ -451,7 +451,10 @@ impl Worker {
             Received::Gone | Received::TimedOut => {
                 let exit = self.child.reap_until(Instant::now() + EXIT_GRACE);
                 let exit = exit.unwrap_or(ExitReason::Unknown);
-                return Err(failed(format!("its process {exit}")));
+                return Err(failed(match self.child.said() {
+                    Some(said) => format!("its process {exit}: {said}"),
+                    None => format!("its process {exit}"),
+                }));
             }
         };
         match Outcomes::new(frame, args.len()).first_error(entry.path) {
@@ -681,21 +684,22 @@ impl Driver {
                     ),
                     limit,
                 );
-                self.lost(exit, Some(error));
+                self.lost(exit, None, Some(error));
                 None
             }
             (Received::Gone | Received::TimedOut, _) => {
                 // Gone by its exit (reaped at once), or by closing its channel (then ended
-                // after a moment).
+                // after a moment); it may have said why (a worker that could not start).
+                let said = worker.child.said().map(str::to_string);
                 let exit = worker.reap(&self.slot, Instant::now() + EXIT_GRACE);
-                self.lost(exit, None);
+                self.lost(exit, said, None);
                 None
             }
             (Received::Failed(error), _) => {
                 // Alive but out of step with us: end it; its task gets the reason.
                 let pid = worker.child.pid();
                 let exit = worker.reap(&self.slot, Instant::now());
-                self.lost(exit, Some(spawn::receive_failed(pid, error)));
+                self.lost(exit, None, Some(spawn::receive_failed(pid, error)));
                 None
             }
         }
@@ -739,10 +743,11 @@ impl Driver {
         Some(worker)
     }
 
-    /// The worker is gone, having ended as `exit`: its first task in flight fails with
-    /// `cause`, or with its death (or runs again, if retries allow); the tasks behind it never
+    /// The worker is gone, having ended as `exit` (and said why, if it did: `said`): its first
+    /// task in flight fails with `cause`, or with its death (or runs again, if retries allow);
+    /// the tasks behind it never
     /// started and go back to the queue.
-    fn lost(&mut self, exit: ExitReason, cause: Option<Error>) {
+    fn lost(&mut self, exit: ExitReason, said: Option<String>, cause: Option<Error>) {
         let for_cancel = self.slot.killed_for_cancel.swap(false, Ordering::SeqCst);
         let mut again = Vec::new();
         let mut tasks = self.in_flight.drain(..);
@@ -763,7 +768,7 @@ impl Driver {
                 task.deaths += 1;
                 again.push(task);
             } else {
-                let error = death(&self.shared.config, task.function, exit);
+                let error = death(&self.shared.config, task.function, exit, said);
                 task.finish(Err(error));
             }
         }
@@ -776,18 +781,25 @@ impl Driver {
 }
 
 /// The error of a task whose worker died as `exit`.
-fn death(config: &WorkerConfig, function: &Entry, exit: ExitReason) -> Error {
+fn death(config: &WorkerConfig, function: &Entry, exit: ExitReason, said: Option<String>) -> Error {
     let function = function.path.to_string();
     match config.memory_limit {
         // Rust aborts when an allocation fails; the kernel's OOM killer sends SIGKILL.
-        Some(limit) if matches!(exit, ExitReason::Signal(libc::SIGABRT | libc::SIGKILL)) => {
+        Some(limit)
+            if said.is_none()
+                && matches!(exit, ExitReason::Signal(libc::SIGABRT | libc::SIGKILL)) =>
+        {
             Error::new(Kind::OutOfMemory {
                 function,
                 exit,
                 limit,
             })
         }
-        _ => Error::new(Kind::Died { function, exit }),
+        _ => Error::new(Kind::Died {
+            function,
+            exit,
+            said,
+        }),
     }
 }
 

@@ -22,7 +22,8 @@
 //! Messages on the control socket, zygote to parent: `S` with the parent's end of a spare's
 //! socket beside it (sent before the fork: a spare that exists is always one the parent can
 //! find), `E` errno (the fork failed, or the socket pair for it), `R` text (the zygote refuses
-//! to fork, and why; then it exits). Parent to zygote: `N`, fork the next spare. The zygote
+//! to fork, and why; then it exits), or a farewell frame (it could not start, and why; see
+//! [`crate::wire::frame`]). Parent to zygote: `N`, fork the next spare. The zygote
 //! forks one spare at start and one per `N`.
 //!
 //! The zygote forks only while it has one thread (`fork_sibling` counts them): a user
@@ -229,7 +230,11 @@ impl Control {
 
     fn recv(&mut self, zygote: u32) -> Result<Frame> {
         match self.channel.recv() {
-            Ok(Some(frame)) if !frame.is_empty() => Ok(frame),
+            Ok(Some(frame)) if !frame.is_empty() => match frame.farewell() {
+                // It could not start, and said why before it exited.
+                Some(why) => Err(self.fail(zygote, &format!("could not start: {why}"))),
+                None => Ok(frame),
+            },
             Ok(Some(_)) => Err(self.fail(zygote, "sent an empty message")),
             Ok(None) => Err(self.fail(zygote, "ended")),
             Err(e) => Err(self.fail(zygote, &format!("sent something unreadable ({e})"))),

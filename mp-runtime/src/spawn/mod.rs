@@ -178,6 +178,7 @@ pub(crate) fn start_worker(method: StartMethod, name: &str) -> Result<Started> {
         pidfd,
         status: None,
         reaping: false,
+        said: None,
     };
     crate::context::child_started(pid, name);
     let logs = logs::for_child(pid, name);
@@ -233,6 +234,9 @@ pub(crate) struct ChildProcess {
     ///
     /// [`reap_in_background`]: ChildProcess::reap_in_background
     reaping: bool,
+    /// Why it exited, as it said in its farewell frame (a worker that cannot start, or
+    /// cannot go on, says why before it exits).
+    said: Option<String>,
 }
 
 enum Inner {
@@ -391,10 +395,27 @@ impl ChildProcess {
     ///
     /// What the child logged before it sent the frame (or died) has been passed on to this
     /// process's logger by then, unless that logger is too slow ([`logs::settle`]).
+    ///
+    /// A farewell frame is not handed on: the child is exiting, and [`said`](Self::said) then
+    /// tells why.
     pub(crate) fn recv(&mut self, channel: &mut Channel, deadline: Option<Instant>) -> Received {
-        let received = self.recv_frame(channel, deadline);
+        let received = match self.recv_frame(channel, deadline) {
+            Received::Frame(frame) => match frame.farewell() {
+                Some(why) => {
+                    self.said = Some(why);
+                    Received::Gone
+                }
+                None => Received::Frame(frame),
+            },
+            received => received,
+        };
         logs::settle(self.pid());
         received
+    }
+
+    /// Why the child exited, as it said before it did (see [`recv`](Self::recv)).
+    pub(crate) fn said(&self) -> Option<&str> {
+        self.said.as_deref()
     }
 
     fn recv_frame(&mut self, channel: &mut Channel, deadline: Option<Instant>) -> Received {
@@ -529,5 +550,28 @@ mod tests {
         let exit = child.reap_until(Instant::now() + Duration::from_secs(20));
         assert!(exit.is_ok(), "{exit:?}");
         assert!(!crate::context::is_known_child(pid));
+    }
+
+    // Issue 19 item 2: a worker that exits for a reason of its own says why, and the parent's
+    // error for it says it too, in its `Display`.
+    #[test]
+    fn a_worker_that_exits_says_why() {
+        let Started {
+            mut child,
+            mut channel,
+        } = start_worker(StartMethod::Spawn, "Process-farewell").unwrap();
+        // A worker that exited before this arrived has said why all the same.
+        let sent = channel.send(b"not a request");
+        let received = child.recv(&mut channel, Some(Instant::now() + Duration::from_secs(20)));
+        assert!(matches!(received, Received::Gone));
+        let said = child.said().unwrap_or_default().to_string();
+        assert!(said.contains("cannot read"), "{said} (sent: {sent:?})");
+        let exit = child.reap_until(Instant::now() + Duration::from_secs(20));
+        let error = Error::new(crate::error::Kind::Died {
+            function: "f".to_string(),
+            exit: exit.unwrap(),
+            said: Some(said),
+        });
+        assert!(error.to_string().contains("cannot read"), "{error}");
     }
 }

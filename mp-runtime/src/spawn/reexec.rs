@@ -79,10 +79,24 @@ pub(crate) struct Assignment {
     pub parent: u32,
 }
 
+/// Why this process cannot take up the role it was given, and the channel to the parent that
+/// gave it, when the parent is proven (then the refusal goes to it as well as to standard
+/// error, so that the caller's error says why).
+pub(crate) struct Refused {
+    pub why: String,
+    pub channel: Option<UnixStream>,
+}
+
+impl From<String> for Refused {
+    fn from(why: String) -> Self {
+        Refused { why, channel: None }
+    }
+}
+
 /// Reads and removes the role marker: `None` when mp did not start this process; otherwise
 /// the assignment, or why this process cannot take it up. Runs before `main`, on the main
 /// thread.
-pub(crate) fn take_role() -> Option<std::result::Result<Assignment, String>> {
+pub(crate) fn take_role() -> Option<std::result::Result<Assignment, Refused>> {
     let role = sys::process::take_var_before_main(ROLE_VAR)?;
     let names = sys::process::take_var_before_main(NAMES_VAR).unwrap_or_default();
     if sys::process::is_secure_execution() {
@@ -91,7 +105,8 @@ pub(crate) fn take_role() -> Option<std::result::Result<Assignment, String>> {
         return Some(Err(format!(
             "{ROLE_VAR} is set, but this program runs with privileges that whoever started it \
              may not have (setuid, setgid or file capabilities): it never serves as a worker"
-        )));
+        )
+        .into()));
     }
     let names = names.to_string_lossy();
     let (name, parent_name) = names.split_once('\n').unwrap_or(("Process", "MainProcess"));
@@ -115,7 +130,7 @@ pub(crate) fn take_role() -> Option<std::result::Result<Assignment, String>> {
 /// client's, inetd-style) is refused. A parent of our own user that forges the channel gains
 /// nothing it could not do by debugging us; one of another user is refused here, and a
 /// privileged (setuid) us is refused before (AT_SECURE). Costs one `getsockopt`, no round trip.
-fn take_channel(role: &OsString) -> std::result::Result<(Role, UnixStream), String> {
+fn take_channel(role: &OsString) -> std::result::Result<(Role, UnixStream), Refused> {
     // Says nothing of what was expected: a forger learns nothing from the refusal.
     let forged = || {
         format!(
@@ -135,10 +150,11 @@ fn take_channel(role: &OsString) -> std::result::Result<(Role, UnixStream), Stri
         if !sys::process::exists(parent) {
             return Err(format!(
                 "the parent process {parent} ended before this worker started; exiting"
-            ));
+            )
+            .into());
         }
         // Started by hand with a copied variable.
-        return Err(forged());
+        return Err(forged().into());
     }
     // The dup is close-on-exec, so the socket does not leak into processes the task starts.
     let socket = std::io::stdin()
@@ -147,16 +163,23 @@ fn take_channel(role: &OsString) -> std::result::Result<(Role, UnixStream), Stri
         .map_err(|e| format!("cannot duplicate standard input: {e}"))?;
     match sys::fd::socket_peer(socket.as_fd()) {
         Ok((pid, uid)) if pid == parent && uid == sys::process::effective_uid() => {}
-        _ => return Err(forged()),
+        _ => return Err(forged().into()),
     }
+    // From here on the parent is proven: it hears why, if this process cannot serve it.
     if build != registry::build_id() {
-        return Err(
-            "this binary is not the build of the process that started it: parent and \
-                    worker must be the same build of the same program"
+        return Err(Refused {
+            why: "this binary is not the build of the process that started it: parent and \
+                  worker must be the same build of the same program"
                 .to_string(),
-        );
+            channel: Some(UnixStream::from(socket)),
+        });
     }
-    sys::fd::stdin_to_null().map_err(|e| format!("cannot replace standard input: {e}"))?;
+    if let Err(e) = sys::fd::stdin_to_null() {
+        return Err(Refused {
+            why: format!("cannot replace standard input: {e}"),
+            channel: Some(UnixStream::from(socket)),
+        });
+    }
     sys::fd::close_inherited_descriptors(socket.as_fd());
     Ok((kind, UnixStream::from(socket)))
 }
@@ -164,8 +187,17 @@ fn take_channel(role: &OsString) -> std::result::Result<(Role, UnixStream), Stri
 /// Starts this binary again in `role`, called `name`, with `socket` as its standard input.
 pub(crate) fn spawn_self(role: Role, name: &str, socket: OwnedFd) -> Result<Child> {
     let mut command = Command::new(SELF_EXE);
+    match through_loader() {
+        Ok(None) => {
+            command.arg0(argv0());
+        }
+        // /proc/self/exe is the dynamic loader: it starts the program as it did for us.
+        Ok(Some(words)) => {
+            command.arg0(&words[0]).args(&words[1..]);
+        }
+        Err(why) => return Err(Error::usage(why.clone())),
+    }
     command
-        .arg0(argv0())
         .env(
             ROLE_VAR,
             format!(
@@ -182,8 +214,66 @@ pub(crate) fn spawn_self(role: Role, name: &str, socket: OwnedFd) -> Result<Chil
         .stdin(Stdio::from(socket));
     // Dropping the command (in `spawn_lasting`) closes our copy of the child's end: from then
     // on, end-of-file on the parent's end means the child is gone.
-    spawn_lasting(command)
-        .map_err(|e| Error::io(format!("cannot start a child process from {SELF_EXE}"), e))
+    spawn_lasting(command).map_err(cannot_start)
+}
+
+/// The error of a child that could not be started, with its cause and what to do.
+fn cannot_start(error: io::Error) -> Error {
+    let advice = match error.raw_os_error() {
+        Some(libc::E2BIG) => {
+            "; the environment is too large for a new program (a variable of 128 KiB or more, \
+             or more than a quarter of the stack limit in all): make it smaller"
+        }
+        Some(libc::ENOENT) => {
+            "; mount /proc if it is not (mp starts workers from /proc/self/exe), and check that \
+             the program's dynamic loader is installed"
+        }
+        Some(libc::EACCES) => {
+            "; the program's file may not be executed (a `noexec` mount, or its permissions): \
+             run it from where it may"
+        }
+        Some(libc::EAGAIN) => {
+            "; this user has as many processes as it may (`ulimit -u`): end some, or raise the \
+             limit"
+        }
+        Some(libc::ENOMEM) => "; the machine is out of memory",
+        _ => "",
+    };
+    Error::io(
+        format!("cannot start a child process from {SELF_EXE}: {error}{advice}"),
+        error,
+    )
+}
+
+/// How to run this program again when /proc/self/exe is the dynamic loader, which started it
+/// (`/lib64/ld-linux-x86-64.so.2 ./prog`): the loader's `argv[0]`, the options it was given,
+/// and the program's absolute path. `None` when /proc/self/exe is the program itself; an error
+/// that says what to do when the program's file cannot be found. Worked out once.
+fn through_loader() -> &'static std::result::Result<Option<Vec<OsString>>, String> {
+    static HOW: OnceLock<std::result::Result<Option<Vec<OsString>>, String>> = OnceLock::new();
+    HOW.get_or_init(|| {
+        let program = match sys::process::program_behind_loader() {
+            Ok(None) => return Ok(None),
+            Ok(Some(program)) => program,
+            Err(e) => {
+                return Err(format!(
+                    "this program was started through the dynamic loader, so /proc/self/exe \
+                     is the loader, and the program to start workers from cannot be found \
+                     ({e}); run the program directly, not through the loader"
+                ));
+            }
+        };
+        // The kernel's command line is the loader's: its name, its options, the program as
+        // given, then the program's arguments, which alone are left in ours.
+        let line = sys::process::original_command_line().unwrap_or_default();
+        let ours = std::env::args_os().count();
+        let mut words = match line.len().checked_sub(ours) {
+            Some(loader) if loader >= 1 => line[..loader].to_vec(),
+            _ => vec![SELF_EXE.into()],
+        };
+        words.push(program.into_os_string());
+        Ok(Some(words))
+    })
 }
 
 /// A command for the spawner thread, and where to send the child it starts.

@@ -276,7 +276,7 @@ impl ReadableSet {
 
 /// Opens /dev/null on each of descriptors 0, 1 and 2 that is closed, as std does before
 /// `main`: otherwise the next descriptor this process opens or receives lands there, where
-/// `println!` writes.
+/// `println!` writes. Without /dev/null, a stand-in ([`put_null_on`]).
 pub(crate) fn open_missing_stdio() {
     for fd in 0..=2 {
         // SAFETY: F_GETFD only asks whether `fd` is open (EBADF if not); it touches no memory
@@ -284,26 +284,42 @@ pub(crate) fn open_missing_stdio() {
         if unsafe { libc::fcntl(fd, libc::F_GETFD) } != -1 {
             continue;
         }
-        // The lowest free descriptor is `fd`, since the ones below it are open.
-        match std::fs::File::options()
-            .read(true)
-            .write(true)
-            .open("/dev/null")
-        {
-            // Stays open for the life of the process, as the standard descriptors do.
-            Ok(null) => std::mem::forget(OwnedFd::from(null)),
-            // Nothing better to do without /dev/null: std's runtime aborts; a worker goes on.
-            Err(_) => return,
-        }
+        // Nothing better to do if even the stand-in cannot be opened (no descriptor free):
+        // std's runtime aborts; a worker goes on.
+        let _ = put_null_on(fd);
     }
 }
 
-/// Makes standard input /dev/null: a worker's socket, inherited there, has been moved off it.
+/// Makes standard input /dev/null (or its stand-in): a worker's socket, inherited there, has
+/// been moved off it.
 pub(crate) fn stdin_to_null() -> io::Result<()> {
-    let null = std::fs::File::open("/dev/null")?;
-    // SAFETY: both descriptors are open across the call; dup2 replaces descriptor 0, to which
-    // no object of this process holds an owning handle (std's stdin only borrows it).
-    if unsafe { libc::dup2(null.as_raw_fd(), 0) } == -1 {
+    put_null_on(0)
+}
+
+/// Puts /dev/null on the standard descriptor `fd`, open and inherited by the programs this
+/// process runs. Where there is no /dev/null (an empty /dev in a container), a stand-in keeps
+/// `fd` open, so that nothing else lands there: for standard input, a pipe whose writing end is
+/// closed (a read sees end-of-file, as from /dev/null); for output, `/` opened as a path only,
+/// where a write fails with EBADF, which std's `print!` counts as written, as it does for a
+/// closed descriptor.
+fn put_null_on(fd: RawFd) -> io::Result<()> {
+    use rustix::fs::{Mode, OFlags};
+    // Not close-on-exec: a standard descriptor is inherited.
+    let null = match rustix::fs::open("/dev/null", OFlags::RDWR | OFlags::NOCTTY, Mode::empty()) {
+        Ok(null) => null,
+        Err(_) if fd == 0 => rustix::pipe::pipe()?.0,
+        Err(_) => rustix::fs::open("/", OFlags::PATH, Mode::empty())?,
+    };
+    if null.as_raw_fd() == fd {
+        // `fd` was closed, and the descriptors below it open: it stays open for the life of
+        // the process, as the standard descriptors do.
+        std::mem::forget(null);
+        return Ok(());
+    }
+    // SAFETY: both descriptors are valid across the call; dup2 replaces `fd`, a standard
+    // descriptor to which no object of this process holds an owning handle (std's standard
+    // streams only borrow them).
+    if unsafe { libc::dup2(null.as_raw_fd(), fd) } == -1 {
         return Err(io::Error::last_os_error());
     }
     Ok(())

@@ -97,6 +97,95 @@ pub(crate) fn is_secure_execution() -> bool {
     unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
 }
 
+/// The hard limit on this process's data segment (RLIMIT_DATA), in bytes; `None` when there
+/// is none.
+pub(crate) fn data_limit_hard() -> Option<u64> {
+    rustix::process::getrlimit(Resource::Data).maximum
+}
+
+/// Whether this process may raise a hard resource limit (it holds CAP_SYS_RESOURCE), as its
+/// re-executed children, of the same user and binary, then may too.
+pub(crate) fn may_raise_hard_limits() -> bool {
+    rustix::thread::capabilities(None).is_ok_and(|sets| {
+        sets.effective
+            .contains(rustix::thread::CapabilitySet::SYS_RESOURCE)
+    })
+}
+
+/// The program this process runs, when it was started by running the dynamic loader with the
+/// program as its argument (`/lib64/ld-linux-x86-64.so.2 ./prog`): then /proc/self/exe is the
+/// loader, not the program. `None` when /proc/self/exe is the program itself, or when there is
+/// no /proc to tell.
+///
+/// The kernel tells where the loader was loaded (AT_BASE) only when it started the loader for
+/// a program; run as a program of its own, the loader is loaded at 0, as a static binary is.
+/// Only then is the file that holds this code compared with /proc/self/exe.
+pub(crate) fn program_behind_loader() -> io::Result<Option<std::path::PathBuf>> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: getauxval only reads the auxiliary vector the kernel gave this process, which
+    // lives as long as it; an unknown type is 0.
+    if unsafe { libc::getauxval(libc::AT_BASE) } != 0 {
+        return Ok(None);
+    }
+    let here = program_behind_loader as *const () as usize;
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        // No /proc: starting /proc/self/exe fails anyway, with its own error.
+        return Ok(None);
+    };
+    let mapping = maps.lines().find_map(|line| {
+        // start-end perms offset major:minor inode path
+        let mut fields = line.splitn(6, ' ');
+        let (start, end) = fields.next()?.split_once('-')?;
+        let (start, end) = (
+            usize::from_str_radix(start, 16).ok()?,
+            usize::from_str_radix(end, 16).ok()?,
+        );
+        if !(start..end).contains(&here) {
+            return None;
+        }
+        let (_, _) = (fields.next()?, fields.next()?);
+        let (major, minor) = fields.next()?.split_once(':')?;
+        let device = rustix::fs::makedev(
+            u32::from_str_radix(major, 16).ok()?,
+            u32::from_str_radix(minor, 16).ok()?,
+        );
+        let inode: u64 = fields.next()?.parse().ok()?;
+        let path = fields.next()?.trim_start();
+        Some((device, inode, path.to_string()))
+    });
+    let not_found = || {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            "the file of this program is not in /proc/self/maps",
+        )
+    };
+    let (device, inode, path) = mapping.ok_or_else(not_found)?;
+    let exe = std::fs::metadata("/proc/self/exe")?;
+    if exe.dev() == device && exe.ino() == inode {
+        return Ok(None);
+    }
+    if !path.starts_with('/') || path.ends_with(" (deleted)") {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("the file of this program ({path}) is gone"),
+        ));
+    }
+    Ok(Some(path.into()))
+}
+
+/// This process's command line as the kernel started it (/proc/self/cmdline), before the
+/// dynamic loader, when it was run as a program, took its own arguments off `argv`.
+pub(crate) fn original_command_line() -> io::Result<Vec<std::ffi::OsString>> {
+    use std::os::unix::ffi::OsStringExt;
+    let line = std::fs::read("/proc/self/cmdline")?;
+    // Each word ends with a NUL.
+    let words = line.strip_suffix(&[0]).unwrap_or(&line);
+    Ok(words
+        .split(|&byte| byte == 0)
+        .map(|word| std::ffi::OsString::from_vec(word.to_vec()))
+        .collect())
+}
+
 /// Caps the process's data segment (RLIMIT_DATA: heap and private anonymous maps).
 pub(crate) fn limit_data(bytes: u64) -> io::Result<()> {
     let limit = Rlimit {

@@ -10,6 +10,9 @@
 //! to a sealed memfd, which travels as the frame's last descriptor beside an empty frame whose
 //! header says so, and the receiver maps the file. That is one copy instead of two, and no
 //! fresh receive buffer to fault in.
+//!
+//! A frame whose header has the `FAREWELL` bit is the sender's last words: why it cannot go
+//! on, as text, sent just before it exits (a worker that cannot start says why this way).
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -31,8 +34,10 @@ const HEADER: usize = 8;
 const FDS_SHIFT: u32 = 48;
 /// Header bit: the frame's bytes are in its last descriptor, a sealed memfd, not in the stream.
 const IN_FILE: u64 = 1 << 47;
+/// Header bit: the frame is the sender's farewell, why it exits, as text.
+const FAREWELL: u64 = 1 << 46;
 /// The header bits that hold the frame's length.
-const LEN_MASK: u64 = IN_FILE - 1;
+const LEN_MASK: u64 = FAREWELL - 1;
 
 /// The most descriptors one `sendmsg` may carry.
 const FDS_PER_MESSAGE: usize = sys::fd::FDS_PER_MESSAGE;
@@ -49,6 +54,8 @@ pub(crate) struct Frame {
     bytes: Bytes,
     /// The descriptors that came with it, in the order they were sent.
     pub(crate) fds: Vec<OwnedFd>,
+    /// Whether it is the sender's farewell ([`Channel::send_farewell`]).
+    farewell: bool,
 }
 
 impl Frame {
@@ -59,7 +66,16 @@ impl Frame {
         Frame {
             bytes: Bytes::Read { buf, start: 0 },
             fds: Vec::new(),
+            farewell: false,
         }
+    }
+
+    /// The sender's farewell, if this frame is one: why it exits, cut to a few lines.
+    pub(crate) fn farewell(&self) -> Option<String> {
+        /// The most of a farewell that is kept: enough for any reason mp gives.
+        const MOST: usize = 4096;
+        self.farewell
+            .then(|| String::from_utf8_lossy(&self[..self.len().min(MOST)]).into_owned())
     }
 }
 
@@ -157,6 +173,11 @@ impl Channel {
             // `recv` returns the error at once.
             Err(_) => true,
         }
+    }
+
+    /// Sends `why` as this side's farewell: the last frame it sends, saying why it exits.
+    pub(crate) fn send_farewell(&mut self, why: &str) -> io::Result<()> {
+        self.send_frame(why.len() as u64 | FAREWELL, &[why.as_bytes()], &[])
     }
 
     /// Sends one frame, without copying `payload`.
@@ -386,6 +407,7 @@ impl Channel {
             ));
         }
         let mut fds: Vec<OwnedFd> = self.fds.drain(..count).collect();
+        let farewell = self.header() & FAREWELL != 0;
         let frame = if self.header() & IN_FILE != 0 {
             let file = fds.pop().ok_or_else(|| {
                 io::Error::new(
@@ -398,6 +420,7 @@ impl Channel {
             Frame {
                 bytes: Bytes::Mapped(Sealed::of_file(file.as_fd(), len)?),
                 fds,
+                farewell,
             }
         } else if self.pos == 0 && frame_end == self.end && len > READ_CHUNK {
             // The buffer holds exactly this one large frame: hand it over instead of copying.
@@ -409,6 +432,7 @@ impl Channel {
                     start: HEADER,
                 },
                 fds,
+                farewell,
             }
         } else {
             let frame = Frame {
@@ -417,6 +441,7 @@ impl Channel {
                     start: 0,
                 },
                 fds,
+                farewell,
             };
             self.pos = frame_end;
             frame
@@ -744,7 +769,7 @@ mod proptests {
 
         #[test]
         fn a_length_over_the_limit_is_an_error_not_an_allocation(
-            len in (DEFAULT_MAX_FRAME + 1)..IN_FILE,
+            len in (DEFAULT_MAX_FRAME + 1)..FAREWELL,
             in_file in any::<bool>(),
             fds in any::<u16>(),
             tail in proptest::collection::vec(any::<u8>(), 0..64),
