@@ -559,6 +559,7 @@ mod tests {
         let Started {
             mut child,
             mut channel,
+            ..
         } = start_worker(StartMethod::Spawn, "Process-farewell").unwrap();
         // A worker that exited before this arrived has said why all the same.
         let sent = channel.send(b"not a request");
