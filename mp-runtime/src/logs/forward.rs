@@ -1,17 +1,21 @@
 //! The worker's side: a `log` logger and a `tracing` subscriber that send records to the
-//! parent.
+//! parent, or (feature `mpi`) from a worker rank to rank 0.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 
 use super::{MAX_RECORD, Origin, Record};
 use crate::sys;
 use crate::wire::codec;
 
-/// The sending end of the parent's log socket.
-struct Sink {
-    socket: OwnedFd,
+/// Where records go.
+enum Sink {
+    /// The sending end of the parent's log socket.
+    Socket(OwnedFd),
+    /// MPI messages to rank 0, by the function given; false when one was not sent.
+    #[cfg(feature = "mpi")]
+    RankZero(fn(&[u8]) -> bool),
 }
 
 static SINK: OnceLock<Sink> = OnceLock::new();
@@ -20,6 +24,10 @@ static SINK: OnceLock<Sink> = OnceLock::new();
 /// full for [`SEND_WAIT`](super::SEND_WAIT)): the next record sent carries the count.
 static UNSENT: AtomicU32 = AtomicU32::new(0);
 
+/// The most verbose level forwarded, 0 (none) to 5 (trace); `log`'s own filter says the same
+/// for `log` records.
+static LEVEL: AtomicU8 = AtomicU8::new(0);
+
 /// Makes this worker send its `log` records and `tracing` events at or above `level` (1 error
 /// to 5 trace) to the parent, on `socket`. Once per process: a worker is told once.
 ///
@@ -27,24 +35,103 @@ static UNSENT: AtomicU32 = AtomicU32::new(0);
 /// before this) is kept: forwarding takes only the library left free, so setting up one's own
 /// never fails for finding mp's there.
 pub(crate) fn install(socket: OwnedFd, level: u8) {
-    if SINK.set(Sink { socket }).is_err() {
-        return;
-    }
-    #[cfg(feature = "log")]
-    if log::set_boxed_logger(Box::new(log_side::Forward)).is_ok() {
-        log::set_max_level(log_side::filter(level));
-    }
-    #[cfg(feature = "tracing")]
-    {
-        let forward = tracing_side::Forward::new(level);
-        // A global subscriber already set (by the initializer) is left as it is.
-        let _ = tracing_core::dispatcher::set_global_default(tracing_core::Dispatch::new(forward));
+    if SINK.set(Sink::Socket(socket)).is_ok() {
+        take_free(level);
     }
 }
 
-/// Sends one record to the parent. A record the parent's socket has no room for within
-/// [`SEND_WAIT`](super::SEND_WAIT) is counted, and the count goes with the next one sent; one
-/// sent to a parent that is gone is dropped, as the worker is about to be ended with it.
+/// Makes this worker rank send its `log` records and `tracing` events at or above `level` (0
+/// none to 5 trace) to rank 0 with `send`, and the records its relay passes on
+/// ([`to_rank_zero`]). Called at each pool rank 0 opens here, with rank 0's level then: the
+/// first call with a level installs, later ones change the level, as new workers of the
+/// rank's pools learn it at their start.
+#[cfg(feature = "mpi")]
+pub(crate) fn forward_to_rank_zero(level: u8, send: fn(&[u8]) -> bool) {
+    if SINK.get().is_none() {
+        if level == 0 {
+            return;
+        }
+        if SINK.set(Sink::RankZero(send)).is_ok() {
+            take_free(level);
+            return;
+        }
+    }
+    if !matches!(SINK.get(), Some(Sink::RankZero(_))) {
+        return;
+    }
+    if LEVEL.swap(level, Ordering::Relaxed) == level {
+        return;
+    }
+    #[cfg(feature = "log")]
+    if ours_for_log() {
+        log::set_max_level(log_side::filter(level));
+    }
+    // Call sites cached as disabled at the old level are asked again.
+    #[cfg(feature = "tracing")]
+    tracing_core::callsite::rebuild_interest_cache();
+}
+
+/// Installs the forwarding logger and subscriber where no other is set.
+fn take_free(level: u8) {
+    LEVEL.store(level, Ordering::Relaxed);
+    #[cfg(feature = "log")]
+    if log::set_boxed_logger(Box::new(log_side::Forward)).is_ok() {
+        log::set_max_level(log_side::filter(level));
+        #[cfg(feature = "mpi")]
+        LOG_TAKEN.store(true, Ordering::Relaxed);
+    }
+    #[cfg(feature = "tracing")]
+    {
+        // A global subscriber already set (by the initializer) is left as it is.
+        let _ = tracing_core::dispatcher::set_global_default(tracing_core::Dispatch::new(
+            tracing_side::Forward::new(),
+        ));
+    }
+}
+
+/// Whether the `log` logger of this process is the forwarding one.
+#[cfg(all(feature = "mpi", feature = "log"))]
+fn ours_for_log() -> bool {
+    LOG_TAKEN.load(Ordering::Relaxed)
+}
+
+/// Set once the forwarding `log` logger is installed.
+#[cfg(all(feature = "mpi", feature = "log"))]
+static LOG_TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Passes a record that this rank's relay took from `worker` (its mark there) to rank 0: true
+/// when this process forwards to rank 0, which then has it (or counts it lost).
+#[cfg(feature = "mpi")]
+pub(super) fn to_rank_zero(record: &Record, worker: &str) -> bool {
+    let Some(Sink::RankZero(send)) = SINK.get() else {
+        return false;
+    };
+    let relayed = super::FromRank {
+        record: Record {
+            unsent: record
+                .unsent
+                .saturating_add(UNSENT.swap(0, Ordering::Relaxed)),
+            ..record.clone()
+        },
+        worker: Some(worker.to_string()),
+    };
+    if !codec::encode(&relayed).is_ok_and(|bytes| send(&bytes)) {
+        UNSENT.fetch_add(relayed.record.unsent.saturating_add(1), Ordering::Relaxed);
+    }
+    true
+}
+
+/// Records not sent since the last one sent, now counted as said: for a worker rank at the
+/// job's end, when no record will carry them.
+#[cfg(feature = "mpi")]
+pub(crate) fn take_unsent() -> u32 {
+    UNSENT.swap(0, Ordering::Relaxed)
+}
+
+/// Sends one record to the parent (or rank 0). A record the parent's socket has no room for
+/// within [`SEND_WAIT`](super::SEND_WAIT) is counted, and the count goes with the next one
+/// sent; one sent to a parent that is gone is dropped, as the worker is about to be ended with
+/// it.
 fn send(
     origin: Origin,
     level: u8,
@@ -76,7 +163,18 @@ fn send(
         };
         bytes = shorter;
     }
-    if sys::fd::send(sink.socket.as_fd(), &bytes, false).is_err() {
+    let sent = match sink {
+        Sink::Socket(socket) => sys::fd::send(socket.as_fd(), &bytes, false).is_ok(),
+        #[cfg(feature = "mpi")]
+        Sink::RankZero(send) => {
+            let relayed = super::FromRank {
+                record,
+                worker: None,
+            };
+            codec::encode(&relayed).is_ok_and(|bytes| send(&bytes))
+        }
+    };
+    if !sent {
         UNSENT.fetch_add(unsent.saturating_add(1), Ordering::Relaxed);
     }
 }
@@ -172,7 +270,7 @@ mod tracing_side {
     use tracing_core::subscriber::Interest;
     use tracing_core::{Event, Level, LevelFilter, Metadata, Subscriber};
 
-    use super::{Origin, send};
+    use super::{LEVEL, Origin, send};
 
     thread_local! {
         /// The spans this thread is in, outermost first.
@@ -188,26 +286,28 @@ mod tracing_side {
 
     /// The worker's `tracing` subscriber: each event becomes one line, prefixed with the spans
     /// it is in (`outer{a=1}:inner: message b=2`, as `tracing_subscriber::fmt` writes them).
+    /// Its level is [`LEVEL`].
     pub(super) struct Forward {
-        max: LevelFilter,
         spans: Mutex<HashMap<u64, Span>>,
         next_id: AtomicU64,
     }
 
     impl Forward {
-        pub(super) fn new(level: u8) -> Forward {
-            let max = match level {
+        pub(super) fn new() -> Forward {
+            Forward {
+                spans: Mutex::new(HashMap::new()),
+                next_id: AtomicU64::new(1),
+            }
+        }
+
+        fn max() -> LevelFilter {
+            match LEVEL.load(Ordering::Relaxed) {
                 0 => LevelFilter::OFF,
                 1 => LevelFilter::ERROR,
                 2 => LevelFilter::WARN,
                 3 => LevelFilter::INFO,
                 4 => LevelFilter::DEBUG,
                 _ => LevelFilter::TRACE,
-            };
-            Forward {
-                max,
-                spans: Mutex::new(HashMap::new()),
-                next_id: AtomicU64::new(1),
             }
         }
 
@@ -288,11 +388,11 @@ mod tracing_side {
         }
 
         fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-            self.max >= *metadata.level()
+            Self::max() >= *metadata.level()
         }
 
         fn max_level_hint(&self) -> Option<LevelFilter> {
-            Some(self.max)
+            Some(Self::max())
         }
 
         fn new_span(&self, attributes: &Attributes<'_>) -> Id {

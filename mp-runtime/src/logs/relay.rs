@@ -61,6 +61,9 @@ struct State {
     ended: VecDeque<(u32, u64)>,
     /// Workers started so far: each start's number.
     starts: u64,
+    /// The number of the last record queued of each MPI rank (on rank 0).
+    #[cfg(feature = "mpi")]
+    ranks: HashMap<i32, u64>,
 }
 
 /// A worker's name, and the number of the last record of it queued.
@@ -145,6 +148,77 @@ pub(crate) fn settle(pid: u32) {
     }
 }
 
+/// The level to tell worker ranks, when rank 0's logging is set up and its relay runs to take
+/// their records: 0 (none) to 5 (trace).
+#[cfg(feature = "mpi")]
+pub(crate) fn for_ranks() -> u8 {
+    let level = level();
+    if level == 0 || relay().is_none() {
+        return 0;
+    }
+    level
+}
+
+/// On rank 0: queues `message`, a record MPI says rank `rank` sent, marked with that rank.
+#[cfg(feature = "mpi")]
+pub(crate) fn from_rank(rank: i32, message: &[u8]) {
+    let Some(relay) = ours() else { return };
+    let mut state = relay.lock();
+    match codec::decode::<super::FromRank>(message) {
+        Ok(relayed) => {
+            // The rank's own word goes only after the rank that MPI names.
+            let mark = match relayed.worker {
+                Some(worker) => format!("rank {rank} {worker}"),
+                None => format!("rank {rank}"),
+            };
+            if let Some(number) = state.admit(relayed.record, mark) {
+                state.ranks.insert(rank, number);
+            }
+        }
+        Err(_) => state.lost.unreadable += 1,
+    }
+    relay.queued.notify_one();
+}
+
+/// On rank 0, before a reply from rank `rank` is delivered (and after its records that came
+/// before it were queued): waits until those are passed on, as [`settle`] does for a worker.
+#[cfg(feature = "mpi")]
+pub(crate) fn settle_rank(rank: i32) {
+    let Some(relay) = ours() else { return };
+    let state = relay.lock();
+    let Some(&last) = state.ranks.get(&rank) else {
+        return;
+    };
+    relay.wait_passed(state, last);
+}
+
+/// At the end of an MPI job: waits up to `limit` for every record queued to be passed on (on
+/// a worker rank, sent to rank 0), and says on standard error how many were not.
+#[cfg(feature = "mpi")]
+pub(crate) fn flush(limit: std::time::Duration) {
+    let Some(relay) = ours() else { return };
+    let mut state = relay.lock();
+    // Records the workers sent before they ended may not be read yet.
+    relay.read_queued(&mut state, QUEUE_RECORDS);
+    let deadline = Instant::now() + limit;
+    while state.passed < state.read || state.lost.any() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            let left = state.read - state.passed + state.lost.dropped;
+            eprintln!(
+                "mp: {left} log records of worker processes were not logged: this process's \
+                 logger did not take them within {limit:?} of the job's end"
+            );
+            return;
+        }
+        state = relay
+            .passed
+            .wait_timeout(state, left)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
+    }
+}
+
 /// The relay, when this process made it (a forked copy has its memory but not its threads).
 fn ours() -> Option<&'static Relay> {
     RELAY
@@ -219,6 +293,8 @@ fn start() -> std::io::Result<&'static Relay> {
             workers: HashMap::new(),
             ended: VecDeque::new(),
             starts: 0,
+            #[cfg(feature = "mpi")]
+            ranks: HashMap::new(),
         }),
         queued: Condvar::new(),
         passed: Condvar::new(),
@@ -312,6 +388,12 @@ impl Relay {
         let Some(last) = state.workers.get(&pid).map(|worker| worker.last) else {
             return;
         };
+        self.wait_passed(state, last);
+    }
+
+    /// Waits until record `last` is passed on, for at most [`ORDER_WAIT`], and not at all
+    /// while the logger is behind; one that takes longer puts the logger behind.
+    fn wait_passed(&self, mut state: MutexGuard<'_, State>, last: u64) {
         let deadline = Instant::now() + ORDER_WAIT;
         while state.passed < last && !state.behind {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -339,28 +421,37 @@ impl State {
                 return;
             }
         };
-        self.lost.dropped += u64::from(record.unsent);
-        if self.queue.len() >= QUEUE_RECORDS
-            || self.queued_bytes + record.message.len() > QUEUE_BYTES
-        {
-            self.lost.dropped += 1;
-            return;
-        }
-        self.read += 1;
-        let number = self.read;
         let mark = match datagram.sender {
-            Some(pid) => match self.workers.get_mut(&pid) {
-                Some(worker) => {
-                    worker.last = number;
-                    format!("{} {pid}", worker.name)
-                }
+            Some(pid) => match self.workers.get(&pid) {
+                Some(worker) => format!("{} {pid}", worker.name),
                 // A process a worker started itself (a task's fork, say).
                 None => format!("pid {pid}"),
             },
             None => "unknown process".to_string(),
         };
+        let Some(number) = self.admit(record, mark) else {
+            return;
+        };
+        if let Some(worker) = datagram.sender.and_then(|pid| self.workers.get_mut(&pid)) {
+            worker.last = number;
+        }
+    }
+
+    /// Queues `record`, marked `mark`, and returns its number; or counts it dropped when the
+    /// queue is full. Counts too what its sender could not send before it.
+    fn admit(&mut self, record: Record, mark: String) -> Option<u64> {
+        self.lost.dropped += u64::from(record.unsent);
+        if self.queue.len() >= QUEUE_RECORDS
+            || self.queued_bytes + record.message.len() > QUEUE_BYTES
+        {
+            self.lost.dropped += 1;
+            return None;
+        }
+        self.read += 1;
+        let number = self.read;
         self.queued_bytes += record.message.len();
         self.queue.push_back((number, Marked { record, mark }));
+        Some(number)
     }
 }
 
@@ -402,6 +493,11 @@ fn report(lost: &Lost) {
 /// logged with when the parent has both, else to the one it has.
 fn pass_on(marked: &Marked) {
     let record = &marked.record;
+    // A worker rank forwards its workers' records to rank 0 as they are, marks apart.
+    #[cfg(feature = "mpi")]
+    if super::forward::to_rank_zero(record, &marked.mark) {
+        return;
+    }
     let Some(level) = log::Level::iter().nth(usize::from(record.level).saturating_sub(1)) else {
         return;
     };
