@@ -107,10 +107,10 @@ pub(super) fn to_rank_zero(record: &Record, worker: &str) -> bool {
         return false;
     };
     let relayed = super::FromRank {
+        // What the worker could not send is counted by this rank's relay, and said by it:
+        // only what this rank could not send goes with the record.
         record: Record {
-            unsent: record
-                .unsent
-                .saturating_add(UNSENT.swap(0, Ordering::Relaxed)),
+            unsent: UNSENT.swap(0, Ordering::Relaxed),
             ..record.clone()
         },
         worker: Some(worker.to_string()),
