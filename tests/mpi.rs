@@ -8,6 +8,8 @@
 use std::collections::BTreeSet;
 use std::panic::{self, AssertUnwindSafe};
 use std::process::{Command, ExitCode};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use mp_runtime::{Pool, mpi_rank, process_fn};
@@ -266,6 +268,102 @@ fn close_join_and_terminate() {
     assert!(started.elapsed() < WAIT, "terminate stops a running task");
 }
 
+/// Rank 0's logger, set in `main`: keeps every record's text (target, then message). Made
+/// slow, it takes 40 ms a record and prints each on standard output.
+struct Captured(Mutex<Vec<String>>);
+
+static SLOW_LOGGER: AtomicBool = AtomicBool::new(false);
+
+impl Captured {
+    fn lines_ending(&self, end: &str) -> Vec<String> {
+        let lines = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        lines
+            .iter()
+            .filter(|line| line.ends_with(end))
+            .cloned()
+            .collect()
+    }
+}
+
+impl log::Log for Captured {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        let text = format!("{} {}", record.target(), record.args());
+        if SLOW_LOGGER.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(40));
+            println!("logged: {text}");
+        }
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(text);
+    }
+
+    fn flush(&self) {}
+}
+
+static CAPTURED: Captured = Captured(Mutex::new(Vec::new()));
+
+/// Logs with `log` and `tracing`, at a level rank 0's logger takes and at one it does not;
+/// returns the rank it ran on.
+#[process_fn]
+fn log_on_a_rank(x: u32) -> Option<u32> {
+    log::info!("log record {x}");
+    log::debug!("debug record {x}");
+    tracing::warn!(x, "tracing event");
+    mpi_rank()
+}
+
+fn worker_logs_reach_rank_zero() {
+    let pool = pool();
+    let ranks = pool.map_chunked(log_on_a_rank, 0..20, 1).unwrap();
+    // Read at once: a task's records are passed on before its result is delivered, when the
+    // logger keeps up (as this one does).
+    for (x, rank) in ranks.into_iter().enumerate() {
+        let rank = rank.expect("ran on a worker rank");
+        let mark = format!("[rank {rank} SpawnPoolWorker-");
+        for needle in [format!("log record {x}"), format!("tracing event x={x}")] {
+            let lines = CAPTURED.lines_ending(&needle);
+            assert_eq!(lines.len(), 1, "{needle:?} once");
+            assert!(
+                lines[0].contains(&mark) && lines[0].starts_with("mpi "),
+                "not marked with rank {rank}'s worker, or the target is lost: {}",
+                lines[0]
+            );
+        }
+    }
+    assert!(
+        (0..20).all(|x| CAPTURED
+            .lines_ending(&format!("debug record {x}"))
+            .is_empty()),
+        "rank 0's level (info) is not honoured"
+    );
+}
+
+/// Logs `n` records.
+#[process_fn]
+fn log_many(n: u32) -> u32 {
+    for i in 0..n {
+        log::info!("end record {i}");
+    }
+    n
+}
+
+/// How many records [`logs_at_the_end`] logs.
+const END_RECORDS: u32 = 10;
+
+/// The job ends while rank 0's logger still has a rank's records to log (it takes 40 ms
+/// each): they are logged before it ends, which [`launch`] checks in the output.
+fn logs_at_the_end() {
+    let pool = Pool::builder().mpi().processes(1).build().unwrap();
+    SLOW_LOGGER.store(true, Ordering::Relaxed);
+    // Delivered once the logger is found slow (100 ms), with most records still queued.
+    assert_eq!(pool.apply(log_many, (END_RECORDS,)).unwrap(), END_RECORDS);
+}
+
 fn cases() -> Vec<(&'static str, fn())> {
     vec![
         ("results_in_order", results_in_order),
@@ -288,6 +386,7 @@ fn cases() -> Vec<(&'static str, fn())> {
             pools_side_by_side_and_in_turn,
         ),
         ("close_join_and_terminate", close_join_and_terminate),
+        ("worker_logs_reach_rank_zero", worker_logs_reach_rank_zero),
     ]
 }
 
@@ -360,9 +459,16 @@ fn main() -> ExitCode {
         survive_a_lost_rank(&path);
         return ExitCode::SUCCESS;
     }
+    // As a program's `main` sets up its logging: before any pool starts.
+    log::set_logger(&CAPTURED).unwrap();
+    log::set_max_level(log::LevelFilter::Info);
     let filter = std::env::args().nth(1).filter(|arg| !arg.starts_with('-'));
     if filter.as_deref() == Some(PANIC_CASE) {
         panic_with_work_running();
+    }
+    if filter.as_deref() == Some(END_CASE) {
+        logs_at_the_end();
+        return ExitCode::SUCCESS;
     }
     let mut failed = 0;
     for (name, case) in cases() {
@@ -389,20 +495,23 @@ fn main() -> ExitCode {
 /// The argument that makes rank 0 run [`panic_with_work_running`] alone.
 const PANIC_CASE: &str = "rank_zero_panics";
 
+/// The argument that makes rank 0 run [`logs_at_the_end`] alone.
+const END_CASE: &str = "logs_at_the_end";
+
 /// Runs the cases under `mpirun -n 3`, then checks that a panic on rank 0 ends every rank.
 fn launch() -> ExitCode {
     let filters: Vec<String> = std::env::args()
         .skip(1)
         .filter(|arg| !arg.starts_with('-'))
         .collect();
-    let Some(status) = run_under_mpirun(&filters) else {
+    let Some(status) = run_under_mpirun(&filters, None) else {
         return ExitCode::FAILURE;
     };
     if !status.success() {
         eprintln!("the run under mpirun failed: {status}");
         return ExitCode::FAILURE;
     }
-    let Some(status) = run_under_mpirun(&[PANIC_CASE.to_string()]) else {
+    let Some(status) = run_under_mpirun(&[PANIC_CASE.to_string()], None) else {
         return ExitCode::FAILURE;
     };
     // mpirun passes on rank 0's exit code: 101, Rust's for a panic.
@@ -426,6 +535,31 @@ fn launch() -> ExitCode {
         return ExitCode::FAILURE;
     }
     println!("test rank_zero_panics_ends_every_rank ... ok");
+    logs_reach_rank_zero_at_the_end()
+}
+
+/// Runs [`logs_at_the_end`] under the launcher: every record the rank sent is logged.
+fn logs_reach_rank_zero_at_the_end() -> ExitCode {
+    let output = std::env::temp_dir().join(format!("mp-mpi-logs-{}.txt", std::process::id()));
+    let status = run_under_mpirun(&[END_CASE.to_string()], Some(&output));
+    let text = std::fs::read_to_string(&output).unwrap_or_default();
+    let _ = std::fs::remove_file(&output);
+    if !status.is_some_and(|status| status.success()) {
+        eprintln!("the run of {END_CASE} failed: {status:?}\n{text}");
+        return ExitCode::FAILURE;
+    }
+    let missing: Vec<u32> = (0..END_RECORDS)
+        .filter(|i| {
+            !text.lines().any(|line| {
+                line.starts_with("logged: ") && line.ends_with(&format!("end record {i}"))
+            })
+        })
+        .collect();
+    if !missing.is_empty() {
+        eprintln!("records {missing:?} were lost at the job's end; rank 0 logged:\n{text}");
+        return ExitCode::FAILURE;
+    }
+    println!("test logs_reach_rank_zero_at_the_end ... ok");
     ExitCode::SUCCESS
 }
 
@@ -435,7 +569,7 @@ fn launch_rank_loss(path: &str) -> ExitCode {
     let _ = std::fs::remove_file(path);
     let started = Instant::now();
     // The launcher's status reports the rank that died; rank 0's "ok" is what counts.
-    let Some(_) = run_under_mpirun(&[]) else {
+    let Some(_) = run_under_mpirun(&[], None) else {
         return ExitCode::FAILURE;
     };
     let ended = started.elapsed();
@@ -452,13 +586,16 @@ fn launch_rank_loss(path: &str) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Runs this binary under `mpirun -n 3` with `args`, killing it if it runs past
-/// [`RUN_LIMIT`]; `None` if it could not run or was killed.
+/// Runs this binary under `mpirun -n 3` with `args`, its standard output to `stdout` if
+/// given, killing it if it runs past [`RUN_LIMIT`]; `None` if it could not run or was killed.
 ///
 /// The launcher is `mpirun`, or the command line in `MP_TEST_LAUNCHER` (such as
 /// `srun --mpi=pmi2`, or a venv's `mpiexec`). Open MPI refuses to start ranks as root or more
 /// ranks than cores unless told: the variables that tell it are set here (MPICH ignores them).
-fn run_under_mpirun(args: &[String]) -> Option<std::process::ExitStatus> {
+fn run_under_mpirun(
+    args: &[String],
+    stdout: Option<&std::path::Path>,
+) -> Option<std::process::ExitStatus> {
     let exe = std::env::current_exe().unwrap();
     let launcher = std::env::var("MP_TEST_LAUNCHER").unwrap_or_else(|_| "mpirun".to_string());
     let mut launcher = launcher.split_whitespace();
@@ -475,6 +612,9 @@ fn run_under_mpirun(args: &[String]) -> Option<std::process::ExitStatus> {
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
         .env("OMPI_MCA_rmaps_base_oversubscribe", "1")
         .env("PRTE_MCA_rmaps_default_mapping_policy", ":oversubscribe");
+    if let Some(path) = stdout {
+        command.stdout(std::fs::File::create(path).unwrap());
+    }
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(error) => {

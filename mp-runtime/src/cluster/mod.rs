@@ -11,6 +11,10 @@
 //! MPI is joined with `MPI_THREAD_MULTIPLE`: each pool thread talks to its own rank. Receives
 //! poll (`MPI_Improbe`) rather than block, so that a thread waiting for a long task neither
 //! burns a core nor holds MPI when the job ends; see [`Backoff`].
+//!
+//! Log records of worker ranks cross on a tag of their own ([`TAG_LOG`]), one record a
+//! message; on rank 0 a thread of their own takes them into the log relay (see
+//! [`crate::logs`]), so that a rank's sends never wait on rank 0's logger.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError, RwLock, RwLockReadGuard};
@@ -51,11 +55,12 @@ const DEFAULT_PIECE: usize = 1 << 30;
 const INLINE_MAX: usize = 1 << 20;
 
 /// Tags, so that each receiver takes only its own messages: rank 0 to a worker rank (every
-/// pool's requests, and the order to stop); a worker rank's greeting and goodbye; and from
-/// [`FIRST_POOL_TAG`] on, one tag per pool for replies.
+/// pool's requests, and the order to stop); a worker rank's greeting, goodbye and log
+/// records; and from [`FIRST_POOL_TAG`] on, one tag per pool for replies.
 pub(crate) const TAG_TO_RANK: i32 = 1;
 const TAG_HELLO: i32 = 2;
 const TAG_BYE: i32 = 3;
+const TAG_LOG: i32 = 4;
 pub(crate) const FIRST_POOL_TAG: i32 = 16;
 /// Tags every MPI library must support: pool tags wrap below this.
 pub(crate) const TAG_LIMIT: i32 = 32767;
@@ -518,8 +523,12 @@ fn end_job(status: i32) {
             }
             match try_match(Some(rank), None) {
                 Ok(Some(matched)) => {
-                    let bye = matched.tag == TAG_BYE;
-                    let _ = matched.receive_onto(&mut Vec::new());
+                    let (bye, log) = (matched.tag == TAG_BYE, matched.tag == TAG_LOG);
+                    let mut message = Vec::new();
+                    // Log records the rank sent before its goodbye are still logged.
+                    if matched.receive_onto(&mut message).is_ok() && log {
+                        crate::logs::from_rank(rank, &message);
+                    }
                     if bye {
                         break;
                     }
@@ -531,7 +540,133 @@ fn end_job(status: i32) {
         }
     }
     *open = false;
+    crate::logs::flush(LOG_FLUSH);
     end_mpi(status);
+}
+
+/// How long a rank's end waits for the log records still queued to be passed on: on a worker
+/// rank, sent to rank 0; on rank 0, to its logger.
+pub(crate) const LOG_FLUSH: Duration = Duration::from_secs(1);
+
+/// On a worker rank: sends one log record (encoded) to rank 0; false when it was not sent,
+/// for the rank has said goodbye, or MPI failed. Rank 0 receives on a thread of its own,
+/// whatever its logger does, so this does not wait on the logger.
+pub(crate) fn send_log(record: &[u8]) -> bool {
+    let closed = LOG_SENDS_CLOSED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if *closed {
+        return false;
+    }
+    let Ok(_open) = open() else {
+        return false;
+    };
+    // Not under the destination's lock: a record is one message on a tag of its own, which
+    // cannot interleave with the pieces of a reply.
+    mpi::send(0, TAG_LOG, record, false).is_ok()
+}
+
+/// Set, on a worker rank, once no log record may be sent: rank 0 stops receiving from a
+/// rank at its goodbye, so a record sent later could wait forever for it. Held while one is
+/// sent, so that the goodbye follows every record sent.
+static LOG_SENDS_CLOSED: Mutex<bool> = Mutex::new(false);
+
+/// On rank 0: the level to tell worker ranks when a pool opens there, 0 (none) to 5 (trace):
+/// its logging's, when that is set up and the thread that takes the ranks' records runs.
+pub(crate) fn log_level_for_ranks() -> u8 {
+    let level = crate::logs::for_ranks();
+    if level == 0 || !start_log_reader() {
+        return 0;
+    }
+    level
+}
+
+/// Whether the thread that takes worker ranks' records on rank 0 runs; started at the first
+/// call. One that cannot start is said once on standard error.
+fn start_log_reader() -> bool {
+    *LOG_READER.get_or_init(|| {
+        let started = std::thread::Builder::new()
+            .name("mp-rank-logs".into())
+            .spawn(read_logs_forever);
+        if let Err(error) = &started {
+            eprintln!("mp: the logs of MPI ranks cannot reach this process's logger: {error}");
+        }
+        started.is_ok()
+    })
+}
+
+static LOG_READER: OnceLock<bool> = OnceLock::new();
+
+/// Rank 0's thread that takes worker ranks' records as they come, until MPI ends. It runs
+/// none of the user's code: records are queued for the relay's logger thread.
+fn read_logs_forever() {
+    let mut sleep = LOG_POLL_FIRST;
+    loop {
+        let taken = match receive_logs(None, LOG_BATCH) {
+            Ok(taken) => taken,
+            Err(error) if error.is_closed() => return,
+            // A lost rank can fail a receive from any rank (under ULFM): ask the others.
+            Err(_) => live_worker_ranks()
+                .into_iter()
+                .map(|rank| receive_logs(Some(rank), LOG_BATCH).unwrap_or(0))
+                .sum(),
+        };
+        if taken > 0 {
+            sleep = LOG_POLL_FIRST;
+        } else {
+            std::thread::sleep(sleep);
+            sleep = (sleep * 2).min(LOG_POLL_LONGEST);
+        }
+    }
+}
+
+/// How the thread that takes ranks' records polls: soon after one came, then less often. A
+/// rank's record waits for it at most this long only when MPI sends it by rendezvous (large),
+/// and a reply of the rank takes its records first anyway ([`settle_logs`]).
+const LOG_POLL_FIRST: Duration = Duration::from_micros(100);
+const LOG_POLL_LONGEST: Duration = Duration::from_millis(10);
+
+/// The most records one look takes while other threads wait for it.
+const LOG_BATCH: usize = 256;
+
+/// Takes up to `most` log records that have arrived from `source` (any rank if `None`) into
+/// the log relay; returns how many. One thread at a time, so that records are queued in the
+/// order they arrived.
+fn receive_logs(source: Option<i32>, most: usize) -> Result<usize> {
+    let _open = open()?;
+    let _one_at_a_time = RECEIVING_LOGS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let mut taken = 0;
+    while taken < most {
+        let Some(matched) = try_match(source, Some(TAG_LOG))? else {
+            break;
+        };
+        let rank = matched.source;
+        let mut message = Vec::new();
+        matched.receive_onto(&mut message).map_err(mpi_error)?;
+        crate::logs::from_rank(rank, &message);
+        taken += 1;
+    }
+    Ok(taken)
+}
+
+static RECEIVING_LOGS: Mutex<()> = Mutex::new(());
+
+/// The most records a reply takes before it is delivered: as many as the relay queues, so
+/// that a rank that floods keeps no reply waiting.
+const SETTLE_MOST: usize = 4096;
+
+/// On rank 0, before a reply of `rank` is delivered: takes the records the rank sent before
+/// it, and waits for them to be logged as a local worker's reply does (see
+/// [`crate::logs::settle_rank`]). Nothing to do where no rank was told to send records.
+pub(crate) fn settle_logs(rank: i32) {
+    if LOG_READER.get() != Some(&true) {
+        return;
+    }
+    if receive_logs(Some(rank), SETTLE_MOST).is_ok() {
+        crate::logs::settle_rank(rank);
+    }
 }
 
 /// A worker rank's goodbye: rank 0 stops draining it after this. A synchronous send, which
@@ -539,6 +674,10 @@ fn end_job(status: i32) {
 /// transport (UCX over TCP) when `MPI_Finalize` blocks for rank 0, which would then never get
 /// it.
 pub(crate) fn say_goodbye() -> Result<()> {
+    // After a record being sent, if any: rank 0 has every record sent before its goodbye.
+    *LOG_SENDS_CLOSED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner) = true;
     let _open = open()?;
     mpi::send(0, TAG_BYE, &[], true).map_err(mpi_error)
 }

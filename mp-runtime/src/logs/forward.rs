@@ -1,20 +1,28 @@
 //! The worker's side: a `log` logger and a `tracing` subscriber that send records to the
-//! parent.
+//! parent, or (feature `mpi`) from a worker rank to rank 0.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 
 use super::{MAX_RECORD, Origin, Record, Sent};
 use crate::sys;
 use crate::wire::codec;
 
-/// The sending end of the parent's log socket.
-struct Sink {
-    socket: OwnedFd,
+/// Where records go.
+enum Sink {
+    /// The sending end of this worker's log socket to the parent.
+    Socket(OwnedFd),
+    /// MPI messages to rank 0, by the function given; false when one was not sent.
+    #[cfg(feature = "mpi")]
+    RankZero(fn(&[u8]) -> bool),
 }
 
 static SINK: OnceLock<Sink> = OnceLock::new();
+
+/// The most verbose level forwarded, 0 (none) to 5 (trace); `log`'s own filter says the same
+/// for `log` records.
+static LEVEL: AtomicU8 = AtomicU8::new(0);
 
 /// Records this worker could not send since it last said so (the parent's socket stayed full
 /// for [`SEND_WAIT`](super::SEND_WAIT)): said before the next record, and before each reply.
@@ -27,19 +35,80 @@ static UNSENT: AtomicU32 = AtomicU32::new(0);
 /// before this) is kept: forwarding takes only the library left free, so setting up one's own
 /// never fails for finding mp's there.
 pub(crate) fn install(socket: OwnedFd, level: u8) {
-    if SINK.set(Sink { socket }).is_err() {
+    if SINK.set(Sink::Socket(socket)).is_ok() {
+        take_free(level);
+    }
+}
+
+/// Makes this worker rank send its `log` records and `tracing` events at or above `level` (0
+/// none to 5 trace) to rank 0 with `send`, and the records its relay passes on
+/// ([`to_rank_zero`]). Called at each pool rank 0 opens here, with rank 0's level then: the
+/// first call with a level installs, later ones change the level, as new workers of the
+/// rank's pools learn it at their start.
+#[cfg(feature = "mpi")]
+pub(crate) fn forward_to_rank_zero(level: u8, send: fn(&[u8]) -> bool) {
+    if SINK.get().is_none() {
+        if level == 0 {
+            return;
+        }
+        if SINK.set(Sink::RankZero(send)).is_ok() {
+            take_free(level);
+            return;
+        }
+    }
+    if !matches!(SINK.get(), Some(Sink::RankZero(_))) {
+        return;
+    }
+    if LEVEL.swap(level, Ordering::Relaxed) == level {
         return;
     }
     #[cfg(feature = "log")]
-    if log::set_boxed_logger(Box::new(log_side::Forward)).is_ok() {
+    if LOG_TAKEN.load(Ordering::Relaxed) {
         log::set_max_level(log_side::filter(level));
     }
+    // Call sites cached as disabled at the old level are asked again.
     #[cfg(feature = "tracing")]
-    {
-        let forward = tracing_side::Forward::new(level);
-        // A global subscriber already set (by the initializer) is left as it is.
-        let _ = tracing_core::dispatcher::set_global_default(tracing_core::Dispatch::new(forward));
+    tracing_core::callsite::rebuild_interest_cache();
+}
+
+/// Set once the forwarding `log` logger is installed.
+#[cfg(all(feature = "mpi", feature = "log"))]
+static LOG_TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Installs the forwarding logger and subscriber where no other is set.
+fn take_free(level: u8) {
+    LEVEL.store(level, Ordering::Relaxed);
+    #[cfg(feature = "log")]
+    if log::set_boxed_logger(Box::new(log_side::Forward)).is_ok() {
+        log::set_max_level(log_side::filter(level));
+        #[cfg(feature = "mpi")]
+        LOG_TAKEN.store(true, Ordering::Relaxed);
     }
+    // A global subscriber already set (by the initializer) is left as it is.
+    #[cfg(feature = "tracing")]
+    let _ = tracing_core::dispatcher::set_global_default(tracing_core::Dispatch::new(
+        tracing_side::Forward::new(),
+    ));
+}
+
+/// Passes what this rank's relay took from `worker` (its mark there) to rank 0: true when this
+/// process forwards to rank 0, which then has it (or it is counted unsent).
+#[cfg(feature = "mpi")]
+pub(super) fn to_rank_zero(sent: &Sent, worker: &str) -> bool {
+    if !matches!(SINK.get(), Some(Sink::RankZero(_))) {
+        return false;
+    }
+    if !say_unsent() || !transmit_as(sent.clone(), Some(worker.to_string())) {
+        UNSENT.fetch_add(1, Ordering::Relaxed);
+    }
+    true
+}
+
+/// Records not sent and not yet said, now counted as said: for a worker rank at the job's end,
+/// when nothing more will be sent.
+#[cfg(feature = "mpi")]
+pub(crate) fn take_unsent() -> u32 {
+    UNSENT.swap(0, Ordering::Relaxed)
 }
 
 /// Tells the parent how many records this worker dropped, if any: called before a reply is
@@ -105,12 +174,24 @@ fn send(
     }
 }
 
-/// Encodes and sends one datagram; whether it went.
+/// Encodes and sends one record or count; whether it went.
 fn transmit(sent: &Sent) -> bool {
-    let Some(sink) = SINK.get() else {
+    match SINK.get() {
+        None => false,
+        Some(Sink::Socket(socket)) => codec::encode(sent)
+            .is_ok_and(|bytes| sys::fd::send(socket.as_fd(), &bytes, false).is_ok()),
+        #[cfg(feature = "mpi")]
+        Some(Sink::RankZero(_)) => transmit_as(sent.clone(), None),
+    }
+}
+
+/// Sends `sent` to rank 0, as `worker`'s (`None`: this rank's own); whether it went.
+#[cfg(feature = "mpi")]
+fn transmit_as(sent: Sent, worker: Option<String>) -> bool {
+    let Some(Sink::RankZero(send)) = SINK.get() else {
         return false;
     };
-    codec::encode(sent).is_ok_and(|bytes| sys::fd::send(sink.socket.as_fd(), &bytes, false).is_ok())
+    codec::encode(&super::FromRank { sent, worker }).is_ok_and(|bytes| send(&bytes))
 }
 
 /// Shortens the record by at least `over` bytes: the target, module path and file each to at
@@ -204,7 +285,7 @@ mod tracing_side {
     use tracing_core::subscriber::Interest;
     use tracing_core::{Event, Level, LevelFilter, Metadata, Subscriber};
 
-    use super::{Origin, send};
+    use super::{LEVEL, Origin, send};
 
     thread_local! {
         /// The spans this thread is in, outermost first.
@@ -220,26 +301,28 @@ mod tracing_side {
 
     /// The worker's `tracing` subscriber: each event becomes one line, prefixed with the spans
     /// it is in (`outer{a=1}:inner: message b=2`, as `tracing_subscriber::fmt` writes them).
+    /// Its level is [`LEVEL`].
     pub(super) struct Forward {
-        max: LevelFilter,
         spans: Mutex<HashMap<u64, Span>>,
         next_id: AtomicU64,
     }
 
     impl Forward {
-        pub(super) fn new(level: u8) -> Forward {
-            let max = match level {
+        pub(super) fn new() -> Forward {
+            Forward {
+                spans: Mutex::new(HashMap::new()),
+                next_id: AtomicU64::new(1),
+            }
+        }
+
+        fn max() -> LevelFilter {
+            match LEVEL.load(Ordering::Relaxed) {
                 0 => LevelFilter::OFF,
                 1 => LevelFilter::ERROR,
                 2 => LevelFilter::WARN,
                 3 => LevelFilter::INFO,
                 4 => LevelFilter::DEBUG,
                 _ => LevelFilter::TRACE,
-            };
-            Forward {
-                max,
-                spans: Mutex::new(HashMap::new()),
-                next_id: AtomicU64::new(1),
             }
         }
 
@@ -320,11 +403,11 @@ mod tracing_side {
         }
 
         fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-            self.max >= *metadata.level()
+            Self::max() >= *metadata.level()
         }
 
         fn max_level_hint(&self) -> Option<LevelFilter> {
-            Some(self.max)
+            Some(Self::max())
         }
 
         fn new_span(&self, attributes: &Attributes<'_>) -> Id {

@@ -25,6 +25,13 @@
 //!
 //! Datagrams arrive whole, so records of several workers never interleave, and a record sent
 //! before a worker died is not lost with it.
+//!
+//! Across MPI ranks (feature `mpi`), rank 0 tells each worker rank its level when it opens a
+//! pool there. The rank process then forwards as a worker does, with MPI messages to rank 0
+//! for a sink ([`forward_to_rank_zero`]): the records of its own pool's workers (which reach
+//! its relay, as above) and its own. On rank 0, each message is queued into the same relay
+//! queue, marked with the rank that MPI says sent it ([`from_rank`]), and a rank's reply waits
+//! for that rank's records as a worker's does ([`settle_rank`]).
 
 #[cfg(any(feature = "log", feature = "tracing"))]
 use std::time::Duration;
@@ -39,6 +46,10 @@ mod relay;
 
 #[cfg(any(feature = "log", feature = "tracing"))]
 pub(crate) use forward::{flush_unsent, install};
+#[cfg(all(feature = "mpi", any(feature = "log", feature = "tracing")))]
+pub(crate) use forward::{forward_to_rank_zero, take_unsent};
+#[cfg(all(feature = "mpi", any(feature = "log", feature = "tracing")))]
+pub(crate) use relay::{flush, for_ranks, from_rank, settle_rank};
 #[cfg(any(feature = "log", feature = "tracing"))]
 pub(crate) use relay::{for_child, settle, worker_ended};
 
@@ -58,7 +69,31 @@ mod off {
     pub(crate) fn for_child(_pid: u32, _name: &str) -> Option<(u8, OwnedFd)> {
         None
     }
+
+    #[cfg(feature = "mpi")]
+    pub(crate) fn for_ranks() -> u8 {
+        0
+    }
+
+    #[cfg(feature = "mpi")]
+    pub(crate) fn forward_to_rank_zero(_level: u8, _send: fn(&[u8]) -> bool) {}
+
+    #[cfg(feature = "mpi")]
+    pub(crate) fn from_rank(_rank: i32, _message: &[u8]) {}
+
+    #[cfg(feature = "mpi")]
+    pub(crate) fn settle_rank(_rank: i32) {}
+
+    #[cfg(feature = "mpi")]
+    pub(crate) fn flush(_limit: std::time::Duration) {}
+
+    #[cfg(feature = "mpi")]
+    pub(crate) fn take_unsent() -> u32 {
+        0
+    }
 }
+#[cfg(all(feature = "mpi", not(any(feature = "log", feature = "tracing"))))]
+pub(crate) use off::{flush, for_ranks, forward_to_rank_zero, from_rank, settle_rank, take_unsent};
 #[cfg(not(any(feature = "log", feature = "tracing")))]
 pub(crate) use off::{flush_unsent, for_child, install, settle, worker_ended};
 
@@ -86,7 +121,7 @@ enum Origin {
 
 /// One log record, as a worker sends it.
 #[cfg(any(feature = "log", feature = "tracing"))]
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct Record {
     origin: Origin,
     /// 1 (error) to 5 (trace), as `log::Level`.
@@ -100,9 +135,19 @@ struct Record {
 
 /// What a worker sends on its log socket: one datagram each.
 #[cfg(any(feature = "log", feature = "tracing"))]
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 enum Sent {
     Record(Record),
     /// This many records were dropped in the worker, finding no room on the socket.
     Unsent(u32),
+}
+
+/// What a worker rank sends rank 0 (feature `mpi`): one message each.
+#[cfg(all(feature = "mpi", any(feature = "log", feature = "tracing")))]
+#[derive(Serialize, Deserialize)]
+struct FromRank {
+    sent: Sent,
+    /// The worker of the rank's own pool that sent it, as the rank's relay marked it; `None`
+    /// for the rank process itself. Rank 0 puts the rank, as MPI says, before it.
+    worker: Option<String>,
 }

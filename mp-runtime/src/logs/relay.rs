@@ -71,6 +71,9 @@ struct State {
     reported: Instant,
     /// The workers this process started and that have not ended, by pid.
     workers: HashMap<u32, Worker>,
+    /// The number of the last item queued of each MPI rank (on rank 0).
+    #[cfg(feature = "mpi")]
+    ranks: HashMap<i32, u64>,
 }
 
 /// A worker: its name, the end of its log socket that this process reads, and the number of
@@ -141,6 +144,84 @@ pub(crate) fn worker_ended(pid: u32) {
 pub(crate) fn settle(pid: u32) {
     if let Some(shared) = ours() {
         shared.settle(pid);
+    }
+}
+
+/// The level to tell worker ranks, when rank 0's logging is set up and its relay runs to take
+/// their records: 0 (none) to 5 (trace).
+#[cfg(feature = "mpi")]
+pub(crate) fn for_ranks() -> u8 {
+    let level = level();
+    if level == 0 || relay().is_none() {
+        return 0;
+    }
+    level
+}
+
+/// On rank 0: queues `message`, a record MPI says rank `rank` sent, marked with that rank.
+#[cfg(feature = "mpi")]
+pub(crate) fn from_rank(rank: i32, message: &[u8]) {
+    let Some(shared) = ours() else { return };
+    let mut state = shared.lock();
+    match codec::decode::<super::FromRank>(message) {
+        Ok(relayed) if relayed.sent.is_well_formed() => {
+            if !state.full(relayed.sent.len()) {
+                // The rank's own word goes only after the rank that MPI names.
+                let mark = match relayed.worker {
+                    Some(worker) => format!("rank {rank} {worker}"),
+                    None => format!("rank {rank}"),
+                };
+                let number = state.admit(relayed.sent, mark);
+                state.ranks.insert(rank, number);
+            }
+        }
+        _ => state.lost.unreadable += 1,
+    }
+    drop(state);
+    shared.queued.notify_one();
+}
+
+/// On rank 0, before a reply from rank `rank` is delivered (and after its records that came
+/// before it were queued): waits until those are passed on, as [`settle`] does for a worker.
+#[cfg(feature = "mpi")]
+pub(crate) fn settle_rank(rank: i32) {
+    let Some(shared) = ours() else { return };
+    let deadline = Instant::now() + ORDER_WAIT;
+    let state = shared.lock();
+    let Some(&last) = state.ranks.get(&rank) else {
+        return;
+    };
+    shared.wait_passed(state, last, deadline);
+}
+
+/// At the end of an MPI job: waits up to `limit` for every record queued to be passed on (on
+/// a worker rank, sent to rank 0), and says on standard error how many were not.
+#[cfg(feature = "mpi")]
+pub(crate) fn flush(limit: Duration) {
+    let Some(shared) = ours() else { return };
+    let deadline = Instant::now() + limit;
+    let mut state = shared.lock();
+    // Records the workers sent before they ended may not be read yet.
+    let pids: Vec<u32> = state.workers.keys().copied().collect();
+    for pid in pids {
+        state.read_from(pid, QUEUE_RECORDS);
+    }
+    shared.queued.notify_one();
+    while state.passed < state.read || state.lost.any() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            let left = state.read - state.passed + state.lost.dropped;
+            eprintln!(
+                "mp: {left} log records of worker processes were not logged: this process's \
+                 logger did not take them within {limit:?} of the job's end"
+            );
+            return;
+        }
+        state = shared
+            .passed
+            .wait_timeout(state, left)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
     }
 }
 
@@ -224,6 +305,8 @@ impl Shared {
                 lost: Lost::default(),
                 reported: Instant::now(),
                 workers: HashMap::new(),
+                #[cfg(feature = "mpi")]
+                ranks: HashMap::new(),
             }),
             queued: Condvar::new(),
             passed: Condvar::new(),
@@ -317,6 +400,12 @@ impl Shared {
             return;
         };
         self.queued.notify_one();
+        self.wait_passed(state, last, deadline);
+    }
+
+    /// Waits until item `last` is passed on, until `deadline` and not at all while the logger
+    /// is behind; a wait that reaches the deadline puts the logger behind.
+    fn wait_passed(&self, mut state: MutexGuard<'_, State>, last: u64, deadline: Instant) {
         while state.passed < last && !state.behind {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -370,31 +459,53 @@ impl State {
                 return;
             }
         };
-        let len = match &sent {
-            Sent::Record(record) => record.message.len(),
-            Sent::Unsent(_) => 0,
-        };
-        if self.queued_bytes + len > QUEUE_BYTES {
-            self.lost.dropped += 1;
+        if self.full(sent.len()) {
             return;
         }
-        let Some(worker) = self.workers.get_mut(&pid) else {
+        let Some(worker) = self.workers.get(&pid) else {
             return;
         };
-        self.read += 1;
-        worker.last = self.read;
         let mark = match datagram.sender {
             Some(sender) if sender == pid => format!("{} {pid}", worker.name),
             // A process the worker started itself (a task's fork, say), as the kernel says.
             Some(sender) => format!("pid {sender}"),
             None => format!("a process of {} {pid}", worker.name),
         };
-        self.queued_bytes += len;
-        self.queue.push_back((self.read, Marked { sent, mark }));
+        let number = self.admit(sent, mark);
+        if let Some(worker) = self.workers.get_mut(&pid) {
+            worker.last = number;
+        }
+    }
+
+    /// Queues `sent`, marked `mark`, as the next item; returns its number.
+    fn admit(&mut self, sent: Sent, mark: String) -> u64 {
+        self.read += 1;
+        let marked = Marked { sent, mark };
+        self.queued_bytes += marked.len();
+        self.queue.push_back((self.read, marked));
+        self.read
+    }
+
+    /// Whether an item of `len` bytes of message finds no room in the queue (and is counted
+    /// dropped).
+    fn full(&mut self, len: usize) -> bool {
+        if self.queue.len() >= QUEUE_RECORDS || self.queued_bytes + len > QUEUE_BYTES {
+            self.lost.dropped += 1;
+            return true;
+        }
+        false
     }
 }
 
 impl Sent {
+    /// The bytes of message it counts for in the queue.
+    fn len(&self) -> usize {
+        match self {
+            Sent::Record(record) => record.message.len(),
+            Sent::Unsent(_) => 0,
+        }
+    }
+
     /// Whether the parent can pass it on as it is: a record's level is one of `log`'s.
     fn is_well_formed(&self) -> bool {
         match self {
@@ -407,10 +518,7 @@ impl Sent {
 impl Marked {
     /// The bytes of message it counts for in the queue.
     fn len(&self) -> usize {
-        match &self.sent {
-            Sent::Record(record) => record.message.len(),
-            Sent::Unsent(_) => 0,
-        }
+        self.sent.len()
     }
 }
 
@@ -453,11 +561,16 @@ fn warn(message: std::fmt::Arguments<'_>) {
 /// Passes `marked` to the parent's subscriber or logger: a record to the one of the library it
 /// was logged with when the parent has both, else to the one it has.
 fn pass_on(marked: &Marked) {
+    // A worker rank forwards its workers' records to rank 0 as they are, marks apart.
+    #[cfg(feature = "mpi")]
+    if super::forward::to_rank_zero(&marked.sent, &marked.mark) {
+        return;
+    }
     let record = match &marked.sent {
         Sent::Record(record) => record,
         Sent::Unsent(count) => {
             warn(format_args!(
-                "[{}] {count} records of this worker were dropped: its log socket stayed full",
+                "[{}] {count} of its records were dropped: it could not send them in time",
                 marked.mark
             ));
             return;

@@ -11,6 +11,7 @@ use super::remote::{FromRank, Settings, ToRank, reply_to, tag_of};
 use super::scheduler::{Control, Sink, Task};
 use crate::cluster;
 use crate::error::{Error, Result};
+use crate::logs;
 use crate::registry;
 use crate::spawn::StartMethod;
 use crate::wire::codec;
@@ -44,8 +45,15 @@ pub(crate) fn serve_rank() -> i32 {
         }
     };
     pools.end();
+    // The records of the pools' workers go to rank 0 before the goodbye, after which it takes
+    // no more.
+    logs::flush(cluster::LOG_FLUSH);
     if let Err(error) = cluster::say_goodbye() {
         eprintln!("mp: an MPI worker rank could not say goodbye to rank 0: {error}");
+    }
+    let unsent = logs::take_unsent();
+    if unsent > 0 {
+        eprintln!("mp: an MPI worker rank could not send {unsent} log records to rank 0");
     }
     code
 }
@@ -61,6 +69,8 @@ struct Pools {
 impl Pools {
     /// Opens pool `pool` here and tells rank 0 how many workers it has, or why it failed.
     fn open(&mut self, pool: u32, settings: &Settings, init_args: Vec<u8>) {
+        // Before the pool's workers start: each learns at its start the level to send at.
+        logs::forward_to_rank_zero(settings.log_level, cluster::send_log);
         let reply = match open_local(settings, init_args) {
             Ok(local) => {
                 let workers = local.processes() as u32;

@@ -66,6 +66,8 @@ pub(super) struct Settings {
     /// The initializer's id and argument count (its arguments are the payload).
     pub(super) initializer: Option<(String, u32)>,
     pub(super) fork_server: bool,
+    /// Rank 0's log level, 0 (none) to 5 (trace): the rank sends it records at or above it.
+    pub(super) log_level: u8,
 }
 
 /// The tag of a pool's replies.
@@ -135,6 +137,7 @@ pub(super) fn start(per_rank: Option<usize>, shared: &Arc<Shared>) -> Result<Sta
         memory_limit: shared.config.memory_limit,
         initializer,
         fork_server: shared.config.start_method == StartMethod::ForkServer,
+        log_level: cluster::log_level_for_ranks(),
     };
     let open = Arc::new((codec::encode(&ToRank::Open { pool, settings })?, init_args));
     let workers = Arc::new(AtomicUsize::new(0));
@@ -342,6 +345,8 @@ impl Driver {
                 self.rank
             )));
         };
+        // What the task logged is logged before its caller has the result.
+        cluster::settle_logs(self.rank);
         let reply = result.map(|bytes| {
             Outcomes::new(
                 crate::wire::frame::Frame::from_bytes(bytes),
