@@ -949,7 +949,7 @@ impl fmt::Display for Error {
                 said: Some(said),
             } => write!(
                 f,
-                "the process running `{function}` {exit} before it sent a result: {said}"
+                "the process running `{function}` {exit} before it sent a result; it said: {said}"
             ),
             Kind::OutOfMemory {
                 function,

@@ -164,10 +164,14 @@ pub(crate) fn program_behind_loader() -> io::Result<Option<std::path::PathBuf>> 
     if exe.dev() == device && exe.ino() == inode {
         return Ok(None);
     }
-    if !path.starts_with('/') || path.ends_with(" (deleted)") {
+    // The kernel marks a removed file " (deleted)", and writes a newline in a name as `\012`:
+    // the path is the program's only when the file there is the one mapped.
+    let same_file = std::fs::metadata(&path)
+        .is_ok_and(|file| path.starts_with('/') && file.dev() == device && file.ino() == inode);
+    if !same_file {
         return Err(io::Error::new(
             io::ErrorKind::NotFound,
-            format!("the file of this program ({path}) is gone"),
+            format!("the file of this program ({path}) is gone or cannot be named"),
         ));
     }
     Ok(Some(path.into()))
