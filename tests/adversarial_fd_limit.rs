@@ -5,7 +5,7 @@
 //! test: the limit is process-wide.
 
 #[allow(dead_code)]
-#[path = "adversarial/bounded.rs"]
+#[path = "it/adversarial/bounded.rs"]
 mod bounded;
 
 use std::fs::File;

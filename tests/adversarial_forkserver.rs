@@ -1,14 +1,14 @@
 //! Issue 11, crash matrix: `spawn!` under the ForkServer start method, for every misbehaviour
-//! of the task (see `tests/adversarial/crash_matrix.rs` for the other entry points). Alone in
+//! of the task (see `tests/it/adversarial/crash_matrix.rs` for the other entry points). Alone in
 //! its binary because it sets the process-wide start method.
 
 #[allow(dead_code)]
-#[path = "adversarial/bounded.rs"]
+#[path = "it/adversarial/bounded.rs"]
 mod bounded;
 #[allow(dead_code)]
-#[path = "adversarial/matrix.rs"]
+#[path = "it/adversarial/matrix.rs"]
 mod matrix;
-#[path = "adversarial/misbehave.rs"]
+#[path = "it/adversarial/misbehave.rs"]
 mod misbehave;
 
 use mp_runtime::{StartMethod, set_start_method};

@@ -3,7 +3,7 @@
 //! SIGCHLD is process-wide.
 
 #[allow(dead_code)]
-#[path = "adversarial/bounded.rs"]
+#[path = "it/adversarial/bounded.rs"]
 mod bounded;
 
 use mp_runtime::{process_fn, spawn};

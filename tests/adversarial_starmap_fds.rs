@@ -2,7 +2,7 @@
 //! under a descriptor limit of 1024. Alone in its binary: the limit is process-wide.
 
 #[allow(dead_code)]
-#[path = "adversarial/bounded.rs"]
+#[path = "it/adversarial/bounded.rs"]
 mod bounded;
 
 use std::sync::Arc;

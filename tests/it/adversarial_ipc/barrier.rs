@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use mp_runtime::{Barrier, pipe, process_fn, spawn};
 
-use crate::{Reaped, bounded};
+use super::{Reaped, bounded};
 
 #[process_fn]
 fn die_holding_barrier(_barrier: Barrier) {

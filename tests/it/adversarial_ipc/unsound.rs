@@ -41,7 +41,7 @@ fn forget_guard_then_lock_others(kind: u8) -> u64 {
 }
 
 fn forget_guard_case(kind: u8) {
-    let mut child = crate::Reaped(Some(spawn!(forget_guard_then_lock_others, kind).unwrap()));
+    let mut child = super::Reaped(Some(spawn!(forget_guard_then_lock_others, kind).unwrap()));
     let outcome = child.0.as_mut().unwrap().join_timeout(LONG);
     let sum = outcome.unwrap_or_else(|e| panic!("issue 11 item 6: the process died: {e}"));
     assert_eq!(sum, 2 + (1..=64).sum::<u64>());
@@ -85,7 +85,7 @@ fn read_truncated_region(name: String) -> String {
 #[test]
 fn reading_a_truncated_named_region_is_no_bus_error() {
     let name = format!("mp-adv-sigbus-{}", std::process::id());
-    let mut child = crate::Reaped(Some(spawn!(read_truncated_region, name.clone()).unwrap()));
+    let mut child = super::Reaped(Some(spawn!(read_truncated_region, name.clone()).unwrap()));
     let outcome = child.0.as_mut().unwrap().join_timeout(LONG);
     let _ = std::fs::remove_file(format!("/dev/shm/{name}"));
     match outcome {
@@ -103,7 +103,7 @@ fn reads_and_writes_on_clones_on_two_threads_document_the_race() {
     let shm = SharedMemory::new(4096).unwrap();
     let mut writer = shm.clone().unwrap();
     let reader = shm.clone().unwrap();
-    crate::bounded("8", LONG, move || {
+    super::bounded("8", LONG, move || {
         std::thread::scope(|s| {
             s.spawn(move || {
                 for i in 0..2000u32 {

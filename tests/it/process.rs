@@ -81,7 +81,7 @@ fn a_panic_comes_back_with_message_and_location() {
     assert!(err.is_panic(), "{err}");
     assert_eq!(err.panic_message(), Some("bad input 7"));
     assert!(
-        err.panic_location().unwrap().file() == "tests/process.rs",
+        err.panic_location().unwrap().file() == "tests/it/process.rs",
         "{err}"
     );
     let text = err.to_string();
@@ -126,7 +126,7 @@ fn a_panic_carries_the_childs_backtrace_when_enabled() {
         ("RUST_BACKTRACE", "0", "off"),
     ] {
         let mut run = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "backtrace_as_the_environment_says"])
+            .args(["--exact", "process::backtrace_as_the_environment_says"])
             .env_remove("RUST_BACKTRACE")
             .env_remove("RUST_LIB_BACKTRACE")
             .env(variable, value)
@@ -430,7 +430,8 @@ fn active_children_lists_a_live_child_in_a_pid_namespace_without_its_own_proc() 
         eprintln!("skipped: `unshare --pid` needs root");
         return;
     }
-    let test = "active_children_lists_a_live_child_in_a_pid_namespace_without_its_own_proc";
+    let test =
+        "process::active_children_lists_a_live_child_in_a_pid_namespace_without_its_own_proc";
     let spawned = std::process::Command::new("unshare")
         .args(["--pid", "--fork", "--kill-child"])
         .arg(std::env::current_exe().unwrap())

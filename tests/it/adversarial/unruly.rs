@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use mp_runtime::{Pool, process_fn, spawn};
 
-use crate::bounded::must;
+use super::bounded::must;
 
 /// Closes every descriptor above standard error: the worker loses its channel mid-task.
 #[process_fn]

@@ -7,7 +7,7 @@
 
 use mp_runtime::StartMethod::{ForkServer, Spawn};
 
-use crate::matrix::{Entry, matrix};
+use super::matrix::{Entry, matrix};
 
 macro_rules! matrix_tests {
     ($($name:ident: $method:ident, $entry:ident;)*) => {$(

@@ -1,6 +1,6 @@
 //! The misbehaving task of the crash matrix: an argument and a result type whose serde impls
 //! fail on demand (error or panic, encode or decode), and a function that crashes on demand
-//! (panic, abort, `exit(3)`, SIGSEGV). Shared by `tests/adversarial/` and
+//! (panic, abort, `exit(3)`, SIGSEGV). Shared by `tests/it/adversarial/` and
 //! `tests/adversarial_forkserver.rs`.
 
 use mp_runtime::{Error, process_fn};

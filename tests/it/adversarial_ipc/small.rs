@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use mp_runtime::{BoundedSemaphore, Event, pipe};
 
-use crate::bounded;
+use super::bounded;
 
 // Issue 11 item 21: `poll(Duration::ZERO)` sees messages that already wait.
 #[test]
@@ -65,7 +65,7 @@ fn a_bounded_semaphore_guard_over_release_is_reported() {
     let output = bounded("swallowed errors", Duration::from_secs(60), || {
         Command::new(std::env::current_exe().unwrap())
             .args([
-                "small::child_scenario_bounded_guard_dropped_at_its_bound",
+                "adversarial_ipc::small::child_scenario_bounded_guard_dropped_at_its_bound",
                 "--exact",
                 "--nocapture",
                 "--test-threads=1",

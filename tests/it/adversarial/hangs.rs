@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use mp_runtime::{Pool, process_fn, spawn};
 use mp_support::wait_for;
 
-use crate::bounded::{bounded, must};
+use super::bounded::{bounded, must};
 
 /// How long a grandchild lives unless the test kills it first: longer than any bound here.
 const GRANDCHILD_SECS: u32 = 40;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use mp_runtime::{Condition, Event, JoinableQueue, process_fn, spawn};
 
-use crate::Reaped;
+use super::Reaped;
 
 const LONG: Duration = Duration::from_secs(20);
 

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use mp_runtime::{Error, Pool, StartMethod, get_start_method, spawn};
 
-use crate::bounded::bounded;
-use crate::misbehave::{Arg, BAD, Mode, Ret, fine, misbehave};
+use super::bounded::bounded;
+use super::misbehave::{Arg, BAD, Mode, Ret, fine, misbehave};
 
 /// A case that takes longer than this hangs.
 const CASE: Duration = Duration::from_secs(10);

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use mp_runtime::{Barrier, Error, Pool, process_fn};
 
-use crate::bounded::must;
-use crate::misbehave::{Arg, Mode, Ret, misbehave};
+use super::bounded::must;
+use super::misbehave::{Arg, Mode, Ret, misbehave};
 
 /// Meets the other worker at `barrier`: only two workers running at once get through.
 #[process_fn]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use mp_runtime::{Pool, StartMethod, process_fn, spawn};
 
-use crate::{Reaped, bounded};
+use super::{Reaped, bounded};
 
 const LONG: Duration = Duration::from_secs(60);
 
