@@ -7,6 +7,7 @@
 mod adversarial;
 mod adversarial_ipc;
 mod handles;
+mod logging;
 mod pipe;
 mod pool;
 mod process;

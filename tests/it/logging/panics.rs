@@ -1,7 +1,7 @@
 //! A logger set up in `main` that panics on a record from a worker: that record is lost, and
 //! nothing else is. The pool's thread that passed it on does not unwind, so the task's result
-//! arrives, the records around it pass, and the pool goes on. Its own `main` (no test
-//! harness): the logger is the program's, set up once.
+//! arrives, the records around it pass, and the pool goes on. It runs in a process of its own
+//! (a `spawn!`ed child), where the logger is that process's, set up once.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -43,11 +43,13 @@ fn say(x: u64) -> u64 {
     x
 }
 
-fn main() {
+/// The scenario, in a process of its own (see [`a_logger_that_panics_loses_that_record_only`]).
+#[process_fn]
+fn scenario() {
     // Every wait below is bounded by this: a hang fails the test instead of stalling CI.
     std::thread::spawn(|| {
         std::thread::sleep(Duration::from_secs(120));
-        eprintln!("logging_panics: still running after 120 s");
+        eprintln!("logging::panics: still running after 120 s");
         std::process::exit(1);
     });
     // The logger's panic is expected: kept off the test's output, every other panic shown.
@@ -76,5 +78,13 @@ fn main() {
         assert!(lines[0].contains("PoolWorker-"), "marked: {}", lines[0]);
     }
     assert!(!seen.iter().any(|line| line.contains("boom")), "{seen:#?}");
-    println!("logging_panics: ok");
+}
+
+/// Runs [`scenario`] in a child process: a logger is set up once for a whole process.
+#[test]
+fn a_logger_that_panics_loses_that_record_only() {
+    let mut child = mp_runtime::spawn!(scenario).unwrap();
+    child
+        .join_timeout(std::time::Duration::from_secs(150))
+        .unwrap();
 }

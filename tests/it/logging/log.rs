@@ -1,7 +1,7 @@
 //! Issue 14 §1: an `env_logger` set up in `main` only, as a user sets it up, shows what tasks
 //! log with `log` and with `tracing`, marked with the worker, filtered by the logger's own
-//! filter, and before the caller has the task's result. Its own `main` (no test harness): the
-//! logger is the program's, set up once.
+//! filter, and before the caller has the task's result. It runs in a process of its own (a
+//! `spawn!`ed child), where the logger is that process's, set up once.
 
 use std::time::Duration;
 
@@ -34,16 +34,18 @@ fn shout(len: usize) -> usize {
     len
 }
 
-fn main() {
+/// The scenario, in a process of its own (see [`a_logger_set_up_in_the_parent_shows_what_tasks_log`]).
+#[process_fn]
+fn scenario() {
     // Every wait below is bounded by this: a hang fails the test instead of stalling CI.
     std::thread::spawn(|| {
         std::thread::sleep(Duration::from_secs(120));
-        eprintln!("logging_log: still running after 120 s");
+        eprintln!("logging::log: still running after 120 s");
         std::process::exit(1);
     });
     let captured = Captured::default();
     env_logger::Builder::new()
-        .parse_filters("info,logging_log::quiet=warn")
+        .parse_filters("info,it::logging::log::quiet=warn")
         .target(env_logger::Target::Pipe(Box::new(captured.clone())))
         .init();
 
@@ -66,7 +68,7 @@ fn main() {
             let lines = worker_lines(&needle);
             assert_eq!(lines.len(), 1, "{needle:?} once in:\n{text}");
             assert!(
-                lines[0].contains("[SpawnPoolWorker-") && lines[0].contains("logging_log"),
+                lines[0].contains("[SpawnPoolWorker-") && lines[0].contains("it::logging::log"),
                 "not marked with the worker, or the target is lost: {}",
                 lines[0]
             );
@@ -90,5 +92,13 @@ fn main() {
     );
     pool.close();
     pool.join().unwrap();
-    println!("logging_log: ok");
+}
+
+/// Runs [`scenario`] in a child process: a logger is set up once for a whole process.
+#[test]
+fn a_logger_set_up_in_the_parent_shows_what_tasks_log() {
+    let mut child = mp_runtime::spawn!(scenario).unwrap();
+    child
+        .join_timeout(std::time::Duration::from_secs(150))
+        .unwrap();
 }

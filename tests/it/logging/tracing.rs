@@ -1,7 +1,7 @@
 //! Issue 14 §1: a `tracing` subscriber set up in `main` only, as a user sets it up, shows what
 //! tasks log with `tracing` and with `log`, marked with the worker, filtered by the parent's
-//! own filter, and before the caller has the task's result. Its own `main` (no test harness):
-//! the subscriber is the program's, set up once.
+//! own filter, and before the caller has the task's result. It runs in a process of its own (a
+//! `spawn!`ed child), where the subscriber is that process's, set up once.
 
 use std::time::Duration;
 
@@ -58,16 +58,18 @@ fn check(captured: &Captured, what: &str, needle: &str, worker: &str) {
     }
 }
 
-fn main() {
+/// The scenario, in a process of its own (see [`a_subscriber_set_up_in_the_parent_shows_what_tasks_log`]).
+#[process_fn]
+fn scenario() {
     // Every wait below is bounded by this: a hang fails the test instead of stalling CI.
     std::thread::spawn(|| {
         std::thread::sleep(Duration::from_secs(120));
-        eprintln!("logging_tracing: still running after 120 s");
+        eprintln!("logging::tracing: still running after 120 s");
         std::process::exit(1);
     });
     let captured = Captured::default();
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::new("info,logging_tracing::quiet=warn"))
+        .with_env_filter(EnvFilter::new("info,it::logging::tracing::quiet=warn"))
         .with_writer({
             let captured = captured.clone();
             move || captured.clone()
@@ -107,7 +109,7 @@ fn main() {
     assert!(
         text.lines()
             .filter(|line| line.contains("tracing info from a task"))
-            .all(|line| line.contains(" INFO ") && line.contains("logging_tracing")),
+            .all(|line| line.contains(" INFO ") && line.contains("it::logging::tracing")),
         "the level or the task's target is lost:\n{text}"
     );
 
@@ -152,5 +154,13 @@ fn main() {
         "log warn from task 8",
         "ForkServerPoolWorker-",
     );
-    println!("logging_tracing: ok");
+}
+
+/// Runs [`scenario`] in a child process: a logger is set up once for a whole process.
+#[test]
+fn a_subscriber_set_up_in_the_parent_shows_what_tasks_log() {
+    let mut child = mp_runtime::spawn!(scenario).unwrap();
+    child
+        .join_timeout(std::time::Duration::from_secs(150))
+        .unwrap();
 }
