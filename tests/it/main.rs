@@ -6,6 +6,7 @@
 
 mod adversarial;
 mod adversarial_ipc;
+mod alone;
 mod handles;
 mod logging;
 mod pipe;

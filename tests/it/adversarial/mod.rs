@@ -3,7 +3,7 @@
 //! fork and exit (item 2), and a `join_timeout` after the reply (item 5). Tests that change
 //! process-wide state (rlimits, SIGCHLD, the start method) are in `tests/adversarial_*.rs`.
 
-mod bounded;
+pub(crate) mod bounded;
 mod crash_matrix;
 mod decode_panic;
 mod hangs;

@@ -1,9 +1,8 @@
 //! Issue 11 item 17: `starmap` over 5,000 inputs that each carry a clone of one `Value` works
-//! under a descriptor limit of 1024. Alone in its binary: the limit is process-wide.
+//! under a descriptor limit of 1024. Each test runs in a child of its own: the limit is process-wide.
 
 #[allow(dead_code)]
-#[path = "it/adversarial/bounded.rs"]
-mod bounded;
+use crate::adversarial::bounded;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,8 +33,9 @@ fn set_soft_limit(soft: u64) -> libc::rlimit {
 }
 
 // Issue 11 item 17: starmap of 5,000 `Value` clones under `ulimit -n 1024`.
-#[test]
-fn starmap_of_many_value_clones_fits_in_1024_descriptors() {
+/// The body of [`starmap_of_many_value_clones_fits_in_1024_descriptors`], in a process of its own.
+#[process_fn]
+fn starmap_of_many_value_clones_fits_in_1024_descriptors_alone() {
     let old = set_soft_limit(1024);
     let value = Value::new(7u64).unwrap();
     let pool = Arc::new(Pool::new(2).unwrap());
@@ -67,8 +67,9 @@ fn value_plus(value: Value<u64>) -> u64 {
 // Issue 11 item 17, second half: a blocking map keeps only so many chunks encoded ahead of
 // the workers (32 per worker), so 3,000 chunks that each carry a handle (one descriptor each)
 // fit under a limit of 1024. Encoded all at once, they held 3,000 descriptors.
-#[test]
-fn a_blocking_map_holds_only_the_chunks_the_workers_need() {
+/// The body of [`a_blocking_map_holds_only_the_chunks_the_workers_need`], in a process of its own.
+#[process_fn]
+fn a_blocking_map_holds_only_the_chunks_the_workers_need_alone() {
     let old = set_soft_limit(1024);
     let value = Value::new(41u64).unwrap();
     let pool = Arc::new(Pool::new(2).unwrap());
@@ -87,4 +88,24 @@ fn a_blocking_map_holds_only_the_chunks_the_workers_need() {
         Err(why) => panic!("{why}"),
     }
     let _ = bounded::bounded("drop the pool", bounded::HANG, move || drop(pool));
+}
+
+/// Runs [`starmap_of_many_value_clones_fits_in_1024_descriptors_alone`] in a child: what it changes or counts is that process's alone.
+#[test]
+fn starmap_of_many_value_clones_fits_in_1024_descriptors() {
+    let mut child =
+        mp_runtime::spawn!(starmap_of_many_value_clones_fits_in_1024_descriptors_alone).unwrap();
+    child
+        .join_timeout(std::time::Duration::from_secs(900))
+        .unwrap();
+}
+
+/// Runs [`a_blocking_map_holds_only_the_chunks_the_workers_need_alone`] in a child: what it changes or counts is that process's alone.
+#[test]
+fn a_blocking_map_holds_only_the_chunks_the_workers_need() {
+    let mut child =
+        mp_runtime::spawn!(a_blocking_map_holds_only_the_chunks_the_workers_need_alone).unwrap();
+    child
+        .join_timeout(std::time::Duration::from_secs(900))
+        .unwrap();
 }

@@ -1,6 +1,6 @@
 //! Workers killed at random while a long map runs: every task still ends exactly once, with its
-//! result or an error, and the pool is healthy after. Alone in its binary, so that every child
-//! of this process is a worker of the pool under test.
+//! result or an error, and the pool is healthy after. It runs in a child of its own, so that
+//! every child of that process is a worker of the pool under test.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -56,8 +56,9 @@ fn chaos(done: &AtomicBool, mut seed: u64) -> usize {
     }
 }
 
-#[test]
-fn a_map_under_chaos_ends_every_task_exactly_once() {
+/// The body of [`a_map_under_chaos_ends_every_task_exactly_once`], in a process of its own.
+#[process_fn]
+fn a_map_under_chaos_ends_every_task_exactly_once_alone() {
     const TASKS: u64 = 100_000;
     let pool = Pool::new(2).unwrap();
     let done = AtomicBool::new(false);
@@ -97,10 +98,10 @@ fn a_map_under_chaos_ends_every_task_exactly_once() {
 }
 
 /// The chaos map, again and again for `MP_SOAK_SECONDS` (default 600):
-/// `cargo test --release --test chaos -- --ignored --nocapture`. Prints what it did.
-#[test]
-#[ignore = "a soak of ten minutes; run it by name"]
-fn soak() {
+/// `cargo test --release --test it alone::chaos::soak -- --ignored --nocapture`. Prints what it did.
+/// The body of [`soak`], in a process of its own.
+#[process_fn]
+fn soak_alone() {
     let seconds: u64 = std::env::var("MP_SOAK_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -150,4 +151,24 @@ fn soak() {
         left.len()
     );
     assert!(left.is_empty(), "workers left behind: {left:?}");
+}
+
+/// Runs [`a_map_under_chaos_ends_every_task_exactly_once_alone`] in a child: what it changes or counts is that process's alone.
+#[test]
+fn a_map_under_chaos_ends_every_task_exactly_once() {
+    let mut child =
+        mp_runtime::spawn!(a_map_under_chaos_ends_every_task_exactly_once_alone).unwrap();
+    child
+        .join_timeout(std::time::Duration::from_secs(900))
+        .unwrap();
+}
+
+/// Runs [`soak_alone`] in a child: what it changes or counts is that process's alone.
+#[test]
+#[ignore = "a soak of ten minutes; run it by name"]
+fn soak() {
+    let mut child = mp_runtime::spawn!(soak_alone).unwrap();
+    child
+        .join_timeout(std::time::Duration::from_secs(900))
+        .unwrap();
 }

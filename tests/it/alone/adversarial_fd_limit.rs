@@ -1,12 +1,11 @@
 //! Issue 11 item 3: a parent with no descriptor free (`RLIMIT_NOFILE` exhausted) that receives a
 //! result of a mebibyte or more (it travels as a memfd) or a handle (a `Queue`): a prompt error
 //! naming the descriptor limit, `terminate` + `join` prompt, `spawn!` not claiming "exited with
-//! code 0", and the pool working again once descriptors are free. Alone in its binary, one
-//! test: the limit is process-wide.
+//! code 0", and the pool working again once descriptors are free. Each test runs in a child of
+//! its own: the limit is process-wide.
 
 #[allow(dead_code)]
-#[path = "it/adversarial/bounded.rs"]
-mod bounded;
+use crate::adversarial::bounded;
 
 use std::fs::File;
 use std::sync::Arc;
@@ -114,8 +113,9 @@ fn names_the_limit(text: &str) -> bool {
 }
 
 // Issue 11 item 3: results that need a descriptor, received at the descriptor limit.
-#[test]
-fn results_that_need_a_descriptor_at_the_descriptor_limit() {
+/// The body of [`results_that_need_a_descriptor_at_the_descriptor_limit`], in a process of its own.
+#[process_fn]
+fn results_that_need_a_descriptor_at_the_descriptor_limit_alone() {
     let pools: Vec<Arc<Pool>> = (0..3).map(|_| Arc::new(Pool::new(1).unwrap())).collect();
     for pool in &pools {
         assert_eq!(pool.apply(next, (1,)).unwrap(), 2);
@@ -199,4 +199,14 @@ fn results_that_need_a_descriptor_at_the_descriptor_limit() {
         failures.len(),
         failures.join("\n  ")
     );
+}
+
+/// Runs [`results_that_need_a_descriptor_at_the_descriptor_limit_alone`] in a child: what it changes or counts is that process's alone.
+#[test]
+fn results_that_need_a_descriptor_at_the_descriptor_limit() {
+    let mut child =
+        mp_runtime::spawn!(results_that_need_a_descriptor_at_the_descriptor_limit_alone).unwrap();
+    child
+        .join_timeout(std::time::Duration::from_secs(900))
+        .unwrap();
 }

@@ -1,6 +1,6 @@
 //! Values of a mebibyte or more cross in a sealed memfd rather than through the socket: in task
 //! arguments and results, beside handles, and through pipes, both ways, leaking no descriptor.
-//! Alone in its binary, so that no other test opens descriptors while this one counts them.
+//! It runs in a child of its own, so that no other test opens descriptors while it counts them.
 
 use mp_runtime::{Connection, Pool, pipe, process_fn, spawn};
 
@@ -31,8 +31,9 @@ fn echo_large(data: Vec<u8>, conn: Connection<Vec<u8>>) -> usize {
     open_fds()
 }
 
-#[test]
-fn large_values_cross_both_ways_and_leak_no_descriptor() {
+/// The body of [`large_values_cross_both_ways_and_leak_no_descriptor`], in a process of its own.
+#[process_fn]
+fn large_values_cross_both_ways_and_leak_no_descriptor_alone() {
     let pool = Pool::new(1).unwrap();
     // Warm up: the worker and the pool's threads are running.
     let (back, worker_fds) = pool.apply(flip, (large(0), 0)).unwrap();
@@ -60,4 +61,14 @@ fn large_values_cross_both_ways_and_leak_no_descriptor() {
     child.join().unwrap();
     drop(here_end);
     assert_eq!(open_fds(), here, "pipes or processes leaked descriptors");
+}
+
+/// Runs [`large_values_cross_both_ways_and_leak_no_descriptor_alone`] in a child: what it changes or counts is that process's alone.
+#[test]
+fn large_values_cross_both_ways_and_leak_no_descriptor() {
+    let mut child =
+        mp_runtime::spawn!(large_values_cross_both_ways_and_leak_no_descriptor_alone).unwrap();
+    child
+        .join_timeout(std::time::Duration::from_secs(900))
+        .unwrap();
 }
