@@ -7,6 +7,6 @@ pub(crate) mod bounded;
 mod crash_matrix;
 mod decode_panic;
 mod hangs;
-mod matrix;
-mod misbehave;
+pub(crate) mod matrix;
+pub(crate) mod misbehave;
 mod unruly;

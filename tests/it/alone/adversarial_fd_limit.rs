@@ -4,7 +4,6 @@
 //! code 0", and the pool working again once descriptors are free. Each test runs in a child of
 //! its own: the limit is process-wide.
 
-#[allow(dead_code)]
 use crate::adversarial::bounded;
 
 use std::fs::File;

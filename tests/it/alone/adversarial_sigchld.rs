@@ -2,7 +2,6 @@
 //! still gets the result of a child that answered. It runs in a child of its own: the
 //! disposition of SIGCHLD is process-wide.
 
-#[allow(dead_code)]
 use crate::adversarial::bounded;
 
 use mp_runtime::{process_fn, spawn};

@@ -1,7 +1,6 @@
 //! Issue 11 item 17: `starmap` over 5,000 inputs that each carry a clone of one `Value` works
 //! under a descriptor limit of 1024. Each test runs in a child of its own: the limit is process-wide.
 
-#[allow(dead_code)]
 use crate::adversarial::bounded;
 
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! The fork-server start method: the same behaviour as `Spawn`, exit codes and signals
-//! included. Every test here sets the process-wide start method, so this binary runs only
-//! fork-server children.
+//! included. Every test here sets the process-wide start method, and so runs in a child of
+//! its own.
 
 use std::time::Duration;
 
@@ -32,8 +32,9 @@ fn parent_pid() -> Option<u32> {
     parent_process().map(|p| p.pid())
 }
 
-#[test]
-fn spawn_and_join() {
+/// The body of [`spawn_and_join`], in a process of its own.
+#[process_fn]
+fn spawn_and_join_alone() {
     fork_server();
     assert_eq!(spawn!(negate, 5).unwrap().join().unwrap(), -5);
     let p = spawn!(parent_pid).unwrap();
@@ -42,8 +43,9 @@ fn spawn_and_join() {
     assert_eq!(p.join().unwrap(), Some(std::process::id()));
 }
 
-#[test]
-fn a_panic_comes_back_with_message_and_location() {
+/// The body of [`a_panic_comes_back_with_message_and_location`], in a process of its own.
+#[process_fn]
+fn a_panic_comes_back_with_message_and_location_alone() {
     fork_server();
     let err = spawn!(fail_with, "bad input 7".to_string())
         .unwrap()
@@ -51,11 +53,12 @@ fn a_panic_comes_back_with_message_and_location() {
         .unwrap_err();
     assert!(err.is_panic(), "{err}");
     assert_eq!(err.panic_message(), Some("bad input 7"));
-    assert!(err.panic_location().unwrap().file() == "tests/fork_server.rs");
+    assert!(err.panic_location().unwrap().file() == "tests/it/alone/fork_server.rs");
 }
 
-#[test]
-fn a_child_that_dies_reports_how() {
+/// The body of [`a_child_that_dies_reports_how`], in a process of its own.
+#[process_fn]
+fn a_child_that_dies_reports_how_alone() {
     fork_server();
     let err = spawn!(abort).unwrap().join().unwrap_err();
     assert!(err.is_died(), "{err}");
@@ -74,8 +77,9 @@ fn a_child_that_dies_reports_how() {
     assert_eq!(p.exit_code(), Some(-libc::SIGKILL));
 }
 
-#[test]
-fn kill_terminate_and_join_timeout() {
+/// The body of [`kill_terminate_and_join_timeout`], in a process of its own.
+#[process_fn]
+fn kill_terminate_and_join_timeout_alone() {
     fork_server();
     let mut p = spawn!(sleep_ms, 60_000).unwrap();
     assert!(p.is_alive());
@@ -105,8 +109,9 @@ fn die_on(bad: u64, x: u64) -> u64 {
     x * x * x
 }
 
-#[test]
-fn a_pool_survives_a_worker_crash() {
+/// The body of [`a_pool_survives_a_worker_crash`], in a process of its own.
+#[process_fn]
+fn a_pool_survives_a_worker_crash_alone() {
     let pool = Pool::builder()
         .start_method(StartMethod::ForkServer)
         .processes(2)
@@ -126,8 +131,9 @@ fn a_pool_survives_a_worker_crash() {
     );
 }
 
-#[test]
-fn max_tasks_per_child_forks_fresh_workers() {
+/// The body of [`max_tasks_per_child_forks_fresh_workers`], in a process of its own.
+#[process_fn]
+fn max_tasks_per_child_forks_fresh_workers_alone() {
     #[process_fn]
     fn pid(_: u32) -> u32 {
         std::process::id()
@@ -153,16 +159,18 @@ fn child_spawns_grandchild(x: i64) -> (u32, i64) {
     (std::process::id(), grandchild.join().unwrap())
 }
 
-#[test]
-fn a_forked_child_can_start_its_own_children() {
+/// The body of [`a_forked_child_can_start_its_own_children`], in a process of its own.
+#[process_fn]
+fn a_forked_child_can_start_its_own_children_alone() {
     fork_server();
     let p = spawn!(child_spawns_grandchild, 8).unwrap();
     let pid = p.pid();
     assert_eq!(p.join().unwrap(), (pid, -8));
 }
 
-#[test]
-fn a_hundred_spawns_leave_no_zombie() {
+/// The body of [`a_hundred_spawns_leave_no_zombie`], in a process of its own.
+#[process_fn]
+fn a_hundred_spawns_leave_no_zombie_alone() {
     fork_server();
     let mut pids = Vec::new();
     for i in 0..100 {
@@ -175,7 +183,9 @@ fn a_hundred_spawns_leave_no_zombie() {
     }
     let gone = wait_for(LONG, || pids.iter().all(|pid| !is_running(*pid)));
     assert!(gone, "still running");
-    assert!(zombie_children().is_empty(), "{:?}", zombie_children());
+    // A child dropped unjoined is reaped by a thread of its own, a moment after it ends.
+    let reaped = wait_for(LONG, || zombie_children().is_empty());
+    assert!(reaped, "{:?}", zombie_children());
 }
 
 /// Runs in a child of its own, so that killing its zygote cannot touch the other tests'.
@@ -205,8 +215,9 @@ fn kill_the_zygote_mid_wait() {
     assert!(!unlisted_children().contains(zygote));
 }
 
-#[test]
-fn a_dead_zygote_leaves_its_children_running_and_no_zombie() {
+/// The body of [`a_dead_zygote_leaves_its_children_running_and_no_zombie`], in a process of its own.
+#[process_fn]
+fn a_dead_zygote_leaves_its_children_running_and_no_zombie_alone() {
     fork_server();
     spawn!(kill_the_zygote_mid_wait).unwrap().join().unwrap();
 }
@@ -226,8 +237,9 @@ fn try_rlock(rlock: RLock) -> bool {
 
 // Children forked from one zygote are distinct lock owners, and one that dies holding a lock
 // is seen to: the C library's thread id and robust-mutex list are the child's own.
-#[test]
-fn forked_children_own_locks_as_themselves() {
+/// The body of [`forked_children_own_locks_as_themselves`], in a process of its own.
+#[process_fn]
+fn forked_children_own_locks_as_themselves_alone() {
     fork_server();
     let rlock = RLock::new().unwrap();
     let holding = Event::new().unwrap();
@@ -239,8 +251,9 @@ fn forked_children_own_locks_as_themselves() {
     assert!(err.is_owner_died(), "{err}");
 }
 
-#[test]
-fn a_dropped_pool_leaves_no_zombie() {
+/// The body of [`a_dropped_pool_leaves_no_zombie`], in a process of its own.
+#[process_fn]
+fn a_dropped_pool_leaves_no_zombie_alone() {
     let pool = Pool::builder()
         .start_method(StartMethod::ForkServer)
         .processes(2)
@@ -251,7 +264,7 @@ fn a_dropped_pool_leaves_no_zombie() {
         pool.map(negate, 0..6).unwrap(),
         (0..6).map(|x| -x).collect::<Vec<_>>()
     );
-    // Other tests of this binary run beside this one: only pool workers are this one's.
+    // Only the pool's workers are counted: the fork server is a child too.
     let workers: Vec<u32> = active_children()
         .iter()
         .filter(|c| c.name().starts_with("ForkServerPoolWorker-"))
@@ -262,4 +275,104 @@ fn a_dropped_pool_leaves_no_zombie() {
         !workers.iter().any(|pid| is_running(*pid)) && zombie_children().is_empty()
     });
     assert!(gone, "left behind: {:?}", zombie_children());
+}
+
+/// Runs [`spawn_and_join_alone`] in a child: what it changes or counts is that process's alone.
+#[test]
+fn spawn_and_join() {
+    let mut child = mp_runtime::spawn!(spawn_and_join_alone).unwrap();
+    child
+        .join_timeout(std::time::Duration::from_secs(900))
+        .unwrap();
+}
+
+/// Runs [`a_panic_comes_back_with_message_and_location_alone`] in a child: what it changes or counts is that process's alone.
+#[test]
+fn a_panic_comes_back_with_message_and_location() {
+    let mut child = mp_runtime::spawn!(a_panic_comes_back_with_message_and_location_alone).unwrap();
+    child
+        .join_timeout(std::time::Duration::from_secs(900))
+        .unwrap();
+}
+
+/// Runs [`a_child_that_dies_reports_how_alone`] in a child: what it changes or counts is that process's alone.
+#[test]
+fn a_child_that_dies_reports_how() {
+    let mut child = mp_runtime::spawn!(a_child_that_dies_reports_how_alone).unwrap();
+    child
+        .join_timeout(std::time::Duration::from_secs(900))
+        .unwrap();
+}
+
+/// Runs [`kill_terminate_and_join_timeout_alone`] in a child: what it changes or counts is that process's alone.
+#[test]
+fn kill_terminate_and_join_timeout() {
+    let mut child = mp_runtime::spawn!(kill_terminate_and_join_timeout_alone).unwrap();
+    child
+        .join_timeout(std::time::Duration::from_secs(900))
+        .unwrap();
+}
+
+/// Runs [`a_pool_survives_a_worker_crash_alone`] in a child: what it changes or counts is that process's alone.
+#[test]
+fn a_pool_survives_a_worker_crash() {
+    let mut child = mp_runtime::spawn!(a_pool_survives_a_worker_crash_alone).unwrap();
+    child
+        .join_timeout(std::time::Duration::from_secs(900))
+        .unwrap();
+}
+
+/// Runs [`max_tasks_per_child_forks_fresh_workers_alone`] in a child: what it changes or counts is that process's alone.
+#[test]
+fn max_tasks_per_child_forks_fresh_workers() {
+    let mut child = mp_runtime::spawn!(max_tasks_per_child_forks_fresh_workers_alone).unwrap();
+    child
+        .join_timeout(std::time::Duration::from_secs(900))
+        .unwrap();
+}
+
+/// Runs [`a_forked_child_can_start_its_own_children_alone`] in a child: what it changes or counts is that process's alone.
+#[test]
+fn a_forked_child_can_start_its_own_children() {
+    let mut child = mp_runtime::spawn!(a_forked_child_can_start_its_own_children_alone).unwrap();
+    child
+        .join_timeout(std::time::Duration::from_secs(900))
+        .unwrap();
+}
+
+/// Runs [`a_hundred_spawns_leave_no_zombie_alone`] in a child: what it changes or counts is that process's alone.
+#[test]
+fn a_hundred_spawns_leave_no_zombie() {
+    let mut child = mp_runtime::spawn!(a_hundred_spawns_leave_no_zombie_alone).unwrap();
+    child
+        .join_timeout(std::time::Duration::from_secs(900))
+        .unwrap();
+}
+
+/// Runs [`a_dead_zygote_leaves_its_children_running_and_no_zombie_alone`] in a child: what it changes or counts is that process's alone.
+#[test]
+fn a_dead_zygote_leaves_its_children_running_and_no_zombie() {
+    let mut child =
+        mp_runtime::spawn!(a_dead_zygote_leaves_its_children_running_and_no_zombie_alone).unwrap();
+    child
+        .join_timeout(std::time::Duration::from_secs(900))
+        .unwrap();
+}
+
+/// Runs [`forked_children_own_locks_as_themselves_alone`] in a child: what it changes or counts is that process's alone.
+#[test]
+fn forked_children_own_locks_as_themselves() {
+    let mut child = mp_runtime::spawn!(forked_children_own_locks_as_themselves_alone).unwrap();
+    child
+        .join_timeout(std::time::Duration::from_secs(900))
+        .unwrap();
+}
+
+/// Runs [`a_dropped_pool_leaves_no_zombie_alone`] in a child: what it changes or counts is that process's alone.
+#[test]
+fn a_dropped_pool_leaves_no_zombie() {
+    let mut child = mp_runtime::spawn!(a_dropped_pool_leaves_no_zombie_alone).unwrap();
+    child
+        .join_timeout(std::time::Duration::from_secs(900))
+        .unwrap();
 }

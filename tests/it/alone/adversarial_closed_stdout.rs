@@ -1,6 +1,6 @@
 //! Issue 11 item 11: a parent that closed its standard output starts children with descriptor 1
 //! closed; a handle received by the child must not land there, where `println!` writes.
-//! Its own test binary: it closes this process's descriptor 1 (and restores it).
+//! It runs in a child of its own: it closes that process's descriptor 1 (and restores it).
 
 use std::sync::mpsc;
 use std::time::Duration;
@@ -32,8 +32,9 @@ impl Drop for Restore {
 
 // Issue 11 item 11: with descriptor 1 closed in the parent, a task that prints and then puts
 // to a queue works, and the parent gets the item.
-#[test]
-fn a_parent_with_stdout_closed_still_gets_the_item() {
+/// The body of [`a_parent_with_stdout_closed_still_gets_the_item`], in a process of its own.
+#[process_fn]
+fn a_parent_with_stdout_closed_still_gets_the_item_alone() {
     // SAFETY: plain system calls; the saved descriptor is restored by `Restore`.
     let saved = unsafe { libc::dup(1) };
     assert!(saved >= 0);
@@ -59,4 +60,14 @@ fn a_parent_with_stdout_closed_still_gets_the_item() {
         .recv_timeout(Duration::from_secs(60))
         .expect("hung: issue 11 item 11");
     assert_eq!(outcome, Ok(7));
+}
+
+/// Runs [`a_parent_with_stdout_closed_still_gets_the_item_alone`] in a child: what it changes or counts is that process's alone.
+#[test]
+fn a_parent_with_stdout_closed_still_gets_the_item() {
+    let mut child =
+        mp_runtime::spawn!(a_parent_with_stdout_closed_still_gets_the_item_alone).unwrap();
+    child
+        .join_timeout(std::time::Duration::from_secs(900))
+        .unwrap();
 }

@@ -54,8 +54,9 @@ fn family(pids: Queue<u32>) {
     std::thread::sleep(Duration::from_secs(120));
 }
 
-#[test]
-fn killing_the_parent_ends_every_child_within_seconds() {
+/// The body of [`killing_the_parent_ends_every_child_within_seconds`], in a process of its own.
+#[process_fn]
+fn killing_the_parent_ends_every_child_within_seconds_alone() {
     let pids = Queue::new().unwrap();
     let mut parent: Process<()> = spawn!(family, pids.clone()).unwrap();
     let mut family = Vec::new();
@@ -96,8 +97,9 @@ fn start_from_ending_thread(fork_server: bool) -> (u64, u64) {
     (first, spawn!(sleep_ms, 1).unwrap().join().unwrap())
 }
 
-#[test]
-fn a_child_outlives_the_thread_that_started_it() {
+/// The body of [`a_child_outlives_the_thread_that_started_it`], in a process of its own.
+#[process_fn]
+fn a_child_outlives_the_thread_that_started_it_alone() {
     let p = std::thread::spawn(|| spawn!(sleep_ms, 300).unwrap())
         .join()
         .unwrap();
@@ -106,4 +108,23 @@ fn a_child_outlives_the_thread_that_started_it() {
         let p = spawn!(start_from_ending_thread, fork_server).unwrap();
         assert_eq!(p.join().unwrap(), (300, 1), "fork server: {fork_server}");
     }
+}
+
+/// Runs [`killing_the_parent_ends_every_child_within_seconds_alone`] in a child: what it changes or counts is that process's alone.
+#[test]
+fn killing_the_parent_ends_every_child_within_seconds() {
+    let mut child =
+        mp_runtime::spawn!(killing_the_parent_ends_every_child_within_seconds_alone).unwrap();
+    child
+        .join_timeout(std::time::Duration::from_secs(900))
+        .unwrap();
+}
+
+/// Runs [`a_child_outlives_the_thread_that_started_it_alone`] in a child: what it changes or counts is that process's alone.
+#[test]
+fn a_child_outlives_the_thread_that_started_it() {
+    let mut child = mp_runtime::spawn!(a_child_outlives_the_thread_that_started_it_alone).unwrap();
+    child
+        .join_timeout(std::time::Duration::from_secs(900))
+        .unwrap();
 }

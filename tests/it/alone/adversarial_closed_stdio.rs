@@ -1,6 +1,6 @@
 //! Workers that inherit standard input, output and error closed still run, print, and receive
-//! handles (issue 11 item 11, all three descriptors). Its own test binary, of one test: it
-//! changes this process's standard descriptors, which the test harness writes to.
+//! handles (issue 11 item 11, all three descriptors). It runs in a child of its own: it
+//! changes that process's standard descriptors.
 
 use std::os::fd::AsRawFd;
 use std::sync::mpsc;
@@ -51,8 +51,9 @@ impl Drop for Closed {
 
 // Issue 11 item 11: workers that inherit standard input, output and error closed (under
 // `spawn!` and a fork server's pool) still run, print, and receive handles.
-#[test]
-fn workers_run_with_every_standard_descriptor_closed() {
+/// The body of [`workers_run_with_every_standard_descriptor_closed`], in a process of its own.
+#[process_fn]
+fn workers_run_with_every_standard_descriptor_closed_alone() {
     let _closed = [0, 1, 2].map(Closed::for_children);
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -80,4 +81,14 @@ fn workers_run_with_every_standard_descriptor_closed() {
         .recv_timeout(Duration::from_secs(90))
         .expect("hung: a worker with closed standard descriptors");
     assert_eq!(outcome, Ok((9, 9)));
+}
+
+/// Runs [`workers_run_with_every_standard_descriptor_closed_alone`] in a child: what it changes or counts is that process's alone.
+#[test]
+fn workers_run_with_every_standard_descriptor_closed() {
+    let mut child =
+        mp_runtime::spawn!(workers_run_with_every_standard_descriptor_closed_alone).unwrap();
+    child
+        .join_timeout(std::time::Duration::from_secs(900))
+        .unwrap();
 }

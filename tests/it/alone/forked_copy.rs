@@ -11,7 +11,6 @@ use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use mp_runtime::{
@@ -23,14 +22,6 @@ use mp_support::tasks::sleep_ms;
 #[process_fn]
 fn double(x: u32) -> u32 {
     x * 2
-}
-
-/// One test runs at a time: a copy made while another test's thread held a lock (mp's table
-/// of children, say) would find it held forever, and each test counts its own children.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// How long a copy may take; far more than any check needs, since each must fail at once.
@@ -125,9 +116,9 @@ fn started_by<T>(start: impl FnOnce() -> T) -> (T, BTreeSet<u32>) {
     (value, children().difference(&before).copied().collect())
 }
 
-#[test]
-fn dropping_a_pool_in_a_forked_copy_leaves_the_original_alone() {
-    let _serial = serial();
+/// The body of [`dropping_a_pool_in_a_forked_copy_leaves_the_original_alone`], in a process of its own.
+#[process_fn]
+fn dropping_a_pool_in_a_forked_copy_leaves_the_original_alone_alone() {
     let (pool, workers) = started_by(|| Pool::new(2).unwrap());
     let running = pool.apply_async(sleep_ms, (1_500,));
     assert_eq!(workers.len(), 2, "{workers:?}");
@@ -143,9 +134,9 @@ fn dropping_a_pool_in_a_forked_copy_leaves_the_original_alone() {
     assert!(children().is_superset(&workers));
 }
 
-#[test]
-fn a_pool_used_in_a_forked_copy_fails_at_once_and_the_original_goes_on() {
-    let _serial = serial();
+/// The body of [`a_pool_used_in_a_forked_copy_fails_at_once_and_the_original_goes_on`], in a process of its own.
+#[process_fn]
+fn a_pool_used_in_a_forked_copy_fails_at_once_and_the_original_goes_on_alone() {
     let (pool, workers) = started_by(|| Pool::new(2).unwrap());
     let running = RefCell::new(Some(pool.apply_async(sleep_ms, (1_500,))));
     let mut streaming = pool.imap(double, 0..1_000);
@@ -190,9 +181,9 @@ fn a_pool_used_in_a_forked_copy_fails_at_once_and_the_original_goes_on() {
     assert!(workers.iter().all(|&pid| is_running(pid)), "{workers:?}");
 }
 
-#[test]
-fn a_process_handle_in_a_forked_copy_leaves_the_child_alone() {
-    let _serial = serial();
+/// The body of [`a_process_handle_in_a_forked_copy_leaves_the_child_alone`], in a process of its own.
+#[process_fn]
+fn a_process_handle_in_a_forked_copy_leaves_the_child_alone_alone() {
     let sleeper = RefCell::new(Some(spawn!(sleep_ms, 60_000).unwrap()));
     let quick = RefCell::new(Some(spawn!(double, 21).unwrap()));
 
@@ -215,9 +206,9 @@ fn a_process_handle_in_a_forked_copy_leaves_the_child_alone() {
     assert_eq!(quick.join().unwrap(), 42);
 }
 
-#[test]
-fn pool_map_in_a_forked_copy_uses_a_pool_of_its_own() {
-    let _serial = serial();
+/// The body of [`pool_map_in_a_forked_copy_uses_a_pool_of_its_own`], in a process of its own.
+#[process_fn]
+fn pool_map_in_a_forked_copy_uses_a_pool_of_its_own_alone() {
     let (mapped, workers) = started_by(|| pool_map!(double, [1, 2], processes = 1));
     assert_eq!(mapped.unwrap(), [2, 4]);
     assert_eq!(workers.len(), 1, "{workers:?}");
@@ -237,9 +228,9 @@ fn parent_pid() -> u32 {
     std::os::unix::process::parent_id()
 }
 
-#[test]
-fn a_fork_server_pool_in_a_forked_copy_has_workers_of_its_own() {
-    let _serial = serial();
+/// The body of [`a_fork_server_pool_in_a_forked_copy_has_workers_of_its_own`], in a process of its own.
+#[process_fn]
+fn a_fork_server_pool_in_a_forked_copy_has_workers_of_its_own_alone() {
     let fork_server = || {
         Pool::builder()
             .start_method(StartMethod::ForkServer)
@@ -261,10 +252,73 @@ fn a_fork_server_pool_in_a_forked_copy_has_workers_of_its_own() {
     assert_eq!(pool.apply(parent_pid, ()).unwrap(), std::process::id());
 }
 
-#[test]
-fn a_queue_works_across_a_fork() {
-    let _serial = serial();
+/// The body of [`a_queue_works_across_a_fork`], in a process of its own.
+#[process_fn]
+fn a_queue_works_across_a_fork_alone() {
     let queue = Queue::<u32>::new().unwrap();
     in_forked_copy(|| queue.put(&7).map_err(|e| e.to_string())).unwrap();
     assert_eq!(queue.get_timeout(Duration::from_secs(10)).unwrap(), 7);
+}
+
+/// Runs [`dropping_a_pool_in_a_forked_copy_leaves_the_original_alone_alone`] in a child: what it changes or counts is that process's alone.
+#[test]
+fn dropping_a_pool_in_a_forked_copy_leaves_the_original_alone() {
+    let mut child =
+        mp_runtime::spawn!(dropping_a_pool_in_a_forked_copy_leaves_the_original_alone_alone)
+            .unwrap();
+    child
+        .join_timeout(std::time::Duration::from_secs(900))
+        .unwrap();
+}
+
+/// Runs [`a_pool_used_in_a_forked_copy_fails_at_once_and_the_original_goes_on_alone`] in a child: what it changes or counts is that process's alone.
+#[test]
+fn a_pool_used_in_a_forked_copy_fails_at_once_and_the_original_goes_on() {
+    let mut child = mp_runtime::spawn!(
+        a_pool_used_in_a_forked_copy_fails_at_once_and_the_original_goes_on_alone
+    )
+    .unwrap();
+    child
+        .join_timeout(std::time::Duration::from_secs(900))
+        .unwrap();
+}
+
+/// Runs [`a_process_handle_in_a_forked_copy_leaves_the_child_alone_alone`] in a child: what it changes or counts is that process's alone.
+#[test]
+fn a_process_handle_in_a_forked_copy_leaves_the_child_alone() {
+    let mut child =
+        mp_runtime::spawn!(a_process_handle_in_a_forked_copy_leaves_the_child_alone_alone).unwrap();
+    child
+        .join_timeout(std::time::Duration::from_secs(900))
+        .unwrap();
+}
+
+/// Runs [`pool_map_in_a_forked_copy_uses_a_pool_of_its_own_alone`] in a child: what it changes or counts is that process's alone.
+#[test]
+fn pool_map_in_a_forked_copy_uses_a_pool_of_its_own() {
+    let mut child =
+        mp_runtime::spawn!(pool_map_in_a_forked_copy_uses_a_pool_of_its_own_alone).unwrap();
+    child
+        .join_timeout(std::time::Duration::from_secs(900))
+        .unwrap();
+}
+
+/// Runs [`a_fork_server_pool_in_a_forked_copy_has_workers_of_its_own_alone`] in a child: what it changes or counts is that process's alone.
+#[test]
+fn a_fork_server_pool_in_a_forked_copy_has_workers_of_its_own() {
+    let mut child =
+        mp_runtime::spawn!(a_fork_server_pool_in_a_forked_copy_has_workers_of_its_own_alone)
+            .unwrap();
+    child
+        .join_timeout(std::time::Duration::from_secs(900))
+        .unwrap();
+}
+
+/// Runs [`a_queue_works_across_a_fork_alone`] in a child: what it changes or counts is that process's alone.
+#[test]
+fn a_queue_works_across_a_fork() {
+    let mut child = mp_runtime::spawn!(a_queue_works_across_a_fork_alone).unwrap();
+    child
+        .join_timeout(std::time::Duration::from_secs(900))
+        .unwrap();
 }

@@ -1,0 +1,24 @@
+//! Issue 11, crash matrix: `spawn!` under the ForkServer start method, for every misbehaviour
+//! of the task (see `tests/it/adversarial/crash_matrix.rs` for the other entry points). It runs in
+//! a child of its own because it sets the process-wide start method.
+
+use mp_runtime::{StartMethod, process_fn, set_start_method};
+
+use crate::adversarial::matrix;
+
+// Issue 11, crash matrix: spawn! under ForkServer.
+/// The body of [`spawn_macro_under_forkserver`], in a process of its own.
+#[process_fn]
+fn spawn_macro_under_forkserver_alone() {
+    set_start_method(StartMethod::ForkServer);
+    matrix::matrix(StartMethod::ForkServer, matrix::Entry::Spawn);
+}
+
+/// Runs [`spawn_macro_under_forkserver_alone`] in a child: what it changes or counts is that process's alone.
+#[test]
+fn spawn_macro_under_forkserver() {
+    let mut child = mp_runtime::spawn!(spawn_macro_under_forkserver_alone).unwrap();
+    child
+        .join_timeout(std::time::Duration::from_secs(900))
+        .unwrap();
+}
