@@ -17,3 +17,13 @@ mod shared_memory;
 mod shared_pool;
 mod sync;
 mod wait;
+
+/// Runs `body` in a `spawn!`ed child of its own (mp's own isolation), for a test that changes or
+/// counts what belongs to the whole process; fails as the body fails, with its message and
+/// location. Every test's child is waited for at most 15 minutes.
+fn in_child<F: mp_runtime::ProcessFn<(), Output = ()>>(body: F) {
+    let mut child = mp_runtime::Process::start(body, ()).unwrap();
+    child
+        .join_timeout(std::time::Duration::from_secs(900))
+        .unwrap();
+}

@@ -86,9 +86,5 @@ fn workers_run_with_every_standard_descriptor_closed_alone() {
 /// Runs [`workers_run_with_every_standard_descriptor_closed_alone`] in a child: what it changes or counts is that process's alone.
 #[test]
 fn workers_run_with_every_standard_descriptor_closed() {
-    let mut child =
-        mp_runtime::spawn!(workers_run_with_every_standard_descriptor_closed_alone).unwrap();
-    child
-        .join_timeout(std::time::Duration::from_secs(900))
-        .unwrap();
+    crate::in_child(workers_run_with_every_standard_descriptor_closed_alone);
 }

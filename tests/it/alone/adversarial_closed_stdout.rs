@@ -65,9 +65,5 @@ fn a_parent_with_stdout_closed_still_gets_the_item_alone() {
 /// Runs [`a_parent_with_stdout_closed_still_gets_the_item_alone`] in a child: what it changes or counts is that process's alone.
 #[test]
 fn a_parent_with_stdout_closed_still_gets_the_item() {
-    let mut child =
-        mp_runtime::spawn!(a_parent_with_stdout_closed_still_gets_the_item_alone).unwrap();
-    child
-        .join_timeout(std::time::Duration::from_secs(900))
-        .unwrap();
+    crate::in_child(a_parent_with_stdout_closed_still_gets_the_item_alone);
 }

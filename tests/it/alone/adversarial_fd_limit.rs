@@ -203,9 +203,5 @@ fn results_that_need_a_descriptor_at_the_descriptor_limit_alone() {
 /// Runs [`results_that_need_a_descriptor_at_the_descriptor_limit_alone`] in a child: what it changes or counts is that process's alone.
 #[test]
 fn results_that_need_a_descriptor_at_the_descriptor_limit() {
-    let mut child =
-        mp_runtime::spawn!(results_that_need_a_descriptor_at_the_descriptor_limit_alone).unwrap();
-    child
-        .join_timeout(std::time::Duration::from_secs(900))
-        .unwrap();
+    crate::in_child(results_that_need_a_descriptor_at_the_descriptor_limit_alone);
 }

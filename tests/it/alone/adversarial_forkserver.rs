@@ -17,8 +17,5 @@ fn spawn_macro_under_forkserver_alone() {
 /// Runs [`spawn_macro_under_forkserver_alone`] in a child: what it changes or counts is that process's alone.
 #[test]
 fn spawn_macro_under_forkserver() {
-    let mut child = mp_runtime::spawn!(spawn_macro_under_forkserver_alone).unwrap();
-    child
-        .join_timeout(std::time::Duration::from_secs(900))
-        .unwrap();
+    crate::in_child(spawn_macro_under_forkserver_alone);
 }

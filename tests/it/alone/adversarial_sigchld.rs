@@ -34,9 +34,5 @@ fn join_returns_the_answer_when_sigchld_is_ignored_alone() {
 /// Runs [`join_returns_the_answer_when_sigchld_is_ignored_alone`] in a child: what it changes or counts is that process's alone.
 #[test]
 fn join_returns_the_answer_when_sigchld_is_ignored() {
-    let mut child =
-        mp_runtime::spawn!(join_returns_the_answer_when_sigchld_is_ignored_alone).unwrap();
-    child
-        .join_timeout(std::time::Duration::from_secs(900))
-        .unwrap();
+    crate::in_child(join_returns_the_answer_when_sigchld_is_ignored_alone);
 }

@@ -92,19 +92,11 @@ fn a_blocking_map_holds_only_the_chunks_the_workers_need_alone() {
 /// Runs [`starmap_of_many_value_clones_fits_in_1024_descriptors_alone`] in a child: what it changes or counts is that process's alone.
 #[test]
 fn starmap_of_many_value_clones_fits_in_1024_descriptors() {
-    let mut child =
-        mp_runtime::spawn!(starmap_of_many_value_clones_fits_in_1024_descriptors_alone).unwrap();
-    child
-        .join_timeout(std::time::Duration::from_secs(900))
-        .unwrap();
+    crate::in_child(starmap_of_many_value_clones_fits_in_1024_descriptors_alone);
 }
 
 /// Runs [`a_blocking_map_holds_only_the_chunks_the_workers_need_alone`] in a child: what it changes or counts is that process's alone.
 #[test]
 fn a_blocking_map_holds_only_the_chunks_the_workers_need() {
-    let mut child =
-        mp_runtime::spawn!(a_blocking_map_holds_only_the_chunks_the_workers_need_alone).unwrap();
-    child
-        .join_timeout(std::time::Duration::from_secs(900))
-        .unwrap();
+    crate::in_child(a_blocking_map_holds_only_the_chunks_the_workers_need_alone);
 }

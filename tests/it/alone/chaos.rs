@@ -156,19 +156,12 @@ fn soak_alone() {
 /// Runs [`a_map_under_chaos_ends_every_task_exactly_once_alone`] in a child: what it changes or counts is that process's alone.
 #[test]
 fn a_map_under_chaos_ends_every_task_exactly_once() {
-    let mut child =
-        mp_runtime::spawn!(a_map_under_chaos_ends_every_task_exactly_once_alone).unwrap();
-    child
-        .join_timeout(std::time::Duration::from_secs(900))
-        .unwrap();
+    crate::in_child(a_map_under_chaos_ends_every_task_exactly_once_alone);
 }
 
 /// Runs [`soak_alone`] in a child: what it changes or counts is that process's alone.
 #[test]
 #[ignore = "a soak of ten minutes; run it by name"]
 fn soak() {
-    let mut child = mp_runtime::spawn!(soak_alone).unwrap();
-    child
-        .join_timeout(std::time::Duration::from_secs(900))
-        .unwrap();
+    crate::in_child(soak_alone);
 }

@@ -67,8 +67,5 @@ fn a_thousand_handle_passes_leak_no_descriptor_alone() {
 /// Runs [`a_thousand_handle_passes_leak_no_descriptor_alone`] in a child: what it changes or counts is that process's alone.
 #[test]
 fn a_thousand_handle_passes_leak_no_descriptor() {
-    let mut child = mp_runtime::spawn!(a_thousand_handle_passes_leak_no_descriptor_alone).unwrap();
-    child
-        .join_timeout(std::time::Duration::from_secs(900))
-        .unwrap();
+    crate::in_child(a_thousand_handle_passes_leak_no_descriptor_alone);
 }

@@ -68,8 +68,5 @@ fn a_child_holds_only_its_own_descriptors_alone() {
 /// Runs [`a_child_holds_only_its_own_descriptors_alone`] in a child: what it changes or counts is that process's alone.
 #[test]
 fn a_child_holds_only_its_own_descriptors() {
-    let mut child = mp_runtime::spawn!(a_child_holds_only_its_own_descriptors_alone).unwrap();
-    child
-        .join_timeout(std::time::Duration::from_secs(900))
-        .unwrap();
+    crate::in_child(a_child_holds_only_its_own_descriptors_alone);
 }

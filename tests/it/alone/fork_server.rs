@@ -280,99 +280,65 @@ fn a_dropped_pool_leaves_no_zombie_alone() {
 /// Runs [`spawn_and_join_alone`] in a child: what it changes or counts is that process's alone.
 #[test]
 fn spawn_and_join() {
-    let mut child = mp_runtime::spawn!(spawn_and_join_alone).unwrap();
-    child
-        .join_timeout(std::time::Duration::from_secs(900))
-        .unwrap();
+    crate::in_child(spawn_and_join_alone);
 }
 
 /// Runs [`a_panic_comes_back_with_message_and_location_alone`] in a child: what it changes or counts is that process's alone.
 #[test]
 fn a_panic_comes_back_with_message_and_location() {
-    let mut child = mp_runtime::spawn!(a_panic_comes_back_with_message_and_location_alone).unwrap();
-    child
-        .join_timeout(std::time::Duration::from_secs(900))
-        .unwrap();
+    crate::in_child(a_panic_comes_back_with_message_and_location_alone);
 }
 
 /// Runs [`a_child_that_dies_reports_how_alone`] in a child: what it changes or counts is that process's alone.
 #[test]
 fn a_child_that_dies_reports_how() {
-    let mut child = mp_runtime::spawn!(a_child_that_dies_reports_how_alone).unwrap();
-    child
-        .join_timeout(std::time::Duration::from_secs(900))
-        .unwrap();
+    crate::in_child(a_child_that_dies_reports_how_alone);
 }
 
 /// Runs [`kill_terminate_and_join_timeout_alone`] in a child: what it changes or counts is that process's alone.
 #[test]
 fn kill_terminate_and_join_timeout() {
-    let mut child = mp_runtime::spawn!(kill_terminate_and_join_timeout_alone).unwrap();
-    child
-        .join_timeout(std::time::Duration::from_secs(900))
-        .unwrap();
+    crate::in_child(kill_terminate_and_join_timeout_alone);
 }
 
 /// Runs [`a_pool_survives_a_worker_crash_alone`] in a child: what it changes or counts is that process's alone.
 #[test]
 fn a_pool_survives_a_worker_crash() {
-    let mut child = mp_runtime::spawn!(a_pool_survives_a_worker_crash_alone).unwrap();
-    child
-        .join_timeout(std::time::Duration::from_secs(900))
-        .unwrap();
+    crate::in_child(a_pool_survives_a_worker_crash_alone);
 }
 
 /// Runs [`max_tasks_per_child_forks_fresh_workers_alone`] in a child: what it changes or counts is that process's alone.
 #[test]
 fn max_tasks_per_child_forks_fresh_workers() {
-    let mut child = mp_runtime::spawn!(max_tasks_per_child_forks_fresh_workers_alone).unwrap();
-    child
-        .join_timeout(std::time::Duration::from_secs(900))
-        .unwrap();
+    crate::in_child(max_tasks_per_child_forks_fresh_workers_alone);
 }
 
 /// Runs [`a_forked_child_can_start_its_own_children_alone`] in a child: what it changes or counts is that process's alone.
 #[test]
 fn a_forked_child_can_start_its_own_children() {
-    let mut child = mp_runtime::spawn!(a_forked_child_can_start_its_own_children_alone).unwrap();
-    child
-        .join_timeout(std::time::Duration::from_secs(900))
-        .unwrap();
+    crate::in_child(a_forked_child_can_start_its_own_children_alone);
 }
 
 /// Runs [`a_hundred_spawns_leave_no_zombie_alone`] in a child: what it changes or counts is that process's alone.
 #[test]
 fn a_hundred_spawns_leave_no_zombie() {
-    let mut child = mp_runtime::spawn!(a_hundred_spawns_leave_no_zombie_alone).unwrap();
-    child
-        .join_timeout(std::time::Duration::from_secs(900))
-        .unwrap();
+    crate::in_child(a_hundred_spawns_leave_no_zombie_alone);
 }
 
 /// Runs [`a_dead_zygote_leaves_its_children_running_and_no_zombie_alone`] in a child: what it changes or counts is that process's alone.
 #[test]
 fn a_dead_zygote_leaves_its_children_running_and_no_zombie() {
-    let mut child =
-        mp_runtime::spawn!(a_dead_zygote_leaves_its_children_running_and_no_zombie_alone).unwrap();
-    child
-        .join_timeout(std::time::Duration::from_secs(900))
-        .unwrap();
+    crate::in_child(a_dead_zygote_leaves_its_children_running_and_no_zombie_alone);
 }
 
 /// Runs [`forked_children_own_locks_as_themselves_alone`] in a child: what it changes or counts is that process's alone.
 #[test]
 fn forked_children_own_locks_as_themselves() {
-    let mut child = mp_runtime::spawn!(forked_children_own_locks_as_themselves_alone).unwrap();
-    child
-        .join_timeout(std::time::Duration::from_secs(900))
-        .unwrap();
+    crate::in_child(forked_children_own_locks_as_themselves_alone);
 }
 
 /// Runs [`a_dropped_pool_leaves_no_zombie_alone`] in a child: what it changes or counts is that process's alone.
 #[test]
 fn a_dropped_pool_leaves_no_zombie() {
-    let mut child = mp_runtime::spawn!(a_dropped_pool_leaves_no_zombie_alone).unwrap();
-    child
-        .join_timeout(std::time::Duration::from_secs(900))
-        .unwrap();
+    crate::in_child(a_dropped_pool_leaves_no_zombie_alone);
 }

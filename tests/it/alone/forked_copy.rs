@@ -263,62 +263,35 @@ fn a_queue_works_across_a_fork_alone() {
 /// Runs [`dropping_a_pool_in_a_forked_copy_leaves_the_original_alone_alone`] in a child: what it changes or counts is that process's alone.
 #[test]
 fn dropping_a_pool_in_a_forked_copy_leaves_the_original_alone() {
-    let mut child =
-        mp_runtime::spawn!(dropping_a_pool_in_a_forked_copy_leaves_the_original_alone_alone)
-            .unwrap();
-    child
-        .join_timeout(std::time::Duration::from_secs(900))
-        .unwrap();
+    crate::in_child(dropping_a_pool_in_a_forked_copy_leaves_the_original_alone_alone);
 }
 
 /// Runs [`a_pool_used_in_a_forked_copy_fails_at_once_and_the_original_goes_on_alone`] in a child: what it changes or counts is that process's alone.
 #[test]
 fn a_pool_used_in_a_forked_copy_fails_at_once_and_the_original_goes_on() {
-    let mut child = mp_runtime::spawn!(
-        a_pool_used_in_a_forked_copy_fails_at_once_and_the_original_goes_on_alone
-    )
-    .unwrap();
-    child
-        .join_timeout(std::time::Duration::from_secs(900))
-        .unwrap();
+    crate::in_child(a_pool_used_in_a_forked_copy_fails_at_once_and_the_original_goes_on_alone);
 }
 
 /// Runs [`a_process_handle_in_a_forked_copy_leaves_the_child_alone_alone`] in a child: what it changes or counts is that process's alone.
 #[test]
 fn a_process_handle_in_a_forked_copy_leaves_the_child_alone() {
-    let mut child =
-        mp_runtime::spawn!(a_process_handle_in_a_forked_copy_leaves_the_child_alone_alone).unwrap();
-    child
-        .join_timeout(std::time::Duration::from_secs(900))
-        .unwrap();
+    crate::in_child(a_process_handle_in_a_forked_copy_leaves_the_child_alone_alone);
 }
 
 /// Runs [`pool_map_in_a_forked_copy_uses_a_pool_of_its_own_alone`] in a child: what it changes or counts is that process's alone.
 #[test]
 fn pool_map_in_a_forked_copy_uses_a_pool_of_its_own() {
-    let mut child =
-        mp_runtime::spawn!(pool_map_in_a_forked_copy_uses_a_pool_of_its_own_alone).unwrap();
-    child
-        .join_timeout(std::time::Duration::from_secs(900))
-        .unwrap();
+    crate::in_child(pool_map_in_a_forked_copy_uses_a_pool_of_its_own_alone);
 }
 
 /// Runs [`a_fork_server_pool_in_a_forked_copy_has_workers_of_its_own_alone`] in a child: what it changes or counts is that process's alone.
 #[test]
 fn a_fork_server_pool_in_a_forked_copy_has_workers_of_its_own() {
-    let mut child =
-        mp_runtime::spawn!(a_fork_server_pool_in_a_forked_copy_has_workers_of_its_own_alone)
-            .unwrap();
-    child
-        .join_timeout(std::time::Duration::from_secs(900))
-        .unwrap();
+    crate::in_child(a_fork_server_pool_in_a_forked_copy_has_workers_of_its_own_alone);
 }
 
 /// Runs [`a_queue_works_across_a_fork_alone`] in a child: what it changes or counts is that process's alone.
 #[test]
 fn a_queue_works_across_a_fork() {
-    let mut child = mp_runtime::spawn!(a_queue_works_across_a_fork_alone).unwrap();
-    child
-        .join_timeout(std::time::Duration::from_secs(900))
-        .unwrap();
+    crate::in_child(a_queue_works_across_a_fork_alone);
 }

@@ -66,9 +66,5 @@ fn large_values_cross_both_ways_and_leak_no_descriptor_alone() {
 /// Runs [`large_values_cross_both_ways_and_leak_no_descriptor_alone`] in a child: what it changes or counts is that process's alone.
 #[test]
 fn large_values_cross_both_ways_and_leak_no_descriptor() {
-    let mut child =
-        mp_runtime::spawn!(large_values_cross_both_ways_and_leak_no_descriptor_alone).unwrap();
-    child
-        .join_timeout(std::time::Duration::from_secs(900))
-        .unwrap();
+    crate::in_child(large_values_cross_both_ways_and_leak_no_descriptor_alone);
 }

@@ -113,18 +113,11 @@ fn a_child_outlives_the_thread_that_started_it_alone() {
 /// Runs [`killing_the_parent_ends_every_child_within_seconds_alone`] in a child: what it changes or counts is that process's alone.
 #[test]
 fn killing_the_parent_ends_every_child_within_seconds() {
-    let mut child =
-        mp_runtime::spawn!(killing_the_parent_ends_every_child_within_seconds_alone).unwrap();
-    child
-        .join_timeout(std::time::Duration::from_secs(900))
-        .unwrap();
+    crate::in_child(killing_the_parent_ends_every_child_within_seconds_alone);
 }
 
 /// Runs [`a_child_outlives_the_thread_that_started_it_alone`] in a child: what it changes or counts is that process's alone.
 #[test]
 fn a_child_outlives_the_thread_that_started_it() {
-    let mut child = mp_runtime::spawn!(a_child_outlives_the_thread_that_started_it_alone).unwrap();
-    child
-        .join_timeout(std::time::Duration::from_secs(900))
-        .unwrap();
+    crate::in_child(a_child_outlives_the_thread_that_started_it_alone);
 }

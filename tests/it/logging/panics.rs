@@ -83,8 +83,5 @@ fn scenario() {
 /// Runs [`scenario`] in a child process: a logger is set up once for a whole process.
 #[test]
 fn a_logger_that_panics_loses_that_record_only() {
-    let mut child = mp_runtime::spawn!(scenario).unwrap();
-    child
-        .join_timeout(std::time::Duration::from_secs(150))
-        .unwrap();
+    crate::in_child(scenario);
 }

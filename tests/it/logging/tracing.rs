@@ -159,8 +159,5 @@ fn scenario() {
 /// Runs [`scenario`] in a child process: a logger is set up once for a whole process.
 #[test]
 fn a_subscriber_set_up_in_the_parent_shows_what_tasks_log() {
-    let mut child = mp_runtime::spawn!(scenario).unwrap();
-    child
-        .join_timeout(std::time::Duration::from_secs(150))
-        .unwrap();
+    crate::in_child(scenario);
 }
