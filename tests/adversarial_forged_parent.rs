@@ -1,7 +1,7 @@
 //! Issue 11 items 19 and 20: a forged parent. This test binary is run again by hand with
 //! `MP_RUNTIME_ROLE` set and a socket we control as its standard input, and spoken to with
 //! today's protocol (channel.rs: an 8-byte little-endian header, low 47 bits the length, bit 47
-//! "in a file"; worker.rs: a `Request::Call { function }` in bincode fixint, then records of a
+//! "in a file"; runtime/worker.rs: a `Request::Call { function }` in bincode fixint, then records of a
 //! u32 length and the arguments). The real build id is read from a real worker's
 //! `/proc/PID/environ`. Once the role is proven by more than the variable, a forged worker may
 //! refuse to serve at all: these tests then pass by that refusal (exit without a signal, small

@@ -6,11 +6,11 @@
 //! crate that registers functions depends on this one, so the linker places it (and its
 //! registrations) before this crate.
 
-use crate::spawn::forkserver;
-use crate::spawn::reexec::{self, Refused, Role};
+use crate::runtime::spawn::forkserver;
+use crate::runtime::spawn::reexec::{self, Refused, Role};
+use crate::runtime::worker;
 use crate::sys;
 use crate::wire::frame::Channel;
-use crate::worker;
 
 // SAFETY: `.init_array` holds pointers to functions the C runtime calls, with no arguments that
 // we read, before `main`; `early_entry` has exactly that `extern "C" fn()` shape.
@@ -39,7 +39,7 @@ extern "C" fn early_entry() {
             }),
             Ok(()) => match assignment.role {
                 Role::Worker => {
-                    crate::context::set_identity(
+                    crate::base::set_identity(
                         &assignment.name,
                         &assignment.parent_name,
                         assignment.parent,
@@ -89,7 +89,7 @@ fn run_as_main() -> std::io::Result<()> {
 /// until the job ends and exits, never returning.
 #[cfg(feature = "mpi")]
 fn serve_if_worker_rank() {
-    use crate::cluster::{self, Joined};
+    use crate::runtime::cluster::{self, Joined};
     if let Joined::WorkerRank = cluster::join_job() {
         let code = std::panic::catch_unwind(crate::pool::rank::serve_rank).unwrap_or(70);
         cluster::leave_job(code);

@@ -200,27 +200,22 @@ compile_error!(
      container or VM"
 );
 
-// The layers, from the bottom up: each uses only those above it in this list.
-#[cfg(feature = "mpi")]
-mod cluster;
-mod context;
+// The tiers, from the bottom up: each uses only those below it (README.md, Layout).
+mod base;
+mod runtime;
+mod sys;
+mod wire;
+// The public rooms, and the early entry that dispatches to every tier.
 mod entry;
-mod error;
 mod ipc;
-mod logs;
 mod macros;
 mod pool;
 mod process;
-mod registry;
-mod spawn;
-mod sys;
-mod wire;
-mod worker;
 
-pub use context::{
-    ProcessInfo, active_children, cpu_count, current_process, mpi_rank, parent_process,
+pub use base::{
+    Error, ErrorKind, Location, ProcessInfo, Result, active_children, cpu_count, current_process,
+    mpi_rank, parent_process,
 };
-pub use error::{Error, ErrorKind, Location, Result};
 pub use ipc::pipe::{Connection, pipe, pipe_oneway};
 pub use ipc::queue::{JoinableQueue, Queue};
 pub use ipc::shared::{Array, ArrayGuard, Pod, SharedMemory, Value, ValueGuard};
@@ -231,8 +226,8 @@ pub use ipc::sync::{
 pub use macros::set_shared_pool_idle_timeout;
 pub use pool::{AsyncResult, IMap, Pool, PoolBuilder, Waitable, lost_mpi_ranks, wait};
 pub use process::Process;
-pub use registry::ProcessFn;
-pub use spawn::{StartMethod, get_start_method, set_start_method};
+pub use runtime::registry::ProcessFn;
+pub use runtime::spawn::{StartMethod, get_start_method, set_start_method};
 
 /// Registers a function so that it can run in another process.
 ///
@@ -274,42 +269,12 @@ pub use mp_macros::process_fn;
 /// and this crate's own tests: not in users' builds.
 #[cfg(any(fuzzing, test))]
 #[doc(hidden)]
-#[path = "fuzz.rs"]
-pub mod __fuzz;
+pub use runtime::fuzz as __fuzz;
 
 /// What the macros expand to. Not a public API: it may change in any release.
 #[doc(hidden)]
 pub mod __private {
     pub use crate::__closure_refused as closure_refused;
     pub use crate::macros::pool_map;
-    pub use crate::registry::Entry;
-    pub use crate::wire::outgoing::Outgoing;
-    pub use crate::worker::call_each;
-    pub use inventory;
-
-    use crate::error::Result;
-    use crate::wire::codec;
-    use serde::Serialize;
-    use serde::de::DeserializeOwned;
-    use std::any::TypeId;
-
-    /// The `TypeId` of a value's type: for a fn item, the function's identity.
-    pub fn type_id_of<T: 'static>(_: &T) -> TypeId {
-        TypeId::of::<T>()
-    }
-
-    /// Decodes a function's argument tuple.
-    #[inline(always)]
-    pub fn decode_args<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-        codec::decode(bytes)
-    }
-
-    /// Appends a function's encoded result to `out`.
-    #[inline(always)]
-    pub fn encode_result<T: Serialize>(value: &T, out: &mut Outgoing) -> Result<()> {
-        codec::encode_into(value, out)
-    }
-
-    /// Fails to compile, on the type, when it cannot cross a process boundary.
-    pub fn assert_transferable<T: Serialize + DeserializeOwned + 'static>() {}
+    pub use crate::runtime::expansion::*;
 }

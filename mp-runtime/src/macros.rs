@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::error::{Error, Handle, Kind, Result};
+use crate::base::{Error, Handle, Kind, Result};
 use crate::pool::Pool;
-use crate::registry::ProcessFn;
-use crate::spawn::Owner;
+use crate::runtime::registry::ProcessFn;
+use crate::runtime::spawn::Owner;
 use crate::sys;
 
 /// Starts a `#[process_fn]` function in a new child process: `spawn!(f)`, `spawn!(f, a)`,
@@ -125,7 +125,7 @@ where
     I::Item: Borrow<A>,
     A: Serialize,
 {
-    let processes = processes.unwrap_or_else(crate::context::cpu_count);
+    let processes = processes.unwrap_or_else(crate::base::cpu_count);
     let pool = shared_pool(processes)?;
     let result = pool.map(f, inputs);
     // Idle from now: the retirer counts its idle time from here, not from the start of a

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::error::{Error, Handle, Kind, Result};
-use crate::registry::{self, ProcessFn};
-use crate::spawn::{self, ChildProcess, Owner, Received};
+use crate::base::{Error, Handle, Kind, Result};
+use crate::runtime::registry::{self, ProcessFn};
+use crate::runtime::spawn::{self, ChildProcess, Owner, Received};
 use crate::wire::codec;
 use crate::wire::frame::Channel;
 use crate::wire::protocol::{self, Outcomes, Request};
@@ -88,7 +88,7 @@ impl<R: serde::de::DeserializeOwned> Process<R> {
         let args = protocol::Args::encode(entry.id, [args])?;
         let exit = codec::encode(&Request::Exit)?;
         let name = next_name();
-        let started = spawn::start_worker(crate::spawn::get_start_method(), &name)?;
+        let started = spawn::start_worker(crate::runtime::spawn::get_start_method(), &name)?;
         let mut process = Process {
             name,
             function: entry.path,

@@ -1,14 +1,32 @@
-//! The layering of `src/` that the README's "Layout" describes: each module uses only the
-//! layers below it, and no file imports from a file that imports back from it (directly or
-//! through others). Read from the sources, so a `use` that breaks it fails here, with the path.
+//! The tiers of `src/` that the README's "Layout" describes: each tier is a folder that uses only
+//! the tiers below it, each room of a tier only the rooms before it, and no file imports from a
+//! file that imports back from it (directly or through others). The folders' private submodules
+//! keep what a tier exports to its `mod.rs`; this test keeps the direction. Read from the
+//! sources, so a `use` that breaks it fails here, with the path.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-/// The layers, from the bottom up; a file's layer is its top-level module under `src/`.
-const LAYERS: &[&str] = &[
-    "context", "error", "sys", "wire", "logs", "registry", "worker", "spawn", "ipc", "cluster",
-    "process", "pool", "macros", "fuzz", "entry",
+/// The five tiers, from the bottom up, each with its rooms in the order in which they may use
+/// each other. A file belongs to the room whose path is the longest prefix of its own.
+const TIERS: &[(&str, &[&str])] = &[
+    ("sys", &["sys"]),
+    ("base", &["base"]),
+    ("wire", &["wire"]),
+    (
+        "runtime",
+        &[
+            "runtime",
+            "runtime/logs",
+            "runtime/registry",
+            "runtime/worker",
+            "runtime/expansion",
+            "runtime/spawn",
+            "runtime/cluster",
+            "runtime/fuzz",
+        ],
+    ),
+    ("rooms", &["ipc", "process", "pool", "macros", "entry"]),
 ];
 
 fn src() -> PathBuf {
@@ -121,16 +139,27 @@ fn graph() -> BTreeMap<PathBuf, BTreeSet<PathBuf>> {
     edges
 }
 
-fn layer_of(file: &Path) -> usize {
-    let top = module_of(file).first().cloned().unwrap_or_default();
-    LAYERS
+/// The file's tier and room, as positions in [`TIERS`], so that comparing them says which is
+/// below the other.
+fn place_of(file: &Path) -> (usize, usize) {
+    let module = module_of(file).join("/");
+    TIERS
         .iter()
-        .position(|layer| *layer == top)
-        .unwrap_or_else(|| panic!("{} is in no layer: add it to LAYERS", file.display()))
+        .enumerate()
+        .flat_map(|(tier, (_, rooms))| {
+            rooms
+                .iter()
+                .enumerate()
+                .map(move |(at, room)| (tier, at, *room))
+        })
+        .filter(|(_, _, room)| module == *room || module.starts_with(&format!("{room}/")))
+        .max_by_key(|(_, _, room)| room.len())
+        .map(|(tier, room, _)| (tier, room))
+        .unwrap_or_else(|| panic!("{} is in no tier: add it to TIERS", file.display()))
 }
 
 #[test]
-fn every_import_goes_down_the_layers() {
+fn every_import_goes_down_the_tiers() {
     let mut wrong = Vec::new();
     for (file, targets) in graph() {
         if file == Path::new("lib.rs") {
@@ -143,11 +172,13 @@ fn every_import_goes_down_the_layers() {
                     "{} names an item through the crate root: name its module",
                     file.display()
                 ));
-            } else if layer_of(&target) > layer_of(&file) {
+            } else if place_of(&target) > place_of(&file) {
+                let (tier, _) = place_of(&target);
                 wrong.push(format!(
-                    "{} imports {}, a layer above it",
+                    "{} imports {}, above it (tier {})",
                     file.display(),
-                    target.display()
+                    target.display(),
+                    TIERS[tier].0
                 ));
             }
         }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::error::{Error, Kind, Result};
+use crate::base::{Error, Kind, Result};
 use crate::ipc::shm::deadline;
 use crate::wire::codec;
 use crate::wire::frame::{self as channel, Channel, Frame};

@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::error::{Error, Kind, Result};
+use crate::base::{Error, Kind, Result};
 use crate::ipc::shm::{SharedState, Shm, Wait, lock_state, map_fd, set_len, wait_state};
 use crate::sys::mmap::{InMapping, Mapping};
 use crate::sys::mutex::{Monitor, MonitorGuard, Signal};

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::error::{Error, Kind, Result};
+use crate::base::{Error, Kind, Result};
 use crate::ipc::shm::{
     Held, MAX_ALIGN, SharedState, Shm, Wait, data_offset, file_len, map_fd, set_len,
 };

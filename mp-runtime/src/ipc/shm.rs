@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserializer, Serializer};
 
-use crate::error::{Error, Kind, Result};
+use crate::base::{Error, Kind, Result};
 use crate::sys::memfd;
 use crate::sys::mmap::{InMapping, Mapping};
 use crate::sys::mutex::{LockFailure, Monitor, MonitorGuard, Signal, Taken};

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::error::{Error, Kind, Result};
+use crate::base::{Error, Kind, Result};
 use crate::ipc::shm::{
     Held, SharedState, Shm, Wait, data_offset, deadline, lock_error, lock_state, wait_state,
 };

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 
 use super::scheduler::{Control, Raw, Sink, lock};
-use crate::error::{Error, Handle, Kind, Result};
-use crate::spawn::Owner;
+use crate::base::{Error, Handle, Kind, Result};
+use crate::runtime::spawn::Owner;
 
 /// Where the one result of a submission lands; the first completion wins.
 pub(crate) struct Slot<T> {

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 
 use super::scheduler::{Control, Raw, Shared, Sink, Task};
-use crate::error::{Error, Handle, Result};
-use crate::registry::Entry;
-use crate::spawn::Owner;
+use crate::base::{Error, Handle, Result};
+use crate::runtime::registry::Entry;
+use crate::runtime::spawn::Owner;
 use crate::wire::protocol::Args;
 
 /// Hands each finished chunk to the iterator's thread.

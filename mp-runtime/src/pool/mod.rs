@@ -44,11 +44,11 @@ pub use wait::{Waitable, wait};
 use async_result::{Gather, Progress, Slot};
 use scheduler::{Control, Placement, Shared, Task, WorkerConfig, lock, wait_started};
 
-use crate::error::{Error, Handle, Result};
-use crate::registry::{self, Entry, ProcessFn};
+use crate::base::{Error, Handle, Result};
+use crate::runtime::registry::{self, Entry, ProcessFn};
 use crate::wire::protocol;
 
-use crate::spawn::{Owner, StartMethod};
+use crate::runtime::spawn::{Owner, StartMethod};
 
 /// A pool of worker processes.
 ///
@@ -121,7 +121,7 @@ pub struct PoolBuilder {
 
 impl PoolBuilder {
     /// How many worker processes; by default one per CPU this process may run on (see
-    /// [`cpu_count`](crate::context::cpu_count)).
+    /// [`cpu_count`](crate::base::cpu_count)).
     ///
     /// # Examples
     ///
@@ -303,7 +303,7 @@ impl PoolBuilder {
         self
     }
 
-    /// How workers are started; by default, as [`get_start_method`](crate::spawn::get_start_method)
+    /// How workers are started; by default, as [`get_start_method`](crate::runtime::spawn::get_start_method)
     /// says when the pool is built ([`StartMethod::Spawn`] unless set otherwise).
     ///
     /// # Examples
@@ -368,7 +368,7 @@ impl PoolBuilder {
     /// assert!(err.to_string().contains("at least one"));
     /// ```
     pub fn build(mut self) -> Result<Pool> {
-        let processes = self.processes.unwrap_or_else(crate::context::cpu_count);
+        let processes = self.processes.unwrap_or_else(crate::base::cpu_count);
         if processes == 0 {
             return Err(Error::usage(
                 "a pool needs at least one process; pass 1 or more to `processes`",
@@ -402,7 +402,7 @@ impl PoolBuilder {
                 initializer,
                 start_method: self
                     .start_method
-                    .unwrap_or_else(crate::spawn::get_start_method),
+                    .unwrap_or_else(crate::runtime::spawn::get_start_method),
             },
         ));
         #[cfg(feature = "mpi")]
@@ -483,7 +483,7 @@ fn on_other_ranks(placement: Placement) -> Result<bool> {
 /// ```
 pub fn lost_mpi_ranks() -> Vec<u32> {
     #[cfg(feature = "mpi")]
-    return crate::cluster::lost_ranks()
+    return crate::runtime::cluster::lost_ranks()
         .into_iter()
         .map(|rank| rank as u32)
         .collect();
@@ -494,8 +494,8 @@ pub fn lost_mpi_ranks() -> Vec<u32> {
 /// The worker ranks a new MPI pool can use: all but rank 0 and the lost ones.
 fn mpi_worker_ranks() -> usize {
     #[cfg(feature = "mpi")]
-    if crate::cluster::world().is_some() {
-        return crate::cluster::live_worker_ranks().len();
+    if crate::runtime::cluster::world().is_some() {
+        return crate::runtime::cluster::live_worker_ranks().len();
     }
     0
 }

@@ -9,11 +9,11 @@ use std::thread::JoinHandle;
 use super::Pool;
 use super::remote::{FromRank, Settings, ToRank, reply_to, tag_of};
 use super::scheduler::{Control, Sink, Task};
-use crate::cluster;
-use crate::error::{Error, Result};
-use crate::logs;
-use crate::registry;
-use crate::spawn::StartMethod;
+use crate::base::{Error, Result};
+use crate::runtime::cluster;
+use crate::runtime::logs;
+use crate::runtime::registry;
+use crate::runtime::spawn::StartMethod;
 use crate::wire::codec;
 use crate::wire::protocol::{Args, Failure, Outcomes};
 

@@ -19,9 +19,9 @@ use std::thread::JoinHandle;
 use serde::{Deserialize, Serialize};
 
 use super::scheduler::{Next, Placement, Shared, Slot, Task, wait_started};
-use crate::cluster::{self, Backoff, FIRST_POOL_TAG, TAG_LIMIT, TAG_TO_RANK};
-use crate::error::{Error, Kind, Result};
-use crate::spawn::StartMethod;
+use crate::base::{Error, Kind, Result};
+use crate::runtime::cluster::{self, Backoff, FIRST_POOL_TAG, TAG_LIMIT, TAG_TO_RANK};
+use crate::runtime::spawn::StartMethod;
 use crate::wire::codec;
 use crate::wire::protocol::{Failure, Outcomes};
 

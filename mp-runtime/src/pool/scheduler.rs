@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, ExitReason, Kind, Result};
-use crate::registry::Entry;
-use crate::spawn::{self, ChildProcess, Killer, Received, StartMethod};
+use crate::base::{Error, ExitReason, Kind, Result};
+use crate::runtime::registry::Entry;
+use crate::runtime::spawn::{self, ChildProcess, Killer, Received, StartMethod};
 use crate::wire::codec;
 use crate::wire::frame::{Channel, Frame};
 use crate::wire::protocol::{Args, Outcomes, Request};

@@ -21,7 +21,7 @@ use bincode::config::{Configuration, Fixint, LittleEndian};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::error::{Error, Result};
+use crate::base::{Error, Result};
 use crate::sys;
 use crate::wire::fast::{Decoded, Fast};
 use crate::wire::outgoing::Outgoing;
@@ -69,7 +69,7 @@ impl bincode::enc::write::Writer for AppendOutgoing<'_> {
 /// Appends the encoding of `value` to `out`; on error `out` keeps what it had before.
 ///
 /// This and the decoding functions are inlined always: a map runs them once per item, in the
-/// loop of [`call_each`](crate::worker::call_each), where a call would cost more than they do.
+/// loop of [`call_each`](crate::runtime::worker::call_each), where a call would cost more than they do.
 #[inline(always)]
 pub(crate) fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Outgoing) -> Result<()> {
     let start = out.len();

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::codec;
 use super::frame::{Channel, Frame};
 use super::outgoing::{Encoded, Outgoing};
-use crate::error::{Error, Kind, Location, Result};
+use crate::base::{Error, Kind, Location, Result};
 
 /// From parent to worker. In a frame, a `Call` is followed by its arguments: one record
 /// (see [`codec::begin_record`]) per call, so a chunk of a map crosses as one buffer; the

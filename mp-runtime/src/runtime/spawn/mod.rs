@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, ExitReason, Handle, Kind, Result};
-use crate::logs;
+use crate::base::{Error, ExitReason, Handle, Kind, Result};
+use crate::runtime::logs;
 use crate::sys::{self, pidfd};
 use crate::wire::codec;
 use crate::wire::frame::{Channel, Frame};
@@ -180,7 +180,7 @@ pub(crate) fn start_worker(method: StartMethod, name: &str) -> Result<Started> {
         reaping: false,
         said: None,
     };
-    crate::context::child_started(pid, name);
+    crate::base::child_started(pid, name);
     let logs = logs::for_child(pid, name);
     Ok(Started {
         child,
@@ -273,7 +273,7 @@ impl ChildProcess {
     fn record(&mut self, status: Option<ExitStatus>) {
         if status.is_some() && self.status.is_none() {
             self.status = status;
-            crate::context::child_ended(self.pid());
+            crate::base::child_ended(self.pid());
             logs::worker_ended(self.pid());
         }
     }
@@ -462,7 +462,7 @@ impl ChildProcess {
         let reaping = reaper.spawn(move || {
             // Nothing else waits for it: this handle stops at `reaping`.
             let _ = pidfd::reap(pid, true);
-            crate::context::child_ended(pid);
+            crate::base::child_ended(pid);
             logs::worker_ended(pid);
         });
         match reaping {
@@ -544,12 +544,12 @@ mod tests {
             mut child, channel, ..
         } = start_worker(StartMethod::Spawn, "Process-table").unwrap();
         let pid = child.pid();
-        assert!(crate::context::is_known_child(pid));
+        assert!(crate::base::is_known_child(pid));
         // A worker whose channel closes before any request exits.
         drop(channel);
         let exit = child.reap_until(Instant::now() + Duration::from_secs(20));
         assert!(exit.is_ok(), "{exit:?}");
-        assert!(!crate::context::is_known_child(pid));
+        assert!(!crate::base::is_known_child(pid));
     }
 
     // Issue 19 item 2: a worker that exits for a reason of its own says why, and the parent's
@@ -574,7 +574,7 @@ mod tests {
         );
         let said_again = said.clone();
         let exit = child.reap_until(Instant::now() + Duration::from_secs(20));
-        let error = Error::new(crate::error::Kind::Died {
+        let error = Error::new(crate::base::Kind::Died {
             function: "f".to_string(),
             exit: exit.unwrap(),
             said: Some(said),

@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use super::Owner;
 use super::reexec::{self, Role};
-use crate::error::{Error, ExitReason, Result};
+use crate::base::{Error, ExitReason, Result};
 use crate::sys::{self, pidfd, process::Forked};
 use crate::wire::frame::{Channel, Frame};
 
@@ -392,8 +392,8 @@ fn serve_spare(socket: UnixStream, parent_pid: u32, parent_name: &str) -> i32 {
         // Ended unused.
         return 0;
     };
-    crate::context::set_identity(&String::from_utf8_lossy(&name), parent_name, parent_pid);
-    crate::worker::serve(channel)
+    crate::base::set_identity(&String::from_utf8_lossy(&name), parent_name, parent_pid);
+    crate::runtime::worker::serve(channel)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

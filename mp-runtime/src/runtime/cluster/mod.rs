@@ -3,7 +3,7 @@
 //! one transport that pools use across ranks: byte messages, split into pieces that MPI's `int`
 //! counts can carry.
 //!
-//! Every rank joins in the early entry (see [`crate::spawn`]). Rank 0 goes on to run `main`;
+//! Every rank joins in the early entry (see [`crate::entry`]). Rank 0 goes on to run `main`;
 //! every other rank serves pools (see [`crate::pool::remote`]) and exits when rank 0 does. Rank 0
 //! ends the job from an exit handler, so it ends however `main` returns: it tells each rank to
 //! stop, drains what they still send until each says goodbye, and finalizes MPI.
@@ -14,7 +14,7 @@
 //!
 //! Log records of worker ranks cross on a tag of their own ([`TAG_LOG`]), one record a
 //! message; on rank 0 a thread of their own takes them into the log relay (see
-//! [`crate::logs`]), so that a rank's sends never wait on rank 0's logger.
+//! [`crate::runtime::logs`]), so that a rank's sends never wait on rank 0's logger.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError, RwLock, RwLockReadGuard};
@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Kind, Result};
+use crate::base::{Error, Kind, Result};
 use crate::sys;
 use crate::sys::mpi::{self, Matched, MpiError};
 use crate::wire::codec;
@@ -84,7 +84,7 @@ pub(crate) struct World {
 /// What a rank tells rank 0 when it joins.
 #[derive(Serialize, Deserialize)]
 struct Member {
-    /// The build identity of its binary; see [`crate::registry::build_id`].
+    /// The build identity of its binary; see [`crate::runtime::registry::build_id`].
     build: String,
     host: String,
 }
@@ -133,7 +133,7 @@ pub(crate) fn join_job() -> Joined {
         Ok(world) => world,
         Err(error) => abort(&format!("cannot join the MPI job: {error}"), 2),
     };
-    sys::process::set_var_before_main(crate::context::RANK_VAR, &world.rank.to_string());
+    sys::process::set_var_before_main(crate::base::RANK_VAR, &world.rank.to_string());
     if world.rank == 0 {
         if let Err(error) = greet_all(&world) {
             abort(&error.to_string(), 2);
@@ -217,7 +217,7 @@ fn me() -> Member {
         .map(|name| name.trim().to_string())
         .unwrap_or_else(|_| "unknown".to_string());
     Member {
-        build: crate::registry::build_id().to_string(),
+        build: crate::runtime::registry::build_id().to_string(),
         host,
     }
 }
@@ -228,7 +228,7 @@ fn greet_rank_zero() -> Result<()> {
 
 /// Hears from every rank and checks that each runs this very build.
 fn greet_all(world: &World) -> Result<()> {
-    let build = crate::registry::build_id();
+    let build = crate::runtime::registry::build_id();
     for _ in 1..world.size {
         let (source, message) = recv_any(TAG_HELLO)?;
         let member: Member = codec::decode(&message.header)?;
@@ -527,7 +527,7 @@ fn end_job(status: i32) {
                     let mut message = Vec::new();
                     // Log records the rank sent before its goodbye are still logged.
                     if matched.receive_onto(&mut message).is_ok() && log {
-                        crate::logs::from_rank(rank, &message);
+                        crate::runtime::logs::from_rank(rank, &message);
                     }
                     if bye {
                         break;
@@ -540,7 +540,7 @@ fn end_job(status: i32) {
         }
     }
     *open = false;
-    crate::logs::flush(LOG_FLUSH);
+    crate::runtime::logs::flush(LOG_FLUSH);
     end_mpi(status);
 }
 
@@ -574,7 +574,7 @@ static LOG_SENDS_CLOSED: Mutex<bool> = Mutex::new(false);
 /// On rank 0: the level to tell worker ranks when a pool opens there, 0 (none) to 5 (trace):
 /// its logging's, when that is set up and the thread that takes the ranks' records runs.
 pub(crate) fn log_level_for_ranks() -> u8 {
-    let level = crate::logs::for_ranks();
+    let level = crate::runtime::logs::for_ranks();
     if level == 0 || !start_log_reader() {
         return 0;
     }
@@ -645,7 +645,7 @@ fn receive_logs(source: Option<i32>, most: usize) -> Result<usize> {
         let rank = matched.source;
         let mut message = Vec::new();
         matched.receive_onto(&mut message).map_err(mpi_error)?;
-        crate::logs::from_rank(rank, &message);
+        crate::runtime::logs::from_rank(rank, &message);
         taken += 1;
     }
     Ok(taken)
@@ -659,13 +659,13 @@ const SETTLE_MOST: usize = 4096;
 
 /// On rank 0, before a reply of `rank` is delivered: takes the records the rank sent before
 /// it, and waits for them to be logged as a local worker's reply does (see
-/// [`crate::logs::settle_rank`]). Nothing to do where no rank was told to send records.
+/// [`crate::runtime::logs::settle_rank`]). Nothing to do where no rank was told to send records.
 pub(crate) fn settle_logs(rank: i32) {
     if LOG_READER.get() != Some(&true) {
         return;
     }
     if receive_logs(Some(rank), SETTLE_MOST).is_ok() {
-        crate::logs::settle_rank(rank);
+        crate::runtime::logs::settle_rank(rank);
     }
 }
 

@@ -4,10 +4,10 @@
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 
+use crate::runtime::worker;
 use crate::wire::codec;
 use crate::wire::frame::{Channel, Frame};
 use crate::wire::protocol::{Outcomes, Request};
-use crate::worker;
 
 /// Feeds `bytes` to a channel as a peer would send them, and every frame it yields to the
 /// parsers on both sides: the worker's request decoding and the parent's outcome parsing.

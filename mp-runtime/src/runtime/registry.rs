@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::error::{Error, Kind, Result};
+use crate::base::{Error, Kind, Result};
 
 /// One registered function, as `#[process_fn]` writes it.
 #[doc(hidden)]
@@ -128,7 +128,7 @@ pub(crate) fn lookup_id(id: &str) -> Result<&'static Entry> {
         known.sort();
         Error::new(Kind::UnknownId {
             id: id.to_string(),
-            binary: crate::context::current_binary(),
+            binary: crate::base::current_binary(),
             known,
         })
     })

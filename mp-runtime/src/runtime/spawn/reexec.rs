@@ -6,7 +6,7 @@
 //! In the child, a constructor in `.init_array` sees the variable, removes it (so the worker's own
 //! children start as parents), moves the socket off standard input, serves calls, and exits: the
 //! user's `main` never runs there. With the role `forkserver:<pid>` the child becomes the fork
-//! server's zygote instead (see [`crate::spawn::forkserver`]).
+//! server's zygote instead (see [`crate::runtime::spawn::forkserver`]).
 //!
 //! # Parent death
 //!
@@ -33,8 +33,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock, PoisonError, mpsc};
 
 use super::Owner;
-use crate::error::{Error, Result};
-use crate::registry;
+use crate::base::{Error, Result};
+use crate::runtime::registry;
 use crate::sys;
 
 /// The environment variable that tells a child it is a worker, and of which parent.
@@ -209,7 +209,7 @@ pub(crate) fn spawn_self(role: Role, name: &str, socket: OwnedFd) -> Result<Chil
         )
         .env(
             NAMES_VAR,
-            format!("{name}\n{}", crate::context::current_process().name()),
+            format!("{name}\n{}", crate::base::current_process().name()),
         )
         .stdin(Stdio::from(socket));
     // Dropping the command (in `spawn_lasting`) closes our copy of the child's end: from then

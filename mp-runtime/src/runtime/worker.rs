@@ -13,9 +13,9 @@ use std::panic::{self, AssertUnwindSafe};
 
 use serde::Serialize;
 
-use crate::error::{Error, ExitReason, Kind, Result};
-use crate::logs;
-use crate::registry;
+use crate::base::{Error, ExitReason, Kind, Result};
+use crate::runtime::logs;
+use crate::runtime::registry;
 use crate::sys;
 use crate::wire::codec;
 use crate::wire::frame::{Channel, Frame};
