@@ -5,6 +5,9 @@
 //! Why it runs after the `#[process_fn]` registrations: constructors run in link order, and every
 //! crate that registers functions depends on this one, so the linker places it (and its
 //! registrations) before this crate.
+//!
+//! At the top of the public rooms: uses `sys`, `base`, `wire`, the runtime tier and `pool` (a
+//! worker rank serves one); used by nothing (the C runtime calls it).
 
 use crate::runtime::spawn::forkserver;
 use crate::runtime::spawn::reexec::{self, Refused, Role};

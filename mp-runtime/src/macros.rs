@@ -1,5 +1,8 @@
 //! The one-line forms: [`spawn!`](crate::spawn) and [`pool_map!`](crate::pool_map), and the
 //! shared pools behind `pool_map!`.
+//!
+//! A public room: uses `base`, `sys`, the runtime tier and `pool`; used by users through the
+//! macros.
 
 use std::borrow::Borrow;
 use std::collections::BTreeMap;

@@ -1,4 +1,6 @@
 //! One function call in one child process: [`Process`].
+//!
+//! A public room: uses `base`, `wire` and the runtime tier; used by users and `pool`.
 
 use std::marker::PhantomData;
 use std::process::ExitStatus;

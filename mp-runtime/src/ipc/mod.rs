@@ -1,6 +1,8 @@
 //! The handles users pass between processes: pipes ([`pipe`]), queues ([`queue`]), locks and
 //! the other synchronisation primitives ([`sync`]), shared values, arrays and named regions
 //! ([`shared`]), all built on shared memory regions ([`shm`]).
+//!
+//! A public room: uses `base`, `sys` and `wire`; used by users, and by `pool` for `wait`.
 
 pub(crate) mod pipe;
 pub(crate) mod queue;

@@ -1,4 +1,6 @@
 //! [`Pool`]: a set of worker processes that run `#[process_fn]` calls, with Python's pool API.
+//!
+//! A public room: uses every tier below and `process`; used by users, `macros` and `entry`.
 
 mod async_result;
 mod imap;

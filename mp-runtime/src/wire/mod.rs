@@ -2,6 +2,8 @@
 //! ([`codec`], the only module that knows bincode, with [`fast`] around it to move sequences of
 //! numbers whole), frames sent and received over a socket with
 //! their descriptors ([`frame`]), and the messages of parent and worker ([`protocol`]).
+//!
+//! The wire tier: uses `base` and `sys`; used by the runtime tier and the public rooms.
 
 pub(crate) mod codec;
 pub(crate) mod fast;

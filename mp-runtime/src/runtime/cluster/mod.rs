@@ -15,6 +15,9 @@
 //! Log records of worker ranks cross on a tag of their own ([`TAG_LOG`]), one record a
 //! message; on rank 0 a thread of their own takes them into the log relay (see
 //! [`crate::runtime::logs`]), so that a rank's sends never wait on rank 0's logger.
+//!
+//! Uses `base`, `sys`, `wire` and `logs`, `registry`, `spawn` of its tier; used by `pool` and
+//! `entry`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError, RwLock, RwLockReadGuard};

@@ -32,6 +32,8 @@
 //! its relay, as above) and its own. On rank 0, each message is queued into the same relay
 //! queue, marked with the rank that MPI says sent it ([`from_rank`]), and a rank's reply waits
 //! for that rank's records as a worker's does ([`settle_rank`]).
+//!
+//! Uses `base`, `sys` and `wire`; used by the rest of its tier and by `pool`.
 
 #[cfg(any(feature = "log", feature = "tracing"))]
 use std::time::Duration;

@@ -1,6 +1,9 @@
 //! Starting a child: [`StartMethod`], [`start_worker`], and [`ChildProcess`], the handle to a
 //! child whichever way it started, re-executed ([`reexec`]) or forked by the fork server
 //! ([`forkserver`]).
+//!
+//! Uses `base`, `sys`, `wire` and `logs`, `registry`, `worker` of its tier; used by `cluster` and
+//! the public rooms.
 
 pub(crate) mod forkserver;
 pub(crate) mod reexec;
