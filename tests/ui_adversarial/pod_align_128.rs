@@ -1,6 +1,6 @@
 // Issue 11 item 7: a `Pod` type aligned above 64 bytes must not make a `Value` or an `Array`.
 // Its .stderr is made by whoever adds the compile error:
-// `TRYBUILD=overwrite cargo test --test compile_fail`, then read the diff.
+// `BLESS=1 cargo test --test compile_fail`, then read the diff.
 
 use mp_runtime::{Array, Pod, Value};
 

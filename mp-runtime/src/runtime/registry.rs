@@ -229,7 +229,10 @@ mod tests {
 
     #[test]
     fn identical_functions_keep_their_own_entries() {
-        assert_eq!(lookup(&one).unwrap().id, "mp_runtime::runtime::registry::tests::one");
+        assert_eq!(
+            lookup(&one).unwrap().id,
+            "mp_runtime::runtime::registry::tests::one"
+        );
         assert_eq!(
             lookup(&also_one).unwrap().id,
             "mp_runtime::runtime::registry::tests::also_one"
@@ -249,7 +252,10 @@ mod tests {
     fn an_unknown_id_lists_what_is_registered() {
         let text = lookup_id("no::such::fn").unwrap_err().to_string();
         assert!(text.contains("no::such::fn"), "{text}");
-        assert!(text.contains("mp_runtime::runtime::registry::tests::one"), "{text}");
+        assert!(
+            text.contains("mp_runtime::runtime::registry::tests::one"),
+            "{text}"
+        );
         assert!(text.contains("same build"), "{text}");
     }
 
