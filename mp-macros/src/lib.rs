@@ -1,18 +1,10 @@
 //! The `#[process_fn]` attribute of [mp](https://docs.rs/mp-runtime): marks an ordinary function
 //! as callable in another process.
 //!
-//! Use it through `mp_runtime`, which re-exports it and documents it in full:
+//! Use it through `mp_runtime`, which re-exports it and documents it in full, with examples
+//! that run: [`mp_runtime::process_fn`][process_fn].
 //!
-//! ```
-//! use mp_runtime::{process_fn, spawn};
-//!
-//! #[process_fn]
-//! fn add(a: i32, b: i32) -> i32 {
-//!     a + b
-//! }
-//!
-//! assert_eq!(spawn!(add, 2, 3).unwrap().join().unwrap(), 5);
-//! ```
+//! [process_fn]: https://docs.rs/mp-runtime/latest/mp_runtime/attr.process_fn.html
 
 mod attr;
 mod expand;
