@@ -21,7 +21,7 @@ use serde::de::{
 };
 
 use super::{Tag, each_plain};
-use crate::sys::plain::{self, Plain};
+use super::plain::{self, Plain};
 
 /// A value of `T` read through [`Fast`]: what the codec asks its deserializer for.
 pub(crate) struct Decoded<T>(pub(crate) T);
