@@ -334,9 +334,10 @@ impl<R> Process<R> {
         if self.try_status().is_some() {
             return Ok(());
         }
-        self.child.signal(Signal::TERM).map_err(|e| {
+        let signal = Signal::TERM;
+        self.child.signal(signal).map_err(|e| {
             Error::io(
-                format!("cannot send {} to process {}", Signal::TERM, self.child.pid()),
+                format!("cannot send {signal} to process {}", self.child.pid()),
                 e,
             )
         })

@@ -336,11 +336,9 @@ pub(crate) fn lock_error(failure: LockFailure, what: &str, wait: Wait) -> Error 
             what: what.to_string(),
             after: wait.after(),
         }),
-        LockFailure::Os(e) if Cause::AlreadyHeld.is(&e) => {
-            Error::new(Kind::Usage(format!(
-                "this thread already holds {what}; use an RLock to take a lock again on one thread"
-            )))
-        }
+        LockFailure::Os(e) if Cause::AlreadyHeld.is(&e) => Error::new(Kind::Usage(format!(
+            "this thread already holds {what}; use an RLock to take a lock again on one thread"
+        ))),
         LockFailure::Os(e) => Error::io(format!("cannot lock {what}"), e),
     }
 }

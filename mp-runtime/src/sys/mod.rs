@@ -36,7 +36,7 @@
 //! Errors ([`error`]):
 //! * `Cause`: what an `io::Error` means where callers tell cases apart (`of`, `is`, `error`).
 //!
-//! Descriptors ([`fd`], [`file`]):
+//! Descriptors ([`fd`], [`file`](mod@file)):
 //! * `fd::send`, `send_with_fds`, `recv_appending`, `FDS_PER_MESSAGE`: bytes and
 //!   descriptors over a Unix stream socket (SCM_RIGHTS).
 //! * `fd::datagram_pair`, `recv_datagram` (`Datagram`): datagrams that say their sender.

@@ -404,7 +404,11 @@ mod tests {
         }
         let monitor = Monitor::<[u64]>::in_mapping(&map, 0, 4);
         monitor.init(false).unwrap();
-        monitor.lock(None).unwrap().fields().copy_from_slice(&[1, 2, 3, 4]);
+        monitor
+            .lock(None)
+            .unwrap()
+            .fields()
+            .copy_from_slice(&[1, 2, 3, 4]);
         assert_eq!(monitor.lock(None).unwrap().get(), [1, 2, 3, 4]);
         let past_the_end = PAGE / 8;
         let outside = std::panic::catch_unwind(|| {
