@@ -54,7 +54,7 @@ impl Signal {
     }
 
     /// The signal's name (`SIGTERM`), for the named ones.
-    pub(crate) fn name(self) -> Option<&'static str> {
+    fn name(self) -> Option<&'static str> {
         Some(match self {
             Signal::TERM => "SIGTERM",
             Signal::KILL => "SIGKILL",
