@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::base::{Error, Handle, Kind, Result};
 use crate::runtime::registry::{self, ProcessFn};
 use crate::runtime::spawn::{self, ChildProcess, Owner, Received};
+use crate::sys::Signal;
 use crate::wire::codec;
 use crate::wire::frame::Channel;
 use crate::wire::protocol::{self, Outcomes, Request};
@@ -333,9 +334,10 @@ impl<R> Process<R> {
         if self.try_status().is_some() {
             return Ok(());
         }
-        self.child.signal(libc::SIGTERM).map_err(|e| {
+        let signal = Signal::TERM;
+        self.child.signal(signal).map_err(|e| {
             Error::io(
-                format!("cannot send SIGTERM to process {}", self.child.pid()),
+                format!("cannot send {signal} to process {}", self.child.pid()),
                 e,
             )
         })

@@ -223,3 +223,88 @@ fn no_file_imports_from_a_file_that_imports_back() {
         }
     }
 }
+
+/// Every `.rs` file under `src/` outside `sys/`, relative to `src/`, with its text.
+fn above_sys() -> Vec<(PathBuf, String)> {
+    let mut all = Vec::new();
+    files(&src(), &mut all);
+    all.into_iter()
+        .filter(|file| !file.starts_with("sys"))
+        .map(|file| {
+            let text = std::fs::read_to_string(src().join(&file)).unwrap();
+            (file, text)
+        })
+        .collect()
+}
+
+/// What only `sys/` may name, comments and tests included: the `libc` crate's items (calls,
+/// error numbers, signal numbers) and `/proc` paths. A port to another OS then replaces that
+/// folder and nothing else.
+#[test]
+fn only_sys_names_the_os() {
+    let mut wrong = Vec::new();
+    for (file, text) in above_sys() {
+        for (at, line) in text.lines().enumerate() {
+            for os in ["libc::", "\"/proc"] {
+                if line.contains(os) {
+                    wrong.push(format!(
+                        "{}:{}: `{os}` outside sys/: ask a function of sys/ for what it answers",
+                        file.display(),
+                        at + 1
+                    ));
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// The files outside `sys/` that hold `unsafe` blocks, how many, and why they cannot move to
+/// `sys/`. Every other file holds none.
+const UNSAFE_ABOVE_SYS: &[(&str, usize, &str)] = &[
+    (
+        "ipc/shared.rs",
+        6,
+        "the public `unsafe fn`s (`Value::unlocked*`, `Array::unlocked*`, \
+         `SharedMemory::as_*slice`) hand their caller's promise to the `unsafe fn`s of sys/ \
+         that they wrap: only the caller can make it",
+    ),
+    (
+        "wire/fast/plain.rs",
+        5,
+        "the codec's own memory: numbers read as bytes, types told apart at run time, one \
+         copy into a new vector; no OS involved",
+    ),
+];
+
+/// The `unsafe` blocks of a file's code (comments, doc examples among them, left out).
+fn unsafe_blocks(text: &str) -> usize {
+    text.lines()
+        .map(|line| line.split("//").next().unwrap_or(""))
+        .map(|code| {
+            code.match_indices("unsafe")
+                .filter(|(at, _)| code[at + "unsafe".len()..].trim_start().starts_with('{'))
+                .count()
+        })
+        .sum()
+}
+
+#[test]
+fn unsafe_blocks_outside_sys_are_the_listed_ones() {
+    let mut wrong = Vec::new();
+    for (file, text) in above_sys() {
+        let found = unsafe_blocks(&text);
+        let listed = UNSAFE_ABOVE_SYS
+            .iter()
+            .find(|(path, _, _)| Path::new(path) == file)
+            .map_or(0, |(_, count, _)| *count);
+        if found != listed {
+            wrong.push(format!(
+                "{} has {found} `unsafe` blocks, UNSAFE_ABOVE_SYS lists {listed}: move the OS's \
+                 part into sys/, or list the file with why its blocks cannot move",
+                file.display()
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}

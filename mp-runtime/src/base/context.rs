@@ -188,7 +188,9 @@ pub fn parent_process() -> Option<ProcessInfo> {
 /// ```
 pub fn active_children() -> Vec<ProcessInfo> {
     let mut children = CHILDREN.lock().unwrap_or_else(PoisonError::into_inner);
-    children.retain(|&pid, _| crate::sys::process::is_running_child(pid));
+    children.retain(|&pid, _| {
+        crate::sys::Pid::from_raw(pid).is_some_and(crate::sys::process::is_running_child)
+    });
     children
         .iter()
         .map(|(&pid, name)| ProcessInfo {

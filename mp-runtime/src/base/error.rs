@@ -5,6 +5,8 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::sys::Signal;
+
 /// A `Result` whose error is [`Error`]: what every fallible call of mp returns.
 ///
 /// # Examples
@@ -341,7 +343,7 @@ pub(crate) enum ExitReason {
     /// It called `exit` with this code.
     Code(i32),
     /// A signal ended it.
-    Signal(i32),
+    Signal(#[serde(with = "signal_as_number")] Signal),
     /// Its status could not be read (it was reaped elsewhere).
     Unknown,
     /// It overflowed its stack (and was killed by SIGSEGV), as it reported before dying.
@@ -353,7 +355,7 @@ impl ExitReason {
         use std::os::unix::process::ExitStatusExt;
         match (status.code(), status.signal()) {
             (Some(code), _) => ExitReason::Code(code),
-            (None, Some(signal)) => ExitReason::Signal(signal),
+            (None, Some(signal)) => ExitReason::Signal(Signal::from_raw(signal)),
             (None, None) => ExitReason::Unknown,
         }
     }
@@ -364,7 +366,8 @@ impl fmt::Display for ExitReason {
         match *self {
             ExitReason::Code(code) => write!(f, "exited with code {code}"),
             ExitReason::Signal(signal) => {
-                write!(f, "was killed by signal {signal} ({})", signal_name(signal))
+                let number = signal.as_raw();
+                write!(f, "was killed by signal {number} ({})", signal_name(signal))
             }
             ExitReason::Unknown => f.write_str("ended with an unknown status"),
             ExitReason::StackOverflow => f.write_str("has overflowed its stack"),
@@ -372,18 +375,33 @@ impl fmt::Display for ExitReason {
     }
 }
 
-fn signal_name(signal: i32) -> &'static str {
+fn signal_name(signal: Signal) -> &'static str {
     match signal {
-        libc::SIGABRT => "SIGABRT: abort() or a failed assertion in C code",
-        libc::SIGKILL => "SIGKILL: killed, often by the out-of-memory killer",
-        libc::SIGSEGV => "SIGSEGV: invalid memory access",
-        libc::SIGBUS => "SIGBUS: bad memory access",
-        libc::SIGTERM => "SIGTERM: asked to terminate",
-        libc::SIGINT => "SIGINT: interrupted",
-        libc::SIGFPE => "SIGFPE: arithmetic fault",
-        libc::SIGILL => "SIGILL: illegal instruction",
-        libc::SIGPIPE => "SIGPIPE: wrote to a closed pipe",
+        Signal::ABRT => "SIGABRT: abort() or a failed assertion in C code",
+        Signal::KILL => "SIGKILL: killed, often by the out-of-memory killer",
+        Signal::SEGV => "SIGSEGV: invalid memory access",
+        Signal::BUS => "SIGBUS: bad memory access",
+        Signal::TERM => "SIGTERM: asked to terminate",
+        Signal::INT => "SIGINT: interrupted",
+        Signal::FPE => "SIGFPE: arithmetic fault",
+        Signal::ILL => "SIGILL: illegal instruction",
+        Signal::PIPE => "SIGPIPE: wrote to a closed pipe",
         _ => "see `man 7 signal`",
+    }
+}
+
+/// A signal crosses between processes as its number.
+mod signal_as_number {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::sys::Signal;
+
+    pub(super) fn serialize<S: Serializer>(signal: &Signal, s: S) -> Result<S::Ok, S::Error> {
+        signal.as_raw().serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Signal, D::Error> {
+        i32::deserialize(d).map(Signal::from_raw)
     }
 }
 
@@ -658,7 +676,7 @@ impl Error {
     /// ```
     pub fn signal(&self) -> Option<i32> {
         match self.exit_reason()? {
-            ExitReason::Signal(signal) => Some(signal),
+            ExitReason::Signal(signal) => Some(signal.as_raw()),
             _ => None,
         }
     }

@@ -24,7 +24,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::base::{Error, Kind, Result};
 use crate::ipc::shm::{SharedState, Shm, Wait, lock_state, map_fd, set_len, wait_state};
 use crate::sys::mmap::{InMapping, Mapping};
-use crate::sys::mutex::{Monitor, MonitorGuard, Signal};
+use crate::sys::mutex::{Condvar, Monitor, MonitorGuard};
 use crate::wire::codec;
 
 /// Where the ring starts in the file: past the state, page aligned.
@@ -40,9 +40,9 @@ const RECORD_HEADER: u64 = 8;
 #[repr(C)]
 struct QueueState {
     monitor: Monitor<Fields>,
-    not_empty: Signal,
-    not_full: Signal,
-    all_done: Signal,
+    not_empty: Condvar,
+    not_full: Condvar,
+    all_done: Condvar,
 }
 
 /// What the mutex guards.

@@ -268,9 +268,9 @@ impl<T: Pod> Value<T> {
     /// assert_eq!(unsafe { *v.unlocked() }, 3);
     /// ```
     pub unsafe fn unlocked(&self) -> &T {
-        // SAFETY: the value is mapped, aligned and valid (Pod); the caller promises that
-        // nobody writes while the reference lives.
-        unsafe { &*self.shm.state().monitor.fields_ptr() }
+        // SAFETY: this function's contract is `Monitor::unlocked`'s: the caller promises that
+        // nobody writes the value while the reference lives, which only the caller can know.
+        unsafe { self.shm.state().monitor.unlocked() }
     }
 
     /// The value for writing, without taking the lock: Python's `RawValue`.
@@ -288,8 +288,9 @@ impl<T: Pod> Value<T> {
     /// assert_eq!(v.get().unwrap(), 4);
     /// ```
     pub unsafe fn unlocked_mut(&mut self) -> &mut T {
-        // SAFETY: as in `unlocked`, with the caller's promise that nothing else touches it.
-        unsafe { &mut *self.shm.state().monitor.fields_ptr() }
+        // SAFETY: this function's contract is `Monitor::unlocked_mut`'s: the caller promises
+        // that nothing else touches the value while the reference lives.
+        unsafe { self.shm.state().monitor.unlocked_mut() }
     }
 }
 
@@ -322,24 +323,29 @@ impl<T: Pod> fmt::Debug for Value<T> {
     }
 }
 
+/// An array's state; its elements follow in the mapping, with the lock that guards them, as a
+/// `Monitor<[T]>` from [`data_offset`] on.
 #[repr(C)]
 struct ArrayState<T> {
-    /// Guards the elements, which follow the state in the mapping.
-    monitor: Monitor<()>,
     /// Written once by the creator before the handle is shared.
     len: AtomicU64,
     element: PhantomData<fn() -> T>,
 }
 
-// SAFETY: zeros are an unused mutex until `init` and an empty array; the mutex is made for
-// shared use and `len` is atomic.
+// SAFETY: zeros are an empty array, and `len` is atomic.
 unsafe impl<T: Pod> InMapping for ArrayState<T> {}
+
+// SAFETY: zeros are an unused mutex until `init` and valid elements (Pod: any bytes are);
+// the elements are reached only with the mutex held, or under the promise of an `unlocked*`
+// caller; Pod holds no pointers.
+unsafe impl<T: Pod> InMapping for Monitor<[T]> {}
 
 impl<T: Pod> SharedState for ArrayState<T> {
     const KIND: u64 = 0x6d70_4172_0000_0000 | size_of::<T>() as u64;
 
+    /// Nothing: the lock lives with the elements, which [`Array::new`] sets up.
     fn init(&self) -> io::Result<()> {
-        self.monitor.init(false)
+        Ok(())
     }
 }
 
@@ -381,28 +387,20 @@ pub struct Array<T: Pod> {
 /// ```
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct ArrayGuard<'a, T: Pod> {
-    array: &'a Array<T>,
-    _held: Held<'a, ()>,
+    held: Held<'a, [T]>,
 }
 
 impl<T: Pod> Deref for ArrayGuard<'_, T> {
     type Target = [T];
 
     fn deref(&self) -> &[T] {
-        let (ptr, len) = self.array.elements();
-        // SAFETY: the lock is held for as long as the guard, so no other process or thread
-        // touches the elements; they are mapped while the array is borrowed, aligned (the
-        // data starts on a 64-byte boundary, `T`'s alignment is at most 64: `AlignCheck`) and
-        // valid whatever their bytes (Pod).
-        unsafe { std::slice::from_raw_parts(ptr, len) }
+        self.held.get()
     }
 }
 
 impl<T: Pod> DerefMut for ArrayGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut [T] {
-        let (ptr, len) = self.array.elements();
-        // SAFETY: as in `deref`, and the guard is borrowed mutably.
-        unsafe { std::slice::from_raw_parts_mut(ptr, len) }
+        self.held.fields()
     }
 }
 
@@ -425,14 +423,19 @@ impl<T: Pod> Array<T> {
     /// ```
     pub fn new(len: usize) -> Result<Self> {
         let () = AlignCheck::<T>::OK;
-        let bytes = len.checked_mul(size_of::<T>()).ok_or_else(|| {
+        let bytes = Monitor::<[T]>::size(len).ok_or_else(|| {
             Error::new(Kind::Usage(format!(
                 "an array of {len} elements is too large"
             )))
         })?;
         let shm = Shm::<ArrayState<T>>::create(c"mp-array", bytes)?;
         shm.state().len.store(len as u64, Ordering::Relaxed);
-        Ok(Array { shm: Arc::new(shm) })
+        let array = Array { shm: Arc::new(shm) };
+        array
+            .monitor()
+            .init(false)
+            .map_err(|e| Error::io("cannot set up a process-shared lock", e))?;
+        Ok(array)
     }
 
     /// An array holding a copy of `values`.
@@ -449,25 +452,20 @@ impl<T: Pod> Array<T> {
         Ok(array)
     }
 
-    /// Where the elements are, and how many; checked against the mapping's size when the
-    /// array was made or received.
-    fn elements(&self) -> (*mut T, usize) {
-        let data = self.shm.mapping().as_ptr().as_ptr();
-        (
-            data.wrapping_add(data_offset::<ArrayState<T>>()).cast(),
+    /// The elements with their lock; checked against the mapping's size when the array was
+    /// made or received (and on every call: a panic if another process changed the length).
+    fn monitor(&self) -> &Monitor<[T]> {
+        Monitor::in_mapping(
+            self.shm.mapping(),
+            data_offset::<ArrayState<T>>(),
             self.len(),
         )
     }
 
     /// Takes the lock: the one way an array is locked.
     fn take(&self, wait: Wait) -> Result<Option<ArrayGuard<'_, T>>> {
-        let held = self
-            .shm
-            .acquire(&self.shm.state().monitor, wait, "an array's lock")?;
-        Ok(held.map(|held| ArrayGuard {
-            array: self,
-            _held: held,
-        }))
+        let held = self.shm.acquire(self.monitor(), wait, "an array's lock")?;
+        Ok(held.map(|held| ArrayGuard { held }))
     }
 
     /// The elements, without taking the lock: Python's `RawArray` (or `Array(lock=False)`),
@@ -498,10 +496,9 @@ impl<T: Pod> Array<T> {
     /// assert_eq!(parts.unwrap(), [3, 7]);
     /// ```
     pub unsafe fn unlocked(&self) -> &[T] {
-        let (ptr, len) = self.elements();
-        // SAFETY: mapped, aligned and valid (Pod) as in `ArrayGuard::deref`; the caller
-        // promises that nobody writes while the slice lives.
-        unsafe { std::slice::from_raw_parts(ptr, len) }
+        // SAFETY: this function's contract is `Monitor::unlocked`'s: the caller promises that
+        // nobody writes the elements while the slice lives, which only the caller can know.
+        unsafe { self.monitor().unlocked() }
     }
 
     /// The elements for writing, without taking the lock: Python's `RawArray`.
@@ -520,10 +517,9 @@ impl<T: Pod> Array<T> {
     /// assert_eq!(array.to_vec().unwrap(), [7, 8, 9]);
     /// ```
     pub unsafe fn unlocked_mut(&mut self) -> &mut [T] {
-        let (ptr, len) = self.elements();
-        // SAFETY: as in `unlocked`, with the caller's promise that nothing else touches what
-        // is written.
-        unsafe { std::slice::from_raw_parts_mut(ptr, len) }
+        // SAFETY: this function's contract is `Monitor::unlocked_mut`'s: the caller promises
+        // that nothing else touches what is written while the slice lives.
+        unsafe { self.monitor().unlocked_mut() }
     }
 
     /// The number of elements.
@@ -657,7 +653,7 @@ impl<'de, T: Pod> Deserialize<'de> for Array<T> {
             shm: Arc::new(Shm::deserialize(deserializer)?),
         };
         let data = array.shm.mapping().len() - data_offset::<ArrayState<T>>();
-        if data / size_of::<T>().max(1) < array.len() {
+        if Monitor::<[T]>::size(array.len()).is_none_or(|size| size > data) {
             return Err(D::Error::custom(
                 "an array's shared memory is shorter than its length",
             ));
@@ -874,8 +870,9 @@ impl SharedMemory {
     /// assert_eq!(unsafe { shm.as_slice() }, [0, 0, 0]);
     /// ```
     pub unsafe fn as_slice(&self) -> &[u8] {
-        // SAFETY: `len` bytes are mapped for as long as `self`; the caller rules out writers.
-        unsafe { std::slice::from_raw_parts(self.map.as_ptr().as_ptr(), self.len()) }
+        // SAFETY: this function's contract is `Mapping::as_slice`'s: the caller rules out
+        // writers while the slice lives, which only the caller can know.
+        unsafe { self.map.as_slice() }
     }
 
     /// The bytes, as a mutable slice.
@@ -892,9 +889,9 @@ impl SharedMemory {
     /// unsafe { shm.as_mut_slice() }.copy_from_slice(b"abc");
     /// ```
     pub unsafe fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: `len` bytes are mapped for as long as `self`, borrowed mutably here; the
-        // caller rules out other processes.
-        unsafe { std::slice::from_raw_parts_mut(self.map.as_ptr().as_ptr(), self.len()) }
+        // SAFETY: this function's contract is `Mapping::as_mut_slice`'s: the caller rules out
+        // other processes while the slice lives, which only the caller can know.
+        unsafe { self.map.as_mut_slice() }
     }
 
     /// Copies bytes out, starting at `offset`. Bytes another thread or process writes at the

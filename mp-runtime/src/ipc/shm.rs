@@ -8,7 +8,7 @@
 //! processes as that descriptor (see `codec::serialize_fd`).
 //!
 //! Inside the memory, a `Monitor` (from `sys::mutex`) is a robust, process-shared mutex with
-//! the data it guards, and a `Signal` a condition variable for it. [`Shm::acquire`] is how
+//! the data it guards, and a `Condvar` a condition variable for it. [`Shm::acquire`] is how
 //! every user-visible lock is taken: one place for waiting, timeouts, a dead owner, and the
 //! count of held locks that keeps the mapping alive while one may be held.
 
@@ -22,9 +22,10 @@ use std::time::{Duration, Instant};
 use serde::{Deserializer, Serializer};
 
 use crate::base::{Error, Kind, Result};
+use crate::sys::error::Cause;
 use crate::sys::memfd;
 use crate::sys::mmap::{InMapping, Mapping};
-use crate::sys::mutex::{LockFailure, Monitor, MonitorGuard, Signal, Taken};
+use crate::sys::mutex::{Condvar, LockFailure, Monitor, MonitorGuard, Taken};
 use crate::wire::codec;
 
 /// Where `T` starts in the mapping: after the kind tag, on its own cache line.
@@ -141,7 +142,7 @@ impl<T: SharedState> Shm<T> {
     /// Takes `monitor`, a user-visible lock in this mapping, waiting as `wait` says;
     /// `Ok(None)` when `wait` is [`Wait::No`] and it is taken. A dead previous owner is
     /// reported (and the lock released again); `what` names the lock in errors.
-    pub(crate) fn acquire<'a, F>(
+    pub(crate) fn acquire<'a, F: ?Sized>(
         &'a self,
         monitor: &'a Monitor<F>,
         wait: Wait,
@@ -191,12 +192,12 @@ impl<T> Drop for Shm<T> {
 
 /// A user-visible lock held, from [`Shm::acquire`]: the guarded fields, until dropped. It
 /// stays on the thread that took it (pthread mutexes are unlocked by their owner).
-pub(crate) struct Held<'a, F> {
+pub(crate) struct Held<'a, F: ?Sized> {
     guard: MonitorGuard<'a, F>,
     holds: &'a AtomicUsize,
 }
 
-impl<F> Held<'_, F> {
+impl<F: ?Sized> Held<'_, F> {
     /// The guarded fields.
     pub(crate) fn fields(&mut self) -> &mut F {
         self.guard.fields()
@@ -207,18 +208,18 @@ impl<F> Held<'_, F> {
         self.guard.get()
     }
 
-    /// Releases the lock, sleeps until `signal` is notified or `until`, and takes the lock
+    /// Releases the lock, sleeps until `condvar` is notified or `until`, and takes the lock
     /// again (by `until` too); `Ok(false)` if `until` passed. `what` and `timeout` name the
     /// lock and the wait in errors. After an error the lock may not be held, and the guard
     /// refuses further use.
     pub(crate) fn wait(
         &mut self,
-        signal: &Signal,
+        condvar: &Condvar,
         until: Option<Instant>,
         what: &str,
         timeout: Option<Duration>,
     ) -> Result<bool> {
-        let woke = self.guard.wait(signal, until, until).map_err(|f| {
+        let woke = self.guard.wait(condvar, until, until).map_err(|f| {
             lock_error(
                 f,
                 what,
@@ -232,7 +233,7 @@ impl<F> Held<'_, F> {
     }
 }
 
-impl<F> Drop for Held<'_, F> {
+impl<F: ?Sized> Drop for Held<'_, F> {
     fn drop(&mut self) {
         // The mapping cannot go while `self` borrows its handle: the order is free.
         self.holds.fetch_sub(1, Ordering::Relaxed);
@@ -254,16 +255,16 @@ pub(crate) fn lock_state<'a, F>(
     .map_err(|f| lock_error(f, what, wait))
 }
 
-/// Waits on `signal` with the runtime's own bookkeeping locked (see [`lock_state`]) until
+/// Waits on `condvar` with the runtime's own bookkeeping locked (see [`lock_state`]) until
 /// notified or `wait`'s deadline; `Ok(false)` if that passed.
 pub(crate) fn wait_state<F>(
     guard: &mut MonitorGuard<'_, F>,
-    signal: &Signal,
+    condvar: &Condvar,
     wait: Wait,
     what: &str,
 ) -> Result<bool> {
     guard
-        .wait(signal, wait.deadline(), wait.deadline())
+        .wait(condvar, wait.deadline(), wait.deadline())
         .map_err(|f| lock_error(f, what, wait))
 }
 
@@ -335,11 +336,9 @@ pub(crate) fn lock_error(failure: LockFailure, what: &str, wait: Wait) -> Error 
             what: what.to_string(),
             after: wait.after(),
         }),
-        LockFailure::Os(e) if e.raw_os_error() == Some(libc::EDEADLK) => {
-            Error::new(Kind::Usage(format!(
-                "this thread already holds {what}; use an RLock to take a lock again on one thread"
-            )))
-        }
+        LockFailure::Os(e) if Cause::AlreadyHeld.is(&e) => Error::new(Kind::Usage(format!(
+            "this thread already holds {what}; use an RLock to take a lock again on one thread"
+        ))),
         LockFailure::Os(e) => Error::io(format!("cannot lock {what}"), e),
     }
 }

@@ -22,7 +22,7 @@ use crate::ipc::shm::{
 };
 use crate::sys;
 use crate::sys::mmap::InMapping;
-use crate::sys::mutex::{LockFailure, Monitor, MonitorGuard, Signal};
+use crate::sys::mutex::{Condvar, LockFailure, Monitor, MonitorGuard};
 use crate::wire::codec;
 
 /// Clone, Serialize, Deserialize and (unless `no Debug`) Debug for a handle that is an
@@ -291,7 +291,7 @@ struct SemaphoreFields {
 #[repr(C)]
 struct SemaphoreState {
     monitor: Monitor<SemaphoreFields>,
-    signal: Signal,
+    signal: Condvar,
 }
 
 // SAFETY: zeros are an unused mutex until `init`, a semaphore of no units, and a signal
@@ -521,7 +521,7 @@ impl Deref for BoundedSemaphore {
 #[repr(C)]
 struct EventState {
     monitor: Monitor<bool>,
-    signal: Signal,
+    signal: Condvar,
 }
 
 // SAFETY: zeros are an unused mutex until `init`, an unset flag, and a signal nobody waits
@@ -671,7 +671,7 @@ impl Event {
 #[repr(C)]
 struct ConditionState {
     monitor: Monitor<()>,
-    signal: Signal,
+    signal: Condvar,
 }
 
 // SAFETY: zeros are an unused mutex until `init` and a signal nobody waits on; both are made
@@ -736,7 +736,7 @@ shared_handle!(Condition);
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct ConditionGuard<'a> {
     held: Held<'a, ()>,
-    signal: &'a Signal,
+    signal: &'a Condvar,
 }
 
 impl fmt::Debug for ConditionGuard<'_> {
@@ -924,7 +924,7 @@ struct BarrierFields {
 #[repr(C)]
 struct BarrierState {
     monitor: Monitor<BarrierFields>,
-    signal: Signal,
+    signal: Condvar,
 }
 
 // SAFETY: zeros are an unused mutex until `init`, a barrier not broken with no holders, and a
@@ -1128,7 +1128,7 @@ impl Barrier {
         })
     }
 
-    fn signal(&self) -> &Signal {
+    fn signal(&self) -> &Condvar {
         &self.inner.shm.state().signal
     }
 

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use crate::base::{Error, ExitReason, Kind, Result};
 use crate::runtime::registry::Entry;
 use crate::runtime::spawn::{self, ChildProcess, Killer, Received, StartMethod};
+use crate::sys::Signal;
 use crate::wire::codec;
 use crate::wire::frame::{Channel, Frame};
 use crate::wire::protocol::{Args, Outcomes, Request};
@@ -787,7 +788,7 @@ fn death(config: &WorkerConfig, function: &Entry, exit: ExitReason, said: Option
         // Rust aborts when an allocation fails; the kernel's OOM killer sends SIGKILL.
         Some(limit)
             if said.is_none()
-                && matches!(exit, ExitReason::Signal(libc::SIGABRT | libc::SIGKILL)) =>
+                && matches!(exit, ExitReason::Signal(Signal::ABRT | Signal::KILL)) =>
         {
             Error::new(Kind::OutOfMemory {
                 function,

@@ -1,8 +1,11 @@
 //! Shared mappings of a file, unmapped when dropped, and the only ways into their bytes:
-//! typed state that is made for sharing ([`InMapping`]), and copies through atomics, which
-//! are sound however other threads and processes use the same bytes.
+//! typed state that is made for sharing ([`InMapping`], and `Monitor<[T]>` in `mutex`), copies
+//! through atomics, which are sound however other threads and processes use the same bytes,
+//! and, for a caller that promises no one writes meanwhile, the bytes as a slice. Also advice
+//! on how to back memory of this process's own.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::os::fd::BorrowedFd;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
@@ -22,7 +25,7 @@ pub(crate) const PAGE: usize = 4096;
 /// All-zero bytes must be a valid `Self` (a fresh memory file is zeros), every access through
 /// `&Self` must be free of data races (atomics, or `UnsafeCell` behind a process-shared lock),
 /// and `Self` must hold no pointers, which mean nothing in another process.
-pub(crate) unsafe trait InMapping: Sized {}
+pub(crate) unsafe trait InMapping {}
 
 /// `len` bytes of a file mapped shared and writable; unmapped when dropped.
 pub(crate) struct Mapping {
@@ -31,7 +34,8 @@ pub(crate) struct Mapping {
 }
 
 // SAFETY: a `Mapping` owns an address range; every access to the bytes in it goes through
-// atomics or `InMapping` types, which are made for use from any thread.
+// atomics or `InMapping` types, which are made for use from any thread, or through slices
+// whose callers promise that no one else writes meanwhile.
 unsafe impl Send for Mapping {}
 // SAFETY: as for Send.
 unsafe impl Sync for Mapping {}
@@ -60,10 +64,33 @@ impl Mapping {
         self.len
     }
 
-    /// The first byte (page aligned), for the few callers that hand out references to user
-    /// types in the mapping; valid for `len` bytes while `self` lives.
-    pub(crate) fn as_ptr(&self) -> NonNull<u8> {
+    /// The first byte (page aligned), for the typed views of this folder; valid for `len`
+    /// bytes while `self` lives.
+    pub(super) fn as_ptr(&self) -> NonNull<u8> {
         self.ptr
+    }
+
+    /// All the bytes, as a slice.
+    ///
+    /// # Safety
+    ///
+    /// No thread or process may write the bytes while the slice lives.
+    pub(crate) unsafe fn as_slice(&self) -> &[u8] {
+        // SAFETY: `len` bytes are mapped for as long as `self` is borrowed, and any byte is a
+        // valid `u8`; the caller rules out writers.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// All the bytes, as a mutable slice.
+    ///
+    /// # Safety
+    ///
+    /// No other thread or process may read or write the bytes while the slice lives (another
+    /// `Mapping` of the same file maps the same bytes).
+    pub(crate) unsafe fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as in `as_slice`; `self` is borrowed mutably, and the caller rules out every
+        // other access.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }
 
     /// The `T` at `offset`. Panics if it does not fit or is misaligned.
@@ -173,10 +200,33 @@ impl Mapping {
 impl Drop for Mapping {
     fn drop(&mut self) {
         // SAFETY: unmaps exactly the range `shared` mapped; every borrow of it (references
-        // from `get`, `bytes`, `words`) is tied to `&self`, so none outlives this. munmap
-        // fails only for a range that is not a mapping, which this one is.
+        // from `get`, `bytes`, `words`, `as_slice`, `Monitor::in_mapping`) is tied to `&self`,
+        // so none outlives this. munmap fails only for a range that is not a mapping, which
+        // this one is.
         let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len.max(1)) };
     }
+}
+
+/// Asks the kernel to back the whole pages of `memory`, this process's own (not yet written),
+/// with transparent huge pages: filling it then takes one fault per 2 MiB instead of one per
+/// page. A refusal changes nothing but speed.
+pub(crate) fn advise_huge_pages<T>(memory: &mut [MaybeUninit<T>]) {
+    // The whole pages inside the range: madvise wants a page-aligned start.
+    let start = memory.as_mut_ptr().cast::<u8>();
+    let first = (start as usize).next_multiple_of(PAGE);
+    let end = (start as usize + size_of_val(memory)) & !(PAGE - 1);
+    if end <= first {
+        return;
+    }
+    // SAFETY: the advice only changes how the kernel backs these pages of memory borrowed
+    // mutably here, not their contents nor whether they are mapped.
+    let _ = unsafe {
+        rustix::mm::madvise(
+            start.wrapping_add(first - start as usize).cast(),
+            end - first,
+            rustix::mm::Advice::LinuxHugepage,
+        )
+    };
 }
 
 /// A read-only map of a file that its sender sealed against every change (see

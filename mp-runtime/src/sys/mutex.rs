@@ -1,11 +1,13 @@
 //! Robust process-shared pthread mutexes: a lock whose owner died is reported to the next
-//! locker instead of being held forever. [`Monitor`] is such a mutex with the data it guards,
-//! and [`Signal`] a condition variable for it made of a sequence number and a futex: unlike a
-//! pthread condition variable it has no state that a waiter's death can corrupt.
+//! locker instead of being held forever. [`Monitor`] is such a mutex with the data it guards
+//! (fields of a fixed size, or a slice: `Monitor<[T]>`), and [`Condvar`] a condition variable
+//! for it made of a sequence number and a futex: unlike a pthread condition variable it has no
+//! state that a waiter's death can corrupt.
 //!
 //! Timed locks wait on `CLOCK_MONOTONIC` (`pthread_mutex_clocklock`, glibc 2.30 or later), so
 //! a change of the wall clock neither cuts a wait short nor stretches it.
 
+use std::alloc::Layout;
 use std::cell::UnsafeCell;
 use std::io;
 use std::marker::PhantomData;
@@ -13,6 +15,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
 use crate::sys::futex;
+use crate::sys::mmap::{InMapping, Mapping, PAGE};
 
 // Not in the `libc` crate yet; glibc has had it since 2.30.
 unsafe extern "C" {
@@ -153,12 +156,12 @@ fn monotonic(deadline: Instant) -> libc::timespec {
 /// and a futex on it.
 #[repr(C)]
 #[derive(Default)]
-pub(crate) struct Signal {
+pub(crate) struct Condvar {
     seq: AtomicU32,
     waiters: AtomicU32,
 }
 
-impl Signal {
+impl Condvar {
     /// Wakes up to `n` waiters.
     pub(crate) fn notify(&self, n: u32) {
         self.seq.fetch_add(1, Ordering::SeqCst);
@@ -175,16 +178,58 @@ impl Signal {
 
 /// Data of type `F` guarded by a robust mutex, in shared memory.
 #[repr(C)]
-pub(crate) struct Monitor<F> {
+pub(crate) struct Monitor<F: ?Sized> {
     mutex: RawMutex,
     fields: UnsafeCell<F>,
 }
 
 // SAFETY: the fields are reached only through a guard, with the mutex held, as for
-// `std::sync::Mutex<F>`.
-unsafe impl<F: Send> Sync for Monitor<F> {}
+// `std::sync::Mutex<F>`, or under the promise of `unlocked`'s callers.
+unsafe impl<F: ?Sized + Send> Sync for Monitor<F> {}
 
-impl<F> Monitor<F> {
+impl<T> Monitor<[T]>
+where
+    Monitor<[T]>: InMapping,
+{
+    /// The bytes a monitor of `len` elements takes in a mapping; `None` when that is more
+    /// than an address space holds.
+    pub(crate) fn size(len: usize) -> Option<usize> {
+        Some(Self::layout(len)?.size())
+    }
+
+    /// The layout of `#[repr(C)]`: the mutex, then the elements at their alignment, padded to
+    /// the alignment of the whole.
+    fn layout(len: usize) -> Option<Layout> {
+        let (layout, _) = Layout::new::<RawMutex>()
+            .extend(Layout::array::<T>(len).ok()?)
+            .ok()?;
+        Some(layout.pad_to_align())
+    }
+
+    /// The monitor of `len` elements at byte `offset` of `map`. Panics if it does not fit or
+    /// is misaligned.
+    pub(crate) fn in_mapping(map: &Mapping, offset: usize, len: usize) -> &Monitor<[T]> {
+        let layout = Self::layout(len).expect("a monitor larger than memory");
+        assert!(
+            offset
+                .checked_add(layout.size())
+                .is_some_and(|end| end <= map.len())
+                && offset % layout.align() == 0
+                && layout.align() <= PAGE,
+            "a monitor outside its mapping"
+        );
+        let first = map.as_ptr().as_ptr().wrapping_add(offset).cast::<T>();
+        // The pointer to a struct whose last field is a slice carries the slice's length.
+        let monitor = std::ptr::slice_from_raw_parts(first, len) as *const Monitor<[T]>;
+        // SAFETY: in bounds and aligned (checked above against the layout `#[repr(C)]` gives,
+        // the mapping is page aligned); the memory is a valid `Monitor<[T]>` whatever its bytes
+        // (`InMapping`: zeros are an unused mutex and valid elements, and the only writes are
+        // through `&Self`); it stays mapped for as long as `map` is borrowed.
+        unsafe { &*monitor }
+    }
+}
+
+impl<F: ?Sized> Monitor<F> {
     /// Initializes the mutex; the creator calls it once, before sharing the memory.
     pub(crate) fn init(&self, recursive: bool) -> io::Result<()> {
         self.mutex.init(recursive)
@@ -212,14 +257,34 @@ impl<F> Monitor<F> {
         }
     }
 
-    /// The fields, for their owner's promise-bound use without the lock (`Value::unlocked`).
-    pub(crate) fn fields_ptr(&self) -> *mut F {
-        self.fields.get()
+    /// The fields, without the lock.
+    ///
+    /// # Safety
+    ///
+    /// No thread or process may write the fields while the reference lives.
+    pub(crate) unsafe fn unlocked(&self) -> &F {
+        // SAFETY: the fields are valid (`InMapping`, or owned memory) and live while `self` is
+        // borrowed; the caller rules out writers.
+        unsafe { &*self.fields.get() }
+    }
+
+    /// The fields, for writing, without the lock.
+    ///
+    /// # Safety
+    ///
+    /// No other thread or process may read or write the fields while the reference lives.
+    #[allow(
+        clippy::mut_from_ref,
+        reason = "the caller promises the exclusive access that `&mut self` would prove"
+    )]
+    pub(crate) unsafe fn unlocked_mut(&self) -> &mut F {
+        // SAFETY: as in `unlocked`; the caller rules out every other access.
+        unsafe { &mut *self.fields.get() }
     }
 }
 
 /// A held [`Monitor`]: its fields, until dropped.
-pub(crate) struct MonitorGuard<'a, F> {
+pub(crate) struct MonitorGuard<'a, F: ?Sized> {
     monitor: &'a Monitor<F>,
     /// False once a wait could not take the mutex back: the fields are out of reach then.
     held: bool,
@@ -228,7 +293,7 @@ pub(crate) struct MonitorGuard<'a, F> {
     thread_bound: PhantomData<*const ()>,
 }
 
-impl<F> MonitorGuard<'_, F> {
+impl<F: ?Sized> MonitorGuard<'_, F> {
     /// How the mutex was taken: [`Taken::FromTheDead`] says its last owner died holding it.
     pub(crate) fn taken(&self) -> Taken {
         self.taken
@@ -249,13 +314,13 @@ impl<F> MonitorGuard<'_, F> {
         unsafe { &*self.monitor.fields.get() }
     }
 
-    /// Releases the mutex, sleeps until `signal` is notified (or spuriously) or `wake`, and
+    /// Releases the mutex, sleeps until `condvar` is notified (or spuriously) or `wake`, and
     /// takes the mutex back, waiting for it no later than `relock`. `Ok(false)` if `wake`
     /// passed (the mutex is held again). On an error the mutex may not be held: the guard is
     /// then spent, and gives nothing more.
     pub(crate) fn wait(
         &mut self,
-        signal: &Signal,
+        condvar: &Condvar,
         wake: Option<Instant>,
         relock: Option<Instant>,
     ) -> Result<bool, LockFailure> {
@@ -264,15 +329,15 @@ impl<F> MonitorGuard<'_, F> {
                 "the lock was not taken back after an earlier wait: take it again",
             )));
         }
-        let seq = signal.seq.load(Ordering::SeqCst);
-        signal.waiters.fetch_add(1, Ordering::SeqCst);
+        let seq = condvar.seq.load(Ordering::SeqCst);
+        condvar.waiters.fetch_add(1, Ordering::SeqCst);
         self.held = false;
         let woke = self
             .monitor
             .mutex
             .unlock()
-            .and_then(|()| futex::wait(&signal.seq, seq, wake));
-        signal.waiters.fetch_sub(1, Ordering::SeqCst);
+            .and_then(|()| futex::wait(&condvar.seq, seq, wake));
+        condvar.waiters.fetch_sub(1, Ordering::SeqCst);
         let woke = woke.map_err(LockFailure::Os)?;
         let taken = match self.monitor.mutex.lock(relock) {
             // The mutex is free by the deadline's end as often as not: try once more then.
@@ -291,7 +356,7 @@ impl<F> MonitorGuard<'_, F> {
     }
 }
 
-impl<F> Drop for MonitorGuard<'_, F> {
+impl<F: ?Sized> Drop for MonitorGuard<'_, F> {
     fn drop(&mut self) {
         if !self.held {
             return;
@@ -309,7 +374,7 @@ mod tests {
     use std::time::Duration;
 
     /// A monitor in this process's memory (threads are processes enough for these tests).
-    fn monitor() -> Box<(Monitor<u64>, Signal)> {
+    fn monitor() -> Box<(Monitor<u64>, Condvar)> {
         let both = Box::new((
             Monitor {
                 mutex: RawMutex {
@@ -318,10 +383,43 @@ mod tests {
                 },
                 fields: UnsafeCell::new(0),
             },
-            Signal::default(),
+            Condvar::default(),
         ));
         both.0.init(false).unwrap();
         both
+    }
+
+    #[test]
+    fn a_monitor_of_a_slice_takes_the_size_it_reports_and_no_more() {
+        use crate::sys::memfd;
+        use std::os::fd::AsFd;
+
+        let fd = memfd::create(c"mp-test").unwrap();
+        memfd::set_len(fd.as_fd(), PAGE as u64).unwrap();
+        let map = Mapping::shared(fd.as_fd(), PAGE).unwrap();
+        for len in [0, 1, 3, 100] {
+            let monitor = Monitor::<[u64]>::in_mapping(&map, 64, len);
+            assert_eq!(Some(size_of_val(monitor)), Monitor::<[u64]>::size(len));
+            assert_eq!(monitor.fields.get().cast::<u64>().align_offset(8), 0);
+        }
+        let monitor = Monitor::<[u64]>::in_mapping(&map, 0, 4);
+        monitor.init(false).unwrap();
+        monitor
+            .lock(None)
+            .unwrap()
+            .fields()
+            .copy_from_slice(&[1, 2, 3, 4]);
+        assert_eq!(monitor.lock(None).unwrap().get(), [1, 2, 3, 4]);
+        let past_the_end = PAGE / 8;
+        let outside = std::panic::catch_unwind(|| {
+            Monitor::<[u64]>::in_mapping(&map, 64, past_the_end);
+        });
+        assert!(outside.is_err(), "a monitor past the mapping's end");
+        let misaligned = std::panic::catch_unwind(|| {
+            Monitor::<[u64]>::in_mapping(&map, 4, 1);
+        });
+        assert!(misaligned.is_err(), "a misaligned monitor");
+        assert_eq!(Monitor::<[u64]>::size(usize::MAX), None);
     }
 
     #[test]
@@ -346,17 +444,17 @@ mod tests {
     #[test]
     fn a_notification_wakes_a_waiter_that_sees_the_change() {
         let both = monitor();
-        let (monitor, signal) = (&both.0, &both.1);
+        let (monitor, condvar) = (&both.0, &both.1);
         std::thread::scope(|s| {
             let mut guard = monitor.lock(None).unwrap();
             s.spawn(|| {
                 *monitor.lock(None).unwrap().fields() = 7;
-                signal.notify_all();
+                condvar.notify_all();
             });
             let deadline = Instant::now() + Duration::from_secs(30);
             while *guard.fields() != 7 {
                 assert!(
-                    guard.wait(signal, Some(deadline), Some(deadline)).unwrap(),
+                    guard.wait(condvar, Some(deadline), Some(deadline)).unwrap(),
                     "no notification"
                 );
             }
@@ -366,19 +464,19 @@ mod tests {
     #[test]
     fn a_relock_past_the_deadline_gives_up_and_spends_the_guard() {
         let both = monitor();
-        let (monitor, signal) = (&both.0, &both.1);
+        let (monitor, condvar) = (&both.0, &both.1);
         let (held, release) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
         std::thread::scope(|s| {
             let mut guard = monitor.lock(None).unwrap();
             s.spawn(|| {
                 let _other = monitor.lock(None).unwrap();
-                signal.notify_all();
+                condvar.notify_all();
                 held.wait();
                 release.wait();
             });
             let deadline = Instant::now() + Duration::from_millis(200);
             let outcome = loop {
-                match guard.wait(signal, Some(deadline), Some(deadline)) {
+                match guard.wait(condvar, Some(deadline), Some(deadline)) {
                     Ok(true) => continue,
                     other => break other,
                 }

@@ -12,44 +12,55 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Instant;
 
 use rustix::event::{PollFd, PollFlags, Timespec};
-use rustix::process::{Pid, PidfdFlags, Signal, WaitOptions};
+use rustix::process::{PidfdFlags, WaitOptions};
+
+use super::process::Pid;
+use super::signal::Signal;
 
 /// A descriptor of process `pid`, which must be a child of this one not reaped yet: it stays
 /// valid, and readable once the process has exited, however
 /// long that is.
-pub(crate) fn open(pid: u32) -> io::Result<OwnedFd> {
-    let pid = to_pid(pid)?;
-    Ok(rustix::process::pidfd_open(pid, PidfdFlags::empty())?)
+pub(crate) fn open(pid: Pid) -> io::Result<OwnedFd> {
+    Ok(rustix::process::pidfd_open(
+        pid.to_rustix(),
+        PidfdFlags::empty(),
+    )?)
 }
 
-/// Sends `signal` (SIGTERM, SIGKILL, ...) to the process `pidfd` names. Once that process has
-/// been reaped this fails with `ESRCH` rather than signal whoever has its pid now.
-pub(crate) fn send_signal(pidfd: BorrowedFd<'_>, signal: i32) -> io::Result<()> {
-    let signal = Signal::from_named_raw(signal)
-        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
-    Ok(rustix::process::pidfd_send_signal(pidfd, signal)?)
+/// Sends `signal` to the process `pidfd` names. Once that process has been reaped this fails
+/// with [`Cause::NoSuchProcess`](super::error::Cause) rather than signal whoever has its pid
+/// now.
+pub(crate) fn send_signal(pidfd: BorrowedFd<'_>, signal: Signal) -> io::Result<()> {
+    Ok(rustix::process::pidfd_send_signal(
+        pidfd,
+        to_rustix(signal)?,
+    )?)
 }
 
 /// Sends `signal` to process `pid`: for kernels without pidfds, and processes whose pidfd
 /// could not be opened.
-pub(crate) fn kill_pid(pid: u32, signal: i32) -> io::Result<()> {
-    let pid = to_pid(pid)?;
-    let signal = Signal::from_named_raw(signal)
-        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
-    Ok(rustix::process::kill_process(pid, signal)?)
+pub(crate) fn kill_pid(pid: Pid, signal: Signal) -> io::Result<()> {
+    Ok(rustix::process::kill_process(
+        pid.to_rustix(),
+        to_rustix(signal)?,
+    )?)
+}
+
+fn to_rustix(signal: Signal) -> io::Result<rustix::process::Signal> {
+    rustix::process::Signal::from_named_raw(signal.as_raw())
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))
 }
 
 /// Reaps process `pid`, a child of this one that no `std::process::Child` waits for (a fork
 /// server's child, or one whose `Child` is gone), waiting for its end if `block`: its raw wait
 /// status, or `None` if it still runs.
-pub(crate) fn reap(pid: u32, block: bool) -> io::Result<Option<i32>> {
-    let pid = to_pid(pid)?;
+pub(crate) fn reap(pid: Pid, block: bool) -> io::Result<Option<i32>> {
     let options = match block {
         true => WaitOptions::empty(),
         false => WaitOptions::NOHANG,
     };
     loop {
-        match rustix::process::waitpid(Some(pid), options) {
+        match rustix::process::waitpid(Some(pid.to_rustix()), options) {
             Err(rustix::io::Errno::INTR) => continue,
             waited => return Ok(waited?.map(|(_, status)| status.as_raw())),
         }
@@ -86,13 +97,6 @@ pub(crate) fn has_exited(pidfd: &impl AsFd) -> bool {
     wait_readable([pidfd.as_fd()], Some(Instant::now())).is_ok_and(|[ready]| ready)
 }
 
-fn to_pid(pid: u32) -> io::Result<Pid> {
-    i32::try_from(pid)
-        .ok()
-        .and_then(Pid::from_raw)
-        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,15 +108,15 @@ mod tests {
             .arg("30")
             .spawn()
             .unwrap();
-        let pidfd = open(child.id()).unwrap();
+        let pidfd = open(Pid::of(&child)).unwrap();
         assert!(!has_exited(&pidfd));
-        send_signal(pidfd.as_fd(), libc::SIGKILL).unwrap();
+        send_signal(pidfd.as_fd(), Signal::KILL).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         assert_eq!(
             wait_readable([pidfd.as_fd()], Some(deadline)).unwrap(),
             [true]
         );
         child.wait().unwrap();
-        assert!(send_signal(pidfd.as_fd(), libc::SIGKILL).is_err());
+        assert!(send_signal(pidfd.as_fd(), Signal::KILL).is_err());
     }
 }

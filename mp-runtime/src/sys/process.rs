@@ -1,10 +1,47 @@
-//! This process and its children: its id (kept across forks), parent-death signal, resource
-//! limits, thread identity, fork, and whether this is a secure-execution (setuid) process.
+//! This process and its children: [`Pid`], this process's id (kept across forks), its
+//! executable, parent-death signal, resource limits, thread identity, fork, and whether this is
+//! a secure-execution (setuid) process; and what the kernel tells of other processes.
 
+use std::fmt;
 use std::io;
+use std::num::NonZeroI32;
+use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use rustix::process::{Pid, Resource, Rlimit, Signal};
+use rustix::process::{Resource, Rlimit};
+
+/// The id of a process that a call acts on (signals it, waits for it, opens it): never 0, which
+/// `kill` would take for this process's whole group, nor negative, a group's id there.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub(crate) struct Pid(NonZeroI32);
+
+impl Pid {
+    /// The process numbered `raw`, as the public API and `std` show pids; `None` for 0 and for
+    /// numbers no pid can have.
+    pub(crate) fn from_raw(raw: u32) -> Option<Pid> {
+        i32::try_from(raw).ok().and_then(NonZeroI32::new).map(Pid)
+    }
+
+    /// The process `child` started.
+    pub(crate) fn of(child: &std::process::Child) -> Pid {
+        Pid::from_raw(child.id()).expect("the kernel gives a child a positive pid")
+    }
+
+    /// The pid's number.
+    pub(crate) fn as_raw(self) -> u32 {
+        self.0.get().unsigned_abs()
+    }
+
+    pub(super) fn to_rustix(self) -> rustix::process::Pid {
+        rustix::process::Pid::from_raw(self.0.get()).expect("positive")
+    }
+}
+
+impl fmt::Display for Pid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 /// This process's id, kept by [`track_pid`] so that [`pid`] need not ask the kernel: a handle
 /// checks it on every call to learn whether it is in a forked copy of the process that made
@@ -44,19 +81,22 @@ pub(crate) fn pid() -> u32 {
     }
 }
 
+/// The path that names this process's own executable file, whatever became of the file's
+/// name since it started (removed, or replaced by a new build).
+pub(crate) fn exe_path() -> &'static Path {
+    Path::new("/proc/self/exe")
+}
+
 /// Arms SIGKILL for when this process's parent (the thread that started it) ends.
 pub(crate) fn die_with_parent() -> io::Result<()> {
     Ok(rustix::process::set_parent_process_death_signal(Some(
-        Signal::KILL,
+        rustix::process::Signal::KILL,
     ))?)
 }
 
 /// Whether a process with this pid exists (a zombie counts), as far as a signal 0 can tell.
-pub(crate) fn exists(pid: u32) -> bool {
-    let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
-        return false;
-    };
-    match rustix::process::test_kill_process(pid) {
+pub(crate) fn exists(pid: Pid) -> bool {
+    match rustix::process::test_kill_process(pid.to_rustix()) {
         Ok(()) => true,
         // It exists, and is not ours to signal.
         Err(errno) => errno != rustix::io::Errno::SRCH,
@@ -67,15 +107,12 @@ pub(crate) fn exists(pid: u32) -> bool {
 /// no child of ours, reaped by someone else and perhaps reused, is not one). The kernel
 /// answers for the pid as this process sees it, also in a pid namespace whose `/proc` shows
 /// another namespace's processes under those numbers.
-pub(crate) fn is_running_child(pid: u32) -> bool {
+pub(crate) fn is_running_child(pid: Pid) -> bool {
     use rustix::process::{WaitId, WaitIdOptions};
-    let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
-        return false;
-    };
     // NOWAIT: an exited child is looked at, not reaped; its owner reaps it.
     let options = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
     loop {
-        match rustix::process::waitid(WaitId::Pid(pid), options) {
+        match rustix::process::waitid(WaitId::Pid(pid.to_rustix()), options) {
             Ok(status) => return status.is_none(),
             Err(rustix::io::Errno::INTR) => continue,
             // ECHILD: not a child of this process.
@@ -160,7 +197,7 @@ pub(crate) fn program_behind_loader() -> io::Result<Option<std::path::PathBuf>> 
         )
     };
     let (device, inode, path) = mapping.ok_or_else(not_found)?;
-    let exe = std::fs::metadata("/proc/self/exe")?;
+    let exe = std::fs::metadata(exe_path())?;
     if exe.dev() == device && exe.ino() == inode {
         return Ok(None);
     }
@@ -450,8 +487,16 @@ pub(crate) fn exit_now(status: i32) -> ! {
     unsafe { libc::_exit(status) }
 }
 
+/// This machine's host name (its UTS namespace's), `None` where it cannot be read.
+#[cfg(feature = "mpi")]
+pub(crate) fn host_name() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    Some(name.trim().to_string())
+}
+
 /// When the process `pid` started (in clock ticks since boot), or `None` if it is gone or a
-/// zombie: with the pid, this names a process even after its pid is reused.
+/// zombie: with the pid, this names a process even after its pid is reused. Takes the number a
+/// process recorded in shared memory, where 0 stands for none (and gets `None`).
 pub(crate) fn start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name is in parentheses and may contain anything: parse after the last ')'.

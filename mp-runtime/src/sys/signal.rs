@@ -1,5 +1,5 @@
-//! Signal dispositions a worker needs as `main` would have them (SIGPIPE ignored, a stack
-//! overflow reported) and how much stack is left.
+//! Signals: [`Signal`], the number of one; the dispositions a worker needs as `main` would
+//! have them (SIGPIPE ignored, a stack overflow reported); and how much stack is left.
 //!
 //! # Stack overflow
 //!
@@ -11,10 +11,74 @@
 //! to the parent, with async-signal-safe calls only, before the process dies of the fault.
 
 use std::cell::Cell;
+use std::fmt;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicUsize, Ordering};
 use std::time::Duration;
+
+/// A signal, by its number on this platform: the ones mp sends or explains are named, and a
+/// process may die of any other.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub(crate) struct Signal(i32);
+
+impl Signal {
+    /// Asks a process to end; it may clean up first (SIGTERM).
+    pub(crate) const TERM: Signal = Signal(libc::SIGTERM);
+    /// Ends a process at once; it cannot be caught (SIGKILL).
+    pub(crate) const KILL: Signal = Signal(libc::SIGKILL);
+    /// Ctrl-C (SIGINT).
+    pub(crate) const INT: Signal = Signal(libc::SIGINT);
+    /// `abort()`, a failed assertion in C code, or a Rust panic under `panic = "abort"`
+    /// (SIGABRT).
+    pub(crate) const ABRT: Signal = Signal(libc::SIGABRT);
+    /// An invalid memory access, a stack overflow included (SIGSEGV).
+    pub(crate) const SEGV: Signal = Signal(libc::SIGSEGV);
+    /// A bad memory access: past the end of a mapped file, say (SIGBUS).
+    pub(crate) const BUS: Signal = Signal(libc::SIGBUS);
+    /// An arithmetic fault (SIGFPE).
+    pub(crate) const FPE: Signal = Signal(libc::SIGFPE);
+    /// An illegal instruction (SIGILL).
+    pub(crate) const ILL: Signal = Signal(libc::SIGILL);
+    /// A write to a pipe or socket that nobody reads any more (SIGPIPE).
+    pub(crate) const PIPE: Signal = Signal(libc::SIGPIPE);
+
+    /// The signal numbered `raw` (as a wait status or `ExitStatus::signal` gives it).
+    pub(crate) const fn from_raw(raw: i32) -> Signal {
+        Signal(raw)
+    }
+
+    /// The signal's number.
+    pub(crate) const fn as_raw(self) -> i32 {
+        self.0
+    }
+
+    /// The signal's name (`SIGTERM`), for the named ones.
+    fn name(self) -> Option<&'static str> {
+        Some(match self {
+            Signal::TERM => "SIGTERM",
+            Signal::KILL => "SIGKILL",
+            Signal::INT => "SIGINT",
+            Signal::ABRT => "SIGABRT",
+            Signal::SEGV => "SIGSEGV",
+            Signal::BUS => "SIGBUS",
+            Signal::FPE => "SIGFPE",
+            Signal::ILL => "SIGILL",
+            Signal::PIPE => "SIGPIPE",
+            _ => return None,
+        })
+    }
+}
+
+/// Its name (`SIGTERM`), or `signal N` for one without a name here.
+impl fmt::Display for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.name() {
+            Some(name) => f.write_str(name),
+            None => write!(f, "signal {}", self.0),
+        }
+    }
+}
 
 /// Ignores SIGPIPE, as std does before `main`: a write to a closed pipe or socket is then an
 /// `Err(BrokenPipe)`, not the death of the process. Processes this one starts with

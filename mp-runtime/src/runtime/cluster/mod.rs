@@ -216,9 +216,7 @@ fn mismatch(var: &str, launched: usize) -> Error {
 
 /// This rank's identity.
 fn me() -> Member {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|name| name.trim().to_string())
-        .unwrap_or_else(|_| "unknown".to_string());
+    let host = crate::sys::process::host_name().unwrap_or_else(|| "unknown".to_string());
     Member {
         build: crate::runtime::registry::build_id().to_string(),
         host,

@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use super::Owner;
 use super::reexec::{self, Role};
 use crate::base::{Error, ExitReason, Result};
-use crate::sys::{self, pidfd, process::Forked};
+use crate::sys::{self, Pid, Signal, pidfd, process::Forked};
 use crate::wire::frame::{Channel, Frame};
 
 /// The zygote this process uses now, if one was started.
@@ -52,7 +52,7 @@ const SPARE_GRACE: Duration = Duration::from_secs(5);
 
 /// The parent's side of one zygote.
 struct Server {
-    pid: u32,
+    pid: Pid,
     /// The process that started it: a zygote forks its children as that process's.
     owner: Owner,
     control: Mutex<Control>,
@@ -69,7 +69,7 @@ struct Control {
 /// Forks a worker called `name` from this process's zygote (starting it if there is none, or
 /// the last one died); returns the child's pid (a child of this process) and the parent's end
 /// of its channel.
-pub(crate) fn start_child(name: &str) -> Result<(u32, Channel)> {
+pub(crate) fn start_child(name: &str) -> Result<(Pid, Channel)> {
     let mut last = None;
     // One more try after a failure: a zygote found dead only when asked is replaced, and a
     // spare that died before it was used is replaced by the next.
@@ -103,7 +103,7 @@ impl Server {
         let (ours, theirs) = UnixStream::pair()
             .map_err(|e| Error::io("cannot create the fork server's control socket", e))?;
         let zygote = reexec::spawn_self(Role::ForkServer, "ForkServer", theirs.into())?;
-        let pid = zygote.id();
+        let pid = Pid::of(&zygote);
         let server = Arc::new(Server {
             pid,
             owner: Owner::this_process(),
@@ -119,7 +119,7 @@ impl Server {
             .spawn(move || watching.watch(zygote));
         if let Err(e) = watcher {
             // The zygote's `Child` went with the closure, unreaped: its pid is still ours.
-            let _ = pidfd::kill_pid(pid, libc::SIGKILL);
+            let _ = pidfd::kill_pid(pid, Signal::KILL);
             let _ = pidfd::reap(pid, true);
             server.end("could not be watched".to_string());
             return Err(Error::io(
@@ -130,7 +130,7 @@ impl Server {
         Ok(server)
     }
 
-    fn start_child(&self, name: &str) -> Result<(u32, Channel)> {
+    fn start_child(&self, name: &str) -> Result<(Pid, Channel)> {
         let mut control = lock(&self.control);
         if let Some(why) = &control.dead {
             return Err(gone(self.pid, why));
@@ -187,7 +187,7 @@ impl Server {
 impl Control {
     /// Reads the next spare's socket from the zygote, and asks for the one after it at once,
     /// so that it is forked while this one starts.
-    fn next_spare(&mut self, zygote: u32) -> Result<OwnedFd> {
+    fn next_spare(&mut self, zygote: Pid) -> Result<OwnedFd> {
         let mut frame = match self.held.take() {
             Some(frame) => frame,
             None => self.recv(zygote)?,
@@ -209,7 +209,7 @@ impl Control {
 
     /// The error for a spare that never sent its pid: the zygote says why next (or, when the
     /// spare itself died first, sends the next spare, which is kept).
-    fn why_no_spare(&mut self, zygote: u32) -> Error {
+    fn why_no_spare(&mut self, zygote: Pid) -> Error {
         let frame = match self.recv(zygote) {
             Ok(frame) => frame,
             Err(error) => return error,
@@ -228,7 +228,7 @@ impl Control {
         }
     }
 
-    fn recv(&mut self, zygote: u32) -> Result<Frame> {
+    fn recv(&mut self, zygote: Pid) -> Result<Frame> {
         match self.channel.recv() {
             Ok(Some(frame)) if !frame.is_empty() => match frame.farewell() {
                 // It could not start, and said why before it exited.
@@ -242,7 +242,7 @@ impl Control {
     }
 
     /// Gives up on the zygote for `why`, and returns the error for the start that found it.
-    fn fail(&mut self, zygote: u32, why: &str) -> Error {
+    fn fail(&mut self, zygote: Pid, why: &str) -> Error {
         self.die(why);
         gone(zygote, why)
     }
@@ -256,14 +256,14 @@ impl Control {
 }
 
 /// The error of a start that finds the zygote `zygote` gone or useless, for `why`.
-fn gone(zygote: u32, why: &str) -> Error {
+fn gone(zygote: Pid, why: &str) -> Error {
     Error::io(
         format!("the fork server (process {zygote}) {why}"),
         io::Error::from(io::ErrorKind::BrokenPipe),
     )
 }
 
-fn cannot_fork(zygote: u32, frame: &[u8]) -> Error {
+fn cannot_fork(zygote: Pid, frame: &[u8]) -> Error {
     let errno = frame.get(1..5).map_or(0, |bytes| {
         i32::from_le_bytes(bytes.try_into().expect("4 bytes"))
     });
@@ -274,17 +274,17 @@ fn cannot_fork(zygote: u32, frame: &[u8]) -> Error {
 }
 
 /// The pid a spare sends first on its socket; `None` if none comes (it was never forked).
-fn spare_pid(channel: &mut Channel) -> Option<u32> {
+fn spare_pid(channel: &mut Channel) -> Option<Pid> {
     let frame = channel
         .recv_until(Some(Instant::now() + SPARE_GRACE))
         .ok()??;
-    Some(u32::from_le_bytes(frame.get(..4)?.try_into().ok()?))
+    Pid::from_raw(u32::from_le_bytes(frame.get(..4)?.try_into().ok()?))
 }
 
 /// Ends and reaps a spare, a child of this process that nobody will use.
-fn end_spare(pid: u32) {
+fn end_spare(pid: Pid) {
     // Not reaped yet, so the pid is surely the spare's.
-    let _ = pidfd::kill_pid(pid, libc::SIGKILL);
+    let _ = pidfd::kill_pid(pid, Signal::KILL);
     let _ = pidfd::reap(pid, true);
 }
 

@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use crate::base::{Error, ExitReason, Handle, Kind, Result};
 use crate::runtime::logs;
-use crate::sys::{self, pidfd};
+use crate::sys::error::Cause;
+use crate::sys::{self, Pid, Signal, pidfd};
 use crate::wire::codec;
 use crate::wire::frame::{Channel, Frame};
 use crate::wire::protocol::Request;
@@ -170,12 +171,13 @@ pub(crate) fn start_worker(method: StartMethod, name: &str) -> Result<Started> {
         }
     };
     let pid = match &child {
-        Inner::Spawned(child) => child.id(),
+        Inner::Spawned(child) => Pid::of(child),
         Inner::Forked(pid) => *pid,
     };
     // Without one (a kernel before 5.3, or no descriptor free), death is known from the
     // channel alone.
     let pidfd = pidfd::open(pid).ok().map(Arc::new);
+    let pid = pid.as_raw();
     let child = ChildProcess {
         inner: child,
         pidfd,
@@ -245,13 +247,18 @@ pub(crate) struct ChildProcess {
 enum Inner {
     Spawned(Child),
     /// Forked by the fork server, by pid: there is no `std::process::Child` for it.
-    Forked(u32),
+    Forked(Pid),
 }
 
 impl ChildProcess {
+    /// The child's pid, as the public API shows it.
     pub(crate) fn pid(&self) -> u32 {
+        self.id().as_raw()
+    }
+
+    fn id(&self) -> Pid {
         match &self.inner {
-            Inner::Spawned(child) => child.id(),
+            Inner::Spawned(child) => Pid::of(child),
             Inner::Forked(pid) => *pid,
         }
     }
@@ -319,7 +326,7 @@ impl ChildProcess {
                 Inner::Spawned(child) => child.wait()?,
                 Inner::Forked(pid) => pidfd::reap(*pid, true)?
                     .map(ExitStatus::from_raw)
-                    .ok_or_else(|| io::Error::from_raw_os_error(libc::ECHILD))?,
+                    .ok_or_else(|| Cause::NotAChild.error())?,
             };
             self.record(Some(status));
             return Ok(self.status);
@@ -339,18 +346,18 @@ impl ChildProcess {
     /// What other threads use to kill this child.
     pub(crate) fn killer(&self) -> Killer {
         Killer {
-            pid: self.pid(),
+            pid: self.id(),
             pidfd: self.pidfd.clone(),
         }
     }
 
     /// Sends SIGKILL, unless the child has already been reaped; does not wait.
     pub(crate) fn kill(&mut self) -> io::Result<()> {
-        self.signal(libc::SIGKILL)
+        self.signal(Signal::KILL)
     }
 
     /// Sends `signal`, unless the child has already been reaped.
-    pub(crate) fn signal(&mut self, signal: i32) -> io::Result<()> {
+    pub(crate) fn signal(&mut self, signal: Signal) -> io::Result<()> {
         if self.try_wait()?.is_some() {
             return Ok(());
         }
@@ -358,11 +365,11 @@ impl ChildProcess {
             Some(pidfd) => pidfd::send_signal(pidfd.as_fd(), signal),
             // Without a pidfd, the pid: the child is not reaped until this handle waits, so its
             // pid is ours.
-            None => pidfd::kill_pid(self.pid(), signal),
+            None => pidfd::kill_pid(self.id(), signal),
         };
         match sent {
             // Already reaped (by the kernel, under SIGCHLD ignored).
-            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+            Err(e) if Cause::NoSuchProcess.is(&e) => Ok(()),
             sent => sent,
         }
     }
@@ -388,7 +395,7 @@ impl ChildProcess {
         };
         match waited {
             Ok(status) => Ok(status.map_or(ExitReason::Unknown, ExitReason::from_status)),
-            Err(e) if e.raw_os_error() == Some(libc::ECHILD) => Ok(ExitReason::Unknown),
+            Err(e) if Cause::NotAChild.is(&e) => Ok(ExitReason::Unknown),
             Err(e) => Err(e),
         }
     }
@@ -460,13 +467,13 @@ impl ChildProcess {
         if self.status.is_some() || self.reaping {
             return;
         }
-        let pid = self.pid();
+        let pid = self.id();
         let reaper = std::thread::Builder::new().name(format!("mp-reap-{pid}"));
         let reaping = reaper.spawn(move || {
             // Nothing else waits for it: this handle stops at `reaping`.
             let _ = pidfd::reap(pid, true);
-            crate::base::child_ended(pid);
-            logs::worker_ended(pid);
+            crate::base::child_ended(pid.as_raw());
+            logs::worker_ended(pid.as_raw());
         });
         match reaping {
             Ok(_) => self.reaping = true,
@@ -498,7 +505,7 @@ fn received(got: io::Result<Option<Frame>>) -> Received {
 /// Kills a child from another thread than the one that owns its [`ChildProcess`].
 #[derive(Clone)]
 pub(crate) struct Killer {
-    pid: u32,
+    pid: Pid,
     pidfd: Option<Arc<OwnedFd>>,
 }
 
@@ -507,12 +514,12 @@ impl Killer {
     /// caller must make sure the child was not reaped yet (see the pool's `Slot`).
     pub(crate) fn kill(&self) {
         let sent = match &self.pidfd {
-            Some(pidfd) => pidfd::send_signal(pidfd.as_fd(), libc::SIGKILL),
-            None => pidfd::kill_pid(self.pid, libc::SIGKILL),
+            Some(pidfd) => pidfd::send_signal(pidfd.as_fd(), Signal::KILL),
+            None => pidfd::kill_pid(self.pid, Signal::KILL),
         };
         match sent {
             // Already reaped: nothing to kill.
-            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+            Err(e) if Cause::NoSuchProcess.is(&e) => {}
             Err(e) => eprintln!("mp: cannot kill process {}: {e}", self.pid),
             Ok(()) => {}
         }
@@ -522,7 +529,7 @@ impl Killer {
 /// The error for a reply that could not be received from a live process (which is then
 /// ended): it names the descriptor limit when that is the cause, the usual one.
 pub(crate) fn receive_failed(pid: u32, error: io::Error) -> Error {
-    let out_of_descriptors = matches!(error.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+    let out_of_descriptors = Cause::OutOfDescriptors.is(&error)
         || (error.kind() == io::ErrorKind::InvalidData && error.to_string().contains("descriptor"));
     let context = if out_of_descriptors {
         format!(

@@ -1,8 +1,8 @@
 //! Re-executing this binary as a child, and the child's side of it: the role marker that tells
 //! a re-executed child what it is and who started it.
 //!
-//! The parent starts `/proc/self/exe` (the very file it runs from, even if it was rebuilt on disk
-//! since) with [`ROLE_VAR`] in its environment and one end of a socket pair as its standard input.
+//! The parent starts its own executable ([`sys::process::exe_path`]: `/proc/self/exe`, the very
+//! file it runs from, even if it was rebuilt on disk since) with [`ROLE_VAR`] in its environment and one end of a socket pair as its standard input.
 //! In the child, a constructor in `.init_array` sees the variable, removes it (so the worker's own
 //! children start as parents), moves the socket off standard input, serves calls, and exits: the
 //! user's `main` never runs there. With the role `forkserver:<pid>` the child becomes the fork
@@ -35,7 +35,7 @@ use std::sync::{Mutex, OnceLock, PoisonError, mpsc};
 use super::Owner;
 use crate::base::{Error, Result};
 use crate::runtime::registry;
-use crate::sys;
+use crate::sys::{self, Pid, error::Cause};
 
 /// The environment variable that tells a child it is a worker, and of which parent.
 pub(crate) const ROLE_VAR: &str = "MP_RUNTIME_ROLE";
@@ -43,9 +43,6 @@ pub(crate) const ROLE_VAR: &str = "MP_RUNTIME_ROLE";
 /// The child's name, then a newline and its parent's name: for `current_process` and
 /// `parent_process`.
 const NAMES_VAR: &str = "MP_RUNTIME_NAMES";
-
-/// The path that always names this process's own executable file.
-const SELF_EXE: &str = "/proc/self/exe";
 
 /// What a re-executed child becomes.
 #[derive(Clone, Copy)]
@@ -147,7 +144,7 @@ fn take_channel(role: &OsString) -> std::result::Result<(Role, UnixStream), Refu
         })
         .ok_or_else(forged)?;
     if !die_with_parent(parent) {
-        if !sys::process::exists(parent) {
+        if !Pid::from_raw(parent).is_some_and(sys::process::exists) {
             return Err(format!(
                 "the parent process {parent} ended before this worker started; exiting"
             )
@@ -186,7 +183,7 @@ fn take_channel(role: &OsString) -> std::result::Result<(Role, UnixStream), Refu
 
 /// Starts this binary again in `role`, called `name`, with `socket` as its standard input.
 pub(crate) fn spawn_self(role: Role, name: &str, socket: OwnedFd) -> Result<Child> {
-    let mut command = Command::new(SELF_EXE);
+    let mut command = Command::new(sys::process::exe_path());
     match through_loader() {
         Ok(None) => {
             command.arg0(argv0());
@@ -219,28 +216,31 @@ pub(crate) fn spawn_self(role: Role, name: &str, socket: OwnedFd) -> Result<Chil
 
 /// The error of a child that could not be started, with its cause and what to do.
 fn cannot_start(error: io::Error) -> Error {
-    let advice = match error.raw_os_error() {
-        Some(libc::E2BIG) => {
+    let advice = match Cause::of(&error) {
+        Some(Cause::ArgumentsTooLarge) => {
             "; the environment is too large for a new program (a variable of 128 KiB or more, \
              or more than a quarter of the stack limit in all): make it smaller"
         }
-        Some(libc::ENOENT) => {
+        Some(Cause::NotFound) => {
             "; mount /proc if it is not (mp starts workers from /proc/self/exe), and check that \
              the program's dynamic loader is installed"
         }
-        Some(libc::EACCES) => {
+        Some(Cause::AccessDenied) => {
             "; the program's file may not be executed (a `noexec` mount, or its permissions): \
              run it from where it may"
         }
-        Some(libc::EAGAIN) => {
+        Some(Cause::ResourceLimit) => {
             "; this user has as many processes as it may (`ulimit -u`): end some, or raise the \
              limit"
         }
-        Some(libc::ENOMEM) => "; the machine is out of memory",
+        Some(Cause::OutOfMemory) => "; the machine is out of memory",
         _ => "",
     };
     Error::io(
-        format!("cannot start a child process from {SELF_EXE}: {error}{advice}"),
+        format!(
+            "cannot start a child process from {}: {error}{advice}",
+            sys::process::exe_path().display()
+        ),
         error,
     )
 }
@@ -269,7 +269,7 @@ fn through_loader() -> &'static std::result::Result<Option<Vec<OsString>>, Strin
         let ours = std::env::args_os().count();
         let mut words = match line.len().checked_sub(ours) {
             Some(loader) if loader >= 1 => line[..loader].to_vec(),
-            _ => vec![SELF_EXE.into()],
+            _ => vec![sys::process::exe_path().into()],
         };
         words.push(program.into_os_string());
         Ok(Some(words))
@@ -365,7 +365,7 @@ fn argv0() -> &'static OsString {
     ARGV0.get_or_init(|| {
         std::env::args_os()
             .next()
-            .unwrap_or_else(|| SELF_EXE.into())
+            .unwrap_or_else(|| sys::process::exe_path().into())
     })
 }
 
@@ -377,7 +377,7 @@ mod tests {
     #[test]
     fn a_failed_start_of_the_spawner_is_tried_again() {
         let slot = Mutex::new(None);
-        let failed = spawner::<()>(&slot, || Err(io::Error::from_raw_os_error(libc::EAGAIN)));
+        let failed = spawner::<()>(&slot, || Err(Cause::ResourceLimit.error()));
         assert!(
             failed
                 .unwrap_err()

@@ -20,8 +20,8 @@ use serde::de::{
     SeqAccess, VariantAccess, Visitor,
 };
 
+use super::plain::{self, Plain};
 use super::{Tag, each_plain};
-use crate::sys::plain::{self, Plain};
 
 /// A value of `T` read through [`Fast`]: what the codec asks its deserializer for.
 pub(crate) struct Decoded<T>(pub(crate) T);

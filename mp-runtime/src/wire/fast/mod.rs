@@ -20,6 +20,7 @@
 //! whose `Deserialize` is its own) gets the numbers one by one.
 
 pub(crate) mod de;
+mod plain;
 pub(crate) mod ser;
 
 pub(crate) use de::Decoded;

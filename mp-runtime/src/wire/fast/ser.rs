@@ -2,8 +2,8 @@
 
 use serde::ser::{self, Serialize, SerializeTuple as _};
 
+use super::plain;
 use super::{Tag, each_plain};
-use crate::sys::plain;
 
 /// A serializer, or one of its compound parts, whose sequences of plain numbers are written
 /// whole (see [`super`]); everything else goes to the one inside unchanged. As a `Serialize`,

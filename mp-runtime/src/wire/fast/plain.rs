@@ -68,7 +68,9 @@ pub(crate) fn from_le_bytes<P: Plain>(bytes: &[u8]) -> Option<Vec<P>> {
         return Some(bytes.chunks_exact(size_of::<P>()).map(P::from_le).collect());
     }
     let mut values = Vec::<P>::with_capacity(len);
-    huge_pages(values.as_mut_ptr().cast(), bytes.len());
+    if bytes.len() >= HUGE {
+        crate::sys::mmap::advise_huge_pages(values.spare_capacity_mut());
+    }
     // SAFETY: the vector has room for `len` values, that is `bytes.len()` bytes; the two do
     // not overlap (the vector is new); every bit pattern is a `P` and the machine is little
     // endian, so all `len` values are initialised, to the numbers meant, once copied. The
@@ -94,30 +96,6 @@ pub(crate) fn string_from(text: &str) -> String {
 /// From this size on, a new buffer asks for huge pages: filling it then takes one fault per
 /// 2 MiB instead of one per 4 KiB, which is most of what a fresh 64 MiB buffer costs.
 const HUGE: usize = 4 << 20;
-
-/// Asks the kernel to back the `len` bytes at `start`, memory of the caller's own that is not
-/// written yet, with transparent huge pages; a refusal changes nothing but speed.
-fn huge_pages(start: *mut u8, len: usize) {
-    if len < HUGE {
-        return;
-    }
-    // The whole pages inside the range: madvise wants a page-aligned start.
-    let page = 4096;
-    let first = (start as usize).next_multiple_of(page);
-    let end = (start as usize + len) & !(page - 1);
-    if end <= first {
-        return;
-    }
-    // SAFETY: the advice only changes how the kernel backs these pages of our own allocation,
-    // not their contents (they are not written yet) nor whether they are mapped.
-    let _ = unsafe {
-        rustix::mm::madvise(
-            first as *mut std::ffi::c_void,
-            end - first,
-            rustix::mm::Advice::LinuxHugepage,
-        )
-    };
-}
 
 /// `value` as a `T`, when `T` is `U` (lifetimes aside); otherwise `value` back.
 pub(crate) fn same_type<T, U: 'static>(value: U) -> Result<T, U> {
