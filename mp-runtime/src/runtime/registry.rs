@@ -229,10 +229,13 @@ mod tests {
 
     #[test]
     fn identical_functions_keep_their_own_entries() {
-        assert_eq!(lookup(&one).unwrap().id, "mp_runtime::registry::tests::one");
+        assert_eq!(
+            lookup(&one).unwrap().id,
+            "mp_runtime::runtime::registry::tests::one"
+        );
         assert_eq!(
             lookup(&also_one).unwrap().id,
-            "mp_runtime::registry::tests::also_one"
+            "mp_runtime::runtime::registry::tests::also_one"
         );
     }
 
@@ -249,13 +252,16 @@ mod tests {
     fn an_unknown_id_lists_what_is_registered() {
         let text = lookup_id("no::such::fn").unwrap_err().to_string();
         assert!(text.contains("no::such::fn"), "{text}");
-        assert!(text.contains("mp_runtime::registry::tests::one"), "{text}");
+        assert!(
+            text.contains("mp_runtime::runtime::registry::tests::one"),
+            "{text}"
+        );
         assert!(text.contains("same build"), "{text}");
     }
 
     #[test]
     fn entries_invoke_with_encoded_arguments() {
-        let entry = lookup_id("mp_runtime::registry::tests::one").unwrap();
+        let entry = lookup_id("mp_runtime::runtime::registry::tests::one").unwrap();
         let mut args = crate::wire::outgoing::Outgoing::default();
         let at = crate::wire::codec::begin_record(&mut args).unwrap();
         crate::wire::codec::encode_into(&(), &mut args).unwrap();
