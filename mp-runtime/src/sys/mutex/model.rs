@@ -7,7 +7,6 @@
 //! sleeper, when it walks a dead thread's list of robust mutexes ([`RawMutex::die_holding`]
 //! does it here).
 
-use std::cell::UnsafeCell;
 use std::io;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -48,6 +47,7 @@ pub(crate) struct RawMutex {
 }
 
 impl RawMutex {
+    #[cfg(test)]
     fn new() -> Self {
         RawMutex {
             word: AtomicU32::new(0),
@@ -179,11 +179,12 @@ fn taken(word: u32) -> Taken {
 
 impl<F> Monitor<F> {
     /// A monitor in ordinary memory, for loom's threads, which share it as processes share a
-    /// mapping.
+    /// mapping (the tests' only: the runtime's monitors live in mappings).
+    #[cfg(test)]
     pub(crate) fn new(fields: F) -> Self {
         Monitor {
             mutex: RawMutex::new(),
-            fields: UnsafeCell::new(fields),
+            fields: std::cell::UnsafeCell::new(fields),
         }
     }
 }
