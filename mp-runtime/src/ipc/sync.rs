@@ -419,8 +419,9 @@ impl Semaphore {
     }
 
     fn take(&self, wait: Wait) -> Result<Option<SemaphoreGuard<'_>>> {
+        // Lazily: a guard made and dropped would give back a unit never taken.
         let taken = self.shm.state().take(wait)?;
-        Ok(taken.then_some(SemaphoreGuard { semaphore: self }))
+        Ok(taken.then(|| SemaphoreGuard { semaphore: self }))
     }
 
     /// Takes one unit, waiting while there is none.
