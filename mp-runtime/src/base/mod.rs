@@ -1,8 +1,10 @@
-//! The base tier: the crate's one error type ([`error`]) and facts about this process and its
-//! children ([`context`]). Uses only `sys`; every tier above uses it.
+//! The base tier: the crate's one error type ([`error`]), facts about this process and its
+//! children ([`context`]), and the switch between std's synchronization and loom's ([`sync`]).
+//! Uses only `sys`; every tier above uses it.
 
 mod context;
 mod error;
+pub(crate) mod sync;
 
 #[cfg(feature = "mpi")]
 pub(crate) use context::RANK_VAR;

@@ -306,6 +306,41 @@ impl SharedState for SemaphoreState {
     }
 }
 
+impl SemaphoreState {
+    /// Takes one unit, waiting as `wait` says; false for none with `Wait::No`, where a lock
+    /// held elsewhere counts as none too.
+    fn take(&self, wait: Wait) -> Result<bool> {
+        let Some(mut fields) = lock_state(&self.monitor, wait, "a semaphore")? else {
+            return Ok(false);
+        };
+        while fields.fields().value == 0 {
+            if let Wait::No = wait {
+                return Ok(false);
+            }
+            if !wait_state(&mut fields, &self.signal, wait, "a semaphore")? {
+                return Err(lock_error(LockFailure::TimedOut, "a semaphore", wait));
+            }
+        }
+        fields.fields().value -= 1;
+        Ok(true)
+    }
+
+    /// Adds one unit and wakes one waiter; refused above the bound.
+    fn release(&self) -> Result<()> {
+        let mut fields = waited(lock_state(&self.monitor, Wait::Forever, "a semaphore"))?;
+        let fields_now = fields.fields();
+        if fields_now.bound != 0 && fields_now.value >= fields_now.bound {
+            return Err(Error::new(Kind::Usage(
+                "a bounded semaphore was released more times than it was acquired".into(),
+            )));
+        }
+        fields_now.value += 1;
+        drop(fields);
+        self.signal.notify(1);
+        Ok(())
+    }
+}
+
 /// A counting semaphore shared by processes, Python's `multiprocessing.Semaphore`.
 ///
 /// `acquire` takes one unit (waiting while there is none) and returns a guard that gives it
@@ -379,29 +414,14 @@ impl Semaphore {
         Ok(semaphore)
     }
 
-    /// The fields; with `Wait::No`, a lock held elsewhere counts as no unit: `Ok(None)`.
-    fn lock_or_none(&self, wait: Wait) -> Result<Option<MonitorGuard<'_, SemaphoreFields>>> {
-        lock_state(&self.shm.state().monitor, wait, "a semaphore")
-    }
-
     fn lock(&self, wait: Wait) -> Result<MonitorGuard<'_, SemaphoreFields>> {
-        waited(self.lock_or_none(wait))
+        waited(lock_state(&self.shm.state().monitor, wait, "a semaphore"))
     }
 
     fn take(&self, wait: Wait) -> Result<Option<SemaphoreGuard<'_>>> {
-        let Some(mut fields) = self.lock_or_none(wait)? else {
-            return Ok(None);
-        };
-        while fields.fields().value == 0 {
-            if let Wait::No = wait {
-                return Ok(None);
-            }
-            if !wait_state(&mut fields, &self.shm.state().signal, wait, "a semaphore")? {
-                return Err(lock_error(LockFailure::TimedOut, "a semaphore", wait));
-            }
-        }
-        fields.fields().value -= 1;
-        Ok(Some(SemaphoreGuard { semaphore: self }))
+        // Lazily: a guard made and dropped would give back a unit never taken.
+        let taken = self.shm.state().take(wait)?;
+        Ok(taken.then(|| SemaphoreGuard { semaphore: self }))
     }
 
     /// Takes one unit, waiting while there is none.
@@ -454,17 +474,7 @@ impl Semaphore {
     /// assert_eq!(sem.value().unwrap(), 1);
     /// ```
     pub fn release(&self) -> Result<()> {
-        let mut fields = self.lock(Wait::Forever)?;
-        let fields_now = fields.fields();
-        if fields_now.bound != 0 && fields_now.value >= fields_now.bound {
-            return Err(Error::new(Kind::Usage(
-                "a bounded semaphore was released more times than it was acquired".into(),
-            )));
-        }
-        fields_now.value += 1;
-        drop(fields);
-        self.shm.state().signal.notify(1);
-        Ok(())
+        self.shm.state().release()
     }
 
     /// The number of units available now.
@@ -536,6 +546,30 @@ impl SharedState for EventState {
     }
 }
 
+impl EventState {
+    fn lock(&self, wait: Wait) -> Result<Option<MonitorGuard<'_, bool>>> {
+        lock_state(&self.monitor, wait, "an event")
+    }
+
+    /// Sets the flag and wakes every waiter.
+    fn set(&self) -> Result<()> {
+        *waited(self.lock(Wait::Forever))?.fields() = true;
+        self.signal.notify_all();
+        Ok(())
+    }
+
+    /// Waits for the flag as `wait` says; whether it is set.
+    fn wait(&self, wait: Wait) -> Result<bool> {
+        let mut flag = waited(self.lock(wait))?;
+        while !*flag.get() {
+            if !wait_state(&mut flag, &self.signal, wait, "an event")? {
+                return Ok(*flag.get());
+            }
+        }
+        Ok(true)
+    }
+}
+
 /// A flag shared by processes that others can wait for, Python's `multiprocessing.Event`.
 ///
 /// # Examples
@@ -586,7 +620,7 @@ impl Event {
     }
 
     fn lock(&self, wait: Wait) -> Result<Option<MonitorGuard<'_, bool>>> {
-        lock_state(&self.shm.state().monitor, wait, "an event")
+        self.shm.state().lock(wait)
     }
 
     /// Sets the flag and wakes every waiter.
@@ -599,9 +633,7 @@ impl Event {
     /// assert!(event.is_set().unwrap());
     /// ```
     pub fn set(&self) -> Result<()> {
-        *waited(self.lock(Wait::Forever))?.fields() = true;
-        self.shm.state().signal.notify_all();
-        Ok(())
+        self.shm.state().set()
     }
 
     /// Clears the flag.
@@ -640,7 +672,7 @@ impl Event {
     /// event.wait().unwrap(); // returns at once
     /// ```
     pub fn wait(&self) -> Result<()> {
-        self.wait_until(Wait::Forever).map(drop)
+        self.shm.state().wait(Wait::Forever).map(drop)
     }
 
     /// Waits at most `timeout` for the flag; returns whether it is set.
@@ -654,17 +686,7 @@ impl Event {
     /// assert!(!event.wait_timeout(Duration::from_millis(10)).unwrap());
     /// ```
     pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
-        self.wait_until(Wait::timeout(timeout))
-    }
-
-    fn wait_until(&self, wait: Wait) -> Result<bool> {
-        let mut flag = waited(self.lock(wait))?;
-        while !*flag.get() {
-            if !wait_state(&mut flag, &self.shm.state().signal, wait, "an event")? {
-                return Ok(*flag.get());
-            }
-        }
-        Ok(true)
+        self.shm.state().wait(Wait::timeout(timeout))
     }
 }
 
@@ -1341,6 +1363,9 @@ impl fmt::Debug for Barrier {
         f.debug_struct("Barrier").finish_non_exhaustive()
     }
 }
+
+#[cfg(all(test, loom))]
+mod loom_tests;
 
 #[cfg(test)]
 mod tests {

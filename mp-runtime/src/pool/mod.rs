@@ -9,6 +9,7 @@ pub(crate) mod rank;
 #[cfg(feature = "mpi")]
 mod remote;
 mod scheduler;
+mod task_queue;
 mod wait;
 /// Refuses a memory limit that no worker could set: above the hard RLIMIT_DATA, which a
 /// worker without CAP_SYS_RESOURCE cannot raise (it would exit at start, and every task fail).
@@ -26,9 +27,6 @@ fn check_memory_limit(bytes: u64) -> Result<()> {
         _ => Ok(()),
     }
 }
-
-#[cfg(test)]
-mod wakeup_model;
 
 use std::borrow::Borrow;
 use std::sync::atomic::{AtomicUsize, Ordering};

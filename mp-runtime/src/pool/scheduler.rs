@@ -1,4 +1,5 @@
-//! The pool's engine: a queue of tasks and one driver thread per worker process.
+//! The pool's engine: a queue of tasks (`task_queue`) and one driver thread per worker
+//! process.
 //!
 //! A task is a chunk of encoded argument tuples for one function. Each driver owns one worker
 //! process: it starts it (and runs the initializer), sends it up to [`IN_FLIGHT`] tasks at a
@@ -10,10 +11,12 @@
 //! timeout.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+pub(super) use super::task_queue::Next;
+use super::task_queue::TaskQueue;
 use crate::base::{Error, ExitReason, Kind, Result};
 use crate::runtime::registry::Entry;
 use crate::runtime::spawn::{self, ChildProcess, Killer, Received, StartMethod};
@@ -29,11 +32,6 @@ const IN_FLIGHT: usize = 8;
 /// A worker is sent a second task before the first is done only when its tasks take less than
 /// this: then the saved round trip matters, and a task stuck behind another waits little.
 const PREFETCH_BELOW: Duration = Duration::from_millis(1);
-
-/// How long an idle driver looks for a next task before it sleeps. Tasks often come close
-/// together (an `apply` loop; an MPI rank's next task), and a thread that slept costs tens of
-/// microseconds to wake; one that looked costs this much of a core at most, once per idle spell.
-const IDLE_SPIN: Duration = Duration::from_micros(100);
 
 /// What a task produced: one outcome per item, or why there are none.
 pub(crate) type Raw = Result<Outcomes>;
@@ -203,49 +201,21 @@ pub(crate) struct WorkerConfig {
 
 /// The state every driver and the pool share.
 pub(crate) struct Shared {
-    state: Mutex<State>,
-    /// Signalled when a task is queued or the pool closes.
-    work: Condvar,
+    tasks: TaskQueue<Task>,
     pub(crate) slots: Vec<Arc<Slot>>,
     pub(super) config: WorkerConfig,
-    /// Bumped (under the state's lock) whenever something a waiting driver waits for happens:
-    /// a spinning driver watches it instead of taking the lock.
-    changes: AtomicU64,
     /// Drivers still serving; a driver whose worker cannot be replaced (a lost MPI rank)
     /// leaves.
     #[cfg(feature = "mpi")]
     live: std::sync::atomic::AtomicUsize,
 }
 
-#[derive(Default)]
-struct State {
-    queue: VecDeque<Task>,
-    closed: bool,
-    terminated: bool,
-    /// Drivers whose workers have nothing to do: queued work goes to them before any busy
-    /// worker is sent a second task.
-    waiting: usize,
-    /// Of those, the ones still looking for work rather than asleep: they need no wake-up.
-    spinning: usize,
-}
-
-/// What a driver should do next.
-pub(super) enum Next {
-    Task(Task),
-    /// Nothing queued now (only when not waiting).
-    Idle,
-    /// The pool is closed and drained, or terminated.
-    Exit,
-}
-
 impl Shared {
     pub(crate) fn new(processes: usize, config: WorkerConfig) -> Self {
         Shared {
-            state: Mutex::new(State::default()),
-            work: Condvar::new(),
+            tasks: TaskQueue::new(),
             slots: (0..processes).map(|_| Arc::default()).collect(),
             config,
-            changes: AtomicU64::new(0),
             #[cfg(feature = "mpi")]
             live: std::sync::atomic::AtomicUsize::new(processes),
         }
@@ -253,48 +223,17 @@ impl Shared {
 
     /// Queues tasks; fails if the pool no longer takes work.
     pub(crate) fn submit(&self, tasks: impl IntoIterator<Item = Task>) -> Result<()> {
-        let mut state = lock(&self.state);
-        if state.closed || state.terminated {
-            return Err(Error::new(Kind::Closed));
-        }
-        let before = state.queue.len();
-        state.queue.extend(tasks);
-        let added = state.queue.len() - before;
-        // Spinning drivers see the change by themselves, but each takes one task: a sleeping
-        // driver is woken when more tasks wait than drivers spin.
-        let unserved = state.queue.len() > state.spinning;
-        self.changes.fetch_add(1, Ordering::Release);
-        drop(state);
-        // One task needs one driver: waking every idle one would only put the rest back to
-        // sleep, a context switch each, which a stream of one-task submissions pays per task.
-        if unserved {
-            if added == 1 {
-                self.work.notify_one();
-            } else {
-                self.work.notify_all();
-            }
-        }
-        Ok(())
+        self.tasks.submit(tasks)
     }
 
     /// No more submissions; workers exit once the queue is done.
     pub(crate) fn close(&self) {
-        lock(&self.state).closed = true;
-        self.changes.fetch_add(1, Ordering::Release);
-        self.work.notify_all();
+        self.tasks.close();
     }
 
     /// Stops everything now: queued tasks fail as closed, workers are killed.
     pub(crate) fn terminate(&self) {
-        let queued = {
-            let mut state = lock(&self.state);
-            state.closed = true;
-            state.terminated = true;
-            self.changes.fetch_add(1, Ordering::Release);
-            std::mem::take(&mut state.queue)
-        };
-        self.work.notify_all();
-        for task in queued {
+        for task in self.tasks.terminate() {
             task.finish(Err(Error::new(Kind::Closed)));
         }
         for slot in &self.slots {
@@ -303,7 +242,7 @@ impl Shared {
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        lock(&self.state).closed
+        self.tasks.is_closed()
     }
 
     /// A driver leaves for good; true if it was the last, so that no one would run the
@@ -314,82 +253,29 @@ impl Shared {
     }
 
     pub(super) fn is_terminated(&self) -> bool {
-        lock(&self.state).terminated
+        self.tasks.is_terminated()
     }
 
-    pub(super) fn next(&self, wait: bool) -> Next {
-        self.take(wait, None)
+    pub(super) fn next(&self, wait: bool) -> Next<Task> {
+        self.tasks.take(wait, |_| true)
     }
 
     /// The next task for a busy worker's pipeline: only one of `quick` (a function whose
     /// tasks it was timed to run quickly), and only while no driver is idle. Any other task
     /// waits for an idle worker: it may be long, or need to run beside the task in flight (a
     /// barrier that tasks meet at).
-    fn next_quick(&self, quick: &'static Entry) -> Next {
-        self.take(false, Some(quick))
-    }
-
-    fn take(&self, wait: bool, only: Option<&'static Entry>) -> Next {
-        let mut state = lock(&self.state);
-        let mut looked = false;
-        loop {
-            if state.terminated {
-                return Next::Exit;
-            }
-            if !wait && state.waiting > 0 {
-                return Next::Idle;
-            }
-            if let Some(task) = state.queue.front() {
-                if only.is_some_and(|quick| !std::ptr::eq(quick, task.function)) {
-                    return Next::Idle;
-                }
-                return state.queue.pop_front().map_or(Next::Idle, Next::Task);
-            }
-            if state.closed {
-                return Next::Exit;
-            }
-            if !wait {
-                return Next::Idle;
-            }
-            state.waiting += 1;
-            if !looked {
-                // Look for a while before sleeping (see IDLE_SPIN); then check again.
-                looked = true;
-                state.spinning += 1;
-                let seen = self.changes.load(Ordering::Acquire);
-                drop(state);
-                let until = Instant::now() + IDLE_SPIN;
-                while self.changes.load(Ordering::Acquire) == seen && Instant::now() < until {
-                    std::thread::yield_now();
-                }
-                state = lock(&self.state);
-                state.spinning -= 1;
-            } else {
-                state = self
-                    .work
-                    .wait(state)
-                    .unwrap_or_else(PoisonError::into_inner);
-            }
-            state.waiting -= 1;
-        }
+    fn next_quick(&self, quick: &'static Entry) -> Next<Task> {
+        self.tasks
+            .take(false, |task| std::ptr::eq(quick, task.function))
     }
 
     /// Puts tasks back at the front of the queue, keeping their order.
     pub(super) fn requeue(&self, tasks: impl DoubleEndedIterator<Item = Task>) {
-        let mut state = lock(&self.state);
-        if state.terminated {
-            drop(state);
+        if let Err(tasks) = self.tasks.requeue(tasks) {
             for task in tasks {
                 task.finish(Err(Error::new(Kind::Closed)));
             }
-            return;
         }
-        for task in tasks.rev() {
-            state.queue.push_front(task);
-        }
-        self.changes.fetch_add(1, Ordering::Release);
-        drop(state);
-        self.work.notify_all();
     }
 }
 

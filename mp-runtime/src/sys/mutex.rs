@@ -11,13 +11,21 @@ use std::alloc::Layout;
 use std::cell::UnsafeCell;
 use std::io;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use crate::sys::futex;
+use crate::sys::futex::{self, AtomicU32};
 use crate::sys::mmap::{InMapping, Mapping, PAGE};
 
+// loom cannot run glibc: under `--cfg loom` the mutex is glibc's protocol for a robust mutex on
+// loom's futex (`model` here), and everything else in this file is the real code.
+#[cfg(loom)]
+mod model;
+#[cfg(loom)]
+use model::RawMutex;
+
 // Not in the `libc` crate yet; glibc has had it since 2.30.
+#[cfg(not(loom))]
 unsafe extern "C" {
     fn pthread_mutex_clocklock(
         mutex: *mut libc::pthread_mutex_t,
@@ -34,12 +42,14 @@ pub(crate) enum LockFailure {
 }
 
 /// A robust, process-shared pthread mutex, in shared memory.
+#[cfg(not(loom))]
 #[repr(C)]
 pub(crate) struct RawMutex {
     inner: UnsafeCell<libc::pthread_mutex_t>,
 }
 
 // SAFETY: a pthread mutex is made to be locked from any thread (and process).
+#[cfg(not(loom))]
 unsafe impl Sync for RawMutex {}
 
 /// How a [`RawMutex`] was taken.
@@ -51,6 +61,7 @@ pub(crate) enum Taken {
     FromTheDead,
 }
 
+#[cfg(not(loom))]
 fn check(code: libc::c_int) -> io::Result<()> {
     match code {
         0 => Ok(()),
@@ -58,6 +69,7 @@ fn check(code: libc::c_int) -> io::Result<()> {
     }
 }
 
+#[cfg(not(loom))]
 impl RawMutex {
     /// Initializes the mutex in place; `recursive` lets its owner lock it again.
     pub(crate) fn init(&self, recursive: bool) -> io::Result<()> {
@@ -139,6 +151,7 @@ impl RawMutex {
 
 /// A deadline as the absolute CLOCK_MONOTONIC time pthread_mutex_clocklock wants. `Instant`
 /// is that clock too, but keeps its reading private: go through what is left.
+#[cfg(not(loom))]
 fn monotonic(deadline: Instant) -> libc::timespec {
     let left = deadline.saturating_duration_since(Instant::now());
     let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
@@ -368,7 +381,7 @@ impl<F: ?Sized> Drop for MonitorGuard<'_, F> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use std::time::Duration;
