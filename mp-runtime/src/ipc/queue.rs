@@ -108,19 +108,19 @@ type Locked<'a> = MonitorGuard<'a, Fields>;
 /// assert_eq!([queue.get().unwrap(), queue.get().unwrap(), queue.get().unwrap()], [0, 1, 2]);
 /// ```
 pub struct Queue<T> {
-    shared: Arc<Shared>,
+    mapping: Arc<QueueMapping>,
     item: PhantomData<fn(T) -> T>,
 }
 
-/// One process's view of a queue: the state, and its own mapping of the ring.
-struct Shared {
+/// One process's mapping of a queue: the state, and its own mapping of the ring.
+struct QueueMapping {
     shm: Shm<QueueState>,
     ring: Mutex<Ring>,
 }
 
-impl Shared {
+impl QueueMapping {
     fn new(shm: Shm<QueueState>) -> Self {
-        Shared {
+        QueueMapping {
             shm,
             ring: Mutex::new(Ring { map: None }),
         }
@@ -136,7 +136,7 @@ struct Ring {
 impl<T> Clone for Queue<T> {
     fn clone(&self) -> Self {
         Queue {
-            shared: self.shared.clone(),
+            mapping: self.mapping.clone(),
             item: PhantomData,
         }
     }
@@ -208,7 +208,7 @@ impl<T> Queue<T> {
         let shm = Shm::<QueueState>::create(c"mp-queue", 0)?;
         set_len(shm.fd(), (RECORDS + FIRST_CAPACITY) as usize)?;
         let queue = Queue {
-            shared: Arc::new(Shared::new(shm)),
+            mapping: Arc::new(QueueMapping::new(shm)),
             item: PhantomData,
         };
         let mut locked = queue.lock(Wait::Forever)?.expect("waited");
@@ -220,7 +220,7 @@ impl<T> Queue<T> {
     }
 
     fn state(&self) -> &QueueState {
-        self.shared.shm.state()
+        self.mapping.shm.state()
     }
 
     /// The ring's memory in this process, mapped (again) if it grew since this process last
@@ -228,14 +228,14 @@ impl<T> Queue<T> {
     /// another process's to change otherwise.
     fn ring(&self, fields: &Fields) -> Result<Arc<Mapping>> {
         let mut ring = self
-            .shared
+            .mapping
             .ring
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let len = (RECORDS + fields.capacity) as usize;
         match &ring.map {
             Some(map) if map.len() >= len => {}
-            _ => ring.map = Some(Arc::new(map_fd(self.shared.shm.fd(), len)?)),
+            _ => ring.map = Some(Arc::new(map_fd(self.mapping.shm.fd(), len)?)),
         }
         Ok(ring.map.clone().expect("mapped above"))
     }
@@ -245,7 +245,7 @@ impl<T> Queue<T> {
         let used = fields.tail - fields.head;
         let old = fields.capacity;
         let capacity = (used + need).next_power_of_two().max(2 * old);
-        set_len(self.shared.shm.fd(), (RECORDS + capacity) as usize)?;
+        set_len(self.mapping.shm.fd(), (RECORDS + capacity) as usize)?;
         let map = self.ring(&Fields {
             capacity,
             ..*fields
@@ -414,7 +414,7 @@ impl<T> Queue<T> {
             // Every process touches only `capacity` bytes of its mapping, so a mapping larger
             // than the file is harmless.
             fields.capacity = FIRST_CAPACITY;
-            set_len(self.shared.shm.fd(), (RECORDS + FIRST_CAPACITY) as usize)?;
+            set_len(self.mapping.shm.fd(), (RECORDS + FIRST_CAPACITY) as usize)?;
         }
         Ok(())
     }
@@ -527,14 +527,14 @@ impl<T: DeserializeOwned> Queue<T> {
 
 impl<T> Serialize for Queue<T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.shared.shm.serialize(serializer)
+        self.mapping.shm.serialize(serializer)
     }
 }
 
 impl<'de, T> Deserialize<'de> for Queue<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         Ok(Queue {
-            shared: Arc::new(Shared::new(Shm::deserialize(deserializer)?)),
+            mapping: Arc::new(QueueMapping::new(Shm::deserialize(deserializer)?)),
             item: PhantomData,
         })
     }

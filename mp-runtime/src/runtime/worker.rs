@@ -271,7 +271,7 @@ enum Incoming {
 /// One thread reads the requests and runs them: while a reply does not fit in the socket, the
 /// channel reads the parent's next requests into its buffer, so a parent that sends while this
 /// worker replies can never deadlock with it.
-pub(crate) fn serve(channel: Channel) -> i32 {
+pub(crate) fn serve_calls(channel: Channel) -> i32 {
     panics::answer_before_abort(send_panic_reply);
     let mut channel = channel.reading_while_sending();
     let mut overflow = OverflowReply {
