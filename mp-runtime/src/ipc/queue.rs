@@ -439,6 +439,12 @@ impl<T: Serialize> Queue<T> {
     /// Puts an item at the end, waiting while a bounded queue is full. Once this returns,
     /// the item is in the queue even if this process ends at once.
     ///
+    /// # Errors
+    ///
+    /// [`is_disconnected`](crate::Error::is_disconnected) once the queue is closed;
+    /// [`is_codec`](crate::Error::is_codec) for an item that cannot be encoded (one holding a
+    /// handle, say); [`is_io`](crate::Error::is_io) if the ring cannot grow.
+    ///
     /// # Examples
     ///
     /// ```
@@ -451,6 +457,11 @@ impl<T: Serialize> Queue<T> {
     }
 
     /// [`put`](Queue::put), waiting at most `timeout` for room.
+    ///
+    /// # Errors
+    ///
+    /// [`is_timeout`](crate::Error::is_timeout) when there was no room in time; else as
+    /// [`put`](Queue::put).
     ///
     /// # Examples
     ///
@@ -465,8 +476,12 @@ impl<T: Serialize> Queue<T> {
         self.put_bytes(&codec::encode(item)?, Wait::timeout(timeout))
     }
 
-    /// [`put`](Queue::put) without waiting: fails with [`is_full`](crate::Error::is_full)
-    /// when there is no room.
+    /// [`put`](Queue::put) without waiting.
+    ///
+    /// # Errors
+    ///
+    /// [`is_full`](crate::Error::is_full) when there is no room now, or another process holds
+    /// the queue's lock (as in Python); else as [`put`](Queue::put).
     ///
     /// # Examples
     ///
@@ -481,8 +496,13 @@ impl<T: Serialize> Queue<T> {
 }
 
 impl<T: DeserializeOwned> Queue<T> {
-    /// Takes the first item, waiting while the queue is empty; fails with
-    /// [`is_disconnected`](crate::Error::is_disconnected) once it is closed and empty.
+    /// Takes the first item, waiting while the queue is empty.
+    ///
+    /// # Errors
+    ///
+    /// [`is_disconnected`](crate::Error::is_disconnected) once the queue is closed and empty;
+    /// [`is_codec`](crate::Error::is_codec) for an item that does not decode as a `T`;
+    /// [`is_io`](crate::Error::is_io) if the ring cannot be mapped.
     ///
     /// # Examples
     ///
@@ -497,6 +517,11 @@ impl<T: DeserializeOwned> Queue<T> {
 
     /// [`get`](Queue::get), waiting at most `timeout`.
     ///
+    /// # Errors
+    ///
+    /// [`is_timeout`](crate::Error::is_timeout) when nothing came in time; else as
+    /// [`get`](Queue::get).
+    ///
     /// # Examples
     ///
     /// ```
@@ -509,8 +534,13 @@ impl<T: DeserializeOwned> Queue<T> {
         codec::decode(&self.get_bytes(Wait::timeout(timeout))?)
     }
 
-    /// [`get`](Queue::get) without waiting: fails with [`is_empty`](crate::Error::is_empty)
-    /// when there is nothing.
+    /// [`get`](Queue::get) without waiting.
+    ///
+    /// # Errors
+    ///
+    /// [`is_empty`](crate::Error::is_empty) when there is nothing now, or another process
+    /// holds the queue's lock (as in Python); else as [`get`](Queue::get). To tell the
+    /// outcomes apart in one `match`, use [`Error::kind`](crate::Error::kind).
     ///
     /// # Examples
     ///
@@ -519,6 +549,26 @@ impl<T: DeserializeOwned> Queue<T> {
     /// assert!(queue.try_get().unwrap_err().is_empty());
     /// queue.put(&1u8).unwrap();
     /// assert_eq!(queue.try_get().unwrap(), 1);
+    /// ```
+    ///
+    /// Taking what is there until the queue is closed, with one `match`:
+    ///
+    /// ```
+    /// use mp_runtime::{ErrorKind, Queue};
+    ///
+    /// let queue = Queue::new().unwrap();
+    /// queue.put(&1u8).unwrap();
+    /// queue.close().unwrap();
+    /// let mut got = Vec::new();
+    /// loop {
+    ///     match queue.try_get() {
+    ///         Ok(item) => got.push(item),
+    ///         Err(e) if e.kind() == ErrorKind::Empty => std::thread::yield_now(),
+    ///         Err(e) if e.kind() == ErrorKind::Disconnected => break, // closed and drained
+    ///         Err(e) => panic!("{e}"),
+    ///     }
+    /// }
+    /// assert_eq!(got, [1]);
     /// ```
     pub fn try_get(&self) -> Result<T> {
         codec::decode(&self.get_bytes(Wait::No)?)
