@@ -1,11 +1,13 @@
-//! Issue 11 items 19 and 20: a forged parent. This test binary is run again by hand with
-//! `MP_RUNTIME_ROLE` set and a socket we control as its standard input, and spoken to with
-//! today's protocol (channel.rs: an 8-byte little-endian header, low 47 bits the length, bit 47
-//! "in a file"; runtime/worker.rs: a `Request::Call { function }` in bincode fixint, then records of a
-//! u32 length and the arguments). The real build id is read from a real worker's
-//! `/proc/PID/environ`. Once the role is proven by more than the variable, a forged worker may
-//! refuse to serve at all: these tests then pass by that refusal (exit without a signal, small
-//! replies); if the frame format changes, adapt `call_frame`.
+//! A forged parent: whoever can set `MP_RUNTIME_ROLE` must not be able to drive a worker, and a
+//! worker driven by its real parent must answer hostile frames with bounded errors. This test
+//! binary is run again by hand with `MP_RUNTIME_ROLE` set and a socket we control as its
+//! standard input, and spoken to with today's protocol (wire/frame.rs: an 8-byte little-endian
+//! header, low 47 bits the length, bit 47 "in a file"; wire/protocol.rs: a `Request::Call {
+//! function }` in bincode fixint, then records of a u32 length and the arguments). The real
+//! build id is read from a real worker's `/proc/PID/environ`. Once the role is proven by more
+//! than the variable, a forged worker may refuse to serve at all: these tests then pass by that
+//! refusal (exit without a signal, small replies); if the frame format changes, adapt
+//! `call_frame`.
 //!
 //! The role is proven by the channel: standard input must be a socket made by the parent
 //! process itself (SO_PEERCRED). These tests' forger is such a parent, so it is served (its
@@ -141,10 +143,7 @@ fn converse(mut child: Child, socket: UnixStream, frame: Vec<u8>) -> (u64, ExitS
             }
         }
     }
-    let status = exit_or_kill(
-        &mut child,
-        "hung: issue 11 items 19/20 (the forged worker did not exit)",
-    );
+    let status = exit_or_kill(&mut child, "hung: the forged worker did not exit");
     let _ = sender.join();
     let mut stderr = String::new();
     if let Some(mut pipe) = child.stderr.take() {
@@ -157,7 +156,8 @@ fn forged_role(build: &str) -> String {
     format!("worker:{}:{build}", std::process::id())
 }
 
-// Issue 11 item 19 (b): a worker started with a wrong build id never prints the right one.
+// A worker started with a wrong build id never prints the right one: the refusal must not
+// hand a forger what it lacks.
 #[test]
 fn a_wrong_build_is_refused_without_naming_the_right_one() {
     let Some(real) = real_role() else {
@@ -170,12 +170,12 @@ fn a_wrong_build_is_refused_without_naming_the_right_one() {
     assert!(status.signal().is_none(), "{status:?}");
     assert!(
         !stderr.contains(build_of(&real)),
-        "issue 11 item 19: the refusal printed the build id a forger needs: {stderr}"
+        "the refusal printed the build id a forger needs: {stderr}"
     );
 }
 
-// Issue 11 item 20: a 1,000,000-deep value from a forged parent is an error reply or a clean
-// exit, not a SIGSEGV.
+// A 1,000,000-deep value from a forged parent is an error reply or a clean exit, not a SIGSEGV:
+// every decode is bounded in depth, so no input overflows the worker's stack.
 #[test]
 fn a_million_deep_value_does_not_crash_the_worker() {
     let Some(real) = real_role() else {
@@ -193,13 +193,13 @@ fn a_million_deep_value_does_not_crash_the_worker() {
     let (_, status, stderr) = converse(child, socket, frame);
     assert!(
         status.signal().is_none(),
-        "issue 11 item 20: the worker died of signal {:?}: {stderr}",
+        "a deep value killed the worker with signal {:?}: {stderr}",
         status.signal()
     );
 }
 
-// Issue 11 item 20: 16 KiB of zeros after a call of an unknown function (4096 empty records)
-// gets a bounded reply (under 64 KiB in all).
+// 16 KiB of zeros after a call of an unknown function (4096 empty records) gets a bounded reply
+// (under 64 KiB in all): a request must not buy a reply many times its own size.
 #[test]
 fn zeros_after_an_unknown_call_get_a_bounded_reply() {
     let Some(real) = real_role() else {
@@ -213,11 +213,11 @@ fn zeros_after_an_unknown_call_get_a_bounded_reply() {
     assert!(status.signal().is_none(), "{status:?}");
     assert!(
         total < 64 << 10,
-        "issue 11 item 20: {total} bytes of replies to one bad request"
+        "{total} bytes of replies to one bad request"
     );
 }
 
-// Issue 11 item 19: the variable with a standard input that is a socket not made by the parent
+// The variable with a standard input that is a socket not made by the parent
 // (here made by the started process itself, as one from a network client would be) is refused
 // before anything is read, naming no build id.
 #[test]
@@ -245,10 +245,7 @@ fn a_socket_not_made_by_the_parent_is_refused() {
         })
     };
     let mut child = command.spawn().unwrap();
-    let status = exit_or_kill(
-        &mut child,
-        "hung: issue 11 item 19 (the forged worker did not exit)",
-    );
+    let status = exit_or_kill(&mut child, "hung: the forged worker did not exit");
     let mut stderr = String::new();
     let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
     assert_eq!(status.code(), Some(2), "{status:?}: {stderr}");
@@ -271,8 +268,9 @@ fn id_of(flag: &str, user: &str) -> Option<u32> {
     String::from_utf8_lossy(&output.stdout).trim().parse().ok()
 }
 
-// Issue 11 item 19 (a): a setuid-root copy of this binary, started by an unprivileged user as a
-// forged parent, never serves a call (here: one that would write in a root-only directory).
+// A setuid-root copy of this binary, started by an unprivileged user as a forged parent, never
+// serves a call (here: one that would write in a root-only directory): otherwise any user
+// could run registered functions as root.
 #[test]
 fn a_setuid_worker_never_serves_a_forged_parent() {
     // SAFETY: plain system call.
@@ -313,7 +311,7 @@ fn a_setuid_worker_never_serves_a_forged_parent() {
     }
     assert!(
         !served,
-        "issue 11 item 19: a setuid worker served a forged parent as root ({status:?}, {stderr})"
+        "a setuid worker served a forged parent as root ({status:?}, {stderr})"
     );
 }
 

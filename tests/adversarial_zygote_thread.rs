@@ -1,5 +1,6 @@
-//! Issue 11 item 13: a user constructor that starts a thread in the fork server's zygote (before
-//! it serves) must make `ForkServer` fail clearly, not fork while multi-threaded. Its own test
+//! A user constructor that starts a thread in the fork server's zygote (before it serves) must
+//! make `ForkServer` fail clearly, not fork while multi-threaded (a child forked then may
+//! inherit a lock another thread held, and hang). Its own test
 //! binary: the constructor below runs in every process of it.
 
 use std::sync::mpsc;
@@ -25,7 +26,7 @@ fn answer() -> u32 {
     42
 }
 
-// Issue 11 item 13: a multi-threaded zygote refuses to fork, with an error that says why.
+// A multi-threaded zygote refuses to fork, with an error that says why.
 #[test]
 fn a_multi_threaded_zygote_fails_clearly() {
     let (tx, rx) = mpsc::channel();
@@ -43,10 +44,10 @@ fn a_multi_threaded_zygote_fails_clearly() {
     });
     let outcome = rx
         .recv_timeout(Duration::from_secs(60))
-        .expect("hung: issue 11 item 13");
+        .expect("hung: a pool over a multi-threaded zygote");
     match outcome {
         Ok(answer) => {
-            panic!("issue 11 item 13: the zygote forked while it had two threads (answer {answer})")
+            panic!("the zygote forked while it had two threads (answer {answer})")
         }
         Err(text) => assert!(text.contains("thread"), "{text}"),
     }

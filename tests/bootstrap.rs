@@ -203,8 +203,9 @@ fn unshared(script: &str) -> Command {
     command
 }
 
-// Issue 19 item 2: a program started through the dynamic loader (`ld.so ./prog`), whose
-// /proc/self/exe is the loader, starts its workers, by both start methods.
+// A program started through the dynamic loader (`ld.so ./prog`), whose /proc/self/exe is the
+// loader, starts its workers, by both start methods: re-executing /proc/self/exe alone would
+// run the loader with no program.
 #[test]
 fn a_program_started_through_the_dynamic_loader_starts_workers() {
     let Some(loader) = dynamic_loader() else {
@@ -214,7 +215,8 @@ fn a_program_started_through_the_dynamic_loader_starts_workers() {
     run_case(Command::new(loader), "run");
 }
 
-// Issue 19 item 2: without /dev/null (an empty /dev, as in some containers), workers start.
+// Without /dev/null (an empty /dev, as in some containers), workers start: a worker's closed
+// standard descriptors must be filled some other way.
 #[test]
 fn workers_start_without_dev_null() {
     if !can_unshare() {
@@ -224,7 +226,8 @@ fn workers_start_without_dev_null() {
     run_case(unshared("mount -t tmpfs none /dev"), "run");
 }
 
-// Issue 19 item 2: without /proc, the error says so and what to do, in its `Display`.
+// Without /proc, the error says so and what to do, in its `Display`: a worker that cannot
+// start says why, in the caller's error.
 #[test]
 fn without_proc_the_error_says_so() {
     if !can_unshare() {
@@ -234,14 +237,15 @@ fn without_proc_the_error_says_so() {
     run_case(unshared("mount -t tmpfs none /proc"), "noproc");
 }
 
-// Issue 19 item 2: a child that cannot be started for E2BIG says so in its `Display`.
+// A child that cannot be started for E2BIG (an environment too large to exec) says so in its
+// `Display`, not only as an errno.
 #[test]
 fn a_child_that_cannot_be_executed_says_why() {
     run_case(Command::new("env"), "e2big");
 }
 
-// Issue 19 item 2: a memory limit above the hard RLIMIT_DATA of a process that cannot raise
-// it is refused at `build` (it used to build, and then every task failed with code 1).
+// A memory limit above the hard RLIMIT_DATA of a process that cannot raise it is refused at
+// `build`, with why: otherwise the pool builds, and then every task fails with code 1.
 #[test]
 fn a_memory_limit_above_the_hard_limit_is_refused_at_build() {
     let mut command = Command::new("prlimit");

@@ -113,7 +113,8 @@ pub struct Run {
     pub speedup: Speedup,
 }
 
-/// One goal of the benchmark issue as one run measured it.
+/// One speed goal (what mp promises against a bare re-exec, Python and a memcpy) as one run
+/// measured it.
 struct Goal {
     name: String,
     value: Option<f64>,
@@ -121,7 +122,7 @@ struct Goal {
     bound: Bound,
 }
 
-/// The goals of the benchmark issue, as one run measured them.
+/// The speed goals, as one run measured them.
 fn goals(rows: &[Row], speedup: &Speedup) -> Vec<Goal> {
     use Bound::*;
     use workloads::*;

@@ -47,11 +47,13 @@ extern "C" fn early_entry() {
                         &assignment.parent_name,
                         assignment.parent,
                     );
-                    std::panic::catch_unwind(|| worker::serve(Channel::new(assignment.stream)))
-                        .unwrap_or(70)
+                    std::panic::catch_unwind(|| {
+                        worker::serve_calls(Channel::new(assignment.stream))
+                    })
+                    .unwrap_or(70)
                 }
                 Role::ForkServer => std::panic::catch_unwind(|| {
-                    forkserver::serve(
+                    forkserver::serve_forks(
                         assignment.stream,
                         assignment.parent,
                         &assignment.parent_name,

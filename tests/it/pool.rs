@@ -677,7 +677,8 @@ fn slow_tasks_after_quick_ones_spread_over_every_worker() {
     assert!(per_worker.values().all(|&n| n <= 3), "{per_worker:?}");
 }
 
-// Issue 14 §3: per-task time limits (pebble's `schedule(timeout=)`).
+// Per-task time limits (pebble's `schedule(timeout=)`): a stuck task fails alone, and its
+// worker is replaced so the pool keeps its size.
 #[test]
 fn a_task_over_the_pools_time_limit_fails_alone_and_its_worker_is_replaced() {
     let limit = Duration::from_secs(2);
@@ -768,7 +769,7 @@ fn repeat(text: String, times: usize) -> String {
     text.repeat(times)
 }
 
-// Issue 14 §3: inputs by reference, as encoding needs only a reference.
+// Inputs by reference, as encoding needs only a reference: the caller keeps its data.
 #[test]
 fn inputs_may_be_borrowed() {
     let pool = Pool::new(2).unwrap();
@@ -797,7 +798,8 @@ fn inputs_may_be_borrowed() {
     assert_eq!(words.len() + blobs.len() + pairs.len(), 14);
 }
 
-// Issue 14 §3: an `IMap` knows how many results are to come, and waits with a bound.
+// An `IMap` knows how many results are to come, and waits with a bound: a consumer can size
+// its buffers and never hangs on a slow task.
 #[test]
 fn imap_has_an_exact_length_and_a_next_with_a_timeout() {
     let pool = Pool::new(2).unwrap();
@@ -822,7 +824,7 @@ fn imap_has_an_exact_length_and_a_next_with_a_timeout() {
     assert_eq!(got, [400, 0]);
 }
 
-// Issue 14 §3: progress of a `map_async`, for a progress bar.
+// Progress of a `map_async`, for a progress bar.
 #[test]
 fn map_async_reports_its_progress() {
     let pool = Pool::new(2).unwrap();

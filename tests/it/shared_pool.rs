@@ -1,5 +1,6 @@
-//! `pool_map!`'s shared pools retire their workers when unused and start them again (issue 14
-//! §3). A file of its own: the idle timeout is program-wide.
+//! `pool_map!`'s shared pools retire their workers when unused and start them again (as loky's
+//! reusable executor does), so an idle program holds no processes. A file of its own: the idle
+//! timeout is program-wide.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};

@@ -1,5 +1,5 @@
-//! `mp_runtime::wait` over connections, processes and async results at once (issue 14 §3),
-//! as CPython's `multiprocessing.connection.wait`.
+//! `mp_runtime::wait` over connections, processes and async results at once, as CPython's
+//! `multiprocessing.connection.wait`: one thread can serve several of them without polling.
 
 use std::time::{Duration, Instant};
 

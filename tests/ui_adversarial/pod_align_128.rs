@@ -1,6 +1,6 @@
-// Issue 11 item 7: a `Pod` type aligned above 64 bytes must not make a `Value` or an `Array`.
-// Its .stderr is made by whoever adds the compile error:
-// `BLESS=1 cargo test --test compile_fail`, then read the diff.
+// A `Pod` type aligned above 64 bytes must not make a `Value` or an `Array`: a region aligns
+// its data to 64 bytes at most, so a reference into it would be misaligned (undefined
+// behaviour). Its .stderr: `BLESS=1 cargo test --test compile_fail`, then the diff.
 
 use mp_runtime::{Array, Pod, Value};
 

@@ -108,19 +108,19 @@ type Locked<'a> = MonitorGuard<'a, Fields>;
 /// assert_eq!([queue.get().unwrap(), queue.get().unwrap(), queue.get().unwrap()], [0, 1, 2]);
 /// ```
 pub struct Queue<T> {
-    shared: Arc<Shared>,
+    mapping: Arc<QueueMapping>,
     item: PhantomData<fn(T) -> T>,
 }
 
-/// One process's view of a queue: the state, and its own mapping of the ring.
-struct Shared {
+/// One process's mapping of a queue: the state, and its own mapping of the ring.
+struct QueueMapping {
     shm: Shm<QueueState>,
     ring: Mutex<Ring>,
 }
 
-impl Shared {
+impl QueueMapping {
     fn new(shm: Shm<QueueState>) -> Self {
-        Shared {
+        QueueMapping {
             shm,
             ring: Mutex::new(Ring { map: None }),
         }
@@ -136,7 +136,7 @@ struct Ring {
 impl<T> Clone for Queue<T> {
     fn clone(&self) -> Self {
         Queue {
-            shared: self.shared.clone(),
+            mapping: self.mapping.clone(),
             item: PhantomData,
         }
     }
@@ -208,7 +208,7 @@ impl<T> Queue<T> {
         let shm = Shm::<QueueState>::create(c"mp-queue", 0)?;
         set_len(shm.fd(), (RECORDS + FIRST_CAPACITY) as usize)?;
         let queue = Queue {
-            shared: Arc::new(Shared::new(shm)),
+            mapping: Arc::new(QueueMapping::new(shm)),
             item: PhantomData,
         };
         let mut locked = queue.lock(Wait::Forever)?.expect("waited");
@@ -220,7 +220,7 @@ impl<T> Queue<T> {
     }
 
     fn state(&self) -> &QueueState {
-        self.shared.shm.state()
+        self.mapping.shm.state()
     }
 
     /// The ring's memory in this process, mapped (again) if it grew since this process last
@@ -228,14 +228,14 @@ impl<T> Queue<T> {
     /// another process's to change otherwise.
     fn ring(&self, fields: &Fields) -> Result<Arc<Mapping>> {
         let mut ring = self
-            .shared
+            .mapping
             .ring
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let len = (RECORDS + fields.capacity) as usize;
         match &ring.map {
             Some(map) if map.len() >= len => {}
-            _ => ring.map = Some(Arc::new(map_fd(self.shared.shm.fd(), len)?)),
+            _ => ring.map = Some(Arc::new(map_fd(self.mapping.shm.fd(), len)?)),
         }
         Ok(ring.map.clone().expect("mapped above"))
     }
@@ -245,7 +245,7 @@ impl<T> Queue<T> {
         let used = fields.tail - fields.head;
         let old = fields.capacity;
         let capacity = (used + need).next_power_of_two().max(2 * old);
-        set_len(self.shared.shm.fd(), (RECORDS + capacity) as usize)?;
+        set_len(self.mapping.shm.fd(), (RECORDS + capacity) as usize)?;
         let map = self.ring(&Fields {
             capacity,
             ..*fields
@@ -414,7 +414,7 @@ impl<T> Queue<T> {
             // Every process touches only `capacity` bytes of its mapping, so a mapping larger
             // than the file is harmless.
             fields.capacity = FIRST_CAPACITY;
-            set_len(self.shared.shm.fd(), (RECORDS + FIRST_CAPACITY) as usize)?;
+            set_len(self.mapping.shm.fd(), (RECORDS + FIRST_CAPACITY) as usize)?;
         }
         Ok(())
     }
@@ -439,6 +439,12 @@ impl<T: Serialize> Queue<T> {
     /// Puts an item at the end, waiting while a bounded queue is full. Once this returns,
     /// the item is in the queue even if this process ends at once.
     ///
+    /// # Errors
+    ///
+    /// [`is_disconnected`](crate::Error::is_disconnected) once the queue is closed;
+    /// [`is_codec`](crate::Error::is_codec) for an item that cannot be encoded (one holding a
+    /// handle, say); [`is_io`](crate::Error::is_io) if the ring cannot grow.
+    ///
     /// # Examples
     ///
     /// ```
@@ -451,6 +457,11 @@ impl<T: Serialize> Queue<T> {
     }
 
     /// [`put`](Queue::put), waiting at most `timeout` for room.
+    ///
+    /// # Errors
+    ///
+    /// [`is_timeout`](crate::Error::is_timeout) when there was no room in time; else as
+    /// [`put`](Queue::put).
     ///
     /// # Examples
     ///
@@ -465,8 +476,12 @@ impl<T: Serialize> Queue<T> {
         self.put_bytes(&codec::encode(item)?, Wait::timeout(timeout))
     }
 
-    /// [`put`](Queue::put) without waiting: fails with [`is_full`](crate::Error::is_full)
-    /// when there is no room.
+    /// [`put`](Queue::put) without waiting.
+    ///
+    /// # Errors
+    ///
+    /// [`is_full`](crate::Error::is_full) when there is no room now, or another process holds
+    /// the queue's lock (as in Python); else as [`put`](Queue::put).
     ///
     /// # Examples
     ///
@@ -481,8 +496,13 @@ impl<T: Serialize> Queue<T> {
 }
 
 impl<T: DeserializeOwned> Queue<T> {
-    /// Takes the first item, waiting while the queue is empty; fails with
-    /// [`is_disconnected`](crate::Error::is_disconnected) once it is closed and empty.
+    /// Takes the first item, waiting while the queue is empty.
+    ///
+    /// # Errors
+    ///
+    /// [`is_disconnected`](crate::Error::is_disconnected) once the queue is closed and empty;
+    /// [`is_codec`](crate::Error::is_codec) for an item that does not decode as a `T`;
+    /// [`is_io`](crate::Error::is_io) if the ring cannot be mapped.
     ///
     /// # Examples
     ///
@@ -497,6 +517,11 @@ impl<T: DeserializeOwned> Queue<T> {
 
     /// [`get`](Queue::get), waiting at most `timeout`.
     ///
+    /// # Errors
+    ///
+    /// [`is_timeout`](crate::Error::is_timeout) when nothing came in time; else as
+    /// [`get`](Queue::get).
+    ///
     /// # Examples
     ///
     /// ```
@@ -509,8 +534,13 @@ impl<T: DeserializeOwned> Queue<T> {
         codec::decode(&self.get_bytes(Wait::timeout(timeout))?)
     }
 
-    /// [`get`](Queue::get) without waiting: fails with [`is_empty`](crate::Error::is_empty)
-    /// when there is nothing.
+    /// [`get`](Queue::get) without waiting.
+    ///
+    /// # Errors
+    ///
+    /// [`is_empty`](crate::Error::is_empty) when there is nothing now, or another process
+    /// holds the queue's lock (as in Python); else as [`get`](Queue::get). To tell the
+    /// outcomes apart in one `match`, use [`Error::kind`](crate::Error::kind).
     ///
     /// # Examples
     ///
@@ -520,6 +550,26 @@ impl<T: DeserializeOwned> Queue<T> {
     /// queue.put(&1u8).unwrap();
     /// assert_eq!(queue.try_get().unwrap(), 1);
     /// ```
+    ///
+    /// Taking what is there until the queue is closed, with one `match`:
+    ///
+    /// ```
+    /// use mp_runtime::{ErrorKind, Queue};
+    ///
+    /// let queue = Queue::new().unwrap();
+    /// queue.put(&1u8).unwrap();
+    /// queue.close().unwrap();
+    /// let mut got = Vec::new();
+    /// loop {
+    ///     match queue.try_get() {
+    ///         Ok(item) => got.push(item),
+    ///         Err(e) if e.kind() == ErrorKind::Empty => std::thread::yield_now(),
+    ///         Err(e) if e.kind() == ErrorKind::Disconnected => break, // closed and drained
+    ///         Err(e) => panic!("{e}"),
+    ///     }
+    /// }
+    /// assert_eq!(got, [1]);
+    /// ```
     pub fn try_get(&self) -> Result<T> {
         codec::decode(&self.get_bytes(Wait::No)?)
     }
@@ -527,14 +577,14 @@ impl<T: DeserializeOwned> Queue<T> {
 
 impl<T> Serialize for Queue<T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.shared.shm.serialize(serializer)
+        self.mapping.shm.serialize(serializer)
     }
 }
 
 impl<'de, T> Deserialize<'de> for Queue<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         Ok(Queue {
-            shared: Arc::new(Shared::new(Shm::deserialize(deserializer)?)),
+            mapping: Arc::new(QueueMapping::new(Shm::deserialize(deserializer)?)),
             item: PhantomData,
         })
     }

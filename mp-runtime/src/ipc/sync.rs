@@ -84,14 +84,52 @@ impl<const RECURSIVE: bool> SharedState for LockState<RECURSIVE> {
     }
 }
 
-/// Takes a lock's mutex: the one way [`Lock`] and [`RLock`] are acquired.
-fn acquire_lock<const RECURSIVE: bool>(
-    shm: &Shm<LockState<RECURSIVE>>,
-    wait: Wait,
-) -> Result<Option<LockGuard<'_>>> {
-    let what = if RECURSIVE { "an rlock" } else { "a lock" };
-    let held = shm.acquire(&shm.state().monitor, wait, what)?;
-    Ok(held.map(|held| LockGuard { _held: held }))
+/// What [`Lock`] and [`RLock`] are, told apart by `RECURSIVE`: each is this with its own docs.
+#[derive(Clone)]
+struct RawLock<const RECURSIVE: bool> {
+    shm: Arc<Shm<LockState<RECURSIVE>>>,
+}
+
+impl<const RECURSIVE: bool> RawLock<RECURSIVE> {
+    fn new() -> Result<Self> {
+        let name = if RECURSIVE { c"mp-rlock" } else { c"mp-lock" };
+        Ok(RawLock {
+            shm: Arc::new(Shm::create(name, 0)?),
+        })
+    }
+
+    /// Takes the lock's mutex: the one way [`Lock`] and [`RLock`] are acquired.
+    fn take(&self, wait: Wait) -> Result<Option<LockGuard<'_>>> {
+        let what = if RECURSIVE { "an rlock" } else { "a lock" };
+        let held = self.shm.acquire(&self.shm.state().monitor, wait, what)?;
+        Ok(held.map(|held| LockGuard { _held: held }))
+    }
+
+    fn acquire(&self) -> Result<LockGuard<'_>> {
+        waited(self.take(Wait::Forever))
+    }
+
+    fn acquire_timeout(&self, timeout: Duration) -> Result<LockGuard<'_>> {
+        waited(self.take(Wait::timeout(timeout)))
+    }
+
+    fn try_acquire(&self) -> Result<Option<LockGuard<'_>>> {
+        self.take(Wait::No)
+    }
+}
+
+impl<const RECURSIVE: bool> Serialize for RawLock<RECURSIVE> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.shm.serialize(serializer)
+    }
+}
+
+impl<'de, const RECURSIVE: bool> Deserialize<'de> for RawLock<RECURSIVE> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(RawLock {
+            shm: Arc::new(Shm::deserialize(deserializer)?),
+        })
+    }
 }
 
 /// What a wait without a timeout returns: there is always a guard.
@@ -122,11 +160,17 @@ pub(crate) fn waited<G>(guard: Result<Option<G>>) -> Result<G> {
 /// drop(guard);
 /// assert!(spawn!(try_it, lock.clone()).unwrap().join().unwrap());
 /// ```
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct Lock {
-    shm: Arc<Shm<LockState<false>>>,
+    raw: RawLock<false>,
 }
 
-shared_handle!(Lock);
+impl fmt::Debug for Lock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lock").finish_non_exhaustive()
+    }
+}
 
 /// Holds a [`Lock`] or [`RLock`] until dropped. It stays on the thread that took it.
 ///
@@ -161,7 +205,7 @@ impl Lock {
     /// ```
     pub fn new() -> Result<Self> {
         Ok(Lock {
-            shm: Arc::new(Shm::create(c"mp-lock", 0)?),
+            raw: RawLock::new()?,
         })
     }
 
@@ -176,7 +220,7 @@ impl Lock {
     /// drop(guard);
     /// ```
     pub fn acquire(&self) -> Result<LockGuard<'_>> {
-        waited(acquire_lock(&self.shm, Wait::Forever))
+        self.raw.acquire()
     }
 
     /// Waits at most `timeout` for the lock.
@@ -190,7 +234,7 @@ impl Lock {
     /// let _guard = lock.acquire_timeout(Duration::from_secs(1)).unwrap();
     /// ```
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<LockGuard<'_>> {
-        waited(acquire_lock(&self.shm, Wait::timeout(timeout)))
+        self.raw.acquire_timeout(timeout)
     }
 
     /// Takes the lock if it is free now; `Ok(None)` if another holds it.
@@ -202,7 +246,7 @@ impl Lock {
     /// assert!(lock.try_acquire().unwrap().is_some());
     /// ```
     pub fn try_acquire(&self) -> Result<Option<LockGuard<'_>>> {
-        acquire_lock(&self.shm, Wait::No)
+        self.raw.try_acquire()
     }
 }
 
@@ -218,11 +262,17 @@ impl Lock {
 /// drop(inner);
 /// drop(outer);
 /// ```
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct RLock {
-    shm: Arc<Shm<LockState<true>>>,
+    raw: RawLock<true>,
 }
 
-shared_handle!(RLock);
+impl fmt::Debug for RLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RLock").finish_non_exhaustive()
+    }
+}
 
 impl RLock {
     /// A new, free reentrant lock.
@@ -235,7 +285,7 @@ impl RLock {
     /// ```
     pub fn new() -> Result<Self> {
         Ok(RLock {
-            shm: Arc::new(Shm::create(c"mp-rlock", 0)?),
+            raw: RawLock::new()?,
         })
     }
 
@@ -249,7 +299,7 @@ impl RLock {
     /// let _b = lock.acquire().unwrap();
     /// ```
     pub fn acquire(&self) -> Result<LockGuard<'_>> {
-        waited(acquire_lock(&self.shm, Wait::Forever))
+        self.raw.acquire()
     }
 
     /// Waits at most `timeout` for the lock.
@@ -263,7 +313,7 @@ impl RLock {
     /// let _guard = lock.acquire_timeout(Duration::from_secs(1)).unwrap();
     /// ```
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<LockGuard<'_>> {
-        waited(acquire_lock(&self.shm, Wait::timeout(timeout)))
+        self.raw.acquire_timeout(timeout)
     }
 
     /// Takes the lock if this thread can now; `Ok(None)` if another holds it.
@@ -276,7 +326,7 @@ impl RLock {
     /// assert!(lock.try_acquire().unwrap().is_some());
     /// ```
     pub fn try_acquire(&self) -> Result<Option<LockGuard<'_>>> {
-        acquire_lock(&self.shm, Wait::No)
+        self.raw.try_acquire()
     }
 }
 

@@ -13,22 +13,22 @@ use super::scheduler::{Control, Raw, Sink, lock};
 use crate::base::{Error, Handle, Kind, Result};
 use crate::runtime::spawn::Owner;
 
-/// Where the one result of a submission lands; the first completion wins.
-pub(crate) struct Slot<T> {
-    state: Mutex<SlotState<T>>,
+/// Where the one result of a submission lands; the first to complete it wins.
+pub(crate) struct Completion<T> {
+    state: Mutex<CompletionState<T>>,
     done: Condvar,
 }
 
-struct SlotState<T> {
+struct CompletionState<T> {
     result: Option<Result<T>>,
     taken: bool,
     waker: Option<Waker>,
 }
 
-impl<T> Default for Slot<T> {
+impl<T> Default for Completion<T> {
     fn default() -> Self {
-        Slot {
-            state: Mutex::new(SlotState {
+        Completion {
+            state: Mutex::new(CompletionState {
                 result: None,
                 taken: false,
                 waker: None,
@@ -38,7 +38,7 @@ impl<T> Default for Slot<T> {
     }
 }
 
-impl<T> Slot<T> {
+impl<T> Completion<T> {
     /// Stores the result unless one is there already; wakes every waiter.
     pub(crate) fn complete(&self, result: Result<T>) -> bool {
         let mut state = lock(&self.state);
@@ -119,15 +119,15 @@ impl Progress {
 }
 
 /// A sink that decodes the chunks of one submission as they arrive (on the pool's threads,
-/// while later chunks still run) and completes the slot with all values in order; the first
-/// failure completes it at once and the rest of the submission is skipped.
+/// while later chunks still run) and completes its [`Completion`] with all values in order;
+/// the first failure completes it at once and the rest of the submission is skipped.
 pub(crate) struct Gather<R, T> {
     parts: Mutex<GatherState<R>>,
-    slot: Arc<Slot<T>>,
+    completion: Arc<Completion<T>>,
     control: Arc<Control>,
     progress: Arc<Progress>,
     function: &'static str,
-    /// Turns the values, in input order, into what the slot holds.
+    /// Turns the values, in input order, into what the completion holds.
     finish: fn(Vec<R>) -> Result<T>,
 }
 
@@ -140,7 +140,7 @@ impl<R: DeserializeOwned, T> Gather<R, T> {
     /// Gathers `chunks` chunks of calls of `function` (named in errors).
     pub(crate) fn new(
         chunks: usize,
-        slot: Arc<Slot<T>>,
+        completion: Arc<Completion<T>>,
         control: Arc<Control>,
         progress: Arc<Progress>,
         function: &'static str,
@@ -151,14 +151,14 @@ impl<R: DeserializeOwned, T> Gather<R, T> {
                 chunks: (0..chunks).map(|_| None).collect(),
                 missing: chunks,
             }),
-            slot,
+            completion,
             control,
             progress,
             function,
             finish,
         };
         if chunks == 0 {
-            gather.slot.complete((gather.finish)(Vec::new()));
+            gather.completion.complete((gather.finish)(Vec::new()));
         }
         gather
     }
@@ -176,7 +176,7 @@ impl<R: DeserializeOwned + Send, T: Send> Sink for Gather<R, T> {
             Err(error) => {
                 // Report the failure at once; the rest of this submission need not run.
                 self.control.skip_queued();
-                self.slot.complete(Err(error));
+                self.completion.complete(Err(error));
                 return;
             }
         };
@@ -195,7 +195,7 @@ impl<R: DeserializeOwned + Send, T: Send> Sink for Gather<R, T> {
             for chunk in chunks.into_iter().flatten() {
                 all.extend(chunk);
             }
-            self.slot.complete((self.finish)(all));
+            self.completion.complete((self.finish)(all));
         }
     }
 }
@@ -230,24 +230,24 @@ impl<R: DeserializeOwned + Send, T: Send> Sink for Gather<R, T> {
 /// assert_eq!(sums, [0, 2, 4, 6]);
 /// ```
 pub struct AsyncResult<T> {
-    slot: Arc<Slot<T>>,
+    completion: Arc<Completion<T>>,
     control: Arc<Control>,
     progress: Arc<Progress>,
     function: &'static str,
-    /// The process whose pool threads complete the slot. In any other (a forked copy) the
-    /// slot is never completed, and its lock may have been held at the fork: it is not used.
+    /// The process whose pool threads complete `completion`. In any other (a forked copy) it is
+    /// never completed, and its lock may have been held at the fork: it is not used.
     owner: Owner,
 }
 
 impl<T> AsyncResult<T> {
     pub(crate) fn new(
-        slot: Arc<Slot<T>>,
+        completion: Arc<Completion<T>>,
         control: Arc<Control>,
         progress: Arc<Progress>,
         function: &'static str,
     ) -> Self {
         AsyncResult {
-            slot,
+            completion,
             control,
             progress,
             function,
@@ -259,13 +259,13 @@ impl<T> AsyncResult<T> {
 
     fn take(&self) -> Result<T> {
         self.owner.check(Handle::PoolResult)?;
-        self.slot.take()
+        self.completion.take()
     }
 
     /// Waits until complete or `deadline`; true if complete. At once in a forked copy, whose
     /// result is its error.
     fn wait_until(&self, deadline: Option<Instant>) -> bool {
-        !self.owner.is_here() || self.slot.wait_until(deadline)
+        !self.owner.is_here() || self.completion.wait_until(deadline)
     }
 
     /// Waits for the result and returns it.
@@ -381,7 +381,7 @@ impl<T> AsyncResult<T> {
     /// assert!(result.ready());
     /// ```
     pub fn ready(&self) -> bool {
-        !self.owner.is_here() || self.slot.is_complete()
+        !self.owner.is_here() || self.completion.is_complete()
     }
 
     /// Whether the work has finished and every call in it returned a value. False while it
@@ -407,7 +407,7 @@ impl<T> AsyncResult<T> {
     /// assert!(!bad.successful());
     /// ```
     pub fn successful(&self) -> bool {
-        self.owner.is_here() && self.slot.succeeded()
+        self.owner.is_here() && self.completion.succeeded()
     }
 
     /// How many of the calls have returned so far, and how many there are in all: `(done,
@@ -465,7 +465,7 @@ impl<T> AsyncResult<T> {
         if !self.owner.is_here() {
             return false;
         }
-        let cancelled = self.slot.complete(Err(Error::new(Kind::Cancelled)));
+        let cancelled = self.completion.complete(Err(Error::new(Kind::Cancelled)));
         if cancelled {
             self.control.cancel();
         }
@@ -478,7 +478,7 @@ impl<T> Future for AsyncResult<T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
         if self.owner.is_here() {
-            let mut state = lock(&self.slot.state);
+            let mut state = lock(&self.completion.state);
             if state.result.is_none() && !state.taken {
                 state.waker = Some(cx.waker().clone());
                 return Poll::Pending;

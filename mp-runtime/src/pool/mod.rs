@@ -41,7 +41,7 @@ pub use async_result::AsyncResult;
 pub use imap::IMap;
 pub use wait::{Waitable, wait};
 
-use async_result::{Gather, Progress, Slot};
+use async_result::{Completion, Gather, Progress};
 use scheduler::{Control, Placement, Shared, Task, WorkerConfig, lock, wait_started};
 
 use crate::base::{Error, Handle, Result};
@@ -519,7 +519,7 @@ fn room_for<T>(
     ahead: usize,
     chunksize: usize,
     progress: &Progress,
-    slot: &Slot<T>,
+    completion: &Completion<T>,
 ) -> bool {
     let Some(chunks_done) = (index + 1).checked_sub(ahead) else {
         return true;
@@ -527,7 +527,7 @@ fn room_for<T>(
     let items_done = chunks_done.saturating_mul(chunksize);
     let mut pause = Duration::from_micros(20);
     loop {
-        if slot.is_complete() {
+        if completion.is_complete() {
             return false;
         }
         if progress.done() >= items_done {
@@ -673,15 +673,15 @@ impl Pool {
         F: ProcessFn<Args>,
         T: Send + 'static,
     {
-        let slot = Arc::new(Slot::default());
+        let completion = Arc::new(Completion::default());
         let control = Arc::new(Control::default());
         if let Err(error) = self.owner.check(Handle::Pool) {
             // A forked copy: the queue and its locks are the original's. The result, failed
             // already, is this process's own.
-            slot.complete(Err(error));
+            completion.complete(Err(error));
             let progress = Arc::new(Progress::new(0));
             let function = std::any::type_name::<F>();
-            return AsyncResult::new(slot, control, progress, function);
+            return AsyncResult::new(completion, control, progress, function);
         }
         let inputs: Vec<X> = inputs.into_iter().collect();
         let progress = Arc::new(Progress::new(inputs.len()));
@@ -698,7 +698,7 @@ impl Pool {
             Ok(entry) => {
                 let sink = Arc::new(Gather::new(
                     inputs.len().div_ceil(chunksize),
-                    slot.clone(),
+                    completion.clone(),
                     control.clone(),
                     progress.clone(),
                     entry.path,
@@ -709,7 +709,7 @@ impl Pool {
                     .enumerate()
                     .try_for_each(|(index, chunk)| {
                         if let Some(ahead) = how.ahead {
-                            if !room_for(index, ahead, chunksize, &progress, &slot) {
+                            if !room_for(index, ahead, chunksize, &progress, &completion) {
                                 // Failed already: the rest need not run.
                                 return Ok(());
                             }
@@ -724,9 +724,9 @@ impl Pool {
             Err(error) => (std::any::type_name::<F>(), Some(error)),
         };
         if let Some(error) = failure {
-            slot.complete(Err(error));
+            completion.complete(Err(error));
         }
-        AsyncResult::new(slot, control, progress, function)
+        AsyncResult::new(completion, control, progress, function)
     }
 
     /// How many chunks a blocking map keeps encoded and not yet done: as many as an `imap`

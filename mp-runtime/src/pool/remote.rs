@@ -145,7 +145,7 @@ pub(super) fn start(per_rank: Option<usize>, shared: &Arc<Shared>) -> Result<Sta
     let mut drivers = Vec::new();
     let mut failure = None;
     for (slot, rank) in cluster::live_worker_ranks().into_iter().enumerate() {
-        let driver = Driver {
+        let driver = RankDriver {
             shared: shared.clone(),
             slot,
             rank,
@@ -174,7 +174,7 @@ pub(super) fn start(per_rank: Option<usize>, shared: &Arc<Shared>) -> Result<Sta
 }
 
 /// Rank 0's side of one pool on one rank.
-struct Driver {
+struct RankDriver {
     shared: Arc<Shared>,
     /// The driver's slot in the pool (the rank's number less one).
     slot: usize,
@@ -183,7 +183,7 @@ struct Driver {
     tag: i32,
 }
 
-impl Driver {
+impl RankDriver {
     fn run(
         self,
         open: &(Vec<u8>, Vec<u8>),
@@ -215,7 +215,7 @@ impl Driver {
         // Enough in flight that the rank's workers never wait for the next task.
         let depth = 2 * workers_here + 2;
         let mut in_flight = HashMap::new();
-        if let Err(error) = self.serve(depth, &mut in_flight) {
+        if let Err(error) = self.relay_tasks(depth, &mut in_flight) {
             if !error.is_closed() {
                 // The pool counts only the workers of the ranks it still has.
                 workers.fetch_sub(workers_here, Ordering::SeqCst);
@@ -226,7 +226,7 @@ impl Driver {
 
     /// Feeds the rank and hands back its replies until the pool is closed and the rank says
     /// so. On failure, `in_flight` holds the tasks the rank had.
-    fn serve(&self, depth: usize, in_flight: &mut HashMap<u64, Task>) -> Result<()> {
+    fn relay_tasks(&self, depth: usize, in_flight: &mut HashMap<u64, Task>) -> Result<()> {
         let slot = self.shared.slots[self.slot].clone();
         let mut next_seq = 0;
         // Whether `Close` was sent, and with `terminate`.

@@ -741,7 +741,8 @@ mod tests {
         Task::new(&ENTRY, args, index, sink.clone(), Arc::default(), None)
     }
 
-    // Issue 11 item 1: a task's outcome is delivered exactly once, also when it is dropped.
+    // A task's outcome is delivered exactly once, also when the task is dropped unfinished (a
+    // pool thread that ends early), so that no caller waits for ever.
     #[test]
     fn a_task_is_delivered_once_finished_or_dropped() {
         let sink = Arc::new(Record::default());

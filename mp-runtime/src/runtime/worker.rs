@@ -5,11 +5,9 @@
 //! in the socket, the parent's next requests are read into memory, so the two sides can never
 //! deadlock.
 
-use std::backtrace::{Backtrace, BacktraceStatus};
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::panic::{self, AssertUnwindSafe};
 
 use serde::Serialize;
 
@@ -20,13 +18,10 @@ use crate::sys;
 use crate::wire::codec;
 use crate::wire::frame::{Channel, Frame};
 use crate::wire::outgoing::{Encoded, Outgoing};
+use crate::wire::panics::{self, Panic};
 use crate::wire::protocol::{FAILED, Failure, PANIC, Request, VALUE};
 
 thread_local! {
-    /// Set on the thread that runs calls: its panics are reported to the parent, not printed.
-    static CAPTURING: Cell<bool> = const { Cell::new(false) };
-    /// The last panic captured on this thread.
-    static LAST_PANIC: RefCell<Option<PanicReport>> = const { RefCell::new(None) };
     /// Under `panic = "abort"`: the index, in its request, of the call running on this thread.
     static CALL: Cell<usize> = const { Cell::new(0) };
 }
@@ -35,51 +30,29 @@ thread_local! {
 /// backtrace when `RUST_BACKTRACE` or `RUST_LIB_BACKTRACE` enables one.
 type PanicReport = (String, String, Option<String>);
 
-fn install_panic_hook() {
-    let default = panic::take_hook();
-    panic::set_hook(Box::new(move |info| {
-        if !CAPTURING.get() {
-            // A thread the task started: print as usual.
-            return default(info);
-        }
-        let payload = info.payload();
-        let message = payload
-            .downcast_ref::<&str>()
-            .copied()
-            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-            .unwrap_or("Box<dyn Any>")
-            .to_string();
-        let location = info
-            .location()
-            .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
-            .unwrap_or_else(|| "an unknown location".to_string());
-        // `capture` reads the environment variables, as std's own hook does.
-        let backtrace = Backtrace::capture();
-        let backtrace =
-            (backtrace.status() == BacktraceStatus::Captured).then(|| backtrace.to_string());
-        let report = (message, location, backtrace);
-        if cfg!(panic = "abort") {
-            // Nothing unwinds back to `call_each` to report it: answer now, before the abort.
-            send_panic_reply(&report);
-        }
-        LAST_PANIC.set(Some(report));
-    }));
+/// The PANIC record's payload for `panic`.
+fn report_of(panic: Panic) -> PanicReport {
+    let location = panic
+        .location
+        .unwrap_or_else(|| "an unknown location".to_string());
+    (panic.message, location, panic.backtrace)
 }
 
 /// Under `panic = "abort"`, from the panic hook: answers the request in flight, in place of
 /// the last words armed for it, as a worker's death fails a whole request: the panicking call
-/// gets `report`, and the others of its chunk (whose values die with the process, or which
+/// gets `panic`, and the others of its chunk (whose values die with the process, or which
 /// never run) the same panic without the backtrace, since it is what ended them. Then the
-/// process aborts as usual, and the parent has its answer.
+/// process aborts as usual, and the parent has its answer. Returns whether it was sent.
 #[cold]
-fn send_panic_reply(report: &PanicReport) {
-    let (message, location, _) = report;
-    let records = record_of(PANIC, report).and_then(|own| {
-        let others = record_of(PANIC, &(message, location, None::<String>))?;
+fn send_panic_reply(panic: &Panic) -> bool {
+    let location = panic.location.as_deref().unwrap_or("an unknown location");
+    let report = (&panic.message, location, &panic.backtrace);
+    let records = record_of(PANIC, &report).and_then(|own| {
+        let others = record_of(PANIC, &(&panic.message, location, None::<String>))?;
         Ok((own, others))
     });
     let Ok((own, others)) = records else {
-        return;
+        return false;
     };
     let panicking = CALL.get();
     // What the task printed reaches the terminal before the parent hears back, as it would.
@@ -93,7 +66,7 @@ fn send_panic_reply(report: &PanicReport) {
             words.extend_from_slice(if call == panicking { &own } else { &others });
         }
         words
-    });
+    })
 }
 
 /// Runs `call` once per argument record of `args`, appending one outcome record per call to
@@ -124,18 +97,11 @@ where
         write(out, &[VALUE])?;
         let body = out.len();
         // Every arm takes its part of the result, so the common one drops nothing.
-        match panic::catch_unwind(AssertUnwindSafe(|| call(args, out))) {
+        match panics::catch(|| call(args, out)) {
             Ok(Ok(())) => {}
             Ok(Err(error)) => replace_with_failure(FAILED, Failure::from(error), out, body)?,
-            Err(_) => {
-                let report = LAST_PANIC.take().unwrap_or_else(|| {
-                    (
-                        "a panic".to_string(),
-                        "an unknown location".to_string(),
-                        None,
-                    )
-                });
-                replace_with_failure(PANIC, report, out, body)?;
+            Err(panic) => {
+                replace_with_failure(PANIC, report_of(panic), out, body)?;
                 panicked = true;
             }
         }
@@ -305,9 +271,8 @@ enum Incoming {
 /// One thread reads the requests and runs them: while a reply does not fit in the socket, the
 /// channel reads the parent's next requests into its buffer, so a parent that sends while this
 /// worker replies can never deadlock with it.
-pub(crate) fn serve(channel: Channel) -> i32 {
-    install_panic_hook();
-    CAPTURING.set(true);
+pub(crate) fn serve_calls(channel: Channel) -> i32 {
+    panics::answer_before_abort(send_panic_reply);
     let mut channel = channel.reading_while_sending();
     let mut overflow = OverflowReply {
         function: String::new(),

@@ -479,7 +479,8 @@ mod tests {
         }
     }
 
-    // Issue 11 item 20: a million-deep value is an error, not a stack overflow.
+    // A million-deep value is an error, not a stack overflow: a worker decodes what any parent
+    // sends, so the depth is bounded before the stack is.
     #[test]
     fn a_value_nested_deeper_than_the_stack_allows_is_an_error() {
         let mut bytes = 1u32.to_le_bytes().repeat(1_000_000);

@@ -1,7 +1,8 @@
 //! What crosses between processes: a frame being built ([`outgoing`]), values encoded
 //! ([`codec`], the only module that knows bincode, with [`fast`] around it to move sequences of
 //! numbers whole), frames sent and received over a socket with
-//! their descriptors ([`frame`]), and the messages of parent and worker ([`protocol`]).
+//! their descriptors ([`frame`]), the messages of parent and worker ([`protocol`]), and the
+//! user's panics in either caught as values ([`panics`]).
 //!
 //! The wire tier: uses `base` and `sys`; used by the runtime tier and the public rooms.
 
@@ -9,4 +10,5 @@ pub(crate) mod codec;
 pub(crate) mod fast;
 pub(crate) mod frame;
 pub(crate) mod outgoing;
+pub(crate) mod panics;
 pub(crate) mod protocol;

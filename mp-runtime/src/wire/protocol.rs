@@ -6,10 +6,7 @@
 //! and then the encoded value, the panic's message and location, or the [`Failure`].
 
 use std::borrow::Cow;
-use std::cell::{Cell, RefCell};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::panic::{self, AssertUnwindSafe};
-use std::sync::Once;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -17,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::codec;
 use super::frame::{Channel, Frame};
 use super::outgoing::{Encoded, Outgoing};
+use super::panics;
 use crate::base::{Error, Kind, Location, Result};
 
 /// From parent to worker. In a frame, a `Call` is followed by its arguments: one record
@@ -260,61 +258,20 @@ impl Outcomes {
     }
 }
 
-thread_local! {
-    /// Set while [`user_code`] runs on this thread: a panic there is captured, not printed.
-    static GUARDING: Cell<bool> = const { Cell::new(false) };
-    /// The message and location of the last panic captured on this thread.
-    static CAUGHT: RefCell<Option<(String, Option<Location>)>> = const { RefCell::new(None) };
-}
-
 /// Runs `f`, in which the user's `Serialize` or `Deserialize` code runs for calls of
 /// `function`, so that a panic in it (an `unwrap` in a custom `Deserialize`, say) becomes that
 /// call's error, with its message and location, and never unwinds the thread: a pool thread
 /// that unwound would lose its worker and the task's answer.
 fn user_code<T>(function: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
-    static HOOK: Once = Once::new();
-    HOOK.call_once(capture_panics);
-    let outer = GUARDING.replace(true);
-    let result = panic::catch_unwind(AssertUnwindSafe(f));
-    GUARDING.set(outer);
-    result.unwrap_or_else(|payload| {
-        let (message, location) = CAUGHT
-            .take()
-            .unwrap_or_else(|| (payload_message(&*payload), None));
+    panics::catch(f).unwrap_or_else(|panic| {
         Err(Error::new(Kind::Panic {
             function: function.to_string(),
-            message,
-            location,
-            // In this process: the caller's own backtrace, if wanted, is the panic hook's.
+            message: panic.message,
+            location: panic.location.as_deref().and_then(Location::parse),
+            // A backtrace in an error is the child's: this panic was in this process.
             backtrace: None,
         }))
     })
-}
-
-/// Chains a panic hook that captures the panics of [`user_code`] (the location is known only
-/// to a hook) and hands every other panic to the hook that was there. A program that sets its
-/// own hook later still gets the error, with the message but no location (and its hook prints
-/// the panic).
-fn capture_panics() {
-    let previous = panic::take_hook();
-    panic::set_hook(Box::new(move |info| {
-        if !GUARDING.get() {
-            return previous(info);
-        }
-        let location = info
-            .location()
-            .and_then(|l| Location::parse(&format!("{}:{}:{}", l.file(), l.line(), l.column())));
-        CAUGHT.set(Some((payload_message(info.payload()), location)));
-    }));
-}
-
-/// A panic's message, as `panic!` gives it.
-fn payload_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "Box<dyn Any>".to_string())
 }
 
 /// Whether `seen` outcomes answer `count` calls.

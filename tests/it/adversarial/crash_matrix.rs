@@ -1,7 +1,7 @@
-//! Issue 11, crash matrix: every misbehaviour of a task (panic, abort, `exit(3)`, SIGSEGV, an
+//! The crash matrix: every misbehaviour of a task (panic, abort, `exit(3)`, SIGSEGV, an
 //! error in `Serialize`/`Deserialize` on the argument and on the result side, a panicking
 //! `Deserialize` on both sides) through every pool entry point and `spawn!`, under Spawn and
-//! ForkServer (`spawn!` under ForkServer is in `tests/adversarial_forkserver.rs`, as it sets
+//! ForkServer (`spawn!` under ForkServer is in `alone/adversarial_forkserver.rs`, as it sets
 //! the process-wide start method): the task's error with the right predicate, the other tasks
 //! unaffected, the pool working afterwards, nothing hanging.
 
@@ -11,7 +11,8 @@ use super::matrix::{Entry, matrix};
 
 macro_rules! matrix_tests {
     ($($name:ident: $method:ident, $entry:ident;)*) => {$(
-        // Issue 11, crash matrix (items 1 and 3 of its classes: crash → error, never a hang).
+        // One entry point under one start method: each crash is that task's error, never a
+        // hang.
         #[test]
         fn $name() {
             matrix($method, Entry::$entry);

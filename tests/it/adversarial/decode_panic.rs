@@ -1,6 +1,7 @@
-//! Issue 11 item 1: a result whose `Deserialize` panics in the parent, through `apply`,
-//! `apply_async`, `map` and `map_async`: the task's error (a panic, with message and location),
-//! every worker kept, later tasks still run, `join` fine, nothing hangs.
+//! A result whose `Deserialize` panics in the parent, through `apply`, `apply_async`, `map` and
+//! `map_async`: the task's error (a panic, with message and location), every worker kept, later
+//! tasks still run, `join` fine, nothing hangs. User code runs on the pool's threads, which
+//! must never unwind: a thread that unwound would lose its worker and the task's answer.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +31,7 @@ fn decode_panic_keeps_every_worker(via: Via) {
     // More failures than workers: a lost worker per failure would leave none.
     for round in 0..3 {
         let p = pool.clone();
-        let what = format!("issue 11 item 1: {via:?}, round {round}, a result decoder panics");
+        let what = format!("{via:?}, round {round}, a result decoder panics");
         let bad = Arg {
             mode: Mode::ResultDecodePanic,
             x: 2,
@@ -60,48 +61,45 @@ fn decode_panic_keeps_every_worker(via: Via) {
     }
     // Every worker kept: two tasks that only finish together.
     let p = pool.clone();
-    let pids = must(
-        "issue 11 item 1: both workers after the failures",
-        move || {
-            let barrier = Barrier::new(2).unwrap();
-            p.map_chunked(meet, [barrier.clone(), barrier], 1)
-        },
-    )
+    let pids = must("both workers after the failures", move || {
+        let barrier = Barrier::new(2).unwrap();
+        p.map_chunked(meet, [barrier.clone(), barrier], 1)
+    })
     .expect("both workers run");
     assert_ne!(pids[0], pids[1], "one worker ran both tasks");
     // Later tasks run, and the pool closes cleanly.
     let p = pool.clone();
-    let values = must("issue 11 item 1: a later map", move || {
+    let values = must("a later map", move || {
         p.map(misbehave, (0..20).map(Arg::fine))
     })
     .expect("a later map");
     assert_eq!(values.len(), 20);
-    must("issue 11 item 1: close and join", move || {
+    must("close and join", move || {
         pool.close();
         pool.join()
     })
     .expect("join after decoder panics");
 }
 
-// Issue 11 item 1 (apply).
+// A panicking result decoder through `apply`.
 #[test]
 fn result_decode_panic_via_apply() {
     decode_panic_keeps_every_worker(Via::Apply);
 }
 
-// Issue 11 item 1 (apply_async).
+// A panicking result decoder through `apply_async`.
 #[test]
 fn result_decode_panic_via_apply_async() {
     decode_panic_keeps_every_worker(Via::ApplyAsync);
 }
 
-// Issue 11 item 1 (map).
+// A panicking result decoder through `map`.
 #[test]
 fn result_decode_panic_via_map() {
     decode_panic_keeps_every_worker(Via::Map);
 }
 
-// Issue 11 item 1 (map_async).
+// A panicking result decoder through `map_async`.
 #[test]
 fn result_decode_panic_via_map_async() {
     decode_panic_keeps_every_worker(Via::MapAsync);

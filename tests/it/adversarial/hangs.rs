@@ -1,7 +1,8 @@
-//! Issue 11 items 2 and 5: a task that forks a grandchild (which holds the channel open) and
-//! then exits must fail at once, and neither the pool's drop nor `join_timeout` may wait for
-//! the grandchild; `join_timeout` must not wait past its deadline for a child that replied but
-//! does not exit.
+//! A worker's death is known from its exit, not from end-of-file on its channel: a task that
+//! forks a grandchild (which holds the channel open) and then exits must fail at once, and
+//! neither the pool's drop nor `join_timeout` may wait for the grandchild. And no wait without
+//! a bound: `join_timeout` must not wait past its deadline for a child that replied but does
+//! not exit.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -66,7 +67,8 @@ fn triple(x: u64) -> u64 {
     3 * x
 }
 
-// Issue 11 item 2: `apply` of a task whose worker exits while a grandchild holds its channel.
+// `apply` of a task whose worker exits while a grandchild holds its channel: the exit, not the
+// channel's end, fails the task.
 #[test]
 fn apply_fails_at_once_when_the_worker_exits_under_a_forked_grandchild() {
     let grandchild = Grandchild::new("apply");
@@ -75,7 +77,7 @@ fn apply_fails_at_once_when_the_worker_exits_under_a_forked_grandchild() {
     let path = grandchild.path();
     let started = Instant::now();
     let got = bounded(
-        "issue 11 item 2 (apply)",
+        "apply under a forked grandchild",
         Duration::from_secs(15),
         move || p.apply(fork_then_exit, (path,)),
     )
@@ -90,16 +92,15 @@ fn apply_fails_at_once_when_the_worker_exits_under_a_forked_grandchild() {
     );
     let p = pool.clone();
     assert_eq!(
-        must("issue 11 item 2: the pool after", move || p
-            .apply(triple, (5,)))
-        .unwrap(),
+        must("the pool after", move || p.apply(triple, (5,))).unwrap(),
         15
     );
-    must("issue 11 item 2 (drop after apply)", move || drop(pool));
+    must("drop after apply", move || drop(pool));
     drop(grandchild);
 }
 
-// Issue 11 item 2: dropping a pool whose worker exited under a forked grandchild.
+// Dropping a pool whose worker exited under a forked grandchild returns without waiting for the
+// grandchild to close the channel.
 #[test]
 fn dropping_the_pool_does_not_wait_for_a_forked_grandchild() {
     let grandchild = Grandchild::new("drop");
@@ -111,8 +112,8 @@ fn dropping_the_pool_does_not_wait_for_a_forked_grandchild() {
     );
     // The worker exits right after it wrote the pid.
     std::thread::sleep(Duration::from_millis(300));
-    must("issue 11 item 2 (dropping the pool)", move || drop(pool));
-    let got = must("issue 11 item 2 (the task's result)", move || {
+    must("dropping the pool", move || drop(pool));
+    let got = must("the task's result", move || {
         pending.get_timeout(Duration::from_secs(5))
     });
     let error = got.expect_err("the worker exited");
@@ -123,12 +124,13 @@ fn dropping_the_pool_does_not_wait_for_a_forked_grandchild() {
     drop(grandchild);
 }
 
-// Issue 11 item 2: `spawn!(..).join_timeout(8 s)` of a child that exited under a grandchild.
+// `spawn!(..).join_timeout(8 s)` of a child that exited under a grandchild reports the exit,
+// not a timeout: the channel still open must not hide it.
 #[test]
 fn join_timeout_reports_the_exit_not_a_timeout_under_a_forked_grandchild() {
     let grandchild = Grandchild::new("spawn");
     let mut child = spawn!(fork_then_exit, grandchild.path()).unwrap();
-    let (got, code) = must("issue 11 item 2 (join_timeout)", move || {
+    let (got, code) = must("join_timeout under a forked grandchild", move || {
         let got = child.join_timeout(Duration::from_secs(8));
         let code = child.exit_code();
         (got, code)
@@ -156,11 +158,12 @@ fn reply_then_linger() -> u64 {
     42
 }
 
-// Issue 11 item 5: `join_timeout` must not wait past its deadline after the reply.
+// `join_timeout` must not wait past its deadline after the reply, for a child that is slow to
+// exit.
 #[test]
 fn join_timeout_keeps_its_deadline_after_the_reply() {
     let mut child = spawn!(reply_then_linger).unwrap();
-    let (got, took) = must("issue 11 item 5 (join_timeout)", move || {
+    let (got, took) = must("join_timeout after the reply", move || {
         let started = Instant::now();
         let got = child.join_timeout(Duration::from_secs(1));
         let took = started.elapsed();

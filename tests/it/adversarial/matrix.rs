@@ -12,7 +12,7 @@ use super::misbehave::{Arg, BAD, Mode, Ret, fine, misbehave};
 /// A case that takes longer than this hangs.
 const CASE: Duration = Duration::from_secs(10);
 
-/// The entry points of issue 11's crash matrix.
+/// The entry points of the crash matrix: every way a task can be run.
 #[derive(Clone, Copy, Debug)]
 pub enum Entry {
     Spawn,
@@ -181,7 +181,7 @@ pub fn matrix(method: StartMethod, entry: Entry) {
     }
     assert!(
         failures.is_empty(),
-        "issue 11 crash matrix, {entry:?} under {method:?}: {} failures:\n  {}",
+        "crash matrix, {entry:?} under {method:?}: {} failures:\n  {}",
         failures.len(),
         failures.join("\n  ")
     );

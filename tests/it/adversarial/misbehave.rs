@@ -143,7 +143,7 @@ impl<'de> Deserialize<'de> for Ret {
             Mode::ResultDecodeError => Err(serde::de::Error::custom(
                 "adversarial: this result refuses to be decoded",
             )),
-            // Like an `unwrap` in a custom `Deserialize` (issue 11 item 1).
+            // Like an `unwrap` in a custom `Deserialize`, run on a pool's thread in the parent.
             Mode::ResultDecodePanic => panic!("adversarial: decoding this result panics"),
             _ => Ok(Ret { mode, x }),
         }

@@ -1,7 +1,8 @@
-//! Issue 11's adversarial suite, one binary: the crash matrix (every misbehaviour × every entry
-//! point × Spawn/ForkServer), result decoders that panic in the parent (item 1), tasks that
-//! fork and exit (item 2), and a `join_timeout` after the reply (item 5). Tests that change
-//! process-wide state (rlimits, SIGCHLD, the start method) are in `tests/adversarial_*.rs`.
+//! The adversarial suite, which breaks every side of every call on purpose: the crash matrix
+//! (every misbehaviour × every entry point × Spawn/ForkServer), result decoders that panic in
+//! the parent, tasks that fork and exit, and a `join_timeout` after the reply. Tests that
+//! change process-wide state (rlimits, SIGCHLD, the start method) run in a process of their own
+//! (`alone/`).
 
 pub(crate) mod bounded;
 mod crash_matrix;

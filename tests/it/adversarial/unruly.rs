@@ -31,7 +31,7 @@ fn double(x: u64) -> u64 {
     2 * x
 }
 
-// Issue 11, misbehaving tasks: a task that closes its channel is that task's error.
+// A task that closes its channel (every descriptor) is that task's error: the pool goes on.
 #[test]
 fn a_task_that_closes_its_channel_fails_alone() {
     must("apply of a task that closes every descriptor", || {
@@ -49,8 +49,8 @@ fn a_task_that_closes_its_channel_fails_alone() {
     });
 }
 
-// Issue 11, misbehaving tasks: a stopped worker times out its waiter, and terminate and drop
-// still return promptly (SIGKILL ends a stopped process).
+// A stopped worker times out its waiter, and terminate and drop still return promptly (SIGKILL
+// ends a stopped process): no wait without a bound.
 #[test]
 fn a_stopped_worker_does_not_hold_up_terminate_or_drop() {
     must("a pool with a stopped worker", || {

@@ -1,4 +1,5 @@
-//! Item 4: a barrier with more holders than it has slots to watch.
+//! A barrier with more holders than it has slots to watch must still notice a dead party:
+//! otherwise its other parties would wait for it forever.
 
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ fn die_holding_barrier(_barrier: Barrier) {
     std::process::abort();
 }
 
-// Issue 11 item 4: with 130 parties, a party that dies is noticed by a plain `wait()`.
+// With 130 parties, a party that dies is noticed by a plain `wait()`.
 #[test]
 fn a_barrier_of_130_parties_notices_a_dead_party() {
     let barrier = match Barrier::new(130) {
@@ -38,7 +39,11 @@ fn a_barrier_of_130_parties_notices_a_dead_party() {
         .join_timeout(Duration::from_secs(30))
         .unwrap_err();
     assert!(died.is_died(), "{died}");
-    let outcome = bounded("4", Duration::from_secs(10), move || barrier.wait());
+    let outcome = bounded(
+        "a wait after a party died",
+        Duration::from_secs(10),
+        move || barrier.wait(),
+    );
     let err = outcome.expect_err("a barrier one of whose parties died let a wait pass");
     assert!(err.is_broken_barrier(), "{err}");
     drop(holders);

@@ -1,6 +1,6 @@
-//! Adversarial tests of the inter-process objects and of how workers run (issue 11): each case
-//! is one item of the issue, every wait has a bound, and every process started is killed and
-//! reaped. A case that fails names its item.
+//! Adversarial tests of the inter-process objects and of how workers run: each case misuses
+//! one of them on purpose, every wait has a bound, and every process started is killed and
+//! reaped. A case that hangs names what hung.
 
 mod barrier;
 mod small;
@@ -14,9 +14,9 @@ use std::time::Duration;
 use mp_runtime::Process;
 
 /// Runs `f` on its own thread and waits at most `limit` for it; a call that does not return
-/// fails the test as a hang of issue 11's item `item`. A panic in `f` is passed on.
+/// fails the test as a hang of `what`. A panic in `f` is passed on.
 pub fn bounded<T: Send + 'static>(
-    item: &str,
+    what: &str,
     limit: Duration,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> T {
@@ -31,7 +31,7 @@ pub fn bounded<T: Send + 'static>(
             Ok(()) => unreachable!("the thread sends before it ends"),
         },
         Err(mpsc::RecvTimeoutError::Timeout) => {
-            panic!("hung: issue 11 item {item} (no answer within {limit:?})")
+            panic!("hung: {what} (no answer within {limit:?})")
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Items 21, 22 and the swallowed errors: small behaviours CPython's tests and a review found.
+//! Small behaviours CPython's tests and a review found: `poll(ZERO)`, an event's `Debug`, and
+//! errors that must not be swallowed.
 
 use std::process::Command;
 use std::time::Duration;
@@ -7,10 +8,11 @@ use mp_runtime::{BoundedSemaphore, Event, pipe};
 
 use super::bounded;
 
-// Issue 11 item 21: `poll(Duration::ZERO)` sees messages that already wait.
+// `poll(Duration::ZERO)` sees messages that already wait: a zero timeout is a check, not a
+// miss.
 #[test]
 fn poll_zero_sees_waiting_messages() {
-    let received = bounded("21", Duration::from_secs(20), || {
+    let received = bounded("poll(ZERO)", Duration::from_secs(20), || {
         let (tx, rx) = pipe::<u32>().unwrap();
         for i in 0..7 {
             tx.send(&i).unwrap();
@@ -24,7 +26,7 @@ fn poll_zero_sees_waiting_messages() {
     assert_eq!(received, (0..7).collect::<Vec<u32>>());
 }
 
-// Issue 11 item 22: an event's `Debug` shows whether it is set.
+// An event's `Debug` shows whether it is set, as what a reader of a log wants to know.
 #[test]
 fn an_events_debug_shows_whether_it_is_set() {
     let event = Event::new().unwrap();
@@ -45,7 +47,7 @@ fn an_events_debug_shows_whether_it_is_set() {
 
 const OVER_RELEASE_VAR: &str = "MP_ADV_OVER_RELEASE";
 
-// Issue 11, swallowed errors: run by the test below in a process of its own (it does nothing
+// Run by the test below in a process of its own (it does nothing
 // otherwise): a bounded guard dropped when the value is already at its bound.
 #[test]
 fn child_scenario_bounded_guard_dropped_at_its_bound() {
@@ -58,8 +60,8 @@ fn child_scenario_bounded_guard_dropped_at_its_bound() {
     drop(guard); // one release too many: refused, and that must be reported
 }
 
-// Issue 11, swallowed errors: `SemaphoreGuard::drop` of a bounded semaphore reports an
-// over-release (a panic or a message naming the semaphore), not nothing.
+// `SemaphoreGuard::drop` of a bounded semaphore reports an over-release (a panic or a message
+// naming the semaphore), not nothing: a drop cannot return the error, but must not swallow it.
 #[test]
 fn a_bounded_semaphore_guard_over_release_is_reported() {
     let output = bounded("swallowed errors", Duration::from_secs(60), || {

@@ -1,5 +1,5 @@
-//! Item 5: a `*_timeout` call must end near its timeout even when another process holds the
-//! lock it has to take again after its wait.
+//! A `*_timeout` call must end near its timeout even when another process holds the lock it has
+//! to take again after its wait: no wait without a bound.
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -19,7 +19,7 @@ fn take_condition_and_sleep(cond: Condition, started: Event, holding: Event) {
     drop(guard);
 }
 
-// Issue 11 item 5: `ConditionGuard::wait_timeout` returns near its timeout although another
+// `ConditionGuard::wait_timeout` returns near its timeout although another
 // process took the condition's lock while it slept.
 #[test]
 fn a_condition_wait_timeout_ends_while_another_process_holds_the_lock() {
@@ -63,9 +63,7 @@ fn a_condition_wait_timeout_ends_while_another_process_holds_the_lock() {
     drop(child); // killed: the waiter gets the lock back (owner died) and ends
     let _ = waiter.join();
     let (elapsed, _) = outcome
-        .unwrap_or_else(|_| {
-            panic!("hung: issue 11 item 5 (a 500 ms wait_timeout did not return in 5 s)")
-        })
+        .unwrap_or_else(|_| panic!("hung: a 500 ms wait_timeout did not return in 5 s"))
         .expect("the waiter answers once after the go");
     assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
 }
@@ -92,7 +90,7 @@ fn state_of(pid: u32) -> Option<char> {
         .next()
 }
 
-// Issue 11 item 5: `JoinableQueue::join_timeout` returns near its timeout although another
+// `JoinableQueue::join_timeout` returns near its timeout although another
 // process (stopped by SIGSTOP) holds the queue's lock when the timeout passes.
 #[test]
 fn a_queue_join_timeout_ends_while_a_stopped_process_holds_the_lock() {
@@ -151,6 +149,6 @@ fn a_queue_join_timeout_ends_while_a_stopped_process_holds_the_lock() {
     drop(child); // killed even while stopped: the lock's next owner is told it died
     assert!(
         outcome.is_ok(),
-        "hung: issue 11 item 5 (a 3 s join_timeout had not returned after {elapsed:?})"
+        "hung: a 3 s join_timeout had not returned after {elapsed:?}"
     );
 }

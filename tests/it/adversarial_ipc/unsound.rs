@@ -1,4 +1,5 @@
-//! Items 6, 8 and 9: what safe code must not be able to do to a process. Each risky scenario
+//! What safe code must not be able to do to a process: break later locks, crash on a
+//! truncated file, read bytes no one wrote. Each risky scenario
 //! runs in a child process, so a crash shows as that child's death instead of ending the tests.
 
 use std::time::Duration;
@@ -43,23 +44,24 @@ fn forget_guard_then_lock_others(kind: u8) -> u64 {
 fn forget_guard_case(kind: u8) {
     let mut child = super::Reaped(Some(spawn!(forget_guard_then_lock_others, kind).unwrap()));
     let outcome = child.0.as_mut().unwrap().join_timeout(LONG);
-    let sum = outcome.unwrap_or_else(|e| panic!("issue 11 item 6: the process died: {e}"));
+    let sum = outcome.unwrap_or_else(|e| panic!("the process died: {e}"));
     assert_eq!(sum, 2 + (1..=64).sum::<u64>());
 }
 
-// Issue 11 item 6: a forgotten `ValueGuard`, then its `Value` dropped: later locks work.
+// A forgotten `ValueGuard`, then its `Value` dropped: later locks work (a mapping outlives
+// every lock that may be held in it).
 #[test]
 fn a_forgotten_value_guard_does_not_break_later_locks() {
     forget_guard_case(0);
 }
 
-// Issue 11 item 6: a forgotten `ArrayGuard`, then its `Array` dropped: later locks work.
+// A forgotten `ArrayGuard`, then its `Array` dropped: later locks work.
 #[test]
 fn a_forgotten_array_guard_does_not_break_later_locks() {
     forget_guard_case(1);
 }
 
-// Issue 11 item 6: a forgotten `LockGuard`, then its `Lock` dropped: later locks work.
+// A forgotten `LockGuard`, then its `Lock` dropped: later locks work.
 #[test]
 fn a_forgotten_lock_guard_does_not_break_later_locks() {
     forget_guard_case(2);
@@ -81,7 +83,8 @@ fn read_truncated_region(name: String) -> String {
     format!("{read} {buf:?}")
 }
 
-// Issue 11 item 9: reading a named region whose file was truncated is no SIGBUS.
+// Reading a named region whose file was truncated (by another process) is no SIGBUS: safe code
+// cannot crash the process.
 #[test]
 fn reading_a_truncated_named_region_is_no_bus_error() {
     let name = format!("mp-adv-sigbus-{}", std::process::id());
@@ -90,11 +93,11 @@ fn reading_a_truncated_named_region_is_no_bus_error() {
     let _ = std::fs::remove_file(format!("/dev/shm/{name}"));
     match outcome {
         Ok(read) => eprintln!("read_at after truncation: {read}"),
-        Err(e) => panic!("issue 11 item 9: the process died: {e}"),
+        Err(e) => panic!("the process died: {e}"),
     }
 }
 
-// Issue 11 item 8: `read_at` and `write_at` on two clones, on two threads, at once. Without
+// `read_at` and `write_at` on two clones, on two threads, at once. Without
 // Miri or ThreadSanitizer (neither reaches mmap'd memory here) this cannot show the data race;
 // it documents the scenario, and checks only that every read sees whole writes or torn ones
 // made of the two patterns (never other bytes).
@@ -103,7 +106,7 @@ fn reads_and_writes_on_clones_on_two_threads_document_the_race() {
     let shm = SharedMemory::new(4096).unwrap();
     let mut writer = shm.clone().unwrap();
     let reader = shm.clone().unwrap();
-    super::bounded("8", LONG, move || {
+    super::bounded("reads and writes on two threads", LONG, move || {
         std::thread::scope(|s| {
             s.spawn(move || {
                 for i in 0..2000u32 {

@@ -1,6 +1,6 @@
-//! Items 10 and 12: a task runs as it would in `main`: SIGPIPE ignored (a write to a closed
-//! pipe is `Err(BrokenPipe)`), a stack overflow reported as one. Under `spawn!` and pools
-//! started both ways.
+//! A task runs as it would in `main`: SIGPIPE ignored (a write to a closed pipe is
+//! `Err(BrokenPipe)`), a stack overflow reported as one. The early entry runs before std's
+//! runtime set-up, so mp must do that set-up. Under `spawn!` and pools started both ways.
 
 use std::io::Write;
 use std::os::fd::FromRawFd;
@@ -28,7 +28,7 @@ fn write_to_closed_pipe() -> String {
     }
 }
 
-// Issue 11 item 10: under `spawn!`, a write to a closed pipe is `Err(BrokenPipe)`.
+// Under `spawn!`, a write to a closed pipe is `Err(BrokenPipe)`.
 #[test]
 fn a_spawned_task_gets_broken_pipe_not_sigpipe() {
     let mut child = Reaped(Some(spawn!(write_to_closed_pipe).unwrap()));
@@ -37,7 +37,7 @@ fn a_spawned_task_gets_broken_pipe_not_sigpipe() {
 }
 
 fn pool_case(method: StartMethod) {
-    let outcome = bounded("10", LONG, move || {
+    let outcome = bounded("a write to a closed pipe in a pool", LONG, move || {
         let pool = Pool::builder()
             .start_method(method)
             .processes(1)
@@ -50,13 +50,13 @@ fn pool_case(method: StartMethod) {
     assert_eq!(outcome.unwrap(), "BrokenPipe");
 }
 
-// Issue 11 item 10: in a Spawn pool, a write to a closed pipe is `Err(BrokenPipe)`.
+// In a Spawn pool, a write to a closed pipe is `Err(BrokenPipe)`.
 #[test]
 fn a_spawn_pool_task_gets_broken_pipe_not_sigpipe() {
     pool_case(StartMethod::Spawn);
 }
 
-// Issue 11 item 10: in a ForkServer pool, a write to a closed pipe is `Err(BrokenPipe)`.
+// In a ForkServer pool, a write to a closed pipe is `Err(BrokenPipe)`.
 #[test]
 fn a_fork_server_pool_task_gets_broken_pipe_not_sigpipe() {
     pool_case(StartMethod::ForkServer);
@@ -81,11 +81,11 @@ fn says_overflow(err: &mp_runtime::Error) {
     eprintln!("stack overflow reported as: {text}");
     assert!(
         text.contains("overflow"),
-        "issue 11 item 12: a stack overflow was not reported as one: {text}"
+        "a stack overflow was not reported as one: {text}"
     );
 }
 
-// Issue 11 item 12: under `spawn!`, a stack overflow is an error that says so.
+// Under `spawn!`, a stack overflow is an error that says so.
 #[test]
 fn a_spawned_stack_overflow_is_reported() {
     let mut child = Reaped(Some(spawn!(recurse_forever).unwrap()));
@@ -94,7 +94,7 @@ fn a_spawned_stack_overflow_is_reported() {
 }
 
 fn pool_overflow_case(method: StartMethod) {
-    let outcome = bounded("12", LONG, move || {
+    let outcome = bounded("a stack overflow in a pool", LONG, move || {
         let pool = Pool::builder()
             .start_method(method)
             .processes(1)
@@ -107,13 +107,13 @@ fn pool_overflow_case(method: StartMethod) {
     says_overflow(&outcome.unwrap_err());
 }
 
-// Issue 11 item 12: in a pool, a stack overflow is that task's error, and it says so.
+// In a pool, a stack overflow is that task's error, and it says so.
 #[test]
 fn a_pool_stack_overflow_is_reported() {
     pool_overflow_case(StartMethod::Spawn);
 }
 
-// Issue 11 item 12: in a fork server's pool (whose children inherit the zygote's handler), a
+// In a fork server's pool (whose children inherit the zygote's handler), a
 // stack overflow is that task's error, and it says so.
 #[test]
 fn a_fork_server_pool_stack_overflow_is_reported() {

@@ -1,6 +1,7 @@
 //! Workers that inherit standard input, output and error closed still run, print, and receive
-//! handles (issue 11 item 11, all three descriptors). It runs in a child of its own: it
-//! changes that process's standard descriptors.
+//! handles: a worker runs as `main` would, with descriptors 0 to 2 open, so that nothing it
+//! opens lands where `println!` writes. It runs in a child of its own: it changes that
+//! process's standard descriptors.
 
 use std::os::fd::AsRawFd;
 use std::sync::mpsc;
@@ -49,8 +50,7 @@ impl Drop for Closed {
     }
 }
 
-// Issue 11 item 11: workers that inherit standard input, output and error closed (under
-// `spawn!` and a fork server's pool) still run, print, and receive handles.
+// Under `spawn!` and a fork server's pool alike.
 /// The body of [`workers_run_with_every_standard_descriptor_closed`], in a process of its own.
 #[process_fn]
 fn workers_run_with_every_standard_descriptor_closed_alone() {

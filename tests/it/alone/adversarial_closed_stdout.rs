@@ -1,4 +1,4 @@
-//! Issue 11 item 11: a parent that closed its standard output starts children with descriptor 1
+//! A parent that closed its standard output starts children with descriptor 1
 //! closed; a handle received by the child must not land there, where `println!` writes.
 //! It runs in a child of its own: it closes that process's descriptor 1 (and restores it).
 
@@ -30,8 +30,8 @@ impl Drop for Restore {
     }
 }
 
-// Issue 11 item 11: with descriptor 1 closed in the parent, a task that prints and then puts
-// to a queue works, and the parent gets the item.
+// With descriptor 1 closed in the parent, a task that prints and then puts to a queue works,
+// and the parent gets the item: what it printed did not overwrite the queue's memory.
 /// The body of [`a_parent_with_stdout_closed_still_gets_the_item`], in a process of its own.
 #[process_fn]
 fn a_parent_with_stdout_closed_still_gets_the_item_alone() {
@@ -58,7 +58,7 @@ fn a_parent_with_stdout_closed_still_gets_the_item_alone() {
     });
     let outcome = rx
         .recv_timeout(Duration::from_secs(60))
-        .expect("hung: issue 11 item 11");
+        .expect("hung: a parent with its standard output closed");
     assert_eq!(outcome, Ok(7));
 }
 

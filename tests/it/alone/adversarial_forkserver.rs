@@ -1,4 +1,4 @@
-//! Issue 11, crash matrix: `spawn!` under the ForkServer start method, for every misbehaviour
+//! The crash matrix: `spawn!` under the ForkServer start method, for every misbehaviour
 //! of the task (see `tests/it/adversarial/crash_matrix.rs` for the other entry points). It runs in
 //! a child of its own because it sets the process-wide start method.
 
@@ -6,7 +6,6 @@ use mp_runtime::{StartMethod, process_fn, set_start_method};
 
 use crate::adversarial::matrix;
 
-// Issue 11, crash matrix: spawn! under ForkServer.
 /// The body of [`spawn_macro_under_forkserver`], in a process of its own.
 #[process_fn]
 fn spawn_macro_under_forkserver_alone() {

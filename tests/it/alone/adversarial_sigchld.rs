@@ -1,5 +1,5 @@
-//! Issue 11 item 16: a parent that sets SIGCHLD to SIG_IGN (so the kernel reaps its children)
-//! still gets the result of a child that answered. It runs in a child of its own: the
+//! A parent that sets SIGCHLD to SIG_IGN (so the kernel reaps its children, and no exit status
+//! is left to wait for) still gets the result of a child that answered. It runs in a child of its own: the
 //! disposition of SIGCHLD is process-wide.
 
 use crate::adversarial::bounded;
@@ -11,22 +11,20 @@ fn answer() -> u64 {
     42
 }
 
-// Issue 11 item 16: spawn!(..).join() under SIGCHLD = SIG_IGN returns the answer.
+// `spawn!(..).join()` under SIGCHLD = SIG_IGN returns the answer, not a lost child.
 /// The body of [`join_returns_the_answer_when_sigchld_is_ignored`], in a process of its own.
 #[process_fn]
 fn join_returns_the_answer_when_sigchld_is_ignored_alone() {
     // SAFETY: plain system call; restored below.
     unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
-    let got = bounded::bounded(
-        "issue 11 item 16 (join under SIGCHLD ignored)",
-        bounded::HANG,
-        || spawn!(answer).and_then(|p| p.join()),
-    );
+    let got = bounded::bounded("join under SIGCHLD ignored", bounded::HANG, || {
+        spawn!(answer).and_then(|p| p.join())
+    });
     // SAFETY: as above.
     unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
     match got {
         Ok(Ok(value)) => assert_eq!(value, 42),
-        Ok(Err(error)) => panic!("issue 11 item 16: the answer was lost: {error}"),
+        Ok(Err(error)) => panic!("the answer was lost: {error}"),
         Err(why) => panic!("{why}"),
     }
 }

@@ -1,5 +1,6 @@
-//! Issue 11 item 17: `starmap` over 5,000 inputs that each carry a clone of one `Value` works
-//! under a descriptor limit of 1024. Each test runs in a child of its own: the limit is process-wide.
+//! `starmap` over 5,000 inputs that each carry a clone of one `Value` works under a descriptor
+//! limit of 1024: clones of one handle cross as one descriptor, and a map holds only the chunks
+//! its workers need. Each test runs in a child of its own: the limit is process-wide.
 
 use crate::adversarial::bounded;
 
@@ -31,7 +32,6 @@ fn set_soft_limit(soft: u64) -> libc::rlimit {
     old
 }
 
-// Issue 11 item 17: starmap of 5,000 `Value` clones under `ulimit -n 1024`.
 /// The body of [`starmap_of_many_value_clones_fits_in_1024_descriptors`], in a process of its own.
 #[process_fn]
 fn starmap_of_many_value_clones_fits_in_1024_descriptors_alone() {
@@ -41,7 +41,7 @@ fn starmap_of_many_value_clones_fits_in_1024_descriptors_alone() {
     let inputs: Vec<(Value<u64>, u64)> = (0..5000).map(|x| (value.clone(), x)).collect();
     let p = pool.clone();
     let got = bounded::bounded(
-        "issue 11 item 17 (starmap of 5,000 Value clones)",
+        "starmap of 5,000 Value clones",
         Duration::from_secs(60),
         move || p.starmap(add_value, inputs),
     );
@@ -52,7 +52,7 @@ fn starmap_of_many_value_clones_fits_in_1024_descriptors_alone() {
             values.iter().copied().eq((0..5000).map(|x| x + 7)),
             "wrong results"
         ),
-        Ok(Err(error)) => panic!("issue 11 item 17: {error}"),
+        Ok(Err(error)) => panic!("at a limit of 1024 descriptors: {error}"),
         Err(why) => panic!("{why}"),
     }
     let _ = bounded::bounded("drop the pool", bounded::HANG, move || drop(pool));
@@ -63,7 +63,7 @@ fn value_plus(value: Value<u64>) -> u64 {
     value.get().unwrap() + 1
 }
 
-// Issue 11 item 17, second half: a blocking map keeps only so many chunks encoded ahead of
+// A blocking map keeps only so many chunks encoded ahead of
 // the workers (32 per worker), so 3,000 chunks that each carry a handle (one descriptor each)
 // fit under a limit of 1024. Encoded all at once, they held 3,000 descriptors.
 /// The body of [`a_blocking_map_holds_only_the_chunks_the_workers_need`], in a process of its own.
@@ -75,7 +75,7 @@ fn a_blocking_map_holds_only_the_chunks_the_workers_need_alone() {
     let inputs: Vec<Value<u64>> = (0..3000).map(|_| value.clone()).collect();
     let p = pool.clone();
     let got = bounded::bounded(
-        "issue 11 item 17 (map of 3,000 one-input chunks with a handle each)",
+        "map of 3,000 one-input chunks with a handle each",
         Duration::from_secs(60),
         move || p.map_chunked(value_plus, inputs, 1),
     );
@@ -83,7 +83,7 @@ fn a_blocking_map_holds_only_the_chunks_the_workers_need_alone() {
     unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &old) };
     match got {
         Ok(Ok(values)) => assert!(values.iter().all(|&v| v == 42) && values.len() == 3000),
-        Ok(Err(error)) => panic!("issue 11 item 17: {error}"),
+        Ok(Err(error)) => panic!("at a limit of 1024 descriptors: {error}"),
         Err(why) => panic!("{why}"),
     }
     let _ = bounded::bounded("drop the pool", bounded::HANG, move || drop(pool));

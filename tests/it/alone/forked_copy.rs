@@ -1,8 +1,9 @@
 //! A program that forks while it holds mp handles (a daemonising library, a test harness,
 //! `nix::unistd::fork`): the copy holds the pool's and the processes' handles too, but their
-//! threads and children are the original's (issue 19 item 3). In the copy every call on such a
-//! handle fails at once, dropping it leaves the original's workers alone, `pool_map!` makes a
-//! pool of the copy's own, and handles made to be shared (queues) keep working.
+//! threads and children are the original's, and a handle belongs to the process that made it.
+//! In the copy every call on such a handle fails at once, dropping it leaves the original's
+//! workers alone, `pool_map!` makes a pool of the copy's own, and handles made to be shared
+//! (queues) keep working.
 //!
 //! Each test forks with libc and checks in the copy, which reports by its exit status; the
 //! test waits for it with a bound and kills it if it hangs.

@@ -1,4 +1,4 @@
-//! Issue 14 §1: an `env_logger` set up in `main` only, as a user sets it up, shows what tasks
+//! An `env_logger` set up in `main` only, as a user sets it up, shows what tasks
 //! log with `log` and with `tracing`, marked with the worker, filtered by the logger's own
 //! filter, and before the caller has the task's result. It runs in a process of its own (a
 //! `spawn!`ed child), where the logger is that process's, set up once.

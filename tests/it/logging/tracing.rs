@@ -1,4 +1,4 @@
-//! Issue 14 §1: a `tracing` subscriber set up in `main` only, as a user sets it up, shows what
+//! A `tracing` subscriber set up in `main` only, as a user sets it up, shows what
 //! tasks log with `tracing` and with `log`, marked with the worker, filtered by the parent's
 //! own filter, and before the caller has the task's result. It runs in a process of its own (a
 //! `spawn!`ed child), where the subscriber is that process's, set up once.

@@ -1,5 +1,5 @@
-// Issue 11 item 7: a `Pod` aligned to 64 bytes, the most a region's layout gives, makes a
-// `Value` and an `Array` whose references are aligned.
+// A `Pod` aligned to 64 bytes, the most a region's layout gives, makes a `Value` and an
+// `Array` whose references are aligned: the compile-time bound refuses only what it must.
 
 use mp_runtime::{Array, Pod, Value};
 

@@ -290,7 +290,7 @@ fn end_spare(pid: Pid) {
 
 /// Runs the zygote on its control socket; returns this process's exit code, the zygote's, or,
 /// in a forked child, the child's once it has served.
-pub(crate) fn serve(control: UnixStream, parent_pid: u32, parent_name: &str) -> i32 {
+pub(crate) fn serve_forks(control: UnixStream, parent_pid: u32, parent_name: &str) -> i32 {
     let mut channel = Channel::new(control);
     loop {
         match fork_spare(&mut channel) {
@@ -393,7 +393,7 @@ fn serve_spare(socket: UnixStream, parent_pid: u32, parent_name: &str) -> i32 {
         return 0;
     };
     crate::base::set_identity(&String::from_utf8_lossy(&name), parent_name, parent_pid);
-    crate::runtime::worker::serve(channel)
+    crate::runtime::worker::serve_calls(channel)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

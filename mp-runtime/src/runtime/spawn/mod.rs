@@ -547,7 +547,8 @@ pub(crate) fn receive_failed(pid: u32, error: io::Error) -> Error {
 mod tests {
     use super::*;
 
-    // Issue 11 item 15: the table behind `active_children` does not grow with every child.
+    // The table behind `active_children` must not grow with every child a long-lived program
+    // starts: a reaped child leaves it.
     #[test]
     fn a_reaped_child_leaves_the_table_of_children() {
         let Started {
@@ -562,7 +563,7 @@ mod tests {
         assert!(!crate::base::is_known_child(pid));
     }
 
-    // Issue 19 item 2: a worker that exits for a reason of its own says why, and the parent's
+    // A worker that exits for a reason of its own says why, and the parent's
     // error for it says it too, in its `Display`.
     #[test]
     fn a_worker_that_exits_says_why() {

@@ -373,7 +373,8 @@ fn argv0() -> &'static OsString {
 mod tests {
     use super::*;
 
-    // Issue 11 item 14: one failed start of the spawner thread does not fail every later use.
+    // One failed start of the spawner thread (a thread limit hit once) must not fail every later
+    // start: the next use tries again.
     #[test]
     fn a_failed_start_of_the_spawner_is_tried_again() {
         let slot = Mutex::new(None);
@@ -390,7 +391,7 @@ mod tests {
         assert!(spawner(&slot, || panic!("started twice")).is_ok());
     }
 
-    // Issue 19 item 3: a forked copy has the spawner's queue but not its thread, and starts
+    // A forked copy has the spawner's queue but not its thread, and starts
     // one of its own rather than wait for the original's for ever.
     #[test]
     fn a_forked_copy_starts_a_spawner_of_its_own() {

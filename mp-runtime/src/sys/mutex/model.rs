@@ -193,7 +193,7 @@ impl<F> Monitor<F> {
 /// wake-up leaves a thread asleep with no one to wake it, which loom reports as a deadlock.
 #[cfg(test)]
 mod loom_tests {
-    use super::super::{MonitorGuard, Condvar};
+    use super::super::{Condvar, MonitorGuard};
     use super::*;
     use loom::sync::Arc;
     use loom::thread;
