@@ -1,12 +1,17 @@
-//! The integration tests that share one process, in one test binary (one link instead of one
-//! per file): everything that changes no process-wide state, such as a resource limit, a
-//! signal disposition, the start method, the standard descriptors or the global logger, and
-//! counts no process-wide resource, such as open descriptors or children. Those keep a binary
-//! of their own, beside this folder (`tests/*.rs`).
+//! The integration tests, in one test binary (one link instead of one per file). A test that
+//! changes or counts what belongs to the whole process (a resource limit, a signal
+//! disposition, the start method, the standard descriptors, the global logger, open
+//! descriptors or children) runs its body in a `spawn!`ed child of its own ([`in_child`]); one
+//! that needs a process started in an unusual way runs this binary again with only that test
+//! selected. The few that can do neither keep a binary of their own beside this folder
+//! (`tests/*.rs`; README, Layout).
 
 mod adversarial;
 mod adversarial_ipc;
 mod alone;
+mod bootstrap;
+mod compile_fail;
+mod ctrl_c;
 mod handles;
 mod logging;
 mod pipe;

@@ -1,6 +1,6 @@
 // A `Pod` type aligned above 64 bytes must not make a `Value` or an `Array`: a region aligns
 // its data to 64 bytes at most, so a reference into it would be misaligned (undefined
-// behaviour). Its .stderr: `BLESS=1 cargo test --test compile_fail`, then the diff.
+// behaviour). Its .stderr: `BLESS=1 cargo test --test it -- compile_fail`.
 
 use mp_runtime::{Array, Pod, Value};
 

@@ -7,6 +7,7 @@
 pub(crate) mod bounded;
 mod crash_matrix;
 mod decode_panic;
+mod forged_parent;
 mod hangs;
 pub(crate) mod matrix;
 pub(crate) mod misbehave;

@@ -96,7 +96,12 @@ fn interrupt_helper(method: &str, handle: bool) -> Outcome {
     let exe = std::env::current_exe().unwrap();
     let mut command = Command::new(exe);
     command
-        .args(["--exact", "helper", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "ctrl_c::helper",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(HELPER, method)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

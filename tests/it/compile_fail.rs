@@ -13,7 +13,7 @@
 //! their notes and helps below: level, code, message, and where (`file:line:column` in the
 //! case, only the file elsewhere, so that editing mp-runtime does not move them). After
 //! changing a message, write the expected output again with
-//! `BLESS=1 cargo test --test compile_fail` and read the diff.
+//! `BLESS=1 cargo test --test it -- compile_fail` and read the diff.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -41,13 +41,9 @@ struct Toolchain {
 /// features as this test, so none is rebuilt).
 fn toolchain() -> Toolchain {
     let mut cargo = Command::new(env!("CARGO"));
-    cargo.current_dir(root()).args([
-        "test",
-        "--no-run",
-        "--message-format=json",
-        "--test",
-        "compile_fail",
-    ]);
+    cargo
+        .current_dir(root())
+        .args(["test", "--no-run", "--message-format=json", "--test", "it"]);
     if !cfg!(debug_assertions) {
         cargo.arg("--release");
     }
@@ -347,8 +343,8 @@ fn ui() {
     let failures = failures.into_inner().unwrap();
     assert!(
         failures.is_empty(),
-        "{} of {total} cases failed (after changing a message: BLESS=1 cargo test --test \
-         compile_fail, then read the diff):\n\n{}",
+        "{} of {total} cases failed (after changing a message: BLESS=1 cargo test --test it \
+         -- compile_fail, then read the diff):\n\n{}",
         failures.len(),
         failures.join("\n\n")
     );

@@ -146,7 +146,12 @@ fn run_case(mut command: Command, case: &str) {
     let file = std::fs::File::create(&output).unwrap();
     let mut child = command
         .arg(std::env::current_exe().unwrap())
-        .args(["--exact", "startup_case", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "bootstrap::startup_case",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CASE_VAR, case)
         .stdin(Stdio::null())
         .stdout(file.try_clone().unwrap())
@@ -169,6 +174,11 @@ fn run_case(mut command: Command, case: &str) {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(status.is_some(), "{case}: hung\n{text}");
     assert!(status.unwrap().success(), "{case}: {text}");
+    // A filter that matched no test would pass too.
+    assert!(
+        text.contains("1 passed"),
+        "{case}: the case did not run\n{text}"
+    );
 }
 
 /// The dynamic loader this binary was started with, from its mappings.
