@@ -216,12 +216,10 @@ pub use base::{
     Error, ErrorKind, Location, ProcessInfo, Result, active_children, cpu_count, current_process,
     mpi_rank, parent_process,
 };
-pub use ipc::pipe::{Connection, pipe, pipe_oneway};
-pub use ipc::queue::{JoinableQueue, Queue};
-pub use ipc::shared::{Array, ArrayGuard, Pod, SharedMemory, Value, ValueGuard};
-pub use ipc::sync::{
-    Barrier, BoundedSemaphore, Condition, ConditionGuard, Event, Lock, LockGuard, RLock, Semaphore,
-    SemaphoreGuard,
+pub use ipc::{
+    Array, ArrayGuard, Barrier, BoundedSemaphore, Condition, ConditionGuard, Connection, Event,
+    JoinableQueue, Lock, LockGuard, Pod, Queue, RLock, Semaphore, SemaphoreGuard, SharedMemory,
+    Value, ValueGuard, pipe, pipe_oneway,
 };
 pub use macros::set_shared_pool_idle_timeout;
 pub use pool::{AsyncResult, IMap, Pool, PoolBuilder, Waitable, lost_mpi_ranks, wait};

@@ -5,8 +5,16 @@
 //!
 //! A public room: uses `base`, `sys` and `wire`; used by users, and by `pool` for `wait`.
 
-pub(crate) mod pipe;
-pub(crate) mod queue;
-pub(crate) mod shared;
-pub(crate) mod shm;
-pub(crate) mod sync;
+mod pipe;
+mod queue;
+mod shared;
+mod shm;
+mod sync;
+
+pub use pipe::{Connection, pipe, pipe_oneway};
+pub use queue::{JoinableQueue, Queue};
+pub use shared::{Array, ArrayGuard, Pod, SharedMemory, Value, ValueGuard};
+pub use sync::{
+    Barrier, BoundedSemaphore, Condition, ConditionGuard, Event, Lock, LockGuard, RLock, Semaphore,
+    SemaphoreGuard,
+};

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::AsyncResult;
-use crate::ipc::pipe::Connection;
+use crate::ipc::Connection;
 use crate::process::Process;
 
 /// The longest pause between two looks at the objects [`wait`] waits on: how late it may see

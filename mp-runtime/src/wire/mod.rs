@@ -7,7 +7,7 @@
 //! The wire tier: uses `base` and `sys`; used by the runtime tier and the public rooms.
 
 pub(crate) mod codec;
-pub(crate) mod fast;
+mod fast;
 pub(crate) mod frame;
 pub(crate) mod outgoing;
 pub(crate) mod panics;
