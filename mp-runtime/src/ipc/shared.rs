@@ -373,6 +373,10 @@ impl<T: Pod> SharedState for ArrayState<T> {
 /// ```
 pub struct Array<T: Pod> {
     shm: Arc<Shm<ArrayState<T>>>,
+    /// The length, read from the mapping once, when this handle was made or received, and
+    /// checked against the mapping's size then: another process that writes the length in
+    /// the mapping later changes nothing here.
+    len: usize,
 }
 
 /// Holds an [`Array`]'s lock; derefs to its elements.
@@ -430,7 +434,10 @@ impl<T: Pod> Array<T> {
         })?;
         let shm = Shm::<ArrayState<T>>::create(c"mp-array", bytes)?;
         shm.state().len.store(len as u64, Ordering::Relaxed);
-        let array = Array { shm: Arc::new(shm) };
+        let array = Array {
+            shm: Arc::new(shm),
+            len,
+        };
         array
             .monitor()
             .init(false)
@@ -452,8 +459,8 @@ impl<T: Pod> Array<T> {
         Ok(array)
     }
 
-    /// The elements with their lock; checked against the mapping's size when the array was
-    /// made or received (and on every call: a panic if another process changed the length).
+    /// The elements with their lock, for this handle's own length, which was checked against
+    /// the mapping's size when the handle was made or received.
     fn monitor(&self) -> &Monitor<[T]> {
         Monitor::in_mapping(
             self.shm.mapping(),
@@ -530,7 +537,7 @@ impl<T: Pod> Array<T> {
     /// assert_eq!(mp_runtime::Array::<f32>::new(10).unwrap().len(), 10);
     /// ```
     pub fn len(&self) -> usize {
-        self.shm.state().len.load(Ordering::Relaxed) as usize
+        self.len
     }
 
     /// Whether the array has no elements.
@@ -635,6 +642,7 @@ impl<T: Pod> Clone for Array<T> {
     fn clone(&self) -> Self {
         Array {
             shm: self.shm.clone(),
+            len: self.len,
         }
     }
 }
@@ -649,16 +657,16 @@ impl<'de, T: Pod> Deserialize<'de> for Array<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         use serde::de::Error as _;
         let () = AlignCheck::<T>::OK;
-        let array = Array {
-            shm: Arc::new(Shm::deserialize(deserializer)?),
-        };
-        let data = array.shm.mapping().len() - data_offset::<ArrayState<T>>();
-        if Monitor::<[T]>::size(array.len()).is_none_or(|size| size > data) {
+        let shm = Arc::new(Shm::<ArrayState<T>>::deserialize(deserializer)?);
+        let len = usize::try_from(shm.state().len.load(Ordering::Relaxed))
+            .map_err(|_| D::Error::custom("an array's length does not fit this process"))?;
+        let data = shm.mapping().len() - data_offset::<ArrayState<T>>();
+        if Monitor::<[T]>::size(len).is_none_or(|size| size > data) {
             return Err(D::Error::custom(
                 "an array's shared memory is shorter than its length",
             ));
         }
-        Ok(array)
+        Ok(Array { shm, len })
     }
 }
 
@@ -1030,5 +1038,23 @@ impl fmt::Debug for SharedMemory {
             .field("name", &self.name)
             .field("len", &self.len())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The length in the mapping is written by the creator, but any process holding the array
+    // can write there too: a handle keeps the length it checked, so a rewritten length neither
+    // reaches past the mapping nor panics.
+    #[test]
+    fn a_length_rewritten_in_the_mapping_changes_no_handle() {
+        let array = Array::from_slice(&[1u32, 2, 3]).unwrap();
+        let copy = array.clone();
+        array.shm.state().len.store(1 << 40, Ordering::Relaxed);
+        assert_eq!(array.len(), 3);
+        assert_eq!(copy.to_vec().unwrap(), [1, 2, 3]);
+        assert!(array.set(3, 4).unwrap_err().is_usage());
     }
 }
