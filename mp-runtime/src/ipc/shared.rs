@@ -373,6 +373,9 @@ impl<T: Pod> SharedState for ArrayState<T> {
 /// ```
 pub struct Array<T: Pod> {
     shm: Arc<Shm<ArrayState<T>>>,
+    /// The length in the state, read once (when made or received) and checked against the
+    /// mapping then: another process that rewrites the shared one changes nothing here.
+    len: usize,
 }
 
 /// Holds an [`Array`]'s lock; derefs to its elements.
@@ -430,7 +433,10 @@ impl<T: Pod> Array<T> {
         })?;
         let shm = Shm::<ArrayState<T>>::create(c"mp-array", bytes)?;
         shm.state().len.store(len as u64, Ordering::Relaxed);
-        let array = Array { shm: Arc::new(shm) };
+        let array = Array {
+            shm: Arc::new(shm),
+            len,
+        };
         array
             .monitor()
             .init(false)
@@ -452,13 +458,13 @@ impl<T: Pod> Array<T> {
         Ok(array)
     }
 
-    /// The elements with their lock; checked against the mapping's size when the array was
-    /// made or received (and on every call: a panic if another process changed the length).
+    /// The elements with their lock; the length was checked against the mapping's size when
+    /// the array was made or received.
     fn monitor(&self) -> &Monitor<[T]> {
         Monitor::in_mapping(
             self.shm.mapping(),
             data_offset::<ArrayState<T>>(),
-            self.len(),
+            self.len,
         )
     }
 
@@ -530,7 +536,7 @@ impl<T: Pod> Array<T> {
     /// assert_eq!(mp_runtime::Array::<f32>::new(10).unwrap().len(), 10);
     /// ```
     pub fn len(&self) -> usize {
-        self.shm.state().len.load(Ordering::Relaxed) as usize
+        self.len
     }
 
     /// Whether the array has no elements.
@@ -635,6 +641,7 @@ impl<T: Pod> Clone for Array<T> {
     fn clone(&self) -> Self {
         Array {
             shm: self.shm.clone(),
+            len: self.len,
         }
     }
 }
@@ -649,16 +656,22 @@ impl<'de, T: Pod> Deserialize<'de> for Array<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         use serde::de::Error as _;
         let () = AlignCheck::<T>::OK;
-        let array = Array {
-            shm: Arc::new(Shm::deserialize(deserializer)?),
-        };
-        let data = array.shm.mapping().len() - data_offset::<ArrayState<T>>();
-        if Monitor::<[T]>::size(array.len()).is_none_or(|size| size > data) {
+        let shm = Shm::<ArrayState<T>>::deserialize(deserializer)?;
+        let len = shm.state().len.load(Ordering::Relaxed);
+        let data = shm.mapping().len() - data_offset::<ArrayState<T>>();
+        let fits = usize::try_from(len)
+            .ok()
+            .and_then(Monitor::<[T]>::size)
+            .is_some_and(|size| size <= data);
+        if !fits {
             return Err(D::Error::custom(
                 "an array's shared memory is shorter than its length",
             ));
         }
-        Ok(array)
+        Ok(Array {
+            shm: Arc::new(shm),
+            len: len as usize,
+        })
     }
 }
 
