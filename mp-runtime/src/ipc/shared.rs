@@ -461,11 +461,7 @@ impl<T: Pod> Array<T> {
     /// The elements with their lock; the length was checked against the mapping's size when
     /// the array was made or received.
     fn monitor(&self) -> &Monitor<[T]> {
-        Monitor::in_mapping(
-            self.shm.mapping(),
-            data_offset::<ArrayState<T>>(),
-            self.len,
-        )
+        Monitor::in_mapping(self.shm.mapping(), data_offset::<ArrayState<T>>(), self.len)
     }
 
     /// Takes the lock: the one way an array is locked.

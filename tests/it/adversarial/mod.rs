@@ -8,7 +8,7 @@ pub(crate) mod bounded;
 mod crash_matrix;
 mod decode_panic;
 mod hangs;
-mod panic_edges;
 pub(crate) mod matrix;
 pub(crate) mod misbehave;
+mod panic_edges;
 mod unruly;

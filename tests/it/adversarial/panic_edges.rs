@@ -114,7 +114,11 @@ fn catch_then_resume() {
 fn a_resumed_panic_is_reported_not_an_earlier_caught_one() {
     let pool = Arc::new(Pool::new(1).unwrap());
     let p = pool.clone();
-    assert!(must("a task that catches its own panic", move || p.apply(catch_own_panic, ())).unwrap());
+    assert!(
+        must("a task that catches its own panic", move || p
+            .apply(catch_own_panic, ()))
+        .unwrap()
+    );
     let p = pool.clone();
     let error = must("a later task that resumes a payload", move || {
         p.apply(resume_a_payload, ())

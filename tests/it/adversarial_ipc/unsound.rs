@@ -167,10 +167,12 @@ fn read_array_with_forged_length(forged: u64) -> String {
 #[test]
 fn an_array_whose_length_another_process_rewrote_is_no_panic() {
     for forged in [1 << 20, u64::MAX] {
-        let mut child =
-            super::Reaped(Some(spawn!(read_array_with_forged_length, forged).unwrap()));
+        let mut child = super::Reaped(Some(spawn!(read_array_with_forged_length, forged).unwrap()));
         let outcome = child.0.as_mut().unwrap().join_timeout(LONG);
         let read = outcome.unwrap_or_else(|e| panic!("the process died: {e}"));
-        assert_ne!(read, "panic", "length {forged} forged: reading the array panicked");
+        assert_ne!(
+            read, "panic",
+            "length {forged} forged: reading the array panicked"
+        );
     }
 }
