@@ -157,3 +157,42 @@ fn named_memory_is_removed_when_its_creator_drops_it() {
     assert!(!dev_shm().contains(&name));
     assert_eq!(opened.len(), 16);
 }
+
+/// The length of an array of empty elements, as the child that received it sees it.
+#[process_fn]
+fn empty_elements_len(array: Array<[u64; 0]>) -> usize {
+    array.lock().unwrap().len()
+}
+
+/// An element aligned to 64 bytes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[repr(C, align(64))]
+struct Line([u8; 64]);
+
+// SAFETY: plain bytes, no padding.
+unsafe impl mp_runtime::Pod for Line {}
+
+/// The sum of the first byte of each line, and the lines' count, as the child sees them.
+#[process_fn]
+fn first_bytes(array: Array<Line>) -> (u64, usize) {
+    let lines = array.lock().unwrap();
+    (
+        lines.iter().map(|line| u64::from(line.0[0])).sum(),
+        lines.len(),
+    )
+}
+
+// Arrays at the edges of their layout reach a child whole: of elements of no size (any length
+// fits in no bytes), of no elements, and of elements aligned to 64 bytes.
+#[test]
+fn arrays_of_empty_or_64_byte_aligned_elements_reach_a_child() {
+    let empty = Array::<[u64; 0]>::new(1000).unwrap();
+    let mut child = spawn!(empty_elements_len, empty).unwrap();
+    assert_eq!(child.join_timeout(LONG).unwrap(), 1000);
+    let none = Array::<Line>::new(0).unwrap();
+    let mut child = spawn!(first_bytes, none).unwrap();
+    assert_eq!(child.join_timeout(LONG).unwrap(), (0, 0));
+    let lines = Array::from_slice(&[Line([1; 64]), Line([2; 64]), Line([3; 64])]).unwrap();
+    let mut child = spawn!(first_bytes, lines).unwrap();
+    assert_eq!(child.join_timeout(LONG).unwrap(), (6, 3));
+}

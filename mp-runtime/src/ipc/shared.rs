@@ -462,11 +462,7 @@ impl<T: Pod> Array<T> {
     /// The elements with their lock, for this handle's own length, which was checked against
     /// the mapping's size when the handle was made or received.
     fn monitor(&self) -> &Monitor<[T]> {
-        Monitor::in_mapping(
-            self.shm.mapping(),
-            data_offset::<ArrayState<T>>(),
-            self.len(),
-        )
+        Monitor::in_mapping(self.shm.mapping(), data_offset::<ArrayState<T>>(), self.len)
     }
 
     /// Takes the lock: the one way an array is locked.

@@ -39,19 +39,32 @@ pub(crate) fn catch<T>(f: impl FnOnce() -> T) -> Result<T, Panic> {
     static HOOK: Once = Once::new();
     HOOK.call_once(install_hook);
     let outer = CATCHING.replace(true);
-    let result = panic::catch_unwind(AssertUnwindSafe(f));
+    let result = panic::catch_unwind(AssertUnwindSafe(f)).map_err(caught);
     CATCHING.set(outer);
-    result.map_err(|payload| caught(&*payload))
+    result
 }
 
-/// The panic the hook captured for `payload`; only its message if the hook was not ours.
+/// The panic the hook captured for `payload`; only its message if the hook did not see this
+/// panic (the program replaced the hook, or `resume_unwind` calls none). Drops the payload,
+/// whose `Drop` is the user's and may panic too: that panic goes no further.
 #[cold]
-fn caught(payload: &(dyn Any + Send)) -> Panic {
-    CAUGHT.take().unwrap_or_else(|| Panic {
-        message: payload_message(payload),
-        location: None,
-        backtrace: None,
-    })
+fn caught(payload: Box<dyn Any + Send>) -> Panic {
+    let message = payload_message(&*payload);
+    let panic = match CAUGHT.take() {
+        // A capture with another message is left from a panic that `f` caught itself.
+        Some(panic) if panic.message == message => panic,
+        _ => Panic {
+            message,
+            location: None,
+            backtrace: None,
+        },
+    };
+    if let Err(again) = panic::catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+        // Its payload may be another such one: kept, not dropped.
+        std::mem::forget(again);
+    }
+    CAUGHT.take();
+    panic
 }
 
 /// Under `panic = "abort"`, makes `answer` the one to reply for a panic inside [`catch`], from

@@ -11,4 +11,5 @@ mod forged_parent;
 mod hangs;
 pub(crate) mod matrix;
 pub(crate) mod misbehave;
+mod panic_edges;
 mod unruly;

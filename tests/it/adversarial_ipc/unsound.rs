@@ -125,3 +125,54 @@ fn reads_and_writes_on_clones_on_two_threads_document_the_race() {
     });
     drop(shm);
 }
+
+/// The descriptor of this process's one array (`memfd:mp-array`), opened for writing.
+fn the_array_file() -> std::fs::File {
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap() {
+        let path = entry.unwrap().path();
+        let Ok(target) = std::fs::read_link(&path) else {
+            continue;
+        };
+        if target.to_string_lossy().starts_with("/memfd:mp-array") {
+            return std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        }
+    }
+    panic!("no memfd:mp-array among this process's descriptors")
+}
+
+/// Makes an array of 4, then rewrites the length in its shared header (as another process
+/// holding the memory can), then reads it: an error, or the 4 elements, never a panic.
+#[process_fn]
+fn read_array_with_forged_length(forged: u64) -> String {
+    use std::os::unix::fs::FileExt;
+    let array = Array::from_slice(&[1u64, 2, 3, 4]).unwrap();
+    // The length is the first word of the state, which starts at byte 64 of the memory.
+    the_array_file()
+        .write_all_at(&forged.to_ne_bytes(), 64)
+        .unwrap();
+    let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| array.to_vec()));
+    match read {
+        Ok(Ok(values)) => {
+            assert_eq!(values, [1, 2, 3, 4]);
+            "ok".to_string()
+        }
+        Ok(Err(error)) => format!("error: {error}"),
+        Err(_) => "panic".to_string(),
+    }
+}
+
+// Another process rewrites an array's length in the shared header (past the mapping, and past
+// what an address space holds): reading the array here is an error or the elements it had,
+// never an access out of bounds, and never a panic in the reader.
+#[test]
+fn an_array_whose_length_another_process_rewrote_is_no_panic() {
+    for forged in [1 << 20, u64::MAX] {
+        let mut child = super::Reaped(Some(spawn!(read_array_with_forged_length, forged).unwrap()));
+        let outcome = child.0.as_mut().unwrap().join_timeout(LONG);
+        let read = outcome.unwrap_or_else(|e| panic!("the process died: {e}"));
+        assert_ne!(
+            read, "panic",
+            "length {forged} forged: reading the array panicked"
+        );
+    }
+}
