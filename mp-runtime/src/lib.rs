@@ -222,7 +222,9 @@ pub use ipc::{
     Value, ValueGuard, pipe, pipe_oneway,
 };
 pub use macros::set_shared_pool_idle_timeout;
-pub use pool::{AsyncResult, IMap, Pool, PoolBuilder, Waitable, lost_mpi_ranks, wait};
+pub use pool::{
+    AsyncResult, CallOptions, Calls, IMap, Pool, PoolBuilder, Waitable, lost_mpi_ranks, wait,
+};
 pub use process::Process;
 pub use runtime::registry::ProcessFn;
 pub use runtime::spawn::{StartMethod, get_start_method, set_start_method};

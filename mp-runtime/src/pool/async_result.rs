@@ -418,7 +418,7 @@ impl<T> AsyncResult<T> {
     /// # Examples
     ///
     /// ```
-    /// use mp_runtime::{process_fn, Pool};
+    /// use mp_runtime::{process_fn, CallOptions, Pool};
     ///
     /// #[process_fn]
     /// fn double(x: u32) -> u32 {
@@ -426,7 +426,7 @@ impl<T> AsyncResult<T> {
     /// }
     ///
     /// let pool = Pool::new(2).unwrap();
-    /// let pending = pool.map_async_chunked(double, 0..10, 3);
+    /// let pending = pool.with(&CallOptions::new().chunksize(3)).map_async(double, 0..10);
     /// let (done, total) = pending.progress();
     /// assert!(done <= total);
     /// assert_eq!(total, 10);
