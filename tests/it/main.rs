@@ -14,6 +14,7 @@ mod compile_fail;
 mod ctrl_c;
 mod handles;
 mod logging;
+mod options;
 mod pipe;
 mod pool;
 mod process;

@@ -52,7 +52,10 @@ fn a_chunk_size_of_zero_is_refused() {
     let zero = CallOptions::new().chunksize(0);
     let err = pool.with(&zero).map(cube, 0..9).unwrap_err();
     assert!(err.is_usage(), "{err}");
-    assert!(err.to_string().contains("give `chunksize` 1 or more"), "{err}");
+    assert!(
+        err.to_string().contains("give `chunksize` 1 or more"),
+        "{err}"
+    );
     let streamed: Vec<_> = pool.with(&zero).imap(cube, 0..9).collect();
     assert_eq!(streamed.len(), 1);
     assert!(streamed[0].as_ref().unwrap_err().is_usage());
