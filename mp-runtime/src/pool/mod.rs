@@ -3,6 +3,7 @@
 //! A public room: uses every tier below and `process`; used by users, `macros` and `entry`.
 
 mod async_result;
+mod callbacks;
 mod imap;
 mod options;
 #[cfg(feature = "mpi")]
@@ -44,6 +45,7 @@ pub use options::{CallOptions, Calls};
 pub use wait::{Waitable, wait};
 
 use async_result::{Completion, Gather, Progress};
+use callbacks::CallbackThread;
 use scheduler::{Control, Placement, Shared, Task, WorkerConfig, lock, wait_started};
 
 use crate::base::{Error, Handle, Result};
@@ -90,6 +92,8 @@ pub struct Pool {
     drivers: Mutex<Vec<JoinHandle<()>>>,
     /// Worker processes in all (on every rank still in the job, for a pool over MPI ranks).
     processes: Arc<AtomicUsize>,
+    /// Runs the callbacks of its results.
+    callbacks: Arc<CallbackThread>,
 }
 
 /// Settings for a [`Pool`], from [`Pool::builder`].
@@ -415,6 +419,7 @@ impl PoolBuilder {
                 owner: Owner::this_process(),
                 drivers: Mutex::new(started.drivers),
                 processes: started.processes,
+                callbacks: CallbackThread::new(),
             };
             return match started.failure {
                 // Dropping the pool stops the drivers that did start.
@@ -445,6 +450,7 @@ impl PoolBuilder {
             owner: Owner::this_process(),
             drivers: Mutex::new(drivers),
             processes: Arc::new(AtomicUsize::new(processes)),
+            callbacks: CallbackThread::new(),
         };
         match failure {
             // Dropping the pool terminates and reaps the workers that did start.
@@ -647,7 +653,7 @@ impl Pool {
         F: ProcessFn<Args>,
         T: Send + 'static,
     {
-        let completion = Arc::new(Completion::default());
+        let completion = Arc::new(Completion::new(self.callbacks.clone()));
         let control = Arc::new(Control::default());
         let how = match self.owner.check(Handle::Pool).and(how) {
             Ok(how) => how,
@@ -1106,12 +1112,15 @@ impl Drop for Pool {
             // the fork, so the shared state keeps one count forever, and the handles of
             // threads this process lacks are never detached.
             std::mem::forget(self.shared.clone());
+            std::mem::forget(self.callbacks.clone());
             let drivers = self.drivers.get_mut().unwrap_or_else(|e| e.into_inner());
             std::mem::forget(std::mem::take(drivers));
             return;
         }
         self.terminate();
         let _ = self.join();
+        // Every result is complete now, and its callbacks queued.
+        self.callbacks.close();
     }
 }
 
