@@ -10,6 +10,7 @@ mod adversarial;
 mod adversarial_ipc;
 mod alone;
 mod bootstrap;
+mod callbacks;
 mod compile_fail;
 mod ctrl_c;
 mod handles;
