@@ -40,7 +40,8 @@
 //! [`Pool`] keeps worker processes alive and hands them work: [`Pool::map`], [`Pool::imap`],
 //! [`Pool::imap_unordered`], [`Pool::starmap`], [`Pool::apply`], [`Pool::apply_async`],
 //! [`Pool::map_async`], with [`AsyncResult`] to wait on (or `.await`, or follow with
-//! [`AsyncResult::progress`]). Inputs may be owned or borrowed (`pool.map(f, &v)`); an
+//! [`AsyncResult::progress`], or have a callback called with,
+//! [`AsyncResult::add_done_callback`]). Inputs may be owned or borrowed (`pool.map(f, &v)`); an
 //! [`IMap`] knows its length for progress bars and has [`IMap::next_timeout`]. A task may be
 //! given a time limit ([`PoolBuilder::task_timeout`], [`CallOptions::timeout`]): past it, its
 //! worker is killed and replaced and the task fails with [`Error::is_timeout`]. Any call takes
