@@ -5,7 +5,7 @@
 //! tasks: each task returns the pid of the process that ran it, and the pids change every two
 //! tasks. Exits non-zero if they do not.
 
-use mp_runtime::{Pool, process_fn};
+use mp_runtime::{CallOptions, Pool, process_fn};
 
 #[process_fn]
 fn worker_pid(task: u32) -> (u32, u32) {
@@ -19,7 +19,9 @@ fn main() -> mp_runtime::Result<()> {
         .build()?;
 
     // Chunks of one input, so each input is one task (a chunk counts as one task).
-    let results = pool.map_chunked(worker_pid, 0..6, 1)?;
+    let results = pool
+        .with(&CallOptions::new().chunksize(1))
+        .map(worker_pid, 0..6)?;
     for (task, pid) in &results {
         println!("task {task} ran in process {pid}");
     }

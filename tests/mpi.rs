@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use mp_runtime::{Pool, mpi_rank, process_fn};
+use mp_runtime::{CallOptions, Pool, mpi_rank, process_fn};
 
 /// How long the whole run under `mpirun` may take before it is killed.
 const RUN_LIMIT: Duration = Duration::from_secs(180);
@@ -92,7 +92,9 @@ fn results_in_order() {
     assert_eq!(pool.map(cube, inputs.clone()).unwrap(), expected);
     for chunksize in [1, 7, 5000] {
         assert_eq!(
-            pool.map_chunked(cube, inputs.clone(), chunksize).unwrap(),
+            pool.with(&CallOptions::new().chunksize(chunksize))
+                .map(cube, inputs.clone())
+                .unwrap(),
             expected
         );
     }
@@ -111,7 +113,8 @@ fn results_in_order() {
 fn tasks_run_on_other_ranks() {
     let pool = pool();
     let ranks: BTreeSet<Option<u32>> = pool
-        .map_chunked(where_am_i, 0..200, 1)
+        .with(&CallOptions::new().chunksize(1))
+        .map(where_am_i, 0..200)
         .unwrap()
         .into_iter()
         .collect();
@@ -195,7 +198,10 @@ fn initializer_runs_on_every_rank() {
         .build()
         .unwrap();
     let names: Vec<String> = (0..40).map(|i| format!("n{i}")).collect();
-    let greeted = pool.map_chunked(prefixed, names.clone(), 1).unwrap();
+    let greeted = pool
+        .with(&CallOptions::new().chunksize(1))
+        .map(prefixed, names.clone())
+        .unwrap();
     assert_eq!(
         greeted,
         names
@@ -218,7 +224,8 @@ fn settings_reach_every_rank() {
         .build()
         .unwrap();
     let pids: BTreeSet<u32> = pool
-        .map_chunked(my_pid, 0..12, 1)
+        .with(&CallOptions::new().chunksize(1))
+        .map(my_pid, 0..12)
         .unwrap()
         .into_iter()
         .collect();
@@ -319,7 +326,10 @@ fn log_on_a_rank(x: u32) -> Option<u32> {
 
 fn worker_logs_reach_rank_zero() {
     let pool = pool();
-    let ranks = pool.map_chunked(log_on_a_rank, 0..20, 1).unwrap();
+    let ranks = pool
+        .with(&CallOptions::new().chunksize(1))
+        .map(log_on_a_rank, 0..20)
+        .unwrap();
     // Read at once: a task's records are passed on before its result is delivered, when the
     // logger keeps up (as this one does).
     for (x, rank) in ranks.into_iter().enumerate() {
@@ -423,7 +433,10 @@ fn survive_a_lost_rank(path: &str) {
         .build()
         .unwrap();
     assert_eq!(pool.processes(), 2);
-    let squares = pool.map_chunked(square_or_kill_rank_two, 0..40, 1).unwrap();
+    let squares = pool
+        .with(&CallOptions::new().chunksize(1))
+        .map(square_or_kill_rank_two, 0..40)
+        .unwrap();
     assert!(squares.iter().copied().eq((0..40).map(|x| x * x)));
     assert_eq!(mp_runtime::lost_mpi_ranks(), [2]);
     // The same pool goes on with rank 1, and counts only its workers.

@@ -8,7 +8,8 @@ use std::process::Command;
 use std::time::Instant;
 
 use mp_runtime::{
-    Array, Connection, Pool, Queue, StartMethod, pipe, process_fn, set_start_method, spawn,
+    Array, CallOptions, Connection, Pool, Queue, StartMethod, pipe, process_fn, set_start_method,
+    spawn,
 };
 use rayon::prelude::*;
 use serde_bytes::ByteBuf;
@@ -721,7 +722,8 @@ pub fn idle_memory(_scale: Scale, rows: &mut Vec<Row>) {
             .build()
             .unwrap();
         let pids: std::collections::BTreeSet<u32> = pool
-            .map_chunked(pid, 0..50, 1)
+            .with(&CallOptions::new().chunksize(1))
+            .map(pid, 0..50)
             .unwrap()
             .into_iter()
             .collect();
@@ -797,7 +799,11 @@ pub fn cpu_speedup(scale: Scale) -> Speedup {
         let pool = Pool::new(workers).unwrap();
         pool.map(cube, 0..100).unwrap();
         let mp = median(&time(repeats, || {
-            black_box(pool.map_chunked(spin, tasks.clone(), 1).unwrap());
+            black_box(
+                pool.with(&CallOptions::new().chunksize(1))
+                    .map(spin, tasks.clone())
+                    .unwrap(),
+            );
         }));
         speedup.mp.push(serial / mp);
         let threads = rayon::ThreadPoolBuilder::new()

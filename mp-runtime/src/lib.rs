@@ -40,10 +40,13 @@
 //! [`Pool`] keeps worker processes alive and hands them work: [`Pool::map`], [`Pool::imap`],
 //! [`Pool::imap_unordered`], [`Pool::starmap`], [`Pool::apply`], [`Pool::apply_async`],
 //! [`Pool::map_async`], with [`AsyncResult`] to wait on (or `.await`, or follow with
-//! [`AsyncResult::progress`]). Inputs may be owned or borrowed (`pool.map(f, &v)`); an
+//! [`AsyncResult::progress`], or have a callback called with,
+//! [`AsyncResult::add_done_callback`]). Inputs may be owned or borrowed (`pool.map(f, &v)`); an
 //! [`IMap`] knows its length for progress bars and has [`IMap::next_timeout`]. A task may be
-//! given a time limit ([`PoolBuilder::task_timeout`], [`Pool::apply_timeout`]): past it, its
-//! worker is killed and replaced and the task fails with [`Error::is_timeout`]. [`pool_map!`]
+//! given a time limit ([`PoolBuilder::task_timeout`], [`CallOptions::timeout`]): past it, its
+//! worker is killed and replaced and the task fails with [`Error::is_timeout`]. Any call takes
+//! its options (chunk size, time limit, read-ahead) from one [`CallOptions`] value:
+//! `pool.with(&options).map(f, xs)` ([`Pool::with`], [`Calls`]). [`pool_map!`]
 //! maps on a pool shared by the whole program, whose workers exit after a while unused
 //! ([`set_shared_pool_idle_timeout`]). [`wait`] waits on several [`Connection`]s,
 //! [`Process`]es and [`AsyncResult`]s at once.
@@ -222,7 +225,9 @@ pub use ipc::{
     Value, ValueGuard, pipe, pipe_oneway,
 };
 pub use macros::set_shared_pool_idle_timeout;
-pub use pool::{AsyncResult, IMap, Pool, PoolBuilder, Waitable, lost_mpi_ranks, wait};
+pub use pool::{
+    AsyncResult, CallOptions, Calls, IMap, Pool, PoolBuilder, Waitable, lost_mpi_ranks, wait,
+};
 pub use process::Process;
 pub use runtime::registry::ProcessFn;
 pub use runtime::spawn::{StartMethod, get_start_method, set_start_method};

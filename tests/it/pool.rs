@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use mp_runtime::{Pool, pool_map, process_fn};
+use mp_runtime::{CallOptions, Pool, pool_map, process_fn};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 const LONG: Duration = Duration::from_secs(60);
@@ -45,17 +45,20 @@ fn panic_on(bad: u64, x: u64) -> u64 {
     x
 }
 
-/// Python raises on `chunksize=0`; mp takes it as 1 (README, "differs on purpose").
+/// Python raises on `chunksize=0`; so does mp, with a usage error that says what to give.
 #[test]
-fn a_chunk_size_of_zero_is_taken_as_one() {
+fn a_chunk_size_of_zero_is_refused() {
     let pool = Pool::new(2).unwrap();
-    let want = cubes(0..9);
-    assert_eq!(pool.map_chunked(cube, 0..9, 0).unwrap(), want);
-    let streamed: Vec<u64> = pool
-        .imap_chunked(cube, 0..9, 0)
-        .map(Result::unwrap)
-        .collect();
-    assert_eq!(streamed, want);
+    let zero = CallOptions::new().chunksize(0);
+    let err = pool.with(&zero).map(cube, 0..9).unwrap_err();
+    assert!(err.is_usage(), "{err}");
+    assert!(
+        err.to_string().contains("give `chunksize` 1 or more"),
+        "{err}"
+    );
+    let streamed: Vec<_> = pool.with(&zero).imap(cube, 0..9).collect();
+    assert_eq!(streamed.len(), 1);
+    assert!(streamed[0].as_ref().unwrap_err().is_usage());
 }
 
 fn cubes(range: std::ops::Range<u64>) -> Vec<u64> {
@@ -68,7 +71,9 @@ fn map_keeps_input_order_for_every_chunk_size() {
     assert_eq!(pool.map(cube, 0..50).unwrap(), cubes(0..50));
     for chunksize in [1, 3, 50, 1000] {
         assert_eq!(
-            pool.map_chunked(cube, 0..50, chunksize).unwrap(),
+            pool.with(&CallOptions::new().chunksize(chunksize))
+                .map(cube, 0..50)
+                .unwrap(),
             cubes(0..50)
         );
     }
@@ -78,7 +83,10 @@ fn map_keeps_input_order_for_every_chunk_size() {
     );
     assert_eq!(pool.map_async(cube, 0..10).get().unwrap(), cubes(0..10));
     assert_eq!(
-        pool.map_async_chunked(cube, 0..10, 4).get().unwrap(),
+        pool.with(&CallOptions::new().chunksize(4))
+            .map_async(cube, 0..10)
+            .get()
+            .unwrap(),
         cubes(0..10)
     );
 }
@@ -122,7 +130,8 @@ fn imap_is_ordered_and_imap_unordered_is_complete() {
     let ordered: Vec<u64> = pool.imap(cube, 0..100).map(Result::unwrap).collect();
     assert_eq!(ordered, cubes(0..100));
     let chunked: Vec<u64> = pool
-        .imap_chunked(cube, 0..100, 7)
+        .with(&CallOptions::new().chunksize(7))
+        .imap(cube, 0..100)
         .map(Result::unwrap)
         .collect();
     assert_eq!(chunked, cubes(0..100));
@@ -133,7 +142,8 @@ fn imap_is_ordered_and_imap_unordered_is_complete() {
     unordered.sort();
     assert_eq!(unordered, cubes(0..100));
     let mut unordered: Vec<u64> = pool
-        .imap_unordered_chunked(cube, 0..100, 1000)
+        .with(&CallOptions::new().chunksize(1000))
+        .imap_unordered(cube, 0..100)
         .map(Result::unwrap)
         .collect();
     unordered.sort();
@@ -214,7 +224,10 @@ fn the_initializer_runs_in_each_worker_before_tasks() {
         .initializer(set_state, ("ready".to_string(),))
         .build()
         .unwrap();
-    let states = pool.map_chunked(read_state, 0..8, 1).unwrap();
+    let states = pool
+        .with(&CallOptions::new().chunksize(1))
+        .map(read_state, 0..8)
+        .unwrap();
     assert!(states.iter().all(|s| s == "ready"), "{states:?}");
 }
 
@@ -244,7 +257,10 @@ fn max_tasks_per_child_rotates_workers() {
         .max_tasks_per_child(2)
         .build()
         .unwrap();
-    let pids = pool.map_chunked(pid_of, 0..6, 1).unwrap();
+    let pids = pool
+        .with(&CallOptions::new().chunksize(1))
+        .map(pid_of, 0..6)
+        .unwrap();
     assert_eq!(pids[0], pids[1]);
     assert_eq!(pids[2], pids[3]);
     assert_eq!(pids[4], pids[5]);
@@ -325,7 +341,9 @@ fn a_dying_worker_fails_only_its_task() {
 fn a_worker_killed_from_outside_mid_map_fails_the_map_and_the_pool_recovers() {
     let pool = Pool::new(1).unwrap();
     let victim = pool.apply(pid_of, (0,)).unwrap();
-    let pending = pool.map_async_chunked(sleep_for, (0..8).map(|_| 300), 1);
+    let pending = pool
+        .with(&CallOptions::new().chunksize(1))
+        .map_async(sleep_for, (0..8).map(|_| 300));
     std::thread::sleep(Duration::from_millis(100));
     // Kill the busy worker from outside, as the OOM killer would.
     // SAFETY: plain system call on a child of this process.
@@ -469,7 +487,8 @@ fn a_closed_or_terminated_pool_says_so() {
 fn dropping_a_pool_reaps_its_workers() {
     let pool = Pool::new(2).unwrap();
     let pids: HashSet<u32> = pool
-        .map_chunked(pid_of, 0..20, 1)
+        .with(&CallOptions::new().chunksize(1))
+        .map(pid_of, 0..20)
         .unwrap()
         .into_iter()
         .collect();
@@ -670,7 +689,11 @@ fn slow_tasks_after_quick_ones_spread_over_every_worker() {
     // takes one of them, then one more when it is done (two each). A worker that took several
     // at once would run four or more while others idle.
     let mut per_worker = std::collections::HashMap::<u32, usize>::new();
-    for pid in pool.map_chunked(slow_pid, 0..8, 1).unwrap() {
+    for pid in pool
+        .with(&CallOptions::new().chunksize(1))
+        .map(slow_pid, 0..8)
+        .unwrap()
+    {
         *per_worker.entry(pid).or_default() += 1;
     }
     assert_eq!(per_worker.len(), 4, "{per_worker:?}");
@@ -712,7 +735,10 @@ fn a_task_over_the_pools_time_limit_fails_alone_and_its_worker_is_replaced() {
         "the worker that ran over was replaced, the other kept: {before:?} {after:?}"
     );
     // A chunk size asked for is taken as 1: the stuck input fails alone, not its chunk.
-    let chunked: Vec<_> = pool.imap_chunked(sleep_for, [1, 120_000, 2], 3).collect();
+    let chunked: Vec<_> = pool
+        .with(&CallOptions::new().chunksize(3))
+        .imap(sleep_for, [1, 120_000, 2])
+        .collect();
     assert!(chunked[1].as_ref().unwrap_err().is_timeout());
     assert_eq!(
         (chunked[0].as_ref().ok(), chunked[2].as_ref().ok()),
@@ -726,7 +752,9 @@ fn a_per_call_time_limit_kills_only_its_task_and_not_those_queued_behind_it() {
     // Quick tasks of the same function teach the worker to take several at a time, so the
     // quick calls below wait in the worker behind the stuck one: they must run again elsewhere.
     pool.map(sleep_for, vec![0; 200]).unwrap();
-    let stuck = pool.apply_async_timeout(sleep_for, (120_000,), Duration::from_millis(300));
+    let stuck = pool
+        .with(&CallOptions::new().timeout(Duration::from_millis(300)))
+        .apply_async(sleep_for, (120_000,));
     let quick: Vec<_> = (0..20).map(|_| pool.apply_async(sleep_for, (0,))).collect();
     let err = stuck.get_timeout(LONG).unwrap_err();
     assert!(err.is_timeout(), "{err}");
@@ -736,7 +764,9 @@ fn a_per_call_time_limit_kills_only_its_task_and_not_those_queued_behind_it() {
     }
     // The limit counts from when the call starts running, not from when it was queued.
     let ahead = pool.apply_async(sleep_for, (2_000,));
-    let behind = pool.apply_async_timeout(sleep_for, (1,), Duration::from_millis(1_500));
+    let behind = pool
+        .with(&CallOptions::new().timeout(Duration::from_millis(1_500)))
+        .apply_async(sleep_for, (1,));
     assert_eq!(ahead.get_timeout(LONG).unwrap(), 2_000);
     assert_eq!(behind.get_timeout(LONG).unwrap(), 1);
     // A per-call limit overrides the pool's.
@@ -747,7 +777,8 @@ fn a_per_call_time_limit_kills_only_its_task_and_not_those_queued_behind_it() {
         .unwrap();
     assert_eq!(
         strict
-            .apply_timeout(sleep_for, (50,), Duration::from_secs(30))
+            .with(&CallOptions::new().timeout(Duration::from_secs(30)))
+            .apply(sleep_for, (50,))
             .unwrap(),
         50
     );
@@ -777,7 +808,12 @@ fn inputs_may_be_borrowed() {
     let sums: Vec<u64> = (0..10).map(|n| n * 100).collect();
     assert_eq!(pool.map(byte_sum, &blobs).unwrap(), sums);
     assert_eq!(pool.map(byte_sum, blobs.iter()).unwrap(), sums);
-    assert_eq!(pool.map_chunked(byte_sum, &blobs, 3).unwrap(), sums);
+    assert_eq!(
+        pool.with(&CallOptions::new().chunksize(3))
+            .map(byte_sum, &blobs)
+            .unwrap(),
+        sums
+    );
     assert_eq!(pool.map_async(byte_sum, &blobs).get().unwrap(), sums);
     let words: Vec<String> = ["ann", "bob"].map(String::from).to_vec();
     let streamed: Vec<String> = pool.imap(shout, &words).map(Result::unwrap).collect();
@@ -804,7 +840,9 @@ fn inputs_may_be_borrowed() {
 fn imap_has_an_exact_length_and_a_next_with_a_timeout() {
     let pool = Pool::new(2).unwrap();
     let inputs: Vec<u64> = (0..10).collect();
-    let mut squares = pool.imap_chunked(cube, &inputs, 3);
+    let mut squares = pool
+        .with(&CallOptions::new().chunksize(3))
+        .imap(cube, &inputs);
     assert_eq!(squares.len(), 10);
     squares.next().unwrap().unwrap();
     assert_eq!(squares.len(), 9);
@@ -828,7 +866,9 @@ fn imap_has_an_exact_length_and_a_next_with_a_timeout() {
 #[test]
 fn map_async_reports_its_progress() {
     let pool = Pool::new(2).unwrap();
-    let pending = pool.map_async_chunked(sleep_for, vec![30; 12], 1);
+    let pending = pool
+        .with(&CallOptions::new().chunksize(1))
+        .map_async(sleep_for, vec![30; 12]);
     let deadline = Instant::now() + LONG;
     let mut last = 0;
     while !pending.ready() && Instant::now() < deadline {
@@ -852,7 +892,9 @@ fn timeouts_of_duration_max_wait_as_long_as_it_takes() {
         .build()
         .unwrap();
     assert_eq!(pool.apply(sleep_for, (5,)).unwrap(), 5);
-    let pending = pool.apply_async_timeout(sleep_for, (5,), Duration::MAX);
+    let pending = pool
+        .with(&CallOptions::new().timeout(Duration::MAX))
+        .apply_async(sleep_for, (5,));
     assert!(pending.wait_timeout(Duration::MAX));
     assert_eq!(pending.get_timeout(Duration::MAX).unwrap(), 5);
     let mut naps = pool.imap(sleep_for, [5]);

@@ -3,12 +3,13 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
+use super::callbacks::{CallbackThread, call};
 use super::scheduler::{Control, Raw, Sink, lock};
 use crate::base::{Error, Handle, Kind, Result};
 use crate::runtime::spawn::Owner;
@@ -17,33 +18,53 @@ use crate::runtime::spawn::Owner;
 pub(crate) struct Completion<T> {
     state: Mutex<CompletionState<T>>,
     done: Condvar,
+    /// Where its callbacks run: the pool's callback thread.
+    callbacks: Arc<CallbackThread>,
 }
 
 struct CompletionState<T> {
     result: Option<Result<T>>,
     taken: bool,
+    /// The result is with the callback thread, which hands it back once its callbacks have run:
+    /// until then it is complete, but not yet ready to take.
+    lent: bool,
+    /// Callbacks to run when it completes (or, while it is lent, after those running).
+    callbacks: Vec<Callback<T>>,
     waker: Option<Waker>,
 }
 
-impl<T> Default for Completion<T> {
-    fn default() -> Self {
+/// A callback of [`AsyncResult::add_done_callback`].
+type Callback<T> = Box<dyn FnOnce(&Result<T>) + Send>;
+
+impl<T: Send + 'static> Completion<T> {
+    pub(crate) fn new(callbacks: Arc<CallbackThread>) -> Self {
         Completion {
             state: Mutex::new(CompletionState {
                 result: None,
                 taken: false,
+                lent: false,
+                callbacks: Vec::new(),
                 waker: None,
             }),
             done: Condvar::new(),
+            callbacks,
         }
     }
-}
 
-impl<T> Completion<T> {
-    /// Stores the result unless one is there already; wakes every waiter.
-    pub(crate) fn complete(&self, result: Result<T>) -> bool {
+    /// Stores the result unless one is there already; wakes every waiter. With callbacks, the
+    /// result goes to the callback thread first, and is stored when they have run: the caller
+    /// (a pool thread) only queues them.
+    pub(crate) fn complete(self: &Arc<Self>, result: Result<T>) -> bool {
         let mut state = lock(&self.state);
-        if state.result.is_some() || state.taken {
+        if state.result.is_some() || state.taken || state.lent {
             return false;
+        }
+        if !state.callbacks.is_empty() {
+            let callbacks = std::mem::take(&mut state.callbacks);
+            state.lent = true;
+            drop(state);
+            self.lend(result, callbacks);
+            return true;
         }
         state.result = Some(result);
         let waker = state.waker.take();
@@ -55,7 +76,106 @@ impl<T> Completion<T> {
         true
     }
 
+    /// Runs `callback` with the result once it is complete: at once (on the callback thread)
+    /// if it is.
+    fn add_callback(self: &Arc<Self>, callback: Callback<T>) {
+        let mut state = lock(&self.state);
+        if state.lent || (state.result.is_none() && !state.taken) {
+            state.callbacks.push(callback);
+            return;
+        }
+        match state.result.take() {
+            Some(result) => {
+                state.lent = true;
+                drop(state);
+                self.lend(result, vec![callback]);
+            }
+            None => {
+                // Taken already: there is no value left to show.
+                drop(state);
+                let taken = Err(Error::new(Kind::ResultTaken));
+                self.callbacks
+                    .run(Box::new(move || call(|| callback(&taken))));
+            }
+        }
+    }
+
+    /// Hands the result, with `callbacks` to run on it, to the callback thread.
+    fn lend(self: &Arc<Self>, result: Result<T>, callbacks: Vec<Callback<T>>) {
+        let lent = Lent {
+            completion: self.clone(),
+            result: Some(result),
+            callbacks,
+        };
+        self.callbacks.run(Box::new(move || lent.run_callbacks()));
+    }
+}
+
+/// A completed result on the callback thread, with the callbacks to run on it. However it
+/// ends (run, or dropped unrun), it hands the result back to its completion.
+struct Lent<T> {
+    completion: Arc<Completion<T>>,
+    result: Option<Result<T>>,
+    callbacks: Vec<Callback<T>>,
+}
+
+impl<T> Lent<T> {
+    fn run_callbacks(mut self) {
+        loop {
+            if let Some(result) = &self.result {
+                for callback in std::mem::take(&mut self.callbacks) {
+                    call(|| callback(result));
+                }
+            }
+            // Callbacks added while these ran run too, before the result is handed back.
+            let completion = self.completion.clone();
+            let mut state = lock(&completion.state);
+            if state.callbacks.is_empty() {
+                if let Some(result) = self.result.take() {
+                    hand_back(&completion, state, result);
+                }
+                return;
+            }
+            self.callbacks = std::mem::take(&mut state.callbacks);
+        }
+    }
+}
+
+/// Stores a lent result back in its completion (whose `state` is held), ready to take; wakes
+/// every waiter.
+fn hand_back<T>(
+    completion: &Completion<T>,
+    mut state: MutexGuard<'_, CompletionState<T>>,
+    result: Result<T>,
+) {
+    state.result = Some(result);
+    state.lent = false;
+    let waker = state.waker.take();
+    drop(state);
+    completion.done.notify_all();
+    if let Some(waker) = waker {
+        waker.wake();
+    }
+}
+
+impl<T> Drop for Lent<T> {
+    fn drop(&mut self) {
+        if let Some(result) = self.result.take() {
+            let state = lock(&self.completion.state);
+            hand_back(&self.completion, state, result);
+        }
+    }
+}
+
+impl<T> Completion<T> {
+    /// Complete: a result is there, taken, or with the callback thread.
     pub(crate) fn is_complete(&self) -> bool {
+        let state = lock(&self.state);
+        state.result.is_some() || state.taken || state.lent
+    }
+
+    /// Ready to take: complete, and its callbacks have run.
+    fn is_ready(&self) -> bool {
         let state = lock(&self.state);
         state.result.is_some() || state.taken
     }
@@ -64,7 +184,7 @@ impl<T> Completion<T> {
         matches!(&lock(&self.state).result, Some(Ok(_)))
     }
 
-    /// Waits until complete or `deadline`; true if complete.
+    /// Waits until ready or `deadline`; true if ready.
     fn wait_until(&self, deadline: Option<Instant>) -> bool {
         let mut state = lock(&self.state);
         while state.result.is_none() && !state.taken {
@@ -136,7 +256,7 @@ struct GatherState<R> {
     missing: usize,
 }
 
-impl<R: DeserializeOwned, T> Gather<R, T> {
+impl<R: DeserializeOwned, T: Send + 'static> Gather<R, T> {
     /// Gathers `chunks` chunks of calls of `function` (named in errors).
     pub(crate) fn new(
         chunks: usize,
@@ -164,7 +284,7 @@ impl<R: DeserializeOwned, T> Gather<R, T> {
     }
 }
 
-impl<R: DeserializeOwned + Send, T: Send> Sink for Gather<R, T> {
+impl<R: DeserializeOwned + Send, T: Send + 'static> Sink for Gather<R, T> {
     fn deliver(&self, index: usize, result: Raw) {
         let values = result.and_then(|outcomes| {
             let mut values = Vec::with_capacity(outcomes.len());
@@ -205,7 +325,8 @@ impl<R: DeserializeOwned + Send, T: Send> Sink for Gather<R, T> {
 /// [`Pool::starmap_async`](crate::Pool::starmap_async).
 ///
 /// Wait for it with [`get`](AsyncResult::get) or [`get_timeout`](AsyncResult::get_timeout),
-/// poll it with [`ready`](AsyncResult::ready), stop it with [`cancel`](AsyncResult::cancel), or
+/// poll it with [`ready`](AsyncResult::ready), stop it with [`cancel`](AsyncResult::cancel), have
+/// a callback called with it ([`add_done_callback`](AsyncResult::add_done_callback)), or
 /// `.await` it: it is a [`Future`] that any executor can drive (a worker thread wakes it).
 /// Dropping it does not cancel the work.
 ///
@@ -361,7 +482,8 @@ impl<T> AsyncResult<T> {
         self.wait_until(Instant::now().checked_add(timeout))
     }
 
-    /// Whether the work has finished (successfully or not, or was cancelled).
+    /// Whether the work has finished (successfully or not, or was cancelled), and the
+    /// callbacks added with [`add_done_callback`](AsyncResult::add_done_callback) have run.
     ///
     /// # Examples
     ///
@@ -381,7 +503,7 @@ impl<T> AsyncResult<T> {
     /// assert!(result.ready());
     /// ```
     pub fn ready(&self) -> bool {
-        !self.owner.is_here() || self.completion.is_complete()
+        !self.owner.is_here() || self.completion.is_ready()
     }
 
     /// Whether the work has finished and every call in it returned a value. False while it
@@ -418,7 +540,7 @@ impl<T> AsyncResult<T> {
     /// # Examples
     ///
     /// ```
-    /// use mp_runtime::{process_fn, Pool};
+    /// use mp_runtime::{process_fn, CallOptions, Pool};
     ///
     /// #[process_fn]
     /// fn double(x: u32) -> u32 {
@@ -426,7 +548,7 @@ impl<T> AsyncResult<T> {
     /// }
     ///
     /// let pool = Pool::new(2).unwrap();
-    /// let pending = pool.map_async_chunked(double, 0..10, 3);
+    /// let pending = pool.with(&CallOptions::new().chunksize(3)).map_async(double, 0..10);
     /// let (done, total) = pending.progress();
     /// assert!(done <= total);
     /// assert_eq!(total, 10);
@@ -436,6 +558,71 @@ impl<T> AsyncResult<T> {
     pub fn progress(&self) -> (usize, usize) {
         let done = self.progress.done.load(Ordering::Relaxed);
         (done.min(self.progress.total), self.progress.total)
+    }
+}
+
+impl<T: Send + 'static> AsyncResult<T> {
+    /// Calls `callback` with the result once the work is done, like concurrent.futures'
+    /// `add_done_callback`; at once if it is done already. Python's `apply_async(...,
+    /// callback=, error_callback=)` is a `match` on what it is given:
+    ///
+    /// ```
+    /// # use mp_runtime::{process_fn, Pool};
+    /// # #[process_fn]
+    /// # fn add(a: i32, b: i32) -> i32 { a + b }
+    /// # let pool = Pool::new(1).unwrap();
+    /// pool.apply_async(add, (1, 2)).add_done_callback(|result| match result {
+    ///     Ok(sum) => println!("got {sum}"),          // callback=
+    ///     Err(error) => eprintln!("failed: {error}"), // error_callback=
+    /// });
+    /// ```
+    ///
+    /// Callbacks run in the parent, on a thread the pool owns (one per pool, started at its
+    /// first callback), one at a time, in the order their results completed; those of one
+    /// result in the order they were added. The result is still there for
+    /// [`get`](AsyncResult::get) afterwards: the callback sees it by reference, and the result
+    /// becomes ready to take (and [`ready`](AsyncResult::ready) true) once its callbacks have
+    /// run, as in Python's pool. A result taken already (by
+    /// [`get_timeout`](AsyncResult::get_timeout) or `.await`) gives a new callback an error
+    /// that says so.
+    ///
+    /// A callback that panics has its panic printed, and the pool and the later callbacks go
+    /// on. One that blocks delays no result and no time limit, of this pool or another: only
+    /// the callbacks after it, and the `get` of its own result. So a callback may submit work
+    /// to the same pool and wait for it, but must not wait for a result that has callbacks of
+    /// its own: they would run after it, on the same thread. Dropping the pool runs the
+    /// callbacks still queued (those of the work it ends too, with its closing error), waiting
+    /// for them at most a second; the thread finishes them after that and then exits. A
+    /// callback added once the pool and its thread are gone runs at once, on the caller's
+    /// thread. In a copy of the process made by `fork()` it is called at once, on the caller's
+    /// thread, with the error whose [`is_foreign_process`](Error::is_foreign_process) is true.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use std::time::Duration;
+    /// use mp_runtime::{process_fn, Pool};
+    ///
+    /// #[process_fn]
+    /// fn double(x: u32) -> u32 {
+    ///     x * 2
+    /// }
+    ///
+    /// let pool = Pool::new(2).unwrap();
+    /// let (sender, seen) = mpsc::channel();
+    /// let pending = pool.map_async(double, vec![1, 2, 3]);
+    /// pending.add_done_callback(move |values| sender.send(values.as_ref().unwrap().clone()).unwrap());
+    /// assert_eq!(seen.recv_timeout(Duration::from_secs(30)).unwrap(), vec![2, 4, 6]);
+    /// assert_eq!(pending.get().unwrap(), vec![2, 4, 6]); // still there
+    /// ```
+    pub fn add_done_callback(&self, callback: impl FnOnce(&Result<T>) + Send + 'static) {
+        if let Err(error) = self.owner.check(Handle::PoolResult) {
+            // A forked copy: the pool's thread is the original's, and this is the result.
+            call(|| callback(&Err(error)));
+            return;
+        }
+        self.completion.add_callback(Box::new(callback));
     }
 
     /// Cancels the work: calls still queued never run, and a worker running one is killed and

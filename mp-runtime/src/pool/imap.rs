@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
+use super::options::CallOptions;
 use super::scheduler::{Control, Raw, Shared, Sink, Task};
 use crate::base::{Error, Handle, Result};
 use crate::runtime::registry::Entry;
@@ -28,8 +29,9 @@ impl Sink for Stream {
 /// An iterator over the results of [`Pool::imap`](crate::Pool::imap) (input order) or
 /// [`Pool::imap_unordered`](crate::Pool::imap_unordered) (completion order), one `Result` per input.
 ///
-/// It reads its input lazily: at most 32 chunks per worker are queued or running at a time,
-/// so an endless input works, and the first results arrive while later ones compute. Dropping
+/// It reads its input lazily: at most 32 chunks per worker are queued or running at a time
+/// (and at most a [`buffersize`](crate::CallOptions::buffersize) of inputs read and not yet
+/// yielded, when one is given), so an endless input works, and the first results arrive while later ones compute. Dropping
 /// it drops what it had queued.
 ///
 /// Its [`size_hint`](Iterator::size_hint) counts the results still to come, exactly when the
@@ -65,8 +67,12 @@ pub struct IMap<'pool, I: Iterator, R> {
     encode: fn(&str, &[I::Item]) -> Result<Args>,
     inputs_done: bool,
     chunksize: usize,
+    /// The time limit of each task; `None` for none.
+    timeout: Option<Duration>,
     ordered: bool,
     max_in_flight: usize,
+    /// At most this many inputs read and not yet yielded.
+    buffersize: usize,
     /// Chunks submitted so far; the next one gets this index.
     submitted: usize,
     received: usize,
@@ -101,10 +107,11 @@ where
         processes: usize,
         function: Result<&'static Entry>,
         inputs: I,
-        chunksize: usize,
+        options: &CallOptions,
         ordered: bool,
         encode: fn(&str, &[I::Item]) -> Result<Args>,
     ) -> Self {
+        let timeout = options.timeout.or(pool.config.task_timeout);
         let (sender, results) = mpsc::channel();
         let (function, ready) = match function {
             Ok(entry) => (Some(entry), VecDeque::new()),
@@ -117,16 +124,19 @@ where
             inputs,
             encode,
             // A time limit is per call: a call stuck in a chunk would fail the chunk's others.
-            chunksize: match pool.config.task_timeout {
+            chunksize: match timeout {
                 Some(_) => 1,
-                None => chunksize.max(1),
+                None => options.chunksize.unwrap_or(1),
             },
+            timeout,
             ordered,
             // Enough chunks per worker to keep its pipeline full (short tasks are sent several
             // at a time) and more queued behind it, so that a driver refilling the pipeline finds
             // the next task there rather than waiting to be woken for it; few enough that the
             // input is read lazily.
             max_in_flight: 32 * processes,
+            // Checked: a chunk fits in it.
+            buffersize: options.buffersize.unwrap_or(usize::MAX),
             submitted: 0,
             received: 0,
             next_chunk: 0,
@@ -150,7 +160,10 @@ where
         let Some(function) = self.function else {
             return;
         };
-        while !self.inputs_done && self.submitted - self.received < self.max_in_flight {
+        while !self.inputs_done
+            && self.submitted - self.received < self.max_in_flight
+            && self.pending().saturating_add(self.chunksize) <= self.buffersize
+        {
             let chunk: Vec<I::Item> = self.inputs.by_ref().take(self.chunksize).collect();
             let taken = chunk.len();
             if taken < self.chunksize {
@@ -177,7 +190,7 @@ where
                 index,
                 self.sink.clone(),
                 self.control.clone(),
-                self.pool.config.task_timeout,
+                self.timeout,
             );
             if self.pool.submit([task]).is_err() {
                 // The refused task delivered the pool's closing error itself, as it dropped.

@@ -3,7 +3,9 @@
 //! A public room: uses every tier below and `process`; used by users, `macros` and `entry`.
 
 mod async_result;
+mod callbacks;
 mod imap;
+mod options;
 #[cfg(feature = "mpi")]
 pub(crate) mod rank;
 #[cfg(feature = "mpi")]
@@ -39,9 +41,11 @@ use serde::Serialize;
 
 pub use async_result::AsyncResult;
 pub use imap::IMap;
+pub use options::{CallOptions, Calls};
 pub use wait::{Waitable, wait};
 
 use async_result::{Completion, Gather, Progress};
+use callbacks::CallbackThread;
 use scheduler::{Control, Placement, Shared, Task, WorkerConfig, lock, wait_started};
 
 use crate::base::{Error, Handle, Result};
@@ -88,6 +92,8 @@ pub struct Pool {
     drivers: Mutex<Vec<JoinHandle<()>>>,
     /// Worker processes in all (on every rank still in the job, for a pool over MPI ranks).
     processes: Arc<AtomicUsize>,
+    /// Runs the callbacks of its results.
+    callbacks: Arc<CallbackThread>,
 }
 
 /// Settings for a [`Pool`], from [`Pool::builder`].
@@ -206,9 +212,9 @@ impl PoolBuilder {
     /// disturbed: those queued behind it on that worker run on another.
     ///
     /// The limit is per call: with it, maps send each input as a task of its own (a chunk size
-    /// given to `map_chunked` or `imap_chunked` is then taken as 1), so a slow input fails
-    /// alone. [`Pool::apply_timeout`] and [`Pool::apply_async_timeout`] give one call a limit
-    /// of its own. Not for pools over MPI ranks: [`build`](PoolBuilder::build) then fails.
+    /// given with [`CallOptions::chunksize`] is then taken as 1), so a slow input fails alone.
+    /// [`CallOptions::timeout`] gives one call a limit of its own. Not for pools over MPI
+    /// ranks: [`build`](PoolBuilder::build) then fails.
     ///
     /// # Examples
     ///
@@ -243,7 +249,7 @@ impl PoolBuilder {
     /// # Examples
     ///
     /// ```
-    /// use mp_runtime::{process_fn, Pool};
+    /// use mp_runtime::{process_fn, CallOptions, Pool};
     ///
     /// #[process_fn]
     /// fn pid(_: u32) -> u32 {
@@ -251,7 +257,7 @@ impl PoolBuilder {
     /// }
     ///
     /// let pool = Pool::builder().processes(1).max_tasks_per_child(2).build().unwrap();
-    /// let pids = pool.map_chunked(pid, 0..4, 1).unwrap();
+    /// let pids = pool.with(&CallOptions::new().chunksize(1)).map(pid, 0..4).unwrap();
     /// assert_eq!(pids[0], pids[1]);
     /// assert_ne!(pids[1], pids[2]);
     /// ```
@@ -413,6 +419,7 @@ impl PoolBuilder {
                 owner: Owner::this_process(),
                 drivers: Mutex::new(started.drivers),
                 processes: started.processes,
+                callbacks: CallbackThread::new(),
             };
             return match started.failure {
                 // Dropping the pool stops the drivers that did start.
@@ -443,6 +450,7 @@ impl PoolBuilder {
             owner: Owner::this_process(),
             drivers: Mutex::new(drivers),
             processes: Arc::new(AtomicUsize::new(processes)),
+            callbacks: CallbackThread::new(),
         };
         match failure {
             // Dropping the pool terminates and reaps the workers that did start.
@@ -550,7 +558,8 @@ fn only<R>(mut values: Vec<R>) -> Result<R> {
         .ok_or_else(|| Error::protocol("a worker answered a call with no outcome"))
 }
 
-/// How a submission is cut into tasks and encoded.
+/// How a submission is cut into tasks and encoded: a call's [`CallOptions`], and what its kind
+/// of call adds.
 struct Submission<X> {
     /// Inputs per task; `None` for [`auto_chunksize`].
     chunksize: Option<usize>,
@@ -559,40 +568,11 @@ struct Submission<X> {
     /// For a caller that waits for the result anyway: at most this many chunks are encoded
     /// and not yet done at a time. `None`: all are encoded before `submit` returns.
     ahead: Option<usize>,
+    /// With `ahead`: at most this many inputs encoded and not yet done (and no larger default
+    /// chunk).
+    buffersize: Option<usize>,
     /// Encodes a chunk of inputs as calls of the function with the given id.
     encode: fn(&str, &[X]) -> Result<protocol::Args>,
-}
-
-impl<X> Submission<X> {
-    fn new(encode: fn(&str, &[X]) -> Result<protocol::Args>) -> Self {
-        Submission {
-            chunksize: None,
-            timeout: None,
-            ahead: None,
-            encode,
-        }
-    }
-
-    fn ahead(self, chunks: usize) -> Self {
-        Submission {
-            ahead: Some(chunks.max(1)),
-            ..self
-        }
-    }
-
-    fn chunksize(self, chunksize: usize) -> Self {
-        Submission {
-            chunksize: Some(chunksize),
-            ..self
-        }
-    }
-
-    fn timeout(self, timeout: Duration) -> Self {
-        Submission {
-            timeout: Some(timeout),
-            ..self
-        }
-    }
 }
 
 /// Encodes inputs of a one-argument function, each owned or borrowed, as its argument tuples:
@@ -666,34 +646,41 @@ impl Pool {
         &self,
         f: F,
         inputs: impl IntoIterator<Item = X>,
-        how: Submission<X>,
+        how: Result<Submission<X>>,
         finish: fn(Vec<F::Output>) -> Result<T>,
     ) -> AsyncResult<T>
     where
         F: ProcessFn<Args>,
         T: Send + 'static,
     {
-        let completion = Arc::new(Completion::default());
+        let completion = Arc::new(Completion::new(self.callbacks.clone()));
         let control = Arc::new(Control::default());
-        if let Err(error) = self.owner.check(Handle::Pool) {
-            // A forked copy: the queue and its locks are the original's. The result, failed
-            // already, is this process's own.
-            completion.complete(Err(error));
-            let progress = Arc::new(Progress::new(0));
-            let function = std::any::type_name::<F>();
-            return AsyncResult::new(completion, control, progress, function);
-        }
+        let how = match self.owner.check(Handle::Pool).and(how) {
+            Ok(how) => how,
+            Err(error) => {
+                // A forked copy, whose queue and locks are the original's, or options that
+                // cannot work. The result, failed already, is this process's own.
+                completion.complete(Err(error));
+                let progress = Arc::new(Progress::new(0));
+                let function = std::any::type_name::<F>();
+                return AsyncResult::new(completion, control, progress, function);
+            }
+        };
         let inputs: Vec<X> = inputs.into_iter().collect();
         let progress = Arc::new(Progress::new(inputs.len()));
         let timeout = how.timeout.or(self.shared.config.task_timeout);
+        let buffersize = how.buffersize.unwrap_or(usize::MAX);
         let chunksize = match timeout {
             // A time limit is per call: a call stuck in a chunk would fail the chunk's others.
             Some(_) => 1,
             None => how
                 .chunksize
-                .unwrap_or_else(|| auto_chunksize(inputs.len(), self.processes()))
-                .max(1),
+                .unwrap_or_else(|| auto_chunksize(inputs.len(), self.processes()).min(buffersize)),
         };
+        // Checked: a chunk fits in the buffer, so at least one chunk may be ahead.
+        let ahead = how
+            .ahead
+            .map(|chunks| chunks.min(buffersize / chunksize).max(1));
         let (function, failure) = match registry::lookup(&f) {
             Ok(entry) => {
                 let sink = Arc::new(Gather::new(
@@ -708,7 +695,7 @@ impl Pool {
                     .chunks(chunksize)
                     .enumerate()
                     .try_for_each(|(index, chunk)| {
-                        if let Some(ahead) = how.ahead {
+                        if let Some(ahead) = ahead {
                             if !room_for(index, ahead, chunksize, &progress, &completion) {
                                 // Failed already: the rest need not run.
                                 return Ok(());
@@ -727,6 +714,33 @@ impl Pool {
             completion.complete(Err(error));
         }
         AsyncResult::new(completion, control, progress, function)
+    }
+
+    /// Calls on this pool with `options`: `pool.with(&options).map(f, xs)` is
+    /// [`map`](Pool::map) with a chunk size, a time limit or a read-ahead of its own (see
+    /// [`CallOptions`]). Pool's own call methods are these with no option set.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mp_runtime::{process_fn, CallOptions, Pool};
+    ///
+    /// #[process_fn]
+    /// fn nap(ms: u64) -> u64 {
+    ///     std::thread::sleep(Duration::from_millis(ms));
+    ///     ms
+    /// }
+    ///
+    /// let pool = Pool::new(2).unwrap();
+    /// let limited = CallOptions::new().timeout(Duration::from_millis(300));
+    /// let naps: Vec<_> = pool.with(&limited).imap(nap, [1, 60_000, 2]).collect();
+    /// assert_eq!(naps[0].as_ref().unwrap(), &1);
+    /// assert!(naps[1].as_ref().unwrap_err().is_timeout());
+    /// assert_eq!(naps[2].as_ref().unwrap(), &2);
+    /// ```
+    pub fn with(&self, options: &CallOptions) -> Calls<'_> {
+        Calls::new(self, options)
     }
 
     /// How many chunks a blocking map keeps encoded and not yet done: as many as an `imap`
@@ -782,36 +796,7 @@ impl Pool {
         I::Item: Borrow<A>,
         A: Serialize,
     {
-        let how = Submission::new(single_arguments::<A, I::Item>).ahead(self.chunks_ahead());
-        self.submit(f, inputs, how, all).get()
-    }
-
-    /// [`map`](Pool::map) with chunks of `chunksize` inputs.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use mp_runtime::{process_fn, Pool};
-    ///
-    /// #[process_fn]
-    /// fn inc(x: u8) -> u8 {
-    ///     x + 1
-    /// }
-    ///
-    /// let pool = Pool::new(2).unwrap();
-    /// assert_eq!(pool.map_chunked(inc, vec![1, 2, 3], 2).unwrap(), vec![2, 3, 4]);
-    /// ```
-    pub fn map_chunked<F, A, I>(&self, f: F, inputs: I, chunksize: usize) -> Result<Vec<F::Output>>
-    where
-        F: ProcessFn<(A,)>,
-        I: IntoIterator,
-        I::Item: Borrow<A>,
-        A: Serialize,
-    {
-        let how = Submission::new(single_arguments::<A, I::Item>)
-            .chunksize(chunksize)
-            .ahead(self.chunks_ahead());
-        self.submit(f, inputs, how, all).get()
+        self.with(&CallOptions::default()).map(f, inputs)
     }
 
     /// [`map`](Pool::map) without waiting: returns an [`AsyncResult`] for the whole list.
@@ -837,39 +822,7 @@ impl Pool {
         I::Item: Borrow<A>,
         A: Serialize,
     {
-        let encode = single_arguments::<A, I::Item>;
-        self.submit(f, inputs, Submission::new(encode), all)
-    }
-
-    /// [`map_async`](Pool::map_async) with chunks of `chunksize` inputs.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use mp_runtime::{process_fn, Pool};
-    ///
-    /// #[process_fn]
-    /// fn inc(x: u8) -> u8 {
-    ///     x + 1
-    /// }
-    ///
-    /// let pool = Pool::new(2).unwrap();
-    /// assert_eq!(pool.map_async_chunked(inc, vec![1, 2], 1).get().unwrap(), vec![2, 3]);
-    /// ```
-    pub fn map_async_chunked<F, A, I>(
-        &self,
-        f: F,
-        inputs: I,
-        chunksize: usize,
-    ) -> AsyncResult<Vec<F::Output>>
-    where
-        F: ProcessFn<(A,)>,
-        I: IntoIterator,
-        I::Item: Borrow<A>,
-        A: Serialize,
-    {
-        let encode = single_arguments::<A, I::Item>;
-        self.submit(f, inputs, Submission::new(encode).chunksize(chunksize), all)
+        self.with(&CallOptions::default()).map_async(f, inputs)
     }
 
     /// Calls `f(a, b, ..)` for each tuple of arguments, results in input order, like Python's
@@ -895,8 +848,7 @@ impl Pool {
         I::Item: Borrow<Args>,
         Args: Serialize,
     {
-        let how = Submission::new(argument_tuples::<Args, I::Item>).ahead(self.chunks_ahead());
-        self.submit(f, inputs, how, all).get()
+        self.with(&CallOptions::default()).starmap(f, inputs)
     }
 
     /// [`starmap`](Pool::starmap) without waiting.
@@ -921,8 +873,7 @@ impl Pool {
         I::Item: Borrow<Args>,
         Args: Serialize,
     {
-        let encode = argument_tuples::<Args, I::Item>;
-        self.submit(f, inputs, Submission::new(encode), all)
+        self.with(&CallOptions::default()).starmap_async(f, inputs)
     }
 
     /// Calls `f(args..)` once in a worker and waits for the result, like Python's
@@ -946,7 +897,7 @@ impl Pool {
         F: ProcessFn<Args>,
         Args: Serialize,
     {
-        self.apply_async(f, args).get()
+        self.with(&CallOptions::default()).apply(f, args)
     }
 
     /// Calls `f(args..)` once in a worker without waiting: returns an [`AsyncResult`].
@@ -970,77 +921,7 @@ impl Pool {
         F: ProcessFn<Args>,
         Args: Serialize,
     {
-        let encode = argument_tuples::<Args, Args>;
-        self.submit(f, [args], Submission::new(encode).chunksize(1), only)
-    }
-
-    /// [`apply`](Pool::apply) with a time limit of its own, like pebble's
-    /// `schedule(timeout=)`: if the call runs longer, its worker is killed and replaced and the
-    /// error's [`is_timeout`](Error::is_timeout) is true. It overrides the pool's
-    /// [`task_timeout`](PoolBuilder::task_timeout).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use mp_runtime::{process_fn, Pool};
-    ///
-    /// #[process_fn]
-    /// fn nap(ms: u64) -> u64 {
-    ///     std::thread::sleep(Duration::from_millis(ms));
-    ///     ms
-    /// }
-    ///
-    /// let pool = Pool::new(1).unwrap();
-    /// let limit = Duration::from_millis(500);
-    /// let err = pool.apply_timeout(nap, (60_000,), limit).unwrap_err();
-    /// assert!(err.is_timeout());
-    /// assert!(err.to_string().contains("500ms"), "{err}");
-    /// assert_eq!(pool.apply_timeout(nap, (1,), Duration::from_secs(30)).unwrap(), 1);
-    /// ```
-    pub fn apply_timeout<F, Args>(&self, f: F, args: Args, limit: Duration) -> Result<F::Output>
-    where
-        F: ProcessFn<Args>,
-        Args: Serialize,
-    {
-        self.apply_async_timeout(f, args, limit).get()
-    }
-
-    /// [`apply_async`](Pool::apply_async) with a time limit of its own (see
-    /// [`apply_timeout`](Pool::apply_timeout)). The limit counts from when a worker starts the
-    /// call, not from when it was submitted.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use mp_runtime::{process_fn, Pool};
-    ///
-    /// #[process_fn]
-    /// fn nap(ms: u64) -> u64 {
-    ///     std::thread::sleep(Duration::from_millis(ms));
-    ///     ms
-    /// }
-    ///
-    /// let pool = Pool::new(2).unwrap();
-    /// let stuck = pool.apply_async_timeout(nap, (60_000,), Duration::from_millis(200));
-    /// let quick = pool.apply_async_timeout(nap, (5,), Duration::from_secs(30));
-    /// assert!(stuck.get().unwrap_err().is_timeout());
-    /// assert_eq!(quick.get().unwrap(), 5);
-    /// ```
-    pub fn apply_async_timeout<F, Args>(
-        &self,
-        f: F,
-        args: Args,
-        limit: Duration,
-    ) -> AsyncResult<F::Output>
-    where
-        F: ProcessFn<Args>,
-        Args: Serialize,
-    {
-        let encode = argument_tuples::<Args, Args>;
-        let how = Submission::new(encode).chunksize(1).timeout(limit);
-        self.submit(f, [args], how, only)
+        self.with(&CallOptions::default()).apply_async(f, args)
     }
 
     /// A lazy iterator of `f(x)` for each input, in input order, like Python's `Pool.imap`:
@@ -1068,38 +949,7 @@ impl Pool {
         I::Item: Borrow<A>,
         A: Serialize,
     {
-        self.imap_chunked(f, inputs, 1)
-    }
-
-    /// [`imap`](Pool::imap) with chunks of `chunksize` inputs: fewer round trips for small tasks.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use mp_runtime::{process_fn, Pool};
-    ///
-    /// #[process_fn]
-    /// fn square(x: u64) -> u64 {
-    ///     x * x
-    /// }
-    ///
-    /// let pool = Pool::new(2).unwrap();
-    /// let total: u64 = pool.imap_chunked(square, 0..1000, 100).map(|r| r.unwrap()).sum();
-    /// assert_eq!(total, 332_833_500);
-    /// ```
-    pub fn imap_chunked<F, A, I>(
-        &self,
-        f: F,
-        inputs: I,
-        chunksize: usize,
-    ) -> IMap<'_, I::IntoIter, F::Output>
-    where
-        F: ProcessFn<(A,)>,
-        I: IntoIterator,
-        I::Item: Borrow<A>,
-        A: Serialize,
-    {
-        self.imap_of(f, inputs, chunksize, true)
+        self.with(&CallOptions::default()).imap(f, inputs)
     }
 
     /// Like [`imap`](Pool::imap), but results come in the order they finish, like Python's
@@ -1127,38 +977,7 @@ impl Pool {
         I::Item: Borrow<A>,
         A: Serialize,
     {
-        self.imap_unordered_chunked(f, inputs, 1)
-    }
-
-    /// [`imap_unordered`](Pool::imap_unordered) with chunks of `chunksize` inputs.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use mp_runtime::{process_fn, Pool};
-    ///
-    /// #[process_fn]
-    /// fn square(x: u64) -> u64 {
-    ///     x * x
-    /// }
-    ///
-    /// let pool = Pool::new(2).unwrap();
-    /// let count = pool.imap_unordered_chunked(square, 0..100, 10).count();
-    /// assert_eq!(count, 100);
-    /// ```
-    pub fn imap_unordered_chunked<F, A, I>(
-        &self,
-        f: F,
-        inputs: I,
-        chunksize: usize,
-    ) -> IMap<'_, I::IntoIter, F::Output>
-    where
-        F: ProcessFn<(A,)>,
-        I: IntoIterator,
-        I::Item: Borrow<A>,
-        A: Serialize,
-    {
-        self.imap_of(f, inputs, chunksize, false)
+        self.with(&CallOptions::default()).imap_unordered(f, inputs)
     }
 
     /// The [`IMap`] of `f` over `inputs`, in input order if `ordered`.
@@ -1166,7 +985,7 @@ impl Pool {
         &self,
         f: F,
         inputs: I,
-        chunksize: usize,
+        options: &CallOptions,
         ordered: bool,
     ) -> IMap<'_, I::IntoIter, F::Output>
     where
@@ -1175,17 +994,19 @@ impl Pool {
         I::Item: Borrow<A>,
         A: Serialize,
     {
-        // In a forked copy the iterator yields the error and ends.
+        // In a forked copy, or with options that cannot work, the iterator yields the error and
+        // ends.
         let function = self
             .owner
             .check(Handle::Pool)
+            .and_then(|()| options.check())
             .and_then(|()| registry::lookup(&f));
         IMap::new(
             &self.shared,
             self.processes(),
             function,
             inputs.into_iter(),
-            chunksize,
+            options,
             ordered,
             single_arguments::<A, I::Item>,
         )
@@ -1291,12 +1112,15 @@ impl Drop for Pool {
             // the fork, so the shared state keeps one count forever, and the handles of
             // threads this process lacks are never detached.
             std::mem::forget(self.shared.clone());
+            std::mem::forget(self.callbacks.clone());
             let drivers = self.drivers.get_mut().unwrap_or_else(|e| e.into_inner());
             std::mem::forget(std::mem::take(drivers));
             return;
         }
         self.terminate();
         let _ = self.join();
+        // Every result is complete now, and its callbacks queued.
+        self.callbacks.close();
     }
 }
 

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mp_runtime::{Barrier, Error, Pool, process_fn};
+use mp_runtime::{Barrier, CallOptions, Error, Pool, process_fn};
 
 use super::bounded::must;
 use super::misbehave::{Arg, Mode, Ret, misbehave};
@@ -63,7 +63,8 @@ fn decode_panic_keeps_every_worker(via: Via) {
     let p = pool.clone();
     let pids = must("both workers after the failures", move || {
         let barrier = Barrier::new(2).unwrap();
-        p.map_chunked(meet, [barrier.clone(), barrier], 1)
+        p.with(&CallOptions::new().chunksize(1))
+            .map(meet, [barrier.clone(), barrier])
     })
     .expect("both workers run");
     assert_ne!(pids[0], pids[1], "one worker ran both tasks");

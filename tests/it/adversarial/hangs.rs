@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mp_runtime::{Pool, process_fn, spawn};
+use mp_runtime::{CallOptions, Pool, process_fn, spawn};
 use mp_support::wait_for;
 
 use super::bounded::{bounded, must};
@@ -236,7 +236,8 @@ fn a_blocking_map_of_more_chunks_than_it_holds_fails_at_its_failed_chunk() {
     let pool = Arc::new(Pool::new(2).unwrap());
     let p = pool.clone();
     let failed = must("a map of 5,000 chunks whose chunk 100 panics", move || {
-        p.map_chunked(fail_at_100, 0..5000u64, 1)
+        p.with(&CallOptions::new().chunksize(1))
+            .map(fail_at_100, 0..5000u64)
     });
     let error = failed.expect_err("chunk 100 panicked");
     assert!(error.is_panic(), "{error}");

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mp_runtime::{Error, Pool, StartMethod, get_start_method, spawn};
+use mp_runtime::{CallOptions, Error, Pool, StartMethod, get_start_method, spawn};
 
 use super::bounded::bounded;
 use super::misbehave::{Arg, BAD, Mode, Ret, fine, misbehave};
@@ -57,10 +57,16 @@ fn run(entry: Entry, pool: Option<&Pool>, inputs: Vec<Arg>) -> Got {
         Entry::Map => Got::Whole(pool().map(misbehave, inputs)),
         Entry::MapAsync => Got::Whole(pool().map_async(misbehave, inputs).get()),
         // Chunks of one, so that a crash of the bad task's worker is that task's alone.
-        Entry::Imap => Got::Each(pool().imap_chunked(misbehave, inputs, 1).collect()),
+        Entry::Imap => Got::Each(
+            pool()
+                .with(&CallOptions::new().chunksize(1))
+                .imap(misbehave, inputs)
+                .collect(),
+        ),
         Entry::ImapUnordered => Got::Each(
             pool()
-                .imap_unordered_chunked(misbehave, inputs, 1)
+                .with(&CallOptions::new().chunksize(1))
+                .imap_unordered(misbehave, inputs)
                 .collect(),
         ),
         Entry::Starmap => Got::Whole(pool().starmap(

@@ -7,7 +7,7 @@ use crate::adversarial::bounded;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mp_runtime::{Pool, Value, process_fn};
+use mp_runtime::{CallOptions, Pool, Value, process_fn};
 
 #[process_fn]
 fn add_value(value: Value<u64>, x: u64) -> u64 {
@@ -77,7 +77,10 @@ fn a_blocking_map_holds_only_the_chunks_the_workers_need_alone() {
     let got = bounded::bounded(
         "map of 3,000 one-input chunks with a handle each",
         Duration::from_secs(60),
-        move || p.map_chunked(value_plus, inputs, 1),
+        move || {
+            p.with(&CallOptions::new().chunksize(1))
+                .map(value_plus, inputs)
+        },
     );
     // SAFETY: plain system call restoring the limit read above.
     unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &old) };

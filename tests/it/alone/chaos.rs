@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use mp_runtime::{Pool, process_fn};
+use mp_runtime::{CallOptions, Pool, process_fn};
 
 #[process_fn]
 fn double_or_die(x: u64) -> u64 {
@@ -64,7 +64,10 @@ fn a_map_under_chaos_ends_every_task_exactly_once_alone() {
     let done = AtomicBool::new(false);
     let (results, kills) = std::thread::scope(|scope| {
         let chaos = scope.spawn(|| chaos(&done, 0x2545_f491_4f6c_dd1d));
-        let results: Vec<_> = pool.imap_chunked(double_or_die, 0..TASKS, 50).collect();
+        let results: Vec<_> = pool
+            .with(&CallOptions::new().chunksize(50))
+            .imap(double_or_die, 0..TASKS)
+            .collect();
         done.store(true, Ordering::SeqCst);
         (results, chaos.join().unwrap())
     });
@@ -115,7 +118,8 @@ fn soak_alone() {
         let (results, killed) = std::thread::scope(|scope| {
             let chaos = scope.spawn(|| chaos(&done, 0x9e37_79b9_7f4a_7c15 ^ rounds));
             let results: Vec<_> = pool
-                .imap_chunked(double_or_die, start..start + 100_000, 50)
+                .with(&CallOptions::new().chunksize(50))
+                .imap(double_or_die, start..start + 100_000)
                 .collect();
             done.store(true, Ordering::SeqCst);
             (results, chaos.join().unwrap())

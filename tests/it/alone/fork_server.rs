@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use mp_runtime::{
-    Event, Pool, Process, RLock, StartMethod, active_children, parent_process, process_fn,
-    set_start_method, spawn,
+    CallOptions, Event, Pool, Process, RLock, StartMethod, active_children, parent_process,
+    process_fn, set_start_method, spawn,
 };
 use mp_support::tasks::{abort, exit_with, sleep_ms};
 use mp_support::{is_running, unlisted_children, wait_for, zombie_children};
@@ -144,7 +144,10 @@ fn max_tasks_per_child_forks_fresh_workers_alone() {
         .max_tasks_per_child(1)
         .build()
         .unwrap();
-    let pids = pool.map_chunked(pid, 0..4, 1).unwrap();
+    let pids = pool
+        .with(&CallOptions::new().chunksize(1))
+        .map(pid, 0..4)
+        .unwrap();
     assert_eq!(
         pids.iter().collect::<std::collections::HashSet<_>>().len(),
         4

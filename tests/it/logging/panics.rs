@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use log::{Log, Metadata, Record};
-use mp_runtime::{Pool, process_fn};
+use mp_runtime::{CallOptions, Pool, process_fn};
 
 /// Keeps every record's text, and panics on one that says "boom".
 struct Panicky {
@@ -64,7 +64,9 @@ fn scenario() {
 
     let pool = Pool::new(2).unwrap();
     assert_eq!(
-        pool.map_chunked(say, 0..8, 1).unwrap(),
+        pool.with(&CallOptions::new().chunksize(1))
+            .map(say, 0..8)
+            .unwrap(),
         (0..8).collect::<Vec<_>>()
     );
     // The same pool goes on, and its records still reach the logger.

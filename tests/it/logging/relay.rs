@@ -8,7 +8,7 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use log::{Log, Metadata, Record};
-use mp_runtime::{Pool, process_fn};
+use mp_runtime::{CallOptions, Pool, process_fn};
 
 /// Keeps every record's text (target, then message). A record that says "BLOCK" holds the
 /// logger until the gate opens; one that says "SLOW" takes a millisecond.
@@ -348,7 +348,8 @@ fn scenario() {
     within(Duration::from_secs(3), "another pool's task", started);
     let started = Instant::now();
     let error = other
-        .apply_timeout(sleepy, (30,), Duration::from_millis(300))
+        .with(&CallOptions::new().timeout(Duration::from_millis(300)))
+        .apply(sleepy, (30,))
         .unwrap_err();
     assert!(error.is_timeout(), "{error}");
     within(Duration::from_secs(4), "a time limit of 300 ms", started);
