@@ -353,3 +353,17 @@ fn a_callback_added_from_a_callback_and_from_many_threads_runs_once_each() {
     assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 1600);
     assert_eq!(pending.get_timeout(LONG).unwrap(), 300);
 }
+
+#[test]
+fn a_result_whose_drop_panics_on_a_pool_thread_stops_no_later_result() {
+    let pool = Pool::new(1).unwrap();
+    BOMBS_ARMED.store(true, std::sync::atomic::Ordering::SeqCst);
+    // Fire and forget, no callback: the pool thread that completes it holds the last handle.
+    drop(pool.apply_async(bomb, (1,)));
+    std::thread::sleep(Duration::from_millis(300));
+    let later = pool
+        .apply_async(add, (2, 2))
+        .get_timeout(Duration::from_secs(10));
+    BOMBS_ARMED.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(later.unwrap(), 4);
+}
