@@ -212,3 +212,158 @@ fn dropping_the_pool_runs_the_callbacks_still_due() {
     stuck.add_done_callback(reporter(&sender));
     assert!(next(&seen).contains("taken"));
 }
+
+// Attacks on the callback thread (review of #20): what the pool runs there besides callbacks,
+// waits that cannot end, a pool dropped from its own thread, and the process's exit.
+
+/// Armed only in the parent, after its pool started (workers never drop one armed): a result
+/// whose drop panics there, as user code may.
+static BOMBS_ARMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Bomb(u64);
+
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        if BOMBS_ARMED.load(std::sync::atomic::Ordering::SeqCst) && !std::thread::panicking() {
+            panic!("a result that panics as it is dropped");
+        }
+    }
+}
+
+#[process_fn]
+fn bomb(x: u64) -> Bomb {
+    Bomb(x)
+}
+
+#[test]
+fn a_result_whose_drop_panics_on_the_callback_thread_stops_no_later_callback() {
+    let pool = Pool::new(1).unwrap();
+    BOMBS_ARMED.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (sender, seen) = mpsc::channel();
+    // Fire and forget: the callback thread holds the last handle on the result, and drops it.
+    let first = sender.clone();
+    pool.apply_async(bomb, (1,))
+        .add_done_callback(move |result| {
+            // Long enough for the pool thread to let go of the result.
+            std::thread::sleep(Duration::from_millis(300));
+            let _ = first.send(format!("{:?}", result.as_ref().map(|b| b.0)));
+        });
+    assert_eq!(next(&seen), "Ok(1)");
+    let later = pool.apply_async(add, (2, 2));
+    later.add_done_callback(reporter(&sender));
+    let after = seen.recv_timeout(Duration::from_secs(10));
+    BOMBS_ARMED.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(after.as_deref(), Ok("4"), "a later callback never ran");
+    assert_eq!(later.get_timeout(Duration::from_secs(10)).unwrap(), 4);
+}
+
+#[test]
+fn a_callback_that_waits_for_a_result_queued_behind_it_gets_an_error_not_a_hang() {
+    let pool = Arc::new(Pool::new(2).unwrap());
+    let (sender, seen) = mpsc::channel();
+    let behind = pool.apply_async(nap, (100,));
+    behind.add_done_callback(|_| {});
+    let first = pool.apply_async(add, (1, 1));
+    first.add_done_callback(move |_| {
+        // `behind` completes while this runs; its callback, and so its `get`, come after this.
+        let got = behind.get();
+        let _ = sender.send(format!("{got:?}"));
+    });
+    let got = seen
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the callback's get never returned: the callback thread waits for itself");
+    assert!(got.contains("callback"), "{got}");
+    assert_eq!(first.get_timeout(LONG).unwrap(), 2);
+}
+
+#[test]
+fn a_pool_dropped_by_its_own_callback_is_dropped_without_waiting_for_itself() {
+    let pool = Arc::new(Pool::new(1).unwrap());
+    let (sender, seen) = mpsc::channel();
+    let last = Arc::downgrade(&pool);
+    let pending = pool.apply_async(add, (1, 2));
+    let mut own = Some(pool);
+    pending.add_done_callback(move |_| {
+        // The last handle: the pool is dropped on its own callback thread.
+        let pool = own.take().unwrap();
+        let start = Instant::now();
+        drop(pool);
+        let _ = sender.send(start.elapsed());
+    });
+    let took = seen.recv_timeout(LONG).unwrap();
+    assert!(last.upgrade().is_none());
+    assert!(took < Duration::from_millis(900), "dropping took {took:?}");
+    assert_eq!(pending.get_timeout(LONG).unwrap(), 3);
+}
+
+#[process_fn]
+fn leave_a_callback_blocked() {
+    let pool = Pool::new(1).unwrap();
+    let pending = pool.apply_async(add, (1, 1));
+    pending.add_done_callback(|_| std::thread::sleep(Duration::from_secs(3600)));
+    // Closing, joining and dropping the pool, and the process's exit, wait for no callback.
+    let start = Instant::now();
+    pool.close();
+    pool.join().unwrap();
+    drop(pool);
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn a_process_with_a_callback_blocked_forever_still_exits() {
+    let mut child = mp_runtime::Process::start(leave_a_callback_blocked, ()).unwrap();
+    let start = Instant::now();
+    child.join_timeout(Duration::from_secs(30)).unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn a_callback_added_from_a_callback_and_from_many_threads_runs_once_each() {
+    let pool = Pool::new(2).unwrap();
+    let pending = Arc::new(pool.apply_async(nap, (300,)));
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| {
+                for _ in 0..100 {
+                    let count = count.clone();
+                    let again = pending.clone();
+                    pending.add_done_callback(move |_| {
+                        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        // The same result, from its own callback: runs before it is ready.
+                        let count = count.clone();
+                        again.add_done_callback(move |_| {
+                            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        });
+                    });
+                }
+            });
+        }
+    });
+    assert!(pending.wait_timeout(LONG));
+    assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 1600);
+    assert_eq!(pending.get_timeout(LONG).unwrap(), 300);
+}
+
+#[test]
+fn a_result_whose_drop_panics_on_a_pool_thread_stops_no_later_result() {
+    let pool = Pool::new(1).unwrap();
+    BOMBS_ARMED.store(true, std::sync::atomic::Ordering::SeqCst);
+    // Fire and forget, no callback: the pool thread that completes it holds the last handle.
+    drop(pool.apply_async(bomb, (1,)));
+    std::thread::sleep(Duration::from_millis(300));
+    let later = pool
+        .apply_async(add, (2, 2))
+        .get_timeout(Duration::from_secs(10));
+    BOMBS_ARMED.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(later.unwrap(), 4);
+}

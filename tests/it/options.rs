@@ -202,3 +202,57 @@ fn options_that_cannot_work_are_refused_by_every_kind_of_call() {
     // The pool goes on.
     assert_eq!(pool.map(double, 0..3).unwrap(), [0, 2, 4]);
 }
+
+#[test]
+fn calls_on_a_closed_pool_fail_with_its_closing_error_on_every_kind_of_call() {
+    let pool = Pool::new(1).unwrap();
+    let calls = pool.with(&CallOptions::new().chunksize(2).buffersize(4));
+    pool.close();
+    assert!(calls.map(double, 0..4).unwrap_err().is_closed());
+    assert!(
+        calls
+            .map_async(double, 0..4)
+            .get_timeout(LONG)
+            .unwrap_err()
+            .is_closed()
+    );
+    assert!(calls.apply(double, (1,)).unwrap_err().is_closed());
+    let mut streamed = calls.imap(double, 0..);
+    assert!(streamed.next().unwrap().unwrap_err().is_closed());
+    pool.join().unwrap();
+}
+
+#[test]
+fn extreme_options_work_or_fail_at_once() {
+    let pool = Pool::new(2).unwrap();
+    let huge = CallOptions::new()
+        .chunksize(usize::MAX)
+        .timeout(Duration::MAX);
+    assert_eq!(pool.with(&huge).map(double, 0..5).unwrap(), [0, 2, 4, 6, 8]);
+    let no_limit = CallOptions::new().chunksize(usize::MAX);
+    assert_eq!(
+        pool.with(&no_limit).map(double, 0..5).unwrap(),
+        [0, 2, 4, 6, 8]
+    );
+    assert_eq!(pool.with(&no_limit).imap(double, 0..5).count(), 5);
+    let tiny = CallOptions::new().timeout(Duration::from_nanos(1));
+    assert!(pool.with(&tiny).apply(nap, (50,)).unwrap_err().is_timeout());
+    // A read-ahead of one input on an endless input, with fewer inputs than workers ahead.
+    let one = CallOptions::new().buffersize(1);
+    let first: Vec<u64> = pool
+        .with(&one)
+        .imap(double, 0..)
+        .take(20)
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(first.len(), 20);
+    assert_eq!(pool.with(&one).map(double, 0..20).unwrap().len(), 20);
+    let unordered: Vec<_> = pool.with(&one).imap_unordered(refuse_odd, 0..6).collect();
+    assert_eq!(unordered.iter().filter(|r| r.is_err()).count(), 3);
+}
+
+#[process_fn]
+fn refuse_odd(x: u64) -> u64 {
+    assert!(x % 2 == 0, "odd {x}");
+    x
+}

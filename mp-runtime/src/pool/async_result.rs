@@ -184,8 +184,22 @@ impl<T> Completion<T> {
         matches!(&lock(&self.state).result, Some(Ok(_)))
     }
 
-    /// Waits until ready or `deadline`; true if ready.
+    /// Whether waiting here for it to be ready would never end: on its pool's callback thread,
+    /// for a result whose callbacks are to run there, after the one running now.
+    fn waits_for_itself(&self) -> bool {
+        if !self.callbacks.is_current() {
+            return false;
+        }
+        let state = lock(&self.state);
+        state.result.is_none() && !state.taken && (state.lent || !state.callbacks.is_empty())
+    }
+
+    /// Waits until ready or `deadline`; true if ready. False at once for a wait that would
+    /// never end ([`waits_for_itself`](Completion::waits_for_itself)).
     fn wait_until(&self, deadline: Option<Instant>) -> bool {
+        if self.waits_for_itself() {
+            return false;
+        }
         let mut state = lock(&self.state);
         while state.result.is_none() && !state.taken {
             match deadline {
@@ -405,7 +419,9 @@ impl<T> AsyncResult<T> {
     /// assert_eq!(pool.map_async(double, vec![1, 2]).get().unwrap(), vec![2, 4]);
     /// ```
     pub fn get(self) -> Result<T> {
-        self.wait_until(None);
+        if !self.wait_until(None) {
+            return Err(waits_for_itself());
+        }
         self.take()
     }
 
@@ -431,6 +447,9 @@ impl<T> AsyncResult<T> {
     /// assert_eq!(result.get_timeout(Duration::from_secs(30)).unwrap(), 5);
     /// ```
     pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
+        if self.owner.is_here() && self.completion.waits_for_itself() {
+            return Err(waits_for_itself());
+        }
         if !self.wait_until(Instant::now().checked_add(timeout)) {
             return Err(Error::timeout(
                 "a task's result (it goes on: wait again, or cancel it)",
@@ -588,12 +607,17 @@ impl<T: Send + 'static> AsyncResult<T> {
     ///
     /// A callback that panics has its panic printed, and the pool and the later callbacks go
     /// on. One that blocks delays no result and no time limit, of this pool or another: only
-    /// the callbacks after it, and the `get` of its own result. So a callback may submit work
-    /// to the same pool and wait for it, but must not wait for a result that has callbacks of
-    /// its own: they would run after it, on the same thread. Dropping the pool runs the
+    /// the callbacks after it, and the `get` of the results they belong to (its own among
+    /// them). So a callback may submit work to the same pool and wait for it; waiting for a
+    /// result of the same pool that has callbacks of its own would never end (they run after
+    /// it, on the same thread), so there [`get`](AsyncResult::get) and
+    /// [`get_timeout`](AsyncResult::get_timeout) fail at once with an error that says so
+    /// ([`is_usage`](Error::is_usage)), and [`wait`](AsyncResult::wait) and
+    /// [`wait_timeout`](AsyncResult::wait_timeout) return at once. Dropping the pool runs the
     /// callbacks still queued (those of the work it ends too, with its closing error), waiting
-    /// for them at most a second; the thread finishes them after that and then exits. A
-    /// callback added once the pool and its thread are gone runs at once, on the caller's
+    /// for them at most a second (not at all when a callback drops it); the thread finishes
+    /// them after that and then exits. A result whose `Drop` panics there, when its handles
+    /// are gone, has the panic printed, and the thread goes on. A callback added once the pool and its thread are gone runs at once, on the caller's
     /// thread. In a copy of the process made by `fork()` it is called at once, on the caller's
     /// thread, with the error whose [`is_foreign_process`](Error::is_foreign_process) is true.
     ///
@@ -658,6 +682,15 @@ impl<T: Send + 'static> AsyncResult<T> {
         }
         cancelled
     }
+}
+
+/// The error of a wait on a pool's callback thread for a result whose callbacks run there
+/// later: it would never end.
+fn waits_for_itself() -> Error {
+    Error::usage(
+        "a callback waits for a result whose own callbacks run after it, on the same thread: \
+         it would wait forever; take that result in a callback of its own, or on another thread",
+    )
 }
 
 impl<T> Future for AsyncResult<T> {

@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use super::scheduler::lock;
@@ -32,6 +33,8 @@ struct State {
     running: bool,
     /// The pool is gone: the thread exits once the queue is empty.
     closed: bool,
+    /// The thread, once started: a wait on it for its own later work would never end.
+    thread: Option<ThreadId>,
 }
 
 impl CallbackThread {
@@ -41,6 +44,7 @@ impl CallbackThread {
                 jobs: VecDeque::new(),
                 running: false,
                 closed: false,
+                thread: None,
             }),
             work: Condvar::new(),
             exited: Condvar::new(),
@@ -84,10 +88,20 @@ impl CallbackThread {
     /// left.
     fn serve(self: Arc<Self>) {
         let mut state = lock(&self.state);
+        state.thread = Some(std::thread::current().id());
         loop {
             if let Some(job) = state.jobs.pop_front() {
                 drop(state);
-                job();
+                // A job whose result's handles are all gone drops the result here: a panic in
+                // its `Drop` (user code) ends neither this thread nor the jobs behind it.
+                if let Err(panic) = crate::wire::panics::catch(job) {
+                    let location = panic.location.as_deref().unwrap_or("an unknown place");
+                    eprintln!(
+                        "mp: dropping a pool's result on its callback thread panicked at \
+                         {location}: {}; the pool and its callbacks go on",
+                        panic.message
+                    );
+                }
                 state = lock(&self.state);
             } else if state.closed {
                 state.running = false;
@@ -101,13 +115,23 @@ impl CallbackThread {
         }
     }
 
+    /// Whether this is the callback thread: there, waiting for a callback still to run waits
+    /// for itself.
+    pub(crate) fn is_current(&self) -> bool {
+        lock(&self.state).thread == Some(std::thread::current().id())
+    }
+
     /// For a pool being dropped: lets the thread exit once the callbacks queued have run, and
     /// waits for that at most [`CLOSE_WAIT`]. A callback still running then (one that blocks)
-    /// is left to finish on the thread, which exits after the callbacks queued behind it.
+    /// is left to finish on the thread, which exits after the callbacks queued behind it. A
+    /// pool dropped by one of its own callbacks does not wait: the thread would wait for itself.
     pub(crate) fn close(&self) {
         let mut state = lock(&self.state);
         state.closed = true;
         self.work.notify_all();
+        if state.running && state.thread == Some(std::thread::current().id()) {
+            return;
+        }
         let deadline = Instant::now() + CLOSE_WAIT;
         while state.running {
             let left = deadline.saturating_duration_since(Instant::now());

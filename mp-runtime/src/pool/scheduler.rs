@@ -23,6 +23,7 @@ use crate::runtime::spawn::{self, ChildProcess, Killer, Received, StartMethod};
 use crate::sys::Signal;
 use crate::wire::codec;
 use crate::wire::frame::{Channel, Frame};
+use crate::wire::panics;
 use crate::wire::protocol::{Args, Outcomes, Request};
 
 /// Tasks sent to one worker before its first reply: enough to hide the round trip, few enough
@@ -89,7 +90,16 @@ impl Task {
         if let Some(sink) = self.sink.take() {
             // The handles' descriptors are closed before anyone hears that the task is done.
             self.args.close_fds();
-            sink.deliver(self.index, result);
+            // The sink may hold the last handle on a result nobody waits for: dropping it runs
+            // the result's `Drop`, user code, whose panic must not end a pool thread.
+            let index = self.index;
+            if let Err(panic) = panics::catch(move || sink.deliver(index, result)) {
+                let location = panic.location.as_deref().unwrap_or("an unknown place");
+                eprintln!(
+                    "mp: dropping a pool's result panicked at {location}: {}; the pool goes on",
+                    panic.message
+                );
+            }
         }
     }
 }

@@ -261,6 +261,58 @@ fn a_queue_works_across_a_fork_alone() {
     assert_eq!(queue.get_timeout(Duration::from_secs(10)).unwrap(), 7);
 }
 
+/// The body of [`callbacks_in_a_forked_copy_are_called_at_once_and_the_original_s_run`], in a process of its own.
+#[process_fn]
+fn callbacks_in_a_forked_copy_are_called_at_once_and_the_original_s_run_alone() {
+    let pool = Pool::new(1).unwrap();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (entered, blocked) = std::sync::mpsc::channel();
+    // The fork comes while a callback runs on the callback thread, another queued behind it.
+    let stuck = pool.apply_async(double, (1,));
+    stuck.add_done_callback(move |_| {
+        entered.send(()).unwrap();
+        let _ = released.recv_timeout(Duration::from_secs(60));
+    });
+    blocked.recv_timeout(Duration::from_secs(60)).unwrap();
+    let (sender, seen) = std::sync::mpsc::channel();
+    let pending = pool.apply_async(double, (2,));
+    let to_original = sender.clone();
+    pending.add_done_callback(move |result| {
+        let _ = to_original.send(format!("{result:?}"));
+    });
+    let pool = RefCell::new(Some(pool));
+    in_forked_copy(|| {
+        let (in_copy, heard) = std::sync::mpsc::channel();
+        at_once("a callback added in the copy", || {
+            pending.add_done_callback(move |result| {
+                let _ = in_copy.send(result.as_ref().map(|_| ()).map_err(Clone::clone));
+            })
+        })?;
+        let called = heard
+            .try_recv()
+            .map_err(|_| "the copy's callback was not called at once".to_string())?;
+        foreign("a callback in the copy", called)?;
+        foreign(
+            "get_timeout in the copy",
+            at_once("get_timeout", || {
+                pending.get_timeout(Duration::from_secs(10))
+            })?,
+        )?;
+        at_once("dropping the pool", || drop(pool.take()))
+    })
+    .unwrap();
+    release.send(()).unwrap();
+    assert_eq!(seen.recv_timeout(Duration::from_secs(60)).unwrap(), "Ok(4)");
+    assert_eq!(stuck.get_timeout(Duration::from_secs(60)).unwrap(), 2);
+    assert_eq!(pending.get_timeout(Duration::from_secs(60)).unwrap(), 4);
+}
+
+/// Runs [`callbacks_in_a_forked_copy_are_called_at_once_and_the_original_s_run_alone`] in a child: what it changes or counts is that process's alone.
+#[test]
+fn callbacks_in_a_forked_copy_are_called_at_once_and_the_original_s_run() {
+    crate::in_child(callbacks_in_a_forked_copy_are_called_at_once_and_the_original_s_run_alone);
+}
+
 /// Runs [`dropping_a_pool_in_a_forked_copy_leaves_the_original_alone_alone`] in a child: what it changes or counts is that process's alone.
 #[test]
 fn dropping_a_pool_in_a_forked_copy_leaves_the_original_alone() {
