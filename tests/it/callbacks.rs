@@ -367,3 +367,49 @@ fn a_result_whose_drop_panics_on_a_pool_thread_stops_no_later_result() {
     BOMBS_ARMED.store(false, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(later.unwrap(), 4);
 }
+
+/// Armed only in the parent, by the one test that uses it.
+static FUSES_ARMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A result that panics as it is dropped (when armed) and that the parent cannot decode from 1.
+#[derive(Debug, serde::Serialize)]
+struct Fuse(u64);
+
+impl<'de> serde::Deserialize<'de> for Fuse {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = <u64 as serde::Deserialize>::deserialize(deserializer)?;
+        if value == 1 {
+            return Err(serde::de::Error::custom("a fuse of 1 does not decode"));
+        }
+        Ok(Fuse(value))
+    }
+}
+
+impl Drop for Fuse {
+    fn drop(&mut self) {
+        if FUSES_ARMED.load(std::sync::atomic::Ordering::SeqCst) && !std::thread::panicking() {
+            panic!("a result that panics as it is dropped");
+        }
+    }
+}
+
+#[process_fn]
+fn fuse(x: u64) -> Fuse {
+    Fuse(x)
+}
+
+// A chunk whose second value does not decode, after a first one whose `Drop` panics: the map
+// fails with the decoding error, instead of never completing.
+#[test]
+fn a_map_whose_decoded_values_panic_on_drop_after_a_failure_still_fails() {
+    let pool = Pool::new(1).unwrap();
+    FUSES_ARMED.store(true, std::sync::atomic::Ordering::SeqCst);
+    let pending = pool
+        .with(&CallOptions::new().chunksize(2))
+        .map_async(fuse, vec![0, 1]);
+    let outcome = pending.get_timeout(Duration::from_secs(10));
+    FUSES_ARMED.store(false, std::sync::atomic::Ordering::SeqCst);
+    let error = outcome.unwrap_err();
+    assert!(!error.is_timeout(), "the map never completed: {error}");
+    assert!(error.to_string().contains("does not decode"), "{error}");
+}

@@ -300,20 +300,20 @@ impl<R: DeserializeOwned, T: Send + 'static> Gather<R, T> {
 
 impl<R: DeserializeOwned + Send, T: Send + 'static> Sink for Gather<R, T> {
     fn deliver(&self, index: usize, result: Raw) {
-        let values = result.and_then(|outcomes| {
-            let mut values = Vec::with_capacity(outcomes.len());
-            outcomes.decode_all(self.function, &mut values)?;
-            Ok(values)
+        let mut values = Vec::new();
+        let decoded = result.and_then(|outcomes| {
+            values.reserve(outcomes.len());
+            outcomes.decode_all(self.function, &mut values)
         });
-        let values = match values {
-            Ok(values) => values,
-            Err(error) => {
-                // Report the failure at once; the rest of this submission need not run.
-                self.control.skip_queued();
-                self.completion.complete(Err(error));
-                return;
-            }
-        };
+        if let Err(error) = decoded {
+            // Report the failure at once; the rest of this submission need not run.
+            self.control.skip_queued();
+            self.completion.complete(Err(error));
+            // The values decoded before the failure are dropped only now, so that a `Drop`
+            // of theirs that panics cannot keep the caller from its error.
+            drop(values);
+            return;
+        }
         let mut parts = lock(&self.parts);
         if parts.chunks[index].is_none() {
             self.progress
