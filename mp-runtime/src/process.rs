@@ -189,6 +189,7 @@ impl<R: serde::de::DeserializeOwned> Process<R> {
                     })?;
                 return Err(Error::new(Kind::Died {
                     function: self.function.to_string(),
+                    pid: self.pid(),
                     exit,
                     said: self.child.said().map(str::to_string),
                 }));
@@ -330,11 +331,43 @@ impl<R> Process<R> {
     /// assert_eq!(p.join().unwrap_err().signal(), Some(15));
     /// ```
     pub fn terminate(&mut self) -> Result<()> {
+        self.send(Signal::TERM)
+    }
+
+    /// Sends the child SIGINT, as Ctrl-C would (Python 3.14's `Process.interrupt()`): a child
+    /// that handles SIGINT can stop its work and clean up, and its result comes as usual. A
+    /// child that does not handle it dies of it, as any Rust program does (mp sets no SIGINT
+    /// handler in children): [`join`](Process::join) then fails with
+    /// [`is_died`](Error::is_died) and [`signal`](Error::signal) `Some(2)`. Does nothing if
+    /// the child has already ended.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mp_runtime::{process_fn, spawn};
+    ///
+    /// #[process_fn]
+    /// fn nap() {
+    ///     std::thread::sleep(Duration::from_secs(10));
+    /// }
+    ///
+    /// let mut p = spawn!(nap).unwrap();
+    /// p.interrupt().unwrap();
+    /// let err = p.join().unwrap_err();
+    /// assert!(err.is_died());
+    /// assert_eq!(err.signal(), Some(2)); // SIGINT, not handled by `nap`
+    /// ```
+    pub fn interrupt(&mut self) -> Result<()> {
+        self.send(Signal::INT)
+    }
+
+    /// Sends `signal` to the child, unless it has already ended.
+    fn send(&mut self, signal: Signal) -> Result<()> {
         self.owner.check(Handle::Process)?;
         if self.try_status().is_some() {
             return Ok(());
         }
-        let signal = Signal::TERM;
         self.child.signal(signal).map_err(|e| {
             Error::io(
                 format!("cannot send {signal} to process {}", self.child.pid()),

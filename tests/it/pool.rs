@@ -337,6 +337,53 @@ fn a_dying_worker_fails_only_its_task() {
     assert_eq!(pool.map(cube, 0..10).unwrap(), cubes(0..10));
 }
 
+#[process_fn]
+fn report_pid_then_die(pids: mp_runtime::Queue<u32>) -> u64 {
+    pids.put(&std::process::id()).unwrap();
+    // SAFETY: plain system call: the worker kills itself.
+    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    unreachable!()
+}
+
+// pebble's `ProcessExpired.pid`: the error names the worker that died, by its pid.
+#[test]
+fn a_dead_workers_error_carries_its_pid() {
+    let pool = Pool::new(2).unwrap();
+    let pids = mp_runtime::Queue::new().unwrap();
+    let err = pool
+        .apply(report_pid_then_die, (pids.clone(),))
+        .unwrap_err();
+    let pid = pids.get_timeout(LONG).unwrap();
+    assert!(err.is_died(), "{err}");
+    assert_eq!(err.signal(), Some(libc::SIGKILL), "{err}");
+    assert_eq!(err.pid(), Some(pid), "{err}");
+    assert!(err.to_string().contains(&format!("process {pid}")), "{err}");
+    // Errors of other kinds have none.
+    assert_eq!(pool.apply(panic_on_five, (5,)).unwrap_err().pid(), None);
+}
+
+// The same for a worker killed because its task ran past its time limit.
+#[test]
+fn a_timed_out_tasks_error_carries_its_killed_workers_pid() {
+    let pool = Pool::new(1).unwrap();
+    let worker = pool.apply(pid_of, (0,)).unwrap();
+    let err = pool
+        .with(&CallOptions::new().timeout(Duration::from_millis(200)))
+        .apply(sleep_for, (120_000,))
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert_eq!(err.pid(), Some(worker), "{err}");
+    assert!(
+        err.to_string().contains(&format!("worker {worker}")),
+        "{err}"
+    );
+    assert!(
+        mp_support::wait_for(LONG, || !mp_support::is_running(worker)),
+        "the worker was killed and reaped"
+    );
+    assert_ne!(pool.apply(pid_of, (0,)).unwrap(), worker, "it was replaced");
+}
+
 #[test]
 fn a_worker_killed_from_outside_mid_map_fails_the_map_and_the_pool_recovers() {
     let pool = Pool::new(1).unwrap();
@@ -454,6 +501,108 @@ fn eight_threads_share_one_pool() {
             });
         }
     });
+}
+
+// Python's `join()` has no timeout; `join_timeout` bounds it, and can be called again.
+#[test]
+fn join_timeout_waits_at_most_its_timeout_and_can_be_called_again() {
+    let pool = Pool::new(2).unwrap();
+    assert!(
+        pool.join_timeout(LONG).unwrap_err().is_usage(),
+        "still open"
+    );
+    let pending = pool.apply_async(sleep_then, (3_000, 1));
+    let worker = pool.apply(pid_of, (0,)).unwrap();
+    pool.close();
+    let started = Instant::now();
+    let err = pool.join_timeout(Duration::from_millis(100)).unwrap_err();
+    let waited = started.elapsed();
+    assert!(err.is_timeout(), "{err}");
+    assert!(
+        waited >= Duration::from_millis(100) && waited < Duration::from_millis(2_500),
+        "{waited:?}"
+    );
+    pool.join_timeout(LONG).unwrap();
+    assert_eq!(pending.get().unwrap(), 1);
+    assert!(!mp_support::is_running(worker), "the workers were reaped");
+    // Again, once joined: at once.
+    pool.join_timeout(Duration::ZERO).unwrap();
+
+    // After terminate, a stuck task's worker is killed: the join is quick.
+    let pool = Pool::new(1).unwrap();
+    let stuck = pool.apply_async(sleep_then, (60_000, 1));
+    std::thread::sleep(Duration::from_millis(100));
+    pool.terminate();
+    pool.join_timeout(LONG).unwrap();
+    assert!(stuck.get().unwrap_err().is_closed());
+}
+
+static TERMINATED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_sigterm(_: libc::c_int) {
+    TERMINATED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Handles SIGTERM (`handle`: by noting it; else by ignoring it), says it is ready, then waits
+/// (bounded) for the signal; returns 7 once it came.
+#[process_fn]
+fn until_sigterm(ready: mp_runtime::Queue<()>, handle: bool) -> u64 {
+    let handler = if handle {
+        on_sigterm as extern "C" fn(libc::c_int) as libc::sighandler_t
+    } else {
+        libc::SIG_IGN
+    };
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    let previous = unsafe { libc::signal(libc::SIGTERM, handler) };
+    assert_ne!(previous, libc::SIG_ERR);
+    ready.put(&()).unwrap();
+    let deadline = Instant::now() + LONG;
+    while !TERMINATED.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if TERMINATED.load(std::sync::atomic::Ordering::SeqCst) {
+        7
+    } else {
+        0
+    }
+}
+
+// Python 3.14's `terminate_workers()`: SIGTERM to every worker; the pool ends as after
+// `terminate`, but a task that handles the signal gives its result.
+#[test]
+fn terminate_workers_sends_sigterm_and_ends_the_pool() {
+    let pool = Pool::new(2).unwrap();
+    let ready = mp_runtime::Queue::new().unwrap();
+    let handles = pool.apply_async(until_sigterm, (ready.clone(), true));
+    ready.get_timeout(LONG).unwrap();
+    let default = pool.apply_async(sleep_then, (60_000, 1));
+    let queued = pool.apply_async(sleep_then, (0, 2));
+    std::thread::sleep(Duration::from_millis(200));
+    pool.terminate_workers();
+    pool.join_timeout(LONG).unwrap();
+    assert_eq!(handles.get().unwrap(), 7);
+    assert!(default.get().unwrap_err().is_closed());
+    assert!(queued.get().unwrap_err().is_closed());
+    assert!(
+        pool.map(cube, 0..3).unwrap_err().is_closed(),
+        "no more work"
+    );
+}
+
+// A task that ignores SIGTERM keeps its worker: `join_timeout` says so, `kill_workers` ends it.
+#[test]
+fn kill_workers_ends_a_worker_that_ignored_terminate_workers() {
+    let pool = Pool::new(1).unwrap();
+    let ready = mp_runtime::Queue::new().unwrap();
+    let ignores = pool.apply_async(until_sigterm, (ready.clone(), false));
+    ready.get_timeout(LONG).unwrap();
+    pool.terminate_workers();
+    let err = pool.join_timeout(Duration::from_millis(300)).unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert!(!ignores.ready());
+    pool.kill_workers();
+    pool.join_timeout(LONG).unwrap();
+    assert!(ignores.get().unwrap_err().is_closed());
 }
 
 #[test]

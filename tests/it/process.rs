@@ -154,9 +154,13 @@ fn a_panic_carries_the_childs_backtrace_when_enabled() {
 
 #[test]
 fn a_child_that_dies_reports_how() {
-    let err = spawn!(abort).unwrap().join().unwrap_err();
+    let p = spawn!(abort).unwrap();
+    let pid = p.pid();
+    let err = p.join().unwrap_err();
     assert!(err.is_died(), "{err}");
     assert_eq!(err.signal(), Some(libc::SIGABRT));
+    assert_eq!(err.pid(), Some(pid), "{err}");
+    assert!(err.to_string().contains(&format!("process {pid}")), "{err}");
     assert!(err.to_string().contains("SIGABRT"), "{err}");
 
     let mut p = spawn!(exit_with, 3).unwrap();
@@ -171,6 +175,7 @@ fn a_child_that_dies_reports_how() {
     assert_eq!(unsafe { libc::kill(p.pid() as i32, libc::SIGKILL) }, 0);
     let err = p.join_timeout(LONG).unwrap_err();
     assert_eq!(err.signal(), Some(libc::SIGKILL), "{err}");
+    assert_eq!(err.pid(), Some(p.pid()), "{err}");
     assert_eq!(p.exit_code(), Some(-libc::SIGKILL));
 
     // The parent is unharmed.
@@ -459,4 +464,50 @@ fn active_children_lists_a_live_child_in_a_pid_namespace_without_its_own_proc() 
     }
     assert!(output.status.success(), "{text}");
     assert!(text.contains("1 passed"), "{text}");
+}
+
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Handles SIGINT, says it is ready, then waits (bounded) for the signal and returns 7.
+#[process_fn]
+fn clean_up_on_interrupt(ready: mp_runtime::Queue<()>) -> u32 {
+    let handler = on_sigint as extern "C" fn(libc::c_int);
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    let previous = unsafe { libc::signal(libc::SIGINT, handler as libc::sighandler_t) };
+    assert_ne!(previous, libc::SIG_ERR);
+    ready.put(&()).unwrap();
+    let deadline = Instant::now() + LONG;
+    while !INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+        7
+    } else {
+        0
+    }
+}
+
+// Python 3.14's `Process.interrupt()`: SIGINT, which a child that handles it survives, and one
+// that does not dies of.
+#[test]
+fn interrupt_lets_a_handling_child_finish_and_ends_one_that_does_not_handle_it() {
+    let ready = mp_runtime::Queue::new().unwrap();
+    let mut p = spawn!(clean_up_on_interrupt, ready.clone()).unwrap();
+    ready.get_timeout(LONG).unwrap();
+    p.interrupt().unwrap();
+    assert_eq!(p.join_timeout(LONG).unwrap(), 7);
+
+    let mut p = spawn!(sleep_ms, 60_000).unwrap();
+    p.interrupt().unwrap();
+    let err = p.join_timeout(LONG).unwrap_err();
+    assert!(err.is_died(), "{err}");
+    assert_eq!(err.signal(), Some(libc::SIGINT), "{err}");
+    assert!(err.to_string().contains("SIGINT"), "{err}");
+    // Once it has ended, interrupting it again does nothing.
+    p.interrupt().unwrap();
+    assert_eq!(p.exit_code(), Some(-libc::SIGINT));
 }

@@ -64,16 +64,18 @@ pub(crate) enum Kind {
         /// The child's backtrace, when `RUST_BACKTRACE` or `RUST_LIB_BACKTRACE` enabled one.
         backtrace: Option<String>,
     },
-    /// The process ended before it sent a result; `said` is why, when it said so before it
-    /// exited (a worker that could not start).
+    /// The process `pid` ended before it sent a result; `said` is why, when it said so before
+    /// it exited (a worker that could not start).
     Died {
         function: String,
+        pid: u32,
         exit: ExitReason,
         said: Option<String>,
     },
     /// A worker with a memory limit ended the way an allocation past the limit ends it.
     OutOfMemory {
         function: String,
+        pid: u32,
         exit: ExitReason,
         limit: u64,
     },
@@ -89,6 +91,12 @@ pub(crate) enum Kind {
     Mpi(String),
     /// A wait ran out of time; `what` says for what.
     Timeout { what: String, after: Duration },
+    /// A pool's task ran past its time limit, so its worker `pid` was killed.
+    TimeLimit {
+        function: String,
+        pid: u32,
+        limit: Duration,
+    },
     /// The function was passed without `#[process_fn]`.
     NotRegistered { name: String },
     /// The child does not know the id the parent asked for.
@@ -461,7 +469,7 @@ impl Error {
             Kind::RankLost { .. } => ErrorKind::RankLost,
             #[cfg(feature = "mpi")]
             Kind::Mpi(_) => ErrorKind::Mpi,
-            Kind::Timeout { .. } => ErrorKind::Timeout,
+            Kind::Timeout { .. } | Kind::TimeLimit { .. } => ErrorKind::Timeout,
             Kind::NotRegistered { .. } | Kind::UnknownId { .. } | Kind::DuplicateId { .. } => {
                 ErrorKind::NotRegistered
             }
@@ -681,6 +689,37 @@ impl Error {
         }
     }
 
+    /// The process id of the process that [died](Error::is_died) (pebble's
+    /// `ProcessExpired.pid`), or of the pool worker that was killed because its task ran past
+    /// its time limit ([`is_timeout`](Error::is_timeout)). `None` for every other error, and
+    /// for a lost MPI rank. The pid is that of a process already reaped: by now it may name
+    /// another process.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, spawn};
+    ///
+    /// #[process_fn]
+    /// fn crash() {
+    ///     std::process::abort();
+    /// }
+    ///
+    /// let p = spawn!(crash).unwrap();
+    /// let pid = p.pid();
+    /// let err = p.join().unwrap_err();
+    /// assert_eq!(err.pid(), Some(pid));
+    /// assert!(err.to_string().contains(&format!("process {pid}")), "{err}");
+    /// ```
+    pub fn pid(&self) -> Option<u32> {
+        match self.kind {
+            Kind::Died { pid, .. }
+            | Kind::OutOfMemory { pid, .. }
+            | Kind::TimeLimit { pid, .. } => Some(pid),
+            _ => None,
+        }
+    }
+
     /// True when a wait ran out of time; the work goes on.
     ///
     /// # Examples
@@ -699,7 +738,7 @@ impl Error {
     /// p.kill().unwrap();
     /// ```
     pub fn is_timeout(&self) -> bool {
-        matches!(self.kind, Kind::Timeout { .. })
+        matches!(self.kind, Kind::Timeout { .. } | Kind::TimeLimit { .. })
     }
 
     /// True when the other end of a [`Connection`](crate::Connection) is gone (closed, or its
@@ -955,27 +994,31 @@ impl fmt::Display for Error {
             },
             Kind::Died {
                 function,
+                pid,
                 exit,
                 said: None,
             } => write!(
                 f,
-                "the process running `{function}` {exit} before it sent a result"
+                "process {pid}, running `{function}`, {exit} before it sent a result"
             ),
             Kind::Died {
                 function,
+                pid,
                 exit,
                 said: Some(said),
             } => write!(
                 f,
-                "the process running `{function}` {exit} before it sent a result; it said: {said}"
+                "process {pid}, running `{function}`, {exit} before it sent a result; it said: \
+                 {said}"
             ),
             Kind::OutOfMemory {
                 function,
+                pid,
                 exit,
                 limit,
             } => write!(
                 f,
-                "the process running `{function}` {exit} before it sent a result: it most \
+                "process {pid}, running `{function}`, {exit} before it sent a result: it most \
                  likely went over the pool's memory limit of {} MiB; raise `memory_limit` or \
                  make the task use less",
                 limit >> 20
@@ -995,6 +1038,16 @@ impl fmt::Display for Error {
             Kind::Timeout { what, after } => {
                 write!(f, "timed out after {after:?} waiting for {what}")
             }
+            Kind::TimeLimit {
+                function,
+                pid,
+                limit,
+            } => write!(
+                f,
+                "timed out after {limit:?} waiting for `{function}` to return: it ran past its \
+                 time limit, so its worker {pid} was killed and replaced (raise the limit if it \
+                 needs longer)"
+            ),
             Kind::NotRegistered { name } => write!(
                 f,
                 "`{name}` cannot run in another process: it is not registered; add `#[process_fn]` \

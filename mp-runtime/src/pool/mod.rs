@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -53,6 +53,7 @@ use crate::runtime::registry::{self, Entry, ProcessFn};
 use crate::wire::protocol;
 
 use crate::runtime::spawn::{Owner, StartMethod};
+use crate::sys::Signal;
 
 /// A pool of worker processes.
 ///
@@ -1067,6 +1068,77 @@ impl Pool {
         }
     }
 
+    /// Python 3.14's `ProcessPoolExecutor.terminate_workers()`: [`terminate`](Pool::terminate),
+    /// but each worker is sent SIGTERM, not SIGKILL, so a task that handles SIGTERM can clean
+    /// up. As after `terminate`, the pool takes no more work ([`is_closed`](Error::is_closed)),
+    /// no worker is replaced, and queued tasks fail with `is_closed`. A running task fails with
+    /// `is_closed` when its worker dies of the signal (the default for a worker); one that
+    /// handles SIGTERM and returns first gives its result, and its worker then exits. A worker
+    /// whose task ignores SIGTERM runs on: [`join`](Pool::join) waits for it, so bound the wait
+    /// with [`join_timeout`](Pool::join_timeout) and follow up with
+    /// [`kill_workers`](Pool::kill_workers). Does nothing in a forked copy of the process that
+    /// built the pool (see [`Pool`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mp_runtime::{process_fn, Pool};
+    ///
+    /// #[process_fn]
+    /// fn forever() {
+    ///     loop {
+    ///         std::thread::sleep(Duration::from_secs(1));
+    ///     }
+    /// }
+    ///
+    /// let pool = Pool::new(1).unwrap();
+    /// let stuck = pool.apply_async(forever, ());
+    /// std::thread::sleep(Duration::from_millis(200)); // let it start
+    /// pool.terminate_workers();
+    /// if pool.join_timeout(Duration::from_secs(30)).is_err() {
+    ///     pool.kill_workers(); // a worker that ignored SIGTERM
+    ///     pool.join().unwrap();
+    /// }
+    /// assert!(stuck.get().unwrap_err().is_closed());
+    /// ```
+    pub fn terminate_workers(&self) {
+        if self.owner.is_here() {
+            self.shared.terminate_with(Signal::TERM);
+        }
+    }
+
+    /// Python 3.14's `ProcessPoolExecutor.kill_workers()`: the same as
+    /// [`terminate`](Pool::terminate), under Python's name. Every worker is sent SIGKILL, which
+    /// no task can handle: running and queued tasks fail with [`is_closed`](Error::is_closed),
+    /// no worker is replaced, the pool takes no more work, and [`join`](Pool::join) returns
+    /// once the workers are reaped. Also ends workers that ignored
+    /// [`terminate_workers`](Pool::terminate_workers). Does nothing in a forked copy of the
+    /// process that built the pool (see [`Pool`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mp_runtime::{process_fn, Pool};
+    ///
+    /// #[process_fn]
+    /// fn forever() {
+    ///     loop {
+    ///         std::thread::sleep(Duration::from_secs(1));
+    ///     }
+    /// }
+    ///
+    /// let pool = Pool::new(1).unwrap();
+    /// let stuck = pool.apply_async(forever, ());
+    /// pool.kill_workers();
+    /// pool.join().unwrap();
+    /// assert!(stuck.get().unwrap_err().is_closed());
+    /// ```
+    pub fn kill_workers(&self) {
+        self.terminate();
+    }
+
     /// Waits until every worker has exited and been reaped. Call [`close`](Pool::close) or
     /// [`terminate`](Pool::terminate) first; otherwise this returns an error at once rather
     /// than wait forever.
@@ -1086,21 +1158,82 @@ impl Pool {
                 "join waits for the workers to exit: call close() or terminate() first",
             ));
         }
-        // Every thread is joined, also after one that panicked: none is left running detached.
         let drivers = std::mem::take(&mut *lock(&self.drivers));
-        let panicked = drivers
-            .into_iter()
-            .map(JoinHandle::join)
-            .filter(std::result::Result::is_err)
-            .count();
-        if panicked > 0 {
-            return Err(Error::protocol(format!(
-                "{panicked} pool thread(s) panicked (a bug in mp: please report it); their \
-                 tasks failed and their workers were ended"
-            )));
-        }
-        Ok(())
+        join_drivers(drivers)
     }
+
+    /// [`join`](Pool::join), waiting at most `timeout`: fails with
+    /// [`is_timeout`](Error::is_timeout) if the workers have not all exited and been reaped
+    /// by then (they go on; call again). Like `join`, it needs [`close`](Pool::close) or
+    /// [`terminate`](Pool::terminate) first.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mp_runtime::{process_fn, Pool};
+    ///
+    /// #[process_fn]
+    /// fn nap(ms: u64) -> u64 {
+    ///     std::thread::sleep(Duration::from_millis(ms));
+    ///     ms
+    /// }
+    ///
+    /// let pool = Pool::new(1).unwrap();
+    /// let pending = pool.apply_async(nap, (500,));
+    /// pool.close();
+    /// assert!(pool.join_timeout(Duration::from_millis(1)).unwrap_err().is_timeout());
+    /// pool.join_timeout(Duration::from_secs(30)).unwrap();
+    /// assert_eq!(pending.get().unwrap(), 500);
+    /// ```
+    pub fn join_timeout(&self, timeout: Duration) -> Result<()> {
+        self.owner.check(Handle::Pool)?;
+        if !self.shared.is_closed() {
+            return Err(Error::usage(
+                "join_timeout waits for the workers to exit: call close() or terminate() first",
+            ));
+        }
+        // A timeout too long to reach (`Duration::MAX`) waits as `join` does.
+        let deadline = Instant::now().checked_add(timeout);
+        // std has no timed join: the drivers are polled, often at first (a pool ends quickly
+        // once closed), then every few milliseconds.
+        let mut pause = Duration::from_micros(100);
+        loop {
+            {
+                let mut drivers = lock(&self.drivers);
+                if drivers.iter().all(JoinHandle::is_finished) {
+                    // Finished threads join at once, under the lock or not.
+                    return join_drivers(std::mem::take(&mut *drivers));
+                }
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|at| now >= at) {
+                return Err(Error::timeout(
+                    "the pool's workers to exit (they go on: join again)",
+                    timeout,
+                ));
+            }
+            let left = deadline.map_or(pause, |at| at - now);
+            std::thread::sleep(pause.min(left));
+            pause = (pause * 2).min(Duration::from_millis(5));
+        }
+    }
+}
+
+/// Joins every driver thread, also after one that panicked: none is left running detached.
+fn join_drivers(drivers: Vec<JoinHandle<()>>) -> Result<()> {
+    let panicked = drivers
+        .into_iter()
+        .map(JoinHandle::join)
+        .filter(std::result::Result::is_err)
+        .count();
+    if panicked > 0 {
+        return Err(Error::protocol(format!(
+            "{panicked} pool thread(s) panicked (a bug in mp: please report it); their tasks \
+             failed and their workers were ended"
+        )));
+    }
+    Ok(())
 }
 
 impl Drop for Pool {

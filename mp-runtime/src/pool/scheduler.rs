@@ -178,11 +178,11 @@ impl Slot {
         }
     }
 
-    /// Kills the worker. Under the lock: the driver clears the killer under it before it reaps
-    /// the worker, so even without a pidfd the pid still names our child.
-    fn kill(&self) {
+    /// Sends the worker `signal`. Under the lock: the driver clears the killer under it before
+    /// it reaps the worker, so even without a pidfd the pid still names our child.
+    fn signal(&self, signal: Signal) {
         if let Some(worker) = &*lock(&self.worker) {
-            worker.kill();
+            worker.signal(signal);
         }
     }
 }
@@ -243,11 +243,17 @@ impl Shared {
 
     /// Stops everything now: queued tasks fail as closed, workers are killed.
     pub(crate) fn terminate(&self) {
+        self.terminate_with(Signal::KILL);
+    }
+
+    /// [`terminate`](Shared::terminate), sending the workers `signal` instead (a worker that
+    /// handles it may first finish its task).
+    pub(crate) fn terminate_with(&self, signal: Signal) {
         for task in self.tasks.terminate() {
             task.finish(Err(Error::new(Kind::Closed)));
         }
         for slot in &self.slots {
-            slot.kill();
+            slot.signal(signal);
         }
     }
 
@@ -572,31 +578,31 @@ impl Driver {
                 // Over its limit: the worker is killed (only that ends a call for sure), the
                 // task fails, and the tasks behind it, which never started, run elsewhere.
                 let _ = worker.child.kill();
+                let pid = worker.child.pid();
                 let exit = worker.reap(&self.slot, Instant::now() + EXIT_GRACE);
                 let function = self.in_flight.front().map_or("", |task| task.function.path);
-                let error = Error::timeout(
-                    format!(
-                        "`{function}` to return: it ran past its time limit, so its worker was \
-                         killed and replaced (raise the limit if it needs longer)"
-                    ),
+                let error = Error::new(Kind::TimeLimit {
+                    function: function.to_string(),
+                    pid,
                     limit,
-                );
-                self.lost(exit, None, Some(error));
+                });
+                self.lost(pid, exit, None, Some(error));
                 None
             }
             (Received::Gone | Received::TimedOut, _) => {
                 // Gone by its exit (reaped at once), or by closing its channel (then ended
                 // after a moment); it may have said why (a worker that could not start).
                 let said = worker.child.said().map(str::to_string);
+                let pid = worker.child.pid();
                 let exit = worker.reap(&self.slot, Instant::now() + EXIT_GRACE);
-                self.lost(exit, said, None);
+                self.lost(pid, exit, said, None);
                 None
             }
             (Received::Failed(error), _) => {
                 // Alive but out of step with us: end it; its task gets the reason.
                 let pid = worker.child.pid();
                 let exit = worker.reap(&self.slot, Instant::now());
-                self.lost(exit, None, Some(spawn::receive_failed(pid, error)));
+                self.lost(pid, exit, None, Some(spawn::receive_failed(pid, error)));
                 None
             }
         }
@@ -640,11 +646,10 @@ impl Driver {
         Some(worker)
     }
 
-    /// The worker is gone, having ended as `exit` (and said why, if it did: `said`): its first
-    /// task in flight fails with `cause`, or with its death (or runs again, if retries allow);
-    /// the tasks behind it never
-    /// started and go back to the queue.
-    fn lost(&mut self, exit: ExitReason, said: Option<String>, cause: Option<Error>) {
+    /// The worker `pid` is gone, having ended as `exit` (and said why, if it did: `said`): its
+    /// first task in flight fails with `cause`, or with its death (or runs again, if retries
+    /// allow); the tasks behind it never started and go back to the queue.
+    fn lost(&mut self, pid: u32, exit: ExitReason, said: Option<String>, cause: Option<Error>) {
         let for_cancel = self.slot.killed_for_cancel.swap(false, Ordering::SeqCst);
         let mut again = Vec::new();
         let mut tasks = self.in_flight.drain(..);
@@ -665,7 +670,7 @@ impl Driver {
                 task.deaths += 1;
                 again.push(task);
             } else {
-                let error = death(&self.shared.config, task.function, exit, said);
+                let error = death(&self.shared.config, task.function, pid, exit, said);
                 task.finish(Err(error));
             }
         }
@@ -677,8 +682,14 @@ impl Driver {
     }
 }
 
-/// The error of a task whose worker died as `exit`.
-fn death(config: &WorkerConfig, function: &Entry, exit: ExitReason, said: Option<String>) -> Error {
+/// The error of a task whose worker `pid` died as `exit`.
+fn death(
+    config: &WorkerConfig,
+    function: &Entry,
+    pid: u32,
+    exit: ExitReason,
+    said: Option<String>,
+) -> Error {
     let function = function.path.to_string();
     match config.memory_limit {
         // Rust aborts when an allocation fails; the kernel's OOM killer sends SIGKILL.
@@ -688,12 +699,14 @@ fn death(config: &WorkerConfig, function: &Entry, exit: ExitReason, said: Option
         {
             Error::new(Kind::OutOfMemory {
                 function,
+                pid,
                 exit,
                 limit,
             })
         }
         _ => Error::new(Kind::Died {
             function,
+            pid,
             exit,
             said,
         }),

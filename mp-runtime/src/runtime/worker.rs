@@ -229,10 +229,12 @@ impl OverflowReply {
     }
 }
 
-/// One outcome record saying that the worker running `function` overflowed its stack.
+/// One outcome record saying that the worker running `function` (this process) overflowed its
+/// stack.
 fn overflow_record(function: &str) -> Result<Vec<u8>> {
     let failure = Failure::from(Error::new(Kind::Died {
         function: function.to_string(),
+        pid: std::process::id(),
         exit: ExitReason::StackOverflow,
         said: None,
     }));

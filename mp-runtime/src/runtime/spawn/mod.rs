@@ -510,17 +510,22 @@ pub(crate) struct Killer {
 }
 
 impl Killer {
-    /// Sends SIGKILL. Through the pidfd this can never reach another process; without one, the
-    /// caller must make sure the child was not reaped yet (see the pool's `Slot`).
+    /// Sends SIGKILL; see [`signal`](Killer::signal).
     pub(crate) fn kill(&self) {
+        self.signal(Signal::KILL);
+    }
+
+    /// Sends `signal`. Through the pidfd this can never reach another process; without one,
+    /// the caller must make sure the child was not reaped yet (see the pool's `Slot`).
+    pub(crate) fn signal(&self, signal: Signal) {
         let sent = match &self.pidfd {
-            Some(pidfd) => pidfd::send_signal(pidfd.as_fd(), Signal::KILL),
-            None => pidfd::kill_pid(self.pid, Signal::KILL),
+            Some(pidfd) => pidfd::send_signal(pidfd.as_fd(), signal),
+            None => pidfd::kill_pid(self.pid, signal),
         };
         match sent {
-            // Already reaped: nothing to kill.
+            // Already reaped: nothing to signal.
             Err(e) if Cause::NoSuchProcess.is(&e) => {}
-            Err(e) => eprintln!("mp: cannot kill process {}: {e}", self.pid),
+            Err(e) => eprintln!("mp: cannot send {signal} to process {}: {e}", self.pid),
             Ok(()) => {}
         }
     }
@@ -587,6 +592,7 @@ mod tests {
         let exit = child.reap_until(Instant::now() + Duration::from_secs(20));
         let error = Error::new(crate::base::Kind::Died {
             function: "f".to_string(),
+            pid: child.pid(),
             exit: exit.unwrap(),
             said: Some(said),
         });
