@@ -720,7 +720,8 @@ impl Error {
         }
     }
 
-    /// True when a wait ran out of time; the work goes on.
+    /// True when a wait ran out of time; the work goes on. Also true when a pool's task ran
+    /// past its time limit: its worker was killed ([`pid`](Error::pid) names it) and replaced.
     ///
     /// # Examples
     ///

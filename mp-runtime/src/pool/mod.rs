@@ -1076,8 +1076,9 @@ impl Pool {
     /// handles SIGTERM and returns first gives its result, and its worker then exits. A worker
     /// whose task ignores SIGTERM runs on: [`join`](Pool::join) waits for it, so bound the wait
     /// with [`join_timeout`](Pool::join_timeout) and follow up with
-    /// [`kill_workers`](Pool::kill_workers). Does nothing in a forked copy of the process that
-    /// built the pool (see [`Pool`]).
+    /// [`kill_workers`](Pool::kill_workers). On a pool over MPI ranks it is `terminate`: the
+    /// ranks end their workers. Does nothing in a forked copy of the process that built the
+    /// pool (see [`Pool`]).
     ///
     /// # Examples
     ///
