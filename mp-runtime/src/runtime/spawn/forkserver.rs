@@ -168,13 +168,25 @@ impl Server {
     /// left, which are this process's children: none is left behind as a zombie.
     fn end(&self, why: String) {
         let mut control = lock(&self.control);
-        control.dead.get_or_insert(why);
         let mut sockets: Vec<OwnedFd> = control.held.take().map(|s| s.fds).unwrap_or_default();
-        // All it sent is there now, then end-of-file: the bound is only a backstop.
+        // All it sent is there now, then end-of-file: the bound is only a backstop. What it
+        // said before it exited (a refusal, its last words) is read here when this thread
+        // gets there before a start does, and is kept in the reason.
         let deadline = Instant::now() + SPARE_GRACE;
+        let mut said = None;
         while let Ok(Some(mut frame)) = control.channel.recv_until(Some(deadline)) {
+            if let Some(words) = frame.farewell() {
+                said = Some(words);
+            } else if frame.first() == Some(&b'R') {
+                said = Some(String::from_utf8_lossy(&frame[1..]).into_owned());
+            }
             sockets.append(&mut frame.fds);
         }
+        let why = match said {
+            Some(said) => format!("{why}; it said: {said}"),
+            None => why,
+        };
+        control.dead.get_or_insert(why);
         drop(control);
         for socket in sockets {
             if let Some(pid) = spare_pid(&mut Channel::new(UnixStream::from(socket))) {
