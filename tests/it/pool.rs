@@ -1054,3 +1054,126 @@ fn timeouts_of_duration_max_wait_as_long_as_it_takes() {
     let mut process = mp_runtime::spawn!(sleep_for, 5).unwrap();
     assert_eq!(process.join_timeout(Duration::MAX).unwrap(), 5);
 }
+
+// Attacks on join_timeout, terminate_workers, kill_workers and the pid of an error.
+
+/// Runs `f` on a thread and fails the test if it does not end within `limit` (a hang).
+fn bounded<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit).expect("hung")
+}
+
+// `join` takes the driver handles out under the lock and joins them outside it; a
+// `join_timeout` racing with it then finds no handles and says the workers were reaped,
+// while they still run.
+#[test]
+fn join_timeout_during_a_join_does_not_return_before_the_workers_exit() {
+    let pool = Arc::new(Pool::new(1).unwrap());
+    let worker = pool.apply(pid_of, (0,)).unwrap();
+    let pending = pool.apply_async(sleep_then, (2_000, 1));
+    pool.close();
+    let joiner = {
+        let pool = pool.clone();
+        std::thread::spawn(move || pool.join())
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    pool.join_timeout(LONG).unwrap();
+    assert!(
+        pending.ready(),
+        "join_timeout returned Ok while the task still ran"
+    );
+    assert!(!mp_support::is_running(worker), "worker still running");
+    joiner.join().unwrap().unwrap();
+}
+
+#[test]
+fn join_timeout_zero_max_and_concurrent() {
+    let pool = Arc::new(Pool::new(2).unwrap());
+    let pending = pool.apply_async(sleep_then, (500, 1));
+    pool.close();
+    assert!(pool.join_timeout(Duration::ZERO).unwrap_err().is_timeout());
+    let other = {
+        let pool = pool.clone();
+        std::thread::spawn(move || pool.join_timeout(LONG))
+    };
+    let p = pool.clone();
+    bounded(LONG, move || p.join_timeout(Duration::MAX)).unwrap();
+    other.join().unwrap().unwrap();
+    assert_eq!(pending.get().unwrap(), 1);
+    pool.join().unwrap();
+    pool.join_timeout(Duration::ZERO).unwrap();
+    pool.join_timeout(Duration::MAX).unwrap();
+}
+
+#[process_fn]
+fn ignore_sigterm_then(ms: u64) -> u64 {
+    // SAFETY: plain system call: the worker ignores SIGTERM from now on.
+    unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+// A worker left ignoring SIGTERM by an earlier task, idle when terminate_workers comes.
+#[test]
+fn terminate_workers_ends_an_idle_worker_that_ignores_sigterm() {
+    let pool = Arc::new(Pool::new(1).unwrap());
+    let worker = pool.apply(pid_of, (0,)).unwrap();
+    assert_eq!(pool.apply(ignore_sigterm_then, (0,)).unwrap(), 0);
+    pool.terminate_workers();
+    pool.terminate_workers();
+    pool.join_timeout(LONG).unwrap();
+    assert!(!mp_support::is_running(worker));
+}
+
+// Pending map_async / imap with a task that ignores SIGTERM: every result gets an error (or
+// its value), none hangs, after terminate_workers, join_timeout, kill_workers.
+#[test]
+fn terminate_workers_with_pending_map_async_and_imap() {
+    let pool = Arc::new(Pool::new(2).unwrap());
+    let stuck = pool.apply_async(ignore_sigterm_then, (60_000,));
+    let mapped = pool
+        .with(&CallOptions::new().chunksize(1))
+        .map_async(sleep_then_value, 0..50);
+    let p = pool.clone();
+    let imapped = std::thread::spawn(move || {
+        p.imap(ignore_sigterm_then, [30_000, 30_000, 1, 1, 1])
+            .map(|r| r.is_ok())
+            .collect::<Vec<_>>()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    pool.close();
+    pool.terminate_workers();
+    pool.terminate_workers();
+    assert!(
+        pool.join_timeout(Duration::from_millis(500))
+            .unwrap_err()
+            .is_timeout()
+    );
+    pool.kill_workers();
+    pool.kill_workers();
+    let p = pool.clone();
+    bounded(Duration::from_secs(20), move || p.join_timeout(LONG)).unwrap();
+    assert!(stuck.get_timeout(LONG).unwrap_err().is_closed());
+    assert!(mapped.get_timeout(LONG).is_err());
+    let imapped = bounded(Duration::from_secs(20), move || imapped.join().unwrap());
+    assert_eq!(imapped.len(), 5);
+}
+
+// With retries, the error names the last worker that died, a dead one.
+#[test]
+fn a_retried_tasks_error_names_its_last_dead_worker() {
+    let pool = Pool::builder().processes(1).retries(2).build().unwrap();
+    let pids = mp_runtime::Queue::new().unwrap();
+    let err = pool
+        .apply(report_pid_then_die, (pids.clone(),))
+        .unwrap_err();
+    let seen: Vec<u32> = (0..3).map(|_| pids.get_timeout(LONG).unwrap()).collect();
+    assert!(err.is_died(), "{err}");
+    assert_eq!(err.pid(), seen.last().copied(), "{err} {seen:?}");
+    assert!(!mp_support::is_running(err.pid().unwrap()));
+    let now = pool.apply(pid_of, (0,)).unwrap();
+    assert!(!seen.contains(&now));
+}

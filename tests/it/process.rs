@@ -511,3 +511,22 @@ fn interrupt_lets_a_handling_child_finish_and_ends_one_that_does_not_handle_it()
     p.interrupt().unwrap();
     assert_eq!(p.exit_code(), Some(-libc::SIGINT));
 }
+
+// Interrupt after the result was taken, after kill, twice: no error, and the
+// exit status stays that of the child's own end.
+#[test]
+fn interrupt_after_the_result_or_a_kill_does_nothing() {
+    let mut p = spawn!(answer).unwrap();
+    assert_eq!(p.join_timeout(LONG).unwrap(), 42);
+    assert!(wait_for(LONG, || !p.is_alive()));
+    p.interrupt().unwrap();
+    p.interrupt().unwrap();
+    assert_eq!(p.exit_code(), Some(0));
+
+    let mut p = spawn!(sleep_ms, 60_000).unwrap();
+    p.kill().unwrap();
+    p.interrupt().unwrap();
+    p.interrupt().unwrap();
+    assert_eq!(p.exit_code(), Some(-libc::SIGKILL));
+    assert!(!zombie_children().contains(&p.pid()));
+}

@@ -1159,8 +1159,7 @@ impl Pool {
                 "join waits for the workers to exit: call close() or terminate() first",
             ));
         }
-        let drivers = std::mem::take(&mut *lock(&self.drivers));
-        join_drivers(drivers)
+        self.join_drivers_within(None)
     }
 
     /// [`join`](Pool::join), waiting at most `timeout`: fails with
@@ -1194,8 +1193,16 @@ impl Pool {
                 "join_timeout waits for the workers to exit: call close() or terminate() first",
             ));
         }
-        // A timeout too long to reach (`Duration::MAX`) waits as `join` does.
-        let deadline = Instant::now().checked_add(timeout);
+        self.join_drivers_within(Some(timeout))
+    }
+
+    /// Waits until every driver thread has finished, for at most `timeout` (`None`: as long
+    /// as it takes), then joins them. The threads stay in the list until all have finished, so
+    /// that a `join` beside this one never finds the list empty too early and returns while
+    /// workers still run.
+    fn join_drivers_within(&self, timeout: Option<Duration>) -> Result<()> {
+        // A timeout too long to reach (`Duration::MAX`) waits as long as it takes.
+        let deadline = timeout.and_then(|timeout| Instant::now().checked_add(timeout));
         // std has no timed join: the drivers are polled, often at first (a pool ends quickly
         // once closed), then every few milliseconds.
         let mut pause = Duration::from_micros(100);
@@ -1208,14 +1215,17 @@ impl Pool {
                 }
             }
             let now = Instant::now();
-            if deadline.is_some_and(|at| now >= at) {
-                return Err(Error::timeout(
-                    "the pool's workers to exit (they go on: join again)",
-                    timeout,
-                ));
+            if let (Some(at), Some(timeout)) = (deadline, timeout) {
+                if now >= at {
+                    return Err(Error::timeout(
+                        "the pool's workers to exit (they go on: join again)",
+                        timeout,
+                    ));
+                }
+                std::thread::sleep(pause.min(at - now));
+            } else {
+                std::thread::sleep(pause);
             }
-            let left = deadline.map_or(pause, |at| at - now);
-            std::thread::sleep(pause.min(left));
             pause = (pause * 2).min(Duration::from_millis(5));
         }
     }
