@@ -46,6 +46,7 @@ extern "C" fn early_entry() {
                         &assignment.name,
                         &assignment.parent_name,
                         assignment.parent,
+                        assignment.depth,
                     );
                     std::panic::catch_unwind(|| {
                         worker::serve_calls(Channel::new(assignment.stream))
@@ -57,6 +58,7 @@ extern "C" fn early_entry() {
                         assignment.stream,
                         assignment.parent,
                         &assignment.parent_name,
+                        assignment.depth,
                     )
                 })
                 .unwrap_or(70),

@@ -64,10 +64,13 @@ macro_rules! spawn {
 /// `n`.
 ///
 /// Returns `mp_runtime::Result<Vec<R>>` in input order, as [`Pool::map`](crate::Pool::map).
-/// The inputs may be owned or borrowed (`&v`, `v.iter()`). The pool of each size is started on
-/// first use and kept while it is used, so calling `pool_map!` in a loop does not start new
+/// The inputs may be owned or borrowed (`&v`, `v.iter()`). The shared pool is started on first
+/// use and kept while it is used, so calling `pool_map!` in a loop does not start new
 /// processes each time; after 300 seconds unused its workers exit, and the next call starts
-/// them again (see [`set_shared_pool_idle_timeout`](crate::set_shared_pool_idle_timeout)).
+/// them again (see [`set_shared_pool_idle_timeout`](crate::set_shared_pool_idle_timeout)). A
+/// call with another number of processes resizes it ([`Pool::resize`](crate::Pool::resize)),
+/// keeping its workers; only a call made while another call uses the pool with a different
+/// number starts a second pool beside it.
 ///
 /// The shared pools are the process's own: in a copy made by `fork()`, `pool_map!` starts
 /// pools of the copy's own and leaves the original's workers alone.
@@ -261,6 +264,24 @@ fn shared_pool(processes: usize) -> Result<Arc<Pool>> {
     if let Some(shared) = pools.pools.get_mut(&processes) {
         shared.last_used = now;
         return Ok(shared.pool.clone());
+    }
+    // A pool of another size that no call uses now is resized, so that its workers serve this
+    // size too instead of a second pool starting beside it.
+    let unused = (pools.pools.iter())
+        .find(|(_, shared)| Arc::strong_count(&shared.pool) == 1)
+        .map(|(&size, _)| size);
+    if let Some(shared) = unused.and_then(|size| pools.pools.remove(&size)) {
+        // A pool that could not grow is dropped, which ends its workers; the next call starts
+        // afresh.
+        shared.pool.resize(processes)?;
+        pools.pools.insert(
+            processes,
+            SharedPool {
+                pool: shared.pool.clone(),
+                last_used: now,
+            },
+        );
+        return Ok(shared.pool);
     }
     let pool = Arc::new(Pool::new(processes)?);
     pools.pools.insert(

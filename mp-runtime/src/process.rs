@@ -91,7 +91,7 @@ impl<R: serde::de::DeserializeOwned> Process<R> {
         let args = protocol::Args::encode(entry.id, [args])?;
         let exit = codec::encode(&Request::Exit)?;
         let name = next_name();
-        let started = spawn::start_worker(crate::runtime::spawn::get_start_method(), &name)?;
+        let started = spawn::start_worker(crate::runtime::spawn::get_start_method(), &name, &[])?;
         let mut process = Process {
             name,
             function: entry.path,

@@ -20,6 +20,7 @@ mod pipe;
 mod pool;
 mod process;
 mod queue;
+mod resize;
 mod shared_memory;
 mod shared_pool;
 mod sync;

@@ -81,19 +81,37 @@ impl ProcessInfo {
     }
 }
 
-/// This process's name and its parent's, set once in a worker before `main` would run.
-static IDENTITY: OnceLock<(String, Option<ProcessInfo>)> = OnceLock::new();
+/// This process's name, its parent's, and its depth, set once in a worker before `main` would
+/// run.
+static IDENTITY: OnceLock<Identity> = OnceLock::new();
+
+struct Identity {
+    name: String,
+    parent: ProcessInfo,
+    /// How many mp processes are above this one: 1 for a child of the main process.
+    depth: usize,
+}
 
 /// The children this process started (re-executed, or forked by its fork server as its own), by
 /// pid: their names.
 static CHILDREN: Mutex<BTreeMap<u32, String>> = Mutex::new(BTreeMap::new());
 
-pub(crate) fn set_identity(name: &str, parent_name: &str, parent_pid: u32) {
+pub(crate) fn set_identity(name: &str, parent_name: &str, parent_pid: u32, depth: usize) {
     let parent = ProcessInfo {
         name: parent_name.to_string(),
         pid: parent_pid,
     };
-    let _ = IDENTITY.set((name.to_string(), Some(parent)));
+    let _ = IDENTITY.set(Identity {
+        name: name.to_string(),
+        parent,
+        depth,
+    });
+}
+
+/// How many mp processes started this one, one inside the other: 0 in the main process, 1 in
+/// its workers, 2 in the workers of a pool that a task of theirs built, and so on.
+pub(crate) fn depth() -> usize {
+    IDENTITY.get().map_or(0, |identity| identity.depth)
 }
 
 pub(crate) fn child_started(pid: u32, name: &str) {
@@ -140,7 +158,7 @@ pub(crate) fn is_known_child(pid: u32) -> bool {
 pub fn current_process() -> ProcessInfo {
     let name = IDENTITY
         .get()
-        .map_or("MainProcess", |(name, _)| name.as_str());
+        .map_or("MainProcess", |identity| identity.name.as_str());
     ProcessInfo {
         name: name.to_string(),
         pid: std::process::id(),
@@ -164,7 +182,7 @@ pub fn current_process() -> ProcessInfo {
 /// assert_eq!(spawn!(parent_pid).unwrap().join().unwrap(), Some(std::process::id()));
 /// ```
 pub fn parent_process() -> Option<ProcessInfo> {
-    IDENTITY.get().and_then(|(_, parent)| parent.clone())
+    IDENTITY.get().map(|identity| identity.parent.clone())
 }
 
 /// The children this process started ([`spawn!`](crate::spawn) processes and pool workers)

@@ -13,6 +13,6 @@ pub(crate) use context::is_known_child;
 pub use context::{
     ProcessInfo, active_children, cpu_count, current_process, mpi_rank, parent_process,
 };
-pub(crate) use context::{child_ended, child_started, current_binary, set_identity};
+pub(crate) use context::{child_ended, child_started, current_binary, depth, set_identity};
 pub use error::{Error, ErrorKind, Location, Result};
 pub(crate) use error::{ExitReason, Handle, Kind};

@@ -31,6 +31,8 @@ fn check_memory_limit(bytes: u64) -> Result<()> {
 }
 
 use std::borrow::Borrow;
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -48,7 +50,7 @@ use async_result::{Completion, Gather, Progress};
 use callbacks::CallbackThread;
 use scheduler::{Control, Placement, Shared, Task, WorkerConfig, lock, wait_started};
 
-use crate::base::{Error, Handle, Result};
+use crate::base::{Error, Handle, Kind, Result};
 use crate::runtime::registry::{self, Entry, ProcessFn};
 use crate::wire::protocol;
 
@@ -86,6 +88,34 @@ use crate::sys::Signal;
 /// let pool = Pool::new(2).unwrap();
 /// assert_eq!(pool.map(cubes, vec![3, 4, 5]).unwrap(), vec![27, 64, 125]);
 /// ```
+///
+/// # Nested pools
+///
+/// A task may build a pool of its own (or [`spawn!`](crate::spawn) a process), whose tasks may
+/// build pools too, up to a depth: a process 10 levels below the main process (its workers
+/// are level 1) starts no child, and building the pool fails with an error that says so, so
+/// that a recursion without end fails instead of forking until the machine runs out of
+/// processes (loky's `LOKY_MAX_DEPTH`). The environment variable `MP_MAX_DEPTH` sets the
+/// depth, in the main process's environment or in a pool's ([`PoolBuilder::env`]).
+///
+/// ```
+/// use mp_runtime::{process_fn, Pool};
+///
+/// /// Builds a pool that runs itself again, `levels` times.
+/// #[process_fn]
+/// fn nest(levels: u32) -> Result<u32, String> {
+///     if levels == 0 {
+///         return Ok(0);
+///     }
+///     let pool = Pool::new(1).map_err(|e| e.to_string())?;
+///     Ok(1 + pool.apply(nest, (levels - 1,)).map_err(|e| e.to_string())??)
+/// }
+///
+/// let pool = Pool::builder().processes(1).env("MP_MAX_DEPTH", "3").build().unwrap();
+/// assert_eq!(pool.apply(nest, (2,)).unwrap(), Ok(2)); // levels 2 and 3
+/// let too_deep = pool.apply(nest, (3,)).unwrap().unwrap_err();
+/// assert!(too_deep.contains("MP_MAX_DEPTH=3"));
+/// ```
 pub struct Pool {
     shared: Arc<Shared>,
     /// The process that built it: the only one its threads run in.
@@ -95,6 +125,12 @@ pub struct Pool {
     processes: Arc<AtomicUsize>,
     /// Runs the callbacks of its results.
     callbacks: Arc<CallbackThread>,
+    /// Whether its workers are this process's children (not an MPI pool's ranks).
+    local: bool,
+    /// Held by a [`resize`](Pool::resize), so that two resizes do not interleave.
+    resizing: Mutex<()>,
+    /// How many of its threads panicked (a bug in mp), counted as they are joined.
+    panicked: AtomicUsize,
 }
 
 /// Settings for a [`Pool`], from [`Pool::builder`].
@@ -124,6 +160,7 @@ pub struct PoolBuilder {
     initializer: Option<Result<(&'static Entry, protocol::Args)>>,
     start_method: Option<StartMethod>,
     placement: Placement,
+    env: Vec<(OsString, OsString)>,
 }
 
 impl PoolBuilder {
@@ -326,6 +363,38 @@ impl PoolBuilder {
         self
     }
 
+    /// Sets the environment variable `name` to `value` in this pool's workers only, as loky's
+    /// `env=`: for what a library reads from the environment (`OMP_NUM_THREADS=1`, so that
+    /// each worker's numeric library does not start a thread per core). Call it once per
+    /// variable; the workers inherit the rest of this process's environment. Workers started
+    /// with [`StartMethod::Spawn`] have the variables from their first instruction;
+    /// [`StartMethod::ForkServer`] workers get them when forked, before the initializer, so a
+    /// library the fork server loaded before does not see them. [`MP_MAX_DEPTH`](Pool#nested-pools)
+    /// set here limits how deep pools built by this pool's tasks may nest.
+    ///
+    /// `build` fails if a name is empty or holds `=` or a NUL byte, if a value holds a NUL
+    /// byte, or if a name starts with `MP_RUNTIME_` (mp's own).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, Pool};
+    ///
+    /// #[process_fn]
+    /// fn threads() -> Option<String> {
+    ///     std::env::var("OMP_NUM_THREADS").ok()
+    /// }
+    ///
+    /// let pool = Pool::builder().processes(1).env("OMP_NUM_THREADS", "1").build().unwrap();
+    /// assert_eq!(pool.apply(threads, ()).unwrap().as_deref(), Some("1"));
+    /// ```
+    pub fn env(mut self, name: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
+        let name = name.as_ref().to_os_string();
+        self.env.retain(|(set, _)| *set != name);
+        self.env.push((name, value.as_ref().to_os_string()));
+        self
+    }
+
     /// Runs the workers on the other ranks of the MPI job this program was started in (`mpirun
     /// -n N ./app`, `srun`), like mpi4py's `MPIPoolExecutor`: rank 0 runs `main` and this pool;
     /// every other rank runs the tasks it is sent in a local pool of its own, of
@@ -384,6 +453,7 @@ impl PoolBuilder {
         if self.max_tasks_per_child == Some(0) {
             return Err(Error::usage("`max_tasks_per_child` must be at least 1"));
         }
+        check_env(&self.env)?;
         let initializer = self.initializer.take().transpose()?;
         let remote = on_other_ranks(self.placement)?;
         if let (false, Some(bytes)) = (remote, self.memory_limit) {
@@ -410,6 +480,7 @@ impl PoolBuilder {
                 start_method: self
                     .start_method
                     .unwrap_or_else(crate::runtime::spawn::get_start_method),
+                env: std::mem::take(&mut self.env),
             },
         ));
         #[cfg(feature = "mpi")]
@@ -421,6 +492,9 @@ impl PoolBuilder {
                 drivers: Mutex::new(started.drivers),
                 processes: started.processes,
                 callbacks: CallbackThread::new(),
+                local: false,
+                resizing: Mutex::new(()),
+                panicked: AtomicUsize::new(0),
             };
             return match started.failure {
                 // Dropping the pool stops the drivers that did start.
@@ -428,30 +502,17 @@ impl PoolBuilder {
                 None => Ok(pool),
             };
         }
-        let (ready, started) = mpsc::channel();
         let mut drivers = Vec::with_capacity(processes);
-        let mut failure = None;
-        for slot in 0..processes {
-            let (shared, ready) = (shared.clone(), ready.clone());
-            match std::thread::Builder::new()
-                .name(format!("mp-pool-worker-{slot}"))
-                .spawn(move || scheduler::drive(shared, slot, ready))
-            {
-                Ok(driver) => drivers.push(driver),
-                Err(e) => {
-                    failure = Some(Error::io("cannot start a pool thread", e));
-                    break;
-                }
-            }
-        }
-        drop(ready);
-        wait_started(&started, drivers.len(), &mut failure);
+        let (_, failure) = start_drivers(&shared, processes, &mut drivers);
         let pool = Pool {
             shared,
             owner: Owner::this_process(),
             drivers: Mutex::new(drivers),
             processes: Arc::new(AtomicUsize::new(processes)),
             callbacks: CallbackThread::new(),
+            local: true,
+            resizing: Mutex::new(()),
+            panicked: AtomicUsize::new(0),
         };
         match failure {
             // Dropping the pool terminates and reaps the workers that did start.
@@ -459,6 +520,62 @@ impl PoolBuilder {
             None => Ok(pool),
         }
     }
+}
+
+/// Starts `count` driver threads (each starts its worker) and adds them to `drivers`; returns
+/// how many of them started their worker, and the first error, if one did not.
+fn start_drivers(
+    shared: &Arc<Shared>,
+    count: usize,
+    drivers: &mut Vec<JoinHandle<()>>,
+) -> (usize, Option<Error>) {
+    let (ready, started) = mpsc::channel();
+    let mut failure = None;
+    let mut spawned = 0;
+    for _ in 0..count {
+        let slot = shared.add_slot();
+        let (driver_shared, driver_slot, ready) = (shared.clone(), slot.clone(), ready.clone());
+        match std::thread::Builder::new()
+            .name(format!("mp-pool-worker-{}", drivers.len()))
+            .spawn(move || scheduler::drive(driver_shared, driver_slot, ready))
+        {
+            Ok(driver) => {
+                drivers.push(driver);
+                spawned += 1;
+            }
+            Err(e) => {
+                shared.remove_slot(&slot);
+                failure = Some(Error::io("cannot start a pool thread", e));
+                break;
+            }
+        }
+    }
+    drop(ready);
+    let ok = wait_started(&started, spawned, &mut failure);
+    (ok, failure)
+}
+
+/// Refuses a variable that no process could be given, or one of mp's own.
+fn check_env(env: &[(OsString, OsString)]) -> Result<()> {
+    for (name, value) in env {
+        let bytes = name.as_bytes();
+        let why = if bytes.is_empty() {
+            "is empty"
+        } else if bytes.contains(&b'=') {
+            "holds `=`"
+        } else if bytes.contains(&0) || value.as_bytes().contains(&0) {
+            "or its value holds a NUL byte"
+        } else if bytes.starts_with(b"MP_RUNTIME_") {
+            "is one of mp's own (MP_RUNTIME_*)"
+        } else {
+            continue;
+        };
+        return Err(Error::usage(format!(
+            "the pool's environment variable {name:?} {why}: no worker can be given it; pass \
+             another name or value to `env`"
+        )));
+    }
+    Ok(())
 }
 
 /// Whether a pool built with `placement` runs on the other ranks of an MPI job.
@@ -624,6 +741,7 @@ impl Pool {
             initializer: None,
             start_method: None,
             placement: Placement::Auto,
+            env: Vec::new(),
         }
     }
 
@@ -637,6 +755,92 @@ impl Pool {
     /// ```
     pub fn processes(&self) -> usize {
         self.processes.load(Ordering::SeqCst)
+    }
+
+    /// Changes how many worker processes the pool keeps, in place, as loky's
+    /// `executor._resize(n)`. Growing starts the new workers and returns once they have
+    /// started (or with the error of one that could not: the pool keeps those that did).
+    /// Shrinking returns at once: idle workers exit first, and busy ones as they finish their
+    /// current task, so no task is cut short; [`processes`](Pool::processes) says the new size
+    /// at once. Work already queued or running is not affected.
+    ///
+    /// Fails for a pool that is closed or terminated, for 0, and for a pool over MPI ranks
+    /// (its workers are the ranks' own).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, Pool};
+    ///
+    /// #[process_fn]
+    /// fn square(x: u32) -> u32 {
+    ///     x * x
+    /// }
+    ///
+    /// let pool = Pool::new(1).unwrap();
+    /// pool.resize(3).unwrap();
+    /// assert_eq!(pool.processes(), 3);
+    /// assert_eq!(pool.map(square, 1..=4).unwrap(), [1, 4, 9, 16]);
+    /// pool.resize(2).unwrap();
+    /// assert_eq!(pool.processes(), 2);
+    /// assert_eq!(pool.map(square, [5]).unwrap(), [25]);
+    /// ```
+    pub fn resize(&self, processes: usize) -> Result<()> {
+        self.owner.check(Handle::Pool)?;
+        if processes == 0 {
+            return Err(Error::usage(
+                "a pool needs at least one process; pass 1 or more to `resize`",
+            ));
+        }
+        if !self.local {
+            return Err(Error::usage(
+                "a pool over MPI ranks has the workers its ranks start: it cannot be resized; \
+                 build a pool with `local()` to resize it",
+            ));
+        }
+        let _resizing = lock(&self.resizing);
+        if self.shared.is_closed() {
+            return Err(Error::new(Kind::Closed));
+        }
+        let current = self.processes();
+        if processes <= current {
+            self.shared.shrink(current - processes);
+            self.processes.store(processes, Ordering::SeqCst);
+            return Ok(());
+        }
+        // Drivers asked to leave and still here stay instead of new ones starting.
+        let kept = self.shared.unshrink(processes - current);
+        self.processes.fetch_add(kept, Ordering::SeqCst);
+        let mut drivers = lock(&self.drivers);
+        self.forget_finished_drivers(&mut drivers);
+        let (started, failure) =
+            start_drivers(&self.shared, processes - current - kept, &mut drivers);
+        self.processes.fetch_add(started, Ordering::SeqCst);
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    /// Joins the drivers that have left, keeping the count of those that panicked for
+    /// [`join`](Pool::join), so that a pool resized often does not keep a finished thread per
+    /// resize.
+    fn forget_finished_drivers(&self, drivers: &mut Vec<JoinHandle<()>>) {
+        let (finished, running) = std::mem::take(drivers)
+            .into_iter()
+            .partition(JoinHandle::is_finished);
+        *drivers = running;
+        self.count_panics(finished);
+    }
+
+    /// Joins `drivers`, adding those that panicked to the pool's count.
+    fn count_panics(&self, drivers: Vec<JoinHandle<()>>) {
+        let panicked = drivers
+            .into_iter()
+            .map(JoinHandle::join)
+            .filter(std::result::Result::is_err)
+            .count();
+        self.panicked.fetch_add(panicked, Ordering::SeqCst);
     }
 
     /// Submits the inputs in chunks of `chunksize` (of one under a time limit) for `f`, each
@@ -1211,7 +1415,8 @@ impl Pool {
                 let mut drivers = lock(&self.drivers);
                 if drivers.iter().all(JoinHandle::is_finished) {
                     // Finished threads join at once, under the lock or not.
-                    return join_drivers(std::mem::take(&mut *drivers));
+                    self.count_panics(std::mem::take(&mut *drivers));
+                    return self.driver_panics();
                 }
             }
             let now = Instant::now();
@@ -1231,20 +1436,19 @@ impl Pool {
     }
 }
 
-/// Joins every driver thread, also after one that panicked: none is left running detached.
-fn join_drivers(drivers: Vec<JoinHandle<()>>) -> Result<()> {
-    let panicked = drivers
-        .into_iter()
-        .map(JoinHandle::join)
-        .filter(std::result::Result::is_err)
-        .count();
-    if panicked > 0 {
-        return Err(Error::protocol(format!(
+impl Pool {
+    /// The error of a pool some of whose threads panicked: each `join` says it, not only the
+    /// first.
+    fn driver_panics(&self) -> Result<()> {
+        let panicked = self.panicked.load(Ordering::SeqCst);
+        if panicked == 0 {
+            return Ok(());
+        }
+        Err(Error::protocol(format!(
             "{panicked} pool thread(s) panicked (a bug in mp: please report it); their tasks \
              failed and their workers were ended"
-        )));
+        )))
     }
-    Ok(())
 }
 
 impl Drop for Pool {

@@ -3,6 +3,8 @@
 //! outcomes go back to it, still encoded; see [`super::remote`] for rank 0's side.
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -159,6 +161,9 @@ fn open_local(settings: &Settings, init_args: Vec<u8>) -> Result<Pool> {
     builder.processes = settings.processes.map(|n| n as usize);
     builder.max_tasks_per_child = settings.max_tasks_per_child.map(|n| n as usize);
     builder.memory_limit = settings.memory_limit;
+    for (name, value) in &settings.env {
+        builder = builder.env(OsStr::from_bytes(name), OsStr::from_bytes(value));
+    }
     if settings.fork_server {
         builder = builder.start_method(StartMethod::ForkServer);
     } else {

@@ -12,6 +12,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
@@ -68,6 +69,8 @@ pub(super) struct Settings {
     pub(super) fork_server: bool,
     /// Rank 0's log level, 0 (none) to 5 (trace): the rank sends it records at or above it.
     pub(super) log_level: u8,
+    /// Variables set in the workers' environment, as bytes.
+    pub(super) env: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// The tag of a pool's replies.
@@ -138,16 +141,19 @@ pub(super) fn start(per_rank: Option<usize>, shared: &Arc<Shared>) -> Result<Sta
         initializer,
         fork_server: shared.config.start_method == StartMethod::ForkServer,
         log_level: cluster::log_level_for_ranks(),
+        env: (shared.config.env.iter())
+            .map(|(name, value)| (name.as_bytes().to_vec(), value.as_bytes().to_vec()))
+            .collect(),
     };
     let open = Arc::new((codec::encode(&ToRank::Open { pool, settings })?, init_args));
     let workers = Arc::new(AtomicUsize::new(0));
     let (ready, started) = mpsc::channel();
     let mut drivers = Vec::new();
     let mut failure = None;
-    for (slot, rank) in cluster::live_worker_ranks().into_iter().enumerate() {
+    for rank in cluster::live_worker_ranks() {
         let driver = RankDriver {
             shared: shared.clone(),
-            slot,
+            slot: shared.add_slot(),
             rank,
             pool,
             tag: tag_of(pool),
@@ -176,8 +182,8 @@ pub(super) fn start(per_rank: Option<usize>, shared: &Arc<Shared>) -> Result<Sta
 /// Rank 0's side of one pool on one rank.
 struct RankDriver {
     shared: Arc<Shared>,
-    /// The driver's slot in the pool (the rank's number less one).
-    slot: usize,
+    /// The driver's slot in the pool.
+    slot: Arc<Slot>,
     rank: i32,
     pool: u32,
     tag: i32,
@@ -227,7 +233,7 @@ impl RankDriver {
     /// Feeds the rank and hands back its replies until the pool is closed and the rank says
     /// so. On failure, `in_flight` holds the tasks the rank had.
     fn relay_tasks(&self, depth: usize, in_flight: &mut HashMap<u64, Task>) -> Result<()> {
-        let slot = self.shared.slots[self.slot].clone();
+        let slot = self.slot.clone();
         let mut next_seq = 0;
         // Whether `Close` was sent, and with `terminate`.
         let mut closing: Option<bool> = None;
@@ -385,7 +391,7 @@ impl RankDriver {
         }
         let mut tasks: Vec<(u64, Task)> = in_flight.into_iter().collect();
         tasks.sort_by_key(|(seq, _)| *seq);
-        let slot = &self.shared.slots[self.slot];
+        let slot = &self.slot;
         let mut again = Vec::new();
         for (_, mut task) in tasks {
             if !closed && task.deaths < self.shared.config.retries && task.control.stop(slot) {

@@ -11,6 +11,7 @@
 //! timeout.
 
 use std::collections::VecDeque;
+use std::ffi::OsString;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -207,12 +208,15 @@ pub(crate) struct WorkerConfig {
     pub task_timeout: Option<Duration>,
     pub initializer: Option<(&'static Entry, Args)>,
     pub start_method: StartMethod,
+    /// Variables set in each worker's environment.
+    pub env: Vec<(OsString, OsString)>,
 }
 
 /// The state every driver and the pool share.
 pub(crate) struct Shared {
     tasks: TaskQueue<Task>,
-    pub(crate) slots: Vec<Arc<Slot>>,
+    /// The slots of the drivers serving now.
+    slots: Mutex<Vec<Arc<Slot>>>,
     pub(super) config: WorkerConfig,
     /// Drivers still serving; a driver whose worker cannot be replaced (a lost MPI rank)
     /// leaves.
@@ -221,10 +225,15 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(processes: usize, config: WorkerConfig) -> Self {
+    /// The state of a pool whose `processes` drivers start now (the count matters to a pool
+    /// over MPI ranks, whose drivers leave as ranks are lost).
+    pub(crate) fn new(
+        #[cfg_attr(not(feature = "mpi"), expect(unused_variables))] processes: usize,
+        config: WorkerConfig,
+    ) -> Self {
         Shared {
             tasks: TaskQueue::new(),
-            slots: (0..processes).map(|_| Arc::default()).collect(),
+            slots: Mutex::default(),
             config,
             #[cfg(feature = "mpi")]
             live: std::sync::atomic::AtomicUsize::new(processes),
@@ -252,9 +261,33 @@ impl Shared {
         for task in self.tasks.terminate() {
             task.finish(Err(Error::new(Kind::Closed)));
         }
-        for slot in &self.slots {
+        for slot in lock(&self.slots).iter() {
             slot.signal(signal);
         }
+    }
+
+    /// A slot for a new driver, which [`remove_slot`](Shared::remove_slot) gives back when it
+    /// leaves.
+    pub(crate) fn add_slot(&self) -> Arc<Slot> {
+        let slot = Arc::<Slot>::default();
+        lock(&self.slots).push(slot.clone());
+        slot
+    }
+
+    pub(crate) fn remove_slot(&self, slot: &Arc<Slot>) {
+        lock(&self.slots).retain(|other| !Arc::ptr_eq(other, slot));
+    }
+
+    /// `drivers` drivers retire their workers and leave, each when it is next idle: those idle
+    /// now first.
+    pub(crate) fn shrink(&self, drivers: usize) {
+        self.tasks.shrink(drivers);
+    }
+
+    /// Takes back up to `drivers` leaves of [`shrink`](Shared::shrink) that no driver took yet;
+    /// returns how many.
+    pub(crate) fn unshrink(&self, drivers: usize) -> usize {
+        self.tasks.unshrink(drivers)
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -316,7 +349,11 @@ impl Worker {
             StartMethod::ForkServer => "ForkServer",
             _ => "Spawn",
         };
-        let started = spawn::start_worker(method, &format!("{kind}PoolWorker-{number}"))?;
+        let started = spawn::start_worker(
+            method,
+            &format!("{kind}PoolWorker-{number}"),
+            &shared.config.env,
+        )?;
         *lock(&slot.worker) = Some(started.child.killer());
         slot.killed_for_cancel.store(false, Ordering::SeqCst);
         let mut worker = Worker {
@@ -436,15 +473,21 @@ enum Filled {
     IdleDeath,
 }
 
-/// Runs one driver: serves tasks with one worker process (replacing it as needed) until the
-/// pool closes. `ready` hears how the first worker started.
+/// Runs one driver on `slot` (from [`Shared::add_slot`]): serves tasks with one worker process
+/// (replacing it as needed) until the pool closes or shrinks without it. `ready` hears how the
+/// first worker started.
 pub(crate) fn drive(
     shared: Arc<Shared>,
-    slot_index: usize,
+    slot: Arc<Slot>,
     ready: std::sync::mpsc::Sender<Result<()>>,
 ) {
+    serve(shared.clone(), slot.clone(), ready);
+    shared.remove_slot(&slot);
+}
+
+fn serve(shared: Arc<Shared>, slot: Arc<Slot>, ready: std::sync::mpsc::Sender<Result<()>>) {
     let mut driver = Driver {
-        slot: shared.slots[slot_index].clone(),
+        slot,
         max_tasks: shared.config.max_tasks_per_child.unwrap_or(usize::MAX),
         shared,
         in_flight: VecDeque::new(),
@@ -720,14 +763,16 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Hears from `drivers` driver threads how their first worker started; keeps the first error.
+/// Returns how many started.
 pub(crate) fn wait_started(
     started: &std::sync::mpsc::Receiver<Result<()>>,
     drivers: usize,
     failure: &mut Option<Error>,
-) {
+) -> usize {
+    let mut ok = 0;
     for _ in 0..drivers {
         match started.recv() {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => ok += 1,
             Ok(Err(error)) => {
                 failure.get_or_insert(error);
             }
@@ -736,6 +781,7 @@ pub(crate) fn wait_started(
             }
         }
     }
+    ok
 }
 
 #[cfg(test)]
@@ -780,6 +826,7 @@ mod tests {
                 task_timeout: None,
                 initializer: None,
                 start_method: StartMethod::Spawn,
+                env: Vec::new(),
             },
         );
         queued.submit([task(9, &sink)]).unwrap();

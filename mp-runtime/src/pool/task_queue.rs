@@ -34,6 +34,8 @@ struct State<T> {
     waiting: usize,
     /// Of those, the ones still looking for work rather than asleep: they need no wake-up.
     spinning: usize,
+    /// How many drivers should leave (the pool shrinks): the next that go idle do.
+    leaving: usize,
 }
 
 /// What a driver should do next.
@@ -41,7 +43,7 @@ pub(super) enum Next<T> {
     Task(T),
     /// Nothing queued now (only when not waiting).
     Idle,
-    /// The pool is closed and drained, or terminated.
+    /// The pool is closed and drained, or terminated, or it shrinks and this driver leaves.
     Exit,
 }
 
@@ -54,6 +56,7 @@ impl<T> TaskQueue<T> {
                 terminated: false,
                 waiting: 0,
                 spinning: 0,
+                leaving: 0,
             }),
             work: Condvar::new(),
             changes: AtomicU64::new(0),
@@ -107,6 +110,22 @@ impl<T> TaskQueue<T> {
         queued
     }
 
+    /// `drivers` drivers leave, each when it is next idle: those waiting for work now first.
+    pub(super) fn shrink(&self, drivers: usize) {
+        lock(&self.state).leaving += drivers;
+        self.changes.fetch_add(1, Ordering::Release);
+        self.work.notify_all();
+    }
+
+    /// Takes back up to `drivers` of the leaves that [`shrink`](TaskQueue::shrink) asked for
+    /// and no driver has taken yet; returns how many.
+    pub(super) fn unshrink(&self, drivers: usize) -> usize {
+        let mut state = lock(&self.state);
+        let kept = drivers.min(state.leaving);
+        state.leaving -= kept;
+        kept
+    }
+
     pub(super) fn is_closed(&self) -> bool {
         lock(&self.state).closed
     }
@@ -127,6 +146,12 @@ impl<T> TaskQueue<T> {
             }
             if !wait && state.waiting > 0 {
                 return Next::Idle;
+            }
+            if wait && state.leaving > 0 {
+                // An idle driver leaves before it takes work: the pool shrinks by its idle
+                // workers first.
+                state.leaving -= 1;
+                return Next::Exit;
             }
             if let Some(task) = state.queue.front() {
                 if !fits(task) {
@@ -274,6 +299,45 @@ mod loom_tests {
             left.extend(driver.join().unwrap());
             assert_eq!(left, [1]);
             assert!(queue.requeue([2].into_iter()).is_err());
+        });
+    }
+
+    /// A shrink wakes a sleeping driver, which leaves; the driver that stays takes the task.
+    #[test]
+    fn a_shrink_wakes_a_sleeper_that_leaves_and_the_other_takes_the_task() {
+        check(2, || {
+            let queue = Arc::new(TaskQueue::new());
+            let drivers = [idle_driver(&queue), idle_driver(&queue)];
+            queue.shrink(1);
+            queue.submit([3]).unwrap();
+            let mut taken = drivers.map(|driver| driver.join().unwrap());
+            taken.sort();
+            assert_eq!(taken, [None, Some(3)]);
+        });
+    }
+
+    /// A leave taken back before a driver took it is not taken: the sleeper takes the task.
+    #[test]
+    fn an_unshrink_keeps_the_driver() {
+        check(3, || {
+            let queue = Arc::new(TaskQueue::new());
+            let driver = idle_driver(&queue);
+            queue.shrink(1);
+            let kept = queue.unshrink(1);
+            queue.submit([4]).unwrap();
+            let taken = driver.join().unwrap();
+            // Either the driver left before the unshrink, or it stayed and took the task.
+            assert_eq!(
+                (kept, taken.is_some()),
+                if taken.is_some() {
+                    (1, true)
+                } else {
+                    (0, false)
+                }
+            );
+            if taken.is_none() {
+                queue.close();
+            }
         });
     }
 

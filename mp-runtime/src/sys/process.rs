@@ -425,6 +425,14 @@ pub(crate) fn take_var_before_main(name: &str) -> Option<std::ffi::OsString> {
     Some(value)
 }
 
+/// Sets the environment variable `name` in a child forked by the fork server, before it serves.
+pub(crate) fn set_var_in_fork_child(name: &std::ffi::OsStr, value: &std::ffi::OsStr) {
+    // SAFETY: the fork server forks only while it has one thread (`fork_sibling` refuses
+    // otherwise), and its child runs no code of ours or the user's that starts a thread before
+    // it serves: this process has one thread, so nothing reads the environment meanwhile.
+    unsafe { std::env::set_var(name, value) };
+}
+
 /// Sets the environment variable `name` for this process and those it starts. Only for the
 /// early entry, before `main`.
 #[cfg(feature = "mpi")]

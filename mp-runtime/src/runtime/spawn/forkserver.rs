@@ -30,8 +30,10 @@
 //! constructor that started a thread before it served makes it refuse, with an error that says
 //! so, instead of forking children that could deadlock.
 
+use std::ffi::OsStr;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::process::Child;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -41,6 +43,7 @@ use super::Owner;
 use super::reexec::{self, Role};
 use crate::base::{Error, ExitReason, Result};
 use crate::sys::{self, Pid, Signal, pidfd, process::Forked};
+use crate::wire::codec;
 use crate::wire::frame::{Channel, Frame};
 
 /// The zygote this process uses now, if one was started.
@@ -69,12 +72,12 @@ struct Control {
 /// Forks a worker called `name` from this process's zygote (starting it if there is none, or
 /// the last one died); returns the child's pid (a child of this process) and the parent's end
 /// of its channel.
-pub(crate) fn start_child(name: &str) -> Result<(Pid, Channel)> {
+pub(crate) fn start_child(name: &str, env: &super::Env) -> Result<(Pid, Channel)> {
     let mut last = None;
     // One more try after a failure: a zygote found dead only when asked is replaced, and a
     // spare that died before it was used is replaced by the next.
     for _ in 0..2 {
-        match server()?.start_child(name) {
+        match server()?.start_child(name, env) {
             Ok(started) => return Ok(started),
             Err(error) => last = Some(error),
         }
@@ -102,7 +105,7 @@ impl Server {
     fn start() -> Result<Arc<Server>> {
         let (ours, theirs) = UnixStream::pair()
             .map_err(|e| Error::io("cannot create the fork server's control socket", e))?;
-        let zygote = reexec::spawn_self(Role::ForkServer, "ForkServer", theirs.into())?;
+        let zygote = reexec::spawn_self(Role::ForkServer, "ForkServer", &[], theirs.into())?;
         let pid = Pid::of(&zygote);
         let server = Arc::new(Server {
             pid,
@@ -130,7 +133,11 @@ impl Server {
         Ok(server)
     }
 
-    fn start_child(&self, name: &str) -> Result<(Pid, Channel)> {
+    fn start_child(&self, name: &str, env: &super::Env) -> Result<(Pid, Channel)> {
+        let env: Vec<(&[u8], &[u8])> = (env.iter())
+            .map(|(name, value)| (name.as_bytes(), value.as_bytes()))
+            .collect();
+        let start = codec::encode(&(name, env))?;
         let mut control = lock(&self.control);
         if let Some(why) = &control.dead {
             return Err(gone(self.pid, why));
@@ -142,8 +149,9 @@ impl Server {
             return Err(control.why_no_spare(self.pid));
         };
         drop(control);
-        // Its first frame is its name; then it serves calls on the same socket.
-        if let Err(e) = channel.send(name.as_bytes()) {
+        // Its first frame is its name and environment; then it serves calls on the same
+        // socket.
+        if let Err(e) = channel.send(&start) {
             // Killed while it waited: it is ours to reap.
             end_spare(pid);
             return Err(Error::io(
@@ -302,7 +310,12 @@ fn end_spare(pid: Pid) {
 
 /// Runs the zygote on its control socket; returns this process's exit code, the zygote's, or,
 /// in a forked child, the child's once it has served.
-pub(crate) fn serve_forks(control: UnixStream, parent_pid: u32, parent_name: &str) -> i32 {
+pub(crate) fn serve_forks(
+    control: UnixStream,
+    parent_pid: u32,
+    parent_name: &str,
+    depth: usize,
+) -> i32 {
     let mut channel = Channel::new(control);
     loop {
         match fork_spare(&mut channel) {
@@ -310,7 +323,7 @@ pub(crate) fn serve_forks(control: UnixStream, parent_pid: u32, parent_name: &st
             Fork::Child(socket) => {
                 // The child keeps only its own socket, not the control socket.
                 drop(channel);
-                return serve_spare(socket, parent_pid, parent_name);
+                return serve_spare(socket, parent_pid, parent_name, depth);
             }
             Fork::Done(code) => return code,
         }
@@ -390,7 +403,7 @@ fn sent(sent: io::Result<()>) -> Fork {
 
 /// The spare: says its pid, arms its death signal, waits for its name, takes its identity, and
 /// serves calls on the same socket.
-fn serve_spare(socket: UnixStream, parent_pid: u32, parent_name: &str) -> i32 {
+fn serve_spare(socket: UnixStream, parent_pid: u32, parent_name: &str, depth: usize) -> i32 {
     let mut channel = Channel::new(socket);
     if channel.send(&std::process::id().to_le_bytes()).is_err() {
         // The parent is gone, or done with this zygote's spares.
@@ -400,11 +413,18 @@ fn serve_spare(socket: UnixStream, parent_pid: u32, parent_name: &str) -> i32 {
         // The parent died before the signal was armed: nobody will ever use this child.
         return 1;
     }
-    let Ok(Some(name)) = channel.recv() else {
+    let Ok(Some(start)) = channel.recv() else {
         // Ended unused.
         return 0;
     };
-    crate::base::set_identity(&String::from_utf8_lossy(&name), parent_name, parent_pid);
+    let Ok((name, env)) = codec::decode::<(String, Vec<(Vec<u8>, Vec<u8>)>)>(&start) else {
+        // Not from the parent that forked it (the same build): nothing to serve.
+        return 1;
+    };
+    for (name, value) in env {
+        sys::process::set_var_in_fork_child(OsStr::from_bytes(&name), OsStr::from_bytes(&value));
+    }
+    crate::base::set_identity(&name, parent_name, parent_pid, depth);
     crate::runtime::worker::serve_calls(channel)
 }
 

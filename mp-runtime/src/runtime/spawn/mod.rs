@@ -8,6 +8,7 @@
 pub(crate) mod forkserver;
 pub(crate) mod reexec;
 
+use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -156,17 +157,61 @@ pub(crate) struct Started {
     pub logs: Option<(u8, OwnedFd)>,
 }
 
-/// Starts a worker called `name` the way `method` says.
-pub(crate) fn start_worker(method: StartMethod, name: &str) -> Result<Started> {
+/// Environment variables set in a worker beside those it inherits, as names and values.
+pub(crate) type Env = [(OsString, OsString)];
+
+/// The environment variable that sets how deep mp processes may nest (see [`max_depth`]).
+pub(crate) const MAX_DEPTH_VAR: &str = "MP_MAX_DEPTH";
+
+/// How deep mp processes nest when [`MAX_DEPTH_VAR`] does not say: loky's limit.
+const DEFAULT_MAX_DEPTH: usize = 10;
+
+/// How many mp processes may be above any process: a process this deep starts no child, so a
+/// task that builds a pool whose tasks build pools, without end, fails instead of forking
+/// until the machine runs out of processes. [`MAX_DEPTH_VAR`] in the environment sets it; the
+/// workers inherit it, as any variable.
+pub(crate) fn max_depth() -> Result<usize> {
+    match std::env::var_os(MAX_DEPTH_VAR) {
+        None => Ok(DEFAULT_MAX_DEPTH),
+        Some(value) => value
+            .to_str()
+            .and_then(|value| value.trim().parse().ok())
+            .ok_or_else(|| {
+                Error::usage(format!(
+                    "{MAX_DEPTH_VAR}={value:?} is not a number: set it to how deep mp \
+                     processes may nest (the default is {DEFAULT_MAX_DEPTH}), or unset it"
+                ))
+            }),
+    }
+}
+
+/// Refuses a child of a process at the depth limit.
+fn check_depth() -> Result<()> {
+    let (depth, limit) = (crate::base::depth(), max_depth()?);
+    if depth >= limit {
+        return Err(Error::usage(format!(
+            "cannot start a child process: this process is {depth} levels below the main \
+             process (pools or processes started by tasks, one inside the other), the limit \
+             of {MAX_DEPTH_VAR}={limit}; a task that builds a pool whose tasks build pools \
+             without end does this: end the recursion, or raise {MAX_DEPTH_VAR} in the \
+             environment"
+        )));
+    }
+    Ok(())
+}
+
+/// Starts a worker called `name` the way `method` says, with `env` set in its environment.
+pub(crate) fn start_worker(method: StartMethod, name: &str, env: &Env) -> Result<Started> {
+    check_depth()?;
     let (child, channel) = match method {
         StartMethod::Spawn => {
             let (parent_end, child_end) = UnixStream::pair()
                 .map_err(|e| Error::io("cannot create the socket pair for a child", e))?;
-            let child = reexec::spawn_self(Role::Worker, name, child_end.into())?;
+            let child = reexec::spawn_self(Role::Worker, name, env, child_end.into())?;
             (Inner::Spawned(child), Channel::new(parent_end))
         }
         StartMethod::ForkServer => {
-            let (pid, channel) = forkserver::start_child(name)?;
+            let (pid, channel) = forkserver::start_child(name, env)?;
             (Inner::Forked(pid), channel)
         }
     };
@@ -558,7 +603,7 @@ mod tests {
     fn a_reaped_child_leaves_the_table_of_children() {
         let Started {
             mut child, channel, ..
-        } = start_worker(StartMethod::Spawn, "Process-table").unwrap();
+        } = start_worker(StartMethod::Spawn, "Process-table", &[]).unwrap();
         let pid = child.pid();
         assert!(crate::base::is_known_child(pid));
         // A worker whose channel closes before any request exits.
@@ -576,7 +621,7 @@ mod tests {
             mut child,
             mut channel,
             ..
-        } = start_worker(StartMethod::Spawn, "Process-farewell").unwrap();
+        } = start_worker(StartMethod::Spawn, "Process-farewell", &[]).unwrap();
         // A worker that exited before this arrived has said why all the same.
         let sent = channel.send(b"not a request");
         let received = child.recv(&mut channel, Some(Instant::now() + Duration::from_secs(20)));

@@ -40,8 +40,8 @@ use crate::sys::{self, Pid, error::Cause};
 /// The environment variable that tells a child it is a worker, and of which parent.
 pub(crate) const ROLE_VAR: &str = "MP_RUNTIME_ROLE";
 
-/// The child's name, then a newline and its parent's name: for `current_process` and
-/// `parent_process`.
+/// The child's name, its parent's name and its depth (see [`max_depth`](super::max_depth)), a
+/// line each: for `current_process`, `parent_process` and the depth limit.
 const NAMES_VAR: &str = "MP_RUNTIME_NAMES";
 
 /// What a re-executed child becomes.
@@ -74,6 +74,8 @@ pub(crate) struct Assignment {
     pub name: String,
     pub parent_name: String,
     pub parent: u32,
+    /// How many mp processes are above this one.
+    pub depth: usize,
 }
 
 /// Why this process cannot take up the role it was given, and the channel to the parent that
@@ -106,6 +108,9 @@ pub(crate) fn take_role() -> Option<std::result::Result<Assignment, Refused>> {
         .into()));
     }
     let names = names.to_string_lossy();
+    // The depth is the last line, whatever the names hold.
+    let (names, depth) = names.rsplit_once('\n').unwrap_or((&names, "1"));
+    let depth = depth.parse().unwrap_or(1);
     let (name, parent_name) = names.split_once('\n').unwrap_or(("Process", "MainProcess"));
     let parent = std::os::unix::process::parent_id();
     Some(take_channel(&role).map(|(role, stream)| Assignment {
@@ -114,6 +119,7 @@ pub(crate) fn take_role() -> Option<std::result::Result<Assignment, Refused>> {
         name: name.to_string(),
         parent_name: parent_name.to_string(),
         parent,
+        depth,
     }))
 }
 
@@ -181,8 +187,14 @@ fn take_channel(role: &OsString) -> std::result::Result<(Role, UnixStream), Refu
     Ok((kind, UnixStream::from(socket)))
 }
 
-/// Starts this binary again in `role`, called `name`, with `socket` as its standard input.
-pub(crate) fn spawn_self(role: Role, name: &str, socket: OwnedFd) -> Result<Child> {
+/// Starts this binary again in `role`, called `name`, with `env` added to its environment and
+/// `socket` as its standard input.
+pub(crate) fn spawn_self(
+    role: Role,
+    name: &str,
+    env: &super::Env,
+    socket: OwnedFd,
+) -> Result<Child> {
     let mut command = Command::new(sys::process::exe_path());
     match through_loader() {
         Ok(None) => {
@@ -194,7 +206,9 @@ pub(crate) fn spawn_self(role: Role, name: &str, socket: OwnedFd) -> Result<Chil
         }
         Err(why) => return Err(Error::usage(why.clone())),
     }
+    // The pool's variables first, so that no name of theirs replaces one of ours.
     command
+        .envs(env.iter().map(|(name, value)| (name, value)))
         .env(
             ROLE_VAR,
             format!(
@@ -206,7 +220,11 @@ pub(crate) fn spawn_self(role: Role, name: &str, socket: OwnedFd) -> Result<Chil
         )
         .env(
             NAMES_VAR,
-            format!("{name}\n{}", crate::base::current_process().name()),
+            format!(
+                "{name}\n{}\n{}",
+                crate::base::current_process().name(),
+                crate::base::depth() + 1
+            ),
         )
         .stdin(Stdio::from(socket));
     // Dropping the command (in `spawn_lasting`) closes our copy of the child's end: from then
