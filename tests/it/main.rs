@@ -11,6 +11,7 @@ mod adversarial_ipc;
 mod alone;
 mod bootstrap;
 mod callbacks;
+mod cancel;
 mod compile_fail;
 mod ctrl_c;
 mod handles;

@@ -268,6 +268,51 @@ fn max_tasks_per_child_rotates_workers() {
     assert_eq!(distinct.len(), 3, "{pids:?}");
 }
 
+/// Leaks `mib` MiB, touched so that it is resident, then naps `ms`; its worker's pid.
+#[process_fn]
+fn leak(mib: usize, ms: u64) -> u32 {
+    std::mem::forget(vec![1u8; mib << 20]);
+    std::thread::sleep(Duration::from_millis(ms));
+    std::process::id()
+}
+
+#[test]
+fn a_worker_whose_memory_grows_past_the_limit_is_replaced_and_no_task_fails() {
+    let pool = Pool::builder()
+        .processes(1)
+        .max_memory_growth(32 << 20)
+        .build()
+        .unwrap();
+    // Measured after the first task; one that grows less than the limit stays.
+    let first = pool.apply(leak, (0, 150)).unwrap();
+    assert_eq!(pool.apply(leak, (8, 150)).unwrap(), first);
+    assert_eq!(pool.apply(leak, (8, 150)).unwrap(), first);
+    // 16 + 48 MiB above its first size: retired after this task, which does not fail.
+    assert_eq!(pool.apply(leak, (48, 150)).unwrap(), first);
+    let second = pool.apply(leak, (0, 0)).unwrap();
+    assert_ne!(second, first);
+    assert!(
+        mp_support::wait_for(LONG, || !mp_support::is_running(first)),
+        "the leaking worker still runs"
+    );
+    // Quick tasks that leak, many to a worker in flight: each is answered, and workers turn over.
+    let pids = pool.starmap(leak, vec![(8, 10); 40]).unwrap();
+    let distinct: HashSet<u32> = pids.iter().copied().collect();
+    assert!(distinct.len() >= 2, "{distinct:?}");
+    assert_eq!(pids.len(), 40);
+}
+
+#[test]
+fn a_worker_that_does_not_grow_is_kept() {
+    let pool = Pool::builder()
+        .processes(1)
+        .max_memory_growth(64 << 20)
+        .build()
+        .unwrap();
+    let pids: HashSet<u32> = (0..8).map(|_| pool.apply(leak, (0, 60)).unwrap()).collect();
+    assert_eq!(pids.len(), 1);
+}
+
 #[test]
 fn a_panicking_task_fails_its_map_and_the_pool_goes_on() {
     let pool = Pool::new(2).unwrap();

@@ -270,6 +270,46 @@ where
             .ok_or_else(|| Error::timeout("the next result of an imap", timeout))
     }
 
+    /// Stops the map now: no more input is read, tasks still queued never run, and the workers
+    /// running its tasks are killed and replaced, as [`AsyncResult::cancel`] does for one task
+    /// (tasks of other calls that ran on them run again). The iterator then ends: results not
+    /// yet taken are dropped. Dropping an `IMap` instead lets the tasks already running finish.
+    /// In a forked copy of the process that built the pool, it only ends the iterator.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mp_runtime::{process_fn, Pool};
+    ///
+    /// #[process_fn]
+    /// fn nap(ms: u64) -> u64 {
+    ///     std::thread::sleep(Duration::from_millis(ms));
+    ///     ms
+    /// }
+    ///
+    /// let pool = Pool::new(2).unwrap();
+    /// let mut naps = pool.imap_unordered(nap, [1, 60_000, 60_000, 60_000]);
+    /// assert_eq!(naps.next().unwrap().unwrap(), 1);
+    /// naps.cancel(); // the 60 s naps end now, with their workers
+    /// assert!(naps.next().is_none());
+    /// assert_eq!(pool.apply(nap, (2,)).unwrap(), 2); // fresh workers serve
+    /// ```
+    ///
+    /// [`AsyncResult::cancel`]: crate::AsyncResult::cancel
+    pub fn cancel(&mut self) {
+        if self.owner.is_here() {
+            self.control.cancel();
+        }
+        self.inputs_done = true;
+        self.received = self.submitted;
+        self.ready.clear();
+        self.waiting.clear();
+        self.sizes.clear();
+        self.in_flight_items = 0;
+        self.waiting_items = 0;
+    }
+
     /// The next result (`Some(None)` at the end), or `None` if `deadline` passed first.
     fn next_until(&mut self, deadline: Option<Instant>) -> Option<Option<Result<R>>> {
         if let Err(error) = self.owner.check(Handle::PoolResult) {

@@ -161,6 +161,7 @@ pub struct PoolBuilder {
     start_method: Option<StartMethod>,
     placement: Placement,
     env: Vec<(OsString, OsString)>,
+    max_memory_growth: Option<u64>,
 }
 
 impl PoolBuilder {
@@ -241,6 +242,38 @@ impl PoolBuilder {
     /// ```
     pub fn memory_limit(mut self, bytes: u64) -> Self {
         self.memory_limit = Some(bytes);
+        self
+    }
+
+    /// Replaces a worker whose memory keeps growing, as loky's leak guard does: a worker whose
+    /// own resident memory (heap and other anonymous pages) is more than `bytes` above what it
+    /// was after its first task exits once the tasks it has are answered, and a fresh worker
+    /// takes its place. No task fails: this is for a task that leaks (a cache that is never
+    /// emptied, a C library that forgets to free), where [`memory_limit`](PoolBuilder::memory_limit)
+    /// is the hard cap that fails the task that crosses it. The size is measured after the first
+    /// task, then after a task at most every 100 ms, so a worker may grow by what its tasks
+    /// allocate in that time before it is replaced. Off by default.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, Pool};
+    ///
+    /// /// Leaks `mib` MiB (kept, touched) and says which worker it ran on.
+    /// #[process_fn]
+    /// fn leak(mib: usize) -> u32 {
+    ///     std::mem::forget(vec![1u8; mib << 20]);
+    ///     std::process::id()
+    /// }
+    ///
+    /// let pool = Pool::builder().processes(1).max_memory_growth(32 << 20).build().unwrap();
+    /// let first = pool.apply(leak, (0,)).unwrap(); // its size is taken after this task
+    /// std::thread::sleep(std::time::Duration::from_millis(150));
+    /// assert_eq!(pool.apply(leak, (64,)).unwrap(), first); // leaks 64 MiB: retired after it
+    /// assert_ne!(pool.apply(leak, (0,)).unwrap(), first); // a fresh worker
+    /// ```
+    pub fn max_memory_growth(mut self, bytes: u64) -> Self {
+        self.max_memory_growth = Some(bytes);
         self
     }
 
@@ -481,6 +514,7 @@ impl PoolBuilder {
                     .start_method
                     .unwrap_or_else(crate::runtime::spawn::get_start_method),
                 env: std::mem::take(&mut self.env),
+                max_memory_growth: self.max_memory_growth,
             },
         ));
         #[cfg(feature = "mpi")]
@@ -742,6 +776,7 @@ impl Pool {
             start_method: None,
             placement: Placement::Auto,
             env: Vec::new(),
+            max_memory_growth: None,
         }
     }
 

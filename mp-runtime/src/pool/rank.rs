@@ -161,6 +161,7 @@ fn open_local(settings: &Settings, init_args: Vec<u8>) -> Result<Pool> {
     builder.processes = settings.processes.map(|n| n as usize);
     builder.max_tasks_per_child = settings.max_tasks_per_child.map(|n| n as usize);
     builder.memory_limit = settings.memory_limit;
+    builder.max_memory_growth = settings.max_memory_growth;
     for (name, value) in &settings.env {
         builder = builder.env(OsStr::from_bytes(name), OsStr::from_bytes(value));
     }

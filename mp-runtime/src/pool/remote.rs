@@ -71,6 +71,7 @@ pub(super) struct Settings {
     pub(super) log_level: u8,
     /// Variables set in the workers' environment, as bytes.
     pub(super) env: Vec<(Vec<u8>, Vec<u8>)>,
+    pub(super) max_memory_growth: Option<u64>,
 }
 
 /// The tag of a pool's replies.
@@ -144,6 +145,7 @@ pub(super) fn start(per_rank: Option<usize>, shared: &Arc<Shared>) -> Result<Sta
         env: (shared.config.env.iter())
             .map(|(name, value)| (name.as_bytes().to_vec(), value.as_bytes().to_vec()))
             .collect(),
+        max_memory_growth: shared.config.max_memory_growth,
     };
     let open = Arc::new((codec::encode(&ToRank::Open { pool, settings })?, init_args));
     let workers = Arc::new(AtomicUsize::new(0));

@@ -21,7 +21,7 @@ use super::task_queue::TaskQueue;
 use crate::base::{Error, ExitReason, Kind, Result};
 use crate::runtime::registry::Entry;
 use crate::runtime::spawn::{self, ChildProcess, Killer, Received, StartMethod};
-use crate::sys::Signal;
+use crate::sys::{self, Signal};
 use crate::wire::codec;
 use crate::wire::frame::{Channel, Frame};
 use crate::wire::panics;
@@ -210,6 +210,9 @@ pub(crate) struct WorkerConfig {
     pub start_method: StartMethod,
     /// Variables set in each worker's environment.
     pub env: Vec<(OsString, OsString)>,
+    /// How far a worker's memory may grow above its size after its first task before it is
+    /// replaced, in bytes.
+    pub max_memory_growth: Option<u64>,
 }
 
 /// The state every driver and the pool share.
@@ -328,6 +331,9 @@ impl Shared {
     }
 }
 
+/// How often at most a worker's memory is measured for `max_memory_growth` (loky: every second).
+const GROWTH_CHECK_EVERY: Duration = Duration::from_millis(100);
+
 /// How long a worker asked to exit, or whose channel closed, may take to exit before it is
 /// killed.
 const EXIT_GRACE: Duration = Duration::from_secs(5);
@@ -338,6 +344,12 @@ struct Worker {
     channel: Channel,
     /// Tasks sent to it so far, for `max_tasks_per_child`.
     sent: usize,
+    /// Its memory after its first task, and when it was last compared with that, for
+    /// `max_memory_growth`.
+    first_size: Option<u64>,
+    measured: Instant,
+    /// Takes no more tasks: it exits once those it has are answered.
+    retiring: bool,
 }
 
 impl Worker {
@@ -360,6 +372,9 @@ impl Worker {
             child: started.child,
             channel: started.channel,
             sent: 0,
+            first_size: None,
+            measured: Instant::now(),
+            retiring: false,
         };
         if let Some(bytes) = shared.config.memory_limit {
             let request = codec::encode(&Request::LimitMemory { bytes })?;
@@ -426,6 +441,27 @@ impl Worker {
         self.child
             .reap_until(deadline)
             .unwrap_or(ExitReason::Unknown)
+    }
+
+    /// Retires it after the tasks it has if its memory grew more than `limit` above its size
+    /// after its first task (loky's leak guard). Measured after the first task, then at most
+    /// every [`GROWTH_CHECK_EVERY`], so that quick tasks do not pay a read of `/proc` each.
+    fn check_growth(&mut self, limit: u64) {
+        let now = Instant::now();
+        if self.first_size.is_some() && now - self.measured < GROWTH_CHECK_EVERY {
+            return;
+        }
+        self.measured = now;
+        let Some(size) =
+            sys::Pid::from_raw(self.child.pid()).and_then(sys::process::anonymous_resident_bytes)
+        else {
+            // Gone: the receive of its next reply says how.
+            return;
+        };
+        match self.first_size {
+            None => self.first_size = Some(size),
+            Some(first) => self.retiring |= size.saturating_sub(first) > limit,
+        }
     }
 
     /// Whether the worker is gone (or broken): an idle worker owes us nothing, so anything to
@@ -557,7 +593,7 @@ impl Driver {
         } else {
             1
         };
-        while self.in_flight.len() < depth && worker.sent < self.max_tasks {
+        while self.in_flight.len() < depth && worker.sent < self.max_tasks && !worker.retiring {
             let idle = self.in_flight.is_empty();
             if idle {
                 self.busy_since = Instant::now();
@@ -651,7 +687,7 @@ impl Driver {
         }
     }
 
-    fn answered(&mut self, worker: Worker, frame: Frame) -> Option<Worker> {
+    fn answered(&mut self, mut worker: Worker, frame: Frame) -> Option<Worker> {
         let now = Instant::now();
         self.service = now - self.busy_since;
         self.busy_since = now;
@@ -682,7 +718,10 @@ impl Driver {
             self.shared.requeue(again.into_iter());
             return None;
         }
-        if worker.sent >= self.max_tasks && self.in_flight.is_empty() {
+        if let Some(limit) = self.shared.config.max_memory_growth {
+            worker.check_growth(limit);
+        }
+        if (worker.sent >= self.max_tasks || worker.retiring) && self.in_flight.is_empty() {
             worker.retire(&self.slot);
             return None;
         }
@@ -827,6 +866,7 @@ mod tests {
                 initializer: None,
                 start_method: StartMethod::Spawn,
                 env: Vec::new(),
+                max_memory_growth: None,
             },
         );
         queued.submit([task(9, &sink)]).unwrap();

@@ -51,16 +51,24 @@ impl<T> Waitable for AsyncResult<T> {
     }
 }
 
-/// Waits until at least one of `objects` is ready, or `timeout` passes, and returns the
-/// indices of those that are ready (empty on timeout), like CPython's
-/// `multiprocessing.connection.wait` — over [`Connection`]s, [`Process`]es and
-/// [`AsyncResult`]s together. Readiness is seen within a few milliseconds.
+impl<T: Waitable + ?Sized> Waitable for &T {
+    fn is_ready(&self) -> bool {
+        (**self).is_ready()
+    }
+}
+
+/// Waits until at least one of `objects` is ready, or `timeout` passes, and returns those that
+/// are ready (none on timeout), as CPython's `multiprocessing.connection.wait` returns the
+/// objects: over [`Connection`]s, [`Process`]es and [`AsyncResult`]s, of one type or mixed as
+/// `&dyn Waitable`. Readiness is seen within a few milliseconds.
 ///
 /// # Examples
 ///
+/// Several objects of one type come back as themselves, ready to use:
+///
 /// ```
 /// use std::time::Duration;
-/// use mp_runtime::{process_fn, spawn, Pool};
+/// use mp_runtime::{process_fn, Pool};
 ///
 /// #[process_fn]
 /// fn nap(ms: u64) -> u64 {
@@ -68,26 +76,46 @@ impl<T> Waitable for AsyncResult<T> {
 ///     ms
 /// }
 ///
+/// let pool = Pool::new(2).unwrap();
+/// let results = [pool.apply_async(nap, (60_000,)), pool.apply_async(nap, (1,))];
+/// let ready = mp_runtime::wait(&results, Duration::from_secs(30));
+/// assert_eq!(ready.len(), 1);
+/// assert_eq!(ready[0].get_timeout(Duration::ZERO).unwrap(), 1);
+/// ```
+///
+/// Mixed objects, as `&dyn Waitable`; each then says whether it is ready:
+///
+/// ```
+/// use std::time::Duration;
+/// use mp_runtime::{process_fn, spawn, Waitable};
+///
+/// #[process_fn]
+/// fn nap(ms: u64) {
+///     std::thread::sleep(Duration::from_millis(ms));
+/// }
+///
 /// let (tx, rx) = mp_runtime::pipe::<&str>().unwrap();
 /// let mut slow = spawn!(nap, 60_000).unwrap();
-/// let pool = Pool::new(1).unwrap();
-/// let quick = pool.apply_async(nap, (1,));
 /// let long = Duration::from_secs(30);
-/// assert_eq!(mp_runtime::wait(&[&rx, &slow, &quick], long), [2]);
 /// tx.send(&"hello").unwrap();
-/// assert_eq!(mp_runtime::wait(&[&rx, &slow], long), [0]);
-/// assert!(mp_runtime::wait(&[&slow], Duration::from_millis(10)).is_empty());
+/// let objects: [&dyn Waitable; 2] = [&rx, &slow];
+/// assert_eq!(mp_runtime::wait(objects, long).len(), 1);
+/// assert!(rx.is_ready() && !slow.is_ready());
+/// assert!(mp_runtime::wait([&slow], Duration::from_millis(10)).is_empty());
 /// slow.kill().unwrap();
-/// assert_eq!(mp_runtime::wait(&[&slow], long), [0]);
+/// assert_eq!(mp_runtime::wait([&slow], long).len(), 1);
 /// ```
-pub fn wait(objects: &[&dyn Waitable], timeout: Duration) -> Vec<usize> {
+pub fn wait<'a, W>(objects: impl IntoIterator<Item = &'a W>, timeout: Duration) -> Vec<&'a W>
+where
+    W: Waitable + ?Sized + 'a,
+{
+    let objects: Vec<&W> = objects.into_iter().collect();
     let deadline = Instant::now().checked_add(timeout);
     // Short pauses first, for what becomes ready soon; longer ones cost less while nothing does.
     let mut pause = Duration::from_micros(50);
     loop {
-        let ready: Vec<usize> = (objects.iter().enumerate())
-            .filter(|(_, object)| object.is_ready())
-            .map(|(index, _)| index)
+        let ready: Vec<&W> = (objects.iter().copied())
+            .filter(|object| object.is_ready())
             .collect();
         if !ready.is_empty() {
             return ready;

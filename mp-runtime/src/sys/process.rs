@@ -502,6 +502,15 @@ pub(crate) fn host_name() -> Option<String> {
     Some(name.trim().to_string())
 }
 
+/// How much of the process `pid`'s own memory (its heap, stacks and other anonymous pages, not
+/// the files it maps) is resident, in bytes: what a leak makes grow. `None` if it is gone.
+pub(crate) fn anonymous_resident_bytes(pid: Pid) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("RssAnon:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// When the process `pid` started (in clock ticks since boot), or `None` if it is gone or a
 /// zombie: with the pid, this names a process even after its pid is reused. Takes the number a
 /// process recorded in shared memory, where 0 stands for none (and gets `None`).
