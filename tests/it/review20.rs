@@ -173,14 +173,21 @@ fn pool_map_with_zero_processes_neither_blames_resize_nor_ends_the_shared_pool()
 
 #[process_fn]
 fn pool_map_zero() {
-    let alone = pool_map!(square, [3], processes = 0).unwrap_err().to_string();
+    let alone = pool_map!(square, [3], processes = 0)
+        .unwrap_err()
+        .to_string();
     let two: HashSet<u32> = pool_map!(pid_after, [200, 200], processes = 2)
         .unwrap()
         .into_iter()
         .collect();
-    let error = pool_map!(square, [3], processes = 0).unwrap_err().to_string();
+    let error = pool_map!(square, [3], processes = 0)
+        .unwrap_err()
+        .to_string();
     let problems = [
-        (error.contains("resize"), "names `resize`, which the caller never called"),
+        (
+            error.contains("resize"),
+            "names `resize`, which the caller never called",
+        ),
         (error != alone, "differs from the error with no shared pool"),
     ];
     let again: HashSet<u32> = pool_map!(pid_after, [200, 200], processes = 2)
@@ -404,7 +411,10 @@ fn odd_variables_reach_the_workers_under_both_start_methods() {
         let mut builder = Pool::builder()
             .processes(1)
             .start_method(method)
-            .env(OsStr::from_bytes(b"MP_R20_\xff\xfe"), OsStr::from_bytes(b"v\xc3\x28\n x"))
+            .env(
+                OsStr::from_bytes(b"MP_R20_\xff\xfe"),
+                OsStr::from_bytes(b"v\xc3\x28\n x"),
+            )
             .env("PATH", "/nonexistent")
             .env("MP_R20_EMPTY", "");
         for i in 0..300 {
@@ -511,7 +521,10 @@ fn odd_depth_limits_get_errors_that_fit_them() {
     };
     assert_eq!(outcome(" 3\n"), Ok(()));
     let one = outcome("1").unwrap_err();
-    assert!(one.contains("1 levels below") || one.contains("1 level below"), "{one}");
+    assert!(
+        one.contains("1 levels below") || one.contains("1 level below"),
+        "{one}"
+    );
     let mut wrong = Vec::new();
     for value in ["-1", "99999999999999999999999"] {
         let error = outcome(value).unwrap_err();
@@ -614,7 +627,11 @@ fn imap_cancel_during_a_resize() {
         naps.cancel();
         naps.cancel();
         assert!(naps.next().is_none());
-        assert!(naps.next_timeout(Duration::from_millis(10)).unwrap().is_none());
+        assert!(
+            naps.next_timeout(Duration::from_millis(10))
+                .unwrap()
+                .is_none()
+        );
         drop(naps);
         resizing.join().unwrap();
     });
@@ -626,11 +643,118 @@ fn imap_cancel_during_a_resize() {
 #[test]
 fn wait_returns_the_ready_objects_themselves() {
     let pool = Pool::new(2).unwrap();
-    let results = [pool.apply_async(nap_ms, (60_000,)), pool.apply_async(nap_ms, (1,))];
+    let results = [
+        pool.apply_async(nap_ms, (60_000,)),
+        pool.apply_async(nap_ms, (1,)),
+    ];
     let ready = mp_runtime::wait(&results, LONG);
     assert_eq!(ready.len(), 1);
     assert!(std::ptr::eq(ready[0], &results[1]));
     let none: [&mp_runtime::AsyncResult<u64>; 0] = [];
     assert!(mp_runtime::wait(none, Duration::from_millis(10)).is_empty());
     results[0].cancel();
+}
+
+// Under a map whose quick tasks fill the queue ahead (a map_async of many one-item chunks),
+// a busy driver keeps its worker's pipeline full from the queue without ever going idle, and
+// only an idle driver takes a leave: "busy ones as they finish their current task" does not
+// hold, the pool keeps its old size until the queue runs dry.
+#[test]
+fn a_shrink_takes_effect_under_a_queued_map_of_quick_tasks() {
+    let pool = Pool::new(2).unwrap();
+    let before: HashSet<u32> = pool
+        .map(pid_after, [300, 300])
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(before.len(), 2);
+    let total = 400_000;
+    let map = pool
+        .with(&CallOptions::new().chunksize(1))
+        .map_async(quick_pid, 0..total as u64);
+    assert!(wait_for(LONG, || map.progress().0 >= 2_000));
+    pool.resize(1).unwrap();
+    let at_resize = map.progress().0;
+    let left = wait_for(Duration::from_secs(120), || {
+        map.ready() || before.iter().any(|&pid| !is_running(pid))
+    });
+    let done_when_one_left = map.progress().0;
+    let ran: HashSet<u32> = map.get_timeout(LONG).unwrap().into_iter().collect();
+    assert!(
+        left && done_when_one_left < total,
+        "after resize(1) (at {at_resize} of {total} tasks done) both workers {before:?} served \
+         until {done_when_one_left} were done (run by {ran:?})"
+    );
+}
+
+#[process_fn]
+fn imap_cancel_in_a_forked_copy() {
+    let pool = Pool::new(2).unwrap();
+    let mut naps = pool.imap_unordered(nap_ms, [1, 3_600_000, 3_600_000]);
+    assert_eq!(naps.next().unwrap().unwrap(), 1);
+    let workers: Vec<u32> = mp_runtime::active_children()
+        .iter()
+        .map(|child| child.pid())
+        .collect();
+    assert_eq!(workers.len(), 2);
+    // SAFETY: the copy only calls mp (which refuses the original's handles) and `_exit`s.
+    let copy = unsafe { libc::fork() };
+    assert!(copy >= 0);
+    if copy == 0 {
+        naps.cancel();
+        let ended = naps.next().is_none();
+        let refused = pool.resize(3).is_err_and(|e| e.is_foreign_process());
+        // SAFETY: ends the copy at once.
+        unsafe { libc::_exit(if ended && refused { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    let reaped = wait_for(LONG, || {
+        // SAFETY: waits for our own child, without blocking.
+        unsafe { libc::waitpid(copy, &mut status, libc::WNOHANG) == copy }
+    });
+    if !reaped {
+        // SAFETY: our own child, not reaped yet.
+        unsafe { libc::kill(copy, libc::SIGKILL) };
+        panic!("the forked copy hung in IMap::cancel or resize");
+    }
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the copy: status {status:#x}"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        workers.iter().all(|&pid| is_running(pid)),
+        "a cancel in a forked copy killed the original's workers"
+    );
+    naps.cancel();
+    assert!(wait_for(LONG, || workers
+        .iter()
+        .all(|&pid| !is_running(pid))));
+    assert_eq!(pool.map(nap_ms, [1, 2]).unwrap(), [1, 2]);
+}
+
+/// `IMap::cancel` in a forked copy ends the copy's iterator only; the original's workers run on.
+#[test]
+fn imap_cancel_in_a_forked_copy_leaves_the_originals_workers() {
+    super::in_child(imap_cancel_in_a_forked_copy);
+}
+
+// The leak guard measures a worker only after a task, and at most every 100 ms: a worker whose
+// leak came in a task less than 100 ms after the last measure keeps the leaked memory for as
+// long as it sits idle, however large; it is replaced only after some later task.
+#[test]
+fn a_worker_that_leaked_is_not_left_idle_with_the_leak() {
+    let pool = Pool::builder()
+        .processes(1)
+        .max_memory_growth(8 << 20)
+        .build()
+        .unwrap();
+    let first = pool.apply(leak_kib, (0,)).unwrap(); // measured: its base size
+    let leaker = pool.apply(leak_kib, (48 << 10,)).unwrap(); // 48 MiB, at once after
+    assert_eq!(leaker, first);
+    let replaced = wait_for(Duration::from_secs(5), || !is_running(leaker));
+    assert!(
+        replaced,
+        "the worker {leaker} grew by 48 MiB (limit 8 MiB) and still sits idle with it"
+    );
 }
