@@ -132,6 +132,12 @@ where
     A: Serialize,
 {
     let processes = processes.unwrap_or_else(crate::base::cpu_count);
+    if processes == 0 {
+        // Before any shared pool is touched: one of another size is not resized for nothing.
+        return Err(Error::usage(
+            "a pool needs at least one process; pass `processes = 1` or more to `pool_map!`",
+        ));
+    }
     let pool = shared_pool(processes)?;
     let result = pool.map(f, inputs);
     // Idle from now: the retirer counts its idle time from here, not from the start of a

@@ -94,9 +94,14 @@ use crate::sys::Signal;
 /// A task may build a pool of its own (or [`spawn!`](crate::spawn) a process), whose tasks may
 /// build pools too, up to a depth: a process 10 levels below the main process (its workers
 /// are level 1) starts no child, and building the pool fails with an error that says so, so
-/// that a recursion without end fails instead of forking until the machine runs out of
-/// processes (loky's `LOKY_MAX_DEPTH`). The environment variable `MP_MAX_DEPTH` sets the
-/// depth, in the main process's environment or in a pool's ([`PoolBuilder::env`]).
+/// that a recursion without end fails instead of going on forking (loky's `LOKY_MAX_DEPTH`).
+/// The environment variable `MP_MAX_DEPTH` sets the depth, in the main process's environment
+/// or in a pool's ([`PoolBuilder::env`]).
+///
+/// The limit bounds depth, not breadth: a recursion whose every task builds a pool of `n`
+/// workers that all recurse can have `n + n² + ...` processes at once, far more than a
+/// machine has room for at 10 levels. For recursion that branches, lower `MP_MAX_DEPTH` so that
+/// the sum fits, or give the inner pools 1 process.
 ///
 /// ```
 /// use mp_runtime::{process_fn, Pool};
@@ -251,8 +256,10 @@ impl PoolBuilder {
     /// takes its place. No task fails: this is for a task that leaks (a cache that is never
     /// emptied, a C library that forgets to free), where [`memory_limit`](PoolBuilder::memory_limit)
     /// is the hard cap that fails the task that crosses it. The size is measured after the first
-    /// task, then after a task at most every 100 ms, so a worker may grow by what its tasks
-    /// allocate in that time before it is replaced. Off by default.
+    /// task, after each task that leaves the worker idle, and, while tasks follow each other
+    /// without a pause, at most every 100 ms (a read of `/proc`, a few microseconds): such a
+    /// worker may grow by what its tasks allocate in that time before it is replaced. Off by
+    /// default.
     ///
     /// # Examples
     ///
@@ -537,7 +544,7 @@ impl PoolBuilder {
             };
         }
         let mut drivers = Vec::with_capacity(processes);
-        let (_, failure) = start_drivers(&shared, processes, &mut drivers);
+        let (_, failure) = spawn_drivers(&shared, processes, &mut drivers).wait();
         let pool = Pool {
             shared,
             owner: Owner::this_process(),
@@ -556,13 +563,13 @@ impl PoolBuilder {
     }
 }
 
-/// Starts `count` driver threads (each starts its worker) and adds them to `drivers`; returns
-/// how many of them started their worker, and the first error, if one did not.
-fn start_drivers(
+/// Starts `count` driver threads, which start their workers, and adds them to `drivers`; the
+/// caller then waits for the workers with [`Starting::wait`], without holding `drivers`.
+fn spawn_drivers(
     shared: &Arc<Shared>,
     count: usize,
     drivers: &mut Vec<JoinHandle<()>>,
-) -> (usize, Option<Error>) {
+) -> Starting {
     let (ready, started) = mpsc::channel();
     let mut failure = None;
     let mut spawned = 0;
@@ -584,9 +591,27 @@ fn start_drivers(
             }
         }
     }
-    drop(ready);
-    let ok = wait_started(&started, spawned, &mut failure);
-    (ok, failure)
+    Starting {
+        started,
+        spawned,
+        failure,
+    }
+}
+
+/// Driver threads starting their workers, from [`spawn_drivers`].
+struct Starting {
+    started: mpsc::Receiver<Result<()>>,
+    spawned: usize,
+    failure: Option<Error>,
+}
+
+impl Starting {
+    /// Waits until each driver has started its worker or failed to; returns how many started,
+    /// and the first error.
+    fn wait(mut self) -> (usize, Option<Error>) {
+        let started = wait_started(&self.started, self.spawned, &mut self.failure);
+        (started, self.failure)
+    }
 }
 
 /// Refuses a variable that no process could be given, or one of mp's own.
@@ -834,24 +859,32 @@ impl Pool {
             ));
         }
         let _resizing = lock(&self.resizing);
-        if self.shared.is_closed() {
-            return Err(Error::new(Kind::Closed));
-        }
-        let current = self.processes();
-        if processes <= current {
-            self.shared.shrink(current - processes);
-            self.processes.store(processes, Ordering::SeqCst);
-            return Ok(());
-        }
-        // Drivers asked to leave and still here stay instead of new ones starting.
-        let kept = self.shared.unshrink(processes - current);
-        self.processes.fetch_add(kept, Ordering::SeqCst);
-        let mut drivers = lock(&self.drivers);
-        self.forget_finished_drivers(&mut drivers);
-        let (started, failure) =
-            start_drivers(&self.shared, processes - current - kept, &mut drivers);
+        let starting = {
+            let mut drivers = lock(&self.drivers);
+            // Checked under the drivers' lock, which `join` takes to see whether they have all
+            // finished: a `close` and `join` after this check find the new drivers listed.
+            if self.shared.is_closed() {
+                return Err(Error::new(Kind::Closed));
+            }
+            let current = self.processes();
+            if processes <= current {
+                self.shared.shrink(current - processes);
+                self.processes.store(processes, Ordering::SeqCst);
+                return Ok(());
+            }
+            // Drivers asked to leave and still here stay instead of new ones starting.
+            let kept = self.shared.unshrink(processes - current);
+            self.processes.fetch_add(kept, Ordering::SeqCst);
+            self.forget_finished_drivers(&mut drivers);
+            spawn_drivers(&self.shared, processes - current - kept, &mut drivers)
+        };
+        // Not under the drivers' lock: a `join_timeout` meanwhile stays bounded.
+        let (started, failure) = starting.wait();
         self.processes.fetch_add(started, Ordering::SeqCst);
         match failure {
+            // A worker that could not start because the pool was terminated meanwhile failed
+            // for that reason, whatever it said as it was killed.
+            Some(_) if self.shared.is_terminated() => Err(Error::new(Kind::Closed)),
             Some(error) => Err(error),
             None => Ok(()),
         }

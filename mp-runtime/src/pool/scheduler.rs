@@ -287,6 +287,11 @@ impl Shared {
         self.tasks.shrink(drivers);
     }
 
+    /// Whether a driver about to start a worker should leave instead (the pool shrinks).
+    fn take_leave(&self) -> bool {
+        self.tasks.take_leave()
+    }
+
     /// Takes back up to `drivers` leaves of [`shrink`](Shared::shrink) that no driver took yet;
     /// returns how many.
     pub(crate) fn unshrink(&self, drivers: usize) -> usize {
@@ -444,11 +449,13 @@ impl Worker {
     }
 
     /// Retires it after the tasks it has if its memory grew more than `limit` above its size
-    /// after its first task (loky's leak guard). Measured after the first task, then at most
-    /// every [`GROWTH_CHECK_EVERY`], so that quick tasks do not pay a read of `/proc` each.
-    fn check_growth(&mut self, limit: u64) {
+    /// after its first task (loky's leak guard). Measured after the first task, after a task
+    /// that leaves it `idle`, so that it does not sit idle with what it leaked, and otherwise at
+    /// most every [`GROWTH_CHECK_EVERY`], so that a stream of quick tasks does not pay a read
+    /// of `/proc` each.
+    fn check_growth(&mut self, limit: u64, idle: bool) {
         let now = Instant::now();
-        if self.first_size.is_some() && now - self.measured < GROWTH_CHECK_EVERY {
+        if self.first_size.is_some() && !idle && now - self.measured < GROWTH_CHECK_EVERY {
             return;
         }
         self.measured = now;
@@ -562,6 +569,11 @@ impl Driver {
     fn start(&mut self, ready: &mut Option<std::sync::mpsc::Sender<Result<()>>>) -> Option<Worker> {
         loop {
             if self.shared.is_terminated() {
+                return None;
+            }
+            if ready.is_none() && self.shared.take_leave() {
+                // A replacement the pool, shrinking, would retire at once: none is started (its
+                // initializer would run for nothing).
                 return None;
             }
             let error = match Worker::start(&self.shared, &self.slot) {
@@ -719,7 +731,7 @@ impl Driver {
             return None;
         }
         if let Some(limit) = self.shared.config.max_memory_growth {
-            worker.check_growth(limit);
+            worker.check_growth(limit, self.in_flight.is_empty());
         }
         if (worker.sent >= self.max_tasks || worker.retiring) && self.in_flight.is_empty() {
             worker.retire(&self.slot);

@@ -117,6 +117,17 @@ impl<T> TaskQueue<T> {
         self.work.notify_all();
     }
 
+    /// Takes one of the leaves that [`shrink`](TaskQueue::shrink) asked for, if any is left: for a
+    /// driver about to start a worker, which should leave instead.
+    pub(super) fn take_leave(&self) -> bool {
+        let mut state = lock(&self.state);
+        let leave = state.leaving > 0;
+        if leave {
+            state.leaving -= 1;
+        }
+        leave
+    }
+
     /// Takes back up to `drivers` of the leaves that [`shrink`](TaskQueue::shrink) asked for
     /// and no driver has taken yet; returns how many.
     pub(super) fn unshrink(&self, drivers: usize) -> usize {
@@ -144,7 +155,9 @@ impl<T> TaskQueue<T> {
             if state.terminated {
                 return Next::Exit;
             }
-            if !wait && state.waiting > 0 {
+            if !wait && (state.waiting > 0 || state.leaving > 0) {
+                // Queued work goes to idle workers first; and while the pool shrinks, a busy
+                // worker takes no more, so that it can leave after the tasks it has.
                 return Next::Idle;
             }
             if wait && state.leaving > 0 {

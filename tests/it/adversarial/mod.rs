@@ -12,4 +12,5 @@ mod hangs;
 pub(crate) mod matrix;
 pub(crate) mod misbehave;
 mod panic_edges;
+mod pool_vocabulary;
 mod unruly;

@@ -178,8 +178,10 @@ pub(crate) fn max_depth() -> Result<usize> {
             .and_then(|value| value.trim().parse().ok())
             .ok_or_else(|| {
                 Error::usage(format!(
-                    "{MAX_DEPTH_VAR}={value:?} is not a number: set it to how deep mp \
-                     processes may nest (the default is {DEFAULT_MAX_DEPTH}), or unset it"
+                    "{MAX_DEPTH_VAR}={value:?} is not a whole number from 0 to {}: set it to \
+                     how many levels of mp processes may be below the main process (the \
+                     default is {DEFAULT_MAX_DEPTH}), or unset it",
+                    usize::MAX
                 ))
             }),
     }
@@ -188,16 +190,28 @@ pub(crate) fn max_depth() -> Result<usize> {
 /// Refuses a child of a process at the depth limit.
 fn check_depth() -> Result<()> {
     let (depth, limit) = (crate::base::depth(), max_depth()?);
-    if depth >= limit {
-        return Err(Error::usage(format!(
-            "cannot start a child process: this process is {depth} levels below the main \
-             process (pools or processes started by tasks, one inside the other), the limit \
-             of {MAX_DEPTH_VAR}={limit}; a task that builds a pool whose tasks build pools \
-             without end does this: end the recursion, or raise {MAX_DEPTH_VAR} in the \
-             environment"
-        )));
+    if depth < limit {
+        return Ok(());
     }
-    Ok(())
+    let levels = |n: usize| {
+        if n == 1 {
+            "1 level".to_string()
+        } else {
+            format!("{n} levels")
+        }
+    };
+    Err(Error::usage(format!(
+        "cannot start a child process: it would be {} below the main process, past the \
+         limit of {MAX_DEPTH_VAR}={limit} (pools or processes started by tasks, one inside the \
+         other; this process is {}); a task that builds a pool whose tasks build pools \
+         without end does this: end the recursion, or raise {MAX_DEPTH_VAR} in the \
+         environment",
+        levels(depth + 1),
+        match depth {
+            0 => "the main process".to_string(),
+            depth => format!("{} below it", levels(depth)),
+        }
+    )))
 }
 
 /// Starts a worker called `name` the way `method` says, with `env` set in its environment.
