@@ -228,8 +228,9 @@ pub use macros::set_shared_pool_idle_timeout;
 pub use pool::{
     AsyncResult, CallOptions, Calls, IMap, Pool, PoolBuilder, Waitable, lost_mpi_ranks, wait,
 };
-pub use process::Process;
+pub use process::{Process, ProcessBuilder};
 pub use runtime::registry::ProcessFn;
+pub use runtime::sandbox::{Restriction, Sandbox, SandboxReport};
 pub use runtime::spawn::{StartMethod, get_start_method, set_start_method};
 
 /// Registers a function so that it can run in another process.

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::base::{Error, Handle, Kind, Result};
 use crate::runtime::registry::{self, ProcessFn};
+use crate::runtime::sandbox::{Sandbox, SandboxReport};
 use crate::runtime::spawn::{self, ChildProcess, Owner, Received};
 use crate::sys::Signal;
 use crate::wire::codec;
@@ -59,7 +60,160 @@ pub struct Process<R> {
     channel: Option<Channel>,
     /// The process that started the child: the only one that may wait for it or end it.
     owner: Owner,
+    /// What the kernel enforces of the child's sandbox, when it has one.
+    sandbox: Option<SandboxReport>,
     result: PhantomData<fn() -> R>,
+}
+
+impl Process<()> {
+    /// Settings for a process beyond its function and arguments: its name, its sandbox. The
+    /// type of the result is the function's, fixed by [`ProcessBuilder::start`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, Process};
+    ///
+    /// #[process_fn]
+    /// fn whoami() -> String {
+    ///     mp_runtime::current_process().name().to_string()
+    /// }
+    ///
+    /// let p = Process::builder().name("decoder").start(whoami, ()).unwrap();
+    /// assert_eq!(p.name(), "decoder");
+    /// assert_eq!(p.join().unwrap(), "decoder");
+    /// ```
+    pub fn builder() -> ProcessBuilder {
+        ProcessBuilder::default()
+    }
+}
+
+/// Settings for a [`Process`], from [`Process::builder`]; [`start`](ProcessBuilder::start)
+/// starts it.
+///
+/// # Examples
+///
+/// ```
+/// use mp_runtime::{process_fn, Process, Sandbox};
+///
+/// #[process_fn]
+/// fn add(a: i32, b: i32) -> i32 {
+///     a + b
+/// }
+///
+/// let p = Process::builder().sandbox(Sandbox::new()).start(add, (2, 3)).unwrap();
+/// assert_eq!(p.join().unwrap(), 5);
+/// ```
+#[derive(Clone, Debug, Default)]
+#[must_use = "a builder does nothing until `start` is called"]
+pub struct ProcessBuilder {
+    name: Option<String>,
+    sandbox: Option<Sandbox>,
+}
+
+impl ProcessBuilder {
+    /// The process's name, as [`Process::name`] and, in the child,
+    /// [`current_process`](crate::current_process) give it; by default `Process-N`. It may not
+    /// hold a newline or a NUL byte ([`start`](ProcessBuilder::start) fails).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, Process};
+    ///
+    /// #[process_fn]
+    /// fn nothing() {}
+    ///
+    /// let p = Process::builder().name("worker-a").start(nothing, ()).unwrap();
+    /// assert_eq!(p.name(), "worker-a");
+    /// p.join().unwrap();
+    /// ```
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Runs the child in `sandbox` (see [`Sandbox`]): it enters it before the call runs.
+    /// [`start`](ProcessBuilder::start) waits until it has, and fails with an error whose
+    /// [`is_sandbox`](Error::is_sandbox) is true where the kernel cannot enforce it all, unless
+    /// the sandbox was made with [`best_effort`](Sandbox::best_effort).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, Process, Sandbox};
+    ///
+    /// #[process_fn]
+    /// fn run_a_program() -> bool {
+    ///     std::process::Command::new("true").status().is_ok()
+    /// }
+    ///
+    /// let p = Process::builder().sandbox(Sandbox::new()).start(run_a_program, ()).unwrap();
+    /// assert!(!p.join().unwrap());
+    /// ```
+    pub fn sandbox(mut self, sandbox: Sandbox) -> Self {
+        self.sandbox = Some(sandbox);
+        self
+    }
+
+    /// Starts `f(args..)` in a new child process with these settings, as
+    /// [`Process::start`] does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, Process};
+    ///
+    /// #[process_fn]
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    ///
+    /// let p = Process::builder().start(square, (9,)).unwrap();
+    /// assert_eq!(p.join().unwrap(), 81);
+    /// ```
+    pub fn start<F, Args>(self, f: F, args: Args) -> Result<Process<F::Output>>
+    where
+        F: ProcessFn<Args>,
+        Args: Serialize,
+    {
+        let entry = registry::lookup(&f)?;
+        let args = protocol::Args::encode(entry.id, [args])?;
+        let exit = codec::encode(&Request::Exit)?;
+        let name = match self.name {
+            Some(name) if name.contains(['\n', '\0']) => {
+                return Err(Error::usage(format!(
+                    "the process name {name:?} holds a newline or a NUL byte, which cannot cross \
+                     to the child; give a name without them"
+                )));
+            }
+            Some(name) => name,
+            None => next_name(),
+        };
+        let started = spawn::start_worker(crate::runtime::spawn::get_start_method(), &name, &[])?;
+        let mut process = Process {
+            name,
+            function: entry.path,
+            child: started.child,
+            channel: Some(started.channel),
+            owner: Owner::this_process(),
+            sandbox: None,
+            result: PhantomData,
+        };
+        let channel = process.channel.as_mut().expect("just set");
+        if let Some(sandbox) = &self.sandbox {
+            // On an error the child has ended; dropping the handle reaps it.
+            let report = spawn::enter_sandbox(&mut process.child, channel, sandbox)?;
+            process.sandbox = Some(report);
+        }
+        spawn::forward_logs(channel, started.logs);
+        // A child that dies at once closes the socket: that is reported by `join`, with its
+        // exit status, rather than as a failed send here.
+        let _ = args
+            .send(channel)
+            .and_then(|()| channel.send(&exit).map_err(|e| Error::io("cannot send", e)));
+        Ok(process)
+    }
 }
 
 impl<R: serde::de::DeserializeOwned> Process<R> {
@@ -87,27 +241,7 @@ impl<R: serde::de::DeserializeOwned> Process<R> {
         F: ProcessFn<Args, Output = R>,
         Args: Serialize,
     {
-        let entry = registry::lookup(&f)?;
-        let args = protocol::Args::encode(entry.id, [args])?;
-        let exit = codec::encode(&Request::Exit)?;
-        let name = next_name();
-        let started = spawn::start_worker(crate::runtime::spawn::get_start_method(), &name, &[])?;
-        let mut process = Process {
-            name,
-            function: entry.path,
-            child: started.child,
-            channel: Some(started.channel),
-            owner: Owner::this_process(),
-            result: PhantomData,
-        };
-        let channel = process.channel.as_mut().expect("just set");
-        spawn::forward_logs(channel, started.logs);
-        // A child that dies at once closes the socket: that is reported by `join`, with its
-        // exit status, rather than as a failed send here.
-        let _ = args
-            .send(channel)
-            .and_then(|()| channel.send(&exit).map_err(|e| Error::io("cannot send", e)));
-        Ok(process)
+        ProcessBuilder::default().start(f, args)
     }
 
     /// Waits for the result.
@@ -258,6 +392,26 @@ impl<R> Process<R> {
     /// ```
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// What the kernel enforces of the child's sandbox (see [`ProcessBuilder::sandbox`]);
+    /// `None` for a process started without one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, spawn, Process, Sandbox};
+    ///
+    /// #[process_fn]
+    /// fn nothing() {}
+    ///
+    /// let plain = spawn!(nothing).unwrap();
+    /// assert!(plain.sandbox_report().is_none());
+    /// let boxed = Process::builder().sandbox(Sandbox::new()).start(nothing, ()).unwrap();
+    /// assert!(boxed.sandbox_report().unwrap().is_complete());
+    /// ```
+    pub fn sandbox_report(&self) -> Option<&SandboxReport> {
+        self.sandbox.as_ref()
     }
 
     /// Whether the child is still running.

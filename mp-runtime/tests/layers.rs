@@ -19,6 +19,7 @@ const TIERS: &[(&str, &[&str])] = &[
             "runtime",
             "runtime/logs",
             "runtime/registry",
+            "runtime/sandbox",
             "runtime/worker",
             "runtime/expansion",
             "runtime/spawn",

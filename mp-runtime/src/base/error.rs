@@ -140,6 +140,8 @@ pub(crate) enum Kind {
         owner: u32,
         here: u32,
     },
+    /// A worker could not enter its sandbox; the message says why and what to do.
+    Sandbox(String),
     /// An operating-system call failed.
     /// Shared, so that one failure can be reported for every call it ended.
     Io {
@@ -240,6 +242,8 @@ pub enum ErrorKind {
     /// A pool, process or result was used in a forked copy of the process that made it
     /// ([`Error::is_foreign_process`]).
     ForeignProcess,
+    /// A worker could not enter its sandbox ([`Error::is_sandbox`]).
+    Sandbox,
     /// An operating-system call failed ([`Error::is_io`]); `source()` is the `io::Error`.
     Io,
     /// An MPI call failed (feature `mpi`).
@@ -484,6 +488,7 @@ impl Error {
             Kind::Empty => ErrorKind::Empty,
             Kind::Full(_) => ErrorKind::Full,
             Kind::ForeignProcess { .. } => ErrorKind::ForeignProcess,
+            Kind::Sandbox(_) => ErrorKind::Sandbox,
             Kind::Io { .. } => ErrorKind::Io,
         }
     }
@@ -958,6 +963,25 @@ impl Error {
         matches!(self.kind, Kind::ForeignProcess { .. })
     }
 
+    /// True when a worker could not enter its [`Sandbox`](crate::Sandbox): the kernel cannot
+    /// enforce it (and [`best_effort`](crate::Sandbox::best_effort) was not asked for), a path
+    /// given to it does not exist, or the worker ended before it entered. The message names
+    /// what is missing and what to do.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{Pool, Sandbox};
+    ///
+    /// let sandbox = Sandbox::new().read_only("/no/such/directory");
+    /// let err = Pool::builder().processes(1).sandbox(sandbox).build().unwrap_err();
+    /// assert!(err.is_sandbox());
+    /// assert!(err.to_string().contains("/no/such/directory"), "{err}");
+    /// ```
+    pub fn is_sandbox(&self) -> bool {
+        matches!(self.kind, Kind::Sandbox(_))
+    }
+
     /// True when an operating-system call failed (starting a process, a socket, a signal).
     ///
     /// # Examples
@@ -1120,6 +1144,7 @@ impl fmt::Display for Error {
                      it made by fork(), without its threads and children: {instead}"
                 )
             }
+            Kind::Sandbox(why) => f.write_str(why),
             // The cause is `source()`: printed by whoever walks the chain, not twice.
             Kind::Io { context, .. } => f.write_str(context),
         }

@@ -1044,7 +1044,7 @@ impl<'a> Holders<'a> {
     fn dead(&self) -> Option<u32> {
         self.slots()
             .map(|(_, holder)| holder)
-            .find(|&(pid, _, start)| pid != 0 && sys::process::start_time(pid) != Some(start))
+            .find(|&(pid, _, start)| pid != 0 && !sys::process::is_alive_since(pid, start))
             .map(|(pid, _, _)| pid)
     }
 }
@@ -1098,7 +1098,7 @@ impl BarrierHandle {
     /// process the table has no room for would go unwatched (its death unnoticed): refused.
     fn register(shm: Shm<BarrierState>) -> Result<Self> {
         let pid = std::process::id();
-        let start = sys::process::start_time(pid).unwrap_or(0);
+        let start = sys::process::own_start_time();
         let fields = lock_barrier(&shm)?;
         let holders = Holders::of(&shm, fields.get());
         let mine = holders
@@ -1428,11 +1428,10 @@ mod tests {
     fn a_holder_past_the_limit_gets_the_barriers_own_error() {
         let barrier = Barrier::new(2).unwrap();
         let (bytes, fds) = codec::encode_with_fds(&barrier).unwrap();
-        let init_start = sys::process::start_time(1).unwrap_or(0);
         let guard = barrier.lock().unwrap();
         let holders = Holders::of(&barrier.inner.shm, guard.get());
         for (slot, _) in holders.slots().collect::<Vec<_>>() {
-            holders.set(slot, 1, 1, init_start);
+            holders.set(slot, 1, 1, 0);
         }
         drop(guard);
         let err = codec::decode_with_fds::<Barrier>(&bytes, fds).unwrap_err();

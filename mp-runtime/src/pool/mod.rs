@@ -52,6 +52,7 @@ use scheduler::{Control, Placement, Shared, Task, WorkerConfig, lock, wait_start
 
 use crate::base::{Error, Handle, Kind, Result};
 use crate::runtime::registry::{self, Entry, ProcessFn};
+use crate::runtime::sandbox::{Sandbox, SandboxReport, Sandboxing};
 use crate::wire::protocol;
 
 use crate::runtime::spawn::{Owner, StartMethod};
@@ -167,6 +168,7 @@ pub struct PoolBuilder {
     placement: Placement,
     env: Vec<(OsString, OsString)>,
     max_memory_growth: Option<u64>,
+    sandbox: Option<Sandbox>,
 }
 
 impl PoolBuilder {
@@ -403,6 +405,37 @@ impl PoolBuilder {
         self
     }
 
+    /// Runs each worker in `sandbox`: it reaches only the paths given, no network (unless
+    /// allowed), no other process, and starts no program (see [`Sandbox`]). A worker enters it
+    /// as it starts, after the [`memory_limit`](PoolBuilder::memory_limit) is set and before
+    /// the [`initializer`](PoolBuilder::initializer) runs, so the initializer runs inside too:
+    /// what it opens must be allowed. The parent is never sandboxed.
+    ///
+    /// [`build`](PoolBuilder::build) fails, with an error whose
+    /// [`is_sandbox`](Error::is_sandbox) is true and that names what is missing, where the
+    /// kernel cannot enforce it all, unless the sandbox was made with
+    /// [`best_effort`](Sandbox::best_effort); [`Pool::sandbox_report`] says what holds. For a
+    /// pool over MPI ranks, each rank's workers enter it (the ranks themselves are not
+    /// sandboxed).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{process_fn, Pool, Sandbox};
+    ///
+    /// #[process_fn]
+    /// fn peek() -> bool {
+    ///     std::fs::read("/etc/hostname").is_ok() || std::fs::read("/etc/passwd").is_ok()
+    /// }
+    ///
+    /// let pool = Pool::builder().processes(1).sandbox(Sandbox::new()).build().unwrap();
+    /// assert!(!pool.apply(peek, ()).unwrap());
+    /// ```
+    pub fn sandbox(mut self, sandbox: Sandbox) -> Self {
+        self.sandbox = Some(sandbox);
+        self
+    }
+
     /// Sets the environment variable `name` to `value` in this pool's workers only, as loky's
     /// `env=`: for what a library reads from the environment (`OMP_NUM_THREADS=1`, so that
     /// each worker's numeric library does not start a thread per core). Call it once per
@@ -522,6 +555,7 @@ impl PoolBuilder {
                     .unwrap_or_else(crate::runtime::spawn::get_start_method),
                 env: std::mem::take(&mut self.env),
                 max_memory_growth: self.max_memory_growth,
+                sandbox: self.sandbox.map(Sandboxing::new),
             },
         ));
         #[cfg(feature = "mpi")]
@@ -802,6 +836,7 @@ impl Pool {
             placement: Placement::Auto,
             env: Vec::new(),
             max_memory_growth: None,
+            sandbox: None,
         }
     }
 
@@ -815,6 +850,22 @@ impl Pool {
     /// ```
     pub fn processes(&self) -> usize {
         self.processes.load(Ordering::SeqCst)
+    }
+
+    /// What the kernel enforces of the pool's [`Sandbox`], as its first worker found
+    /// (see [`PoolBuilder::sandbox`]); `None` for a pool without one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mp_runtime::{Pool, Restriction, Sandbox};
+    ///
+    /// assert!(Pool::new(1).unwrap().sandbox_report().is_none());
+    /// let pool = Pool::builder().processes(1).sandbox(Sandbox::new()).build().unwrap();
+    /// assert!(pool.sandbox_report().unwrap().enforces(Restriction::SystemCalls));
+    /// ```
+    pub fn sandbox_report(&self) -> Option<&SandboxReport> {
+        self.shared.config.sandbox.as_ref()?.report()
     }
 
     /// Changes how many worker processes the pool keeps, in place, as loky's

@@ -20,6 +20,7 @@ pub(super) use super::task_queue::Next;
 use super::task_queue::TaskQueue;
 use crate::base::{Error, ExitReason, Kind, Result};
 use crate::runtime::registry::Entry;
+use crate::runtime::sandbox::Sandboxing;
 use crate::runtime::spawn::{self, ChildProcess, Killer, Received, StartMethod};
 use crate::sys::{self, Signal};
 use crate::wire::codec;
@@ -213,6 +214,8 @@ pub(crate) struct WorkerConfig {
     /// How far a worker's memory may grow above its size after its first task before it is
     /// replaced, in bytes.
     pub max_memory_growth: Option<u64>,
+    /// The sandbox each worker enters as it starts, and what the first one's kernel enforces.
+    pub sandbox: Option<Sandboxing>,
 }
 
 /// The state every driver and the pool share.
@@ -385,6 +388,18 @@ impl Worker {
             let request = codec::encode(&Request::LimitMemory { bytes })?;
             // A worker that cannot take the limit exits; the call below then reports it.
             let _ = worker.channel.send(&request);
+        }
+        // After the memory limit, which a worker run as root may need its capabilities for;
+        // before the initializer, user code too.
+        if let Some(sandboxing) = &shared.config.sandbox {
+            let sandbox = &sandboxing.sandbox;
+            match spawn::enter_sandbox(&mut worker.child, &mut worker.channel, sandbox) {
+                Ok(report) => sandboxing.record(report),
+                Err(error) => {
+                    worker.reap(slot, Instant::now());
+                    return Err(error);
+                }
+            }
         }
         if let Some((entry, args)) = &shared.config.initializer {
             if let Err(error) = worker.initialize(entry, args) {
@@ -879,6 +894,7 @@ mod tests {
                 start_method: StartMethod::Spawn,
                 env: Vec::new(),
                 max_memory_growth: None,
+                sandbox: None,
             },
         );
         queued.submit([task(9, &sink)]).unwrap();

@@ -1,8 +1,8 @@
 //! The runtime tier: what makes a call run in another process. The table of callable functions
-//! ([`registry`]), the worker's serve loop ([`worker`]) and what the macros expand to
-//! ([`expansion`]), starting children ([`spawn`]), their logs ([`logs`]) and the MPI job
-//! ([`cluster`]). Uses `base`, `sys` and `wire`; used by the public rooms (process, pool, ipc,
-//! macros) and the early entry.
+//! ([`registry`]), the worker's sandbox ([`sandbox`]), its serve loop ([`worker`]) and what the
+//! macros expand to ([`expansion`]), starting children ([`spawn`]), their logs ([`logs`]) and
+//! the MPI job ([`cluster`]). Uses `base`, `sys` and `wire`; used by the public rooms (process,
+//! pool, ipc, macros) and the early entry.
 
 #[cfg(feature = "mpi")]
 pub(crate) mod cluster;
@@ -11,5 +11,6 @@ pub(crate) mod expansion;
 pub mod fuzz;
 pub(crate) mod logs;
 pub(crate) mod registry;
+pub(crate) mod sandbox;
 pub(crate) mod spawn;
 pub(crate) mod worker;

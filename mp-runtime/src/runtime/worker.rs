@@ -14,6 +14,7 @@ use serde::Serialize;
 use crate::base::{Error, ExitReason, Kind, Result};
 use crate::runtime::logs;
 use crate::runtime::registry;
+use crate::runtime::sandbox;
 use crate::sys;
 use crate::wire::codec;
 use crate::wire::frame::{Channel, Frame};
@@ -355,6 +356,16 @@ fn next_incoming(channel: &mut Channel) -> Incoming {
                             .map_or("none".to_string(), |hard| format!("{hard} bytes"))
                     ))),
                 },
+                Ok((Request::Sandbox { rules }, _)) => {
+                    let entered = sandbox::enter(&rules);
+                    // The parent waits for this answer; a worker that could not enter ends
+                    // after it, quietly: the parent's error says why.
+                    let answered = codec::encode(&entered).is_ok_and(|a| channel.send(&a).is_ok());
+                    if answered && entered.is_ok() {
+                        continue;
+                    }
+                    Incoming::End(None)
+                }
                 Err(error) => Incoming::End(Some(format!(
                     "the parent sent a message this worker cannot read ({error}); parent and \
                      worker must be the same build"

@@ -25,6 +25,12 @@ pub(crate) enum Cause {
     ResourceLimit,
     /// The machine is out of memory (ENOMEM).
     OutOfMemory,
+    /// The kernel has no such system call, or a filter answers for it as if (ENOSYS).
+    NoSuchCall,
+    /// The kernel has the feature, but it is turned off (EOPNOTSUPP).
+    TurnedOff,
+    /// The kernel does not know what was asked of the call (EINVAL).
+    UnknownRequest,
 }
 
 impl Cause {
@@ -40,6 +46,9 @@ impl Cause {
             libc::EACCES => Cause::AccessDenied,
             libc::EAGAIN => Cause::ResourceLimit,
             libc::ENOMEM => Cause::OutOfMemory,
+            libc::ENOSYS => Cause::NoSuchCall,
+            libc::EOPNOTSUPP => Cause::TurnedOff,
+            libc::EINVAL => Cause::UnknownRequest,
             _ => return None,
         })
     }
@@ -56,6 +65,9 @@ impl Cause {
             Cause::AccessDenied => libc::EACCES,
             Cause::ResourceLimit => libc::EAGAIN,
             Cause::OutOfMemory => libc::ENOMEM,
+            Cause::NoSuchCall => libc::ENOSYS,
+            Cause::TurnedOff => libc::EOPNOTSUPP,
+            Cause::UnknownRequest => libc::EINVAL,
         })
     }
 
@@ -81,6 +93,9 @@ mod tests {
             Cause::AccessDenied,
             Cause::ResourceLimit,
             Cause::OutOfMemory,
+            Cause::NoSuchCall,
+            Cause::TurnedOff,
+            Cause::UnknownRequest,
         ] {
             assert!(cause.is(&cause.error()), "{cause:?}");
         }

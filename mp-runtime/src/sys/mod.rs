@@ -20,9 +20,12 @@
 //! * `process::program_behind_loader`, `original_command_line`: the program and command line
 //!   when the dynamic loader was run as the program.
 //! * `process::die_with_parent`: the parent-death signal (SIGKILL).
-//! * `process::exists`, `is_running_child`, `start_time`: what the kernel says of a pid.
+//! * `process::exists`, `is_running_child`, `is_alive_since`, `own_start_time`: what the
+//!   kernel says of a pid.
 //! * `process::is_main_thread`, `is_secure_execution`, `effective_uid`, `host_name`.
 //! * `process::data_limit_hard`, `may_raise_hard_limits`, `limit_data`: RLIMIT_DATA.
+//! * `process::thread_count`, `program_files`, `forbid_new_privileges`,
+//!   `drop_capabilities`: what a process checks and gives up as it enters a sandbox.
 //! * `process::fork_sibling` (`Forked`): a fork whose child is this process's parent's.
 //! * `process::take_var_before_main`, `set_var_before_main` (`mpi`): the environment before
 //!   `main`.
@@ -58,6 +61,11 @@
 //!   mutex with the fields, or the slice (`Monitor<[T]>::in_mapping`), it guards;
 //!   `mutex::Condvar`: a condition variable for it.
 //!
+//! Sandboxing ([`landlock`], [`seccomp`]):
+//! * `landlock::abi`, `Ruleset` (`new`, `allow` with an `Access`, `restrict_self`): the
+//!   paths, TCP ports and scopes a process keeps to.
+//! * `seccomp::probe`, `restrict`: the system calls a sandboxed worker may not make.
+//!
 //! MPI (`mpi`, feature `mpi`):
 //! * `init`, `send`, `try_match` (`Matched`), `abort`, `barrier_and_finalize`, `MpiError`.
 
@@ -65,6 +73,7 @@ pub(crate) mod error;
 pub(crate) mod fd;
 pub(crate) mod file;
 pub(crate) mod futex;
+pub(crate) mod landlock;
 pub(crate) mod memfd;
 pub(crate) mod mmap;
 #[cfg(feature = "mpi")]
@@ -72,6 +81,7 @@ pub(crate) mod mpi;
 pub(crate) mod mutex;
 pub(crate) mod pidfd;
 pub(crate) mod process;
+pub(crate) mod seccomp;
 pub(crate) mod signal;
 
 pub(crate) use process::Pid;

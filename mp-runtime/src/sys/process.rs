@@ -404,7 +404,7 @@ fn errno() -> i32 {
 }
 
 /// How many threads this process has, from /proc/self/task.
-fn thread_count() -> io::Result<usize> {
+pub(crate) fn thread_count() -> io::Result<usize> {
     Ok(std::fs::read_dir("/proc/self/task")?.count())
 }
 
@@ -511,17 +511,87 @@ pub(crate) fn anonymous_resident_bytes(pid: Pid) -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// When the process `pid` started (in clock ticks since boot), or `None` if it is gone or a
-/// zombie: with the pid, this names a process even after its pid is reused. Takes the number a
-/// process recorded in shared memory, where 0 stands for none (and gets `None`).
-pub(crate) fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+/// When the process `pid` started (in clock ticks since boot), `None` if it is gone or a
+/// zombie: with the pid, this names a process even after its pid is reused. An error where
+/// /proc does not say (hidden from a sandboxed process).
+fn start_time(pid: u32) -> io::Result<Option<u64>> {
+    let stat = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
     // The command name is in parentheses and may contain anything: parse after the last ')'.
-    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
-    let state = fields.next()?;
-    if state == "Z" || state == "X" {
-        return None;
+    let mut fields = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace());
+    let state = fields.as_mut().and_then(Iterator::next);
+    if matches!(state, None | Some("Z" | "X")) {
+        return Ok(None);
     }
     // Field 22 of the line is the start time; `fields` began at field 3.
-    fields.nth(18)?.parse().ok()
+    Ok(fields.and_then(|mut f| f.nth(18)?.parse().ok()))
+}
+
+/// This process's start time (see [`start_time`]), read once in each process (a forked child
+/// reads its own): read before a sandbox hides /proc, it stays known inside. 0 when /proc does
+/// not say.
+pub(crate) fn own_start_time() -> u64 {
+    static OWN: std::sync::Mutex<(u32, u64)> = std::sync::Mutex::new((0, 0));
+    let me = pid();
+    let mut own = OWN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if own.0 != me {
+        *own = (me, start_time(me).ok().flatten().unwrap_or(0));
+    }
+    own.1
+}
+
+/// Whether the process `pid` that started at `start` (its [`own_start_time`]) runs yet: not if
+/// it ended, even when its pid was reused since. Where its start cannot be known (`start` is 0,
+/// or /proc is hidden from this process by a sandbox), whether a process `pid` exists.
+pub(crate) fn is_alive_since(pid: u32, start: u64) -> bool {
+    match start_time(pid) {
+        Ok(Some(now)) => start == 0 || now == start,
+        Ok(None) => false,
+        Err(_) => Pid::from_raw(pid).is_some_and(exists),
+    }
+}
+
+/// The files of the code this process runs (its program and shared libraries, as mapped
+/// now): read once more by a backtrace, for the names of functions.
+pub(crate) fn program_files() -> io::Result<Vec<std::path::PathBuf>> {
+    let maps = std::fs::read_to_string("/proc/self/maps")?;
+    let mut files: Vec<std::path::PathBuf> = maps
+        .lines()
+        .filter_map(|line| {
+            // start-end perms offset major:minor inode path
+            let mut fields = line.splitn(6, ' ');
+            let perms = fields.nth(1)?;
+            let path = fields.nth(3)?.trim_start();
+            // A removed file is marked " (deleted)"; memfds and the like are not paths.
+            (perms.contains('x') && path.starts_with('/') && !path.ends_with(" (deleted)"))
+                .then(|| path.into())
+        })
+        .collect();
+    files.sort();
+    files.dedup();
+    Ok(files)
+}
+
+/// Sets no-new-privileges: from now on this process and its children can gain no privilege by
+/// executing a program (setuid bits and file capabilities are ignored); it cannot be unset.
+pub(crate) fn forbid_new_privileges() -> io::Result<()> {
+    Ok(rustix::thread::set_no_new_privs(true)?)
+}
+
+/// Drops every capability of the calling thread (effective, permitted, inheritable and
+/// ambient): a process running as root keeps its user id, but no power beyond it.
+pub(crate) fn drop_capabilities() -> io::Result<()> {
+    use rustix::thread::{CapabilitySet, CapabilitySets};
+    rustix::thread::clear_ambient_capability_set()?;
+    Ok(rustix::thread::set_capabilities(
+        None,
+        CapabilitySets {
+            effective: CapabilitySet::empty(),
+            permitted: CapabilitySet::empty(),
+            inheritable: CapabilitySet::empty(),
+        },
+    )?)
 }

@@ -32,6 +32,23 @@ pub(crate) enum Request<'a> {
     /// Send `log` records and `tracing` events at or above `level` (1 error to 5 trace) to
     /// the parent, on the socket that comes beside this message.
     Logging { level: u8 },
+    /// Enter a sandbox that allows what `rules` says, before any call; answered by one frame,
+    /// the sandbox's report or why it could not be entered (then the worker exits).
+    Sandbox { rules: SandboxRules },
+}
+
+/// What a sandboxed worker may reach: the public `Sandbox` as it crosses to a worker (and to
+/// an MPI rank, for its workers).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct SandboxRules {
+    /// Paths below which files may be read, as the OS's bytes (a path need not be UTF-8).
+    pub read_only: Vec<Vec<u8>>,
+    /// Paths below which files may be read and written.
+    pub read_write: Vec<Vec<u8>>,
+    /// Whether sockets may be made and connected.
+    pub network: bool,
+    /// Whether to enter with what the kernel can enforce, rather than refuse what it cannot.
+    pub best_effort: bool,
 }
 
 /// A call of one function, encoded: the request and one argument record per call, and the

@@ -2,7 +2,7 @@
 //! child whichever way it started, re-executed ([`reexec`]) or forked by the fork server
 //! ([`forkserver`]).
 //!
-//! Uses `base`, `sys`, `wire` and `logs`, `registry`, `worker` of its tier; used by `cluster` and
+//! Uses `base`, `sys`, `wire` and `logs`, `registry`, `sandbox`, `worker` of its tier; used by `cluster` and
 //! the public rooms.
 
 pub(crate) mod forkserver;
@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use crate::base::{Error, ExitReason, Handle, Kind, Result};
 use crate::runtime::logs;
+use crate::runtime::sandbox::{Sandbox, SandboxReport};
 use crate::sys::error::Cause;
 use crate::sys::{self, Pid, Signal, pidfd};
 use crate::wire::codec;
@@ -261,6 +262,56 @@ pub(crate) fn forward_logs(channel: &mut Channel, logs: Option<(u8, OwnedFd)>) {
         // A worker that cannot take it is gone, which the next call finds.
         let _ = codec::encode(&Request::Logging { level })
             .map(|request| channel.send_with_fds(&request, &[socket.as_fd()]));
+    }
+}
+
+/// How long a worker may take to enter its sandbox and say so: a few system calls, and a read
+/// of its own memory map.
+const SANDBOX_ANSWER: Duration = Duration::from_secs(60);
+
+/// Has the worker `child`, just started, enter `sandbox` before anything else is asked of it;
+/// returns what its kernel enforces. On an error the worker has exited or been killed.
+pub(crate) fn enter_sandbox(
+    child: &mut ChildProcess,
+    channel: &mut Channel,
+    sandbox: &Sandbox,
+) -> Result<SandboxReport> {
+    let request = codec::encode(&Request::Sandbox {
+        rules: sandbox.rules(),
+    })?;
+    // A worker that is gone already is found by the receive below.
+    let _ = channel.send(&request);
+    let pid = child.pid();
+    let frame = match child.recv(channel, Some(Instant::now() + SANDBOX_ANSWER)) {
+        Received::Frame(frame) => frame,
+        Received::Failed(error) => {
+            let _ = child.kill();
+            return Err(receive_failed(pid, error));
+        }
+        Received::TimedOut => {
+            let _ = child.kill();
+            return Err(Error::new(Kind::Sandbox(format!(
+                "worker process {pid} did not enter its sandbox within {SANDBOX_ANSWER:?}, so it \
+                 was killed; the machine may be overloaded"
+            ))));
+        }
+        Received::Gone => {
+            let exit = child
+                .reap_until(Instant::now() + KILLED_GRACE)
+                .unwrap_or(ExitReason::Unknown);
+            let said = child.said().map_or(String::new(), |said| format!(": {said}"));
+            return Err(Error::new(Kind::Sandbox(format!(
+                "worker process {pid} {exit} before it entered its sandbox{said}"
+            ))));
+        }
+    };
+    match codec::decode::<std::result::Result<SandboxReport, String>>(&frame)? {
+        Ok(report) => Ok(report),
+        Err(why) => {
+            // It exits after its answer.
+            let _ = child.reap_until(Instant::now() + KILLED_GRACE);
+            Err(Error::new(Kind::Sandbox(why)))
+        }
     }
 }
 
