@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use mp_runtime::{CallOptions, Pool, mpi_rank, process_fn};
+use mp_runtime::{CallOptions, Pool, Sandbox, mpi_rank, process_fn};
 
 /// How long the whole run under `mpirun` may take before it is killed.
 const RUN_LIMIT: Duration = Duration::from_secs(180);
@@ -232,6 +232,40 @@ fn settings_reach_every_rank() {
     assert_eq!(pids.len(), 12, "each task had a fresh worker");
 }
 
+/// Where this task ran, and whether it could list the temporary directory (a sandbox
+/// closes it).
+#[process_fn]
+fn sandboxed_where(_: u32) -> (Option<u32>, bool) {
+    (mpi_rank(), std::fs::read_dir(std::env::temp_dir()).is_ok())
+}
+
+/// Each rank's workers enter the pool's sandbox; the ranks themselves do not (they still
+/// talk to rank 0), and a refusal on a rank fails the pool's build.
+fn a_sandbox_holds_on_every_rank() {
+    let pool = Pool::builder()
+        .mpi()
+        .processes(1)
+        .sandbox(Sandbox::new())
+        .build()
+        .unwrap();
+    let seen: BTreeSet<(Option<u32>, bool)> = pool
+        .with(&CallOptions::new().chunksize(1))
+        .map(sandboxed_where, 0..20)
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(seen, BTreeSet::from([(Some(1), false), (Some(2), false)]));
+    let report = pool.sandbox_report().expect("the ranks' report");
+    assert!(report.is_complete(), "{report}");
+    let missing = Sandbox::new().read_only("/no/such/path");
+    let err = Pool::builder().mpi().sandbox(missing).build().unwrap_err();
+    assert!(err.is_sandbox(), "{err}");
+    assert!(err.to_string().contains("/no/such/path"), "{err}");
+    // A pool without one, on the same ranks, is not sandboxed.
+    let plain = Pool::builder().mpi().processes(1).build().unwrap();
+    assert!(plain.apply(sandboxed_where, (0,)).unwrap().1);
+}
+
 fn handles_are_refused_clearly() {
     let pool = pool();
     let (end, _other) = mp_runtime::pipe().unwrap();
@@ -391,6 +425,7 @@ fn cases() -> Vec<(&'static str, fn())> {
         ),
         ("settings_reach_every_rank", settings_reach_every_rank),
         ("handles_are_refused_clearly", handles_are_refused_clearly),
+        ("a_sandbox_holds_on_every_rank", a_sandbox_holds_on_every_rank),
         (
             "pools_side_by_side_and_in_turn",
             pools_side_by_side_and_in_turn,

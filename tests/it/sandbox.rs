@@ -547,6 +547,39 @@ fn a_panic_comes_back_with_message_and_location() {
     assert!(location.file().ends_with("sandbox.rs"), "{location}");
 }
 
+#[process_fn]
+fn panics_with_a_backtrace() {
+    panic!("look at the backtrace");
+}
+
+/// Run again by `a_panic_inside_carries_a_backtrace` with `RUST_BACKTRACE=1` in its
+/// environment, which the workers inherit; run plainly, it checks nothing.
+#[test]
+fn backtrace_inside_when_enabled() {
+    if std::env::var_os("MP_TEST_SANDBOX_BACKTRACE").is_none() {
+        return;
+    }
+    let boxed = pool(Some(Sandbox::new()), StartMethod::Spawn);
+    let err = boxed.apply(panics_with_a_backtrace, ()).unwrap_err();
+    // Named: the worker reads its program's file for the names, which the sandbox allows.
+    let backtrace = err.panic_backtrace().expect("a backtrace");
+    assert!(backtrace.contains("panics_with_a_backtrace"), "{backtrace}");
+}
+
+#[test]
+fn a_panic_inside_carries_a_backtrace() {
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "sandbox::backtrace_inside_when_enabled"])
+        .env("RUST_BACKTRACE", "1")
+        .env("MP_TEST_SANDBOX_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("1 passed"), "{text}");
+}
+
 static OPENED_AT_INIT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 
 #[process_fn]

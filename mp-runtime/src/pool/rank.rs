@@ -15,6 +15,7 @@ use crate::base::{Error, Result};
 use crate::runtime::cluster;
 use crate::runtime::logs;
 use crate::runtime::registry;
+use crate::runtime::sandbox::Sandbox;
 use crate::runtime::spawn::StartMethod;
 use crate::wire::codec;
 use crate::wire::protocol::{Args, Failure, Outcomes};
@@ -76,8 +77,9 @@ impl Pools {
         let reply = match open_local(settings, init_args) {
             Ok(local) => {
                 let workers = local.processes() as u32;
+                let sandbox = local.sandbox_report().cloned();
                 self.open.insert(pool, Arc::new(local));
-                FromRank::Opened { workers }
+                FromRank::Opened { workers, sandbox }
             }
             Err(error) => FromRank::Failed {
                 seq: 0,
@@ -169,6 +171,9 @@ fn open_local(settings: &Settings, init_args: Vec<u8>) -> Result<Pool> {
         builder = builder.start_method(StartMethod::ForkServer);
     } else {
         builder = builder.start_method(StartMethod::Spawn);
+    }
+    if let Some(rules) = &settings.sandbox {
+        builder = builder.sandbox(Sandbox::from_rules(rules));
     }
     if let Some((id, count)) = &settings.initializer {
         builder.initializer = Some(

@@ -22,9 +22,10 @@ use serde::{Deserialize, Serialize};
 use super::scheduler::{Next, Placement, Shared, Slot, Task, wait_started};
 use crate::base::{Error, Kind, Result};
 use crate::runtime::cluster::{self, Backoff, FIRST_POOL_TAG, TAG_LIMIT, TAG_TO_RANK};
+use crate::runtime::sandbox::SandboxReport;
 use crate::runtime::spawn::StartMethod;
 use crate::wire::codec;
-use crate::wire::protocol::{Failure, Outcomes};
+use crate::wire::protocol::{Failure, Outcomes, SandboxRules};
 
 /// From rank 0 to a worker rank. Payloads (argument records, an initializer's arguments)
 /// travel beside the encoded request.
@@ -46,8 +47,12 @@ pub(super) enum ToRank<'a> {
 /// From a worker rank to rank 0, on the pool's tag.
 #[derive(Serialize, Deserialize)]
 pub(super) enum FromRank {
-    /// The local pool runs, with this many processes.
-    Opened { workers: u32 },
+    /// The local pool runs, with this many processes, whose kernel enforces this of the
+    /// pool's sandbox.
+    Opened {
+        workers: u32,
+        sandbox: Option<SandboxReport>,
+    },
     /// The outcome records of task `seq` are the payload.
     Reply { seq: u64 },
     /// Task `seq` (or, for `Open`, the pool) failed as a whole.
@@ -72,6 +77,8 @@ pub(super) struct Settings {
     /// Variables set in the workers' environment, as bytes.
     pub(super) env: Vec<(Vec<u8>, Vec<u8>)>,
     pub(super) max_memory_growth: Option<u64>,
+    /// The sandbox of the rank's workers (the rank itself is not sandboxed).
+    pub(super) sandbox: Option<SandboxRules>,
 }
 
 /// The tag of a pool's replies.
@@ -146,6 +153,7 @@ pub(super) fn start(per_rank: Option<usize>, shared: &Arc<Shared>) -> Result<Sta
             .map(|(name, value)| (name.as_bytes().to_vec(), value.as_bytes().to_vec()))
             .collect(),
         max_memory_growth: shared.config.max_memory_growth,
+        sandbox: (shared.config.sandbox.as_ref()).map(|s| s.sandbox.rules()),
     };
     let open = Arc::new((codec::encode(&ToRank::Open { pool, settings })?, init_args));
     let workers = Arc::new(AtomicUsize::new(0));
@@ -201,7 +209,12 @@ impl RankDriver {
         let opened =
             cluster::send(self.rank, TAG_TO_RANK, &open.0, &open.1).and_then(|()| self.recv());
         let workers_here = match opened {
-            Ok((FromRank::Opened { workers: n }, _)) => n as usize,
+            Ok((FromRank::Opened { workers: n, sandbox }, _)) => {
+                if let (Some(sandboxing), Some(report)) = (&self.shared.config.sandbox, sandbox) {
+                    sandboxing.record(report);
+                }
+                n as usize
+            }
             Ok((FromRank::Failed { failure, .. }, _)) => {
                 let _ = ready.send(Err(failure.into_error()));
                 return;

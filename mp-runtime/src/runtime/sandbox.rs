@@ -603,3 +603,87 @@ pub(crate) fn enter(rules: &SandboxRules) -> Result<SandboxReport, String> {
     }
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kernel(landlock: Result<u32, &str>, seccomp: Result<(), &str>) -> Kernel {
+        Kernel {
+            landlock: landlock.map_err(str::to_string),
+            seccomp: seccomp.map_err(str::to_string),
+        }
+    }
+
+    // Each restriction is claimed only from the ABI that brought it; the kernels this machine
+    // does not run are described here.
+    #[test]
+    fn each_restriction_needs_its_abi() {
+        let report = SandboxReport::of(&kernel(Ok(5), Ok(())), false);
+        use Restriction::*;
+        assert_eq!(report.enforced(), [FileSystem, Network, SystemCalls]);
+        let missing: Vec<_> = report.not_enforced().collect();
+        assert_eq!(
+            missing,
+            [
+                (
+                    Signals,
+                    "scoping signals needs Landlock ABI 6 (Linux 6.12); this kernel has ABI 5"
+                ),
+                (
+                    AbstractSockets,
+                    "scoping abstract Unix sockets needs Landlock ABI 6 (Linux 6.12); this \
+                     kernel has ABI 5"
+                )
+            ]
+        );
+        let report = SandboxReport::of(&kernel(Ok(2), Ok(())), false);
+        assert_eq!(report.enforced(), [SystemCalls]);
+        assert!(report.to_string().contains(
+            "file system (keeping read-only files from being truncated needs Landlock ABI 3 \
+             (Linux 6.2); this kernel has ABI 2); network (refusing TCP connections needs \
+             Landlock ABI 4 (Linux 6.7); this kernel has ABI 2)"
+        ));
+        let report = SandboxReport::of(&kernel(Ok(7), Ok(())), false);
+        assert!(report.is_complete());
+        assert_eq!(report.landlock_abi(), Some(7));
+    }
+
+    #[test]
+    fn an_allowed_network_is_neither_enforced_nor_missing() {
+        let report = SandboxReport::of(&kernel(Ok(3), Err("no seccomp")), true);
+        let missing: Vec<_> = report.not_enforced().map(|(r, _)| r).collect();
+        assert!(!missing.contains(&Restriction::Network), "{report}");
+        assert!(!report.enforces(Restriction::Network), "{report}");
+        let report = SandboxReport::of(&kernel(Ok(7), Err("no seccomp")), false);
+        let why = report.not_enforced().find(|(r, _)| *r == Restriction::Network);
+        assert_eq!(
+            why.map(|(_, why)| why),
+            Some("no seccomp, so sockets cannot be refused")
+        );
+    }
+
+    #[test]
+    fn a_refusal_names_what_is_missing_and_what_to_do() {
+        let report = SandboxReport::of(&kernel(Err("no Landlock here"), Ok(())), false);
+        let refusal = report.refusal();
+        assert!(
+            refusal.starts_with(
+                "this kernel cannot enforce the sandbox: file system (no Landlock here); network"
+            ),
+            "{refusal}"
+        );
+        assert!(refusal.ends_with("to run with what it can enforce"), "{refusal}");
+        assert_eq!(report.landlock_abi(), None);
+    }
+
+    // A path that is not UTF-8 crosses whole.
+    #[test]
+    fn paths_cross_as_bytes() {
+        let odd = Path::new(OsStr::from_bytes(b"/tmp/\xff-odd"));
+        let rules = Sandbox::new().read_only(odd).rules();
+        assert_eq!(path_of(&rules.read_only[0]), odd);
+        let relative = Sandbox::new().read_write("here").rules();
+        assert!(path_of(&relative.read_write[0]).is_absolute());
+    }
+}
