@@ -425,7 +425,10 @@ fn cases() -> Vec<(&'static str, fn())> {
         ),
         ("settings_reach_every_rank", settings_reach_every_rank),
         ("handles_are_refused_clearly", handles_are_refused_clearly),
-        ("a_sandbox_holds_on_every_rank", a_sandbox_holds_on_every_rank),
+        (
+            "a_sandbox_holds_on_every_rank",
+            a_sandbox_holds_on_every_rank,
+        ),
         (
             "pools_side_by_side_and_in_turn",
             pools_side_by_side_and_in_turn,

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use mp_runtime::{
-    Array, Barrier, Connection, Event, Lock, Pool, Process, ProcessFn, Queue, Restriction,
-    Sandbox, SharedMemory, StartMethod, Value, pipe, process_fn,
+    Array, Barrier, Connection, Event, Lock, Pool, Process, ProcessFn, Queue, Restriction, Sandbox,
+    SharedMemory, StartMethod, Value, pipe, process_fn,
 };
 use serde::Serialize;
 
@@ -79,12 +79,21 @@ where
     F: ProcessFn<A, Output = Escape>,
     A: Serialize + Clone,
 {
-    let plain = pool(None, StartMethod::Spawn).apply(f, args.clone()).unwrap();
-    assert_eq!(plain, Ok(()), "{what}: a plain worker cannot do it, so the test shows nothing");
+    let plain = pool(None, StartMethod::Spawn)
+        .apply(f, args.clone())
+        .unwrap();
+    assert_eq!(
+        plain,
+        Ok(()),
+        "{what}: a plain worker cannot do it, so the test shows nothing"
+    );
     for method in [StartMethod::Spawn, StartMethod::ForkServer] {
         let boxed = pool(Some(sandbox.clone()), method);
         let got = boxed.apply(f, args.clone()).unwrap();
-        assert!(got.is_err(), "{what}: a sandboxed worker ({method:?}) got out");
+        assert!(
+            got.is_err(),
+            "{what}: a sandboxed worker ({method:?}) got out"
+        );
     }
     let process = Process::builder().sandbox(sandbox).start(f, args).unwrap();
     let got = process.join().unwrap();
@@ -150,7 +159,9 @@ fn abstract_connect(name: Vec<u8>) -> Escape {
 
 #[process_fn]
 fn run_program() -> Escape {
-    let status = Command::new("/bin/true").status().map_err(|e| e.to_string())?;
+    let status = Command::new("/bin/true")
+        .status()
+        .map_err(|e| e.to_string())?;
     status.success().then_some(()).ok_or(status.to_string())
 }
 
@@ -177,7 +188,9 @@ fn fork_and_run_program() -> Escape {
     unsafe { libc::waitpid(pid, &mut status, 0) };
     match libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)) {
         Some(0) => Ok(()),
-        _ => Err(format!("the grandchild could not run the program (status {status:#x})")),
+        _ => Err(format!(
+            "the grandchild could not run the program (status {status:#x})"
+        )),
     }
 }
 
@@ -214,7 +227,12 @@ fn trace(pid: u32) -> Escape {
         } else {
             0
         };
-        libc::ptrace(libc::PTRACE_DETACH, pid, null, pass as usize as *mut libc::c_void);
+        libc::ptrace(
+            libc::PTRACE_DETACH,
+            pid,
+            null,
+            pass as usize as *mut libc::c_void,
+        );
     }
     Ok(())
 }
@@ -231,7 +249,11 @@ fn read_environment(pid: u32) -> Escape {
 
 #[process_fn]
 fn write_own_program() -> Escape {
-    said(std::fs::OpenOptions::new().write(true).open("/proc/self/exe"))
+    said(
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/proc/self/exe"),
+    )
 }
 
 /// A file created beside the program (its build directory), and removed.
@@ -305,7 +327,12 @@ fn connecting_to_an_abstract_socket_of_the_parent_fails() {
     let name = format!("mp-sandbox-test-{}", std::process::id()).into_bytes();
     let address = SocketAddr::from_abstract_name(&name).unwrap();
     let _listener = UnixListener::bind_addr(&address).unwrap();
-    check_escape("abstract", Sandbox::new(), abstract_connect, (name.clone(),));
+    check_escape(
+        "abstract",
+        Sandbox::new(),
+        abstract_connect,
+        (name.clone(),),
+    );
     // With the network allowed, it is Landlock's scope that refuses.
     let open = Sandbox::new().allow_network();
     check_escape("abstract, network allowed", open, abstract_connect, (name,));
@@ -364,7 +391,12 @@ fn the_paths_given_are_open() {
     let one = Sandbox::new().read_only(scene.root.join("outside/file.txt"));
     let boxed = pool(Some(one), StartMethod::Spawn);
     ok(boxed.apply(read_file, (scene.path("outside/file.txt"),)));
-    assert!(boxed.apply(list_dir, (scene.path("outside"),)).unwrap().is_err());
+    assert!(
+        boxed
+            .apply(list_dir, (scene.path("outside"),))
+            .unwrap()
+            .is_err()
+    );
 }
 
 #[test]
@@ -405,7 +437,10 @@ fn calls_and_results_of_any_size_cross() {
     }
 }
 
-#[allow(clippy::too_many_arguments, reason = "one task uses every kind of handle")]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one task uses every kind of handle"
+)]
 #[process_fn]
 fn use_handles(
     queue: Queue<u32>,
@@ -618,7 +653,10 @@ fn the_report_says_what_holds() {
         );
         assert!(report.landlock_abi().unwrap() >= 6);
     }
-    let process = Process::builder().sandbox(Sandbox::new()).start(nap, (0,)).unwrap();
+    let process = Process::builder()
+        .sandbox(Sandbox::new())
+        .start(nap, (0,))
+        .unwrap();
     assert!(process.sandbox_report().unwrap().is_complete());
     assert!(process.join().unwrap());
     assert!(pool(None, StartMethod::Spawn).sandbox_report().is_none());
@@ -738,7 +776,11 @@ fn an_old_kernel_is_refused_unless_best_effort_body() {
             Restriction::SystemCalls
         ]
     );
-    assert!(report.to_string().starts_with("enforced: nothing; not enforced: file system"));
+    assert!(
+        report
+            .to_string()
+            .starts_with("enforced: nothing; not enforced: file system")
+    );
     // It runs, with what holds: here nothing.
     assert!(!pool.apply(nap, (0,)).unwrap());
 }

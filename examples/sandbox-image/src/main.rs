@@ -43,7 +43,12 @@ fn snoop(secret: String, port: u16) -> Vec<String> {
     if TcpStream::connect(("127.0.0.1", port)).is_ok() {
         got.push("connected".to_string());
     }
-    if std::process::Command::new("/bin/sh").arg("-c").arg("true").status().is_ok() {
+    if std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg("true")
+        .status()
+        .is_ok()
+    {
         got.push("ran a shell".to_string());
     }
     got

@@ -209,7 +209,13 @@ impl RankDriver {
         let opened =
             cluster::send(self.rank, TAG_TO_RANK, &open.0, &open.1).and_then(|()| self.recv());
         let workers_here = match opened {
-            Ok((FromRank::Opened { workers: n, sandbox }, _)) => {
+            Ok((
+                FromRank::Opened {
+                    workers: n,
+                    sandbox,
+                },
+                _,
+            )) => {
                 if let (Some(sandboxing), Some(report)) = (&self.shared.config.sandbox, sandbox) {
                     sandboxing.record(report);
                 }

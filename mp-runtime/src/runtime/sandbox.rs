@@ -546,7 +546,10 @@ pub(crate) fn enter(rules: &SandboxRules) -> Result<SandboxReport, String> {
     if !report.is_complete() && !rules.best_effort {
         return Err(report.refusal());
     }
-    for (paths, setter) in [(&rules.read_only, "read_only"), (&rules.read_write, "read_write")] {
+    for (paths, setter) in [
+        (&rules.read_only, "read_only"),
+        (&rules.read_write, "read_write"),
+    ] {
         for path in paths.iter().map(|p| path_of(p)) {
             if let Err(e) = std::fs::metadata(path) {
                 return Err(format!(
@@ -586,7 +589,12 @@ pub(crate) fn enter(rules: &SandboxRules) -> Result<SandboxReport, String> {
             .iter()
             .map(|file| (file.as_path(), Access::Read))
             .chain(rules.read_only.iter().map(|p| (path_of(p), Access::Read)))
-            .chain(rules.read_write.iter().map(|p| (path_of(p), Access::ReadWrite)));
+            .chain(
+                rules
+                    .read_write
+                    .iter()
+                    .map(|p| (path_of(p), Access::ReadWrite)),
+            );
         for (path, access) in allowed {
             ruleset.allow(path, access).map_err(|e| {
                 format!(
@@ -656,7 +664,9 @@ mod tests {
         assert!(!missing.contains(&Restriction::Network), "{report}");
         assert!(!report.enforces(Restriction::Network), "{report}");
         let report = SandboxReport::of(&kernel(Ok(7), Err("no seccomp")), false);
-        let why = report.not_enforced().find(|(r, _)| *r == Restriction::Network);
+        let why = report
+            .not_enforced()
+            .find(|(r, _)| *r == Restriction::Network);
         assert_eq!(
             why.map(|(_, why)| why),
             Some("no seccomp, so sockets cannot be refused")
@@ -673,7 +683,10 @@ mod tests {
             ),
             "{refusal}"
         );
-        assert!(refusal.ends_with("to run with what it can enforce"), "{refusal}");
+        assert!(
+            refusal.ends_with("to run with what it can enforce"),
+            "{refusal}"
+        );
         assert_eq!(report.landlock_abi(), None);
     }
 

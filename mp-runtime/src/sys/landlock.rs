@@ -186,13 +186,8 @@ impl Ruleset {
     /// CAP_SYS_ADMIN; other threads already running are not restricted.
     pub(crate) fn restrict_self(self) -> io::Result<()> {
         // SAFETY: the ruleset is a live descriptor; flags 0.
-        let done = unsafe {
-            libc::syscall(
-                libc::SYS_landlock_restrict_self,
-                self.fd.as_raw_fd(),
-                0u32,
-            )
-        };
+        let done =
+            unsafe { libc::syscall(libc::SYS_landlock_restrict_self, self.fd.as_raw_fd(), 0u32) };
         if done != 0 {
             return Err(io::Error::last_os_error());
         }

@@ -521,7 +521,9 @@ fn start_time(pid: u32) -> io::Result<Option<u64>> {
         Err(e) => return Err(e),
     };
     // The command name is in parentheses and may contain anything: parse after the last ')'.
-    let mut fields = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace());
+    let mut fields = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace());
     let state = fields.as_mut().and_then(Iterator::next);
     if matches!(state, None | Some("Z" | "X")) {
         return Ok(None);
@@ -536,7 +538,9 @@ fn start_time(pid: u32) -> io::Result<Option<u64>> {
 pub(crate) fn own_start_time() -> u64 {
     static OWN: std::sync::Mutex<(u32, u64)> = std::sync::Mutex::new((0, 0));
     let me = pid();
-    let mut own = OWN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut own = OWN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if own.0 != me {
         *own = (me, start_time(me).ok().flatten().unwrap_or(0));
     }

@@ -133,7 +133,10 @@ enum Step {
     /// Goes to `yes` when the word equals `value`, else to `no`.
     IfEqual { value: u32, yes: To, no: To },
     /// Goes to `yes` when the word is at least `value`, else to `no`.
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code, reason = "x32 is x86_64's"))]
+    #[cfg_attr(
+        not(target_arch = "x86_64"),
+        allow(dead_code, reason = "x32 is x86_64's")
+    )]
     IfAtLeast { value: u32, yes: To, no: To },
 }
 
@@ -273,7 +276,12 @@ mod tests {
             for &nr in REFUSED {
                 assert_eq!(run(&program, arch, nr, 0), REFUSE, "{nr}");
             }
-            for nr in [libc::SYS_read, libc::SYS_write, libc::SYS_mmap, libc::SYS_futex] {
+            for nr in [
+                libc::SYS_read,
+                libc::SYS_write,
+                libc::SYS_mmap,
+                libc::SYS_futex,
+            ] {
                 assert_eq!(run(&program, arch, nr, 0), ALLOW, "{nr}");
             }
             // Any call of another architecture.

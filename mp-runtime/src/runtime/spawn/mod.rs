@@ -299,7 +299,9 @@ pub(crate) fn enter_sandbox(
             let exit = child
                 .reap_until(Instant::now() + KILLED_GRACE)
                 .unwrap_or(ExitReason::Unknown);
-            let said = child.said().map_or(String::new(), |said| format!(": {said}"));
+            let said = child
+                .said()
+                .map_or(String::new(), |said| format!(": {said}"));
             return Err(Error::new(Kind::Sandbox(format!(
                 "worker process {pid} {exit} before it entered its sandbox{said}"
             ))));
