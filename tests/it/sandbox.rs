@@ -568,6 +568,14 @@ fn max_tasks_per_child_gives_fresh_sandboxed_workers() {
     }
 }
 
+#[test]
+fn workers_added_by_resize_are_sandboxed() {
+    let boxed = pool(Some(Sandbox::new()), StartMethod::Spawn);
+    boxed.resize(3).unwrap();
+    let seen = boxed.map(nap, vec![200; 6]).unwrap();
+    assert_eq!(seen, [true; 6]);
+}
+
 #[process_fn]
 fn fail(message: String) -> u8 {
     panic!("{message}");
