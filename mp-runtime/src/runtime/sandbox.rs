@@ -573,9 +573,9 @@ pub(crate) fn enter(rules: &SandboxRules) -> Result<SandboxReport, String> {
     }
     // Read while /proc is open: a barrier's holders are told apart by it.
     sys::process::own_start_time();
+    // Only for a backtrace's names: a program whose files cannot be listed runs without them.
     let program = match kernel.landlock {
-        Ok(_) => sys::process::program_files()
-            .map_err(|e| format!("this worker cannot list the files of its program: {e}"))?,
+        Ok(_) => sys::process::program_files().unwrap_or_default(),
         Err(_) => Vec::new(),
     };
     sys::process::forbid_new_privileges()
@@ -585,22 +585,20 @@ pub(crate) fn enter(rules: &SandboxRules) -> Result<SandboxReport, String> {
     if let Ok(abi) = kernel.landlock {
         let failed = |e: std::io::Error| format!("this worker cannot enter Landlock: {e}");
         let ruleset = Ruleset::new(abi, rules.network).map_err(failed)?;
-        let allowed = program
-            .iter()
-            .map(|file| (file.as_path(), Access::Read))
-            .chain(rules.read_only.iter().map(|p| (path_of(p), Access::Read)))
-            .chain(
-                rules
-                    .read_write
-                    .iter()
-                    .map(|p| (path_of(p), Access::ReadWrite)),
-            );
-        for (path, access) in allowed {
+        for file in &program {
+            // Only for a backtrace's names: a file that cannot be named (a path the kernel
+            // writes escaped) is left closed rather than keep the worker out.
+            let _ = ruleset.allow(file, Access::Read);
+        }
+        let given = (rules.read_only.iter().map(|p| (path_of(p), Access::Read))).chain(
+            rules
+                .read_write
+                .iter()
+                .map(|p| (path_of(p), Access::ReadWrite)),
+        );
+        for (path, access) in given {
             ruleset.allow(path, access).map_err(|e| {
-                format!(
-                    "the sandbox cannot allow {} ({access:?}): {e}",
-                    path.display()
-                )
+                format!("the sandbox cannot allow access to {}: {e}", path.display())
             })?;
         }
         ruleset.restrict_self().map_err(failed)?;

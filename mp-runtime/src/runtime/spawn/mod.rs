@@ -2,8 +2,8 @@
 //! child whichever way it started, re-executed ([`reexec`]) or forked by the fork server
 //! ([`forkserver`]).
 //!
-//! Uses `base`, `sys`, `wire` and `logs`, `registry`, `sandbox`, `worker` of its tier; used by `cluster` and
-//! the public rooms.
+//! Uses `base`, `sys`, `wire` and `logs`, `registry`, `sandbox`, `worker` of its tier; used by
+//! `cluster` and the public rooms.
 
 pub(crate) mod forkserver;
 pub(crate) mod reexec;
