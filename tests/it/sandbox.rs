@@ -873,3 +873,59 @@ fn an_unprivileged_user_is_sandboxed_the_same() {
     assert_eq!(ran, Some(here - 1), "{stdout}");
     assert!(!stderr.contains("skipped"), "{stderr}");
 }
+
+/// Sends `out` to the datagram socket at `path` from every socket descriptor the worker holds
+/// (its channel, and its log socket when the parent logs); how many sends went through.
+#[process_fn]
+fn send_to_from_held_sockets(path: String) -> usize {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let mut sent = 0;
+    for fd in 3..1024 {
+        // SAFETY: `fd` is only borrowed for the send: `into_raw_fd` gives it back unclosed,
+        // and the socket methods fail harmlessly on a descriptor that is no socket or closed.
+        let socket = unsafe { UnixDatagram::from_raw_fd(fd) };
+        if socket.send_to(b"out", &path).is_ok() {
+            sent += 1;
+        }
+        let _ = socket.into_raw_fd();
+    }
+    sent
+}
+
+/// The log socket a worker holds while the parent logs reaches only the parent's relay, also
+/// when a task names another address (a datagram socket would send there: `/dev/log`).
+#[test]
+fn the_log_socket_reaches_only_the_parent() {
+    crate::in_child(log_socket_reaches_only_the_parent);
+}
+
+#[process_fn]
+fn log_socket_reaches_only_the_parent() {
+    struct Quiet;
+    impl log::Log for Quiet {
+        fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+            true
+        }
+        fn log(&self, _: &log::Record<'_>) {}
+        fn flush(&self) {}
+    }
+    log::set_logger(&Quiet).unwrap();
+    log::set_max_level(log::LevelFilter::Info);
+    let scene = Scene::new();
+    let path = scene.root.join("outside/log.sock");
+    let receiver = UnixDatagram::bind(&path).unwrap();
+    receiver.set_nonblocking(true).unwrap();
+    let path = path.to_string_lossy().into_owned();
+    for method in [StartMethod::Spawn, StartMethod::ForkServer] {
+        let boxed = pool(Some(scene.sandbox()), method);
+        boxed
+            .apply(send_to_from_held_sockets, (path.clone(),))
+            .unwrap();
+        let mut buf = [0; 16];
+        let got = receiver.recv(&mut buf);
+        assert!(
+            got.is_err(),
+            "a sandboxed worker ({method:?}) sent {got:?} to a datagram socket outside"
+        );
+    }
+}

@@ -31,17 +31,20 @@ pub(crate) fn send(socket: BorrowedFd<'_>, bytes: &[u8], dont_wait: bool) -> io:
     Ok(rustix::net::send(socket, bytes, send_flags(dont_wait))?)
 }
 
-/// A connected pair of Unix datagram sockets, close-on-exec: the end to read, and the end to
-/// send on (which may be shared by many processes). Each `send` arrives whole, as one `recv`,
-/// however many processes share the sending end: messages from several senders never
-/// interleave. The kernel tells the reading end which process sent each datagram
-/// (SO_PASSCRED), and a send waits at most `send_timeout` for room.
+/// A connected pair of Unix sequenced-packet sockets, close-on-exec: the end to read, and the
+/// end to send on (which may be shared by many processes). Each `send` arrives whole, as one
+/// `recv`, however many processes share the sending end: messages from several senders never
+/// interleave. The kernel tells the reading end which process sent each packet (SO_PASSCRED),
+/// and a send waits at most `send_timeout` for room. Not datagram sockets: a datagram socket
+/// sends to any address a `sendto` names, even once connected, which would let a sandboxed
+/// worker reach every datagram socket with a path (`/dev/log`); a packet socket sends only to
+/// its peer, whatever address is named.
 #[cfg(any(feature = "log", feature = "tracing"))]
-pub(crate) fn datagram_pair(send_timeout: Duration) -> io::Result<(OwnedFd, OwnedFd)> {
+pub(crate) fn packet_pair(send_timeout: Duration) -> io::Result<(OwnedFd, OwnedFd)> {
     use rustix::net::{AddressFamily, SocketFlags, SocketType, sockopt};
     let (incoming, outgoing) = rustix::net::socketpair(
         AddressFamily::UNIX,
-        SocketType::DGRAM,
+        SocketType::SEQPACKET,
         SocketFlags::CLOEXEC,
         None,
     )?;
@@ -50,23 +53,21 @@ pub(crate) fn datagram_pair(send_timeout: Duration) -> io::Result<(OwnedFd, Owne
     Ok((incoming, outgoing))
 }
 
-/// A datagram read by [`recv_datagram`].
+/// A packet read by [`recv_packet`].
 #[cfg(any(feature = "log", feature = "tracing"))]
-pub(crate) struct Datagram {
+pub(crate) struct Packet {
     /// The bytes of it in the buffer.
     pub len: usize,
     /// Whether it was longer than the buffer, and so cut.
     pub cut: bool,
-    /// The process that sent it, as the kernel says (see [`datagram_pair`]).
+    /// The process that sent it, as the kernel says (see [`packet_pair`]).
     pub sender: Option<u32>,
 }
 
-/// One datagram from `socket` into `buf` without waiting, or `None` when none is queued.
+/// One packet from `socket` into `buf` without waiting, or `None` when none is queued. Fails
+/// with `UnexpectedEof` once every sending end is closed or shut down and all was read.
 #[cfg(any(feature = "log", feature = "tracing"))]
-pub(crate) fn recv_datagram(
-    socket: BorrowedFd<'_>,
-    buf: &mut [u8],
-) -> io::Result<Option<Datagram>> {
+pub(crate) fn recv_packet(socket: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Option<Packet>> {
     use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags};
     let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmCredentials(1))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
@@ -87,11 +88,24 @@ pub(crate) fn recv_datagram(
         }
         _ => None,
     });
-    Ok(Some(Datagram {
+    // An empty packet and the end read alike; only the end leaves the socket hung up.
+    if received.bytes == 0 && is_hung_up(socket) {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(Some(Packet {
         len: received.bytes.min(iov[0].len()),
         cut: received.flags.contains(ReturnFlags::TRUNC),
         sender,
     }))
+}
+
+/// Whether the other end of `socket` is gone: closed, or shut down for writing.
+#[cfg(any(feature = "log", feature = "tracing"))]
+fn is_hung_up(socket: BorrowedFd<'_>) -> bool {
+    use rustix::event::{PollFd, PollFlags};
+    let mut fds = [PollFd::new(&socket, PollFlags::IN | PollFlags::RDHUP)];
+    let polled = rustix::event::poll(&mut fds, Some(&rustix::time::Timespec::default()));
+    polled.is_ok_and(|_| (fds[0].revents()).intersects(PollFlags::HUP | PollFlags::RDHUP))
 }
 
 /// One `sendmsg` of `slices` with at most [`FDS_PER_MESSAGE`] descriptors `fds` beside them
@@ -257,6 +271,11 @@ impl ReadableSet {
             EventData::new_u64(key),
             EventFlags::IN,
         )?)
+    }
+
+    /// Leaves `fd` out from now on.
+    pub(crate) fn remove(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        Ok(rustix::event::epoll::delete(&self.epoll, fd)?)
     }
 
     /// Waits until at least one descriptor is readable (or broken), and puts their keys in

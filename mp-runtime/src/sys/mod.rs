@@ -42,7 +42,7 @@
 //! Descriptors ([`fd`], [`file`](mod@file)):
 //! * `fd::send`, `send_with_fds`, `recv_appending`, `FDS_PER_MESSAGE`: bytes and
 //!   descriptors over a Unix stream socket (SCM_RIGHTS).
-//! * `fd::datagram_pair`, `recv_datagram` (`Datagram`): datagrams that say their sender.
+//! * `fd::packet_pair`, `recv_packet` (`Packet`): packets that say their sender.
 //! * `fd::poll` (`Interest`, `Ready`), `ReadableSet`: waiting for descriptors.
 //! * `fd::socket_peer`: who made the other end of a socket.
 //! * `fd::open_missing_stdio`, `stdin_to_null`, `close_inherited_descriptors`: a worker's

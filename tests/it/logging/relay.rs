@@ -161,7 +161,7 @@ fn fork_and_log() -> i32 {
 }
 
 /// Writes bytes that are no record to this worker's log socket, as a task that went looking
-/// for it would; how many datagrams it wrote.
+/// for it would; how many packets it wrote.
 #[process_fn]
 fn scribble() -> u32 {
     let Some(fd) = log_socket() else {
@@ -173,7 +173,7 @@ fn scribble() -> u32 {
     u32::from(sent > 0)
 }
 
-/// This worker's log socket: the one datagram socket it holds.
+/// This worker's log socket: the one sequenced-packet socket it holds.
 fn log_socket() -> Option<i32> {
     (0..1024).find(|&fd| {
         let mut kind: libc::c_int = 0;
@@ -188,7 +188,7 @@ fn log_socket() -> Option<i32> {
                 &mut len,
             )
         } == 0;
-        ok && kind == libc::SOCK_DGRAM
+        ok && kind == libc::SOCK_SEQPACKET
     })
 }
 

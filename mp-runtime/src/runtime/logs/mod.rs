@@ -3,14 +3,15 @@
 //!
 //! Workers never run `main`, so nothing the user set up there exists in them. Instead, a parent
 //! whose logging is set up when it starts a worker hands it its level filter and the sending
-//! end of a datagram socket of that worker's own; the worker installs a `log` logger and a
-//! `tracing` subscriber that send each record at or above that level as one datagram. One
+//! end of a packet socket (Unix, sequenced-packet) of that worker's own; the worker installs a
+//! `log` logger and a `tracing` subscriber that send each record at or above that level as one
+//! packet. One
 //! socket per worker, so that nothing a task does to its socket (shut it down, fill it)
 //! reaches another worker's records.
 //!
 //! In the parent, two threads of the relay's own take them from there, so that the user's
 //! logger never runs where results are delivered or time limits kept:
-//! - the *reader* (mp's code only) reads each datagram as it comes, marks it with the worker
+//! - the *reader* (mp's code only) reads each packet as it comes, marks it with the worker
 //!   whose socket it came on, or with the pid the kernel gives (SO_PASSCRED) when another
 //!   process sent it (one a task forked), and queues it, up to a bound; what does not fit is
 //!   counted;
@@ -23,7 +24,7 @@
 //! are passed on ([`settle`]), for at most [`ORDER_WAIT`] in all. A logger that takes longer
 //! has fallen behind: no reply waits for it again until it has caught up.
 //!
-//! Datagrams arrive whole, so records of several workers never interleave, and a record sent
+//! Packets arrive whole, so records of several workers never interleave, and a record sent
 //! before a worker died is not lost with it.
 //!
 //! Across MPI ranks (feature `mpi`), rank 0 tells each worker rank its level when it opens a
@@ -135,7 +136,7 @@ struct Record {
     message: String,
 }
 
-/// What a worker sends on its log socket: one datagram each.
+/// What a worker sends on its log socket: one packet each.
 #[cfg(any(feature = "log", feature = "tracing"))]
 #[derive(Clone, Serialize, Deserialize)]
 enum Sent {

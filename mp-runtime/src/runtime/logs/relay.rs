@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::{MAX_RECORD, ORDER_WAIT, Origin, SEND_WAIT, Sent};
 use crate::sys;
-use crate::sys::fd::{Datagram, ReadableSet};
+use crate::sys::fd::{Packet, ReadableSet};
 use crate::wire::codec;
 
 /// The most records queued for the logger; more are dropped, and counted.
@@ -20,7 +20,7 @@ const QUEUE_RECORDS: usize = 4096;
 /// The most bytes of messages queued for the logger; more are dropped, and counted.
 const QUEUE_BYTES: usize = 8 << 20;
 
-/// The most datagrams the reader takes from one socket while it holds the lock, so that a
+/// The most packets the reader takes from one socket while it holds the lock, so that a
 /// flood keeps no reply waiting on the lock for long.
 const READ_BATCH: usize = 16;
 
@@ -51,9 +51,18 @@ struct Shared {
     passed: Condvar,
 }
 
+/// What reading a worker's socket came to.
+enum Read {
+    /// All that was there (or the most asked for) was read.
+    Drained,
+    /// Every sender is gone or shut its end down: the socket would be readable for ever, with
+    /// nothing to read.
+    Ended,
+}
+
 /// What the relay knows, under its lock.
 struct State {
-    /// The buffer datagrams are read into.
+    /// The buffer packets are read into.
     buf: Vec<u8>,
     /// Items read and not yet passed on, oldest first, each with its number.
     queue: VecDeque<(u64, Marked)>,
@@ -94,7 +103,7 @@ struct Marked {
 struct Lost {
     /// Dropped for want of room in the queue.
     dropped: u64,
-    /// Datagrams that were no record of this build (a task wrote to its socket itself).
+    /// Packets that were no record of this build (a task wrote to its socket itself).
     unreadable: u64,
 }
 
@@ -107,7 +116,7 @@ pub(crate) fn for_child(pid: u32, name: &str) -> Option<(u8, OwnedFd)> {
         return None;
     }
     let shared = relay()?;
-    let made = sys::fd::datagram_pair(SEND_WAIT).and_then(|(incoming, outgoing)| {
+    let made = sys::fd::packet_pair(SEND_WAIT).and_then(|(incoming, outgoing)| {
         shared.sockets.add(incoming.as_fd(), u64::from(pid))?;
         Ok((incoming, outgoing))
     });
@@ -337,7 +346,12 @@ impl Shared {
                     let mut state = self.lock();
                     for &pid in &ready {
                         // The pid was the key the socket was added with.
-                        state.read_from(pid as u32, READ_BATCH);
+                        let pid = pid as u32;
+                        if let Read::Ended = state.read_from(pid, READ_BATCH) {
+                            if let Some(worker) = state.workers.get(&pid) {
+                                let _ = self.sockets.remove(worker.socket.as_fd());
+                            }
+                        }
                     }
                     drop(state);
                     self.queued.notify_one();
@@ -430,30 +444,34 @@ fn user_code(f: impl FnOnce()) {
 }
 
 impl State {
-    /// Queues up to `most` datagrams from worker `pid`'s socket.
-    fn read_from(&mut self, pid: u32, most: usize) {
+    /// Queues up to `most` packets from worker `pid`'s socket.
+    fn read_from(&mut self, pid: u32, most: usize) -> Read {
         for _ in 0..most {
             let Some(worker) = self.workers.get(&pid) else {
-                return;
+                return Read::Drained;
             };
-            let Ok(Some(datagram)) = sys::fd::recv_datagram(worker.socket.as_fd(), &mut self.buf)
-            else {
-                return;
+            let packet = match sys::fd::recv_packet(worker.socket.as_fd(), &mut self.buf) {
+                Ok(Some(packet)) => packet,
+                Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    return Read::Ended;
+                }
+                Ok(None) | Err(_) => return Read::Drained,
             };
-            self.take(pid, &datagram);
+            self.take(pid, &packet);
         }
+        Read::Drained
     }
 
-    /// Queues the datagram in `buf`, which came on worker `pid`'s socket, marked with its
+    /// Queues the packet in `buf`, which came on worker `pid`'s socket, marked with its
     /// sender; or counts it lost.
-    fn take(&mut self, pid: u32, datagram: &Datagram) {
+    fn take(&mut self, pid: u32, packet: &Packet) {
         if self.queue.len() >= QUEUE_RECORDS {
             // Dropped unread: a flood costs the reader as little as can be.
             self.lost.dropped += 1;
             return;
         }
-        let sent = match codec::decode::<Sent>(&self.buf[..datagram.len]) {
-            Ok(sent) if !datagram.cut && sent.is_well_formed() => sent,
+        let sent = match codec::decode::<Sent>(&self.buf[..packet.len]) {
+            Ok(sent) if !packet.cut && sent.is_well_formed() => sent,
             _ => {
                 self.lost.unreadable += 1;
                 return;
@@ -465,7 +483,7 @@ impl State {
         let Some(worker) = self.workers.get(&pid) else {
             return;
         };
-        let mark = match datagram.sender {
+        let mark = match packet.sender {
             Some(sender) if sender == pid => format!("{} {pid}", worker.name),
             // A process the worker started itself (a task's fork, say), as the kernel says.
             Some(sender) => format!("pid {sender}"),
