@@ -1021,3 +1021,170 @@ fn a_worker_cannot_make_the_parent_hold_what_it_sends_body() {
 fn a_worker_cannot_make_the_parent_hold_what_it_sends() {
     crate::in_child(a_worker_cannot_make_the_parent_hold_what_it_sends_body);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Paths, as each new worker opens them again.
+
+/// Replaces the folder `inputs` (below a read-write path) with a link to `target`.
+#[process_fn]
+fn swap_for_a_link(inputs: String, target: String) -> Escape {
+    std::fs::remove_dir_all(&inputs).map_err(|e| e.to_string())?;
+    std::os::unix::fs::symlink(&target, &inputs).map_err(|e| e.to_string())?;
+    Ok(format!("{inputs} -> {target}"))
+}
+
+#[process_fn]
+fn read_text(path: String) -> Escape {
+    std::fs::read_to_string(path).map_err(|e| e.to_string())
+}
+
+// Each worker opens the paths given when it starts, following links: a worker that may write
+// where a path given lies puts a link there, and the workers started after it (after a crash,
+// a time limit, `max_tasks_per_child`, a resize) are given what the link points to, e.g. `/`.
+#[test]
+fn a_worker_cannot_widen_the_sandbox_of_the_workers_after_it() {
+    let dir = Dir::new();
+    for sub in ["work/inputs", "outside"] {
+        std::fs::create_dir_all(dir.path(sub)).unwrap();
+    }
+    std::fs::write(dir.path("outside/file.txt"), "outside").unwrap();
+    let sandbox = Sandbox::new()
+        .read_write(dir.path("work"))
+        .read_only(dir.path("work/inputs"));
+    let pool = Pool::builder()
+        .processes(1)
+        .max_tasks_per_child(1)
+        .sandbox(sandbox)
+        .build()
+        .unwrap();
+    let swapped = pool
+        .apply(
+            swap_for_a_link,
+            (dir.text("work/inputs"), dir.text("outside")),
+        )
+        .unwrap();
+    let got = pool
+        .apply(read_text, (dir.text("outside/file.txt"),))
+        .unwrap();
+    assert!(
+        got.is_err(),
+        "after one worker's {swapped:?}, the next read outside: {got:?}"
+    );
+}
+
+#[test]
+fn many_paths_are_given() {
+    let dir = Dir::new();
+    let mut sandbox = Sandbox::new();
+    for at in 0..2000 {
+        let sub = dir.path(&format!("d{at}"));
+        std::fs::create_dir_all(&sub).unwrap();
+        sandbox = sandbox.read_only(&sub);
+    }
+    std::fs::write(dir.path("d1999/file.txt"), "last").unwrap();
+    let pool = sandboxed_pool(StartMethod::ForkServer, sandbox);
+    assert_eq!(
+        pool.apply(read_text, (dir.text("d1999/file.txt"),))
+            .unwrap(),
+        Ok("last".to_string())
+    );
+    assert!(
+        pool.apply(read_text, (dir.text("file.txt"),))
+            .unwrap()
+            .is_err()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The log socket: a connected datagram socket can still send to any socket named by a path.
+
+#[process_fn]
+fn send_through_the_log_socket(path: String) -> Escape {
+    let log = (3..16)
+        .find(|&fd| {
+            let mut kind: libc::c_int = 0;
+            let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: a live int and its length.
+            let ok = unsafe {
+                libc::getsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_TYPE,
+                    (&mut kind as *mut libc::c_int).cast(),
+                    &mut len,
+                )
+            };
+            ok == 0 && kind == libc::SOCK_DGRAM
+        })
+        .ok_or("no datagram socket")?;
+    // SAFETY: borrowed for this call only; the worker's logger keeps owning it.
+    let socket =
+        std::mem::ManuallyDrop::new(unsafe { std::os::unix::net::UnixDatagram::from_raw_fd(log) });
+    socket
+        .send_to(b"<13>forged by a sandboxed worker", &path)
+        .map(|n| format!("sent {n} bytes to {path}"))
+        .map_err(|e| e.to_string())
+}
+
+#[process_fn]
+fn the_log_socket_reaches_no_named_socket_body() {
+    env_logger::Builder::new()
+        .parse_filters("warn")
+        .target(env_logger::Target::Pipe(Box::new(std::io::sink())))
+        .init();
+    let dir = Dir::new();
+    std::fs::create_dir_all(dir.path("outside")).unwrap();
+    let receiver = std::os::unix::net::UnixDatagram::bind(dir.path("outside/log")).unwrap();
+    receiver
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let pool = sandboxed_pool(StartMethod::Spawn, Sandbox::new());
+    let got = pool
+        .apply(send_through_the_log_socket, (dir.text("outside/log"),))
+        .unwrap();
+    let mut buffer = [0u8; 256];
+    let received = receiver
+        .recv(&mut buffer)
+        .map(|n| String::from_utf8_lossy(&buffer[..n]).into_owned());
+    assert!(
+        got.is_err(),
+        "{got:?}; the socket outside received {received:?}"
+    );
+}
+
+#[test]
+fn the_log_socket_reaches_no_named_socket() {
+    crate::in_child(the_log_socket_reaches_no_named_socket_body);
+}
+
+// ---------------------------------------------------------------------------------------------
+// `memory_limit`, which the README pairs with the sandbox for what it does not bound.
+
+/// Fills a memfd with `mib` MiB, kept until the call returns.
+#[process_fn]
+fn fill_a_memfd(mib: usize) -> Escape {
+    // SAFETY: a live C string; the descriptor is owned below.
+    let fd = unsafe { libc::memfd_create(c"fill".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(errno());
+    }
+    // SAFETY: just made, owned here.
+    let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let chunk = vec![1u8; 1 << 20];
+    for _ in 0..mib {
+        std::io::Write::write_all(&mut &file, &chunk).map_err(|e| e.to_string())?;
+    }
+    Ok(format!("{mib} MiB held in a memfd"))
+}
+
+#[test]
+fn memory_limit_bounds_a_sandboxed_worker() {
+    let pool = Pool::builder()
+        .processes(1)
+        .memory_limit(64 << 20)
+        .sandbox(Sandbox::new())
+        .build()
+        .unwrap();
+    let got = pool.apply(fill_a_memfd, (256,)).unwrap();
+    assert!(got.is_err(), "a worker limited to 64 MiB: {got:?}");
+}
