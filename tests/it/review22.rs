@@ -1188,3 +1188,143 @@ fn memory_limit_bounds_a_sandboxed_worker() {
     let got = pool.apply(fill_a_memfd, (256,)).unwrap();
     assert!(got.is_err(), "a worker limited to 64 MiB: {got:?}");
 }
+
+/// Opens `secret` (outside) with O_PATH, which Landlock does not rule, and tries to give it a
+/// name below `outputs` (read-write) through /proc/self/fd, or to move it there; then reads it
+/// under that name.
+#[process_fn]
+fn link_in(secret: String, outputs: String) -> Vec<Escape> {
+    let c_secret = std::ffi::CString::new(secret.clone()).unwrap();
+    // SAFETY: a live C string.
+    let fd = unsafe { libc::open(c_secret.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return vec![Err(format!("O_PATH: {}", errno()))];
+    }
+    let via = std::ffi::CString::new(format!("/proc/self/fd/{fd}")).unwrap();
+    let linked = std::ffi::CString::new(format!("{outputs}/linked")).unwrap();
+    let moved = format!("{outputs}/moved");
+    // SAFETY: live C strings.
+    let link = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            via.as_ptr(),
+            libc::AT_FDCWD,
+            linked.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    let mut got = vec![if link == 0 {
+        std::fs::read_to_string(format!("{outputs}/linked")).map_err(|e| e.to_string())
+    } else {
+        Err(format!("linkat: {}", errno()))
+    }];
+    got.push(
+        std::fs::rename(&secret, &moved)
+            .map_err(|e| e.to_string())
+            .and_then(|()| std::fs::read_to_string(&moved).map_err(|e| e.to_string())),
+    );
+    got
+}
+
+#[test]
+fn a_file_outside_cannot_be_linked_or_moved_in() {
+    let dir = Dir::new();
+    for sub in ["outputs", "outside"] {
+        std::fs::create_dir_all(dir.path(sub)).unwrap();
+    }
+    std::fs::write(dir.path("outside/secret"), "secret").unwrap();
+    let sandbox = Sandbox::new().read_write(dir.path("outputs"));
+    let pool = sandboxed_pool(StartMethod::Spawn, sandbox);
+    let got = pool
+        .apply(link_in, (dir.text("outside/secret"), dir.text("outputs")))
+        .unwrap();
+    let out: Vec<&String> = got.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert!(out.is_empty(), "{out:?} (all: {got:?})");
+}
+
+/// Makes a user namespace (which gives every capability inside it) and a mount namespace, and
+/// tries to mount over what it cannot read, or to become root in the parent's view.
+#[process_fn]
+fn new_namespaces() -> Vec<Escape> {
+    // SAFETY: unshare and mount take plain numbers and live C strings.
+    unsafe {
+        let unshared = libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS);
+        if unshared != 0 {
+            return vec![Err(format!("unshare: {}", errno()))];
+        }
+        vec![
+            checked(
+                libc::mount(
+                    c"none".as_ptr(),
+                    c"/tmp".as_ptr(),
+                    c"tmpfs".as_ptr(),
+                    0,
+                    std::ptr::null(),
+                ) as libc::c_long,
+                "mount tmpfs on /tmp",
+            ),
+            checked(libc::chroot(c"/".as_ptr()) as libc::c_long, "chroot /").and_then(|_| {
+                std::fs::read_dir("/")
+                    .map(|_| "listed /".to_string())
+                    .map_err(|e| e.to_string())
+            }),
+            checked(
+                libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) as libc::c_long,
+                "socket(AF_INET)",
+            ),
+        ]
+    }
+}
+
+#[test]
+fn new_namespaces_give_no_way_out() {
+    let pool = sandboxed_pool(StartMethod::Spawn, Sandbox::new());
+    let got = pool.apply(new_namespaces, ()).unwrap();
+    let out: Vec<&String> = got.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert!(out.is_empty(), "{out:?} (all: {got:?})");
+}
+
+// ---------------------------------------------------------------------------------------------
+// What mp does inside: handles made by a task.
+
+#[process_fn]
+fn make_handles_inside() -> Vec<Escape> {
+    let said = |what: &str, r: mp_runtime::Result<()>| -> Escape {
+        r.map(|()| what.to_string())
+            .map_err(|e| format!("{what}: {e}"))
+    };
+    vec![
+        said(
+            "Queue",
+            mp_runtime::Queue::<u32>::new().and_then(|q| {
+                q.put(&1)?;
+                q.get_timeout(Duration::from_secs(5)).map(drop)
+            }),
+        ),
+        said(
+            "pipe",
+            mp_runtime::pipe::<u32>().and_then(|(a, b)| {
+                b.send(&1)?;
+                a.recv().map(drop)
+            }),
+        ),
+        said("Lock", mp_runtime::Lock::new().map(drop)),
+        said("Event", mp_runtime::Event::new().map(drop)),
+        said("Barrier", mp_runtime::Barrier::new(1).map(drop)),
+        said("Value", mp_runtime::Value::new(1u64).map(drop)),
+        said(
+            "SharedMemory",
+            mp_runtime::SharedMemory::new(4096).map(drop),
+        ),
+    ]
+}
+
+#[test]
+fn handles_can_be_made_inside() {
+    for method in METHODS {
+        let pool = sandboxed_pool(method, Sandbox::new());
+        let got = pool.apply(make_handles_inside, ()).unwrap();
+        let failed: Vec<&String> = got.iter().filter_map(|r| r.as_ref().err()).collect();
+        assert!(failed.is_empty(), "{method:?}: {failed:?}");
+    }
+}
