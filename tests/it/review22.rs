@@ -101,10 +101,8 @@ fn own_nofile() -> u64 {
         rlim_max: 0,
     };
     // SAFETY: writes a live struct.
-    assert_eq!(
-        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
-        0
-    );
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    assert_eq!(got, 0);
     limit.rlim_cur
 }
 
@@ -987,12 +985,12 @@ fn a_worker_cannot_make_the_parent_hold_what_it_sends_body() {
         .sandbox(Sandbox::new())
         .build()
         .unwrap();
-    let err = pool.apply(announce_a_huge_frame, (1024,)).unwrap_err();
+    let err = pool.apply(announce_a_huge_frame, (512,)).unwrap_err();
     let grown = peak_rss_mib() - before;
     assert!(
         grown < 256,
         "a sandboxed worker with a memory limit of 256 MiB made its parent's memory grow by \
-         {grown} MiB (with 1 GiB of a frame announced as 32 GiB; the channel takes up to 64 \
+         {grown} MiB (with 512 MiB of a frame announced as 32 GiB; the channel takes up to 64 \
          GiB); the call ended with: {err}"
     );
 }
