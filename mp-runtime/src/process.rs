@@ -190,6 +190,7 @@ impl ProcessBuilder {
             Some(name) => name,
             None => next_name(),
         };
+        let sandbox = self.sandbox.as_ref().map(Sandbox::resolved).transpose()?;
         let started = spawn::start_worker(crate::runtime::spawn::get_start_method(), &name, &[])?;
         let mut process = Process {
             name,
@@ -201,7 +202,7 @@ impl ProcessBuilder {
             result: PhantomData,
         };
         let channel = process.channel.as_mut().expect("just set");
-        if let Some(sandbox) = &self.sandbox {
+        if let Some(sandbox) = &sandbox {
             // On an error the child has ended; dropping the handle reaps it.
             let report = spawn::enter_sandbox(&mut process.child, channel, sandbox)?;
             process.sandbox = Some(report);

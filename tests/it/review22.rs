@@ -486,7 +486,8 @@ fn write_to(path: String) -> Escape {
 
 // README: "write below a `read_only` path" is stopped. A read-only folder inside a read-write
 // one is the natural way to say "the inputs may not be changed, the rest of the work folder
-// may".
+// may"; Landlock only adds rights down a tree, so it would be writable: the pool is refused,
+// with what to do instead.
 #[test]
 fn a_read_only_path_inside_a_read_write_one_stays_read_only() {
     let dir = Dir::new();
@@ -495,13 +496,23 @@ fn a_read_only_path_inside_a_read_write_one_stays_read_only() {
     let sandbox = Sandbox::new()
         .read_write(dir.path("work"))
         .read_only(dir.path("work/inputs"));
-    let pool = sandboxed_pool(StartMethod::Spawn, sandbox);
-    let got = pool
-        .apply(write_to, (dir.text("work/inputs/file.txt"),))
-        .unwrap();
-    assert!(
-        got.is_err(),
-        "a read_only path inside a read_write one was written: {got:?}"
+    let err = Pool::builder()
+        .processes(1)
+        .sandbox(sandbox.clone())
+        .build()
+        .map(|pool| pool.apply(write_to, (dir.text("work/inputs/file.txt"),)))
+        .expect_err("a read_only path inside a read_write one was allowed");
+    assert!(err.is_sandbox(), "{err}");
+    assert!(err.to_string().contains("read-only"), "{err}");
+    let err = Process::builder()
+        .sandbox(sandbox)
+        .start(write_to, (dir.text("work/inputs/file.txt"),))
+        .map(|_| ())
+        .expect_err("a read_only path inside a read_write one was allowed");
+    assert!(err.is_sandbox(), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path("work/inputs/file.txt")).unwrap(),
+        "input"
     );
 }
 
@@ -509,14 +520,22 @@ fn a_read_only_path_inside_a_read_write_one_stays_read_only() {
 fn a_path_given_both_read_only_and_read_write_is_refused_or_read_only() {
     let dir = Dir::new();
     std::fs::write(dir.path("file.txt"), "input").unwrap();
-    let sandbox = Sandbox::new().read_only(&dir.0).read_write(&dir.0);
-    match Pool::builder().processes(1).sandbox(sandbox).build() {
-        Err(e) => assert!(e.is_sandbox(), "{e}"),
-        Ok(pool) => {
-            let got = pool.apply(write_to, (dir.text("file.txt"),)).unwrap();
-            assert!(got.is_err(), "written: {got:?}");
-        }
-    }
+    // The same folder, once through a link: the paths are compared as the kernel reaches them.
+    std::os::unix::fs::symlink(&dir.0, dir.path("link")).unwrap();
+    let sandbox = Sandbox::new()
+        .read_only(dir.path("link"))
+        .read_write(&dir.0);
+    let err = Pool::builder()
+        .processes(1)
+        .sandbox(sandbox)
+        .build()
+        .map(|pool| pool.apply(write_to, (dir.text("file.txt"),)))
+        .expect_err("a path given both read_only and read_write was allowed");
+    assert!(err.is_sandbox(), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path("file.txt")).unwrap(),
+        "input"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -809,6 +828,88 @@ fn change_outside(path: String) -> Vec<Escape> {
     }
 }
 
+/// Opens `path`, outside its paths, as `O_PATH` (no access needed) and changes its mode and
+/// owner through that descriptor: the descriptor forms the filter leaves open.
+#[process_fn]
+fn change_outside_by_descriptor(path: String) -> Vec<Escape> {
+    let c = std::ffi::CString::new(path).unwrap();
+    // SAFETY: a live C string; the descriptor is owned by `fd` and closed with it.
+    unsafe {
+        let fd = libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC);
+        if fd < 0 {
+            return vec![Err(format!("open O_PATH: {}", errno()))];
+        }
+        let fd = OwnedFd::from_raw_fd(fd);
+        vec![
+            checked(
+                libc::fchmod(fd.as_raw_fd(), 0o4777) as libc::c_long,
+                "fchmod 4777",
+            ),
+            checked(
+                libc::fchown(fd.as_raw_fd(), libc::getuid(), libc::getgid()) as libc::c_long,
+                "fchown",
+            ),
+            checked(
+                libc::fsetxattr(
+                    fd.as_raw_fd(),
+                    c"user.mp".as_ptr(),
+                    c"x".as_ptr().cast(),
+                    1,
+                    0,
+                ) as libc::c_long,
+                "fsetxattr user.mp",
+            ),
+        ]
+    }
+}
+
+// The descriptor forms of chmod, chown and setxattr stay allowed: they need a descriptor
+// opened for real (an O_PATH one gives EBADF), which Landlock rules.
+#[test]
+fn files_outside_cannot_be_changed_through_an_o_path_descriptor() {
+    let dir = Dir::new();
+    std::fs::create_dir_all(dir.path("outside")).unwrap();
+    let file = dir.path("outside/file.txt");
+    std::fs::write(&file, "private").unwrap();
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let pool = sandboxed_pool(StartMethod::Spawn, Sandbox::new());
+    let got = pool
+        .apply(
+            change_outside_by_descriptor,
+            (dir.text("outside/file.txt"),),
+        )
+        .unwrap();
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions());
+    let out: Vec<&String> = got.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert!(
+        out.is_empty() && mode & 0o7777 == 0o600,
+        "a sandboxed worker changed a file outside its paths: {out:?}; its mode is now {mode:o}"
+    );
+}
+
+// Inside its paths a worker changes modes through a descriptor (File::set_permissions), not
+// by path (std::fs::set_permissions), as the README says.
+#[process_fn]
+fn change_modes_inside(path: String) -> (bool, bool) {
+    let by_path =
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o640));
+    let by_file = std::fs::File::open(&path)
+        .and_then(|f| f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o640)));
+    (by_path.is_ok(), by_file.is_ok())
+}
+
+#[test]
+fn modes_inside_change_through_a_descriptor_only() {
+    let dir = Dir::new();
+    std::fs::write(dir.path("file.txt"), "mine").unwrap();
+    let pool = sandboxed_pool(StartMethod::Spawn, Sandbox::new().read_write(&dir.0));
+    let got = pool
+        .apply(change_modes_inside, (dir.text("file.txt"),))
+        .unwrap();
+    assert_eq!(got, (false, true));
+}
+
 // Run as root, `chmod 4755 /bin/sh` or `chmod 666 /etc/shadow` (files root owns) would give
 // every local user root; run as a user, any of their files can be opened to every other user.
 #[test]
@@ -1016,9 +1117,11 @@ fn read_text(path: String) -> Escape {
     std::fs::read_to_string(path).map_err(|e| e.to_string())
 }
 
-// Each worker opens the paths given when it starts, following links: a worker that may write
-// where a path given lies puts a link there, and the workers started after it (after a crash,
-// a time limit, `max_tasks_per_child`, a resize) are given what the link points to, e.g. `/`.
+// Each worker opens the paths given when it starts: a worker that may write where a path
+// given lies puts a link there, and the workers started after it (after a crash, a time
+// limit, `max_tasks_per_child`, a resize) would be given what the link points to, e.g. `/`.
+// The paths are made canonical once, when the pool is built, and a worker follows no link to
+// them: the next worker refuses to start instead.
 #[test]
 fn a_worker_cannot_widen_the_sandbox_of_the_workers_after_it() {
     let dir = Dir::new();
@@ -1028,7 +1131,7 @@ fn a_worker_cannot_widen_the_sandbox_of_the_workers_after_it() {
     std::fs::write(dir.path("outside/file.txt"), "outside").unwrap();
     let sandbox = Sandbox::new()
         .read_write(dir.path("work"))
-        .read_only(dir.path("work/inputs"));
+        .read_write(dir.path("work/inputs"));
     let pool = Pool::builder()
         .processes(1)
         .max_tasks_per_child(1)
@@ -1041,13 +1144,34 @@ fn a_worker_cannot_widen_the_sandbox_of_the_workers_after_it() {
             (dir.text("work/inputs"), dir.text("outside")),
         )
         .unwrap();
-    let got = pool
-        .apply(read_text, (dir.text("outside/file.txt"),))
-        .unwrap();
-    assert!(
-        got.is_err(),
-        "after one worker's {swapped:?}, the next read outside: {got:?}"
+    assert!(swapped.is_ok(), "{swapped:?}");
+    let got = pool.apply(write_to, (dir.text("outside/file.txt"),));
+    assert_eq!(
+        std::fs::read_to_string(dir.path("outside/file.txt")).unwrap(),
+        "outside",
+        "after one worker's {swapped:?}, the next wrote outside: {got:?}"
     );
+    let err = got.expect_err("a worker started with a link planted in its sandbox");
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+}
+
+// A link given (or planted before the sandbox is built) is resolved once, in the parent: the
+// folder it names then is what is allowed, as the user saw it.
+#[test]
+fn a_link_given_is_resolved_once_when_the_sandbox_is_built() {
+    let dir = Dir::new();
+    for sub in ["work", "outside"] {
+        std::fs::create_dir_all(dir.path(sub)).unwrap();
+    }
+    std::fs::write(dir.path("outside/file.txt"), "outside").unwrap();
+    std::os::unix::fs::symlink(dir.path("outside"), dir.path("work/inputs")).unwrap();
+    let sandbox = Sandbox::new().read_only(dir.path("work/inputs"));
+    // Built on the path the link names, as the user gave it: that is what is allowed.
+    let p = Process::builder()
+        .sandbox(sandbox)
+        .start(read_text, (dir.text("outside/file.txt"),))
+        .unwrap();
+    assert_eq!(p.join().unwrap(), Ok("outside".to_string()));
 }
 
 #[test]

@@ -532,6 +532,7 @@ impl PoolBuilder {
         if let (false, Some(bytes)) = (remote, self.memory_limit) {
             check_memory_limit(bytes)?;
         }
+        let sandbox = self.sandbox.as_ref().map(Sandbox::resolved).transpose()?;
         if remote && self.task_timeout.is_some() {
             return Err(Error::usage(
                 "`task_timeout` works on local pools only: the workers of an MPI pool are on \
@@ -555,7 +556,7 @@ impl PoolBuilder {
                     .unwrap_or_else(crate::runtime::spawn::get_start_method),
                 env: std::mem::take(&mut self.env),
                 max_memory_growth: self.max_memory_growth,
-                sandbox: self.sandbox.map(Sandboxing::new),
+                sandbox: sandbox.map(Sandboxing::new),
             },
         ));
         #[cfg(feature = "mpi")]

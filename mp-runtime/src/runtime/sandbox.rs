@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
+use crate::base::{Error, Kind, Result};
 use crate::sys;
 use crate::sys::error::Cause;
 use crate::sys::landlock::{Access, Ruleset};
@@ -218,6 +219,45 @@ impl Sandbox {
     }
 
     /// The rules as they cross to a worker.
+    /// This sandbox with each path made canonical (absolute, without links or `..`), once, in
+    /// the parent: each worker then opens exactly these paths and refuses to follow a link
+    /// planted there later (by a worker that may write above one), which would widen its
+    /// sandbox. Fails on a path that does not exist, and on a `read_only` path at or below a
+    /// `read_write` one: Landlock only adds rights down a tree, so it would be writable.
+    pub(crate) fn resolved(&self) -> Result<Sandbox> {
+        let canonical = |paths: &[PathBuf], setter: &str| -> Result<Vec<PathBuf>> {
+            (paths.iter())
+                .map(|path| {
+                    std::fs::canonicalize(path).map_err(|e| {
+                        Error::new(Kind::Sandbox(format!(
+                            "the sandbox cannot allow {}, given to `Sandbox::{setter}`: {e}; give \
+                             a path that exists",
+                            path.display()
+                        )))
+                    })
+                })
+                .collect()
+        };
+        let read_only = canonical(&self.read_only, "read_only")?;
+        let read_write = canonical(&self.read_write, "read_write")?;
+        for inner in &read_only {
+            if let Some(outer) = read_write.iter().find(|outer| inner.starts_with(outer)) {
+                return Err(Error::new(Kind::Sandbox(format!(
+                    "the sandbox cannot keep {} read-only: it is at or below {}, given to \
+                     `Sandbox::read_write`, and a worker may write everything below that; give \
+                     read_write only the folders that may be written, beside the read-only ones",
+                    inner.display(),
+                    outer.display()
+                ))));
+            }
+        }
+        Ok(Sandbox {
+            read_only,
+            read_write,
+            ..self.clone()
+        })
+    }
+
     pub(crate) fn rules(&self) -> SandboxRules {
         let bytes = |paths: &[PathBuf]| -> Vec<Vec<u8>> {
             paths
@@ -546,20 +586,6 @@ pub(crate) fn enter(rules: &SandboxRules) -> Result<SandboxReport, String> {
     if !report.is_complete() && !rules.best_effort {
         return Err(report.refusal());
     }
-    for (paths, setter) in [
-        (&rules.read_only, "read_only"),
-        (&rules.read_write, "read_write"),
-    ] {
-        for path in paths.iter().map(|p| path_of(p)) {
-            if let Err(e) = std::fs::metadata(path) {
-                return Err(format!(
-                    "the sandbox cannot allow {}, given to `Sandbox::{setter}`: {e}; give a path \
-                     that exists",
-                    path.display()
-                ));
-            }
-        }
-    }
     // Landlock and the dropped capabilities hold for the calling thread only.
     match sys::process::thread_count() {
         Ok(1) => {}
@@ -597,8 +623,18 @@ pub(crate) fn enter(rules: &SandboxRules) -> Result<SandboxReport, String> {
                 .map(|p| (path_of(p), Access::ReadWrite)),
         );
         for (path, access) in given {
-            ruleset.allow(path, access).map_err(|e| {
-                format!("the sandbox cannot allow access to {}: {e}", path.display())
+            ruleset.allow(path, access).map_err(|e| match Cause::of(&e) {
+                Some(Cause::Loop) => format!(
+                    "the sandbox cannot allow {}: it is, or passes through, a symbolic link now \
+                     (it was not when the sandbox was built; a worker may have put it there), \
+                     and following it could widen the sandbox; remove the link, or build the \
+                     pool again with the path it should reach",
+                    path.display()
+                ),
+                _ => format!(
+                    "the sandbox cannot allow {}: {e}; give a path that exists",
+                    path.display()
+                ),
             })?;
         }
         ruleset.restrict_self().map_err(failed)?;

@@ -31,6 +31,8 @@ pub(crate) enum Cause {
     TurnedOff,
     /// The kernel does not know what was asked of the call (EINVAL).
     UnknownRequest,
+    /// A path is, or passes through, a symbolic link where none may be followed (ELOOP).
+    Loop,
 }
 
 impl Cause {
@@ -49,6 +51,7 @@ impl Cause {
             libc::ENOSYS => Cause::NoSuchCall,
             libc::EOPNOTSUPP => Cause::TurnedOff,
             libc::EINVAL => Cause::UnknownRequest,
+            libc::ELOOP => Cause::Loop,
             _ => return None,
         })
     }
@@ -68,6 +71,7 @@ impl Cause {
             Cause::NoSuchCall => libc::ENOSYS,
             Cause::TurnedOff => libc::EOPNOTSUPP,
             Cause::UnknownRequest => libc::EINVAL,
+            Cause::Loop => libc::ELOOP,
         })
     }
 
@@ -96,6 +100,7 @@ mod tests {
             Cause::NoSuchCall,
             Cause::TurnedOff,
             Cause::UnknownRequest,
+            Cause::Loop,
         ] {
             assert!(cause.is(&cause.error()), "{cause:?}");
         }

@@ -105,10 +105,7 @@ fn allowed_only_with() -> Vec<(libc::c_long, Vec<(u32, u32)>)> {
             libc::SYS_ioprio_set,
             vec![(arg_low(0), IOPRIO_WHO_PROCESS), (arg_low(1), 0)],
         ),
-        (
-            libc::SYS_utimensat,
-            vec![(arg_low(1), 0), (arg_high(1), 0)],
-        ),
+        (libc::SYS_utimensat, vec![(arg_low(1), 0), (arg_high(1), 0)]),
     ]
 }
 
