@@ -22,7 +22,6 @@ mod pool;
 mod process;
 mod queue;
 mod resize;
-mod review22;
 mod sandbox;
 mod shared_memory;
 mod shared_pool;

@@ -13,4 +13,5 @@ pub(crate) mod matrix;
 pub(crate) mod misbehave;
 mod panic_edges;
 mod pool_vocabulary;
+mod sandbox_escapes;
 mod unruly;
