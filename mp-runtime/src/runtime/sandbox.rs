@@ -105,8 +105,10 @@ impl Sandbox {
     }
 
     /// Lets workers read files and list directories below `path` (or read `path`, a file). A
-    /// relative path is taken from the current directory now. The path must exist when a
-    /// worker starts, or the pool's `build` fails naming it.
+    /// relative path is taken from the current directory now. The path must exist when the
+    /// pool is built, or `build` fails naming it; its links are followed then, once, and a
+    /// worker follows none planted there later. It may not lie at or below a
+    /// [`read_write`](Sandbox::read_write) path (it would be writable): `build` refuses that.
     ///
     /// # Examples
     ///
@@ -138,7 +140,8 @@ impl Sandbox {
 
     /// Lets workers read, write, create, rename and remove files and directories below `path`
     /// (or read and write `path`, a file). A relative path is taken from the current directory
-    /// now. The path must exist when a worker starts, or the pool's `build` fails naming it.
+    /// now. The path must exist when the pool is built, or `build` fails naming it; its links
+    /// are followed then, once, and a worker follows none planted there later.
     ///
     /// # Examples
     ///
@@ -725,6 +728,40 @@ mod tests {
     }
 
     // A path that is not UTF-8 crosses whole.
+    #[test]
+    fn a_read_only_path_at_or_below_a_read_write_one_is_refused() {
+        let dir = std::env::temp_dir().join(format!("mp-resolved-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("work/inputs")).unwrap();
+        let refused = [
+            Sandbox::new()
+                .read_write(dir.join("work"))
+                .read_only(dir.join("work/inputs")),
+            Sandbox::new()
+                .read_only(dir.join("work"))
+                .read_write(dir.join("work/./inputs/..")),
+        ];
+        for sandbox in refused {
+            let err = sandbox.resolved().unwrap_err();
+            assert!(
+                err.is_sandbox() && err.to_string().contains("read-only"),
+                "{err}"
+            );
+        }
+        // The other way round narrows nothing: below a read-only folder, one may be written.
+        let fine = Sandbox::new()
+            .read_only(dir.join("work"))
+            .read_write(dir.join("work/inputs"))
+            .read_write(dir.join("work/inputs/../inputs"));
+        let resolved = fine.resolved().unwrap();
+        assert_eq!(
+            resolved.read_write[1],
+            dir.join("work/inputs").canonicalize().unwrap()
+        );
+        let missing = Sandbox::new().read_only(dir.join("missing")).resolved();
+        assert!(missing.unwrap_err().to_string().contains("missing"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn paths_cross_as_bytes() {
         let odd = Path::new(OsStr::from_bytes(b"/tmp/\xff-odd"));
