@@ -529,14 +529,18 @@ mod tests {
         for network in [false, true] {
             let program = assemble(&filter(arch, network));
             let ioctl = libc::SYS_ioctl;
-            for request in [libc::TIOCSTI, libc::TIOCLINUX] {
-                assert_eq!(run(&program, arch, ioctl, request as u64), REFUSE);
+            for request in [libc::TIOCSTI as u32, libc::TIOCLINUX as u32] {
+                assert_eq!(run(&program, arch, ioctl, u64::from(request)), REFUSE);
                 // The kernel reads an unsigned int: high bits do not hide the request.
-                let hidden = request as u64 | 0xffff_ffff_0000_0000;
+                let hidden = u64::from(request) | 0xffff_ffff_0000_0000;
                 assert_eq!(run(&program, arch, ioctl, hidden), REFUSE);
             }
-            for request in [libc::TIOCGWINSZ, libc::FIONREAD, libc::TCGETS] {
-                assert_eq!(run(&program, arch, ioctl, request as u64), ALLOW);
+            for request in [
+                libc::TIOCGWINSZ as u32,
+                libc::FIONREAD as u32,
+                libc::TCGETS as u32,
+            ] {
+                assert_eq!(run(&program, arch, ioctl, u64::from(request)), ALLOW);
             }
         }
     }
