@@ -42,7 +42,7 @@ const REFUSED: &[libc::c_long] = &[
     #[cfg(target_arch = "x86_64")]
     libc::SYS_chmod,
     libc::SYS_fchmodat,
-    libc::SYS_fchmodat2,
+    SYS_FCHMODAT2,
     #[cfg(target_arch = "x86_64")]
     libc::SYS_chown,
     #[cfg(target_arch = "x86_64")]
@@ -78,8 +78,9 @@ const REFUSED: &[libc::c_long] = &[
     libc::SYS_fanotify_init,
 ];
 
-/// `setxattrat` and `removexattrat` (Linux 6.13), the same number on x86_64 and aarch64 (the
-/// common table); `libc` does not name them yet.
+/// `fchmodat2` (Linux 6.6), `setxattrat` and `removexattrat` (Linux 6.13): the same numbers on
+/// x86_64 and aarch64 (the common table); `libc` does not name them on every architecture.
+const SYS_FCHMODAT2: libc::c_long = 452;
 const SYS_SETXATTRAT: libc::c_long = 463;
 const SYS_REMOVEXATTRAT: libc::c_long = 466;
 
@@ -487,7 +488,7 @@ mod tests {
         for nr in [
             libc::SYS_chmod,
             libc::SYS_fchmodat,
-            libc::SYS_fchmodat2,
+            SYS_FCHMODAT2,
             libc::SYS_chown,
             libc::SYS_lchown,
             libc::SYS_fchownat,
