@@ -727,8 +727,9 @@ impl Driver {
         self.timed = Some(task.function);
         let outcomes = Outcomes::new(frame, task.args.len());
         // Under `panic = "abort"` a panic's reply is the worker's last word: it aborts once the
-        // reply is out (every crate of a program has one panic strategy, so ours is its).
-        let last_reply = cfg!(panic = "abort") && outcomes.has_panic();
+        // reply is out (every crate of a program has one panic strategy, so ours is its). So is
+        // the reply of a call that overflowed its stack, sent from the fault handler.
+        let last_reply = (cfg!(panic = "abort") && outcomes.has_panic()) || outcomes.has_death();
         if task.control.stop(&self.slot) {
             task.finish(Ok(outcomes));
         } else {

@@ -198,6 +198,17 @@ impl Outcomes {
 
     /// Whether one of the calls panicked. Under `panic = "abort"` that reply is its worker's
     /// last: the process aborts once it is sent.
+    /// Whether the reply holds a call whose worker died running it (a stack overflow, said by
+    /// the fault handler as the worker's last words): the worker is ending.
+    pub(crate) fn has_death(&self) -> bool {
+        codec::records(&self.frame).any(|record| {
+            record.is_ok_and(|record| {
+                record.first() == Some(&FAILED)
+                    && error_of(record, "").is_some_and(|error| error.is_died())
+            })
+        })
+    }
+
     pub(crate) fn has_panic(&self) -> bool {
         codec::records(&self.frame)
             .any(|record| record.is_ok_and(|record| record.first() == Some(&PANIC)))
