@@ -155,10 +155,10 @@ fn goals(rows: &[Row], speedup: &Speedup) -> Vec<Goal> {
             AtLeast(10.0),
         ),
         (
-            "map 1M tiny tasks ≥ 10x Python Pool.map",
+            "map 1M tiny tasks ≥ 15x Python Pool.map",
             ratio(rows, MAP_1M, "mp", "Python fork"),
             "x",
-            AtLeast(10.0),
+            AtLeast(15.0),
         ),
         (
             "one task at a time ≥ 10x Python imap",
@@ -167,10 +167,28 @@ fn goals(rows: &[Row], speedup: &Speedup) -> Vec<Goal> {
             AtLeast(10.0),
         ),
         (
-            "apply round trip ≤ 1/3 of Python's",
+            "one task at a time ≥ 1 M tasks/s",
+            find(rows, ONE_AT_A_TIME, "mp").map(|row| row.figure_value() / 1e6),
+            " M/s",
+            AtLeast(1.0),
+        ),
+        (
+            "apply round trip ≤ 10 µs",
+            find(rows, APPLY, "mp").map(|row| row.figure_value() * 1e6),
+            " µs",
+            AtMost(10.0),
+        ),
+        (
+            "apply round trip ≤ 1/10 of Python's",
             ratio(rows, APPLY, "mp", "Python fork"),
             "x",
-            AtMost(1.0 / 3.0),
+            AtMost(0.1),
+        ),
+        (
+            "apply round trip ≤ 0.5x a raw socketpair round trip",
+            ratio(rows, APPLY, "mp", RAW_SOCKETPAIR),
+            "x",
+            AtMost(0.5),
         ),
         (
             "64 MiB by value ≥ 5x Python",

@@ -5,7 +5,8 @@ use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::process::Command;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use mp_runtime::{
     Array, CallOptions, Connection, Pool, Queue, StartMethod, pipe, process_fn, set_start_method,
@@ -165,6 +166,11 @@ pub const MAP_10K: &str = "map 10,000 tiny tasks";
 pub const MAP_1M: &str = "map 1,000,000 tiny tasks";
 pub const ONE_AT_A_TIME: &str = "imap, chunk size 1, 10,000 tasks";
 pub const APPLY: &str = "apply round trip";
+/// The apply rows' floors: one message each way between two processes, by three means (see
+/// [`socketpair_round_trips`] and [`futex_ping_pong`]).
+pub const RAW_SOCKETPAIR: &str = "raw: socketpair round trip, two processes";
+pub const RAW_FUTEX_SLEEPING: &str = "raw: futex ping-pong, the waiter sleeps";
+pub const RAW_FUTEX_SPINNING: &str = "raw: futex ping-pong, the waiter spins 50 µs, then sleeps";
 /// The imap rows' floor (see [`socketpair_pipelined`]).
 pub const RAW_PIPELINED: &str = "raw: socketpair echo, 2 processes, 8 in flight";
 pub const BYTES: &str = "64 MiB there and back";
@@ -412,6 +418,24 @@ pub fn apply_round_trip(scale: Scale, rows: &mut Vec<Row>) {
         n as f64,
         Figure::Time,
     ));
+    // The floors, in the same run: a message each way through a socket pair (each wakes
+    // the other side), through shared memory with a futex wake-up of a sleeping waiter, and
+    // through shared memory to a waiter that spins before it sleeps (no wake-up while hot).
+    for (system, floor) in [
+        (RAW_SOCKETPAIR, socketpair_round_trips as fn(usize) -> f64),
+        (RAW_FUTEX_SLEEPING, |n| futex_ping_pong(n, Duration::ZERO)),
+        (RAW_FUTEX_SPINNING, |n| {
+            futex_ping_pong(n, Duration::from_micros(50))
+        }),
+    ] {
+        rows.push(Row::new(
+            APPLY,
+            system,
+            (0..repeats).map(|_| floor(n as usize)).collect(),
+            n as f64,
+            Figure::Time,
+        ));
+    }
     let procspawn_pool = procspawn::Pool::new(2).unwrap();
     rows.push(Row::new(
         APPLY,
@@ -709,6 +733,111 @@ fn socketpair_round_trips(count: usize) -> f64 {
     // SAFETY: waits for the child just forked, with a valid out-pointer.
     unsafe { libc::waitpid(child, &mut status, 0) };
     elapsed
+}
+
+/// `count` round trips between this process and a forked one through a word of shared memory:
+/// each side writes the next number and waits for the other's. A waiter watches the word for
+/// `spin` (with no system call), then sleeps on it with `FUTEX_WAIT`, having said so in a
+/// second word, so that the writer makes a `FUTEX_WAKE` call only for a sleeper (and always for
+/// one, however the two interleave: each writes its word, then reads the other's). Returns
+/// the seconds.
+fn futex_ping_pong(count: usize, spin: Duration) -> f64 {
+    // SAFETY: a new shared anonymous page at an address the kernel picks, replacing nothing;
+    // both processes use it only through the atomics below, and it is unmapped at the end.
+    let page = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(page, libc::MAP_FAILED, "mmap failed");
+    // SAFETY: the page is mapped, zeroed, aligned, and outlives every use of these words (the
+    // child exits before the parent unmaps it); atomics may be shared between processes.
+    let words: &[AtomicU32; 3] = unsafe { &*page.cast::<[AtomicU32; 3]>() };
+    let [turn, parent_sleeps, child_sleeps] = words;
+    // The child answers odd numbers with the next even one, until it reads `u32::MAX`.
+    // SAFETY: the child only touches the shared page and exits through `_exit`: atomics and
+    // raw system calls, all async-signal-safe.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        let mut seen = 0;
+        loop {
+            seen = wait_for_change(turn, seen, child_sleeps, spin);
+            if seen == u32::MAX {
+                // SAFETY: ends the forked child without running the parent's handlers.
+                unsafe { libc::_exit(0) };
+            }
+            seen += 1;
+            hand_over(turn, seen, parent_sleeps);
+        }
+    }
+    assert!(child > 0, "fork failed");
+    let start = Instant::now();
+    let mut at = 0u32;
+    for _ in 0..count {
+        hand_over(turn, at + 1, child_sleeps);
+        at = wait_for_change(turn, at + 1, parent_sleeps, spin);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    hand_over(turn, u32::MAX, child_sleeps);
+    let mut status = 0;
+    // SAFETY: waits for the child just forked, with a valid out-pointer.
+    unsafe { libc::waitpid(child, &mut status, 0) };
+    // SAFETY: unmaps the page mapped above; the child has exited and nothing here uses it.
+    unsafe { libc::munmap(page, 4096) };
+    elapsed
+}
+
+/// Writes `value` to `turn` and wakes the other side if it said that it sleeps.
+fn hand_over(turn: &AtomicU32, value: u32, other_sleeps: &AtomicU32) {
+    turn.store(value, Ordering::SeqCst);
+    if other_sleeps.load(Ordering::SeqCst) != 0 {
+        futex(turn, libc::FUTEX_WAKE, 1);
+    }
+}
+
+/// Waits until `turn` is no longer `old`, spinning for `spin` first; returns the new value.
+fn wait_for_change(turn: &AtomicU32, old: u32, sleeps: &AtomicU32, spin: Duration) -> u32 {
+    let until = Instant::now() + spin;
+    loop {
+        let now = turn.load(Ordering::SeqCst);
+        if now != old {
+            return now;
+        }
+        if spin.is_zero() || Instant::now() >= until {
+            break;
+        }
+        std::hint::spin_loop();
+    }
+    loop {
+        sleeps.store(1, Ordering::SeqCst);
+        let now = turn.load(Ordering::SeqCst);
+        if now != old {
+            sleeps.store(0, Ordering::SeqCst);
+            return now;
+        }
+        futex(turn, libc::FUTEX_WAIT, old);
+        sleeps.store(0, Ordering::SeqCst);
+    }
+}
+
+/// A `futex` call on `word` (not process-private: the word is in shared memory).
+fn futex(word: &AtomicU32, op: libc::c_int, value: u32) {
+    // SAFETY: `word` is a valid, aligned, mapped 32-bit word for the duration of the call; a
+    // wait without a timeout passes a null timeout, a wake ignores it.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            op,
+            value,
+            std::ptr::null::<libc::timespec>(),
+        )
+    };
 }
 
 pub fn idle_memory(_scale: Scale, rows: &mut Vec<Row>) {
