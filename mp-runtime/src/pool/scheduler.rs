@@ -24,9 +24,10 @@ use crate::runtime::sandbox::Sandboxing;
 use crate::runtime::spawn::{self, ChildProcess, Killer, Received, StartMethod};
 use crate::sys::{self, Signal};
 use crate::wire::codec;
-use crate::wire::frame::{Channel, Frame};
+use crate::wire::frame::Frame;
 use crate::wire::panics;
 use crate::wire::protocol::{Args, Outcomes, Request};
+use crate::wire::ring::link::Link;
 
 /// Tasks sent to one worker before its first reply: enough to hide the round trip, few enough
 /// that a worker's death sends little back to the queue.
@@ -349,7 +350,8 @@ const EXIT_GRACE: Duration = Duration::from_secs(5);
 /// A live worker process, from its driver's side.
 struct Worker {
     child: ChildProcess,
-    channel: Channel,
+    /// Its socket and, once shared, the rings that calls and answers go through.
+    channel: Link,
     /// Tasks sent to it so far, for `max_tasks_per_child`.
     sent: usize,
     /// Its memory after its first task, and when it was last compared with that, for
@@ -378,7 +380,7 @@ impl Worker {
         slot.killed_for_cancel.store(false, Ordering::SeqCst);
         let mut worker = Worker {
             child: started.child,
-            channel: started.channel,
+            channel: Link::new(started.channel),
             sent: 0,
             first_size: None,
             measured: Instant::now(),
@@ -393,7 +395,7 @@ impl Worker {
         // before the initializer, user code too.
         if let Some(sandboxing) = &shared.config.sandbox {
             let sandbox = &sandboxing.sandbox;
-            match spawn::enter_sandbox(&mut worker.child, &mut worker.channel, sandbox) {
+            match spawn::enter_sandbox(&mut worker.child, worker.channel.channel_mut(), sandbox) {
                 Ok(report) => sandboxing.record(report),
                 Err(error) => {
                     worker.reap(slot, Instant::now());
@@ -408,19 +410,20 @@ impl Worker {
             }
         }
         // After the initializer: a logger it set up in the worker is kept.
-        spawn::forward_logs(&mut worker.channel, started.logs);
+        spawn::forward_logs(worker.channel.channel_mut(), started.logs);
+        spawn::share_rings(&mut worker.channel);
         Ok(worker)
     }
 
     fn initialize(&mut self, entry: &'static Entry, args: &Args) -> Result<()> {
-        args.send(&mut self.channel)?;
+        args.send_on(&mut self.channel)?;
         let failed = |why: String| {
             Error::protocol(format!(
                 "the pool's initializer `{}` failed, so no worker can start: {why}",
                 entry.path
             ))
         };
-        let frame = match self.child.recv(&mut self.channel, None) {
+        let frame = match self.child.recv_on(&mut self.channel, None) {
             Received::Frame(frame) => frame,
             Received::Failed(error) => return Err(spawn::receive_failed(self.child.pid(), error)),
             Received::Gone | Received::TimedOut => {
@@ -652,7 +655,7 @@ impl Driver {
                     if idle {
                         self.running_since = Instant::now();
                     }
-                    let sent = task.args.send(&mut worker.channel);
+                    let sent = task.args.send_on(&mut worker.channel);
                     worker.sent += 1;
                     self.in_flight.push_back(task);
                     if sent.is_err() {
@@ -678,7 +681,7 @@ impl Driver {
         let limit = self.in_flight.front().and_then(|task| task.timeout);
         // A limit too far to reach (`Duration::MAX`) is none.
         let deadline = limit.and_then(|limit| self.running_since.checked_add(limit));
-        match (worker.child.recv(&mut worker.channel, deadline), limit) {
+        match (worker.child.recv_on(&mut worker.channel, deadline), limit) {
             (Received::Frame(frame), _) => self.answered(worker, frame),
             (Received::TimedOut, Some(limit)) => {
                 // Over its limit: the worker is killed (only that ends a call for sure), the

@@ -3,7 +3,8 @@
 //! A worker reads [`Request`]s, runs each call under `catch_unwind`, and answers each request
 //! with one frame of outcome records, in order, all on one thread: while a reply waits for room
 //! in the socket, the parent's next requests are read into memory, so the two sides can never
-//! deadlock.
+//! deadlock. A pool's worker is sent rings in shared memory first thing (`wire/ring`): its
+//! requests and replies then go through them, and the socket carries the rest.
 
 use std::cell::Cell;
 use std::io::Write;
@@ -21,6 +22,8 @@ use crate::wire::frame::{Channel, Frame};
 use crate::wire::outgoing::{Encoded, Outgoing};
 use crate::wire::panics::{self, Panic};
 use crate::wire::protocol::{FAILED, Failure, PANIC, Request, VALUE};
+use crate::wire::ring::Rings;
+use crate::wire::ring::link::{Interrupted, Link, Side};
 
 thread_local! {
     /// Under `panic = "abort"`: the index, in its request, of the call running on this thread.
@@ -276,20 +279,21 @@ enum Incoming {
 /// worker replies can never deadlock with it.
 pub(crate) fn serve_calls(channel: Channel) -> i32 {
     panics::answer_before_abort(send_panic_reply);
-    let mut channel = channel.reading_while_sending();
+    let mut link = Link::new(channel.reading_while_sending());
     let mut overflow = OverflowReply {
         function: String::new(),
         record: Vec::new(),
     };
     let mut panicked = false;
     loop {
-        match next_incoming(&mut channel) {
+        match next_incoming(&mut link) {
             Incoming::Call(function, frame, start, fds) => {
-                let answer = match overflow.run_armed(&channel, &function, &frame[start..], fds) {
+                let answered = overflow.run_armed(link.channel(), &function, &frame[start..], fds);
+                let answer = match answered {
                     Ok(answer) => answer,
                     Err(error) => {
                         return farewell(
-                            &mut channel,
+                            link.channel_mut(),
                             &format!("cannot answer a call of `{function}`: {error}"),
                         );
                     }
@@ -302,7 +306,7 @@ pub(crate) fn serve_calls(channel: Channel) -> i32 {
                 let _ = std::io::stdout().flush();
                 logs::flush_unsent();
                 let fds: Vec<BorrowedFd<'_>> = answer.fds.iter().map(AsFd::as_fd).collect();
-                if channel.send_encoded(&answer.reply, &fds).is_err() {
+                if link.send_encoded(&answer.reply, &fds).is_err() {
                     return 1;
                 }
                 if answer.refused {
@@ -314,7 +318,7 @@ pub(crate) fn serve_calls(channel: Channel) -> i32 {
             }
             Incoming::Exit => return if panicked { 101 } else { 0 },
             Incoming::End(None) => return 0,
-            Incoming::End(Some(problem)) => return farewell(&mut channel, &problem),
+            Incoming::End(Some(problem)) => return farewell(link.channel_mut(), &problem),
         }
     }
 }
@@ -328,12 +332,36 @@ fn farewell(channel: &mut Channel, why: &str) -> i32 {
     1
 }
 
+/// Why a worker's wait for its next request ended without one.
+enum Stop {
+    /// The parent closed the channel.
+    Closed,
+    Failed(std::io::Error),
+}
+
+impl From<std::io::Error> for Stop {
+    fn from(error: std::io::Error) -> Stop {
+        Stop::Failed(error)
+    }
+}
+
+impl Interrupted for Stop {
+    fn lasts(&self) -> bool {
+        matches!(self, Stop::Closed)
+    }
+}
+
 /// Reads the next message (settings such as a memory limit are applied here, in order with
 /// the calls).
-fn next_incoming(channel: &mut Channel) -> Incoming {
+fn next_incoming(link: &mut Link) -> Incoming {
     loop {
-        return match channel.recv() {
-            Ok(Some(mut frame)) => match codec::decode_prefix::<Request<'static>>(&frame) {
+        let received = link.recv(|channel| match channel.recv() {
+            Ok(Some(frame)) => Ok(frame),
+            Ok(None) => Err(Stop::Closed),
+            Err(error) => Err(Stop::Failed(error)),
+        });
+        return match received {
+            Ok(mut frame) => match codec::decode_prefix::<Request<'static>>(&frame) {
                 Ok((Request::Call { function, .. }, used)) => {
                     let fds = std::mem::take(&mut frame.fds);
                     Incoming::Call(function.into_owned(), frame, used, fds)
@@ -360,19 +388,37 @@ fn next_incoming(channel: &mut Channel) -> Incoming {
                     let entered = sandbox::enter(&rules);
                     // The parent waits for this answer; a worker that could not enter ends
                     // after it, quietly: the parent's error says why.
-                    let answered = codec::encode(&entered).is_ok_and(|a| channel.send(&a).is_ok());
+                    let answered = codec::encode(&entered).is_ok_and(|a| link.send(&a).is_ok());
                     if answered && entered.is_ok() {
                         continue;
                     }
                     Incoming::End(None)
+                }
+                Ok((Request::Rings, _)) => {
+                    let file = std::mem::take(&mut frame.fds).into_iter().next();
+                    let rings = file.map(Rings::open);
+                    match rings {
+                        Some(Ok(rings)) if !link.has_rings() => {
+                            link.use_rings(rings, Side::Worker);
+                            continue;
+                        }
+                        Some(Err(error)) => Incoming::End(Some(format!(
+                            "this worker cannot map the memory its parent shared ({error})"
+                        ))),
+                        _ => Incoming::End(Some(
+                            "the parent sent rings without their memory, or twice".to_string(),
+                        )),
+                    }
                 }
                 Err(error) => Incoming::End(Some(format!(
                     "the parent sent a message this worker cannot read ({error}); parent and \
                      worker must be the same build"
                 ))),
             },
-            Ok(None) => Incoming::End(None),
-            Err(error) => Incoming::End(Some(format!("reading from the parent failed: {error}"))),
+            Err(Stop::Closed) => Incoming::End(None),
+            Err(Stop::Failed(error)) => {
+                Incoming::End(Some(format!("reading from the parent failed: {error}")))
+            }
         };
     }
 }

@@ -15,6 +15,7 @@ use super::codec;
 use super::frame::{Channel, Frame};
 use super::outgoing::{Encoded, Outgoing};
 use super::panics;
+use super::ring::link::Link;
 use crate::base::{Error, Kind, Location, Result};
 
 /// From parent to worker. In a frame, a `Call` is followed by its arguments: one record
@@ -35,6 +36,9 @@ pub(crate) enum Request<'a> {
     /// Enter a sandbox that allows what `rules` says, before any call; answered by one frame,
     /// the sandbox's report or why it could not be entered (then the worker exits).
     Sandbox { rules: SandboxRules },
+    /// From now on, requests and replies go through the rings in the memory file that comes
+    /// beside this message (and the socket: see `ring::link`).
+    Rings,
 }
 
 /// What a sandboxed worker may reach: the public `Sandbox` as it crosses to a worker (and to
@@ -158,6 +162,13 @@ impl Args {
         let fds: Vec<BorrowedFd<'_>> = self.fds.iter().map(AsFd::as_fd).collect();
         channel
             .send_encoded(&self.frame, &fds)
+            .map_err(|e| Error::io("cannot send a call to a worker", e))
+    }
+
+    /// Sends the call to a pool's worker, keeping it.
+    pub(crate) fn send_on(&self, link: &mut Link) -> Result<()> {
+        let fds: Vec<BorrowedFd<'_>> = self.fds.iter().map(AsFd::as_fd).collect();
+        link.send_encoded(&self.frame, &fds)
             .map_err(|e| Error::io("cannot send a call to a worker", e))
     }
 

@@ -1,6 +1,7 @@
 //! The adversarial suite, which breaks every side of every call on purpose: the crash matrix
 //! (every misbehaviour × every entry point × Spawn/ForkServer), result decoders that panic in
-//! the parent, tasks that fork and exit, and a `join_timeout` after the reply. Tests that
+//! the parent, tasks that fork and exit, a `join_timeout` after the reply, and workers killed
+//! in the middle of their rings' protocol or scribbling over them. Tests that
 //! change process-wide state (rlimits, SIGCHLD, the start method) run in a process of their own
 //! (`alone/`).
 
@@ -13,5 +14,6 @@ pub(crate) mod matrix;
 pub(crate) mod misbehave;
 mod panic_edges;
 mod pool_vocabulary;
+mod ring;
 mod sandbox_escapes;
 mod unruly;

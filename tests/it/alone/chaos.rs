@@ -18,7 +18,7 @@ fn double_or_die(x: u64) -> u64 {
 }
 
 /// The pids of this process's children.
-fn children() -> Vec<i32> {
+pub(crate) fn children() -> Vec<i32> {
     let me = std::process::id();
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{me}/task")) else {
         return Vec::new();
@@ -36,7 +36,7 @@ fn children() -> Vec<i32> {
 
 /// Every 15 ms until `done`, sends SIGKILL, SIGSEGV or SIGABRT to a random child (a worker);
 /// returns how many it sent. `seed` picks the victims and signals.
-fn chaos(done: &AtomicBool, mut seed: u64) -> usize {
+pub(crate) fn chaos(done: &AtomicBool, mut seed: u64) -> usize {
     let signals = [libc::SIGKILL, libc::SIGSEGV, libc::SIGABRT];
     let mut kills = 0;
     loop {

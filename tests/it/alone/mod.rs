@@ -10,7 +10,7 @@ mod adversarial_fd_limit;
 mod adversarial_forkserver;
 mod adversarial_sigchld;
 mod adversarial_starmap_fds;
-mod chaos;
+pub(crate) mod chaos;
 mod descriptors;
 mod descriptors_inherited;
 mod fork_server;

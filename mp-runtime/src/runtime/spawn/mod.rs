@@ -26,6 +26,8 @@ use crate::sys::{self, Pid, Signal, pidfd};
 use crate::wire::codec;
 use crate::wire::frame::{Channel, Frame};
 use crate::wire::protocol::Request;
+use crate::wire::ring::Rings;
+use crate::wire::ring::link::{Interrupted, Link, Side};
 use reexec::Role;
 
 /// The process that made a handle to children (a pool, a process, a fork server). A copy of it
@@ -317,6 +319,23 @@ pub(crate) fn enter_sandbox(
     }
 }
 
+/// Shares a pair of rings with the worker at the other end of `link`: from now on, calls and
+/// answers go through shared memory (`wire/ring`), and the socket carries only descriptors,
+/// large messages and wake-ups. Where no memory file can be made, the link goes on with the
+/// socket alone.
+pub(crate) fn share_rings(link: &mut Link) {
+    let Ok((rings, file)) = Rings::create() else {
+        return;
+    };
+    let Ok(request) = codec::encode(&Request::Rings) else {
+        return;
+    };
+    // A worker that cannot take them is gone, which the next call finds.
+    if link.send_with_fds(&request, &[file.as_fd()]).is_ok() {
+        link.use_rings(rings, Side::Parent);
+    }
+}
+
 /// How long a reader that found a frame coming waits for the rest of it before it looks again
 /// at whether the child exited (a grandchild may hold the channel open after a partial frame).
 const FRAME_SLICE: Duration = Duration::from_millis(20);
@@ -535,6 +554,26 @@ impl ChildProcess {
         received
     }
 
+    /// Receives the child's next message on `link`, through its rings or its socket, as
+    /// [`recv`](Self::recv) does on a channel. A message the child published before it died
+    /// is received; the death is seen once none is left.
+    pub(crate) fn recv_on(&mut self, link: &mut Link, deadline: Option<Instant>) -> Received {
+        if !link.has_rings() {
+            return self.recv(link.channel_mut(), deadline);
+        }
+        let received = link.recv(|channel| match self.recv(channel, deadline) {
+            Received::Frame(frame) => Ok(frame),
+            other => Err(other),
+        });
+        match received {
+            Ok(frame) => {
+                logs::settle(self.pid());
+                Received::Frame(frame)
+            }
+            Err(received) => received,
+        }
+    }
+
     /// Why the child exited, as it said before it did (see [`recv`](Self::recv)).
     pub(crate) fn said(&self) -> Option<&str> {
         self.said.as_deref()
@@ -591,6 +630,19 @@ impl ChildProcess {
             Ok(_) => self.reaping = true,
             Err(e) => eprintln!("mp: cannot start a thread to reap process {pid}: {e}"),
         }
+    }
+}
+
+impl From<io::Error> for Received {
+    /// The rings' memory was not as a worker leaves it: the worker broke them.
+    fn from(error: io::Error) -> Received {
+        Received::Failed(error)
+    }
+}
+
+impl Interrupted for Received {
+    fn lasts(&self) -> bool {
+        matches!(self, Received::Gone | Received::TimedOut)
     }
 }
 
