@@ -239,6 +239,12 @@ fn goals(rows: &[Row], speedup: &Speedup) -> Vec<Goal> {
             AtMost(0.2),
         ),
         (
+            "idle workers use no CPU (ms of processor time in 1 s)",
+            find(rows, IDLE_CPU, "mp worker").map(|row| row.max() * 1e3),
+            " ms",
+            AtMost(0.0),
+        ),
+        (
             "MPI apply round trip ≤ 2x a raw rsmpi round trip + the local pool's (as a fraction)",
             mpi_round_trip(rows),
             "x",

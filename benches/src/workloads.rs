@@ -190,6 +190,7 @@ pub const QUEUE: &str = "queue, 100,000 small items";
 pub const PIPE: &str = "pipe round trip";
 pub const RSS: &str = "idle worker memory (RSS)";
 pub const USS: &str = "idle worker memory (USS: private pages)";
+pub const IDLE_CPU: &str = "idle worker, processor time in 1 s";
 /// The MPI rows (see `cluster.rs`; measured when built with `--features mpi`).
 pub const MPI_APPLY: &str = "MPI: apply round trip, rank 0 to rank 1";
 pub const MPI_RAW: &str = "raw: rsmpi send + receive";
@@ -861,6 +862,15 @@ pub fn idle_memory(_scale: Scale, rows: &mut Vec<Row>) {
         let uss: Vec<f64> = pids.iter().map(|pid| uss_kib(*pid)).collect();
         rows.push(Row::new(RSS, system, rss, 1.0, Figure::Kib));
         rows.push(Row::new(USS, system, uss, 1.0, Figure::Kib));
+        // The processor time each idle worker uses in a second: none, unless something spins.
+        let before: Vec<f64> = pids.iter().map(|pid| cpu_seconds(*pid)).collect();
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let used: Vec<f64> = pids
+            .iter()
+            .zip(before)
+            .map(|(pid, before)| cpu_seconds(*pid) - before)
+            .collect();
+        rows.push(Row::new(IDLE_CPU, system, used, 1.0, Figure::Time));
     }
     for method in ["fork", "spawn"] {
         if let Some(sample) = python::run(method, "rss", 1, 0) {
@@ -874,6 +884,23 @@ pub fn idle_memory(_scale: Scale, rows: &mut Vec<Row>) {
             rows.push(Row::new(RSS, &system, kib("rss_kib"), 1.0, Figure::Kib));
             rows.push(Row::new(USS, system, kib("uss_kib"), 1.0, Figure::Kib));
         }
+    }
+}
+
+/// The processor time process `pid` has used so far, user and system, in seconds (to the
+/// clock tick, 10 ms).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let Some((_, fields)) = stat.rsplit_once(')') else {
+        return f64::NAN;
+    };
+    let fields: Vec<&str> = fields.split_whitespace().collect();
+    let ticks = |at: usize| fields.get(at).and_then(|t| t.parse::<f64>().ok());
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    match (ticks(11), ticks(12)) {
+        (Some(user), Some(system)) => (user + system) / per_second,
+        _ => f64::NAN,
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -13,11 +13,14 @@ use super::callbacks::{CallbackThread, call};
 use super::scheduler::{Control, Raw, Sink, lock};
 use crate::base::{Error, Handle, Kind, Result};
 use crate::runtime::spawn::Owner;
+use crate::wire::ring;
 
 /// Where the one result of a submission lands; the first to complete it wins.
 pub(crate) struct Completion<T> {
     state: Mutex<CompletionState<T>>,
     done: Condvar,
+    /// Set once it is ready to take (as `state` says), for a waiter that spins.
+    ready: AtomicBool,
     /// Where its callbacks run: the pool's callback thread.
     callbacks: Arc<CallbackThread>,
 }
@@ -47,6 +50,7 @@ impl<T: Send + 'static> Completion<T> {
                 waker: None,
             }),
             done: Condvar::new(),
+            ready: AtomicBool::new(false),
             callbacks,
         }
     }
@@ -67,6 +71,7 @@ impl<T: Send + 'static> Completion<T> {
             return true;
         }
         state.result = Some(result);
+        self.ready.store(true, Ordering::Release);
         let waker = state.waker.take();
         drop(state);
         self.done.notify_all();
@@ -150,6 +155,7 @@ fn hand_back<T>(
 ) {
     state.result = Some(result);
     state.lent = false;
+    completion.ready.store(true, Ordering::Release);
     let waker = state.waker.take();
     drop(state);
     completion.done.notify_all();
@@ -200,6 +206,9 @@ impl<T> Completion<T> {
         if self.waits_for_itself() {
             return false;
         }
+        // A result that comes within microseconds (a tiny task on a worker that is hot) is
+        // taken without the cost of a sleep, where a core is free for the spin.
+        ring::spin_if_a_core_is_free(|| self.ready.load(Ordering::Acquire));
         let mut state = lock(&self.state);
         while state.result.is_none() && !state.taken {
             match deadline {

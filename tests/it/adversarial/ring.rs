@@ -200,6 +200,45 @@ fn a_task_that_scribbles_over_its_rings_fails_and_the_pool_goes_on() {
     }
 }
 
+#[process_fn]
+fn own_pid(_: u64) -> u32 {
+    std::process::id()
+}
+
+/// The processor time process `pid` has used, user and system, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+// Idle workers use no CPU: after a burst of tiny tasks, which every side spins between, a worker
+// spins once, for at most 50 µs, and then sleeps until it is sent work. One that kept spinning
+// would use a tick (10 ms) every 10 ms of the second measured.
+#[test]
+fn idle_workers_use_no_cpu() {
+    let pool = Pool::new(2).unwrap();
+    let pids: std::collections::BTreeSet<u32> = pool
+        .with(&CallOptions::new().chunksize(1))
+        .map(own_pid, 0..2000)
+        .unwrap()
+        .into_iter()
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let before: Vec<u64> = pids.iter().map(|&pid| cpu_ticks(pid)).collect();
+    std::thread::sleep(Duration::from_secs(1));
+    for (&pid, before) in pids.iter().zip(before) {
+        let used = cpu_ticks(pid) - before;
+        assert!(used <= 1, "idle worker {pid} used {used} ticks in a second");
+    }
+}
+
 /// Until `done`, every 2 ms sends SIGKILL to a random child (a worker); returns how many.
 fn kill_workers(done: &AtomicBool, mut seed: u64) -> usize {
     let mut kills = 0;

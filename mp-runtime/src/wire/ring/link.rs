@@ -11,18 +11,12 @@
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::BorrowedFd;
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::{Reader, Record, Rings, Writer};
+use super::{BUSY, Reader, Record, Rings, SPIN, Writer, a_core_is_free};
 use crate::wire::frame::{Channel, Frame};
 use crate::wire::outgoing::Encoded;
-
-/// The longest a side spins for the next message before it sleeps, while messages come
-/// quickly: waking a sleeping process costs more than this on many machines (tens of
-/// microseconds in a virtual machine), so a reply that comes sooner is taken without one.
-const SPIN: Duration = Duration::from_micros(50);
 
 /// Which end of the connection a link is.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -46,6 +40,9 @@ pub(crate) struct Link {
     /// Whether the last message came within [`SPIN`] of the wait for it: only then is spinning
     /// for the next one likely to pay.
     hot: bool,
+    /// A parent's messages sent and not yet answered (with rings): while there are some, its
+    /// worker counts as busy in [`BUSY`].
+    unanswered: usize,
 }
 
 struct Ends {
@@ -64,6 +61,7 @@ impl Link {
             inbox: VecDeque::new(),
             early: VecDeque::new(),
             hot: true,
+            unanswered: 0,
         }
     }
 
@@ -126,8 +124,12 @@ impl Link {
             return self.channel.send_encoded(encoded, fds);
         };
         if ends.side == Side::Parent {
+            self.unanswered += 1;
+            if self.unanswered == 1 {
+                BUSY.fetch_add(1, Ordering::Relaxed);
+            }
             // The worker may spin for its next call only while a core is free for it.
-            let spin = if spare_core(1) {
+            let spin = if a_core_is_free() {
                 SPIN.as_nanos() as u64
             } else {
                 0
@@ -162,10 +164,10 @@ impl Link {
             return wait(&mut self.channel);
         }
         let started = Instant::now();
-        let _waiting = Waiting::enter(self.side());
         loop {
             if let Some(frame) = self.next_ready(&mut wait)? {
                 self.hot = started.elapsed() < SPIN;
+                self.answered();
                 return Ok(frame);
             }
             let spin = self.spin();
@@ -188,8 +190,14 @@ impl Link {
         }
     }
 
-    fn side(&self) -> Side {
-        self.ends.as_ref().map_or(Side::Worker, |ends| ends.side)
+    /// Counts a message received by a parent as the answer to one it sent.
+    fn answered(&mut self) {
+        if self.unanswered > 0 {
+            self.unanswered -= 1;
+            if self.unanswered == 0 {
+                BUSY.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// How long to spin for the next message now.
@@ -201,7 +209,7 @@ impl Link {
             return Duration::ZERO;
         }
         match ends.side {
-            Side::Parent if spare_core(0) => SPIN,
+            Side::Parent if a_core_is_free() => SPIN,
             Side::Parent => Duration::ZERO,
             // The parent's word, bounded: it is in memory the worker cannot trust either.
             Side::Worker => Duration::from_nanos(ends.rings.worker_spin()).min(SPIN),
@@ -258,6 +266,14 @@ impl Link {
     }
 }
 
+impl Drop for Link {
+    fn drop(&mut self) {
+        if self.unanswered > 0 {
+            BUSY.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// How a wait on the socket ended, other than with a frame.
 pub(crate) trait Interrupted: From<io::Error> {
     /// Whether waiting again would end the same way at once (the other side is gone, a
@@ -272,41 +288,7 @@ fn is_doorbell(frame: &Frame) -> bool {
     frame.is_empty() && frame.fds.is_empty()
 }
 
-/// Parent links waiting for an answer now: each such worker is busy, and its driver may spin.
-static WAITING: AtomicUsize = AtomicUsize::new(0);
-
-/// Counts a parent's link as waiting while it lives.
-struct Waiting(bool);
-
-impl Waiting {
-    fn enter(side: Side) -> Waiting {
-        let parent = side == Side::Parent;
-        if parent {
-            WAITING.fetch_add(1, Ordering::Relaxed);
-        }
-        Waiting(parent)
-    }
-}
-
-impl Drop for Waiting {
-    fn drop(&mut self) {
-        if self.0 {
-            WAITING.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-}
-
-/// Whether the machine has a core to spare for a spinning driver, with `more` workers about to
-/// be busy besides those waited for now: each busy worker runs on a core, and its driver
-/// would spin on another. Past that a spinner takes a core that a worker needs, and a sleeper
-/// is woken cheaply anyway, since no core is idle.
-fn spare_core(more: usize) -> bool {
-    static CORES: OnceLock<usize> = OnceLock::new();
-    let cores = *CORES.get_or_init(crate::base::cpu_count);
-    2 * (WAITING.load(Ordering::Relaxed) + more) <= cores
-}
-
 /// Whether a spin of `side` may go on: a parent's stops when the machine fills up.
 fn may_spin(side: Side) -> bool {
-    side == Side::Worker || spare_core(0)
+    side == Side::Worker || a_core_is_free()
 }

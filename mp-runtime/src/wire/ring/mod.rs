@@ -400,17 +400,23 @@ fn spin_until(spell: Duration, mut done: impl FnMut() -> bool) {
             return;
         }
         let start = std::time::Instant::now();
-        let alone = start + SPIN_ALONE.min(spell);
-        let until = start + spell;
-        while !done() {
-            let now = std::time::Instant::now();
-            if now >= until {
+        let mut yielding = false;
+        // The clock is read every few looks only: reading it costs more than a look.
+        for looks in 1u32.. {
+            if done() {
                 return;
             }
-            if now < alone {
-                std::hint::spin_loop();
-            } else {
+            if looks % 16 == 0 {
+                let spun = start.elapsed();
+                if spun >= spell {
+                    return;
+                }
+                yielding = spun >= SPIN_ALONE;
+            }
+            if yielding {
                 std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
             }
         }
     }
@@ -418,6 +424,33 @@ fn spin_until(spell: Duration, mut done: impl FnMut() -> bool) {
     {
         let _ = spell;
         done();
+    }
+}
+
+/// The longest a side spins for the next message before it sleeps, while messages come
+/// quickly: waking a sleeping process costs more than this on many machines (tens of
+/// microseconds in a virtual machine), so a reply that comes sooner is taken without one.
+pub(crate) const SPIN: Duration = Duration::from_micros(50);
+
+/// Parent links that wait for an answer now (sent more than they received): each such
+/// worker is busy, on a core of its own if it can have one.
+static BUSY: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Whether the machine has a core to spare for a spinning thread: each busy worker runs on a
+/// core, and a spinner (its driver, the worker itself between calls, a caller waiting for a
+/// result) would take another. Past that a spinner takes a core that a worker needs, and a
+/// sleeper is woken cheaply anyway, since no core is idle.
+pub(crate) fn a_core_is_free() -> bool {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let cores = *CORES.get_or_init(crate::base::cpu_count);
+    2 * BUSY.load(std::sync::atomic::Ordering::Relaxed) <= cores
+}
+
+/// Spins for at most [`SPIN`] until `done`, if [a core is free](a_core_is_free): for a
+/// result that usually comes within microseconds.
+pub(crate) fn spin_if_a_core_is_free(done: impl FnMut() -> bool) {
+    if a_core_is_free() {
+        spin_until(SPIN, done);
     }
 }
 
