@@ -18,17 +18,40 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Calls `changed` until it returns true or `spell` has passed, yielding the processor between
-/// calls: a wait for something that usually comes soon, without the cost of a sleep.
+/// Calls `changed` until it returns true or `spell` has passed: a wait for something that
+/// usually comes soon, without the cost of a sleep. For its first microseconds it only looks
+/// (what another core does shows within a microsecond); after that it yields the processor
+/// between looks, so that on a busy core the thread waited for gets to run.
 ///
 /// Under loom time stands still, and a spin is one look: what the caller does after a spin
 /// cannot depend on why it ended, so the model loses no interleaving by it.
 pub(crate) fn spin(spell: Duration, mut changed: impl FnMut() -> bool) {
     #[cfg(not(loom))]
     {
-        let until = std::time::Instant::now() + spell;
-        while !changed() && std::time::Instant::now() < until {
-            std::thread::yield_now();
+        /// How long a spin only looks before it yields between looks.
+        const ALONE: Duration = Duration::from_micros(2);
+        if spell.is_zero() {
+            return;
+        }
+        let start = std::time::Instant::now();
+        let mut yielding = false;
+        // The clock is read every few looks only: reading it costs more than a look.
+        for looks in 1u32.. {
+            if changed() {
+                return;
+            }
+            if looks % 16 == 0 {
+                let spun = start.elapsed();
+                if spun >= spell {
+                    return;
+                }
+                yielding = spun >= ALONE;
+            }
+            if yielding {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
         }
     }
     #[cfg(loom)]

@@ -34,6 +34,9 @@ struct CompletionState<T> {
     /// Callbacks to run when it completes (or, while it is lent, after those running).
     callbacks: Vec<Callback<T>>,
     waker: Option<Waker>,
+    /// Threads asleep on `done`: a completion with none wakes nobody (a wake-up call costs a
+    /// system call even then).
+    sleepers: usize,
 }
 
 /// A callback of [`AsyncResult::add_done_callback`].
@@ -48,6 +51,7 @@ impl<T: Send + 'static> Completion<T> {
                 lent: false,
                 callbacks: Vec::new(),
                 waker: None,
+                sleepers: 0,
             }),
             done: Condvar::new(),
             ready: AtomicBool::new(false),
@@ -73,8 +77,11 @@ impl<T: Send + 'static> Completion<T> {
         state.result = Some(result);
         self.ready.store(true, Ordering::Release);
         let waker = state.waker.take();
+        let sleepers = state.sleepers;
         drop(state);
-        self.done.notify_all();
+        if sleepers > 0 {
+            self.done.notify_all();
+        }
         if let Some(waker) = waker {
             waker.wake();
         }
@@ -157,8 +164,11 @@ fn hand_back<T>(
     state.lent = false;
     completion.ready.store(true, Ordering::Release);
     let waker = state.waker.take();
+    let sleepers = state.sleepers;
     drop(state);
-    completion.done.notify_all();
+    if sleepers > 0 {
+        completion.done.notify_all();
+    }
     if let Some(waker) = waker {
         waker.wake();
     }
@@ -207,24 +217,34 @@ impl<T> Completion<T> {
             return false;
         }
         // A result that comes within microseconds (a tiny task on a worker that is hot) is
-        // taken without the cost of a sleep, where a core is free for the spin.
-        ring::spin_if_a_core_is_free(|| self.ready.load(Ordering::Acquire));
+        // taken without the cost of a sleep, where a core is free for the spin (and the wait
+        // may last as long).
+        if deadline.is_none_or(|deadline| deadline > Instant::now() + ring::SPIN) {
+            ring::spin_if_a_core_is_free(|| self.ready.load(Ordering::Acquire));
+        }
         let mut state = lock(&self.state);
         while state.result.is_none() && !state.taken {
-            match deadline {
-                None => state = self.done.wait(state).unwrap_or_else(|e| e.into_inner()),
+            let left = match deadline {
+                None => None,
                 Some(deadline) => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
                         return false;
                     }
-                    state = self
-                        .done
+                    Some(left)
+                }
+            };
+            state.sleepers += 1;
+            state = match left {
+                None => self.done.wait(state).unwrap_or_else(|e| e.into_inner()),
+                Some(left) => {
+                    self.done
                         .wait_timeout(state, left)
                         .unwrap_or_else(|e| e.into_inner())
-                        .0;
+                        .0
                 }
-            }
+            };
+            state.sleepers -= 1;
         }
         true
     }

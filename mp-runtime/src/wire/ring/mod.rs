@@ -25,6 +25,7 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::base::sync;
 use crate::base::sync::atomic::{Ordering, fence};
 use memory::Memory;
 
@@ -365,7 +366,7 @@ impl Reader {
         keep_spinning: impl Fn() -> bool,
         sleep: impl FnOnce() -> T,
     ) -> Option<T> {
-        spin_until(spin, || !self.is_empty() || !keep_spinning());
+        sync::spin(spin, || !self.is_empty() || !keep_spinning());
         self.say_asleep(true);
         // See `Writer::reader_sleeps`.
         fence(Ordering::SeqCst);
@@ -386,44 +387,6 @@ impl Reader {
         self.memory
             .word(self.place.sleeps)
             .store(self.sleeps, Ordering::Relaxed);
-    }
-}
-
-/// Spins until `done` or `spell` has passed: at first only watching (a record from a side
-/// running on another core comes within a microsecond), then yielding the processor between
-/// looks, so that the side waited for runs if it shares this core. Under loom a spin is one
-/// look: what follows it does not depend on why it ended.
-fn spin_until(spell: Duration, mut done: impl FnMut() -> bool) {
-    #[cfg(not(loom))]
-    {
-        if spell.is_zero() {
-            return;
-        }
-        let start = std::time::Instant::now();
-        let mut yielding = false;
-        // The clock is read every few looks only: reading it costs more than a look.
-        for looks in 1u32.. {
-            if done() {
-                return;
-            }
-            if looks % 16 == 0 {
-                let spun = start.elapsed();
-                if spun >= spell {
-                    return;
-                }
-                yielding = spun >= SPIN_ALONE;
-            }
-            if yielding {
-                std::thread::yield_now();
-            } else {
-                std::hint::spin_loop();
-            }
-        }
-    }
-    #[cfg(loom)]
-    {
-        let _ = spell;
-        done();
     }
 }
 
@@ -450,13 +413,9 @@ pub(crate) fn a_core_is_free() -> bool {
 /// result that usually comes within microseconds.
 pub(crate) fn spin_if_a_core_is_free(done: impl FnMut() -> bool) {
     if a_core_is_free() {
-        spin_until(SPIN, done);
+        sync::spin(SPIN, done);
     }
 }
-
-/// How long a spin only watches the ring before it also yields the processor.
-#[cfg(not(loom))]
-const SPIN_ALONE: Duration = Duration::from_micros(2);
 
 #[cfg(all(test, not(loom)))]
 mod tests {
