@@ -34,8 +34,9 @@ mod real {
             Ok((Memory { map }, fd))
         }
 
-        /// Maps the file `fd`, which must be sealed at `len` bytes: a file that its sender
-        /// could shrink could fault this process's reads.
+        /// Maps the file `fd`, which must be `len` bytes long, sealing its size first (a seal
+        /// its sender set already is set again): a file that could shrink under the mapping
+        /// could fault this process's reads.
         pub(crate) fn open(fd: OwnedFd, len: u64) -> io::Result<Memory> {
             if memfd::len(fd.as_fd())? != len || memfd::seal_size(fd.as_fd()).is_err() {
                 return Err(io::Error::new(
