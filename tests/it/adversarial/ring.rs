@@ -242,8 +242,12 @@ fn idle_workers_use_no_cpu() {
 /// Until `done`, every 2 ms sends SIGKILL to a random child (a worker); returns how many.
 fn kill_workers(done: &AtomicBool, mut seed: u64) -> usize {
     let mut kills = 0;
-    while !done.load(Ordering::SeqCst) {
+    loop {
         std::thread::sleep(Duration::from_millis(2));
+        // Looked at after the sleep: no kill lands after the map it was for.
+        if done.load(Ordering::SeqCst) {
+            return kills;
+        }
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
@@ -254,7 +258,6 @@ fn kill_workers(done: &AtomicBool, mut seed: u64) -> usize {
             kills += 1;
         }
     }
-    kills
 }
 
 /// The body of [`workers_killed_at_any_point_of_the_ring_protocol_lose_no_answer`], in a process
@@ -292,7 +295,9 @@ fn workers_killed_at_any_point_of_the_ring_protocol_lose_no_answer_alone() {
     }
     assert!(kills > 0, "no worker was killed");
     eprintln!("{TASKS} tasks, {kills} workers killed, {failed} tasks failed with their death");
-    assert_eq!(pool.map(double, 3..8).unwrap(), vec![6, 8, 10, 12, 14]);
+    // The pool goes on (a kill sent as the map ended may fail one more task).
+    let after = pool.map(double, 3..8).or_else(|_| pool.map(double, 3..8));
+    assert_eq!(after.unwrap(), vec![6, 8, 10, 12, 14]);
     drop(pool);
     assert!(
         children().is_empty(),
