@@ -3,7 +3,7 @@
 //! A worker reads [`Request`]s, runs each call under `catch_unwind`, and answers each request
 //! with one frame of outcome records, in order, all on one thread: while a reply waits for room
 //! in the socket, the parent's next requests are read into memory, so the two sides can never
-//! deadlock. A pool's worker is sent rings in shared memory first thing (`wire/ring`): its
+//! deadlock. A pool's worker is sent rings in shared memory once it is set up (`wire/ring`): its
 //! requests and replies then go through them, and the socket carries the rest.
 
 use std::cell::Cell;

@@ -31,13 +31,17 @@ fn double(x: u64) -> u64 {
     2 * x
 }
 
-// A task that closes its channel (every descriptor) is that task's error: the pool goes on.
+// A task that closes its channel (every descriptor) is that task's error, or, in a pool, its
+// value if that reached the rings the worker shares with the parent before the parent saw the
+// socket close (the rings' memory outlives the descriptor): the pool goes on.
 #[test]
 fn a_task_that_closes_its_channel_fails_alone() {
     must("apply of a task that closes every descriptor", || {
         let pool = Pool::new(2).unwrap();
-        let err = pool.apply(close_everything, (1,)).unwrap_err();
-        assert!(err.is_died() || err.is_io(), "{err:?}");
+        match pool.apply(close_everything, (1,)) {
+            Ok(value) => assert_eq!(value, 1),
+            Err(err) => assert!(err.is_died() || err.is_io(), "{err:?}"),
+        }
         assert_eq!(
             pool.map(double, 0..20).unwrap(),
             (0..20).map(|x| 2 * x).collect::<Vec<_>>()
