@@ -200,6 +200,53 @@ fn a_task_that_scribbles_over_its_rings_fails_and_the_pool_goes_on() {
     }
 }
 
+/// Sends its parent wake-ups (empty frames, which the parent's link skips) on every socket of
+/// this worker, without end.
+#[process_fn]
+fn ring_for_ever() {
+    let sockets: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter(|entry| {
+            std::fs::read_link(entry.path())
+                .is_ok_and(|to| to.to_string_lossy().starts_with("socket:"))
+        })
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+        .collect();
+    loop {
+        for &socket in &sockets {
+            let doorbell = [0u8; 8];
+            // SAFETY: plain system call on a descriptor of this process, from a live buffer.
+            unsafe {
+                libc::send(
+                    socket,
+                    doorbell.as_ptr().cast(),
+                    doorbell.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+        }
+    }
+}
+
+// A worker that sends nothing but wake-ups, which its parent skips, is still held to its
+// task's time limit: killed, and the task fails with a timeout (without the parent's look at the
+// deadline before each wait, it waited for ever).
+#[test]
+fn a_worker_that_only_rings_is_held_to_the_time_limit() {
+    let pool = Arc::new(Pool::new(1).unwrap());
+    let limited = CallOptions::new().timeout(Duration::from_millis(300));
+    let outcome = must("a task that rings for ever", {
+        let pool = pool.clone();
+        move || pool.with(&limited).apply(ring_for_ever, ())
+    });
+    assert!(
+        outcome.as_ref().is_err_and(|e| e.is_timeout()),
+        "{outcome:?}"
+    );
+    assert_eq!(pool.apply(double, (4,)).unwrap(), 8);
+}
+
 #[process_fn]
 fn own_pid(_: u64) -> u32 {
     std::process::id()

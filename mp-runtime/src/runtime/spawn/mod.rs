@@ -561,9 +561,16 @@ impl ChildProcess {
         if !link.has_rings() {
             return self.recv(link.channel_mut(), deadline);
         }
-        let received = link.recv(|channel| match self.recv(channel, deadline) {
-            Received::Frame(frame) => Ok(frame),
-            other => Err(other),
+        let received = link.recv(|channel| {
+            // Looked at before each wait, not only in it: a worker that sends nothing but
+            // wake-ups, which the link skips, must not hold its task past its time limit.
+            if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                return Err(Received::TimedOut);
+            }
+            match self.recv(channel, deadline) {
+                Received::Frame(frame) => Ok(frame),
+                other => Err(other),
+            }
         });
         match received {
             Ok(frame) => {
