@@ -32,6 +32,10 @@ use crate::wire::ring::link::Link;
 /// Tasks sent to one worker before its first reply: enough to hide the round trip, few enough
 /// that a worker's death sends little back to the queue.
 const IN_FLIGHT: usize = 8;
+// The rings keep room for this many answers' markers (`wire/ring/README.md`, "Sending"); under
+// loom they are a model of a few bytes, and no pool uses them.
+#[cfg(not(loom))]
+const _: () = assert!(IN_FLIGHT as u64 <= crate::wire::ring::MAX_UNREAD);
 
 /// A worker is sent a second task before the first is done only when its tasks take less than
 /// this: then the saved round trip matters, and a task stuck behind another waits little.

@@ -78,6 +78,7 @@ mod model {
 
     impl Memory {
         /// Zeroed memory of `len` bytes.
+        #[cfg(test)]
         pub(crate) fn zeroed(len: u64) -> Memory {
             Memory {
                 words: (0..DATA / 64).map(|_| AtomicU64::new(0)).collect(),

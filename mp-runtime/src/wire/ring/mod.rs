@@ -39,6 +39,7 @@ const CAPACITY: u64 = 128;
 /// Where the records of the first ring start in the file: past the page of control words.
 const DATA: u64 = 4096;
 /// The file's length: the control page and two rings.
+#[cfg(any(not(loom), test))]
 const FILE_LEN: u64 = DATA + 2 * CAPACITY;
 
 /// A record's header: its length (the low 32 bits) and its kind (the high 32).
@@ -140,7 +141,7 @@ impl Rings {
     }
 
     /// Rings in ordinary memory, for loom's threads to share.
-    #[cfg(loom)]
+    #[cfg(all(loom, test))]
     pub(crate) fn in_memory() -> Rings {
         Rings {
             memory: Arc::new(Memory::zeroed(FILE_LEN)),
