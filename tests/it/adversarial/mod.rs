@@ -15,5 +15,6 @@ pub(crate) mod misbehave;
 mod panic_edges;
 mod pool_vocabulary;
 mod ring;
+mod ring_review;
 mod sandbox_escapes;
 mod unruly;

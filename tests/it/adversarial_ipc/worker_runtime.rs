@@ -113,34 +113,6 @@ fn a_pool_stack_overflow_is_reported() {
     pool_overflow_case(StartMethod::Spawn);
 }
 
-/// Doubles `x`, or overflows the stack at 100.
-#[process_fn]
-fn double_or_overflow_at_100(x: u64) -> u64 {
-    if x == 100 { recurse(0) } else { 2 * x }
-}
-
-// A stack overflow with calls pipelined behind it on the same worker fails its own task only:
-// the calls behind it never started, and run again on a fresh worker.
-#[test]
-fn a_stack_overflow_amid_pipelined_calls_fails_only_its_task() {
-    let results = bounded("an overflow amid pipelined calls", LONG, || {
-        let pool = Pool::new(1).unwrap();
-        let options = mp_runtime::CallOptions::new().chunksize(1);
-        let results: Vec<_> = pool
-            .with(&options)
-            .imap(double_or_overflow_at_100, 0..400u64)
-            .collect();
-        results
-    });
-    for (x, result) in results.into_iter().enumerate() {
-        match result {
-            Ok(value) => assert_eq!(value, 2 * x as u64),
-            Err(error) if x == 100 => says_overflow(&error),
-            Err(error) => panic!("task {x}, sent behind the overflow, failed: {error}"),
-        }
-    }
-}
-
 // In a fork server's pool (whose children inherit the zygote's handler), a
 // stack overflow is that task's error, and it says so.
 #[test]

@@ -324,7 +324,9 @@ impl Reader {
             let size = record_size(len);
             let record = match kind {
                 _ if size > tail - at => None,
-                INLINE => {
+                // No message is empty (an empty frame on the socket is a doorbell): an empty
+                // record is a forgery, and taking it would shift answers onto later calls.
+                INLINE if len > 0 => {
                     let mut bytes = vec![0; len as usize];
                     self.read(at + HEADER, &mut bytes);
                     Some(Record::Bytes(bytes))
