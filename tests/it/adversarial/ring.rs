@@ -16,10 +16,10 @@ use crate::alone::chaos::children;
 /// Where the words and records of a worker's rings are in their memory file, as the README's
 /// "Layout" gives them: each ring's `tail`, `head` and `sleeps` words, and its records.
 const CALLS_HEAD: usize = 64;
-const ANSWERS_TAIL: usize = 192;
+pub(crate) const ANSWERS_TAIL: usize = 192;
 const ANSWERS_HEAD: usize = 256;
 const ANSWERS_SLEEPS: usize = 320;
-const CAPACITY: usize = 256 << 10;
+pub(crate) const CAPACITY: usize = 256 << 10;
 const ANSWERS_DATA: usize = 4096 + CAPACITY;
 const FILE_LEN: usize = 4096 + 2 * CAPACITY;
 
@@ -35,7 +35,7 @@ fn own_rings() -> *mut u8 {
 }
 
 /// The word at `offset` of this worker's rings.
-fn word(offset: usize) -> &'static AtomicU64 {
+pub(crate) fn word(offset: usize) -> &'static AtomicU64 {
     assert!(offset + 8 <= FILE_LEN && offset % 8 == 0);
     // SAFETY: the rings stay mapped for the worker's life, the offset is in the file and
     // aligned, and the worker itself reads these words only atomically.
@@ -43,7 +43,7 @@ fn word(offset: usize) -> &'static AtomicU64 {
 }
 
 /// Writes `bytes` into the answers' records at position `at` (wrapping), as a scribbler would.
-fn write_answer_bytes(at: u64, bytes: &[u8]) {
+pub(crate) fn write_answer_bytes(at: u64, bytes: &[u8]) {
     let rings = own_rings();
     for (i, &byte) in bytes.iter().enumerate() {
         let offset = ANSWERS_DATA + (at as usize + i) % CAPACITY;

@@ -5,7 +5,7 @@
 //! names is broken; every wait is bounded.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use mp_runtime::{CallOptions, Pool, StartMethod, process_fn};
@@ -13,36 +13,7 @@ use mp_runtime::{CallOptions, Pool, StartMethod, process_fn};
 use crate::adversarial::bounded::must;
 use crate::alone::chaos::children;
 
-const ANSWERS_TAIL: usize = 192;
-const CAPACITY: usize = 256 << 10;
-const ANSWERS_DATA: usize = 4096 + CAPACITY;
-const FILE_LEN: usize = 4096 + 2 * CAPACITY;
-
-/// This worker's mapping of its rings, found in `/proc/self/maps` by the memory file's name.
-fn own_rings() -> *mut u8 {
-    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-    let line = maps
-        .lines()
-        .find(|line| line.contains("memfd:mp-rings"))
-        .expect("a pool's worker maps its rings");
-    let start = line.split('-').next().unwrap();
-    usize::from_str_radix(start, 16).unwrap() as *mut u8
-}
-
-fn word(offset: usize) -> &'static AtomicU64 {
-    assert!(offset + 8 <= FILE_LEN && offset % 8 == 0);
-    // SAFETY: the rings stay mapped for the worker's life; offset in the file and aligned.
-    unsafe { &*own_rings().add(offset).cast::<AtomicU64>() }
-}
-
-fn write_answer_bytes(at: u64, bytes: &[u8]) {
-    let rings = own_rings();
-    for (i, &byte) in bytes.iter().enumerate() {
-        let offset = ANSWERS_DATA + (at as usize + i) % CAPACITY;
-        // SAFETY: inside the answers' records of the mapping.
-        unsafe { rings.add(offset).write_volatile(byte) };
-    }
-}
+use super::ring::{ANSWERS_TAIL, CAPACITY, word, write_answer_bytes};
 
 #[process_fn]
 fn double(x: u64) -> u64 {
